@@ -1,0 +1,5 @@
+"""Allow ``python -m petbind``."""
+
+from petbind.cli import main
+
+main()

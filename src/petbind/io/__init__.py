@@ -1,0 +1,1 @@
+"""Readers and writers: files in, validated petbind objects out (and back)."""
