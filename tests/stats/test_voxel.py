@@ -1,0 +1,110 @@
+"""Voxel statistics: sign-flip FWE equals exact enumeration done here, clusters, FDR."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from petbind.errors import DataError
+from petbind.stats.voxel import sign_flip_test, sign_flips, smooth_maps
+
+
+def _t_by_hand(d: np.ndarray) -> np.ndarray:
+    """t = mean / (sd / sqrt(n)) at each voxel, written out with loops over voxels."""
+    n = d.shape[0]
+    out = np.empty(d.shape[1])
+    for v in range(d.shape[1]):
+        x = d[:, v]
+        m = sum(x) / n
+        sd = math.sqrt(sum((xi - m) ** 2 for xi in x) / (n - 1))
+        out[v] = m / (sd / math.sqrt(n))
+    return out
+
+
+def test_voxel_fwe_p_equals_exact_enumeration_of_16_sign_flips():
+    rng = np.random.default_rng(0)
+    shape = (4, 3, 3)
+    diffs = rng.standard_normal((4, *shape)) + 0.8
+    mask = np.ones(shape, dtype=bool)
+    mask[0, 0, 0] = False
+    res = sign_flip_test(diffs, mask, cluster_forming_p=0.05)
+    d = diffs[:, mask]
+    maxima = []
+    for signs in itertools.product((1, -1), repeat=4):
+        maxima.append(np.max(np.abs(_t_by_hand(d * np.array(signs)[:, None]))))
+    t_obs = _t_by_hand(d)
+    expected = np.array([np.mean([m >= abs(t) - 1e-12 for m in maxima]) for t in t_obs])
+    np.testing.assert_allclose(res.p_fwe[mask], expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(res.t[mask], t_obs, rtol=1e-12)
+    assert res.info["exact"] and res.info["n_flips"] == 16
+    assert res.info["min_attainable_p"] == 1 / 16
+    assert res.p_fwe[mask].min() >= 1 / 16
+    assert res.t[0, 0, 0] == 0 and res.p[0, 0, 0] == 1
+
+
+def test_uncorrected_p_and_fdr_equal_scipy():
+    rng = np.random.default_rng(1)
+    diffs = rng.standard_normal((5, 5, 4, 3)) + 0.5
+    mask = np.ones((5, 4, 3), dtype=bool)
+    res = sign_flip_test(diffs, mask)
+    p = stats.ttest_1samp(diffs.reshape(5, -1), 0.0).pvalue
+    np.testing.assert_allclose(res.p[mask], p, rtol=1e-10)
+    np.testing.assert_allclose(res.p_fdr[mask], stats.false_discovery_control(p), rtol=1e-10)
+    np.testing.assert_allclose(res.effect[mask], diffs.reshape(5, -1).mean(0), rtol=1e-12)
+
+
+def test_random_flips_are_seeded_and_start_with_identity_when_2n_exceeds_limit():
+    f1, exact = sign_flips(8, n_permutations=50, seed=3)
+    f2, _ = sign_flips(8, n_permutations=50, seed=3)
+    assert not exact and f1.shape == (50, 8)
+    np.testing.assert_array_equal(f1, f2)
+    np.testing.assert_array_equal(f1[0], np.ones(8))
+    f3, exact3 = sign_flips(8, n_permutations=256)
+    assert exact3 and len({tuple(r) for r in f3}) == 256
+
+
+def test_one_subject_cannot_be_sign_flipped():
+    with pytest.raises(DataError):
+        sign_flips(1)
+
+
+def test_clusters_find_planted_blocks_with_peak_coordinates_and_atlas_label():
+    rng = np.random.default_rng(2)
+    shape = (12, 10, 8)
+    n = 6
+    diffs = 0.3 * rng.standard_normal((n, *shape))
+    diffs[:, 2:5, 2:5, 2:4] += 3.0        # 18-voxel positive block
+    diffs[:, 8:10, 6:8, 5:6] -= 3.0       # 4-voxel negative block
+    diffs[:, 3, 3, 3] += 2.0              # positive peak inside the block
+    atlas = np.zeros(shape, dtype=int)
+    atlas[:6] = 1
+    atlas[6:] = 2
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-10, -5, 0]
+    res = sign_flip_test(diffs, np.ones(shape, bool), affine=affine, cluster_forming_p=1e-4,
+                         atlas=atlas, atlas_names={1: "NAcc", 2: "VP"})
+    cl = res.clusters
+    pos = cl[cl.sign == 1].iloc[0]
+    neg = cl[cl.sign == -1].iloc[0]
+    assert pos.size_voxels == 18 and neg.size_voxels == 4
+    assert pos.size_mm3 == pytest.approx(18 * 8.0)
+    assert (pos.peak_i, pos.peak_j, pos.peak_k) == (3, 3, 3)
+    assert (pos.peak_x, pos.peak_y, pos.peak_z) == (-4.0, 1.0, 6.0)
+    assert pos.peak_region == "NAcc" and neg.peak_region == "VP"
+    assert res.info["n_flips"] == 64
+    # the largest cluster under every flip but identity and all-minus is smaller
+    assert pos.p_fwe_cluster == pytest.approx(2 / 64)
+    assert len(cl) == 2
+
+
+def test_smoothing_keeps_a_constant_map_constant_inside_the_mask():
+    mask = np.zeros((9, 9, 9), bool)
+    mask[2:7, 2:7, 2:7] = True
+    maps = np.full((2, 9, 9, 9), 5.0)
+    out = smooth_maps(maps, mask, fwhm_mm=4.0, voxel_size_mm=(2, 2, 2))
+    np.testing.assert_allclose(out[:, mask], 5.0, rtol=1e-12)
+    assert np.all(out[:, ~mask] == 0)
