@@ -1,0 +1,512 @@
+"""The study configuration: a validated TOML file describing a challenge study.
+
+A study file names the dataset, each tracer's reference region, target
+regions, models and k2' strategy, how conditions are labelled, the contrasts
+to test and the statistics options. Every key is checked on load; an error
+names the file and the key (``tracers.DASB.reference_region``) and says what
+would fix it. ``petbind run --print-config`` prints :data:`DEFAULT_CONFIG`,
+the commented default (the founding ketamine study).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from petbind.errors import ConfigError
+from petbind.stats.roi import Contrast
+
+#: Models the pipeline can fit to region curves (names of the model registry).
+REGION_MODELS = ("srtm", "srtm2", "bfsrtm", "mrtm", "mrtm2", "logan", "suvr")
+#: Models that need k2' (1/min), given or estimated by the tracer's ``k2prime`` strategy.
+K2PRIME_MODELS = ("srtm2", "mrtm2", "logan")
+#: k2' strategies: a number (1/min) or one of these.
+K2PRIME_STRATEGIES = ("mrtm", "srtm", "median")
+
+DEFAULT_CONFIG = '''\
+# petbind study configuration (TOML). Every key is optional unless marked.
+# Times: minutes inside petbind, seconds in BIDS files. Rates: 1/min.
+
+[dataset]
+# BIDS root; the command-line argument of `petbind run BIDS_DIR` overrides it.
+# Relative paths are relative to this file.
+# path = "/data/ketamine_study"
+# BIDS entity whose label is the condition: "ses" (sessions, default) or any
+# other entity of the PET file names (e.g. "acq", "task").
+condition_entity = "ses"
+# Where the atlas (a *_dseg.nii.gz + *_dseg.tsv per scan, in PET space) lives:
+# "auto" searches derivatives/*/ (except derivatives/petbind) for a file named
+# like the scan; or give a derivatives folder, e.g. "derivatives/petbind-sim".
+atlas = "auto"
+# Simulated truth (subject, condition, tracer, region, bp_nd, r1 ...): "auto"
+# uses derivatives/petbind-sim/truth.tsv when present; "none" ignores it.
+truth = "auto"
+
+# One table per tracer (the trc- label of the PET files). Scans of tracers
+# that have no table here are skipped with a warning.
+[tracers.AZ10419369]
+reference_region = "cerebellum"   # required: a `region` of the dseg.tsv
+# Regions to fit and test; [] = every atlas region except the reference and
+# `exclude_regions`.
+target_regions = ["NAcc", "VP", "caudate", "putamen", "thalamus", "occipital_cortex"]
+exclude_regions = ["white_matter", "csf"]
+# Region models (the model registry's names): srtm, srtm2, bfsrtm, mrtm,
+# mrtm2, logan, suvr.
+models = ["srtm", "mrtm2", "logan"]
+primary_model = "srtm"            # the model of the summary table
+map_model = "mrtm2"               # parametric maps and voxel statistics ("" = none)
+# k2' (1/min) for srtm2 / mrtm2 / logan: a number, or "mrtm" / "srtm" (fit of
+# `k2prime_region`, k2' = k2 / R1), or "median" (median MRTM k2' of the targets).
+k2prime = "mrtm"
+k2prime_region = "VP"
+
+[tracers.DASB]
+reference_region = "cerebellum"
+target_regions = ["NAcc", "VP", "caudate", "putamen", "thalamus", "midbrain",
+                  "frontal_cortex", "occipital_cortex"]
+exclude_regions = ["white_matter", "csf"]
+models = ["srtm", "mrtm2", "logan"]
+primary_model = "srtm"
+map_model = "mrtm2"
+k2prime = "mrtm"
+k2prime_region = "midbrain"
+
+# Contrasts between conditions: "A - B" (change from B to A) or the
+# interaction "(A - B) - (C - D)". An optional name (letters and digits) labels
+# the output files.
+[[contrasts]]
+expr = "ketamine - baseline"
+[[contrasts]]
+expr = "ketaminenbqx - baseline"
+[[contrasts]]
+expr = "(ketamine - baseline) - (ketaminenbqx - baseline)"
+
+[statistics]
+baseline_condition = "baseline"   # reference level of the mixed model
+alpha = 0.05                      # two-sided; CI level is 1 - alpha
+# Two runs of one subject x condition x tracer: "error" (default), "mean"
+# (average their BP_ND) or "first" (lowest run number).
+runs = "error"
+
+[statistics.voxel]
+enabled = true
+smoothing_fwhm_mm = 0.0           # Gaussian smoothing of the contrast maps
+cluster_forming_p = 0.01          # two-sided, uncorrected
+n_permutations = 5000             # exact enumeration when 2^n_subjects <= this
+seed = 0
+'''
+
+
+@dataclass(frozen=True)
+class TracerConfig:
+    """Analysis settings of one tracer.
+
+    Attributes
+    ----------
+    name : str
+        The ``trc-`` label.
+    reference_region : str
+        Atlas ``region`` used as the reference tissue.
+    target_regions : tuple of str
+        Regions fitted and tested; empty means every atlas region except the
+        reference and ``exclude_regions``.
+    exclude_regions : tuple of str
+    models : tuple of str
+        Region models (registry names).
+    primary_model : str
+    map_model : str or None
+        Model of the parametric maps; ``None`` for no maps.
+    k2prime : float or str
+        k2' in 1/min, or a strategy of :data:`K2PRIME_STRATEGIES`.
+    k2prime_region : str or None
+        High-binding region for the ``mrtm`` / ``srtm`` strategies.
+    model_settings : dict
+        Per-model settings passed to the registry (``{"logan": {"tstar": 30}}``).
+    """
+
+    name: str
+    reference_region: str
+    target_regions: tuple[str, ...] = ()
+    exclude_regions: tuple[str, ...] = ("white_matter", "csf")
+    models: tuple[str, ...] = ("srtm",)
+    primary_model: str = "srtm"
+    map_model: str | None = None
+    k2prime: float | str = "mrtm"
+    k2prime_region: str | None = None
+    model_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def needs_k2prime(self) -> bool:
+        """True when a region model or the map model needs k2'."""
+        used = set(self.models) | ({self.map_model} if self.map_model else set())
+        return bool(used & set(K2PRIME_MODELS))
+
+
+@dataclass(frozen=True)
+class VoxelConfig:
+    """Voxel statistics options (see :func:`petbind.stats.voxel.sign_flip_test`)."""
+
+    enabled: bool = True
+    smoothing_fwhm_mm: float = 0.0
+    cluster_forming_p: float = 0.01
+    n_permutations: int = 5000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StatisticsConfig:
+    """Region statistics options."""
+
+    baseline_condition: str = "baseline"
+    alpha: float = 0.05
+    runs: str = "error"
+    voxel: VoxelConfig = field(default_factory=VoxelConfig)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study configuration.
+
+    Attributes
+    ----------
+    tracers : dict of str -> TracerConfig
+    contrasts : tuple of Contrast
+    statistics : StatisticsConfig
+    dataset : Path or None
+        BIDS root from the file (the command line overrides it).
+    condition_entity : str
+        BIDS entity whose label is the condition (``ses``).
+    atlas : str
+        ``"auto"`` or a derivatives folder relative to the BIDS root.
+    truth : str
+        ``"auto"``, ``"none"`` or a path of a truth table.
+    source : str or None
+        File the configuration came from.
+    """
+
+    tracers: dict[str, TracerConfig]
+    contrasts: tuple[Contrast, ...]
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
+    dataset: Path | None = None
+    condition_entity: str = "ses"
+    atlas: str = "auto"
+    truth: str = "auto"
+    source: str | None = None
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """Conditions named by the contrasts (and the baseline), in order of appearance."""
+        seen = dict.fromkeys([self.statistics.baseline_condition])
+        for c in self.contrasts:
+            seen.update(dict.fromkeys(c.conditions))
+        return tuple(seen)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with every default filled in (TOML / JSON serialisable)."""
+        tracers = {}
+        for name, t in self.tracers.items():
+            tracers[name] = {
+                "reference_region": t.reference_region,
+                "target_regions": list(t.target_regions),
+                "exclude_regions": list(t.exclude_regions), "models": list(t.models),
+                "primary_model": t.primary_model, "map_model": t.map_model or "",
+                "k2prime": t.k2prime, "k2prime_region": t.k2prime_region or "",
+                "model_settings": t.model_settings,
+            }
+        s = self.statistics
+        dataset = {"condition_entity": self.condition_entity, "atlas": self.atlas,
+                   "truth": self.truth}
+        if self.dataset is not None:
+            dataset["path"] = str(self.dataset)
+        return {
+            "dataset": dataset,
+            "tracers": tracers,
+            "contrasts": [{"expr": c.expr, "name": c.name} for c in self.contrasts],
+            "statistics": {
+                "baseline_condition": s.baseline_condition, "alpha": s.alpha, "runs": s.runs,
+                "voxel": {"enabled": s.voxel.enabled,
+                          "smoothing_fwhm_mm": s.voxel.smoothing_fwhm_mm,
+                          "cluster_forming_p": s.voxel.cluster_forming_p,
+                          "n_permutations": s.voxel.n_permutations, "seed": s.voxel.seed},
+            },
+        }
+
+    def to_toml(self) -> str:
+        """The resolved configuration as TOML text."""
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+
+# ----------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------
+class _Checker:
+    """Typed access to a TOML table with errors that name the key."""
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source
+
+    def fail(self, key: str, message: str, fix: str) -> ConfigError:
+        return ConfigError(message, path=self.source, field=key, fix=fix)
+
+    def table(self, data: dict, key: str, name: str) -> dict:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, got {type(value).__name__}",
+                            f"write [{key}] with keys below it")
+        return value
+
+    def unknown(self, data: dict, key: str, allowed: set[str]) -> None:
+        extra = sorted(set(data) - allowed)
+        if extra:
+            where = f"{key}.{extra[0]}" if key else extra[0]
+            raise self.fail(where, f"unknown key '{extra[0]}'",
+                            f"use one of: {', '.join(sorted(allowed))}")
+
+    def str_(self, data: dict, key: str, name: str, default: str | None,
+             choices: tuple[str, ...] | None = None) -> str | None:
+        value = data.get(name, default)
+        full = f"{key}.{name}" if key else name
+        if value is None:
+            if default is None and name in data:
+                raise self.fail(full, "must not be empty", "give a value")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(full, f"must be a string, got {value!r}", "quote the value")
+        if choices is not None and value not in choices:
+            raise self.fail(full, f"{value!r} is not allowed", f"use one of: {', '.join(choices)}")
+        return value
+
+    def strs(self, data: dict, key: str, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = data.get(name, list(default))
+        full = f"{key}.{name}"
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(full, f"must be a list of strings, got {value!r}",
+                            f'write e.g. {name} = ["NAcc", "VP"]')
+        return tuple(value)
+
+    def num(self, data: dict, key: str, name: str, default: float, lo: float, hi: float,
+            integer: bool = False) -> float:
+        value = data.get(name, default)
+        full = f"{key}.{name}"
+        ok = isinstance(value, int) if integer else isinstance(value, int | float)
+        if not ok or isinstance(value, bool):
+            kind = "an integer" if integer else "a number"
+            raise self.fail(full, f"must be {kind}, got {value!r}", f"e.g. {name} = {default}")
+        if not lo <= value <= hi:
+            raise self.fail(full, f"{value} is outside [{lo:g}, {hi:g}]",
+                            f"use a value in [{lo:g}, {hi:g}]")
+        return value
+
+    def bool_(self, data: dict, key: str, name: str, default: bool) -> bool:
+        value = data.get(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"{key}.{name}", f"must be true or false, got {value!r}",
+                            f"{name} = true")
+        return value
+
+
+def _model_names() -> tuple[str, ...]:
+    """Region models the registry knows (falls back to :data:`REGION_MODELS`)."""
+    try:
+        from petbind.models import available_models
+    except ImportError:  # pragma: no cover - model engine not installed
+        return REGION_MODELS
+    return tuple(available_models("reference")) or REGION_MODELS
+
+
+def _map_models() -> tuple[str, ...]:
+    """Models :mod:`petbind.parametric` can map."""
+    try:
+        from petbind.parametric import MAP_MODELS
+    except ImportError:  # pragma: no cover - parametric maps not installed
+        return REGION_MODELS
+    return tuple(MAP_MODELS)
+
+
+def _tracer(ck: _Checker, name: str, data: Any) -> TracerConfig:
+    key = f"tracers.{name}"
+    if not isinstance(data, dict):
+        raise ck.fail(key, "must be a table", f"write [tracers.{name}] with keys below it")
+    ck.unknown(data, key, {"reference_region", "target_regions", "exclude_regions", "models",
+                           "primary_model", "map_model", "k2prime", "k2prime_region",
+                           "model_settings"})
+    if "reference_region" not in data:
+        raise ck.fail(f"{key}.reference_region", "missing (required)",
+                      'e.g. reference_region = "cerebellum"')
+    ref = ck.str_(data, key, "reference_region", None)
+    targets = ck.strs(data, key, "target_regions", ())
+    if ref in targets:
+        raise ck.fail(f"{key}.target_regions", f"lists the reference region {ref!r}",
+                      "remove the reference region from the targets")
+    exclude = ck.strs(data, key, "exclude_regions", ("white_matter", "csf"))
+    models = ck.strs(data, key, "models", ("srtm",))
+    if not models:
+        raise ck.fail(f"{key}.models", "is empty", 'list at least one model, e.g. ["srtm"]')
+    known = _model_names()
+    for m in models:
+        if m not in known:
+            raise ck.fail(f"{key}.models", f"unknown model {m!r}",
+                          f"use models of: {', '.join(known)}")
+    primary = ck.str_(data, key, "primary_model", models[0])
+    if primary not in models:
+        raise ck.fail(f"{key}.primary_model", f"{primary!r} is not in models {list(models)}",
+                      "add it to models or choose one of them")
+    map_model = ck.str_(data, key, "map_model", "") or None
+    if map_model is not None:
+        if map_model not in _map_models():
+            raise ck.fail(f"{key}.map_model", f"unknown map model {map_model!r}",
+                          f"use one of: {', '.join(_map_models())}, or \"\" for no maps")
+    k2 = data.get("k2prime", "mrtm")
+    if isinstance(k2, bool) or not isinstance(k2, int | float | str):
+        raise ck.fail(f"{key}.k2prime", f"must be a number or a strategy, got {k2!r}",
+                      f"a rate in 1/min or one of {', '.join(K2PRIME_STRATEGIES)}")
+    if isinstance(k2, str) and k2 not in K2PRIME_STRATEGIES:
+        raise ck.fail(f"{key}.k2prime", f"unknown strategy {k2!r}",
+                      f"a rate in 1/min or one of {', '.join(K2PRIME_STRATEGIES)}")
+    if not isinstance(k2, str) and not 0 < k2 < 10:
+        raise ck.fail(f"{key}.k2prime", f"{k2} 1/min is not a plausible rate",
+                      "give k2' in 1/min, e.g. 0.1")
+    k2_region = ck.str_(data, key, "k2prime_region", "") or None
+    t = TracerConfig(name=name, reference_region=ref, target_regions=targets,
+                     exclude_regions=exclude, models=models, primary_model=primary,
+                     map_model=map_model, k2prime=float(k2) if not isinstance(k2, str) else k2,
+                     k2prime_region=k2_region,
+                     model_settings=ck.table(data, key, "model_settings"))
+    if t.needs_k2prime and t.k2prime in ("mrtm", "srtm") and t.k2prime_region is None:
+        raise ck.fail(f"{key}.k2prime_region", f"k2prime = {t.k2prime!r} needs a "
+                      "high-binding region", 'e.g. k2prime_region = "putamen"')
+    for m, s in t.model_settings.items():
+        if not isinstance(s, dict):
+            raise ck.fail(f"{key}.model_settings.{m}", "must be a table",
+                          f"write [{key}.model_settings.{m}] with settings below it")
+    return t
+
+
+def parse_config(data: dict[str, Any], *, source: str | None = None,
+                 base_dir: Path | None = None) -> StudyConfig:
+    """Validate a parsed TOML document.
+
+    Parameters
+    ----------
+    data : dict
+        The TOML document.
+    source : str, optional
+        File name for error messages.
+    base_dir : Path, optional
+        Folder that a relative ``dataset.path`` is relative to.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the offending key.
+    """
+    ck = _Checker(source)
+    ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics"})
+    ds = ck.table(data, "dataset", "dataset")
+    ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth"})
+    path = ck.str_(ds, "dataset", "path", None)
+    dataset = None
+    if path:
+        dataset = Path(path)
+        if not dataset.is_absolute() and base_dir is not None:
+            dataset = base_dir / dataset
+    entity = ck.str_(ds, "dataset", "condition_entity", "ses")
+    if entity in ("sub", "trc", "run"):
+        raise ck.fail("dataset.condition_entity", f"'{entity}' cannot name conditions",
+                      "use ses (default) or another entity such as acq or task")
+    atlas = ck.str_(ds, "dataset", "atlas", "auto")
+    truth = ck.str_(ds, "dataset", "truth", "auto")
+
+    tr = ck.table(data, "tracers", "tracers")
+    if not tr:
+        raise ck.fail("tracers", "no tracer configured",
+                      'add [tracers.<trc label>] with reference_region = "..."')
+    tracers = {name: _tracer(ck, name, t) for name, t in tr.items()}
+
+    raw = data.get("contrasts", [])
+    if not isinstance(raw, list) or not raw:
+        raise ck.fail("contrasts", "must be a non-empty list",
+                      '[[contrasts]] expr = "ketamine - baseline"')
+    contrasts = []
+    for i, c in enumerate(raw):
+        key = f"contrasts[{i}]"
+        if isinstance(c, str):
+            contrasts.append(Contrast.parse(c, path=source, field=key))
+            continue
+        if not isinstance(c, dict) or "expr" not in c:
+            raise ck.fail(key, f"must be a string or a table with expr, got {c!r}",
+                          'expr = "ketamine - baseline"')
+        ck.unknown(c, key, {"expr", "name"})
+        contrasts.append(Contrast.parse(ck.str_(c, key, "expr", None), c.get("name"),
+                                        path=source, field=f"{key}.expr"))
+    names = [c.name for c in contrasts]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ck.fail("contrasts", f"two contrasts share the name {sorted(dup)[0]!r}",
+                      "give them different names")
+
+    st = ck.table(data, "statistics", "statistics")
+    ck.unknown(st, "statistics", {"baseline_condition", "alpha", "runs", "voxel"})
+    vx = ck.table(st, "statistics.voxel", "voxel")
+    ck.unknown(vx, "statistics.voxel", {"enabled", "smoothing_fwhm_mm", "cluster_forming_p",
+                                        "n_permutations", "seed"})
+    voxel = VoxelConfig(
+        enabled=ck.bool_(vx, "statistics.voxel", "enabled", True),
+        smoothing_fwhm_mm=float(ck.num(vx, "statistics.voxel", "smoothing_fwhm_mm", 0.0,
+                                       0.0, 50.0)),
+        cluster_forming_p=float(ck.num(vx, "statistics.voxel", "cluster_forming_p", 0.01,
+                                       1e-12, 0.5)),
+        n_permutations=int(ck.num(vx, "statistics.voxel", "n_permutations", 5000, 2,
+                                  1_000_000, integer=True)),
+        seed=int(ck.num(vx, "statistics.voxel", "seed", 0, 0, 2**32 - 1, integer=True)),
+    )
+    stats = StatisticsConfig(
+        baseline_condition=ck.str_(st, "statistics", "baseline_condition", "baseline"),
+        alpha=float(ck.num(st, "statistics", "alpha", 0.05, 1e-6, 0.5)),
+        runs=ck.str_(st, "statistics", "runs", "error", ("error", "mean", "first")),
+        voxel=voxel,
+    )
+    used = {x for c in contrasts for x in c.conditions}
+    if stats.baseline_condition not in used:
+        raise ck.fail("statistics.baseline_condition",
+                      f"{stats.baseline_condition!r} appears in no contrast",
+                      f"use one of the contrasts' conditions: {', '.join(sorted(used))}")
+    return StudyConfig(tracers=tracers, contrasts=tuple(contrasts), statistics=stats,
+                       dataset=dataset, condition_entity=entity, atlas=atlas, truth=truth,
+                       source=source)
+
+
+def load_config(path: str | os.PathLike | None = None) -> StudyConfig:
+    """Read and validate a study TOML file; ``None`` gives :data:`DEFAULT_CONFIG`.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not TOML, or a key is invalid (named).
+    """
+    if path is None:
+        return parse_config(tomllib.loads(DEFAULT_CONFIG), source="<default config>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the study config: {exc.strerror}", path=p,
+                          fix="check the path given to --config") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=p,
+                          fix="see `petbind run --print-config` for the format") from exc
+    return parse_config(data, source=str(p), base_dir=p.parent)
+
+
+def demo_config() -> StudyConfig:
+    """The configuration shipped for ``petbind demo`` (``petbind/data/demo_study.toml``)."""
+    text = resources.files("petbind").joinpath("data/demo_study.toml").read_text("utf-8")
+    return parse_config(tomllib.loads(text), source="petbind/data/demo_study.toml")
