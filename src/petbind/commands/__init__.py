@@ -13,6 +13,7 @@ import importlib
 from petbind.cli import app
 
 _MODULES: list[str] = [
+    "simulate",
 ]
 
 for _name in _MODULES:

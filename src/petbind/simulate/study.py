@@ -1,0 +1,236 @@
+"""Study design to scans: per-scan truth, region curves and 4-D images.
+
+For each subject x condition x tracer the simulator draws, from the seed:
+
+- a per-subject factor on each region's BP_ND (``between_subject_cv``) and on
+  the reference delivery K1' (``k1prime_cv``);
+- a per-scan factor on each region's BP_ND (test-retest noise,
+  ``scan_cv_cortex`` / ``scan_cv_subcortex``);
+- the drug effect of the condition (multiplicative on BP_ND, optional on R1).
+
+The true values are then ``bp = bp_base * subject * scan * drug``,
+``r1 = r1_base * drug_r1``, ``K1' = k1prime * subject_k1``, ``k2' = k2prime``,
+and each region is a 2TCM with ``K1 = r1 K1'``, ``k2 = r1 k2'``,
+``k3 = bp k4``, ``k4`` (so ``K1/k2 = K1'/k2' = V_ND`` and ``k3/k4 = BP_ND``).
+Random numbers come from generators keyed by ``(seed, purpose, subject,
+tracer, condition)`` indices, so a scan's truth does not change when other
+scans are added or removed from the design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from petbind.simulate.config import SimConfig, TracerConfig
+from petbind.simulate.kinetics import pet_frame_means
+from petbind.simulate.phantom import CORTICAL, REGIONS, Phantom, make_phantom
+from petbind.simulate.scanner import (
+    apply_rigid_motion,
+    majority_labels,
+    noise_sd,
+    partial_volume_weights,
+    pet_grid,
+    random_motion,
+)
+
+# Purposes of the random streams (part of the seed key; never renumber).
+_SUBJECT, _SCAN, _NOISE, _MOTION = 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class ScanTruth:
+    """The true kinetics of one scan.
+
+    Attributes
+    ----------
+    subject, condition : str
+        BIDS labels (no ``sub-`` / ``ses-`` prefix).
+    tracer : TracerConfig
+    index : tuple of int
+        ``(subject, tracer, condition)`` positions in the design.
+    bp_nd, r1 : dict of str to float
+        Per region (every name in :data:`REGIONS`).
+    k1prime, k2prime : float
+        Reference-region delivery (mL/cm3/min) and efflux (1/min).
+    tacs : ndarray, shape (n_regions, n_frames)
+        Noise-free region curves (kBq/mL, decay-corrected to injection), rows
+        in the order of :data:`REGIONS`.
+    """
+
+    subject: str
+    condition: str
+    tracer: TracerConfig
+    index: tuple[int, int, int]
+    bp_nd: dict[str, float]
+    r1: dict[str, float]
+    k1prime: float
+    k2prime: float
+    tacs: NDArray[np.float64]
+
+    @property
+    def stem(self) -> str:
+        """BIDS file stem ``sub-<s>_ses-<c>_trc-<t>``."""
+        return f"sub-{self.subject}_ses-{self.condition}_trc-{self.tracer.name}"
+
+    def rng(self, cfg: SimConfig, purpose: int) -> np.random.Generator:
+        """The scan's random stream for ``purpose``."""
+        return np.random.default_rng([cfg.seed, purpose, *self.index])
+
+
+def _positive_factor(rng: np.random.Generator, cv: float, size: int) -> NDArray:
+    """``1 + cv z`` with z standard normal, kept above 0.05."""
+    return np.maximum(1.0 + cv * rng.standard_normal(size), 0.05)
+
+
+def scan_truth(cfg: SimConfig, i_subject: int, i_tracer: int, i_condition: int
+               ) -> ScanTruth:
+    """Draw the true parameters of one scan and compute its region curves."""
+    tr = cfg.tracers[i_tracer]
+    cond = cfg.conditions[i_condition]
+    n = len(REGIONS)
+    rs = np.random.default_rng([cfg.seed, _SUBJECT, i_subject, i_tracer])
+    subj_bp = _positive_factor(rs, cfg.between_subject_cv, n)
+    subj_k1 = float(_positive_factor(rs, cfg.k1prime_cv, 1)[0])
+    rc = np.random.default_rng([cfg.seed, _SCAN, i_subject, i_tracer, i_condition])
+    cv = np.array([cfg.scan_cv_cortex if r in CORTICAL else cfg.scan_cv_subcortex
+                   for r in REGIONS])
+    scan_bp = np.maximum(1.0 + cv * rc.standard_normal(n), 0.05)
+    eff = tr.effect(cond)
+    bp = np.array([tr.regions[r].bp_nd * eff.bp_factor(r) for r in REGIONS]) * subj_bp * scan_bp
+    r1 = np.array([tr.regions[r].r1 * eff.r1_factor(r) for r in REGIONS])
+    ref = REGIONS.index(cfg.reference)
+    bp[ref], r1[ref] = 0.0, 1.0
+    k1p = tr.k1prime * subj_k1
+    vb = np.array([tr.regions[r].vb for r in REGIONS])
+    tacs = pet_frame_means(tr.plasma_input, tr.blood, cfg.timing, K1=r1 * k1p,
+                           k2=r1 * tr.k2prime, k3=bp * tr.k4, k4=np.full(n, tr.k4), vb=vb)
+    return ScanTruth(subject=cfg.subjects[i_subject], condition=cond, tracer=tr,
+                     index=(i_subject, i_tracer, i_condition),
+                     bp_nd=dict(zip(REGIONS, bp.tolist(), strict=True)),
+                     r1=dict(zip(REGIONS, r1.tolist(), strict=True)),
+                     k1prime=k1p, k2prime=tr.k2prime, tacs=tacs)
+
+
+def iter_truth(cfg: SimConfig) -> Iterator[ScanTruth]:
+    """Every scan of the design, subject-major, then condition, then tracer."""
+    for i_s in range(len(cfg.subjects)):
+        for i_c in range(len(cfg.conditions)):
+            for i_t in range(len(cfg.tracers)):
+                yield scan_truth(cfg, i_s, i_t, i_c)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The phantom and its PET-space views, shared by every scan of a study.
+
+    Attributes
+    ----------
+    phantom : Phantom
+    shape : tuple of int
+        PET grid shape (x, y, z).
+    affine : ndarray, shape (4, 4)
+        PET voxel to RAS mm.
+    weights : ndarray of float32, shape (x*y*z, n_labels)
+        Partial-volume weights (PSF + voxel averaging) of each label.
+    dseg : ndarray of int16, shape (x, y, z)
+        Atlas in PET space (majority label per voxel).
+    label_region : ndarray of int, shape (n_labels,)
+        Row of :data:`REGIONS` for each label 1..n.
+    """
+
+    phantom: Phantom
+    shape: tuple[int, int, int]
+    affine: NDArray
+    weights: NDArray[np.float32]
+    dseg: NDArray[np.int16]
+    label_region: NDArray[np.intp]
+
+
+def make_geometry(cfg: SimConfig) -> Geometry:
+    """Build the phantom, the PET grid, the partial-volume weights and the PET-space atlas."""
+    ph = make_phantom(cfg.phantom_voxel_mm, cfg.phantom_seed)
+    n_labels = len(ph.table)
+    f = cfg.pet_factor
+    shape, affine = pet_grid(ph.labels.shape, ph.affine, f)
+    w = partial_volume_weights(ph.labels, n_labels, cfg.fwhm_mm, ph.voxel_mm, f)
+    dseg = majority_labels(ph.labels, n_labels, f)
+    label_region = np.array([REGIONS.index(r) for _, _, r in ph.table])
+    return Geometry(phantom=ph, shape=shape, affine=affine,
+                    weights=w.reshape(-1, n_labels), dseg=dseg, label_region=label_region)
+
+
+def scan_image(cfg: SimConfig, geo: Geometry, truth: ScanTruth
+               ) -> tuple[NDArray[np.float32], NDArray | None]:
+    """The 4-D PET image of one scan, as the scanner would reconstruct it.
+
+    Noise-free image ``W @ TAC``; then head motion (when enabled), counts-based
+    noise (when ``cfg.noise > 0``) and, when images are not decay-corrected,
+    physical decay.
+
+    Returns
+    -------
+    image : ndarray of float32, shape (x, y, z, n_frames)
+        kBq/mL; decay-corrected to injection when ``cfg.decay_corrected``.
+    motion : ndarray, shape (n_frames, 6), or None
+        True motion (mm, degrees; see :func:`~petbind.simulate.scanner.rigid_matrix`).
+    """
+    timing = cfg.timing
+    tac_labels = truth.tacs[geo.label_region].astype(np.float32)
+    img = (geo.weights @ tac_labels).reshape(*geo.shape, timing.n_frames)
+    motion = None
+    if cfg.motion:
+        motion = random_motion(timing, cfg.max_translation_mm, cfg.max_rotation_deg,
+                               truth.rng(cfg, _MOTION), cfg.motion_start_min)
+        img = apply_rigid_motion(img, geo.affine, motion)
+    if cfg.noise > 0:
+        lam = truth.tracer.isotope.decay_constant_per_min
+        sd = noise_sd(img, timing, lam, cfg.noise).astype(np.float32)
+        z = truth.rng(cfg, _NOISE).standard_normal(img.shape, dtype=np.float32)
+        img = img + sd * z
+    if not cfg.decay_corrected:
+        img = timing.decay_uncorrect(img, truth.tracer.isotope)
+    return np.asarray(img, dtype=np.float32), motion
+
+
+def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
+                   progress: Callable[[int, int, str], None] | None = None) -> Path:
+    """Simulate a study and write it as a BIDS dataset with its truth.
+
+    Parameters
+    ----------
+    config : SimConfig, path or None
+        A validated config, a TOML file, or ``None`` for the founding study.
+    out_dir : str or Path
+        Dataset root to create (may exist; files the simulator writes are
+        replaced atomically).
+    progress : callable, optional
+        ``progress(done, total, what)`` after each scan is written.
+
+    Returns
+    -------
+    Path
+        ``out_dir``. The layout is the one in ``docs/developing.md``
+        ("Dataset and output layout").
+    """
+    from petbind.simulate.config import load_config
+    from petbind.simulate.writer import DatasetWriter
+
+    cfg = config if isinstance(config, SimConfig) else load_config(config)
+    geo = make_geometry(cfg)
+    writer = DatasetWriter(cfg, geo, Path(out_dir))
+    writer.write_dataset_files()
+    total = cfg.n_scans
+    truths = []
+    for k, truth in enumerate(iter_truth(cfg), start=1):
+        image, motion = scan_image(cfg, geo, truth)
+        writer.write_scan(truth, image, motion)
+        truths.append(truth)
+        if progress is not None:
+            progress(k, total, truth.stem)
+    writer.write_truth_table(truths)
+    return Path(out_dir)
