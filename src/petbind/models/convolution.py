@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import ModelError
-from petbind.timing import FrameTiming
+from petbind.timing import TIME_TOL_MIN, FrameTiming
 
 #: Smallest rate (1/min) used in the exponential convolution (half-life of 1.3 years).
 MIN_RATE = 1e-6
@@ -114,6 +114,24 @@ class PiecewiseLinear:
         """``int_0^{end_i} C`` at every frame end (for graphical methods)."""
         return self.integral(timing.end)
 
+
+    @classmethod
+    def mean_preserving(cls, timing: FrameTiming, frame_means: ArrayLike) -> PiecewiseLinear:
+        """The continuous form of frame data that keeps every frame mean exactly.
+
+        Knots are ``(0, 0)`` (injection), every frame start, mid-point and end.
+        Edge values come from the straight line through neighbouring
+        ``(mid_i, mean_i)`` points (through ``(0, 0)`` before the first mid,
+        extrapolated linearly after the last); the mid-point value is then set
+        to ``2 mean_i - (v_start + v_end) / 2`` so that the average of the
+        curve over frame ``i`` equals ``mean_i``. A linear curve is reproduced
+        exactly; the map from frame means to knot values is linear
+        (:func:`mean_preserving_matrix`).
+        """
+        t, m = mean_preserving_matrix(timing)
+        v = np.asarray(frame_means, dtype=float)
+        return cls(t, v @ m.T)
+
     def exp_conv_frame_means(self, rates: ArrayLike, timing: FrameTiming) -> NDArray:
         """Frame means of ``C * exp(-rate t)`` for many rates at once.
 
@@ -129,6 +147,12 @@ class PiecewiseLinear:
         -------
         ndarray, shape broadcast(S, y.shape[:-1]) + (n_frames,)
             Exact frame averages of the convolution (kBq/mL).
+
+        Notes
+        -----
+        The per-segment factors (``exp(-theta h)``, ``A``, ``B``) are computed
+        for all segments at once; only the two-operation recurrence
+        ``y_{j+1} = e_j y_j + s_j`` runs over the knots.
         """
         theta = np.maximum(np.asarray(rates, dtype=float), MIN_RATE)
         n = timing.n_frames
@@ -136,32 +160,157 @@ class PiecewiseLinear:
         tt, yy, idx = self._with_points(edges)
         h = np.diff(tt)
         shape = np.broadcast_shapes(theta.shape, yy.shape[:-1])
-        th = np.broadcast_to(theta, shape)
-        need = np.zeros(tt.size, dtype=bool)
-        need[idx] = True
-        y_at = np.empty(shape + (n * 2,))
-        cur = np.zeros(shape)
-        slots: dict[int, list[int]] = {}
-        for i, k in enumerate(idx):
-            slots.setdefault(int(k), []).append(i)
-        for j in range(tt.size):
-            if j > 0:
-                hj = h[j - 1]
-                x = th * hj
-                e = np.exp(-x)
-                a = -np.expm1(-x) / th
-                # B = (1 - e (1 + x)) / theta^2, series for small x to avoid cancellation
-                small = x < 1e-4
-                b = np.where(small, hj * hj * (0.5 - x / 3.0 + x * x / 8.0),
-                             (-np.expm1(-x) - x * e) / np.where(small, 1.0, th * th))
-                c1 = yy[..., j]
-                m = (yy[..., j] - yy[..., j - 1]) / hj
-                cur = e * cur + c1 * a - m * b
-            if need[j]:
-                for i in slots[j]:
-                    y_at[..., i] = cur
+        th = np.broadcast_to(theta, shape)[..., None]
+        x = th * h
+        e = np.exp(-x)
+        a = -np.expm1(-x) / th
+        # B = (1 - e (1 + x)) / theta^2, series for small x to avoid cancellation
+        small = x < 1e-4
+        b = np.where(small, h * h * (0.5 - x / 3.0 + x * x / 8.0),
+                     (-np.expm1(-x) - x * e) / np.where(small, 1.0, th * th))
+        slope = np.diff(yy, axis=-1) / h
+        s = yy[..., 1:] * a - slope * b
+        y = np.empty(shape + (tt.size,))
+        y[..., 0] = 0.0
+        for j in range(tt.size - 1):
+            np.multiply(e[..., j], y[..., j], out=y[..., j + 1])
+            y[..., j + 1] += s[..., j]
+        y_at = y[..., idx]
         ci = self.integral(edges)
-        ci = np.broadcast_to(ci, shape + (2 * n,))
         frame_int_c = ci[..., n:] - ci[..., :n]
         dy = y_at[..., n:] - y_at[..., :n]
-        return (frame_int_c - dy) / th[..., None] / timing.duration
+        return (frame_int_c - dy) / th / timing.duration
+
+
+def mean_preserving_matrix(timing: FrameTiming) -> tuple[NDArray, NDArray]:
+    """Knot times and the linear map from frame means to knot values.
+
+    Returns
+    -------
+    t : ndarray, shape (K,)
+        Knot times in minutes: 0, then each frame's start, mid and end
+        (shared edges of contiguous frames appear once).
+    m : ndarray, shape (K, n_frames)
+        ``knot_values = m @ frame_means`` for the form of
+        :meth:`PiecewiseLinear.mean_preserving`.
+    """
+    n = timing.n_frames
+    a, c, b = timing.start, timing.mid, timing.end
+    if a[0] < 0 or c[0] <= 0:
+        raise ModelError("frames must start at or after injection", field="FrameTimesStart",
+                         fix="give times relative to injection")
+    eye = np.eye(n)
+    knots_mid = np.concatenate([[0.0], c])
+    vals_mid = np.concatenate([np.zeros((1, n)), eye], axis=0)  # (n+1, n)
+
+    def line(t: float) -> NDArray:
+        """Value (as a row over frames) of the mid-point interpolant at ``t``."""
+        if t >= knots_mid[-1]:
+            if n == 1:
+                return vals_mid[-1]
+            k0, k1 = n - 1, n
+        else:
+            k1 = int(np.searchsorted(knots_mid, t, side="right"))
+            k0 = k1 - 1
+        w = (t - knots_mid[k0]) / (knots_mid[k1] - knots_mid[k0])
+        return vals_mid[k0] * (1.0 - w) + vals_mid[k1] * w
+
+    times: list[float] = []
+    rows: list[NDArray] = []
+
+    def add(t: float, row: NDArray) -> None:
+        if times and t <= times[-1] + TIME_TOL_MIN:
+            times[-1] = max(times[-1], t)
+            rows[-1] = row
+            return
+        times.append(float(t))
+        rows.append(row)
+
+    if a[0] > TIME_TOL_MIN:
+        add(0.0, np.zeros(n))
+    for i in range(n):
+        va, vb = line(a[i]), line(b[i])
+        if a[i] <= TIME_TOL_MIN:
+            va = np.zeros(n)
+        add(a[i], va)
+        add(c[i], 2.0 * eye[i] - 0.5 * (va + vb))
+        add(b[i], vb)
+    return np.asarray(times), np.asarray(rows)
+
+
+def running_integral_frame_means(timing: FrameTiming) -> NDArray:
+    """Linear map from frame means to frame means of the running integral.
+
+    For the mean-preserving form ``C`` of the frame data
+    (:meth:`PiecewiseLinear.mean_preserving`) returns ``L`` (n_frames x
+    n_frames) with ``(L @ means)_i = (1 / d_i) int_{a_i}^{b_i} int_0^t C(s) ds dt``
+    exactly. Used by the linearised methods (MRTM, MRTM2, Logan), whose
+    operational equations are integrated over each frame.
+    """
+    t, m = mean_preserving_matrix(timing)
+    h = np.diff(t)
+    # running integral at knots (K, n) and its integral over each segment
+    seg = 0.5 * (m[1:] + m[:-1]) * h[:, None]
+    cum = np.concatenate([np.zeros((1, m.shape[1])), np.cumsum(seg, axis=0)], axis=0)
+    seg_int = cum[:-1] * h[:, None] + h[:, None] ** 2 * (m[:-1] / 3.0 + m[1:] / 6.0)
+    cum2 = np.concatenate([np.zeros((1, m.shape[1])), np.cumsum(seg_int, axis=0)], axis=0)
+    ia = np.searchsorted(t, timing.start - TIME_TOL_MIN)
+    ib = np.searchsorted(t, timing.end - TIME_TOL_MIN)
+    return (cum2[ib] - cum2[ia]) / timing.duration[:, None]
+
+
+class ExpConvTable:
+    """Frame means of ``C_R * exp(-theta t)`` tabulated over theta, for fast fits.
+
+    The exact values (:meth:`PiecewiseLinear.exp_conv_frame_means`) are
+    computed on a grid uniform in ``u = ln theta`` and joined by a cubic
+    spline in ``u`` (per frame), so that values and derivatives for any
+    number of rates cost one table gather and a Horner step. With the default
+    2049 points the spline's relative error is below 1e-9.
+
+    Parameters
+    ----------
+    curve : PiecewiseLinear
+        A single input curve (``y`` 1-D).
+    timing : FrameTiming
+        Frames to average over.
+    theta_min, theta_max : float
+        Range of rates (1/min) to cover; rates outside are clipped.
+    n_grid : int
+        Number of grid points.
+    """
+
+    def __init__(self, curve: PiecewiseLinear, timing: FrameTiming, theta_min: float,
+                 theta_max: float, n_grid: int = 2049) -> None:
+        from scipy.interpolate import CubicSpline
+
+        if curve.y.ndim != 1:
+            raise ModelError("the table needs a single input curve", field="ref",
+                             fix="give one reference curve")
+        if not 0 < theta_min < theta_max:
+            raise ModelError(f"bad theta range [{theta_min}, {theta_max}]", field="theta3",
+                             fix="give 0 < theta_min < theta_max (1/min)")
+        self.u0 = float(np.log(theta_min))
+        self.u1 = float(np.log(theta_max))
+        self.h = (self.u1 - self.u0) / (n_grid - 1)
+        u = self.u0 + self.h * np.arange(n_grid)
+        vals = curve.exp_conv_frame_means(np.exp(u), timing)
+        spline = CubicSpline(u, vals, axis=0)
+        # c[k, j, :] multiplies (u - u_j) ** (3 - k)
+        self._c = np.ascontiguousarray(np.moveaxis(spline.c, 0, 1))  # (G-1, 4, n)
+        self.theta_min = float(theta_min)
+        self.theta_max = float(theta_max)
+
+    def __call__(self, theta: ArrayLike, derivative: bool = False
+                 ) -> NDArray | tuple[NDArray, NDArray]:
+        """Values (and d/dtheta) at ``theta`` (shape S) -> arrays shaped S + (n_frames,)."""
+        th = np.clip(np.asarray(theta, dtype=float), self.theta_min, self.theta_max)
+        u = np.log(th)
+        j = np.clip(((u - self.u0) / self.h).astype(np.intp), 0, self._c.shape[0] - 1)
+        du = (u - (self.u0 + j * self.h))[..., None]
+        c = self._c[j]
+        val = ((c[..., 0, :] * du + c[..., 1, :]) * du + c[..., 2, :]) * du + c[..., 3, :]
+        if not derivative:
+            return val
+        dval = (3.0 * c[..., 0, :] * du + 2.0 * c[..., 1, :]) * du + c[..., 2, :]
+        return val, dval / th[..., None]

@@ -1,0 +1,884 @@
+"""Reference-tissue models: SRTM, SRTM2, basis-function SRTM, MRTM, MRTM2, Logan.
+
+All models fit a batch of target curves shaped ``(..., n_frames)`` (frame
+means, kBq/mL, decay-corrected to injection; times in minutes) against one
+reference-region curve, in one vectorised call.
+
+Continuous form and frame integration
+-------------------------------------
+The reference curve (and, for the linearised methods, each target curve) is
+given the *mean-preserving piecewise-linear* form of
+:meth:`~petbind.models.convolution.PiecewiseLinear.mean_preserving`: zero at
+injection, knots at each frame's start, mid-point and end, whose average over
+every frame equals the measured frame mean. Then
+
+- SRTM-family predictions are exact frame averages of the continuous model:
+  ``R1 * mean(C_R) + (k2 - R1 theta3) * mean(C_R (*) exp(-theta3 t))`` with the
+  convolution done analytically (:mod:`petbind.models.convolution`).
+- MRTM, MRTM2 and Logan use their operational equations *averaged over each
+  frame*, e.g. for MRTM
+  ``mean(C_T) = g1 J(C_R) + g2 J(C_T) + g3 mean(C_R)`` where
+  ``J_i = (1/d_i) int_frame int_0^t C`` is computed exactly for that form
+  (:func:`~petbind.models.convolution.running_integral_frame_means`). For a
+  target and a reference that both follow one-tissue kinetics these
+  equations hold exactly, frame by frame.
+
+References
+----------
+Lammertsma AA, Hume SP. Simplified reference tissue model for PET receptor
+studies. NeuroImage 1996;4:153-158.
+Gunn RN, Lammertsma AA, Hume SP, Cunningham VJ. Parametric imaging of
+ligand-receptor binding in PET using a simplified reference region model.
+NeuroImage 1997;6:279-287.
+Wu Y, Carson RE. Noise reduction in the simplified reference tissue model for
+neuroreceptor functional imaging. J Cereb Blood Flow Metab 2002;22:1440-1452.
+Ichise M, et al. Linearized reference tissue parametric imaging methods:
+application to [11C]DASB PET studies of the serotonin transporter in human
+brain. J Cereb Blood Flow Metab 2003;23:1096-1112.
+Logan J, et al. Distribution volume ratios without blood sampling from
+graphical analysis of PET data. J Cereb Blood Flow Metab 1996;16:834-840.
+Ichise M, Toyama H, Innis RB, Carson RE. Strategies to improve neuroreceptor
+parameter estimation by linear regression analysis. J Cereb Blood Flow Metab
+2002;22:1271-1281 (t* by a maximum-error criterion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from petbind.errors import DataError, ModelError
+from petbind.isotopes import Isotope
+from petbind.models.base import Fit
+from petbind.models.convolution import (
+    ExpConvTable,
+    PiecewiseLinear,
+    running_integral_frame_means,
+)
+from petbind.models.registry import register_model
+from petbind.models.weights import frame_weights, window_mask
+from petbind.timing import FrameTiming
+
+#: Default theta3 = k2 / (1 + BP_ND) range (1/min) for the SRTM family.
+THETA3_BOUNDS = (0.001, 2.0)
+#: Default number of basis functions (log-spaced) for BF-SRTM (Gunn et al. 1997 used 100).
+N_BASIS = 100
+#: Default bounds of R1 in the non-linear fits.
+R1_BOUNDS = (0.0, 10.0)
+#: Rows processed at once in the basis-function search (bounds memory to ~100 MB).
+_CHUNK = 16384
+
+
+@dataclass
+class _Result:
+    params: dict[str, NDArray]
+    se: dict[str, NDArray]
+    fitted: NDArray
+    valid: NDArray[np.bool_]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _inv_sym(a: NDArray) -> NDArray:
+    """Inverse of stacked symmetric 1x1, 2x2 or 3x3 matrices by the adjugate (NaN if singular)."""
+    p = a.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if p == 1:
+            return 1.0 / a
+        if p == 2:
+            det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] ** 2
+            out = np.empty_like(a)
+            out[..., 0, 0] = a[..., 1, 1]
+            out[..., 1, 1] = a[..., 0, 0]
+            out[..., 0, 1] = out[..., 1, 0] = -a[..., 0, 1]
+        elif p == 3:
+            c00 = a[..., 1, 1] * a[..., 2, 2] - a[..., 1, 2] ** 2
+            c01 = a[..., 0, 2] * a[..., 1, 2] - a[..., 0, 1] * a[..., 2, 2]
+            c02 = a[..., 0, 1] * a[..., 1, 2] - a[..., 0, 2] * a[..., 1, 1]
+            c11 = a[..., 0, 0] * a[..., 2, 2] - a[..., 0, 2] ** 2
+            c12 = a[..., 0, 1] * a[..., 0, 2] - a[..., 0, 0] * a[..., 1, 2]
+            c22 = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] ** 2
+            det = a[..., 0, 0] * c00 + a[..., 0, 1] * c01 + a[..., 0, 2] * c02
+            out = np.stack([np.stack([c00, c01, c02], -1), np.stack([c01, c11, c12], -1),
+                            np.stack([c02, c12, c22], -1)], -2)
+        else:
+            raise ValueError(p)
+        scale = np.max(np.abs(a), axis=(-2, -1))
+        det = np.where(np.abs(det) > 1e-13 * scale**p, det, np.nan)
+        return out / det[..., None, None]
+
+
+def _wls(x: NDArray, y: NDArray, w: NDArray) -> tuple[NDArray, NDArray]:
+    """Weighted least squares for stacked designs.
+
+    ``x`` (..., n, p), ``y`` (..., n), ``w`` (..., n) broadcastable; returns the
+    coefficients (..., p) and ``(X' W X)^-1`` (..., p, p).
+    """
+    xw = x * w[..., :, None]
+    a = np.einsum("...ni,...nj->...ij", xw, x)
+    b = np.einsum("...ni,...n->...i", xw, y)
+    inv = _inv_sym(a)
+    return np.einsum("...ij,...j->...i", inv, b), inv
+
+
+def _sigma2(resid: NDArray, w: NDArray, p: int) -> NDArray:
+    """Weighted residual variance ``WRSS / (n_used - p)`` (NaN if no degrees of freedom)."""
+    used = np.broadcast_to(w > 0, resid.shape)
+    wrss = np.sum(np.where(used, w * resid * resid, 0.0), axis=-1)
+    dof = np.sum(used, axis=-1) - p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(dof > 0, wrss / dof, np.nan)
+
+
+def _se_of(grad: NDArray, cov: NDArray) -> NDArray:
+    """Delta-method standard error ``sqrt(g' C g)`` for stacked gradients (..., p)."""
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.einsum("...i,...ij,...j->...", grad, cov, grad))
+
+
+class ReferenceModel:
+    """Base of the reference-tissue models: validated input, weights, window.
+
+    Parameters
+    ----------
+    timing : FrameTiming
+        Frames of the curves (minutes after injection).
+    ref : array_like, shape (n_frames,)
+        Reference-region frame means (kBq/mL, decay-corrected to injection).
+    weights : {"uniform", "duration", "counts"} or array_like
+        Frame weights (:func:`petbind.models.weights.frame_weights`); the
+        ``counts`` scheme uses ``weight_curve`` (default: the reference).
+    start, end : float, optional
+        Fit window in minutes: frames wholly inside take part in the fit; the
+        input curve is always used from injection.
+    isotope : Isotope or str, optional
+        Radionuclide, for ``counts`` weights.
+    weight_curve : array_like, optional
+        Curve for ``counts`` weights (kBq/mL).
+    """
+
+    name: ClassVar[str] = ""
+    n_params: ClassVar[int] = 0
+    min_frames: ClassVar[int] = 3
+
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *,
+                 weights: str | ArrayLike | None = "uniform", start: float | None = None,
+                 end: float | None = None, isotope: Isotope | str | None = None,
+                 weight_curve: ArrayLike | None = None) -> None:
+        if not isinstance(timing, FrameTiming):
+            raise ModelError("timing must be a FrameTiming", field="timing",
+                             fix="build it with FrameTiming.from_seconds(...)")
+        r = np.asarray(ref, dtype=float)
+        n = timing.n_frames
+        if r.shape != (n,):
+            raise ModelError(f"reference curve has shape {r.shape}, expected ({n},)",
+                             field="ref", fix="give one reference value per frame")
+        bad = np.flatnonzero(~np.isfinite(r))
+        if bad.size:
+            raise DataError(f"reference curve is not finite at frame {bad[0]}", field="ref",
+                            fix="check the reference region (NaN frames?) or choose another")
+        if np.max(r) <= 0 or np.sum(r * timing.duration) <= 0:
+            raise DataError("reference curve has no signal (all values <= 0)", field="ref",
+                            fix="check the reference region name and the image units")
+        self.timing = timing
+        self.ref = r
+        self.start = start
+        self.end = end
+        self.window = window_mask(timing, start, end, min_frames=self.min_frames)
+        self.isotope = isotope
+        self.weight_scheme = weights if isinstance(weights, str) or weights is None \
+            else "user"
+        wc = r if weight_curve is None else weight_curve
+        self.weights = frame_weights(weights, timing, curve=wc, isotope=isotope,
+                                     window=self.window)
+        self._ref_form = PiecewiseLinear.mean_preserving(timing, r)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting, for sidecars and reports."""
+        iso = self.isotope.name if isinstance(self.isotope, Isotope) else self.isotope
+        return {"model": self.name, "weights": self.weight_scheme, "start_min": self.start,
+                "end_min": self.end, "isotope": iso,
+                "n_frames_window": int(self.window.sum()), **self._settings()}
+
+    def _settings(self) -> dict[str, Any]:
+        return {}
+
+    def fit(self, tacs: ArrayLike, weights: str | ArrayLike | None = None) -> Fit:
+        """Fit a batch of target curves.
+
+        Parameters
+        ----------
+        tacs : array_like, shape (..., n_frames)
+            Target frame means (kBq/mL).
+        weights : str or array_like, optional
+            Override the model's weights for this call (same forms as the
+            constructor; ``counts`` uses the reference curve).
+
+        Returns
+        -------
+        Fit
+            Parameters shaped like the batch; curves with a non-finite frame or
+            no positive value in the window are invalid (NaN parameters).
+        """
+        y = np.asarray(tacs, dtype=float)
+        n = self.timing.n_frames
+        if y.ndim == 0 or y.shape[-1] != n:
+            raise DataError(f"curves have shape {y.shape}, expected (..., {n})", field="tacs",
+                            fix="give one value per frame on the last axis")
+        if weights is None:
+            w = self.weights
+        else:
+            w = frame_weights(weights, self.timing, curve=self.ref, isotope=self.isotope,
+                              window=self.window)
+        batch = y.shape[:-1]
+        y2 = y.reshape(-1, n)
+        w2 = w if w.ndim == 1 else np.broadcast_to(w, y.shape).reshape(-1, n)
+        with np.errstate(invalid="ignore"):
+            ok = np.all(np.isfinite(y2), axis=-1) & \
+                (np.max(np.where(self.window, y2, -np.inf), axis=-1) > 0)
+        all_ok = bool(ok.all())
+        yf = y2 if all_ok else np.where(ok[:, None], y2, 0.0)
+        with np.errstate(all="ignore"):
+            res = self._fit(yf, w2)
+        valid = ok & res.valid
+        for k, v in res.params.items():
+            res.params[k] = np.where(valid, v, np.nan).reshape(batch)
+        for k, v in res.se.items():
+            res.se[k] = np.where(valid, v, np.nan).reshape(batch)
+        fitted = np.where(valid[:, None] & self.window, res.fitted, np.nan).reshape(y.shape)
+        extra = {k: (v.reshape(batch + v.shape[1:]) if isinstance(v, np.ndarray)
+                     and v.ndim >= 1 and v.shape[0] == y2.shape[0] else v)
+                 for k, v in res.extra.items()}
+        return Fit(model=self.name, timing=self.timing, params=res.params, data=y,
+                   fitted=fitted, weights=w if w.ndim == 1 else w.reshape(y.shape),
+                   valid=valid.reshape(batch), n_params=self.n_params, se=res.se,
+                   settings=self.settings, extra=extra)
+
+    def _fit(self, y: NDArray, w: NDArray) -> _Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------
+# SRTM family
+# ----------------------------------------------------------------------------
+class _SRTMBase(ReferenceModel):
+    """Shared basis machinery of SRTM, SRTM2 and BF-SRTM."""
+
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *,
+                 theta3_bounds: tuple[float, float] = THETA3_BOUNDS, n_basis: int = N_BASIS,
+                 k2prime: float | None = None, compute_se: bool = True, **kw: Any) -> None:
+        super().__init__(timing, ref, **kw)
+        lo, hi = (float(theta3_bounds[0]), float(theta3_bounds[1]))
+        if not 0 < lo < hi:
+            raise ModelError(f"theta3 bounds must satisfy 0 < low < high, got ({lo}, {hi})",
+                             field="theta3_bounds", fix="e.g. (0.001, 2.0) 1/min")
+        if int(n_basis) < 3:
+            raise ModelError("need at least 3 basis functions", field="n_basis",
+                             fix="use e.g. 100")
+        if k2prime is not None and not (np.isfinite(k2prime) and k2prime > 0):
+            raise ModelError(f"k2' must be a positive number, got {k2prime}", field="k2prime",
+                             fix="give k2' in 1/min, e.g. 0.1")
+        self.theta3_bounds = (lo, hi)
+        self.n_basis = int(n_basis)
+        self.k2prime = None if k2prime is None else float(k2prime)
+        self.compute_se = bool(compute_se)
+        self.theta_grid = np.geomspace(lo, hi, self.n_basis)
+        self.basis = self._ref_form.exp_conv_frame_means(self.theta_grid, timing)
+        self._table: ExpConvTable | None = None
+
+    @property
+    def table(self) -> ExpConvTable:
+        """Spline table of the convolution over theta3 (built on first use)."""
+        if self._table is None:
+            lo, hi = self.theta3_bounds
+            self._table = ExpConvTable(self._ref_form, self.timing, lo, hi)
+        return self._table
+
+    def _settings(self) -> dict[str, Any]:
+        return {"theta3_bounds": list(self.theta3_bounds), "n_basis": self.n_basis,
+                "k2prime": self.k2prime, "continuous_form": "mean-preserving piecewise linear"}
+
+    def _design(self, theta: NDArray) -> tuple[NDArray, NDArray]:
+        """Regressors for the grid (G, n): (C_R, B) or, with fixed k2', C_R + (k2'-th) B."""
+        b = self.basis if theta is self.theta_grid else self.table(theta)
+        if self.k2prime is None:
+            return self.ref, b
+        return self.ref + (self.k2prime - theta)[:, None] * b, b
+
+    def _grid_search(self, y: NDArray, w: NDArray, refine: bool) -> tuple[NDArray, NDArray]:
+        """Best basis function per curve (Gunn 1997), refined by a parabola in ln theta3.
+
+        Returns theta3 (V,) and a flag (V,) that the optimum lies on the grid's edge.
+        """
+        g = self.theta_grid
+        u = np.log(g)
+        x0, b = self._design(g)
+        v = y.shape[0]
+        theta = np.empty(v)
+        edge = np.empty(v, dtype=bool)
+        fixed = self.k2prime is not None
+        for s in range(0, v, _CHUNK):
+            sl = slice(s, s + _CHUNK)
+            yc = y[sl]
+            wc = w if w.ndim == 1 else w[sl]
+            wy = wc * yc
+            if fixed:
+                z = wy @ x0.T                                    # (V, G)
+                c = wc @ (x0 * x0).T                             # (G,) or (V, G)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    q = z * z / c
+            else:
+                z1 = (wy @ x0)[:, None]                          # (V, 1)
+                z2 = wy @ b.T                                    # (V, G)
+                a = np.asarray(wc @ (x0 * x0))
+                a = a[:, None] if a.ndim else a
+                bb = (wc * x0) @ b.T
+                c = wc @ (b * b).T
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    q = (c * z1 * z1 - 2.0 * bb * z1 * z2 + a * z2 * z2) / (a * c - bb * bb)
+            q = np.where(np.isfinite(q), q, -np.inf)
+            k = np.argmax(q, axis=1)
+            edge[sl] = (k == 0) | (k == g.size - 1)
+            uk = u[k]
+            if refine:
+                kk = np.clip(k, 1, g.size - 2)
+                rows = np.arange(k.size)
+                f0, f1, f2 = q[rows, kk - 1], q[rows, kk], q[rows, kk + 1]
+                u0, u1, u2 = u[kk - 1], u[kk], u[kk + 1]
+                num = (u1 - u0) ** 2 * (f1 - f2) - (u1 - u2) ** 2 * (f1 - f0)
+                den = (u1 - u0) * (f1 - f2) - (u1 - u2) * (f1 - f0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ur = u1 - 0.5 * num / den
+                good = ~edge[sl] & np.isfinite(ur)
+                uk = np.where(good, np.clip(ur, u0, u2), uk)
+            theta[sl] = np.exp(uk)
+        return theta, edge
+
+    def _linear_at(self, y: NDArray, w: NDArray, theta: NDArray) -> NDArray:
+        """Linear parameters at given theta3: (R1, theta2) or (R1,) with fixed k2'."""
+        b = self.table(theta)                                    # (V, n)
+        if self.k2prime is None:
+            x = np.stack([np.broadcast_to(self.ref, b.shape), b], axis=-1)
+        else:
+            x = (self.ref + (self.k2prime - theta)[:, None] * b)[..., None]
+        coef, _ = _wls(x, y, w)
+        return coef
+
+    def _model_jac(self, p: NDArray, jac: bool = True) -> tuple[NDArray, NDArray | None]:
+        """Prediction (V, n) and Jacobian (V, n, P) at internal parameters ``p``."""
+        theta = p[:, -1]
+        if not jac:
+            b = self.table(theta)
+            if self.k2prime is None:
+                return p[:, :1] * self.ref + p[:, 1:2] * b, None
+            return p[:, :1] * (self.ref + (self.k2prime - theta)[:, None] * b), None
+        b, db = self.table(theta, derivative=True)
+        if self.k2prime is None:
+            r1, t2 = p[:, 0], p[:, 1]
+            f = r1[:, None] * self.ref + t2[:, None] * b
+            jmat = np.stack([np.broadcast_to(self.ref, b.shape), b, t2[:, None] * db], axis=-1)
+        else:
+            r1 = p[:, 0]
+            kk = (self.k2prime - theta)[:, None]
+            x = self.ref + kk * b
+            f = r1[:, None] * x
+            jmat = np.stack([x, r1[:, None] * (kk * db - b)], axis=-1)
+        return f, jmat
+
+    def _outputs(self, p: NDArray, y: NDArray, w: NDArray, ok: NDArray,
+                 at_bound: NDArray) -> _Result:
+        """Named parameters, exact fitted curves and delta-method standard errors."""
+        theta = p[:, -1]
+        r1 = p[:, 0]
+        bexact = self._ref_form.exp_conv_frame_means(theta, self.timing)
+        if self.k2prime is None:
+            t2 = p[:, 1]
+            fitted = r1[:, None] * self.ref + t2[:, None] * bexact
+            k2 = t2 + r1 * theta
+            bp = t2 / theta + r1 - 1.0
+            params = {"bp_nd": bp, "r1": r1, "k2": k2, "k2a": theta, "k2prime": k2 / r1}
+        else:
+            fitted = r1[:, None] * (self.ref + (self.k2prime - theta)[:, None] * bexact)
+            k2 = r1 * self.k2prime
+            bp = k2 / theta - 1.0
+            params = {"bp_nd": bp, "r1": r1, "k2": k2, "k2a": theta,
+                      "k2prime": np.full_like(r1, self.k2prime)}
+        params["dvr"] = bp + 1.0
+        se: dict[str, NDArray] = {}
+        if self.compute_se:
+            _, jac = self._model_jac(p)
+            jw = jac * w[..., :, None]
+            cov = _inv_sym(np.einsum("...ni,...nj->...ij", jw, jac)) \
+                * _sigma2(y - fitted, w, p.shape[1])[:, None, None]
+            one, zero = np.ones_like(r1), np.zeros_like(r1)
+            if self.k2prime is None:
+                t2 = p[:, 1]
+                g_bp = np.stack([one, 1.0 / theta, -t2 / theta**2], -1)
+                g_k2 = np.stack([theta, one, r1], -1)
+                g_r1 = np.stack([one, zero, zero], -1)
+            else:
+                g_bp = np.stack([self.k2prime / theta, -k2 / theta**2], -1)
+                g_k2 = np.stack([self.k2prime * one, zero], -1)
+                g_r1 = np.stack([one, zero], -1)
+            se = {"bp_nd": _se_of(g_bp, cov), "r1": _se_of(g_r1, cov),
+                  "k2": _se_of(g_k2, cov)}
+        valid = ok & ~at_bound & np.isfinite(bp) & (k2 > 0) & (r1 > 0)
+        return _Result(params, se, fitted, valid, {"at_bound": at_bound})
+
+
+class BFSRTM(_SRTMBase):
+    """Basis-function SRTM (Gunn et al. 1997), optionally with fixed k2'.
+
+    For each ``theta3 = k2 / (1 + BP_ND)`` on a log-spaced grid the SRTM is
+    linear: ``C_T = R1 C_R + theta2 B(theta3)`` with
+    ``B = C_R (*) exp(-theta3 t)`` (frame-averaged exactly); the grid point
+    with the least weighted residual wins. With ``k2prime`` fixed,
+    ``k2 = R1 k2'`` and ``C_T = R1 [C_R + (k2' - theta3) B]`` (one linear
+    parameter). With ``refine`` (default) the optimum is refined by a
+    parabola through the residuals of the three neighbouring grid points in
+    ``ln theta3`` and the linear parameters re-solved there. A curve whose
+    optimum lies on the first or last grid point is invalid.
+
+    Parameters
+    ----------
+    theta3_bounds : (float, float)
+        Grid range in 1/min (default 0.001-2.0).
+    n_basis : int
+        Number of grid points (default 100).
+    k2prime : float, optional
+        Fixed reference efflux rate k2' (1/min).
+    refine : bool
+        Parabolic refinement between grid points.
+    compute_se : bool
+        Asymptotic standard errors from the SRTM Jacobian at the solution.
+
+    Output parameters: ``bp_nd``, ``r1``, ``k2``, ``k2a`` (= theta3),
+    ``k2prime`` (= k2 / R1, or the fixed value), ``dvr``.
+    """
+
+    name = "bfsrtm"
+    n_params = 3
+
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *, refine: bool = True,
+                 **kw: Any) -> None:
+        super().__init__(timing, ref, **kw)
+        self.refine = bool(refine)
+        if self.k2prime is not None:
+            self.n_params = 2  # type: ignore[misc]
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "refine": self.refine}
+
+    def _fit(self, y: NDArray, w: NDArray) -> _Result:
+        theta, edge = self._grid_search(y, w, self.refine)
+        coef = self._linear_at(y, w, theta)
+        p = np.concatenate([coef, theta[:, None]], axis=1)
+        return self._outputs(p, y, w, np.ones(y.shape[0], dtype=bool), edge)
+
+
+class SRTM(_SRTMBase):
+    """Simplified reference tissue model (Lammertsma & Hume 1996), non-linear.
+
+    ``C_T = R1 C_R + (k2 - R1 k2 / (1 + BP_ND)) C_R (*) exp(-k2 t / (1 + BP_ND))``,
+    frame-averaged exactly. Fitted by a batched, bounded Levenberg-Marquardt
+    on ``(R1, theta2 = k2 - R1 theta3, theta3)`` started from the refined
+    basis-function solution; the convolution and its derivative in theta3
+    come from a cubic-spline table (relative error < 1e-9) and the final
+    prediction from the exact kernel. Bounds: ``R1`` in ``r1_bounds``,
+    ``theta3`` in ``theta3_bounds``; a solution on a theta3 bound is invalid.
+
+    Output parameters: ``bp_nd``, ``r1``, ``k2``, ``k2a`` (= theta3),
+    ``k2prime`` (= k2 / R1), ``dvr``; standard errors of ``bp_nd``, ``r1``,
+    ``k2`` from the Jacobian (delta method).
+    """
+
+    name = "srtm"
+    n_params = 3
+
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *,
+                 r1_bounds: tuple[float, float] = R1_BOUNDS, max_iter: int = 50,
+                 **kw: Any) -> None:
+        super().__init__(timing, ref, **kw)
+        self.r1_bounds = (float(r1_bounds[0]), float(r1_bounds[1]))
+        self.max_iter = int(max_iter)
+        if self.k2prime is not None:
+            self.n_params = 2  # type: ignore[misc]
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "r1_bounds": list(self.r1_bounds),
+                "max_iter": self.max_iter, "algorithm": "Levenberg-Marquardt from BF-SRTM"}
+
+    def _fit(self, y: NDArray, w: NDArray) -> _Result:
+        theta, _ = self._grid_search(y, w, refine=True)
+        coef = self._linear_at(y, w, theta)
+        p0 = np.concatenate([coef, theta[:, None]], axis=1)
+        lo = np.full(p0.shape[1], -np.inf)
+        hi = np.full(p0.shape[1], np.inf)
+        lo[0], hi[0] = self.r1_bounds
+        lo[-1], hi[-1] = self.theta3_bounds
+        p, conv = _levenberg_marquardt(self._model_jac, p0, y, w, lo, hi, self.max_iter)
+        tol = 1e-6
+        at_bound = (p[:, -1] <= lo[-1] * (1 + tol)) | (p[:, -1] >= hi[-1] * (1 - tol))
+        res = self._outputs(p, y, w, conv, at_bound)
+        res.extra["converged"] = conv
+        return res
+
+
+class SRTM2(SRTM):
+    """SRTM with fixed reference efflux k2' (Wu & Carson 2002): ``k2 = R1 k2'``.
+
+    ``C_T = R1 [C_R + (k2' - theta3) C_R (*) exp(-theta3 t)]``, two parameters
+    (``R1``, ``theta3``), fitted as :class:`SRTM`. ``k2prime`` (1/min) is
+    required: from a high-binding region (:func:`estimate_k2prime`) or a
+    first SRTM pass.
+    """
+
+    name = "srtm2"
+    n_params = 2
+
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *, k2prime: float,
+                 **kw: Any) -> None:
+        if k2prime is None:
+            raise ModelError("srtm2 needs a fixed k2'", field="k2prime",
+                             fix="give --k2prime VALUE (1/min) or --k2prime auto")
+        super().__init__(timing, ref, k2prime=k2prime, **kw)
+
+
+def _levenberg_marquardt(fun: Any, p0: NDArray, y: NDArray, w: NDArray, lo: NDArray,
+                         hi: NDArray, max_iter: int) -> tuple[NDArray, NDArray]:
+    """Batched, box-bounded Levenberg-Marquardt (Marquardt 1963) on weighted residuals.
+
+    Each curve keeps its own damping; only curves not yet converged are
+    evaluated, so the cost falls as curves converge. A step is projected onto
+    the bounds and accepted if it lowers the weighted residual sum of squares.
+    Converged: relative decrease of WRSS below 1e-12 or relative step below
+    1e-10 (or at most ``max_iter`` iterations, then flagged not converged).
+    """
+    p = p0.copy()
+    v, k = p.shape
+    lam = np.full(v, 1e-3)
+    f, _ = fun(p, jac=False)
+    r = y - f
+    wb = np.broadcast_to(w, y.shape)
+    rss = np.sum(wb * r * r, axis=1)
+    active = np.flatnonzero(np.isfinite(rss) & np.all(np.isfinite(p), axis=1))
+    converged = np.zeros(v, dtype=bool)
+    eye = np.eye(k)
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        pa = p[active]
+        wa = wb[active]
+        fa, ja = fun(pa)
+        ra = y[active] - fa
+        jw = ja * wa[..., None]
+        a = np.einsum("vni,vnj->vij", jw, ja)
+        g = np.einsum("vni,vn->vi", jw, ra)
+        diag = np.einsum("vii->vi", a)
+        damped = a + (lam[active][:, None] * np.maximum(diag, 1e-30))[:, :, None] * eye
+        step = np.linalg.solve(damped, g[..., None])[..., 0]
+        trial = np.clip(pa + step, lo, hi)
+        ft, _ = fun(trial, jac=False)
+        rt = y[active] - ft
+        rss_t = np.sum(wa * rt * rt, axis=1)
+        old = rss[active]
+        better = np.isfinite(rss_t) & (rss_t < old)
+        moved = np.abs(trial - pa) <= 1e-10 * (np.abs(pa) + 1e-12)
+        small = better & ((old - rss_t) <= 1e-12 * old)
+        done = small | np.all(moved, axis=1) | (~better & (lam[active] > 1e8))
+        p[active[better]] = trial[better]
+        rss[active[better]] = rss_t[better]
+        lam[active] = np.where(better, lam[active] * 0.3, lam[active] * 10.0)
+        converged[active[done]] = True
+        active = active[~done]
+    return p, converged
+
+
+# ----------------------------------------------------------------------------
+# linearised methods
+# ----------------------------------------------------------------------------
+class _Linearised(ReferenceModel):
+    """Shared pieces of MRTM, MRTM2 and Logan: frame means of running integrals."""
+
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, **kw: Any) -> None:
+        super().__init__(timing, ref, **kw)
+        self._jmat = running_integral_frame_means(timing)       # (n, n)
+        self.ref_int = self._jmat @ self.ref                     # J(C_R), kBq/mL * min
+
+    def _settings(self) -> dict[str, Any]:
+        return {"integration": "operational equation averaged over frames, mean-preserving "
+                               "piecewise-linear curves"}
+
+    def _target_int(self, y: NDArray) -> NDArray:
+        return y @ self._jmat.T
+
+
+class MRTM(_Linearised):
+    """Multilinear reference tissue model (Ichise et al. 2003), three parameters.
+
+    Frame-averaged operational equation
+    ``mean(C_T) = g1 J(C_R) + g2 J(C_T) + g3 mean(C_R)`` by weighted linear
+    least squares over the window (the window's start plays the role of t*).
+    ``BP_ND = -(g1 / g2 + 1)``, ``R1 = g3``, ``k2 = g1``, ``k2' = g1 / g3``,
+    ``k2a = -g2``.
+    """
+
+    name = "mrtm"
+    n_params = 3
+
+    def _fit(self, y: NDArray, w: NDArray) -> _Result:
+        jt = self._target_int(y)
+        x = np.stack([np.broadcast_to(self.ref_int, y.shape), jt,
+                      np.broadcast_to(self.ref, y.shape)], axis=-1)
+        g, inv = _wls(x, y, w)
+        fitted = np.einsum("vni,vi->vn", x, g)
+        cov = inv * _sigma2(y - fitted, w, 3)[:, None, None]
+        g1, g2, g3 = g[:, 0], g[:, 1], g[:, 2]
+        bp = -(g1 / g2 + 1.0)
+        params = {"bp_nd": bp, "r1": g3, "k2": g1, "k2a": -g2, "k2prime": g1 / g3,
+                  "dvr": bp + 1.0}
+        zero = np.zeros_like(g1)
+        se = {"bp_nd": _se_of(np.stack([-1.0 / g2, g1 / g2**2, zero], -1), cov),
+              "r1": np.sqrt(cov[:, 2, 2]), "k2": np.sqrt(cov[:, 0, 0]),
+              "k2prime": _se_of(np.stack([1.0 / g3, zero, -g1 / g3**2], -1), cov)}
+        valid = np.isfinite(bp) & (g2 < 0)
+        return _Result(params, se, fitted, valid)
+
+
+class MRTM2(_Linearised):
+    """MRTM with fixed k2' (Ichise et al. 2003), two parameters.
+
+    ``mean(C_T) = g1 [J(C_R) + mean(C_R) / k2'] + g2 J(C_T)``;
+    ``BP_ND = -(g1 / g2 + 1)``, ``k2 = g1``, ``R1 = g1 / k2'``, ``k2a = -g2``.
+    Solved in closed form (2 x 2 normal equations) for every curve at once.
+    """
+
+    name = "mrtm2"
+    n_params = 2
+
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *, k2prime: float,
+                 **kw: Any) -> None:
+        if k2prime is None or not (np.isfinite(k2prime) and k2prime > 0):
+            raise ModelError(f"mrtm2 needs a positive fixed k2', got {k2prime}",
+                             field="k2prime", fix="give --k2prime VALUE (1/min) or auto")
+        super().__init__(timing, ref, **kw)
+        self.k2prime = float(k2prime)
+        self.x1 = self.ref_int + self.ref / self.k2prime
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "k2prime": self.k2prime}
+
+    def _fit(self, y: NDArray, w: NDArray) -> _Result:
+        x1 = self.x1
+        jt = self._target_int(y)
+        wx1 = w * x1
+        a11 = np.sum(wx1 * x1, axis=-1)
+        wjt = w * jt
+        a12 = wjt @ x1 if w.ndim == 1 else np.sum(wjt * x1, axis=-1)
+        a22 = np.einsum("vn,vn->v", wjt, jt)
+        b1 = y @ wx1 if w.ndim == 1 else np.sum(wx1 * y, axis=-1)
+        b2 = np.einsum("vn,vn->v", wjt, y)
+        det = a11 * a22 - a12 * a12
+        g1 = (a22 * b1 - a12 * b2) / det
+        g2 = (a11 * b2 - a12 * b1) / det
+        fitted = g1[:, None] * x1 + g2[:, None] * jt
+        s2 = _sigma2(y - fitted, w, 2)
+        v11, v22, v12 = a22 / det * s2, a11 / det * s2, -a12 / det * s2
+        d1, d2 = -1.0 / g2, g1 / g2**2
+        bp = -(g1 / g2 + 1.0)
+        params = {"bp_nd": bp, "r1": g1 / self.k2prime, "k2": g1, "k2a": -g2,
+                  "k2prime": np.full_like(g1, self.k2prime), "dvr": bp + 1.0}
+        se = {"bp_nd": np.sqrt(d1 * d1 * v11 + 2 * d1 * d2 * v12 + d2 * d2 * v22),
+              "r1": np.sqrt(v11) / self.k2prime, "k2": np.sqrt(v11)}
+        valid = np.isfinite(bp) & (g2 < 0)
+        return _Result(params, se, fitted, valid)
+
+
+class LoganRef(_Linearised):
+    """Logan reference-region graphical analysis with the k2' term (Logan et al. 1996).
+
+    For frames after t*:
+    ``J(C_T)/mean(C_T) = DVR [J(C_R) + mean(C_R)/k2'] / mean(C_T) + b``,
+    fitted by weighted linear regression; ``BP_ND = DVR - 1``. (For one-tissue
+    target and reference the frame-averaged relation is exact with
+    ``b = -1/k2a``.) ``tstar`` (minutes): frames starting at or after it are
+    used; if None, t* is chosen per curve as the earliest frame start from
+    which, with at least ``min_points`` frames, the largest relative deviation
+    of the plot from its regression line is at most ``max_error`` (default
+    10 %; Ichise et al. 2002, as in PMOD's Logan plot).
+
+    Output parameters: ``dvr``, ``bp_nd``, ``intercept`` (min), ``tstar`` (min).
+    ``fitted`` is the target curve implied by the line
+    (``(J(C_T) - DVR X) / b``), as for MRTM. Frames with ``C_T <= 0`` are left
+    out of the plot (the ratio is undefined there).
+    """
+
+    name = "logan"
+    n_params = 2
+    min_frames = 3
+
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *, k2prime: float,
+                 tstar: float | None = None, max_error: float = 0.10, min_points: int = 3,
+                 **kw: Any) -> None:
+        if k2prime is None or not (np.isfinite(k2prime) and k2prime > 0):
+            raise ModelError(f"logan needs a positive k2', got {k2prime}", field="k2prime",
+                             fix="give --k2prime VALUE (1/min) or auto")
+        super().__init__(timing, ref, **kw)
+        self.k2prime = float(k2prime)
+        self.tstar = None if tstar is None else float(tstar)
+        self.max_error = float(max_error)
+        self.min_points = int(min_points)
+        if self.tstar is not None:
+            window_mask(timing, max(self.tstar, self.start or self.tstar), self.end,
+                        min_frames=self.min_points)
+        self.xnum = self.ref_int + self.ref / self.k2prime
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "k2prime": self.k2prime, "tstar_min": self.tstar,
+                "tstar_rule": "given" if self.tstar is not None else
+                f"earliest start with max relative error <= {self.max_error:g}",
+                "min_points": self.min_points}
+
+    @staticmethod
+    def _line(x: NDArray, yy: NDArray, w: NDArray) -> tuple[NDArray, ...]:
+        sw = np.sum(w, -1)
+        mx = np.sum(w * x, -1) / sw
+        my = np.sum(w * yy, -1) / sw
+        dx = x - mx[:, None]
+        sxx = np.sum(w * dx * dx, -1)
+        slope = np.sum(w * dx * (yy - my[:, None]), -1) / sxx
+        icpt = my - slope * mx
+        return slope, icpt, sxx, sw, mx
+
+    def _fit(self, y: NDArray, w: NDArray) -> _Result:
+        jt = self._target_int(y)
+        pos = y > 0
+        safe = np.where(pos, y, 1.0)
+        x = np.where(pos, self.xnum / safe, 0.0)
+        yy = np.where(pos, jt / safe, 0.0)
+        wb = np.where(pos, w, 0.0)
+        n = self.timing.n_frames
+        start = self.timing.start
+        if self.tstar is not None:
+            k_sel = np.full(y.shape[0], int(np.searchsorted(start, self.tstar - 1e-4)))
+        else:
+            k_sel = np.full(y.shape[0], -1)
+            inwin = np.flatnonzero(self.window)
+            for k in inwin:
+                use = (np.arange(n) >= k) & self.window
+                if use.sum() < self.min_points:
+                    break
+                use = use & pos
+                wk = wb * use
+                slope, icpt, *_ = self._line(x, yy, wk)
+                rel = np.abs(yy - (slope[:, None] * x + icpt[:, None])) / np.where(pos, yy, 1.0)
+                err = np.max(np.where(use & pos, rel, 0.0), axis=-1)
+                pick = (k_sel < 0) & (err <= self.max_error)
+                k_sel[pick] = k
+            k_sel = np.where(k_sel < 0, n, k_sel)
+        use = (np.arange(n)[None, :] >= k_sel[:, None]) & self.window & pos
+        wk = wb * use
+        slope, icpt, sxx, sw, mx = self._line(x, yy, wk)
+        pred = slope[:, None] * x + icpt[:, None]
+        s2 = _sigma2(np.where(use, yy - pred, 0.0), wk, 2)
+        se_slope = np.sqrt(s2 / sxx)
+        se_icpt = np.sqrt(s2 * (1.0 / sw + mx * mx / sxx))
+        fitted = np.where(use, (jt - slope[:, None] * self.xnum) / icpt[:, None], np.nan)
+        tstar = np.where(k_sel < n, start[np.minimum(k_sel, n - 1)], np.nan)
+        params = {"bp_nd": slope - 1.0, "dvr": slope, "intercept": icpt, "tstar": tstar}
+        se = {"bp_nd": se_slope, "dvr": se_slope, "intercept": se_icpt}
+        npts = np.sum(use, -1)
+        valid = np.isfinite(slope) & (npts >= self.min_points)
+        return _Result(params, se, fitted, valid, {"logan_x": x, "logan_y": yy, "used": use})
+
+
+# ----------------------------------------------------------------------------
+# k2' helpers
+# ----------------------------------------------------------------------------
+def k2prime_from_fit(fit: Fit) -> NDArray:
+    """k2' (1/min) implied by an MRTM or SRTM fit (``k2 / R1``), NaN where invalid."""
+    if "k2prime" in fit.params:
+        return np.asarray(fit.params["k2prime"], dtype=float)
+    raise ModelError(f"a {fit.model} fit does not estimate k2'", field="model",
+                     fix="use MRTM or SRTM to estimate k2'")
+
+
+def estimate_k2prime(timing: FrameTiming, ref: ArrayLike, tacs: ArrayLike, *,
+                     method: str = "mrtm", high_binding: ArrayLike | None = None,
+                     **settings: Any) -> tuple[float, dict[str, Any]]:
+    """k2' from MRTM or SRTM on high-binding regions, pooled by the median.
+
+    Parameters
+    ----------
+    timing : FrameTiming
+        Frames (minutes).
+    ref : array_like, shape (n_frames,)
+        Reference-region curve (kBq/mL).
+    tacs : array_like, shape (R, n_frames)
+        Candidate target curves (regions, or a region's mean voxel curve).
+    method : {"mrtm", "srtm"}
+        Model that estimates k2' (= k2 / R1).
+    high_binding : array_like of bool or int, optional
+        Which curves to pool. Default: the valid fits whose BP_ND is at least
+        the median BP_ND of the valid fits (the higher-binding half), since
+        k2' is best determined where binding is high (Ichise et al. 2003).
+    **settings
+        Passed to the model (weights, start, end, ...).
+
+    Returns
+    -------
+    k2prime : float
+        Median of the selected k2' values (1/min).
+    info : dict
+        ``method``, ``values`` (all k2'), ``bp_nd``, ``selected`` (indices).
+
+    Raises
+    ------
+    ModelError
+        If no selected fit is valid or the pooled value is not positive.
+    """
+    if method not in ("mrtm", "srtm"):
+        raise ModelError(f"unknown k2' method {method!r}", field="k2prime_method",
+                         fix="use 'mrtm' or 'srtm'")
+    y = np.atleast_2d(np.asarray(tacs, dtype=float))
+    model = (MRTM if method == "mrtm" else SRTM)(timing, ref, **settings)
+    fit = model.fit(y)
+    k2p = k2prime_from_fit(fit)
+    bp = np.asarray(fit.params["bp_nd"])
+    ok = np.asarray(fit.valid) & np.isfinite(k2p) & (k2p > 0)
+    if high_binding is None:
+        sel = ok & (bp >= np.median(bp[ok])) if ok.any() else ok
+    else:
+        hb = np.asarray(high_binding)
+        mask = np.zeros(y.shape[0], dtype=bool)
+        mask[hb] = True
+        sel = ok & mask
+    if not sel.any():
+        raise ModelError(f"no valid {method.upper()} fit to estimate k2' from",
+                         field="k2prime", fix="give --k2prime VALUE (1/min)")
+    value = float(np.median(k2p[sel]))
+    info = {"method": method, "values": k2p.tolist(), "bp_nd": bp.tolist(),
+            "selected": np.flatnonzero(sel).tolist(), "k2prime": value, "pool": "median"}
+    return value, info
+
+
+# ----------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------
+_SRTM_PARAMS = ("bp_nd", "r1", "k2", "k2a", "k2prime", "dvr")
+register_model("srtm", SRTM, input="reference", params=_SRTM_PARAMS,
+               description="simplified reference tissue model, non-linear (Lammertsma 1996)")
+register_model("srtm2", SRTM2, input="reference", params=_SRTM_PARAMS, k2prime="required",
+               description="SRTM with fixed k2' (Wu & Carson 2002)")
+register_model("bfsrtm", BFSRTM, input="reference", params=_SRTM_PARAMS, k2prime="optional",
+               description="basis-function SRTM (Gunn 1997); fixed-k2' variant with k2prime")
+register_model("mrtm", MRTM, input="reference", params=_SRTM_PARAMS,
+               description="multilinear reference tissue model (Ichise 2003)")
+register_model("mrtm2", MRTM2, input="reference", params=_SRTM_PARAMS, k2prime="required",
+               description="MRTM with fixed k2' (Ichise 2003)")
+register_model("logan", LoganRef, input="reference", k2prime="required",
+               params=("bp_nd", "dvr", "intercept", "tstar"),
+               description="Logan reference graphical analysis with k2' (Logan 1996)")
