@@ -1,0 +1,280 @@
+"""Dynamic (4D) PET images: :class:`DynamicImage`.
+
+A dynamic image is a 4D array ``(X, Y, Z, T)`` + a voxel-to-world affine +
+frame timing + metadata. The array may be a lazy nibabel proxy: nothing is
+read until voxel curves or region means are asked for, reads go one frame (or
+one slab) at a time, and values come out as float32. A per-frame scale
+(unit conversion and decay correction found by the reader) is applied on
+reading, so the file on disk never needs a float64 copy in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from petbind.errors import DataError
+from petbind.tac import TACTable
+from petbind.timing import FrameTiming
+
+
+class DynamicImage:
+    """A 4D PET image with frame timing.
+
+    Parameters
+    ----------
+    dataobj : array-like, shape (X, Y, Z, T)
+        The image: a numpy array or a lazy array proxy (``nibabel`` ``dataobj``)
+        that supports ``shape`` and basic slicing.
+    affine : array_like, shape (4, 4)
+        Voxel-to-world (mm) transform.
+    timing : FrameTiming
+        Frame timing, minutes after injection; ``timing.n_frames == T``.
+    metadata : mapping, optional
+        Sidecar fields and reader notes (tracer, isotope, units of the file ...).
+    path : str, optional
+        File the image came from, named in errors.
+    frame_scale : array_like, shape (T,), optional
+        Factor applied to each frame on reading (unit conversion, decay
+        correction). Default 1.
+    units : str
+        Unit of the values after ``frame_scale`` (default ``"kBq/mL"``).
+
+    Raises
+    ------
+    DataError
+        If the array is not 4D or its 4th dimension differs from the number of
+        frames.
+    """
+
+    def __init__(
+        self,
+        dataobj: Any,
+        affine: ArrayLike,
+        timing: FrameTiming,
+        metadata: Mapping[str, Any] | None = None,
+        path: str | None = None,
+        *,
+        frame_scale: ArrayLike | None = None,
+        units: str = "kBq/mL",
+    ) -> None:
+        shape = tuple(int(s) for s in dataobj.shape)
+        if len(shape) != 4:
+            raise DataError(f"a dynamic image must be 4D, got shape {shape}", path=path,
+                            fix="give a 4D image (X, Y, Z, frames)")
+        if shape[3] != timing.n_frames:
+            from petbind.errors import TimingError
+
+            raise TimingError(
+                f"the image has {shape[3]} frames (4th dimension) but the timing lists "
+                f"{timing.n_frames}", path=path, field="FrameDuration",
+                fix="give one FrameTimesStart/FrameDuration entry per image frame",
+            )
+        aff = np.asarray(affine, dtype=float)
+        if aff.shape != (4, 4):
+            raise DataError(f"affine must be 4x4, got {aff.shape}", path=path,
+                            field="affine", fix="give a 4x4 voxel-to-world matrix")
+        scale = (np.ones(shape[3]) if frame_scale is None
+                 else np.broadcast_to(np.asarray(frame_scale, dtype=float), (shape[3],)).copy())
+        self.dataobj = dataobj
+        self.affine = aff
+        self.timing = timing
+        self.metadata = dict(metadata or {})
+        self.path = None if path is None else str(path)
+        self.frame_scale = scale
+        self.units = units
+
+    # -- shape ----------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(X, Y, Z, T)``."""
+        return tuple(int(s) for s in self.dataobj.shape)  # type: ignore[return-value]
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """``(X, Y, Z)``."""
+        return self.shape[:3]
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames ``T``."""
+        return self.shape[3]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (|det| of the affine's 3x3 part, mm^3 / 1000)."""
+        return abs(float(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    def __repr__(self) -> str:
+        return (f"DynamicImage(shape={self.shape}, units={self.units!r}, "
+                f"path={self.path!r})")
+
+    # -- reading --------------------------------------------------------------
+    def frame(self, t: int) -> NDArray[np.float32]:
+        """Frame ``t`` as a float32 ``(X, Y, Z)`` array, scaled."""
+        raw = np.asarray(self.dataobj[..., t])
+        return (raw * self.frame_scale[t]).astype(np.float32, copy=False)
+
+    def slab(self, x0: int, x1: int) -> NDArray[np.float32]:
+        """Voxels ``x0:x1`` along the first axis, all frames, float32, scaled."""
+        raw = np.asarray(self.dataobj[x0:x1])
+        return (raw * self.frame_scale).astype(np.float32, copy=False)
+
+    def get_data(self) -> NDArray[np.float32]:
+        """The whole image as float32 ``(X, Y, Z, T)`` (reads everything, one copy)."""
+        out = np.empty(self.shape, dtype=np.float32)
+        for t in range(self.n_frames):
+            out[..., t] = self.frame(t)
+        return out
+
+    def _check_mask(self, mask: ArrayLike, name: str = "mask") -> NDArray[np.bool_]:
+        m = np.asarray(mask)
+        if m.shape != self.spatial_shape:
+            raise DataError(f"{name} shape {m.shape} differs from the image grid "
+                            f"{self.spatial_shape}", path=self.path, field=name,
+                            fix=f"resample the {name} to the PET grid")
+        return m.astype(bool, copy=False)
+
+    def _check_finite(self, values: NDArray, what: str) -> None:
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise DataError(f"{int(bad.sum())} non-finite (NaN/inf) values in {what}",
+                            path=self.path, field="data",
+                            fix="mask out voxels outside the field of view or fix the "
+                            "reconstruction")
+
+    def voxel_curves(self, mask: ArrayLike) -> NDArray[np.float32]:
+        """Curves of the voxels under ``mask``.
+
+        Parameters
+        ----------
+        mask : array_like of bool, shape (X, Y, Z)
+            Voxels to return, in C order (``np.flatnonzero(mask)``).
+
+        Returns
+        -------
+        ndarray, float32, shape (V, T)
+            Activity (``units``) of each masked voxel in each frame. Reads one
+            frame at a time: peak memory is the output plus one frame.
+
+        Raises
+        ------
+        DataError
+            Mask on another grid, or NaN/inf values under the mask.
+        """
+        m = self._check_mask(mask)
+        out = np.empty((int(m.sum()), self.n_frames), dtype=np.float32)
+        for t in range(self.n_frames):
+            out[:, t] = self.frame(t)[m]
+        self._check_finite(out, "voxels under the mask")
+        return out
+
+    def iter_chunks(self, mask: ArrayLike, n_voxels: int = 50_000
+                    ) -> Iterator[tuple[slice, NDArray[np.float32]]]:
+        """Voxel curves under ``mask`` in chunks of about ``n_voxels``.
+
+        Chunks are slabs along the first axis, so each chunk is a contiguous
+        range of the rows :meth:`voxel_curves` would return.
+
+        Yields
+        ------
+        rows : slice
+            Rows of ``voxel_curves(mask)`` that this chunk holds.
+        curves : ndarray, float32, shape (n, T)
+            Their curves.
+        """
+        m = self._check_mask(mask)
+        per_x = m.reshape(m.shape[0], -1).sum(axis=1)
+        start_row = 0
+        x0 = 0
+        nx = m.shape[0]
+        while x0 < nx:
+            x1 = x0 + 1
+            count = int(per_x[x0])
+            while x1 < nx and count + per_x[x1] <= max(n_voxels, 1):
+                count += int(per_x[x1])
+                x1 += 1
+            if count:
+                curves = self.slab(x0, x1)[m[x0:x1]]
+                self._check_finite(curves, f"voxels under the mask (x {x0}:{x1})")
+                yield slice(start_row, start_row + count), curves
+                start_row += count
+            x0 = x1
+
+    def region_means(self, labels: ArrayLike,
+                     names: Mapping[int, str] | None = None) -> TACTable:
+        """Mean curve of each labelled region.
+
+        Parameters
+        ----------
+        labels : array_like of int, shape (X, Y, Z)
+            Label image on the PET grid; 0 is background.
+        names : mapping int -> str, optional
+            Region name of each label. Labels sharing a name are pooled into
+            one region (voxel-weighted mean), e.g. left and right caudate.
+            Labels not in the mapping are ignored. Default: every non-zero
+            label, named by its number.
+
+        Returns
+        -------
+        TACTable
+            One row per region (in order of first appearance in ``names``, or
+            increasing label), values in :attr:`units`.
+
+        Raises
+        ------
+        DataError
+            Labels on another grid, non-integer labels, an empty region, or
+            NaN/inf values inside a region.
+        """
+        lab = np.asarray(labels)
+        if lab.shape != self.spatial_shape:
+            raise DataError(f"label image shape {lab.shape} differs from the image grid "
+                            f"{self.spatial_shape}", path=self.path, field="labels",
+                            fix="resample the atlas to the PET grid (nearest neighbour)")
+        if not np.issubdtype(lab.dtype, np.integer):
+            if not np.all(np.isfinite(lab)) or np.any(lab != np.round(lab)):
+                raise DataError("label image has non-integer values", path=self.path,
+                                field="labels", fix="use an integer label image")
+            lab = lab.astype(np.int64)
+        if names is None:
+            present = np.unique(lab)
+            names = {int(v): str(int(v)) for v in present if v != 0}
+        region_names: list[str] = []
+        for v in names.values():
+            if v not in region_names:
+                region_names.append(v)
+        code = np.full(int(max(lab.max(initial=0), max(names, default=0))) + 1, -1,
+                       dtype=np.int64)
+        for k, v in names.items():
+            if k < 0:
+                raise DataError(f"negative label {k}", path=self.path, field="labels",
+                                fix="use non-negative labels")
+            code[k] = region_names.index(v)
+        flat = lab.reshape(-1)
+        if flat.min(initial=0) < 0:
+            raise DataError("label image has negative values", path=self.path,
+                            field="labels", fix="use non-negative labels")
+        region = code[flat]
+        keep = region >= 0
+        idx = region[keep]
+        n_reg = len(region_names)
+        counts = np.bincount(idx, minlength=n_reg)
+        empty = [region_names[i] for i in np.flatnonzero(counts == 0)]
+        if empty:
+            raise DataError(f"regions with no voxels: {empty}", path=self.path,
+                            field="labels", fix="check the atlas and the label names")
+        out = np.empty((n_reg, self.n_frames))
+        for t in range(self.n_frames):
+            vals = self.frame(t).reshape(-1)[keep].astype(np.float64)
+            out[:, t] = np.bincount(idx, weights=vals, minlength=n_reg) / counts
+        self._check_finite(out, "region means")
+        md: dict[str, Any] = {k: self.metadata[k] for k in ("TracerName", "isotope")
+                              if isinstance(self.metadata.get(k), str)}
+        if self.path:
+            md["source_image"] = self.path
+        md["n_voxels"] = {n: int(c) for n, c in zip(region_names, counts, strict=True)}
+        return TACTable(self.timing, out, region_names, self.units, md, source=self.path)

@@ -1,0 +1,428 @@
+"""BIDS-PET images: read with validated timing, units and decay; write atomically.
+
+Conventions (BIDS 1.11, "Positron Emission Tomography"):
+
+- ``FrameTimesStart`` (s) are relative to ``TimeZero`` (a clock time);
+  ``ScanStart`` and ``InjectionStart`` (s) are relative to ``TimeZero`` too.
+  :func:`load_pet` subtracts ``InjectionStart`` so that ``t = 0`` is the
+  injection, as everywhere inside petbind.
+- ``ImageDecayCorrected`` (bool) says whether voxel values are decay
+  corrected; ``ImageDecayCorrectionTime`` (s, relative to ``TimeZero``) says
+  to when. Images leave :func:`load_pet` decay-corrected to the injection:
+  values corrected to ``t_ref`` (min after injection) are multiplied by
+  ``exp(lambda t_ref)``; uncorrected frame means by the exact
+  frame-integrated factor of :meth:`FrameTiming.decay_factors`.
+- ``Units`` of the voxel values are converted to kBq/mL
+  (:func:`petbind.units.activity_factor`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import re
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import ArrayLike
+
+from petbind.errors import (
+    DecayError,
+    FileFormatError,
+    IsotopeError,
+    MetadataError,
+    PetbindError,
+    TimingError,
+    UnitsError,
+)
+from petbind.image import DynamicImage
+from petbind.io.atomic import atomic_path, write_json_atomic
+from petbind.io.tables import read_json, sidecar_path
+from petbind.io.validate import Problem
+from petbind.isotopes import Isotope, get_isotope
+from petbind.timing import FrameTiming
+from petbind.units import activity_factor
+
+PathLike = str | os.PathLike
+
+#: Fields BIDS 1.11 requires in a PET sidecar.
+REQUIRED_FIELDS = (
+    "Manufacturer", "ManufacturersModelName", "Units", "TracerName", "TracerRadionuclide",
+    "InjectedRadioactivity", "InjectedRadioactivityUnits", "InjectedMass",
+    "InjectedMassUnits", "SpecificRadioactivity", "SpecificRadioactivityUnits",
+    "ModeOfAdministration", "TimeZero", "ScanStart", "InjectionStart", "FrameTimesStart",
+    "FrameDuration", "AcquisitionMode", "ImageDecayCorrected", "ImageDecayCorrectionTime",
+    "ReconMethodName", "ReconMethodParameterLabels", "ReconFilterType",
+    "AttenuationCorrection",
+)
+#: Fields BIDS recommends that petbind uses when present.
+RECOMMENDED_FIELDS = ("TracerMolecularWeight", "InjectionEnd", "DecayCorrectionFactor",
+                      "ScatterFraction", "BodyWeight")
+#: Fields without which petbind cannot interpret the numbers.
+NEEDED_FIELDS = ("FrameTimesStart", "FrameDuration", "Units", "ImageDecayCorrected",
+                 "InjectionStart")
+
+_TIME_ZERO = re.compile(r"^\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?$")
+
+#: Relative tolerance when DecayCorrectionFactor is compared with the exact factor.
+DECAY_FACTOR_RTOL = 0.02
+
+
+def _num(side: Mapping, key: str) -> float | None:
+    v = side.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
+                      n_frames: int | None = None) -> list[Problem]:
+    """Every problem of a BIDS-PET sidecar, most serious first.
+
+    Parameters
+    ----------
+    side : mapping
+        The parsed JSON sidecar.
+    path : str or PathLike, optional
+        The sidecar file, named in each problem.
+    n_frames : int, optional
+        Frames in the image (4th dimension; 1 for a 3D image), checked
+        against the timing.
+
+    Returns
+    -------
+    list of Problem
+        Errors (petbind cannot use the image, or the fields contradict each
+        other) and warnings (BIDS-required fields petbind does not need,
+        suspicious values).
+    """
+    p = None if path is None else str(path)
+    out: list[Problem] = []
+
+    def err(cls: type[PetbindError], field: str, msg: str, fix: str) -> None:
+        out.append(Problem("error", p, field, msg, fix, cls))
+
+    def warn(field: str, msg: str, fix: str) -> None:
+        out.append(Problem("warning", p, field, msg, fix, None))
+
+    for key in REQUIRED_FIELDS:
+        if key not in side or side[key] is None:
+            if key in NEEDED_FIELDS:
+                cls = {"FrameTimesStart": TimingError, "FrameDuration": TimingError,
+                       "Units": UnitsError, "ImageDecayCorrected": DecayError}.get(
+                    key, MetadataError)
+                err(cls, key, "required field is missing",
+                    f"add '{key}' to the sidecar (BIDS-PET requires it)")
+            elif key not in ("TracerRadionuclide", "ImageDecayCorrectionTime"):
+                warn(key, "BIDS-required field is missing", f"add '{key}' to the sidecar")
+
+    # -- timing -------------------------------------------------------------
+    timing = None
+    fts, fd = side.get("FrameTimesStart"), side.get("FrameDuration")
+    if fts is not None and fd is not None:
+        if isinstance(fts, int | float) and not isinstance(fts, bool):
+            fts = [fts]
+        if isinstance(fd, int | float) and not isinstance(fd, bool):
+            fd = [fd]
+        try:
+            if not isinstance(fts, list) or not isinstance(fd, list) or any(
+                    isinstance(v, bool | str) or v is None for v in [*fts, *fd]):
+                raise TimingError("FrameTimesStart and FrameDuration must be lists of numbers "
+                                  "(seconds)", path=p, field="FrameTimesStart",
+                                  fix="write e.g. [0, 10, 20] and [10, 10, 10]")
+            timing = FrameTiming(fts, fd, unit="s", source=p)
+        except TimingError as exc:
+            err(TimingError, exc.field or "FrameDuration", exc.message, exc.fix or "")
+    if timing is not None and n_frames is not None and timing.n_frames != n_frames:
+        err(TimingError, "FrameDuration",
+            f"the sidecar lists {timing.n_frames} frames but the image has {n_frames} "
+            "(4th dimension)", "give one FrameTimesStart/FrameDuration entry per image frame")
+    if timing is not None:
+        total_s = float(timing.end[-1] - timing.start[0]) * 60.0
+        if total_s < 5.0 and timing.n_frames > 1:
+            warn("FrameDuration", f"the whole scan lasts {total_s:g} s; were minutes written "
+                 "instead of seconds?", "BIDS frame times are in seconds")
+        if float(np.median(timing.duration_s)) > 7200.0:
+            warn("FrameDuration", "median frame lasts over 2 h; were milliseconds written "
+                 "instead of seconds?", "BIDS frame times are in seconds")
+        for i, g in timing.gaps():
+            if i >= 0:
+                warn("FrameTimesStart", f"gap of {g * 60:g} s after frame {i}",
+                     "check the frame definition (gaps are allowed but unusual)")
+
+    for key in ("ScanStart", "InjectionStart", "ImageDecayCorrectionTime", "InjectionEnd"):
+        if key in side and side[key] is not None and _num(side, key) is None:
+            err(TimingError if key != "ImageDecayCorrectionTime" else DecayError, key,
+                f"must be a number of seconds, got {side[key]!r}",
+                f"write '{key}' in seconds relative to TimeZero")
+    inj = _num(side, "InjectionStart")
+    scan = _num(side, "ScanStart")
+    if timing is not None and inj is not None:
+        first = float(timing.start_s[0]) - inj
+        if first < -0.006:
+            err(TimingError, "InjectionStart",
+                f"frame 0 starts {-first:g} s before the injection (FrameTimesStart[0] = "
+                f"{timing.start_s[0]:g} s, InjectionStart = {inj:g} s)",
+                "check InjectionStart; petbind analyses frames from the injection on")
+    if timing is not None and scan is not None and abs(float(timing.start_s[0]) - scan) > 1.0:
+        warn("ScanStart", f"the first frame starts at {timing.start_s[0]:g} s but ScanStart "
+             f"is {scan:g} s", "FrameTimesStart and ScanStart are both relative to TimeZero")
+    if inj is not None and scan is not None and abs(inj - scan) > 3600.0:
+        warn("InjectionStart", f"injection and scan start are {abs(inj - scan):g} s apart",
+             "check that both are in seconds relative to TimeZero")
+    tz = side.get("TimeZero")
+    if tz is not None and (not isinstance(tz, str) or not _TIME_ZERO.match(tz.strip())):
+        err(MetadataError, "TimeZero", f"must be a clock time hh:mm:ss, got {tz!r}",
+            "write e.g. \"10:15:00\"")
+
+    # -- units --------------------------------------------------------------
+    units = side.get("Units")
+    if units is not None:
+        try:
+            if not isinstance(units, str):
+                raise UnitsError(f"must be a string, got {units!r}", field="Units",
+                                 fix='write e.g. "Bq/mL"')
+            activity_factor(units, path=p)
+        except UnitsError as exc:
+            err(UnitsError, "Units", exc.message, exc.fix or "")
+
+    # -- isotope and decay ----------------------------------------------------
+    iso: Isotope | None = None
+    rad = side.get("TracerRadionuclide")
+    if rad is not None:
+        try:
+            iso = get_isotope(str(rad))
+        except IsotopeError as exc:
+            err(IsotopeError, "TracerRadionuclide", exc.message, exc.fix or "")
+    corrected = side.get("ImageDecayCorrected")
+    ref = _num(side, "ImageDecayCorrectionTime")
+    if corrected is not None and not isinstance(corrected, bool):
+        err(DecayError, "ImageDecayCorrected", f"must be true or false, got {corrected!r}",
+            "write true or false without quotes")
+        corrected = None
+    if corrected is True and "ImageDecayCorrectionTime" not in side:
+        err(DecayError, "ImageDecayCorrectionTime",
+            "ImageDecayCorrected is true but the correction time is missing",
+            "add ImageDecayCorrectionTime (s, relative to TimeZero)")
+    elif "ImageDecayCorrectionTime" not in side:
+        warn("ImageDecayCorrectionTime", "BIDS-required field is missing",
+             "add ImageDecayCorrectionTime (s, relative to TimeZero)")
+    needs_iso = corrected is False or (corrected is True and ref is not None and inj is not None
+                                       and abs(ref - inj) > 1e-6)
+    if rad is None:
+        if needs_iso:
+            err(IsotopeError, "TracerRadionuclide",
+                "required to convert the decay correction to injection time, but missing",
+                "add TracerRadionuclide, e.g. \"C11\"")
+        else:
+            warn("TracerRadionuclide", "BIDS-required field is missing",
+                 "add TracerRadionuclide, e.g. \"C11\"")
+    dcf = side.get("DecayCorrectionFactor")
+    if dcf is not None and timing is not None:
+        arr = np.asarray(dcf if isinstance(dcf, list) else [dcf], dtype=object)
+        try:
+            arr = arr.astype(float)
+        except (TypeError, ValueError):
+            arr = None
+            err(DecayError, "DecayCorrectionFactor", "must be a list of numbers",
+                "one factor per frame")
+        if arr is not None:
+            if arr.size != timing.n_frames:
+                err(DecayError, "DecayCorrectionFactor",
+                    f"{arr.size} factors for {timing.n_frames} frames", "one factor per frame")
+            elif corrected is False and np.any(np.abs(arr - 1.0) > 1e-6):
+                err(DecayError, "ImageDecayCorrected",
+                    "ImageDecayCorrected is false but DecayCorrectionFactor is not 1: the "
+                    "decay flags contradict each other",
+                    "set ImageDecayCorrected to true, or the factors to 1 if the image is "
+                    "not decay corrected")
+            elif corrected is True and timing.n_frames > 1 and np.all(arr == 1.0):
+                err(DecayError, "ImageDecayCorrected",
+                    "ImageDecayCorrected is true but every DecayCorrectionFactor is 1: the "
+                    "decay flags contradict each other",
+                    "set ImageDecayCorrected to false if the image is not decay corrected")
+            elif corrected is True and iso is not None and ref is not None:
+                expect = timing.decay_factors(iso, ref / 60.0)
+                rel = np.abs(arr / expect - 1.0)
+                if np.any(rel > DECAY_FACTOR_RTOL):
+                    i = int(np.argmax(rel))
+                    warn("DecayCorrectionFactor",
+                         f"frame {i}: factor {arr[i]:g} differs by {100 * rel[i]:.1f}% from "
+                         f"the {iso.name} decay to ImageDecayCorrectionTime ({expect[i]:g})",
+                         "check TracerRadionuclide and ImageDecayCorrectionTime")
+    if (corrected is True and ref is not None and inj is not None and scan is not None
+            and abs(ref - inj) > 1.0 and abs(ref - scan) > 1.0):
+        warn("ImageDecayCorrectionTime",
+             f"decay corrected to {ref:g} s, neither the injection ({inj:g} s) nor the scan "
+             f"start ({scan:g} s)", "check ImageDecayCorrectionTime")
+    order = {"error": 0, "warning": 1}
+    return sorted(out, key=lambda q: order[q.severity])
+
+
+def raise_first_error(problems: list[Problem]) -> None:
+    """Raise the first error of ``problems`` as its PetbindError subclass."""
+    for q in problems:
+        if q.severity == "error":
+            raise q.to_error()
+
+
+def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage) -> None:
+    """Refuse a truncated NIfTI without reading the data.
+
+    For ``.nii`` the file must hold ``vox_offset + nbytes``; for ``.nii.gz`` the
+    gzip trailer (ISIZE, RFC 1952 section 2.3.1: uncompressed size mod 2**32)
+    must equal that size and the stream must end with a valid trailer.
+    """
+    hdr = img.header
+    nbytes = int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
+    offset = getattr(img.dataobj, "offset", None)
+    expected = int(hdr.get_data_offset() if offset is None else offset) + nbytes
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            f.seek(max(size - 4, 0))
+            isize = int.from_bytes(f.read(4), "little")
+        if isize != expected % 2**32:
+            raise FileFormatError(
+                "the compressed image is truncated or corrupt (gzip size field does not "
+                "match the header)", path=path, fix="copy or re-export the file")
+    elif name.endswith(".nii") and path.stat().st_size < expected:
+        raise FileFormatError(f"the file holds {path.stat().st_size} bytes but the header "
+                              f"needs {expected}: it is truncated", path=path,
+                              fix="copy or re-export the file")
+
+
+def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
+    """Open a NIfTI/Analyze image lazily, refusing unreadable or truncated files."""
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError("file does not exist", path=p, fix="check the path")
+    try:
+        img = nib.load(str(p), keep_file_open=True)
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error,
+            gzip.BadGzipFile, ValueError) as exc:
+        raise FileFormatError(f"cannot read the image header: {exc}", path=p,
+                              fix="check that the file is a complete NIfTI image") from None
+    if isinstance(img, nib.Nifti1Image | nib.Nifti2Image | nib.AnalyzeImage):
+        _check_nifti_size(p, img)
+    return img
+
+
+def pet_sidecar(nii_path: PathLike) -> Path:
+    """The JSON sidecar of a PET image."""
+    return sidecar_path(nii_path)
+
+
+def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> DynamicImage:
+    """Load a BIDS-PET image with its sidecar, validated, lazily.
+
+    Parameters
+    ----------
+    nii_path : str or PathLike
+        ``*_pet.nii[.gz]``; the sidecar is the ``.json`` of the same name.
+    sidecar : mapping, optional
+        Use these fields instead of reading the sidecar file.
+
+    Returns
+    -------
+    DynamicImage
+        Values in kBq/mL, decay-corrected to the injection; timing in minutes
+        after the injection. ``metadata`` holds the sidecar fields plus
+        ``"isotope"`` (canonical name or None), ``"source_units"``,
+        ``"decay_scale_note"``.
+
+    Raises
+    ------
+    FileFormatError
+        Unreadable, truncated or non-image file; JSON syntax error.
+    TimingError, DecayError, UnitsError, IsotopeError, MetadataError
+        The first error that :func:`check_pet_sidecar` finds.
+    """
+    p = Path(nii_path)
+    side_p = pet_sidecar(p)
+    side = dict(sidecar) if sidecar is not None else read_json(side_p)
+    img = open_nifti(p)
+    shape = img.shape
+    if len(shape) not in (3, 4):
+        raise FileFormatError(f"expected a 3D or 4D image, got shape {shape}", path=p,
+                              fix="give a dynamic (4D) PET image")
+    n_frames = shape[3] if len(shape) == 4 else 1
+    problems = check_pet_sidecar(side, side_p, n_frames)
+    raise_first_error(problems)
+    timing = FrameTiming.from_seconds(
+        np.atleast_1d(np.asarray(side["FrameTimesStart"], float)) - float(side["InjectionStart"]),
+        np.atleast_1d(np.asarray(side["FrameDuration"], float)), source=str(side_p))
+    factor = activity_factor(side["Units"], path=side_p)
+    iso = get_isotope(str(side["TracerRadionuclide"])) if side.get("TracerRadionuclide") else None
+    if side["ImageDecayCorrected"]:
+        ref_min = (float(side["ImageDecayCorrectionTime"]) - float(side["InjectionStart"])) / 60
+        if abs(ref_min) > 1e-9:
+            assert iso is not None  # guaranteed by check_pet_sidecar
+            scale = np.full(timing.n_frames, factor * math.exp(iso.decay_constant_per_min
+                                                               * ref_min))
+            note = f"decay correction moved from {ref_min:g} min to injection"
+        else:
+            scale = np.full(timing.n_frames, factor)
+            note = "already decay corrected to injection"
+    else:
+        assert iso is not None
+        scale = factor * timing.decay_factors(iso, 0.0)
+        note = "decay corrected to injection (frame-integrated factors)"
+    dataobj = img.dataobj if len(shape) == 4 else img.dataobj.reshape(shape + (1,))
+    md = dict(side)
+    md.update({"isotope": None if iso is None else iso.name, "source_units": side["Units"],
+               "decay_scale_note": note,
+               "warnings": [f"{q.field}: {q.message}" for q in problems
+                             if q.severity == "warning"]})
+    return DynamicImage(dataobj, img.affine, timing, md, str(p), frame_scale=scale,
+                        units="kBq/mL")
+
+
+def save_image(path: PathLike, data: ArrayLike, affine: ArrayLike,
+               sidecar: Mapping[str, Any] | None = None, *, dtype: Any = None) -> Path:
+    """Write a NIfTI image and its JSON sidecar atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``*.nii.gz`` or ``*.nii``; the sidecar goes to the ``.json`` of the same name.
+    data : array_like
+        3D or 4D array. Float64 is stored as float32 unless ``dtype`` says otherwise.
+    affine : array_like, shape (4, 4)
+        Voxel-to-world (mm).
+    sidecar : mapping, optional
+        JSON fields (numpy values allowed). ``None`` writes no sidecar.
+    dtype : numpy dtype, optional
+        On-disk data type.
+
+    Returns
+    -------
+    Path
+        The image path. Both files appear only when both are complete.
+    """
+    p = Path(path)
+    if not (p.name.endswith(".nii.gz") or p.name.endswith(".nii")):
+        raise FileFormatError("image outputs must be .nii or .nii.gz", path=p,
+                              fix="name the output *.nii.gz")
+    arr = np.asarray(data)
+    if dtype is None:
+        dtype = np.float32 if arr.dtype == np.float64 else arr.dtype
+    if arr.dtype == bool:
+        dtype = np.uint8
+    img = nib.Nifti1Image(arr.astype(dtype, copy=False), np.asarray(affine, float))
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_data_dtype(dtype)
+    if sidecar is None:
+        with atomic_path(p) as tmp:
+            nib.save(img, str(tmp))
+        return p
+    with atomic_path(sidecar_path(p)) as tj, atomic_path(p) as tn:
+        write_json_atomic(tj, dict(sidecar))
+        nib.save(img, str(tn))
+    return p
