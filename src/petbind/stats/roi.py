@@ -190,6 +190,13 @@ def paired_statistics(a: NDArray, b: NDArray, pct: NDArray, *,
 
 def _n_for_power(power, dz: float, alpha: float, target: float = 0.8) -> float:
     """Smallest whole number of subjects reaching ``target`` power (NaN if unreachable)."""
+    small = np.arange(2, 65)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        reached = np.asarray(power.power(effect_size=dz, nobs=small, alpha=alpha,
+                                         alternative="two-sided")) >= target
+    if reached.any():  # large effects: the first n that reaches the target
+        return float(small[np.argmax(reached)])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

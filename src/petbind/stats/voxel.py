@@ -249,7 +249,13 @@ def sign_flip_test(diffs: NDArray, mask: NDArray, *, affine: NDArray | None = No
         return out
 
     t_map = vol(np.where(np.isnan(t_obs), 0.0, t_obs), 0.0)
-    eff = d.mean(axis=0) if effect is None else np.asarray(effect, float)[:, mask].mean(axis=0)
+    if effect is None:
+        eff = d.mean(axis=0)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            eff = np.nanmean(np.asarray(effect, float)[:, mask], axis=0)
+        eff = np.where(np.isfinite(eff), eff, 0.0)
     rows = []
     voxel_mm3 = float(abs(np.linalg.det(aff[:3, :3])))
     cid = 0

@@ -1,0 +1,676 @@
+"""The main job: a BIDS study from dynamic scans to corrected statistics.
+
+``run_study`` does, in order (docs/architecture.md, "The job, as data
+flowing"; output files in docs/outputs.md):
+
+1. discover the scans (:func:`petbind.study.discover.discover_scans`);
+2. per scan (:func:`process_scan`, one task each, in-process or on dask):
+   load and validate the image (:func:`petbind.io.bids.load_pet`), region
+   TACs from the PET-space atlas (labels pooled by the dseg.tsv ``region``
+   column), k2' by the tracer's strategy, every configured region model
+   (the model registry), the parametric map of the tracer's ``map_model``
+   (:func:`petbind.parametric.parametric_maps`), and the scan's provenance;
+3. per study: the outcome table, region statistics, mixed models, voxel
+   statistics on the parametric maps, ``summary.json`` and
+   ``provenance.json``.
+
+A scan whose provenance matches (same inputs, settings, version, intact
+outputs) is skipped, so a rerun is cheap and a run killed at any point
+resumes to the same outputs: every file is written atomically and the
+provenance of a scan is written after its other outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from petbind.errors import DataError, PetbindError
+from petbind.io.atomic import write_json_atomic, write_text_atomic
+from petbind.study.config import StudyConfig, TracerConfig
+from petbind.study.discover import Scan, discover_scans
+from petbind.study.provenance import (
+    environment,
+    scan_is_current,
+    scan_record,
+    settings_digest,
+    write_scan_record,
+)
+
+#: Columns of ``outcomes.tsv`` taken from the region fits (when the model gives them).
+OUTCOME_PARAMS = ("bp_nd", "bp_nd_se", "r1", "k2", "k2prime", "aic", "r2", "valid")
+
+
+def _tsv(df: pd.DataFrame) -> str:
+    """Deterministic TSV text (``n/a`` for missing, 10 significant digits)."""
+    return df.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.10g",
+                     lineterminator="\n")
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
+                       dtype={"subject": str, "condition": str, "run": str, "region": str})
+
+
+# ----------------------------------------------------------------------------
+# per scan
+# ----------------------------------------------------------------------------
+@dataclass
+class ScanResult:
+    """What :func:`process_scan` reports back (small and picklable)."""
+
+    stem: str
+    skipped: bool
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def scan_dir(out_dir: Path, scan: Scan) -> Path:
+    """Output folder of a scan (mirrors the input's ``sub-*/ses-*/pet``)."""
+    return out_dir / scan.rel_dir
+
+
+def _scan_settings(tracer: TracerConfig) -> dict[str, Any]:
+    return {"tracer": tracer.name, "reference_region": tracer.reference_region,
+            "target_regions": list(tracer.target_regions),
+            "exclude_regions": list(tracer.exclude_regions), "models": list(tracer.models),
+            "map_model": tracer.map_model, "k2prime": tracer.k2prime,
+            "k2prime_region": tracer.k2prime_region,
+            "model_settings": tracer.model_settings}
+
+
+def _scan_inputs(scan: Scan) -> dict[str, Path]:
+    inputs = {"pet": scan.pet, "dseg": scan.dseg, "dseg_tsv": scan.dseg_tsv}
+    if scan.sidecar.exists():
+        inputs["pet_json"] = scan.sidecar
+    return inputs
+
+
+def _atlas(scan: Scan, shape: tuple[int, ...], affine: np.ndarray
+           ) -> tuple[np.ndarray, dict[int, str]]:
+    """Label image and ``{index: region}`` of a scan's atlas, checked against the PET grid."""
+    import nibabel as nib
+
+    from petbind.io.tables import read_tsv
+
+    img = nib.load(str(scan.dseg))
+    labels = np.asanyarray(img.dataobj)
+    if labels.shape != tuple(shape):
+        raise DataError(f"atlas shape {labels.shape} differs from the PET grid {shape}",
+                        path=scan.dseg, field="shape",
+                        fix="resample the atlas onto the PET image (nearest neighbour)")
+    if not np.allclose(img.affine, affine, atol=1e-3):
+        raise DataError("atlas affine differs from the PET image's", path=scan.dseg,
+                        field="affine", fix="resample the atlas onto the PET grid")
+    if not scan.dseg_tsv.exists():
+        raise DataError("the atlas has no label table", path=scan.dseg_tsv, field="dseg.tsv",
+                        fix="write the BIDS _dseg.tsv (index, name, region) beside the atlas")
+    table = read_tsv(scan.dseg_tsv)
+    if "index" not in table.columns:
+        raise DataError("label table has no 'index' column", path=scan.dseg_tsv,
+                        field="index", fix="use BIDS dseg columns: index, name[, region]")
+    col = "region" if "region" in table.columns else "name"
+    if col not in table.columns:
+        raise DataError("label table has neither 'region' nor 'name'", path=scan.dseg_tsv,
+                        field="region", fix="add a region (or name) column")
+    names = {int(i): str(r) for i, r in zip(table["index"], table[col], strict=True)}
+    return np.rint(labels).astype(np.int64), names
+
+
+def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
+    ref = tracer.reference_region
+    if ref not in regions:
+        raise DataError(f"the reference region {ref!r} of tracer {tracer.name} is not in "
+                        "the atlas", path=scan.dseg_tsv, field="region",
+                        fix=f"set tracers.{tracer.name}.reference_region to one of: "
+                        f"{', '.join(regions)}")
+    if tracer.target_regions:
+        missing = [r for r in tracer.target_regions if r not in regions]
+        if missing:
+            raise DataError(f"target region(s) {missing} of tracer {tracer.name} are not in "
+                            "the atlas", path=scan.dseg_tsv, field="region",
+                            fix=f"use regions of the atlas: {', '.join(regions)}")
+        return list(tracer.target_regions)
+    return [r for r in regions if r != ref and r not in tracer.exclude_regions]
+
+
+def _k2prime_of(fit: Any) -> np.ndarray:
+    p = fit.params
+    if "k2prime" in p:
+        return np.asarray(p["k2prime"], dtype=float)
+    with np.errstate(all="ignore"):
+        return np.asarray(p["k2"], dtype=float) / np.asarray(p["r1"], dtype=float)
+
+
+def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
+                     where: str) -> tuple[float | None, dict[str, Any]]:
+    """k2' (1/min) by the tracer's strategy, from region curves.
+
+    Strategies: a number (used as is); ``"mrtm"`` / ``"srtm"``: that model
+    fitted to ``k2prime_region``, k2' = k2 / R1 (Ichise et al. 2003; Wu &
+    Carson 2002); ``"median"``: the median MRTM k2' over the valid targets.
+
+    Returns
+    -------
+    k2prime : float or None
+        None when no configured model needs k2'.
+    info : dict
+        How it was obtained, for the sidecars.
+    """
+    from petbind.errors import ModelError
+    from petbind.models import make_model
+
+    if not tracer.needs_k2prime:
+        return None, {}
+    if not isinstance(tracer.k2prime, str):
+        return float(tracer.k2prime), {"method": "config value"}
+    ref = tacs.curve(tracer.reference_region)
+    if tracer.k2prime == "median":
+        names, model = targets, "mrtm"
+    else:
+        names, model = [tracer.k2prime_region], tracer.k2prime
+        if tracer.k2prime_region not in tacs.regions:
+            raise DataError(f"k2prime_region {tracer.k2prime_region!r} is not in the atlas",
+                            path=where, field=f"tracers.{tracer.name}.k2prime_region",
+                            fix=f"use one of: {', '.join(tacs.regions)}")
+    curves = np.stack([tacs.curve(n) for n in names])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = make_model(model, tacs.timing, ref,
+                         **tracer.model_settings.get(model, {})).fit(curves)
+    k2 = _k2prime_of(fit)[np.asarray(fit.valid, bool)]
+    k2 = k2[np.isfinite(k2) & (k2 > 0)]
+    if k2.size == 0:
+        raise ModelError(f"k2' could not be estimated by {model} on {', '.join(names)}",
+                         path=where, field=f"tracers.{tracer.name}.k2prime",
+                         fix="give k2' as a number (1/min) or another k2prime_region")
+    value = float(np.median(k2))
+    return value, {"method": tracer.k2prime, "model": model, "regions": names,
+                   "value_per_min": value}
+
+
+def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float | None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every configured model on the target curves: (fits table, fitted-curves table)."""
+    from petbind.models import make_model, model_spec
+
+    timing = tacs.timing
+    ref = tacs.curve(tracer.reference_region)
+    data = np.stack([tacs.curve(r) for r in targets])
+    fits, curves = [], []
+    for name in tracer.models:
+        kw = dict(tracer.model_settings.get(name, {}))
+        if k2 is not None and model_spec(name).k2prime == "required":
+            kw["k2prime"] = k2
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = make_model(name, timing, ref, **kw).fit(data)
+        frame = fit.to_frame(names=targets)
+        if "k2prime" in kw and "k2prime" not in frame.columns:
+            frame["k2prime"] = kw["k2prime"]
+        fits.append(frame)
+        fitted = np.broadcast_to(fit.fitted, data.shape)
+        n_t = timing.n_frames
+        curves.append(pd.DataFrame({
+            "model": name, "region": np.repeat(targets, n_t),
+            "frame": np.tile(np.arange(n_t), len(targets)),
+            "frame_start": np.tile(timing.start_s, len(targets)),
+            "frame_end": np.tile(timing.start_s + timing.duration_s, len(targets)),
+            "frame_mid": np.tile(timing.start_s + timing.duration_s / 2, len(targets)),
+            "measured": data.reshape(-1), "fitted": fitted.reshape(-1)}))
+    table = pd.concat(fits, ignore_index=True)
+    first = ["region", "model"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    return table, pd.concat(curves, ignore_index=True)
+
+
+def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
+                 map_scheduler: Any = None) -> ScanResult:
+    """All per-scan outputs of one scan, or nothing when its provenance is current.
+
+    Parameters
+    ----------
+    scan : Scan
+    tracer : TracerConfig
+    out_dir : path
+        Output root (``derivatives/petbind`` or ``--out``).
+    map_scheduler : optional
+        Passed to :func:`petbind.parametric.parametric_maps` (``"sync"`` inside
+        a dask worker).
+
+    Returns
+    -------
+    ScanResult
+    """
+    from petbind.io.bids import load_pet
+    from petbind.io.tables import write_tacs
+
+    t0 = time.perf_counter()
+    out_root = Path(out_dir)
+    folder = scan_dir(out_root, scan)
+    prov = folder / f"{scan.stem}_provenance.json"
+    inputs = _scan_inputs(scan)
+    settings = _scan_settings(tracer)
+    if scan_is_current(prov, inputs, settings, out_root):
+        return ScanResult(scan.stem, True, time.perf_counter() - t0)
+
+    img = load_pet(scan.pet)
+    labels, names = _atlas(scan, tuple(img.dataobj.shape[:3]), np.asarray(img.affine))
+    present = set(np.unique(labels).tolist())
+    names = {k: v for k, v in names.items() if k in present}
+    tacs = img.region_means(labels, names=names)
+    regions = list(tacs.regions)
+    targets = _targets(scan, tracer, regions)
+    written: list[Path] = []
+    written.append(write_tacs(folder / f"{scan.stem}_tacs.tsv", tacs))
+    written.append(folder / f"{scan.stem}_tacs.json")
+
+    k2, k2_info = estimate_k2prime(tracer, tacs, targets, str(scan.dseg_tsv))
+    fits, curves = _fit_regions(tracer, tacs, targets, k2)
+    written.append(write_text_atomic(folder / f"{scan.stem}_fits.tsv", _tsv(fits)))
+    written.append(write_text_atomic(folder / f"{scan.stem}_desc-fitted_tacs.tsv",
+                                     _tsv(curves)))
+    notes: list[str] = []
+    n_bad = int((~fits["valid"].astype(bool)).sum())
+    if n_bad:
+        bad = fits.loc[~fits["valid"].astype(bool), ["model", "region"]]
+        notes.append(f"{scan.key}: {n_bad} invalid region fit(s): "
+                     + ", ".join(f"{m}/{r}" for m, r in bad.itertuples(index=False)))
+
+    if tracer.map_model:
+        from petbind.parametric import K2PRIME_MODELS, parametric_maps, write_maps
+
+        brain = np.isin(labels, [k for k, v in names.items()
+                                 if v not in tracer.exclude_regions])
+        result = parametric_maps(
+            img, model=tracer.map_model, ref_curve=tacs.curve(tracer.reference_region),
+            mask=brain, k2prime=k2 if tracer.map_model in K2PRIME_MODELS else None,
+            scheduler=map_scheduler,
+            model_settings=tracer.model_settings.get(tracer.map_model, {}))
+        extra = {"K2PrimeStrategy": k2_info, "Atlas": str(scan.dseg)}
+        written.extend(write_maps(result, folder, scan.stem, extra, entity="model"))
+        written.extend(p.with_name(p.name.removesuffix(".nii.gz") + ".json")
+                       for p in list(written) if p.name.endswith(".nii.gz"))
+
+    record = scan_record(inputs, settings, [p for p in written if p.exists()], out_root)
+    record["k2prime"] = {"value_per_min": k2, **k2_info}
+    record["scan"] = {"subject": scan.subject, "condition": scan.condition,
+                      "tracer": scan.tracer, "run": scan.run}
+    write_scan_record(prov, record)
+    return ScanResult(scan.stem, False, time.perf_counter() - t0, notes)
+
+
+# ----------------------------------------------------------------------------
+# execution: in-process or dask
+# ----------------------------------------------------------------------------
+def _progress(enabled: bool, console: Any) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, disable=not enabled,
+                    transient=False)
+
+
+def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
+              scheduler: str | None = None, progress: bool = True,
+              console: Any = None) -> list[ScanResult]:
+    """Run :func:`process_scan` for every scan, in-process or on dask.
+
+    Parameters
+    ----------
+    scheduler : None, "local" or "HOST:PORT"
+        ``None``: in this process, one scan after another. ``"local"``: a
+        dask ``distributed.LocalCluster`` (one single-threaded worker process
+        per CPU, at most one per scan). Anything else is the address of a
+        running dask scheduler (``distributed.Client(address)``).
+    """
+    results: list[ScanResult] = []
+    with _progress(progress, console) as bar:
+        task = bar.add_task("scans", total=len(scans))
+        if scheduler is None:
+            for s in scans:
+                bar.update(task, description=f"scan {s.stem}")
+                results.append(process_scan(s, config.tracers[s.tracer], out_dir))
+                bar.advance(task)
+            bar.update(task, description="scans")
+            return results
+        from distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if scheduler == "local":
+            n = max(1, min(os.cpu_count() or 1, len(scans)))
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+        else:
+            address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+            try:
+                client = Client(address, timeout="10s")
+            except OSError as exc:
+                raise PetbindError(f"cannot reach the dask scheduler at {scheduler}: {exc}",
+                                   field="--scheduler",
+                                   fix="start it (dask scheduler) or use --scheduler local"
+                                   ) from exc
+        try:
+            futures = [client.submit(process_scan, s, config.tracers[s.tracer], out_dir,
+                                     map_scheduler="sync", pure=False,
+                                     key=f"petbind-scan-{s.stem}") for s in scans]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                bar.advance(task)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    order = {s.stem: i for i, s in enumerate(scans)}
+    return sorted(results, key=lambda r: order[r.stem])
+
+
+# ----------------------------------------------------------------------------
+# study level
+# ----------------------------------------------------------------------------
+def _truth_table(bids: Path, config: StudyConfig) -> pd.DataFrame | None:
+    if config.truth == "none":
+        return None
+    path = (bids / "derivatives" / "petbind-sim" / "truth.tsv" if config.truth == "auto"
+            else Path(config.truth) if Path(config.truth).is_absolute()
+            else bids / config.truth)
+    if not path.exists():
+        if config.truth != "auto":
+            raise DataError("the truth table does not exist", path=path, field="dataset.truth",
+                            fix="give the simulator's truth.tsv, 'auto' or 'none'")
+        return None
+    t = _read_tsv(path)
+    keep = ["subject", "condition", "tracer", "region", "bp_nd", "r1"]
+    missing = [c for c in keep if c not in t.columns]
+    if missing:
+        raise DataError(f"the truth table lacks columns {missing}", path=path,
+                        field=missing[0], fix="use the simulator's truth.tsv")
+    return t[keep].rename(columns={"bp_nd": "bp_nd_true", "r1": "r1_true"})
+
+
+def outcome_table(scans: list[Scan], out_dir: Path,
+                  truth: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The tidy outcome table from every scan's ``_fits.tsv`` (docs/outputs.md)."""
+    frames = []
+    for s in scans:
+        f = _read_tsv(scan_dir(out_dir, s) / f"{s.stem}_fits.tsv")
+        f.insert(0, "run", s.run if s.run is not None else np.nan)
+        f.insert(0, "tracer", s.tracer)
+        f.insert(0, "condition", s.condition)
+        f.insert(0, "subject", s.subject)
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    for c in OUTCOME_PARAMS:
+        if c not in df.columns:
+            df[c] = np.nan
+    df["valid"] = df["valid"].astype(str).str.lower().isin(["true", "1"])
+    cols = ["subject", "condition", "tracer", "run", "region", "model", *OUTCOME_PARAMS]
+    df = df[cols]
+    if truth is not None:
+        df = df.merge(truth, on=["subject", "condition", "tracer", "region"], how="left")
+    return df
+
+
+def _for_stats(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """One row per subject x condition x tracer x region x model (runs averaged)."""
+    df = outcomes.copy()
+    df.loc[~df["valid"], "bp_nd"] = np.nan
+    keys = ["subject", "condition", "tracer", "region", "model"]
+    if not df.duplicated(keys).any():
+        return df
+    agg = {"bp_nd": "mean", "valid": "any"}
+    if "bp_nd_true" in df:
+        agg["bp_nd_true"] = "mean"
+    return df.groupby(keys, as_index=False, sort=True).agg(agg)
+
+
+def _load_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=np.float64), np.asarray(img.affine)
+
+
+def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path
+                     ) -> tuple[list[Path], list[str]]:
+    """Sign-flip voxel statistics of every contrast on the tracers' BP_ND maps."""
+    from petbind.io.bids import save_image
+    from petbind.stats.voxel import sign_flip_test
+
+    vx = config.statistics.voxel
+    written: list[Path] = []
+    notes: list[str] = []
+    vdir = out_dir / "group" / "voxel"
+    for tracer, tcfg in config.tracers.items():
+        mine = [s for s in scans if s.tracer == tracer]
+        if not tcfg.map_model or not mine:
+            continue
+        model = tcfg.map_model
+        maps: dict[tuple[str, str], list[np.ndarray]] = {}
+        affine = None
+        shape = None
+        for s in mine:
+            d = scan_dir(out_dir, s)
+            bp, aff = _load_map(d / f"{s.stem}_model-{model}_bpnd.nii.gz")
+            valid, _ = _load_map(d / f"{s.stem}_model-{model}_mask.nii.gz")
+            if shape is None:
+                shape, affine = bp.shape, aff
+                atlas, names = _atlas(s, shape, aff)
+                analysis = np.isin(atlas, [k for k, v in names.items()
+                                           if v not in tcfg.exclude_regions
+                                           and v != tcfg.reference_region])
+            elif bp.shape != shape or not np.allclose(aff, affine, atol=1e-3):
+                notes.append(f"voxel statistics of {tracer} skipped: the maps of "
+                             f"{s.stem} are on another grid (no common space)")
+                shape = None
+                break
+            maps.setdefault((s.subject, s.condition), []).append(
+                np.where(valid > 0, bp, np.nan))
+        if shape is None:
+            continue
+        mean_maps = {k: np.mean(v, axis=0) for k, v in maps.items()}
+        subjects = sorted({k[0] for k in mean_maps})
+        for c in config.contrasts:
+            subj = [s for s in subjects if all((s, x) in mean_maps for x in c.conditions)]
+            if len(subj) < 2:
+                notes.append(f"voxel statistics of {tracer} {c.expr} skipped: "
+                             f"{len(subj)} subject(s) with every condition")
+                continue
+            stack = {x: np.stack([mean_maps[(s, x)] for s in subj]) for x in c.conditions}
+            t = c.terms
+            with np.errstate(all="ignore"):
+                if c.kind == "simple":
+                    diffs = stack[t[0]] - stack[t[1]]
+                    effect = 100 * diffs / stack[t[1]]
+                else:
+                    diffs = (stack[t[0]] - stack[t[1]]) - (stack[t[2]] - stack[t[3]])
+                    effect = (100 * (stack[t[0]] - stack[t[1]]) / stack[t[1]]
+                              - 100 * (stack[t[2]] - stack[t[3]]) / stack[t[3]])
+            effect = np.where(np.isfinite(effect), effect, np.nan)
+            res = sign_flip_test(
+                diffs, analysis, affine=affine, effect=effect,
+                cluster_forming_p=vx.cluster_forming_p, n_permutations=vx.n_permutations,
+                seed=vx.seed, smoothing_fwhm_mm=vx.smoothing_fwhm_mm, atlas=atlas,
+                atlas_names=names)
+            pre = vdir / f"trc-{tracer}_model-{model}_contrast-{c.name}"
+            side = {"Tracer": tracer, "Model": model, "Contrast": c.expr,
+                    "Subjects": subj, **res.info,
+                    "Note": (f"sign-flip permutation over {res.info['n_flips']} flips "
+                             f"({'exact enumeration' if res.info['exact'] else 'random'}); "
+                             f"the smallest attainable FWE p is "
+                             f"{res.info['min_attainable_p']:.4g}")}
+            for tag, vol, what in (("stat-t", res.t, "paired t"),
+                                   ("stat-effect", res.effect, "mean % change"),
+                                   ("stat-p", res.p, "uncorrected two-sided p"),
+                                   ("stat-pfwe", res.p_fwe, "voxel-level FWE p"),
+                                   ("stat-pfdr", res.p_fdr, "BH-adjusted p")):
+                written.append(save_image(Path(f"{pre}_{tag}.nii.gz"),
+                                          vol.astype(np.float32), affine,
+                                          {**side, "Statistic": what}))
+            written.append(save_image(Path(f"{pre}_mask.nii.gz"),
+                                      res.mask.astype(np.uint8), affine,
+                                      {**side, "Statistic": "analysis mask"}))
+            written.append(write_text_atomic(Path(f"{pre}_clusters.tsv"), _tsv(res.clusters)))
+    return written, notes
+
+
+def check_output_location(bids: Path, out_dir: Path) -> None:
+    """Refuse an output folder inside the input tree other than under ``derivatives/``."""
+    b = bids.resolve()
+    o = out_dir.resolve()
+    if o == b or (o.is_relative_to(b) and not o.is_relative_to(b / "derivatives")):
+        raise PetbindError("the output folder lies in the input dataset", path=out_dir,
+                           field="--out",
+                           fix="write under BIDS_DIR/derivatives/ (the default) or elsewhere")
+
+
+def _description(out_dir: Path, bids: Path) -> None:
+    from petbind import __version__
+
+    write_json_atomic(out_dir / "dataset_description.json", {
+        "Name": "petbind outputs", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "petbind", "Version": __version__}],
+        "SourceDatasets": [{"URL": bids.resolve().as_uri()}]})
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` produced."""
+
+    out_dir: Path
+    outcomes: pd.DataFrame
+    roi_stats: pd.DataFrame
+    mixed: pd.DataFrame
+    summary: dict[str, Any]
+    warnings: list[str]
+    seconds: dict[str, float]
+
+
+def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
+              out_dir: str | os.PathLike | None = None, scheduler: str | None = None,
+              progress: bool = True, console: Any = None,
+              log: Callable[[str], None] | None = None) -> StudyResult:
+    """Run the whole study: per-scan outputs, outcome table and statistics.
+
+    Parameters
+    ----------
+    bids_dir : path
+        BIDS root (never written to except ``derivatives/petbind``).
+    config : StudyConfig
+    out_dir : path, optional
+        Output root; default ``BIDS_DIR/derivatives/petbind``.
+    scheduler : None, "local" or "HOST:PORT"
+        Where the per-scan tasks run (see :func:`run_scans`).
+    progress : bool
+        Show progress bars (rich).
+    console : rich Console, optional
+    log : callable, optional
+        Receives one line per stage.
+
+    Returns
+    -------
+    StudyResult
+    """
+    from petbind.stats.roi import mixed_model_statistics, roi_statistics
+
+    say = log or (lambda _m: None)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    seconds: dict[str, float] = {}
+    bids = Path(bids_dir)
+    out = Path(out_dir) if out_dir is not None else bids / "derivatives" / "petbind"
+    check_output_location(bids, out)
+
+    t = time.perf_counter()
+    scans, notes = discover_scans(bids, config, out_dir=out)
+    for n in notes:
+        say(f"warning: {n}")
+    out.mkdir(parents=True, exist_ok=True)
+    _description(out, bids)
+    write_text_atomic(out / "study_config.toml", config.to_toml())
+    seconds["discover"] = time.perf_counter() - t
+    say(f"{len(scans)} scans of {len({s.subject for s in scans})} subjects")
+
+    t = time.perf_counter()
+    results = run_scans(scans, config, out, scheduler=scheduler, progress=progress,
+                        console=console)
+    seconds["scans"] = time.perf_counter() - t
+    for r in results:
+        notes.extend(r.warnings)
+
+    t = time.perf_counter()
+    truth = _truth_table(bids, config)
+    outcomes = outcome_table(scans, out, truth)
+    group = out / "group"
+    write_text_atomic(group / "outcomes.tsv", _tsv(outcomes))
+    stats_in = _for_stats(outcomes)
+    alpha = config.statistics.alpha
+    roi_parts, mixed_parts = [], []
+    for tracer in config.tracers:
+        sub = stats_in[stats_in["tracer"] == tracer]
+        if sub.empty:
+            continue
+        regions = sorted(set(sub["region"]))
+        roi_parts.append(roi_statistics(sub, config.contrasts, alpha=alpha, regions=regions,
+                                        truth="bp_nd_true" if truth is not None else None))
+        mixed_parts.append(mixed_model_statistics(
+            sub, config.contrasts, baseline=config.statistics.baseline_condition,
+            alpha=alpha, regions=regions))
+    roi = pd.concat(roi_parts, ignore_index=True)
+    mixed = pd.concat(mixed_parts, ignore_index=True)
+    write_text_atomic(group / "roi_stats.tsv", _tsv(roi))
+    write_text_atomic(group / "mixed_model.tsv", _tsv(mixed))
+    seconds["region_statistics"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if config.statistics.voxel.enabled:
+        _, vnotes = voxel_statistics(scans, config, out)
+        notes.extend(vnotes)
+    seconds["voxel_statistics"] = time.perf_counter() - t
+
+    primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
+                         for tr, tc in config.tracers.items()], ignore_index=True)
+    n_invalid = int((~outcomes["valid"]).sum())
+    summary = {
+        "n_scans": len(scans), "n_subjects": len({s.subject for s in scans}),
+        "conditions": sorted({s.condition for s in scans}),
+        "tracers": sorted({s.tracer for s in scans}),
+        "models": {tr: list(tc.models) for tr, tc in config.tracers.items()},
+        "primary_models": {tr: tc.primary_model for tr, tc in config.tracers.items()},
+        "contrasts": [{"expr": c.expr, "name": c.name, "kind": c.kind}
+                      for c in config.contrasts],
+        "warnings": notes, "n_invalid_fits": n_invalid, "simulated": truth is not None,
+        "highlights": primary.replace({np.nan: None}).to_dict(orient="records"),
+        "paths": {"outcomes": "group/outcomes.tsv", "roi_stats": "group/roi_stats.tsv",
+                  "mixed_model": "group/mixed_model.tsv", "voxel": "group/voxel"},
+    }
+    write_json_atomic(group / "summary.json", summary)
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    write_json_atomic(group / "provenance.json", {
+        **environment(), "command": sys.argv, "config": config.to_dict(),
+        "config_sha256": settings_digest(config.to_dict()),
+        "dataset": str(bids.resolve()), "started": started, "finished": finished,
+        "run_seconds": seconds, "skipped_scans": [r.stem for r in results if r.skipped],
+        "scans": [{"subject": s.subject, "condition": s.condition, "tracer": s.tracer,
+                   "run": s.run, "pet": s.pet.relative_to(bids).as_posix(),
+                   "provenance": (Path(s.rel_dir) / f"{s.stem}_provenance.json").as_posix()}
+                  for s in scans],
+        "seed": config.statistics.voxel.seed})
+    return StudyResult(out_dir=out, outcomes=outcomes, roi_stats=roi, mixed=mixed,
+                       summary=summary, warnings=notes, seconds=seconds)
