@@ -1,0 +1,94 @@
+"""``petbind parametric``: voxelwise BP_ND (and other parameter) maps of one PET image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from petbind.errors import ConfigError
+
+
+def _stem(pet: Path) -> str:
+    """BIDS stem of a PET file: the name without ``_pet`` and the extension."""
+    name = pet.name
+    for ext in (".nii.gz", ".nii", ".v", ".img", ".hdr"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return name.removesuffix("_pet")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``parametric`` command to ``app``."""
+
+    @app.command("parametric")
+    def parametric(
+        pet: Path = typer.Argument(..., help="4D PET image (BIDS NIfTI with its JSON sidecar)."),
+        model: str = typer.Option("mrtm2", "--model",
+                                  help="mrtm2 | srtm2 | bfsrtm | srtm | logan | suvr"),
+        ref_mask: Path | None = typer.Option(None, "--ref-mask", metavar="FILE",
+                                             help="Reference-region mask on the PET grid."),
+        ref_label: str | None = typer.Option(None, "--ref-label", metavar="ATLAS:NAME",
+                                             help="Atlas (dseg) image and a region name "
+                                             "from its _dseg.tsv (or an index)."),
+        ref_tac: str | None = typer.Option(None, "--ref-tac", metavar="TSV:COLUMN",
+                                           help="Reference TAC table and column."),
+        mask: Path | None = typer.Option(None, "--mask", metavar="FILE",
+                                         help="Brain mask on the PET grid (default: mean "
+                                         "image > 0.1 x its 99th percentile)."),
+        k2prime: str = typer.Option("auto", "--k2prime", metavar="VALUE|auto|pooled",
+                                    help="k2' in 1/min for mrtm2/srtm2/logan, or 'auto' "
+                                    "(fit of the high-binding region) / 'pooled'."),
+        out: Path | None = typer.Option(None, "--out", metavar="DIR",
+                                        help="Output folder (default: ./petbind-parametric)."),
+        chunk_voxels: int = typer.Option(100_000, "--chunk-voxels",
+                                         help="Voxels fitted per chunk (memory bound)."),
+        scheduler: str | None = typer.Option(None, "--scheduler",
+                                             help="sync | threads | dask scheduler address "
+                                             "(default: threads on all CPUs)."),
+    ) -> None:
+        """Fit a reference-tissue model to every brain voxel; write BIDS-derivative maps."""
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from petbind.parametric import MAP_MODELS, RefCurve, parametric_maps, write_maps
+
+        if model not in MAP_MODELS:
+            raise ConfigError(f"unknown model {model!r}", field="--model",
+                              fix=f"use one of: {', '.join(MAP_MODELS)}")
+        given = [(k, v) for k, v in (("mask", ref_mask), ("label", ref_label),
+                                     ("tac", ref_tac)) if v is not None]
+        if len(given) != 1:
+            raise ConfigError("give exactly one reference: --ref-mask, --ref-label or "
+                              "--ref-tac", field="--ref-mask",
+                              fix="e.g. --ref-label dseg.nii.gz:cerebellum")
+        ref = RefCurve.from_spec(given[0][0], str(given[0][1]))
+        k2: float | str
+        if k2prime.lower() in ("auto", "pooled"):
+            k2 = k2prime.lower()
+        else:
+            try:
+                k2 = float(k2prime)
+            except ValueError:
+                raise ConfigError(f"--k2prime must be a number, 'auto' or 'pooled', got "
+                                  f"{k2prime!r}", field="--k2prime",
+                                  fix="e.g. --k2prime 0.1") from None
+        out_dir = out if out is not None else Path("petbind-parametric")
+        console = Console(stderr=True)
+        with Progress(TextColumn("[bold]fitting[/] {task.description}"), BarColumn(),
+                      TextColumn("{task.completed:,}/{task.total:,} voxels"),
+                      TimeRemainingColumn(), console=console, transient=True) as bar:
+            task = bar.add_task(model, total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = parametric_maps(pet, model=model, ref_curve=ref, mask=mask,
+                                     k2prime=k2, chunk_voxels=chunk_voxels,
+                                     scheduler=scheduler, progress=progress)
+        files = write_maps(result, out_dir, _stem(pet),
+                           sidecar_extra={"Command": "petbind parametric"})
+        console.print(result.summary(), highlight=False)
+        for f in files:
+            typer.echo(str(f))
