@@ -14,6 +14,7 @@ from petbind.cli import app
 
 _MODULES: list[str] = [
     "simulate",
+    "validate",
 ]
 
 for _name in _MODULES:
