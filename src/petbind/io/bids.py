@@ -307,7 +307,8 @@ def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
         img = nib.load(str(p), keep_file_open=True)
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error,
             gzip.BadGzipFile, ValueError) as exc:
-        raise FileFormatError(f"cannot read the image header: {exc}", path=p,
+        raise FileFormatError(f"not a readable NIfTI/Analyze image (corrupt, truncated or "
+                              f"another format): {exc}", path=p,
                               fix="check that the file is a complete NIfTI image") from None
     if isinstance(img, nib.Nifti1Image | nib.Nifti2Image | nib.AnalyzeImage):
         _check_nifti_size(p, img)

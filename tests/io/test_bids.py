@@ -1,0 +1,200 @@
+"""Tests for petbind.io.bids: load_pet (timing, units, decay) and save_image."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from petbind.errors import DecayError, FileFormatError, IsotopeError
+from petbind.io.bids import check_pet_sidecar, load_pet, save_image
+
+
+@pytest.mark.parametrize("decay", ["injection", "scanstart", "none"])
+def test_load_pet_returns_true_activity_decay_corrected_to_injection(tmp_path, fx, decay):
+    ds = fx.make_bids_dataset(tmp_path, decay=decay)
+    img = load_pet(ds["pet"])
+    assert img.units == "kBq/mL"
+    got = img.get_data()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ds["true"], rtol=2e-6, atol=1e-5)
+
+
+def test_load_pet_timing_is_minutes_after_injection(tmp_path, fx):
+    ds = fx.make_bids_dataset(tmp_path, injection_start_s=45.0)
+    img = load_pet(ds["pet"])
+    expect_start_min = np.array(ds["starts_s"]) / 60.0
+    np.testing.assert_allclose(img.timing.start, expect_start_min, atol=1e-12)
+    np.testing.assert_allclose(img.timing.duration, np.array(ds["durations_s"]) / 60.0)
+    assert img.timing.start[0] == 0.0
+
+
+def test_load_pet_converts_bq_per_ml_to_kbq_per_ml(tmp_path, fx):
+    ds = fx.make_bids_dataset(tmp_path, units="Bq/mL")
+    img = load_pet(ds["pet"])
+    np.testing.assert_allclose(img.get_data(), ds["true"], rtol=2e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize(("unit", "kbq_per_unit"), [
+    ("Bq/mL", 1e-3), ("kBq/mL", 1.0), ("MBq/mL", 1e3), ("nCi/mL", 0.037),
+    ("uCi/mL", 37.0), ("mCi/mL", 37000.0), ("Bq/cc", 1e-3), ("kBq/cc", 1.0),
+])
+def test_load_pet_scales_every_known_unit_to_kbq_per_ml(tmp_path, fx, unit, kbq_per_unit):
+    n = len(fx.FRAME_DURATIONS_S)
+    starts = fx.frame_starts(fx.FRAME_DURATIONS_S)
+    data = np.full(fx.SHAPE + (n,), 3.0)
+    side = fx.pet_sidecar(starts, fx.FRAME_DURATIONS_S, Units=unit)
+    p = fx.write_pet(tmp_path / "sub-01_pet.nii.gz", data, side)
+    # 1 Ci = 3.7e10 Bq exactly: 3 nCi/mL = 111 Bq/mL = 0.111 kBq/mL
+    np.testing.assert_allclose(load_pet(p).frame(0), 3.0 * kbq_per_unit, rtol=1e-6)
+
+
+def test_load_pet_applies_nifti_scale_slope(tmp_path, fx):
+    n = len(fx.FRAME_DURATIONS_S)
+    starts = fx.frame_starts(fx.FRAME_DURATIONS_S)
+    side = fx.pet_sidecar(starts, fx.FRAME_DURATIONS_S, Units="Bq/mL")
+    p = fx.write_pet(tmp_path / "sub-01_pet.nii", np.full(fx.SHAPE + (n,), 250),
+                     side, dtype=np.int16, slope=4.0)
+    np.testing.assert_allclose(load_pet(p).frame(3), 1.0)  # 250 * 4 Bq/mL
+
+
+def test_load_pet_moves_decay_reference_from_scan_start_by_exp_lambda_t(tmp_path, fx):
+    # Data corrected to 120 s after injection hold A exp(-lam 120 s).
+    ds = fx.make_bids_dataset(tmp_path, decay="scanstart")
+    img = load_pet(ds["pet"])
+    lam = math.log(2) / fx.HALF_LIFE_S["11C"]
+    np.testing.assert_allclose(img.frame_scale, math.exp(lam * 120.0), rtol=1e-12)
+
+
+def test_load_pet_is_lazy_and_keeps_the_file_proxy(tmp_path, fx):
+    ds = fx.make_bids_dataset(tmp_path)
+    img = load_pet(ds["pet"])
+    assert not isinstance(img.dataobj, np.ndarray)
+    assert img.shape == fx.SHAPE + (len(fx.FRAME_DURATIONS_S),)
+
+
+def test_load_pet_reads_single_frame_3d_image_as_one_frame(tmp_path, fx):
+    side = fx.pet_sidecar([0.0], [600.0])
+    p = fx.write_pet(tmp_path / "sub-01_pet.nii.gz", np.full(fx.SHAPE, 2.0), side)
+    img = load_pet(p)
+    assert img.shape == fx.SHAPE + (1,)
+    np.testing.assert_allclose(img.frame(0), 2.0)
+
+
+def test_sidecar_check_of_complete_fixture_has_no_problem(fx):
+    side = fx.pet_sidecar(fx.frame_starts(fx.FRAME_DURATIONS_S), fx.FRAME_DURATIONS_S)
+    assert check_pet_sidecar(side, "x.json", len(fx.FRAME_DURATIONS_S)) == []
+
+
+def test_sidecar_check_warns_about_missing_bids_fields_petbind_does_not_need(fx):
+    side = fx.pet_sidecar(fx.frame_starts(fx.FRAME_DURATIONS_S), fx.FRAME_DURATIONS_S,
+                          Manufacturer=None, ReconFilterType=None)
+    probs = check_pet_sidecar(side, "x.json", len(fx.FRAME_DURATIONS_S))
+    assert {(q.severity, q.field) for q in probs} == {("warning", "Manufacturer"),
+                                                      ("warning", "ReconFilterType")}
+
+
+def test_sidecar_check_warns_when_frame_times_look_like_minutes(fx):
+    side = fx.pet_sidecar([0, 0.5, 1.0], [0.5, 0.5, 1.0])
+    probs = check_pet_sidecar(side, "x.json", 3)
+    assert any(q.field == "FrameDuration" and "minutes" in q.message for q in probs)
+
+
+def test_sidecar_check_warns_when_decay_factors_disagree_with_isotope(fx):
+    durs = [60.0] * 3
+    starts = fx.frame_starts(durs)
+    lam = math.log(2) / fx.HALF_LIFE_S["18F"]  # factors of F-18, sidecar says C-11
+    f18 = [lam * d * math.exp(lam * s) / (1 - math.exp(-lam * d))
+           for s, d in zip(starts, durs, strict=True)]
+    side = fx.pet_sidecar(starts, durs, DecayCorrectionFactor=f18)
+    probs = check_pet_sidecar(side, "x.json", 3)
+    assert [q.field for q in probs] == ["DecayCorrectionFactor"]
+
+
+def test_sidecar_check_accepts_decay_factors_of_the_stated_isotope(fx):
+    durs = [60.0] * 3
+    starts = fx.frame_starts(durs)
+    lam = math.log(2) / fx.HALF_LIFE_S["11C"]
+    c11 = [lam * d * math.exp(lam * s) / (1 - math.exp(-lam * d))
+           for s, d in zip(starts, durs, strict=True)]
+    side = fx.pet_sidecar(starts, durs, DecayCorrectionFactor=c11)
+    assert check_pet_sidecar(side, "x.json", 3) == []
+
+
+def test_uncorrected_image_without_radionuclide_is_refused(tmp_path, fx, untouched):
+    starts = fx.frame_starts(fx.FRAME_DURATIONS_S)
+    side = fx.pet_sidecar(starts, fx.FRAME_DURATIONS_S, ImageDecayCorrected=False,
+                          TracerRadionuclide=None)
+    p = fx.write_pet(tmp_path / "sub-01_pet.nii.gz",
+                     np.ones(fx.SHAPE + (len(starts),)), side)
+    with untouched(tmp_path), pytest.raises(IsotopeError) as e:
+        load_pet(p)
+    assert e.value.field == "TracerRadionuclide"
+
+
+def test_corrected_to_injection_without_radionuclide_loads_with_warning(tmp_path, fx):
+    starts = fx.frame_starts(fx.FRAME_DURATIONS_S)
+    side = fx.pet_sidecar(starts, fx.FRAME_DURATIONS_S, TracerRadionuclide=None)
+    p = fx.write_pet(tmp_path / "sub-01_pet.nii.gz",
+                     np.ones(fx.SHAPE + (len(starts),)), side)
+    img = load_pet(p)
+    assert img.metadata["isotope"] is None
+    assert any("TracerRadionuclide" in w for w in img.metadata["warnings"])
+
+
+def test_save_image_round_trips_data_affine_and_sidecar(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(4, 3, 2, 5)).astype(np.float32)
+    affine = np.array([[1.5, 0, 0, -3], [0, 2, 0, 4], [0, 0, 2.5, 1], [0, 0, 0, 1]])
+    side = {"Units": "kBq/mL", "FrameDuration": np.array([60.0] * 5), "Model": "MRTM2"}
+    p = save_image(tmp_path / "out" / "map.nii.gz", data, affine, side)
+    img = nib.load(str(p))
+    np.testing.assert_array_equal(np.asarray(img.dataobj), data)
+    np.testing.assert_allclose(img.affine, affine)
+    assert json.loads((tmp_path / "out" / "map.json").read_text()) == {
+        "Units": "kBq/mL", "FrameDuration": [60.0] * 5, "Model": "MRTM2"}
+
+
+def test_save_image_stores_float64_as_float32_and_keeps_integer_labels(tmp_path):
+    save_image(tmp_path / "a.nii.gz", np.ones((2, 2, 2)), np.eye(4), None)
+    save_image(tmp_path / "b.nii.gz", np.arange(8, dtype=np.int16).reshape(2, 2, 2),
+               np.eye(4), None)
+    assert nib.load(str(tmp_path / "a.nii.gz")).get_data_dtype() == np.float32
+    assert nib.load(str(tmp_path / "b.nii.gz")).get_data_dtype() == np.int16
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_save_then_load_pet_round_trips_through_petbind_only(tmp_path, fx):
+    n = len(fx.FRAME_DURATIONS_S)
+    true = fx.true_image(n)
+    side = fx.pet_sidecar(fx.frame_starts(fx.FRAME_DURATIONS_S), fx.FRAME_DURATIONS_S)
+    p = save_image(tmp_path / "sub-01_pet.nii.gz", true, fx.AFFINE, side)
+    img = load_pet(p)
+    np.testing.assert_allclose(img.get_data(), true, rtol=1e-6)
+    np.testing.assert_allclose(img.affine, fx.AFFINE)
+
+
+def test_save_image_that_fails_leaves_no_file(tmp_path):
+    with pytest.raises(TypeError):  # a sidecar value JSON cannot hold
+        save_image(tmp_path / "x.nii.gz", np.ones((2, 2, 2)), np.eye(4), {"a": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_image_refuses_a_non_nifti_name(tmp_path):
+    with pytest.raises(FileFormatError):
+        save_image(tmp_path / "x.img", np.ones((2, 2, 2)), np.eye(4))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_contradictory_decay_flags_are_refused(tmp_path, fx, untouched):
+    starts = fx.frame_starts(fx.FRAME_DURATIONS_S)
+    side = fx.pet_sidecar(starts, fx.FRAME_DURATIONS_S, ImageDecayCorrected=True,
+                          DecayCorrectionFactor=[1.0] * len(starts))
+    p = fx.write_pet(tmp_path / "sub-01_pet.nii.gz", np.ones(fx.SHAPE + (len(starts),)), side)
+    with untouched(tmp_path), pytest.raises(DecayError) as e:
+        load_pet(p)
+    assert e.value.field == "ImageDecayCorrected"
+    assert "contradict" in str(e.value)
