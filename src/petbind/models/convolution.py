@@ -296,8 +296,8 @@ class ExpConvTable:
         u = self.u0 + self.h * np.arange(n_grid)
         vals = curve.exp_conv_frame_means(np.exp(u), timing)
         spline = CubicSpline(u, vals, axis=0)
-        # c[k, j, :] multiplies (u - u_j) ** (3 - k)
-        self._c = np.ascontiguousarray(np.moveaxis(spline.c, 0, 1))  # (G-1, 4, n)
+        # self._c[k][j, :] multiplies (u - u_j) ** (3 - k)
+        self._c = [np.ascontiguousarray(spline.c[k]) for k in range(4)]
         self.theta_min = float(theta_min)
         self.theta_max = float(theta_max)
 
@@ -306,11 +306,21 @@ class ExpConvTable:
         """Values (and d/dtheta) at ``theta`` (shape S) -> arrays shaped S + (n_frames,)."""
         th = np.clip(np.asarray(theta, dtype=float), self.theta_min, self.theta_max)
         u = np.log(th)
-        j = np.clip(((u - self.u0) / self.h).astype(np.intp), 0, self._c.shape[0] - 1)
+        j = np.clip(((u - self.u0) / self.h).astype(np.intp), 0, self._c[0].shape[0] - 1)
         du = (u - (self.u0 + j * self.h))[..., None]
-        c = self._c[j]
-        val = ((c[..., 0, :] * du + c[..., 1, :]) * du + c[..., 2, :]) * du + c[..., 3, :]
+        c0, c1, c2 = (np.take(c, j, axis=0) for c in self._c[:3])
+        val = c0 * du
+        val += c1
+        val *= du
+        val += c2
+        val *= du
+        val += np.take(self._c[3], j, axis=0)
         if not derivative:
             return val
-        dval = (3.0 * c[..., 0, :] * du + 2.0 * c[..., 1, :]) * du + c[..., 2, :]
-        return val, dval / th[..., None]
+        c0 *= 3.0 * du
+        c1 *= 2.0
+        c0 += c1
+        c0 *= du
+        c0 += c2
+        c0 /= th[..., None]
+        return val, c0

@@ -236,9 +236,11 @@ class ReferenceModel:
         batch = y.shape[:-1]
         y2 = y.reshape(-1, n)
         w2 = w if w.ndim == 1 else np.broadcast_to(w, y.shape).reshape(-1, n)
-        with np.errstate(invalid="ignore"):
-            ok = np.all(np.isfinite(y2), axis=-1) & \
-                (np.max(np.where(self.window, y2, -np.inf), axis=-1) > 0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            # a NaN/inf anywhere makes the row sum non-finite (one pass, no temporaries)
+            finite = np.isfinite(np.sum(y2, axis=-1))
+            peak = np.max(y2 if self.window.all() else y2[:, self.window], axis=-1)
+            ok = finite & (peak > 0)
         all_ok = bool(ok.all())
         yf = y2 if all_ok else np.where(ok[:, None], y2, 0.0)
         with np.errstate(all="ignore"):
@@ -248,7 +250,10 @@ class ReferenceModel:
             res.params[k] = np.where(valid, v, np.nan).reshape(batch)
         for k, v in res.se.items():
             res.se[k] = np.where(valid, v, np.nan).reshape(batch)
-        fitted = np.where(valid[:, None] & self.window, res.fitted, np.nan).reshape(y.shape)
+        if valid.all() and self.window.all():
+            fitted = res.fitted.reshape(y.shape)
+        else:
+            fitted = np.where(valid[:, None] & self.window, res.fitted, np.nan).reshape(y.shape)
         extra = {k: (v.reshape(batch + v.shape[1:]) if isinstance(v, np.ndarray)
                      and v.ndim >= 1 and v.shape[0] == y2.shape[0] else v)
                  for k, v in res.extra.items()}
@@ -308,6 +313,33 @@ class _SRTMBase(ReferenceModel):
             return self.ref, b
         return self.ref + (self.k2prime - theta)[:, None] * b, b
 
+    def _grid_basis(self, w: NDArray) -> tuple[NDArray, NDArray]:
+        """Weighted, orthonormalised grid regressors for shared weights ``w`` (n,).
+
+        For each grid theta the regressor that carries theta (``B``, or
+        ``C_R + (k2' - theta) B`` with fixed k2') is made W-orthogonal to the
+        reference curve (when R1 is free) and scaled to unit W-norm; then the
+        weighted residual of the grid point is ``const - (y' W x_g)^2`` and the
+        search is one matrix product and an arg-max (no per-curve solve).
+        Returns ``(W X)`` as float32 (n, G) for the search and float64 (G, n).
+        """
+        key = w.tobytes()
+        cached = self.__dict__.get("_gb")
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        x0, b = self._design(self.theta_grid)
+        if self.k2prime is None:
+            wr = w * self.ref
+            xg = b - np.outer(b @ wr / (wr @ self.ref), self.ref)
+        else:
+            xg = x0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xg = xg / np.sqrt(np.sum(w * xg * xg, axis=-1))[:, None]
+        wx = np.nan_to_num(w * xg)
+        out = (np.ascontiguousarray(wx.T, dtype=np.float32), wx)
+        self.__dict__["_gb"] = (key, *out)
+        return out
+
     def _grid_search(self, y: NDArray, w: NDArray, refine: bool) -> tuple[NDArray, NDArray]:
         """Best basis function per curve (Gunn 1997), refined by a parabola in ln theta3.
 
@@ -315,43 +347,54 @@ class _SRTMBase(ReferenceModel):
         """
         g = self.theta_grid
         u = np.log(g)
-        x0, b = self._design(g)
         v = y.shape[0]
         theta = np.empty(v)
         edge = np.empty(v, dtype=bool)
+        shared = w.ndim == 1
+        if shared:
+            wx32, wx = self._grid_basis(w)
+        else:
+            x0, b = self._design(g)
         fixed = self.k2prime is not None
         for s in range(0, v, _CHUNK):
             sl = slice(s, s + _CHUNK)
             yc = y[sl]
-            wc = w if w.ndim == 1 else w[sl]
-            wy = wc * yc
-            if fixed:
-                z = wy @ x0.T                                    # (V, G)
-                c = wc @ (x0 * x0).T                             # (G,) or (V, G)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    q = z * z / c
+            if shared:
+                z = yc.astype(np.float32) @ wx32                 # (V, G)
+                np.abs(z, out=z)
+                k = np.argmax(z, axis=1)
+
+                def score(kk: NDArray, yc: NDArray = yc) -> NDArray:
+                    return np.einsum("vn,vn->v", yc, wx[kk]) ** 2
             else:
-                z1 = (wy @ x0)[:, None]                          # (V, 1)
-                z2 = wy @ b.T                                    # (V, G)
-                a = np.asarray(wc @ (x0 * x0))
-                a = a[:, None] if a.ndim else a
-                bb = (wc * x0) @ b.T
-                c = wc @ (b * b).T
-                with np.errstate(divide="ignore", invalid="ignore"):
+                wc = w[sl]
+                wy = wc * yc
+                if fixed:
+                    z = wy @ x0.T
+                    c = wc @ (x0 * x0).T
+                    q = z * z / c
+                else:
+                    z1 = (wy @ x0)[:, None]
+                    a = (wc @ (x0 * x0))[:, None]
+                    z2 = wy @ b.T
+                    bb = (wc * x0) @ b.T
+                    c = wc @ (b * b).T
                     q = (c * z1 * z1 - 2.0 * bb * z1 * z2 + a * z2 * z2) / (a * c - bb * bb)
-            q = np.where(np.isfinite(q), q, -np.inf)
-            k = np.argmax(q, axis=1)
+                q = np.where(np.isfinite(q), q, -np.inf)
+                k = np.argmax(q, axis=1)
+                rows = np.arange(k.size)
+
+                def score(kk: NDArray, q: NDArray = q, rows: NDArray = rows) -> NDArray:
+                    return q[rows, kk]
             edge[sl] = (k == 0) | (k == g.size - 1)
             uk = u[k]
             if refine:
                 kk = np.clip(k, 1, g.size - 2)
-                rows = np.arange(k.size)
-                f0, f1, f2 = q[rows, kk - 1], q[rows, kk], q[rows, kk + 1]
+                f0, f1, f2 = score(kk - 1), score(kk), score(kk + 1)
                 u0, u1, u2 = u[kk - 1], u[kk], u[kk + 1]
                 num = (u1 - u0) ** 2 * (f1 - f2) - (u1 - u2) ** 2 * (f1 - f0)
                 den = (u1 - u0) * (f1 - f2) - (u1 - u2) * (f1 - f0)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ur = u1 - 0.5 * num / den
+                ur = u1 - 0.5 * num / den
                 good = ~edge[sl] & np.isfinite(ur)
                 uk = np.where(good, np.clip(ur, u0, u2), uk)
             theta[sl] = np.exp(uk)
@@ -360,12 +403,18 @@ class _SRTMBase(ReferenceModel):
     def _linear_at(self, y: NDArray, w: NDArray, theta: NDArray) -> NDArray:
         """Linear parameters at given theta3: (R1, theta2) or (R1,) with fixed k2'."""
         b = self.table(theta)                                    # (V, n)
-        if self.k2prime is None:
-            x = np.stack([np.broadcast_to(self.ref, b.shape), b], axis=-1)
-        else:
-            x = (self.ref + (self.k2prime - theta)[:, None] * b)[..., None]
-        coef, _ = _wls(x, y, w)
-        return coef
+        wy = w * y
+        if self.k2prime is not None:
+            x = self.ref + (self.k2prime - theta)[:, None] * b
+            return (np.einsum("vn,vn->v", wy, x) / np.einsum("vn,vn->v", w * x, x))[:, None]
+        wr = w * self.ref
+        a11 = np.sum(wr * self.ref, axis=-1)
+        a12 = np.einsum("vn,vn->v", np.broadcast_to(wr, b.shape), b)
+        a22 = np.einsum("vn,vn->v", w * b, b)
+        r1 = np.sum(wy * self.ref, axis=-1)
+        r2 = np.einsum("vn,vn->v", wy, b)
+        det = a11 * a22 - a12 * a12
+        return np.stack([(a22 * r1 - a12 * r2) / det, (a11 * r2 - a12 * r1) / det], axis=1)
 
     def _model_jac(self, p: NDArray, jac: bool = True) -> tuple[NDArray, NDArray | None]:
         """Prediction (V, n) and Jacobian (V, n, P) at internal parameters ``p``."""
@@ -393,7 +442,7 @@ class _SRTMBase(ReferenceModel):
         """Named parameters, exact fitted curves and delta-method standard errors."""
         theta = p[:, -1]
         r1 = p[:, 0]
-        bexact = self._ref_form.exp_conv_frame_means(theta, self.timing)
+        bexact = self.table(theta)
         if self.k2prime is None:
             t2 = p[:, 1]
             fitted = r1[:, None] * self.ref + t2[:, None] * bexact
@@ -674,18 +723,36 @@ class MRTM2(_Linearised):
     def _fit(self, y: NDArray, w: NDArray) -> _Result:
         x1 = self.x1
         jt = self._target_int(y)
-        wx1 = w * x1
-        a11 = np.sum(wx1 * x1, axis=-1)
-        wjt = w * jt
-        a12 = wjt @ x1 if w.ndim == 1 else np.sum(wjt * x1, axis=-1)
-        a22 = np.einsum("vn,vn->v", wjt, jt)
-        b1 = y @ wx1 if w.ndim == 1 else np.sum(wx1 * y, axis=-1)
-        b2 = np.einsum("vn,vn->v", wjt, y)
+        if w.ndim == 1:
+            # shared weights: every normal-equation entry is a matrix-vector product or
+            # a weighted row dot product (no (V, n) temporaries)
+            wx1 = w * x1
+            a11 = float(wx1 @ x1)
+            a12 = jt @ wx1
+            b1 = y @ wx1
+            a22 = np.einsum("vn,n,vn->v", jt, w, jt)
+            b2 = np.einsum("vn,n,vn->v", jt, w, y)
+            yy = np.einsum("vn,n,vn->v", y, w, y)
+            dof = int(np.count_nonzero(w > 0)) - 2
+        else:
+            wx1 = w * x1
+            a11 = np.sum(wx1 * x1, axis=-1)
+            wjt = w * jt
+            a12 = np.sum(wjt * x1, axis=-1)
+            a22 = np.einsum("vn,vn->v", wjt, jt)
+            b1 = np.sum(wx1 * y, axis=-1)
+            b2 = np.einsum("vn,vn->v", wjt, y)
+            yy = np.einsum("vn,vn->v", w * y, y)
+            dof = np.sum(w > 0, axis=-1) - 2
         det = a11 * a22 - a12 * a12
         g1 = (a22 * b1 - a12 * b2) / det
         g2 = (a11 * b2 - a12 * b1) / det
-        fitted = g1[:, None] * x1 + g2[:, None] * jt
-        s2 = _sigma2(y - fitted, w, 2)
+        # at the least-squares solution WRSS = y'Wy - g'X'Wy (no residual array needed)
+        wrss = np.maximum(yy - g1 * b1 - g2 * b2, 0.0)
+        s2 = np.where(dof > 0, wrss / np.maximum(dof, 1), np.nan)
+        fitted = jt
+        fitted *= g2[:, None]
+        fitted += g1[:, None] * x1
         v11, v22, v12 = a22 / det * s2, a11 / det * s2, -a12 / det * s2
         d1, d2 = -1.0 / g2, g1 / g2**2
         bp = -(g1 / g2 + 1.0)

@@ -1,0 +1,230 @@
+"""Reference-tissue models against an independent truth (tests/models/_kinetic_truth.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _kinetic_truth import DEMO_SCHEDULE, REF, frame_means, one_tissue, srtm_truth, two_tissue
+
+from petbind.errors import DataError, ModelError
+from petbind.models import get_model
+from petbind.models.reference import estimate_k2prime
+from petbind.timing import FrameTiming
+
+TIMING = FrameTiming.from_schedule(DEMO_SCHEDULE)
+BPS = np.array([0.2, 1.0, 4.0])
+R1S = np.array([0.7, 1.0, 1.4])
+
+
+@pytest.fixture(scope="module")
+def truth():
+    """Reference curve and 9 one-tissue targets (3 BP_ND x 3 R1) on the demo frames."""
+    cases = [(bp, r1) for bp in BPS for r1 in R1S]
+    curves = []
+    for bp, r1 in cases:
+        ref, tgt = srtm_truth(TIMING.start, TIMING.end, bp, r1)
+        curves.append(tgt)
+    bp = np.array([c[0] for c in cases])
+    r1 = np.array([c[1] for c in cases])
+    return ref, np.array(curves), bp, r1
+
+
+MODELS = [("srtm", {}, 1e-3), ("srtm2", {"k2prime": REF["k2"]}, 1e-3),
+          ("bfsrtm", {"n_basis": 400}, 1e-3), ("bfsrtm", {"k2prime": REF["k2"]}, 1e-3),
+          ("mrtm", {}, 1e-3), ("mrtm2", {"k2prime": REF["k2"]}, 1e-3),
+          ("logan", {"k2prime": REF["k2"], "tstar": 30.0}, 5e-3),
+          ("logan", {"k2prime": REF["k2"]}, 5e-3)]
+
+
+@pytest.mark.parametrize(("name", "kw", "tol"), MODELS)
+def test_model_recovers_bp_nd_of_noiseless_one_tissue_targets(truth, name, kw, tol):
+    ref, curves, bp, _ = truth
+    fit = get_model(name, timing=TIMING, ref=ref, **kw).fit(curves)
+    assert fit.valid.all()
+    np.testing.assert_allclose(fit.bp_nd, bp, rtol=tol)
+    np.testing.assert_allclose(fit.dvr, bp + 1, rtol=tol)
+
+
+@pytest.mark.parametrize(("name", "kw"), [("srtm", {}), ("srtm2", {"k2prime": REF["k2"]}),
+                                          ("mrtm", {}), ("mrtm2", {"k2prime": REF["k2"]})])
+def test_model_recovers_r1_and_k2_of_noiseless_targets(truth, name, kw):
+    ref, curves, _, r1 = truth
+    fit = get_model(name, timing=TIMING, ref=ref, **kw).fit(curves)
+    np.testing.assert_allclose(fit.r1, r1, rtol=1e-3)
+    np.testing.assert_allclose(fit.k2, r1 * REF["k2"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["srtm", "mrtm"])
+def test_srtm_and_mrtm_recover_reference_efflux_k2prime(truth, name):
+    ref, curves, _, _ = truth
+    fit = get_model(name, timing=TIMING, ref=ref).fit(curves)
+    np.testing.assert_allclose(fit.k2prime, REF["k2"], rtol=2e-3)
+
+
+def test_srtm_fit_reproduces_the_frames_exactly(truth):
+    ref, curves, _, _ = truth
+    fit = get_model("srtm", timing=TIMING, ref=ref).fit(curves)
+    np.testing.assert_allclose(fit.fitted, curves, rtol=2e-4, atol=1e-4 * curves.max())
+    assert np.all(fit.r2 > 0.99999)
+
+
+def test_srtm_recovers_truth_inside_a_fit_window(truth):
+    ref, curves, bp, _ = truth
+    fit = get_model("srtm", timing=TIMING, ref=ref, end=60.0).fit(curves)
+    np.testing.assert_allclose(fit.bp_nd, bp, rtol=1e-3)
+    assert np.all(np.isnan(fit.fitted[:, ~TIMING.window(None, 60.0)]))
+    assert np.all(fit.n_used == TIMING.window(None, 60.0).sum())
+
+
+@pytest.mark.parametrize("weights", ["duration", "counts"])
+def test_weighting_schemes_keep_noiseless_recovery(truth, weights):
+    ref, curves, bp, _ = truth
+    fit = get_model("srtm", timing=TIMING, ref=ref, weights=weights, isotope="C-11").fit(curves)
+    np.testing.assert_allclose(fit.bp_nd, bp, rtol=1e-3)
+
+
+@pytest.mark.parametrize(("name", "kw"), [("srtm", {}), ("bfsrtm", {}), ("mrtm", {}),
+                                          ("mrtm2", {"k2prime": 0.15}),
+                                          ("srtm2", {"k2prime": 0.15}),
+                                          ("logan", {"k2prime": 0.15}), ("suvr", {})])
+def test_fitting_a_batch_equals_fitting_each_curve_alone(truth, name, kw):
+    ref, curves, _, _ = truth
+    rng = np.random.default_rng(1)
+    noisy = curves * (1 + 0.05 * rng.standard_normal(curves.shape))
+    model = get_model(name, timing=TIMING, ref=ref, **kw)
+    together = model.fit(noisy)
+    grid = model.fit(noisy.reshape(3, 3, -1))
+    assert grid.bp_nd.shape == (3, 3)
+    for i in range(noisy.shape[0]):
+        alone = model.fit(noisy[i])
+        assert alone.bp_nd.shape == ()
+        np.testing.assert_allclose(alone.bp_nd, together.bp_nd[i], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(grid.bp_nd.ravel(), together.bp_nd, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "kw"), [("srtm", {}), ("bfsrtm", {}), ("mrtm", {}),
+                                          ("mrtm2", {"k2prime": 0.15}),
+                                          ("logan", {"k2prime": 0.15}), ("suvr", {})])
+def test_nan_zero_and_negative_curves_are_invalid_not_numbers(truth, name, kw):
+    ref, curves, _, _ = truth
+    bad = np.array([curves[0], curves[1], curves[2], curves[3]])
+    bad[1, 10] = np.nan
+    bad[2] = 0.0
+    bad[3] = -curves[3]
+    with np.errstate(all="raise"):
+        fit = get_model(name, timing=TIMING, ref=ref, **kw).fit(bad)
+    assert fit.valid.tolist() == [True, False, False, False]
+    assert np.all(np.isnan(fit.bp_nd[1:]))
+    assert np.isfinite(fit.bp_nd[0])
+    table = fit.to_frame(["a", "b", "c", "d"])
+    assert table["valid"].tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize("ref_bad", ["zeros", "nan", "negative"])
+def test_reference_without_signal_is_a_clear_error(truth, ref_bad):
+    ref = truth[0].copy()
+    ref = {"zeros": 0 * ref, "nan": np.where(np.arange(ref.size) == 4, np.nan, ref),
+           "negative": -ref}[ref_bad]
+    with pytest.raises(DataError, match="reference"):
+        get_model("srtm", timing=TIMING, ref=ref)
+
+
+def test_wrong_number_of_frames_is_a_clear_error(truth):
+    model = get_model("mrtm", timing=TIMING, ref=truth[0])
+    with pytest.raises(DataError, match="expected"):
+        model.fit(truth[1][:, :-1])
+
+
+def test_fixed_k2prime_models_refuse_to_run_without_it(truth):
+    for name in ("srtm2", "mrtm2", "logan"):
+        with pytest.raises(ModelError, match="k2'"):
+            get_model(name, timing=TIMING, ref=truth[0])
+
+
+@pytest.mark.parametrize("name", ["srtm", "srtm2"])
+def test_srtm_standard_errors_match_the_monte_carlo_spread(name):
+    ref, tgt = srtm_truth(TIMING.start, TIMING.end, 1.0, 1.0)
+    rng = np.random.default_rng(7)
+    sd = 0.03 * tgt.max()
+    noisy = tgt + sd * rng.standard_normal((300, tgt.size))
+    kw = {"k2prime": REF["k2"]} if name == "srtm2" else {}
+    fit = get_model(name, timing=TIMING, ref=ref, **kw).fit(noisy)
+    spread = np.nanstd(fit.bp_nd)
+    se = np.nanmedian(fit.se["bp_nd"])
+    assert 0.7 < se / spread < 1.4, (se, spread)
+
+
+def test_bfsrtm_flags_an_optimum_on_the_grid_edge(truth):
+    ref, curves, _, _ = truth
+    model = get_model("bfsrtm", timing=TIMING, ref=ref, theta3_bounds=(0.2, 2.0))
+    fit = model.fit(curves)
+    # theta3 = k2 / (1 + BP) is below 0.2 1/min for every case here
+    assert not fit.valid.any()
+    assert fit.extra["at_bound"].all()
+
+
+def test_srtm_flags_a_theta3_bound_as_invalid(truth):
+    ref, curves, _, _ = truth
+    fit = get_model("srtm", timing=TIMING, ref=ref, theta3_bounds=(0.05, 2.0)).fit(curves)
+    theta3 = REF["k2"] * np.repeat([0.7, 1.0, 1.4], 1)[None, :] / (1 + BPS[:, None])
+    expect = (theta3 > 0.05).ravel()
+    assert fit.valid.tolist() == expect.tolist()
+
+
+def test_estimate_k2prime_pools_high_binding_regions(truth):
+    ref, curves, _, _ = truth
+    for method in ("mrtm", "srtm"):
+        value, info = estimate_k2prime(TIMING, ref, curves, method=method)
+        assert value == pytest.approx(REF["k2"], rel=2e-3)
+        assert len(info["selected"]) >= 4
+        assert all(info["bp_nd"][i] >= np.median(info["bp_nd"]) for i in info["selected"])
+
+
+def test_logan_picks_tstar_by_the_max_error_rule_and_honours_a_given_one(truth):
+    ref, curves, bp, _ = truth
+    given = get_model("logan", timing=TIMING, ref=ref, k2prime=REF["k2"], tstar=40.0)
+    fit = given.fit(curves)
+    assert np.all(fit.tstar == TIMING.start[TIMING.start >= 40.0 - 1e-9][0])
+    assert np.all(fit.n_used == (TIMING.start >= 40.0 - 1e-9).sum())
+    auto = get_model("logan", timing=TIMING, ref=ref, k2prime=REF["k2"], max_error=0.01)
+    fa = auto.fit(curves)
+    assert np.all(np.isfinite(fa.tstar))
+    np.testing.assert_allclose(fa.bp_nd, bp, rtol=5e-3)
+
+
+def _two_tissue_target(k3: float, k4: float) -> tuple[np.ndarray, np.ndarray]:
+    ref = frame_means(TIMING.start, TIMING.end, lambda t: one_tissue(t, REF["k1"], REF["k2"]))
+    tgt = frame_means(TIMING.start, TIMING.end,
+                      lambda t: two_tissue(t, REF["k1"], REF["k2"], k3, k4))
+    return ref, tgt
+
+
+def test_logan_underestimates_a_two_tissue_target_until_equilibrium():
+    # Logan et al. 1996: the plot is linear only after the bound compartment
+    # equilibrates; before, a regression slope lies below DVR and rises with t*.
+    ref, tgt = _two_tissue_target(0.06, 0.03)
+    est = [float(get_model("logan", timing=TIMING, ref=ref, k2prime=REF["k2"],
+                           tstar=ts).fit(tgt).bp_nd) for ts in (10.0, 30.0, 50.0)]
+    assert est[0] < est[1] < est[2] < 2.0
+
+
+def test_srtm_bias_on_two_tissue_target_vanishes_as_exchange_gets_fast():
+    # With k3, k4 >> k2 the 2TCM collapses to one tissue with k2a = k2/(1+BP)
+    # (Lammertsma & Hume 1996), so the SRTM bias must shrink towards zero.
+    errs = []
+    for scale in (1.0, 5.0, 50.0):
+        ref, tgt = _two_tissue_target(0.06 * scale, 0.03 * scale)
+        errs.append(abs(float(get_model("srtm", timing=TIMING, ref=ref).fit(tgt).bp_nd) - 2.0))
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.01 * 2.0
+
+
+def test_specific_binding_in_the_reference_makes_bp_nd_underestimated():
+    # Gunn et al. 1997: binding in the reference region biases BP_ND downwards.
+    ref = frame_means(TIMING.start, TIMING.end,
+                      lambda t: two_tissue(t, REF["k1"], REF["k2"], 0.5, 2.5))
+    tgt = frame_means(TIMING.start, TIMING.end,
+                      lambda t: one_tissue(t, REF["k1"], REF["k2"] / 2.0))
+    for name, kw in [("srtm", {}), ("mrtm", {}), ("logan", {"k2prime": REF["k2"]})]:
+        fit = get_model(name, timing=TIMING, ref=ref, **kw).fit(tgt)
+        assert float(fit.bp_nd) < 1.0 - 0.05, name
