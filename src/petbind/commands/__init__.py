@@ -15,6 +15,7 @@ from petbind.cli import app
 _MODULES: list[str] = [
     "simulate",
     "validate",
+    "report",
 ]
 
 for _name in _MODULES:

@@ -1,0 +1,1009 @@
+"""Build the study report: one self-contained HTML page from the pipeline's outputs.
+
+The report reads exactly the files listed in ``docs/outputs.md`` (per-scan
+TACs, fits and maps; the group tables; the voxel statistics; ``summary.json``
+and ``provenance.json``) and, for the injected dose, the PET sidecars of the
+input dataset named in ``provenance.json``. Missing parts of the output (no
+voxel statistics, no maps) leave a sentence in their section instead of
+failing the report.
+
+The page works offline from ``file://``: figures are embedded PNGs (base64),
+styles and scripts are inline, the NiiVue viewer (BSD-2, vendored in
+``static/``) is inline and gets its volumes as base64 NIfTI, so the page makes
+no request at all. Every string from the data (subject labels, region names,
+config values) goes through jinja2's autoescaping.
+
+Times in the output files are seconds (BIDS); the report shows minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from petbind import __version__
+from petbind.errors import DataError, FileFormatError
+from petbind.io.atomic import write_text_atomic
+
+#: File name of the report at the output root.
+REPORT_NAME = "report.html"
+
+_STEM_RE = re.compile(
+    r"^sub-(?P<subject>[^_]+)_ses-(?P<condition>[^_]+)_trc-(?P<tracer>[^_]+)"
+    r"(?:_run-(?P<run>[^_]+))?$"
+)
+_TMAP_RE = re.compile(
+    r"^trc-(?P<tracer>[^_]+)_model-(?P<model>[^_]+)_contrast-(?P<contrast>[^_]+)_stat-t\.nii(\.gz)?$"
+)
+
+#: Published sources of the models and methods the methods paragraph can name.
+CITATIONS: dict[str, str] = {
+    "srtm": "Lammertsma AA, Hume SP. Simplified reference tissue model for PET receptor "
+            "studies. NeuroImage 1996;4:153-158.",
+    "srtm2": "Wu Y, Carson RE. Noise reduction in the simplified reference tissue model for "
+             "neuroreceptor functional imaging. J Cereb Blood Flow Metab 2002;22:1440-1452.",
+    "bfsrtm": "Gunn RN, Lammertsma AA, Hume SP, Cunningham VJ. Parametric imaging of "
+              "ligand-receptor binding in PET using a simplified reference region model. "
+              "NeuroImage 1997;6:279-287.",
+    "mrtm": "Ichise M, Liow JS, Lu JQ, et al. Linearized reference tissue parametric imaging "
+            "methods: application to [11C]DASB PET studies of the serotonin transporter in "
+            "human brain. J Cereb Blood Flow Metab 2003;23:1096-1112.",
+    "logan": "Logan J, Fowler JS, Volkow ND, et al. Distribution volume ratios without blood "
+             "sampling from graphical analysis of PET data. J Cereb Blood Flow Metab "
+             "1996;16:834-840.",
+    "nomenclature": "Innis RB, Cunningham VJ, Delforge J, et al. Consensus nomenclature for "
+                    "in vivo imaging of reversibly binding radioligands. J Cereb Blood Flow "
+                    "Metab 2007;27:1533-1539.",
+    "holm": "Holm S. A simple sequentially rejective multiple test procedure. Scand J Stat "
+            "1979;6:65-70.",
+    "bh": "Benjamini Y, Hochberg Y. Controlling the false discovery rate. J R Stat Soc B "
+          "1995;57:289-300.",
+    "permutation": "Nichols TE, Holmes AP. Nonparametric permutation tests for functional "
+                   "neuroimaging: a primer with examples. Hum Brain Mapp 2002;15:1-25.",
+    "mixed": "Seabold S, Perktold J. statsmodels: econometric and statistical modeling with "
+             "Python. Proc 9th Python in Science Conf 2010.",
+}
+
+_MODEL_CITATION = {
+    "srtm": "srtm", "srtm2": "srtm2", "bfsrtm": "bfsrtm", "bf_srtm": "bfsrtm",
+    "srtm_bf": "bfsrtm", "mrtm": "mrtm", "mrtm2": "mrtm", "logan": "logan",
+    "logan_ref": "logan", "loganref": "logan",
+}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+#: Columns holding labels: read as text, so subject "01" stays "01".
+_LABEL_COLUMNS = ("subject", "condition", "tracer", "run", "region", "model", "contrast",
+                  "contrast_id", "kind", "peak_region")
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    """Read a BIDS TSV: ``n/a`` is missing, other strings (``NA``, ``null``) are kept."""
+    try:
+        df = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
+                         dtype={c: str for c in _LABEL_COLUMNS})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise FileFormatError(f"cannot read this table: {exc}", path=path,
+                              fix="rerun the pipeline to rewrite it") from exc
+    for col in df.columns:
+        if df[col].dtype == object:
+            low = df[col].astype(str).str.lower()
+            if low.isin(["true", "false"]).all() and len(df):
+                df[col] = low == "true"
+    return df
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"cannot read this JSON file: {exc}", path=path,
+                              fix="rerun the pipeline to rewrite it") from exc
+
+
+def _maybe_json(path: Path) -> dict[str, Any]:
+    return _read_json(path) if path.is_file() else {}
+
+
+def _maybe_tsv(path: Path) -> pd.DataFrame | None:
+    return _read_tsv(path) if path.is_file() else None
+
+
+def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:  # nibabel raises many kinds
+        raise FileFormatError(f"cannot read this image: {exc}", path=path,
+                              fix="rerun the pipeline to rewrite it") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    return data, np.asarray(img.affine), tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+@dataclass
+class Scan:
+    """One scan's outputs: entities, the folder and the files the pipeline wrote."""
+
+    subject: str
+    condition: str
+    tracer: str
+    run: str | None
+    stem: str
+    folder: Path
+
+    def file(self, suffix: str) -> Path:
+        return self.folder / f"{self.stem}_{suffix}"
+
+    @property
+    def label(self) -> str:
+        run = f", run {self.run}" if self.run else ""
+        return f"sub-{self.subject}, {self.condition}, {self.tracer}{run}"
+
+    @cached_property
+    def tacs(self) -> pd.DataFrame | None:
+        return _maybe_tsv(self.file("tacs.tsv"))
+
+    @cached_property
+    def tacs_meta(self) -> dict[str, Any]:
+        return _maybe_json(self.file("tacs.json"))
+
+    @cached_property
+    def fits(self) -> pd.DataFrame | None:
+        return _maybe_tsv(self.file("fits.tsv"))
+
+    @cached_property
+    def fitted(self) -> pd.DataFrame | None:
+        return _maybe_tsv(self.file("desc-fitted_tacs.tsv"))
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        return _maybe_json(self.file("provenance.json"))
+
+    def maps(self, param: str) -> dict[str, Path]:
+        """Parametric maps of ``param`` by model (``STEM_model-<m>_<param>.nii.gz``)."""
+        out = {}
+        for p in sorted(self.folder.glob(f"{self.stem}_model-*_{param}.nii*")):
+            model = p.name[len(self.stem) + len("_model-"):].split("_", 1)[0]
+            out[model] = p
+        return out
+
+
+def _discover_scans(out: Path) -> list[Scan]:
+    scans = []
+    for tsv in sorted(out.glob("sub-*/ses-*/pet/*_tacs.tsv")):
+        stem = tsv.name[: -len("_tacs.tsv")]
+        m = _STEM_RE.match(stem)
+        if m is None:  # e.g. STEM_desc-fitted_tacs.tsv
+            continue
+        scans.append(Scan(folder=tsv.parent, stem=stem, **m.groupdict()))
+    return scans
+
+
+@dataclass
+class StudyOutputs:
+    """Everything the report reads from one output folder (see ``docs/outputs.md``)."""
+
+    root: Path
+    summary: dict[str, Any]
+    provenance: dict[str, Any]
+    config: dict[str, Any]
+    config_text: str
+    description: dict[str, Any]
+    scans: list[Scan]
+    outcomes: pd.DataFrame | None
+    roi_stats: pd.DataFrame | None
+    mixed: pd.DataFrame | None
+    tmaps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def dataset(self) -> Path | None:
+        ds = self.provenance.get("dataset")
+        return Path(ds) if ds else None
+
+    @property
+    def simulated(self) -> bool:
+        if "simulated" in self.summary:
+            return bool(self.summary["simulated"])
+        return self.outcomes is not None and "bp_nd_true" in self.outcomes.columns
+
+    def primary_model(self, tracer: str) -> str | None:
+        """The tracer's primary model: config, else highlights, else the first fitted."""
+        tr = (self.config.get("tracers") or {}).get(tracer) or {}
+        if isinstance(tr, dict) and tr.get("primary_model"):
+            return str(tr["primary_model"])
+        for row in self.summary.get("highlights") or []:
+            if row.get("tracer") == tracer and row.get("model"):
+                return str(row["model"])
+        for df in (self.roi_stats, self.outcomes):
+            if df is not None and len(df):
+                sel = df[df["tracer"].astype(str) == tracer]
+                if len(sel):
+                    return str(sel["model"].iloc[0])
+        return None
+
+    @property
+    def tracers(self) -> list[str]:
+        found = list(self.summary.get("tracers") or [])
+        for s in self.scans:
+            if s.tracer not in found:
+                found.append(s.tracer)
+        if self.outcomes is not None:
+            for t in self.outcomes["tracer"].astype(str).unique():
+                if t not in found:
+                    found.append(t)
+        return found
+
+    @property
+    def conditions(self) -> list[str]:
+        found = [str(c) for c in self.summary.get("conditions") or []]
+        base = self.config.get("baseline_condition")
+        extra = [s.condition for s in self.scans]
+        if self.outcomes is not None:
+            extra += list(self.outcomes["condition"].astype(str))
+        for c in extra:
+            if c not in found:
+                found.append(c)
+        if base in found:
+            found.remove(base)
+            found.insert(0, base)
+        return found
+
+    @property
+    def subjects(self) -> list[str]:
+        subs = {s.subject for s in self.scans}
+        if self.outcomes is not None:
+            subs |= set(self.outcomes["subject"].astype(str))
+        return sorted(subs)
+
+
+def load_outputs(out_dir: str | Path) -> StudyOutputs:
+    """Read a pipeline output folder (the files listed in ``docs/outputs.md``).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output root (``BIDS_DIR/derivatives/petbind`` or ``--out DIR``).
+
+    Returns
+    -------
+    StudyOutputs
+        Tables and metadata; per-scan files are read lazily.
+
+    Raises
+    ------
+    DataError
+        When ``out_dir`` does not exist or holds no pipeline output at all.
+    """
+    root = Path(out_dir)
+    if not root.is_dir():
+        raise DataError("the output folder does not exist", path=root,
+                        fix="give the folder written by `petbind run` or `petbind demo`")
+    nested = root / "derivatives" / "petbind"
+    if not (root / "group").is_dir() and not any(root.glob("sub-*")) and nested.is_dir():
+        root = nested  # `petbind demo --out DIR` puts the outputs under DIR/derivatives/petbind
+    group = root / "group"
+    scans = _discover_scans(root)
+    if not scans and not group.is_dir():
+        raise DataError(
+            "no pipeline output here (no sub-*/ses-*/pet/*_tacs.tsv and no group/ folder)",
+            path=root, field="out_dir",
+            fix="run `petbind run BIDS_DIR` (or `petbind demo`) first and give its output folder",
+        )
+    config_path = root / "study_config.toml"
+    config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
+    try:
+        config = tomllib.loads(config_text) if config_text else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise FileFormatError(f"invalid TOML: {exc}", path=config_path,
+                              fix="rerun the pipeline to rewrite it") from exc
+    tmaps = []
+    for p in sorted((group / "voxel").glob("trc-*_stat-t.nii*")):
+        m = _TMAP_RE.match(p.name)
+        if m:
+            prefix = p.name.split("_stat-t.nii")[0]
+            tmaps.append({**m.groupdict(), "path": p, "prefix": prefix,
+                          "folder": p.parent})
+    return StudyOutputs(
+        root=root,
+        summary=_maybe_json(group / "summary.json"),
+        provenance=_maybe_json(group / "provenance.json"),
+        config=config,
+        config_text=config_text,
+        description=_maybe_json(root / "dataset_description.json"),
+        scans=scans,
+        outcomes=_maybe_tsv(group / "outcomes.tsv"),
+        roi_stats=_maybe_tsv(group / "roi_stats.tsv"),
+        mixed=_maybe_tsv(group / "mixed_model.tsv"),
+        tmaps=tmaps,
+    )
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(x: Any, digits: int = 2) -> str:
+    """A number for people: fixed decimals, ``n/a`` for missing."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a" if x is None else str(x)
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:.{digits}f}"
+
+
+def _pval(p: Any) -> str:
+    """A p-value: three significant digits, ``< 0.001`` below that."""
+    try:
+        v = float(p)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(v):
+        return "n/a"
+    if v < 0.001:
+        return "< 0.001"
+    return f"{v:.3f}"
+
+
+def _signed(x: Any, digits: int = 1) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:+.{digits}f}"
+
+
+def _is_true(x: Any) -> bool:
+    if isinstance(x, str):
+        return x.lower() == "true"
+    return bool(x) if x is not None and not (isinstance(x, float) and math.isnan(x)) else False
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _design(study: StudyOutputs) -> dict[str, Any]:
+    s = study.summary
+    return {
+        "subjects": study.subjects,
+        "conditions": study.conditions,
+        "tracers": study.tracers,
+        "n_scans": s.get("n_scans", len(study.scans)),
+        "models": s.get("models") or (
+            sorted(study.outcomes["model"].astype(str).unique()) if study.outcomes is not None
+            else []),
+        "baseline": study.config.get("baseline_condition") or (
+            study.conditions[0] if study.conditions else None),
+    }
+
+
+def _primary_rows(study: StudyOutputs) -> pd.DataFrame | None:
+    rs = study.roi_stats
+    if rs is None or not len(rs):
+        return None
+    keep = np.zeros(len(rs), dtype=bool)
+    for tracer in rs["tracer"].astype(str).unique():
+        pm = study.primary_model(tracer)
+        keep |= (rs["tracer"].astype(str) == tracer).to_numpy() & (
+            rs["model"].astype(str) == pm).to_numpy()
+    return rs[keep]
+
+
+def _finding_sentence(row: pd.Series, alpha: float) -> str:
+    kind = str(row.get("kind", "simple"))
+    pct = float(row["pct_change"]) if pd.notna(row.get("pct_change")) else float("nan")
+    unit = "percentage points" if kind == "interaction" else "%"
+    if kind == "interaction":
+        verb = "the difference between the two drug effects was"
+    elif math.isfinite(pct) and pct >= 0:
+        verb = "BP_ND rose by"
+    else:
+        verb = "BP_ND fell by"
+    size = abs(pct) if kind != "interaction" else pct
+    size_txt = _num(size, 1) if kind != "interaction" else _signed(size, 1)
+    text = (
+        f"{row['tracer']}, {row['region']}, {row['contrast']}: {verb} {size_txt} {unit} "
+        f"(95 % CI {_num(row.get('pct_ci_low'), 1)} to {_num(row.get('pct_ci_high'), 1)}; "
+        f"paired t({_num(row.get('df'), 0)}) = {_num(row.get('t'), 2)}, "
+        f"p = {_pval(row.get('p'))}, Holm-corrected p = {_pval(row.get('p_holm'))}, "
+        f"BH q = {_pval(row.get('p_bh'))}; n = {_num(row.get('n'), 0)}"
+    )
+    if pd.notna(row.get("pct_change_true", np.nan)):
+        text += f"; simulated truth {_signed(row['pct_change_true'], 1)} {unit}"
+    text += ")"
+    p_holm = row.get("p_holm")
+    sig = pd.notna(p_holm) and float(p_holm) < alpha
+    text += (" - significant after correction." if sig
+             else " - not significant after correction for the regions tested.")
+    return text
+
+
+def _alpha(study: StudyOutputs) -> float:
+    stats = study.config.get("stats") or {}
+    try:
+        return float(stats.get("alpha", study.config.get("alpha", 0.05)))
+    except (TypeError, ValueError):
+        return 0.05
+
+
+def _findings(study: StudyOutputs) -> list[str]:
+    """Key findings as sentences: per tracer and contrast, the regions that matter.
+
+    Regions significant after Holm correction are all named; when none is, the
+    region with the largest |t| is named with its corrected p, so a null result
+    is stated with numbers rather than left out.
+    """
+    rows = _primary_rows(study)
+    if rows is None:
+        return []
+    alpha = _alpha(study)
+    out = []
+    for (_tracer, _contrast), grp in rows.groupby(["tracer", "contrast"], sort=False):
+        sig = grp[pd.to_numeric(grp["p_holm"], errors="coerce") < alpha]
+        chosen = sig if len(sig) else grp.loc[
+            [pd.to_numeric(grp["t"], errors="coerce").abs().fillna(-1).idxmax()]]
+        out.extend(_finding_sentence(r, alpha) for _, r in chosen.iterrows())
+    return out
+
+
+def _power_sentences(study: StudyOutputs) -> list[str]:
+    rows = _primary_rows(study)
+    if rows is None or "power" not in rows:
+        return []
+    out = []
+    for (tracer, contrast), grp in rows.groupby(["tracer", "contrast"], sort=False):
+        pw = pd.to_numeric(grp["power"], errors="coerce")
+        if pw.notna().any():
+            best = grp.loc[pw.idxmax()]
+            out.append(
+                f"{tracer}, {contrast}: observed power ranges {_num(pw.min(), 2)} to "
+                f"{_num(pw.max(), 2)} across regions (highest in {best['region']}, "
+                f"d_z = {_num(best.get('cohen_dz'), 2)}, n = {_num(best.get('n'), 0)}; "
+                f"about {_num(best.get('n_for_80_power'), 0)} subjects would give 80 % power)."
+            )
+    return out
+
+
+def _truth_lookup(outcomes: pd.DataFrame | None) -> dict[tuple, float]:
+    if outcomes is None or "bp_nd_true" not in outcomes:
+        return {}
+    keys = ["subject", "condition", "tracer", "region"]
+    sub = outcomes.dropna(subset=["bp_nd_true"]).drop_duplicates(keys)
+    return {tuple(str(v) for v in k): float(t)
+            for k, t in zip(sub[keys].itertuples(index=False), sub["bp_nd_true"], strict=True)}
+
+
+def _frame_table(tacs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    start = tacs["frame_start"].to_numpy(dtype=float)
+    end = tacs["frame_end"].to_numpy(dtype=float)
+    issues = []
+    if np.any(end <= start):
+        issues.append(f"{int(np.sum(end <= start))} frame(s) with end <= start")
+    gaps = start[1:] - end[:-1]
+    if np.any(gaps > 0.5):
+        issues.append(f"{int(np.sum(gaps > 0.5))} gap(s) between frames "
+                      f"(largest {gaps.max():.1f} s)")
+    if np.any(gaps < -0.5):
+        issues.append(f"{int(np.sum(gaps < -0.5))} overlapping frame(s)")
+    return start / 60.0, end / 60.0, issues
+
+
+def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
+    """Tracer and injected dose from the input PET sidecar named in provenance.json."""
+    ds = study.dataset
+    pet = None
+    for entry in study.provenance.get("scans") or []:
+        if (str(entry.get("subject")) == scan.subject
+                and str(entry.get("condition")) == scan.condition
+                and str(entry.get("tracer")) == scan.tracer
+                and str(entry.get("run") or "") in ("", "None", "n/a", str(scan.run or ""))):
+            pet = entry.get("pet")
+            break
+    if pet is None or ds is None:
+        return {}
+    pet_path = Path(pet) if Path(pet).is_absolute() else ds / pet
+    name = pet_path.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    side = pet_path.with_name(name + ".json")
+    if not side.is_file():
+        return {}
+    meta = _maybe_json(side)
+    return {k: meta.get(k) for k in (
+        "TracerName", "TracerRadionuclide", "InjectedRadioactivity",
+        "InjectedRadioactivityUnits", "InjectedMass", "InjectedMassUnits",
+        "ModeOfAdministration", "ImageDecayCorrected") if k in meta}
+
+
+def _scan_warnings(study: StudyOutputs, scan: Scan) -> list[str]:
+    keys = (scan.stem, f"sub-{scan.subject}_ses-{scan.condition}")
+    return [str(w) for w in study.summary.get("warnings") or []
+            if any(k in str(w) for k in keys)]
+
+
+def _region_columns(tacs: pd.DataFrame) -> list[str]:
+    return [c for c in tacs.columns if c not in ("frame_start", "frame_end")]
+
+
+def _reference_region(study: StudyOutputs, tracer: str) -> str | None:
+    tr = (study.config.get("tracers") or {}).get(tracer) or {}
+    for key in ("reference_region", "reference", "ref"):
+        if isinstance(tr, dict) and tr.get(key):
+            return str(tr[key])
+    for key in ("reference_region", "reference"):
+        if study.config.get(key):
+            return str(study.config[key])
+    return None
+
+
+def _scan_sections(study: StudyOutputs, figures: Any, max_maps: int) -> list[dict[str, Any]]:
+    truth = _truth_lookup(study.outcomes)
+    out = []
+    n_maps = 0
+    for scan in study.scans:
+        entry: dict[str, Any] = {"label": scan.label, "stem": scan.stem, "anchor":
+                                 re.sub(r"[^A-Za-z0-9_-]", "-", scan.stem)}
+        tacs = scan.tacs
+        ref = _reference_region(study, scan.tracer)
+        if tacs is not None and len(tacs):
+            t0, t1, issues = _frame_table(tacs)
+            regions = _region_columns(tacs)
+            entry.update(
+                n_frames=len(tacs), first_start=_num(t0[0], 2), last_end=_num(t1[-1], 1),
+                shortest=_num(60 * (t1 - t0).min(), 0), longest=_num(60 * (t1 - t0).max(), 0),
+                timing_issues=issues, regions=regions,
+                tac_figure=figures.figure_to_data_uri(figures.tac_figure(
+                    (t0 + t1) / 2, tacs[regions].to_numpy(dtype=float).T, regions,
+                    title=scan.label, reference=ref)),
+            )
+        entry["dose"] = _injected(study, scan)
+        entry["warnings"] = _scan_warnings(study, scan)
+        fitted = scan.fitted
+        if fitted is not None and len(fitted):
+            mids = (fitted.groupby("frame")["frame_mid"].first().sort_index()
+                    .to_numpy(dtype=float) / 60.0)
+            measured: dict[str, np.ndarray] = {}
+            preds: dict[str, dict[str, np.ndarray]] = {}
+            for (model, region), g in fitted.groupby(["model", "region"], sort=False):
+                g = g.sort_values("frame")
+                measured.setdefault(str(region), g["measured"].to_numpy(dtype=float))
+                preds.setdefault(str(model), {})[str(region)] = g["fitted"].to_numpy(
+                    dtype=float)
+            entry["fit_figure"] = figures.figure_to_data_uri(
+                figures.fit_figure(mids, measured, preds, title=scan.label))
+        fits = scan.fits
+        if fits is not None and len(fits):
+            rows = []
+            for _, r in fits.iterrows():
+                key = (scan.subject, scan.condition, scan.tracer, str(r["region"]))
+                rows.append({
+                    "region": str(r["region"]), "model": str(r["model"]),
+                    "bp_nd": _num(r.get("bp_nd"), 3), "bp_nd_se": _num(r.get("bp_nd_se"), 3),
+                    "r1": _num(r.get("r1"), 3), "k2": _num(r.get("k2"), 4),
+                    "k2prime": _num(r.get("k2prime"), 4), "r2": _num(r.get("r2"), 4),
+                    "aic": _num(r.get("aic"), 1), "valid": _is_true(r.get("valid")),
+                    "truth": _num(truth.get(key), 3) if key in truth else None,
+                })
+            entry["fits"] = rows
+        maps = scan.maps("bpnd")
+        entry["maps"] = []
+        for model, path in maps.items():
+            if n_maps >= max_maps:
+                entry["maps_skipped"] = True
+                break
+            data, _, zooms = _load_nifti(path)
+            entry["maps"].append({"model": model, "file": path.name,
+                                  "figure": figures.figure_to_data_uri(figures.ortho_slices(
+                                      data, zooms=zooms, vmin=0.0, cmap="viridis",
+                                      label="BP_ND", title=f"{scan.label}: BP_ND ({model})"))})
+            n_maps += 1
+        out.append(entry)
+    return out
+
+
+def _group_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
+    oc = study.outcomes
+    rs = study.roi_stats
+    conditions = study.conditions
+    out = []
+    for tracer in study.tracers:
+        model = study.primary_model(tracer)
+        sec: dict[str, Any] = {"tracer": tracer, "model": model}
+        if oc is not None and len(oc):
+            sel = oc[(oc["tracer"].astype(str) == tracer) & (oc["model"].astype(str) == model)]
+            if "valid" in sel:
+                sel = sel[sel["valid"].map(_is_true)]
+            values: dict[str, dict[str, dict[str, float]]] = {}
+            truth: dict[str, dict[str, dict[str, float]]] = {}
+            for _, r in sel.iterrows():
+                reg, sub, cond = str(r["region"]), str(r["subject"]), str(r["condition"])
+                values.setdefault(reg, {}).setdefault(sub, {})[cond] = float(r["bp_nd"])
+                if "bp_nd_true" in r and pd.notna(r["bp_nd_true"]):
+                    truth.setdefault(reg, {}).setdefault(sub, {})[cond] = float(r["bp_nd_true"])
+            conds = [c for c in conditions if c in set(sel["condition"].astype(str))]
+            if values:
+                sec["paired_figure"] = figures.figure_to_data_uri(figures.paired_lines_figure(
+                    values, conds, truth=truth or None, ylabel="BP_ND",
+                    title=f"{tracer}: BP_ND per subject ({model})"))
+        if rs is not None and len(rs):
+            sel = rs[rs["tracer"].astype(str) == tracer]
+            prim = sel[sel["model"].astype(str) == model]
+            sec["forests"] = []
+            for contrast, g in prim.groupby("contrast", sort=False):
+                has_truth = "pct_change_true" in g and g["pct_change_true"].notna().any()
+                sec["forests"].append({"contrast": str(contrast), "figure":
+                    figures.figure_to_data_uri(figures.forest_figure(
+                        list(g["region"].astype(str)), g["pct_change"], g["pct_ci_low"],
+                        g["pct_ci_high"],
+                        truth=g["pct_change_true"] if has_truth else None,
+                        xlabel=("difference of % changes (pp)" if str(g["kind"].iloc[0])
+                                == "interaction" else "% change in BP_ND"),
+                        title=f"{tracer}, {model}: {contrast}"))})
+            sec["stats"] = [_stats_row(r) for _, r in sel.iterrows()]
+            sec["has_truth"] = "pct_change_true" in sel and sel["pct_change_true"].notna().any()
+            inter = prim[prim["kind"].astype(str) == "interaction"] if "kind" in prim else prim[:0]
+            sec["interaction"] = [_finding_sentence(r, _alpha(study)) for _, r in inter.iterrows()]
+        if study.mixed is not None and len(study.mixed):
+            mm = study.mixed[study.mixed["tracer"].astype(str) == tracer]
+            sec["mixed"] = [{
+                "model": str(r["model"]), "region": str(r["region"]),
+                "contrast": str(r["contrast"]), "estimate": _num(r.get("estimate"), 3),
+                "se": _num(r.get("se"), 3), "ci": f"{_num(r.get('ci_low'), 3)} to "
+                                                  f"{_num(r.get('ci_high'), 3)}",
+                "p": _pval(r.get("p")), "p_holm": _pval(r.get("p_holm")),
+                "p_bh": _pval(r.get("p_bh")), "n": _num(r.get("n_subjects"), 0),
+                "converged": _is_true(r.get("converged")),
+            } for _, r in mm.iterrows()]
+        out.append(sec)
+    return out
+
+
+def _stats_row(r: pd.Series) -> dict[str, Any]:
+    return {
+        "model": str(r["model"]), "region": str(r["region"]), "contrast": str(r["contrast"]),
+        "kind": str(r.get("kind", "")), "n": _num(r.get("n"), 0),
+        "mean_a": _num(r.get("mean_a"), 3), "mean_b": _num(r.get("mean_b"), 3),
+        "mean_diff": _num(r.get("mean_diff"), 3),
+        "pct": _signed(r.get("pct_change"), 1),
+        "ci": f"{_num(r.get('pct_ci_low'), 1)} to {_num(r.get('pct_ci_high'), 1)}",
+        "pct_true": _signed(r.get("pct_change_true"), 1) if "pct_change_true" in r else None,
+        "t": _num(r.get("t"), 2), "df": _num(r.get("df"), 0), "p": _pval(r.get("p")),
+        "p_wilcoxon": _pval(r.get("p_wilcoxon")), "dz": _num(r.get("cohen_dz"), 2),
+        "p_holm": _pval(r.get("p_holm")), "p_bh": _pval(r.get("p_bh")),
+        "power": _num(r.get("power"), 2), "n80": _num(r.get("n_for_80_power"), 0),
+    }
+
+
+def _mean_map(study: StudyOutputs, tracer: str, model: str | None,
+              shape: tuple[int, ...]) -> np.ndarray | None:
+    """Mean BP_ND map over the tracer's scans (the underlay of its t maps)."""
+    total = None
+    n = 0
+    for scan in study.scans:
+        if scan.tracer != tracer:
+            continue
+        maps = scan.maps("bpnd")
+        path = maps.get(model) if model in maps else next(iter(maps.values()), None)
+        if path is None:
+            continue
+        data, _, _ = _load_nifti(path)
+        if data.shape != shape:
+            continue
+        data = np.nan_to_num(data)
+        total = data if total is None else total + data
+        n += 1
+    return None if total is None else total / n
+
+
+def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, Any]], list]:
+    out = []
+    volumes: list[dict[str, Any]] = []
+    underlays: dict[str, int] = {}
+    for tm in study.tmaps:
+        tmap, affine, zooms = _load_nifti(tm["path"])
+        side = _maybe_json(tm["folder"] / f"{tm['prefix']}_stat-t.json")
+        thr = side.get("cluster_forming_t")
+        try:
+            thr = float(thr)
+        except (TypeError, ValueError):
+            thr = None
+        under = _mean_map(study, tm["tracer"], tm["model"], tmap.shape)
+        contrast = tm["contrast"]
+        if study.roi_stats is not None and "contrast_id" in study.roi_stats:
+            hit = study.roi_stats[study.roi_stats["contrast_id"].astype(str) == contrast]
+            if len(hit):
+                contrast = str(hit["contrast"].iloc[0])
+        title = f"{tm['tracer']} ({tm['model']}): t map, {contrast}"
+        clusters = _maybe_tsv(tm["folder"] / f"{tm['prefix']}_clusters.tsv")
+        sec = {
+            "title": title, "file": tm["path"].name, "threshold": _num(thr, 2),
+            "sidecar": {k: side.get(k) for k in (
+                "n_subjects", "n_flips", "exact", "min_attainable_p", "cluster_forming_t",
+                "cluster_forming_p", "smoothing_fwhm_mm", "seed", "mask_voxels") if k in side},
+            "figure": figures.figure_to_data_uri(figures.ortho_slices(
+                tmap, zooms=zooms, underlay=under, cmap="RdBu_r", symmetric=True,
+                threshold=thr, label="t", title=title)),
+            "clusters": None if clusters is None else [
+                {k: (_num(v, 3) if isinstance(v, float) else str(v)) for k, v in row.items()}
+                for row in clusters.to_dict("records")],
+            "cluster_columns": None if clusters is None else list(clusters.columns),
+        }
+        out.append(sec)
+        if under is not None and tm["tracer"] not in underlays:
+            underlays[tm["tracer"]] = len(volumes)
+            volumes.append({"name": f"{tm['tracer']}: mean BP_ND", "kind": "underlay",
+                            "b64": _nifti_b64(under, affine), "tracer": tm["tracer"]})
+        volumes.append({"name": title, "kind": "overlay", "b64": _nifti_b64(tmap, affine),
+                        "tracer": tm["tracer"], "threshold": thr,
+                        "max": float(np.nanmax(np.abs(tmap))) if np.isfinite(tmap).any()
+                        else 1.0})
+    if not volumes:
+        # No voxel statistics: browse the mean BP_ND map of each tracer instead.
+        for tracer in study.tracers:
+            model = study.primary_model(tracer)
+            for scan in study.scans:
+                maps = scan.maps("bpnd")
+                if scan.tracer == tracer and maps:
+                    data, affine, _ = _load_nifti(maps.get(model, next(iter(maps.values()))))
+                    mean = _mean_map(study, tracer, model, data.shape)
+                    volumes.append({"name": f"{tracer}: mean BP_ND", "kind": "underlay",
+                                    "b64": _nifti_b64(mean, affine), "tracer": tracer})
+                    break
+    return out, volumes
+
+
+def _nifti_b64(data: np.ndarray, affine: np.ndarray) -> str:
+    """A 3-D map as gzip-compressed NIfTI-1, int16 with a scale factor, in base64.
+
+    int16 with ``scl_slope`` keeps 1/32000 of the range (ample for display)
+    at half the size of float32; gzip (mtime 0) keeps the page reproducible.
+    """
+    import nibabel as nib
+
+    arr = np.nan_to_num(np.asarray(data, dtype=np.float64))
+    top = float(np.max(np.abs(arr))) or 1.0
+    slope = top / 32000.0
+    img = nib.Nifti1Image(np.round(arr / slope).astype(np.int16), affine)
+    img.header.set_slope_inter(slope, 0.0)
+    img.header.set_xyzt_units("mm")
+    return base64.b64encode(gzip.compress(img.to_bytes(), mtime=0)).decode("ascii")
+
+
+def _power_rows(study: StudyOutputs) -> list[dict[str, Any]]:
+    rows = _primary_rows(study)
+    if rows is None:
+        return []
+    return [{"tracer": str(r["tracer"]), "model": str(r["model"]), "region": str(r["region"]),
+             "contrast": str(r["contrast"]), "n": _num(r.get("n"), 0),
+             "dz": _num(r.get("cohen_dz"), 2), "power": _num(r.get("power"), 2),
+             "n80": _num(r.get("n_for_80_power"), 0),
+             "adequate": pd.notna(r.get("power")) and float(r["power"]) >= 0.8}
+            for _, r in rows.iterrows()]
+
+
+def _cfg_get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        node: Any = cfg
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return node
+    return default
+
+
+def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
+    """The auto-written methods paragraph and its citations."""
+    cfg = study.config
+    cites: list[str] = ["nomenclature"]
+    parts = []
+    n_sub = len(design["subjects"])
+    parts.append(
+        f"{n_sub} subject{'s' if n_sub != 1 else ''} were scanned under "
+        f"{len(design['conditions'])} condition(s) ({', '.join(design['conditions'])}) with "
+        f"{len(design['tracers'])} tracer(s) ({', '.join(design['tracers'])}); "
+        f"{design['n_scans']} dynamic PET scans in total"
+        + (" (simulated data with known truth)." if study.simulated else "."))
+    for tracer in design["tracers"]:
+        tr = (cfg.get("tracers") or {}).get(tracer) or {}
+        models = tr.get("models") if isinstance(tr, dict) else None
+        if not models and study.outcomes is not None:
+            sel = study.outcomes[study.outcomes["tracer"].astype(str) == tracer]
+            models = sorted(sel["model"].astype(str).unique())
+        models = [str(m) for m in (models or [])]
+        ref = _reference_region(study, tracer) or "the reference region"
+        primary = study.primary_model(tracer)
+        map_model = tr.get("map_model") if isinstance(tr, dict) else None
+        k2p = _cfg_get(tr if isinstance(tr, dict) else {}, "k2prime", "k2prime_strategy",
+                       "k2p") or _cfg_get(cfg, "k2prime", "fit.k2prime", "models.k2prime")
+        txt = (f"For {tracer}, regional time-activity curves were extracted with the atlas "
+               f"(left and right labels pooled, voxel-weighted) and fitted with "
+               f"{', '.join(m.upper() for m in models) or 'the configured models'} using "
+               f"{ref} as reference region; BP_ND of {(primary or '').upper()} was the "
+               f"primary outcome")
+        if map_model:
+            txt += f", and parametric BP_ND maps were computed with {str(map_model).upper()}"
+        if k2p:
+            txt += f"; k2' was {_describe(k2p)}"
+        parts.append(txt + ".")
+        for m in [*models, map_model]:
+            c = _MODEL_CITATION.get(str(m).lower().replace("-", "")) if m else None
+            if c and c not in cites:
+                cites.append(c)
+    weights = _cfg_get(cfg, "weights", "fit.weights", "models.weights")
+    if weights:
+        parts.append(f"Frames were weighted by {_describe(weights)}; model predictions were "
+                     "frame averages of the continuous model (exact integration over each "
+                     "frame).")
+    else:
+        parts.append("Model predictions were frame averages of the continuous model (exact "
+                     "integration over each frame).")
+    alpha = _alpha(study)
+    parts.append(
+        "Changes between conditions were tested per region with two-sided paired t-tests "
+        "(and exact Wilcoxon signed-rank tests) on BP_ND, with % change as "
+        "100 (A - B) / B per subject and its 95 % t confidence interval; drug interactions "
+        "were tested as differences of paired differences. p-values were corrected across "
+        f"regions by Holm's method and by Benjamini-Hochberg (alpha = {alpha:g}). A linear "
+        "mixed model (BP_ND ~ condition, random intercept per subject, REML) gave a "
+        "model-based check. Power of each paired test was computed at the observed effect "
+        "size d_z.")
+    cites += ["holm", "bh", "mixed"]
+    if study.tmaps:
+        vox = cfg.get("voxel") or {}
+        fwhm = vox.get("smoothing_fwhm_mm") if isinstance(vox, dict) else None
+        parts.append(
+            "Voxelwise, per-subject contrast maps of BP_ND"
+            + (f" (smoothed with a {fwhm} mm FWHM Gaussian)" if fwhm else "")
+            + " were tested with paired t maps; family-wise error was controlled by sign-flip "
+            "permutation of the subjects' contrast maps (maximum |t| and maximum cluster "
+            "size).")
+        cites.append("permutation")
+    prov = study.provenance
+    versions = ", ".join(f"{k} {prov[k]}" for k in ("python", "numpy", "scipy", "statsmodels")
+                         if prov.get(k))
+    parts.append(f"Analyses used petbind {prov.get('petbind_version', __version__)}"
+                 + (f" ({versions})" if versions else "") + ".")
+    return {"paragraph": " ".join(parts), "citations": [CITATIONS[c] for c in cites]}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k} = {_describe(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_describe(v) for v in value)
+    return str(value)
+
+
+def _walk_hashes(obj: Any, prefix: str = "") -> Iterable[tuple[str, str]]:
+    """(where, sha256) pairs found anywhere in a provenance JSON."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk_hashes(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _walk_hashes(v, f"{prefix}[{i}]")
+    elif isinstance(obj, str) and re.fullmatch(r"(sha256:)?[0-9a-f]{64}", obj):
+        yield prefix, obj
+
+
+def _provenance(study: StudyOutputs) -> dict[str, Any]:
+    prov = study.provenance
+    scans = []
+    for scan in study.scans:
+        hashes = list(_walk_hashes(scan.provenance))
+        scans.append({"label": scan.label, "hashes": hashes})
+    meta = {k: prov.get(k) for k in ("petbind_version", "python", "numpy", "scipy",
+                                     "statsmodels", "dataset", "config_sha256", "seed",
+                                     "started", "finished") if prov.get(k) is not None}
+    command = prov.get("command")
+    if isinstance(command, list):
+        command = " ".join(str(c) for c in command)
+    return {"meta": meta, "command": command, "scans": scans,
+            "config_text": study.config_text,
+            "generated_by": study.description.get("GeneratedBy"),
+            "run_seconds": study.summary.get("run_seconds")}
+
+
+def _static_text(name: str) -> str:
+    return resources.files("petbind.report").joinpath("static", name).read_text(
+        encoding="utf-8")
+
+
+def render_report(study: StudyOutputs, *, max_maps: int = 48) -> str:
+    """Render the report of ``study`` into one HTML string.
+
+    Parameters
+    ----------
+    study : StudyOutputs
+        What :func:`load_outputs` read.
+    max_maps : int
+        At most this many per-scan parametric-map figures (page size).
+
+    Returns
+    -------
+    str
+        The complete, self-contained page.
+    """
+    import jinja2
+
+    from petbind.report import figures
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("petbind.report", "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    design = _design(study)
+    voxel, volumes = _voxel_sections(study, figures)
+    context = {
+        "title": f"petbind report: {', '.join(design['tracers'])}" if design["tracers"]
+                 else "petbind report",
+        "version": __version__,
+        "root": str(study.root),
+        "design": design,
+        "simulated": study.simulated,
+        "findings": _findings(study),
+        "power_sentences": _power_sentences(study),
+        "warnings": [str(w) for w in study.summary.get("warnings") or []],
+        "n_invalid": study.summary.get("n_invalid_fits"),
+        "scans": _scan_sections(study, figures, max_maps),
+        "groups": _group_sections(study, figures),
+        "voxel": voxel,
+        "volumes": volumes,
+        "power": _power_rows(study),
+        "methods": _methods(study, design),
+        "provenance": _provenance(study),
+        "css": _static_text("report.css"),
+        "viewer_js": _static_text("viewer.js"),
+        "niivue_js": _static_text("niivue.umd.js") if volumes else "",
+    }
+    return env.get_template("report.html.j2").render(**context)
+
+
+def build_report(out_dir: str | Path) -> Path:
+    """Write ``report.html`` at the root of a pipeline output folder.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output root of ``petbind run`` / ``petbind demo`` (see
+        ``docs/outputs.md``); a ``petbind demo --out DIR`` folder also works.
+
+    Returns
+    -------
+    Path
+        The report, written atomically.
+
+    Raises
+    ------
+    DataError
+        When the folder holds no pipeline output.
+    FileFormatError
+        When an output file cannot be parsed.
+    """
+    study = load_outputs(out_dir)
+    html = render_report(study)
+    return write_text_atomic(study.root / REPORT_NAME, html)

@@ -1,0 +1,408 @@
+"""Figure builders of the report: plain arrays in, matplotlib figures out.
+
+Every builder takes numbers (times in **minutes**, activity in kBq/mL, BP_ND
+dimensionless, % change in percent) and returns a
+:class:`matplotlib.figure.Figure` made without pyplot (no global state, the
+Agg canvas), so builders are safe to call from any thread and leak nothing.
+:func:`figure_to_data_uri` turns a figure into an embeddable ``data:`` URI
+and closes it.
+
+Figures are small multiples sized for a page column; colour maps are
+perceptually uniform (viridis / inferno for maps, a diverging map centred on
+zero for t statistics).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike, NDArray
+
+#: Colours of kinetic models (stable across figures: a model keeps its colour).
+MODEL_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+#: Pixels per inch of embedded PNGs: readable on screen, small on disk.
+DPI = 80
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    # Fixed margins instead of constrained layout: a report draws dozens of
+    # figures and the layout solver would double their cost.
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _grid(n: int, max_cols: int) -> tuple[int, int]:
+    cols = max(1, min(n, max_cols))
+    rows = max(1, int(np.ceil(n / cols)))
+    return rows, cols
+
+
+def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None) -> str:
+    """Render ``fig`` into a base64 ``data:`` URI (PNG or SVG) and release it.
+
+    Parameters
+    ----------
+    fig : Figure
+        A figure made by one of the builders here.
+    fmt : {"png", "svg"}
+        PNG for plots with many points or images, SVG for small line plots.
+    dpi : int, optional
+        Resolution of a PNG (default :data:`DPI`).
+
+    Returns
+    -------
+    str
+        ``data:image/png;base64,...`` or ``data:image/svg+xml;base64,...``.
+    """
+    buf = io.BytesIO()
+    meta = {"Software": None} if fmt == "png" else {"Date": None}
+    fig.savefig(buf, format=fmt, dpi=dpi or DPI, metadata=meta)
+    fig.clear()
+    mime = "image/svg+xml" if fmt == "svg" else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def tac_figure(
+    t_mid_min: ArrayLike,
+    values: ArrayLike,
+    regions: Sequence[str],
+    *,
+    title: str = "",
+    reference: str | None = None,
+) -> Figure:
+    """All region time-activity curves of one scan on one axis.
+
+    Parameters
+    ----------
+    t_mid_min : array_like, shape (n_frames,)
+        Frame mid-times after injection (min).
+    values : array_like, shape (n_regions, n_frames)
+        Region activity (kBq/mL, decay-corrected to injection).
+    regions : sequence of str
+        Region names, one per row of ``values``.
+    title : str
+        Axis title (the scan).
+    reference : str, optional
+        The reference region, drawn black and thick.
+
+    Returns
+    -------
+    Figure
+        One axis, one line per region, legend outside the plot.
+    """
+    t = np.asarray(t_mid_min, dtype=float)
+    y = np.atleast_2d(np.asarray(values, dtype=float))
+    fig = _figure(5.6, 2.6)
+    fig.subplots_adjust(left=0.11, right=0.74, bottom=0.18, top=0.9)
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["tab20"]
+    for i, name in enumerate(regions):
+        if name == reference:
+            ax.plot(t, y[i], color="black", lw=2.0, marker=".", ms=3, label=f"{name} (ref)")
+        else:
+            ax.plot(t, y[i], color=cmap(i % 20), lw=1.0, marker=".", ms=3, label=name)
+    ax.set_xlabel("time after injection (min)")
+    ax.set_ylabel("activity (kBq/mL)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def fit_figure(
+    t_mid_min: ArrayLike,
+    measured: Mapping[str, ArrayLike],
+    fitted: Mapping[str, Mapping[str, ArrayLike]],
+    *,
+    title: str = "",
+    max_cols: int = 6,
+) -> Figure:
+    """Measured curve, fitted curves and residuals per region (small multiples).
+
+    Parameters
+    ----------
+    t_mid_min : array_like, shape (n_frames,)
+        Frame mid-times after injection (min).
+    measured : mapping region -> array (n_frames,)
+        Measured region activity (kBq/mL).
+    fitted : mapping model -> (mapping region -> array (n_frames,))
+        Model predictions (frame averages, kBq/mL); NaN where a model does not
+        use a frame.
+    title : str
+        Figure title (the scan).
+    max_cols : int
+        Regions per row.
+
+    Returns
+    -------
+    Figure
+        For each region a curve panel (dots: data; lines: models) above a
+        residual panel (data - fit, kBq/mL) with a zero line.
+    """
+    t = np.asarray(t_mid_min, dtype=float)
+    regions = list(measured)
+    rows, cols = _grid(len(regions), max_cols)
+    fig = _figure(1.9 * cols + 0.4, 2.3 * rows + 0.3)
+    outer = fig.add_gridspec(rows, cols, left=0.6 / (1.9 * cols + 0.4), right=0.98,
+                             bottom=0.35 / (2.3 * rows + 0.3), top=1 - 0.45 / (2.3 * rows + 0.3),
+                             wspace=0.35, hspace=0.35)
+    models = list(fitted)
+    for k, region in enumerate(regions):
+        inner = outer[k // cols, k % cols].subgridspec(2, 1, height_ratios=[2.2, 1], hspace=0)
+        ax = fig.add_subplot(inner[0])
+        axr = fig.add_subplot(inner[1], sharex=ax)
+        y = np.asarray(measured[region], dtype=float)
+        ax.plot(t, y, "o", color="0.25", ms=2.5, label="data")
+        axr.axhline(0.0, color="0.5", lw=0.7)
+        for m, model in enumerate(models):
+            f = fitted[model].get(region)
+            if f is None:
+                continue
+            f = np.asarray(f, dtype=float)
+            c = MODEL_COLOURS[m % len(MODEL_COLOURS)]
+            ax.plot(t, f, "-", color=c, lw=1.1, label=model)
+            axr.plot(t, y - f, ".-", color=c, lw=0.6, ms=2)
+        ax.set_title(region, fontsize=8)
+        ax.tick_params(labelsize=6, labelbottom=False)
+        axr.tick_params(labelsize=6)
+        if k % cols == 0:
+            ax.set_ylabel("kBq/mL", fontsize=7)
+            axr.set_ylabel("resid.", fontsize=7)
+        if k // cols == rows - 1:
+            axr.set_xlabel("min", fontsize=7)
+        if k == 0:
+            ax.legend(fontsize=6, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _slice_index(volume: NDArray, mask: NDArray | None) -> tuple[int, int, int]:
+    """Slices through the centre of mass of the mask (or of finite non-zero voxels)."""
+    support = mask if mask is not None else (np.isfinite(volume) & (volume != 0))
+    if not support.any():
+        return tuple(s // 2 for s in volume.shape[:3])  # type: ignore[return-value]
+    idx = np.argwhere(support)
+    centre = np.round(idx.mean(axis=0)).astype(int)
+    return int(centre[0]), int(centre[1]), int(centre[2])
+
+
+def ortho_slices(
+    volume: ArrayLike,
+    *,
+    zooms: Sequence[float] = (1.0, 1.0, 1.0),
+    underlay: ArrayLike | None = None,
+    cut: Sequence[int] | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "viridis",
+    threshold: float | None = None,
+    symmetric: bool = False,
+    label: str = "",
+    title: str = "",
+) -> Figure:
+    """Sagittal, coronal and axial slices of a 3-D map with a colour bar.
+
+    Parameters
+    ----------
+    volume : array_like, shape (X, Y, Z)
+        The map (e.g. BP_ND, a t statistic), voxel axes in RAS-like order.
+    zooms : sequence of float
+        Voxel sizes (mm) for the aspect ratio of each view.
+    underlay : array_like, shape (X, Y, Z), optional
+        Anatomy drawn in grey beneath the map.
+    cut : sequence of 3 int, optional
+        Voxel indices of the three slices; default the centre of the map's
+        non-zero voxels.
+    vmin, vmax : float, optional
+        Colour range; default the 2nd-98th percentiles of the non-zero voxels
+        (``symmetric``: +-98th percentile of the absolute value).
+    cmap : str
+        Matplotlib colour map.
+    threshold : float, optional
+        Voxels with ``|value| < threshold`` are transparent (shows the underlay).
+    symmetric : bool
+        Centre the colour range on zero (for t maps and % change).
+    label : str
+        Colour-bar label, with the unit.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        Three panels and a colour bar; the colour bar's range is the one used.
+    """
+    vol = np.asarray(volume, dtype=float)
+    under = None if underlay is None else np.asarray(underlay, dtype=float)
+    finite = np.isfinite(vol) & (vol != 0)
+    i, j, k = cut if cut is not None else _slice_index(vol, finite if finite.any() else None)
+    vals = vol[finite]
+    if symmetric:
+        top = float(np.percentile(np.abs(vals), 98)) if vals.size else 1.0
+        vmin, vmax = (-top if vmin is None else vmin), (top if vmax is None else vmax)
+    else:
+        if vmin is None:
+            vmin = float(np.percentile(vals, 2)) if vals.size else 0.0
+        if vmax is None:
+            vmax = float(np.percentile(vals, 98)) if vals.size else 1.0
+    if not vmax > vmin:
+        vmax = vmin + 1.0
+    zx, zy, zz = (float(z) for z in zooms[:3])
+    views = [
+        (vol[i, :, :], None if under is None else under[i, :, :], zz / zy, f"x = {i}"),
+        (vol[:, j, :], None if under is None else under[:, j, :], zz / zx, f"y = {j}"),
+        (vol[:, :, k], None if under is None else under[:, :, k], zy / zx, f"z = {k}"),
+    ]
+    fig = _figure(7.2, 2.4)
+    axes = fig.subplots(1, 3, gridspec_kw={"left": 0.01, "right": 0.86, "bottom": 0.02,
+                                           "top": 0.84, "wspace": 0.04})
+    image = None
+    for ax, (sl, ul, aspect, name) in zip(axes, views, strict=True):
+        show = np.array(sl, dtype=float)
+        hidden = ~np.isfinite(show) | (show == 0)
+        if threshold is not None:
+            hidden |= np.abs(np.nan_to_num(show)) < threshold
+        if ul is not None:
+            ax.imshow(ul.T, origin="lower", cmap="gray", aspect=aspect, interpolation="nearest")
+        image = ax.imshow(np.ma.masked_array(show, hidden).T, origin="lower", cmap=cmap,
+                          vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+        ax.set_title(name, fontsize=7)
+        ax.set_axis_off()
+    bar = fig.colorbar(image, cax=fig.add_axes((0.88, 0.1, 0.02, 0.7)))
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def paired_lines_figure(
+    values: Mapping[str, Mapping[str, Mapping[str, float]]],
+    conditions: Sequence[str],
+    *,
+    truth: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+    ylabel: str = "BP_ND",
+    title: str = "",
+    max_cols: int = 5,
+) -> Figure:
+    """Each subject's value across conditions as connected points, one panel per region.
+
+    Parameters
+    ----------
+    values : mapping region -> subject -> condition -> value
+        Estimates (e.g. BP_ND); missing conditions are gaps.
+    conditions : sequence of str
+        Conditions in x-axis order (baseline first).
+    truth : same shape as ``values``, optional
+        Simulated truth, drawn as dashed grey lines beside the estimates.
+    ylabel : str
+        Y-axis label with the unit.
+    title : str
+        Figure title (the tracer).
+    max_cols : int
+        Regions per row.
+
+    Returns
+    -------
+    Figure
+        Small multiples; subjects keep one colour across panels.
+    """
+    regions = list(values)
+    subjects = sorted({s for r in regions for s in values[r]})
+    colours = matplotlib.colormaps["tab10"]
+    rows, cols = _grid(len(regions), max_cols)
+    fig = _figure(1.75 * cols + 0.6, 1.9 * rows + 0.4)
+    width, height = 1.75 * cols + 0.6, 1.9 * rows + 0.4
+    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
+        "left": 0.45 / width, "right": 1 - 0.75 / width, "bottom": 0.55 / height,
+        "top": 1 - 0.4 / height, "wspace": 0.3, "hspace": 0.75}).ravel()
+    x = np.arange(len(conditions))
+    for ax, region in zip(axes, regions, strict=False):
+        for n, subj in enumerate(subjects):
+            c = colours(n % 10)
+            if truth is not None and subj in truth.get(region, {}):
+                tv = [truth[region][subj].get(cond, np.nan) for cond in conditions]
+                ax.plot(x, tv, "--", color=c, lw=0.8, alpha=0.6)
+            row = values[region].get(subj, {})
+            y = [row.get(cond, np.nan) for cond in conditions]
+            ax.plot(x, y, "o-", color=c, lw=1.2, ms=3.5, label=subj)
+        ax.set_title(region, fontsize=8)
+        ax.set_xticks(x, list(conditions), fontsize=6, rotation=30)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(regions):]:
+        ax.set_axis_off()
+    axes[0].set_ylabel(ylabel, fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if truth is not None:
+        handles.append(matplotlib.lines.Line2D([], [], ls="--", color="0.4", lw=0.8))
+        labels.append("truth")
+    fig.legend(handles, labels, fontsize=6, loc="upper right", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def forest_figure(
+    labels: Sequence[str],
+    estimate: ArrayLike,
+    ci_low: ArrayLike,
+    ci_high: ArrayLike,
+    *,
+    truth: ArrayLike | None = None,
+    xlabel: str = "% change in BP_ND",
+    title: str = "",
+) -> Figure:
+    """Estimates with confidence intervals, one row per label, and a zero line.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        Row labels (region, or region and contrast).
+    estimate, ci_low, ci_high : array_like, shape (n,)
+        Point estimates and 95 % CI limits (percent).
+    truth : array_like, shape (n,), optional
+        Simulated truth, drawn as open diamonds.
+    xlabel : str
+        Axis label with unit.
+    title : str
+        Axis title.
+
+    Returns
+    -------
+    Figure
+        Horizontal error bars, first label on top.
+    """
+    est = np.asarray(estimate, dtype=float)
+    lo = np.asarray(ci_low, dtype=float)
+    hi = np.asarray(ci_high, dtype=float)
+    n = len(labels)
+    y = np.arange(n)[::-1]
+    height = 0.22 * n + 0.9
+    fig = _figure(5.0, height)
+    fig.subplots_adjust(left=0.3, right=0.97, bottom=0.45 / height, top=1 - 0.3 / height)
+    ax = fig.add_subplot()
+    ax.axvline(0.0, color="0.5", lw=0.8)
+    ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="o", color="#1f77b4", ms=4,
+                capsize=2, lw=1.0, label="estimate, 95 % CI")
+    if truth is not None:
+        ax.plot(np.asarray(truth, dtype=float), y, "D", mfc="none", color="#d62728", ms=5,
+                label="truth")
+    ax.set_yticks(y, list(labels), fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title, fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=6, loc="best", frameon=False)
+    return fig

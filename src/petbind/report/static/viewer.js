@@ -1,0 +1,91 @@
+/* petbind report viewer: NiiVue on volumes embedded in the page (base64 NIfTI).
+ * No network: volumes come from the JSON block #petbind-volumes and are read
+ * with NVImage.loadFromBase64 (browsers block fetch() of file:// URLs).
+ * Overlays (t maps) are drawn over their tracer's underlay (mean BP_ND), shown
+ * where |t| exceeds the threshold: positive values in the first colour map of
+ * the pair, negative in the second.
+ * Sets window.petbindViewer = "ready" | "failed: <reason>" for tests and users. */
+(function () {
+  "use strict";
+  var status = document.getElementById("viewer-status");
+  function done(state) {
+    window.petbindViewer = state;
+    if (status) {
+      status.textContent = state === "ready" ? "" :
+        "Interactive viewer unavailable (" + state + "); the static figures above show the same maps.";
+    }
+  }
+  var block = document.getElementById("petbind-volumes");
+  if (!block) { done("failed: no volumes"); return; }
+  if (typeof niivue === "undefined") { done("failed: viewer library missing"); return; }
+  var vols = JSON.parse(block.textContent);
+  var canvas = document.getElementById("viewer-canvas");
+  var pick = document.getElementById("viewer-volume");
+  var thr = document.getElementById("viewer-threshold");
+  var thrOut = document.getElementById("viewer-threshold-value");
+  var cmap = document.getElementById("viewer-colormap");
+  var layout = document.getElementById("viewer-layout");
+  var nv = new niivue.Niivue({
+    isColorbar: true, show3Dcrosshair: false, backColor: [0, 0, 0, 1],
+    crosshairColor: [0.1, 0.9, 0.1, 0.7], crosshairWidth: 0.25, crosshairWidthUnit: "mm",
+    multiplanarShowRender: niivue.SHOW_RENDER.NEVER
+  });
+  var current = -1;
+  function underlayFor(i) {
+    for (var j = 0; j < vols.length; j++) {
+      if (vols[j].kind === "underlay" && vols[j].tracer === vols[i].tracer) { return j; }
+    }
+    return -1;
+  }
+  function load(i) {
+    return niivue.NVImage.loadFromBase64({ base64: vols[i].b64, name: "volume" + i + ".nii.gz" });
+  }
+  function restyle() {
+    var t = parseFloat(thr.value);
+    thrOut.textContent = t.toFixed(1);
+    var pair = cmap.value.split("|");
+    var n = nv.volumes.length;
+    if (!n || current < 0) { return; }
+    var top = nv.volumes[n - 1];
+    if (vols[current].kind === "overlay") {
+      if (n > 1) { nv.volumes[0].colormap = "gray"; nv.volumes[0].colorbarVisible = false; }
+      top.colormap = pair[0];
+      top.colormapNegative = pair[1] || pair[0];
+      top.cal_min = t;
+      top.cal_max = Math.max(vols[current].max, t + 0.1);
+      top.cal_minNeg = NaN;
+      top.cal_maxNeg = NaN;
+      top.opacity = 1;
+    } else {
+      top.colormap = pair[0];
+      top.colormapNegative = "";
+    }
+    nv.updateGLVolume();
+  }
+  async function show(i) {
+    var layers = [];
+    if (vols[i].kind === "overlay") {
+      var u = underlayFor(i);
+      if (u >= 0) { layers.push(await load(u)); }
+    }
+    layers.push(await load(i));
+    while (nv.volumes.length) { nv.removeVolume(nv.volumes[0]); }
+    layers.forEach(function (l) { nv.addVolume(l); });
+    current = i;
+    restyle();
+  }
+  (async function () {
+    await nv.attachToCanvas(canvas);
+    nv.setSliceType(nv.sliceTypeMultiplanar);
+    pick.addEventListener("change", function () {
+      show(parseInt(pick.value, 10)).catch(function (e) { done("failed: " + e); });
+    });
+    thr.addEventListener("input", restyle);
+    cmap.addEventListener("change", restyle);
+    layout.addEventListener("change", function () { nv.setSliceType(parseInt(layout.value, 10)); });
+    document.getElementById("viewer-prev").addEventListener("click", function () { nv.moveCrosshairInVox(0, 0, -1); });
+    document.getElementById("viewer-next").addEventListener("click", function () { nv.moveCrosshairInVox(0, 0, 1); });
+    await show(parseInt(pick.value, 10));
+    done("ready");
+  })().catch(function (e) { done("failed: " + (e && e.message ? e.message : e)); });
+})();

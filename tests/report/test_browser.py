@@ -1,0 +1,95 @@
+"""The report in a real browser: headless Chromium opens it from file://.
+
+Uses Debian's ``chromium`` (``/usr/bin/chromium``, installed by ``make test``)
+driven by playwright with that system executable; playwright never downloads
+a browser here. In CI (``CI=true``) a missing browser fails the test; locally
+it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = os.environ.get("PETBIND_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+#: Where the screenshot goes (for a person to look at); a temp folder by default.
+SHOT_DIR = Path(os.environ.get("PETBIND_SCREENSHOT_DIR", tempfile.gettempdir()))
+
+
+def _browser_or_reason() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (make test installs it)"
+    if not Path(CHROMIUM).is_file():
+        return f"no Chromium at {CHROMIUM} (make test installs Debian's chromium)"
+    return None
+
+
+def test_report_opens_from_file_url_without_errors_and_the_viewer_draws(built_report):
+    reason = _browser_or_reason()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"browser test cannot run in CI: {reason}")
+        pytest.skip(reason)
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    url = built_report["report"].resolve().as_uri()
+    problems: list[str] = []
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        ctx = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True,
+            viewport={"width": 1280, "height": 900})
+        try:
+            page = ctx.new_page()
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.on("request", lambda r: None if r.url.startswith(("data:", "blob:", url))
+                    else problems.append(f"request made: {r.url}"))
+            import time
+            t0 = time.perf_counter()
+            page.goto(url, wait_until="load")
+            print("load", time.perf_counter() - t0)
+            page.wait_for_function("window.petbindViewer !== undefined", timeout=30000)
+            assert page.evaluate("window.petbindViewer") == "ready"
+            print("ready", time.perf_counter() - t0)
+            images = page.evaluate(
+                "() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+            assert len(images) >= 10
+            undecoded = [alt for alt, complete, width in images if not (complete and width > 0)]
+            assert undecoded == []
+            # the viewer's canvas: screenshot it and count non-black pixels
+            page.locator("#viewer-box").scroll_into_view_if_needed()
+            page.wait_for_timeout(300)
+            canvas_png = page.locator("#viewer-canvas").screenshot()
+            pixels = np.asarray(Image.open(io.BytesIO(canvas_png)).convert("RGB"), dtype=int)
+            lit = np.count_nonzero(pixels.sum(axis=-1) > 60)
+            assert lit > 0.02 * pixels.shape[0] * pixels.shape[1]
+            # the colour-map control restyles the overlay without errors
+            page.select_option("#viewer-colormap", "hot|electric_blue")
+            page.click("#viewer-next")
+            page.wait_for_timeout(200)
+            # an injected region name is text on the page, never markup
+            assert page.evaluate("document.querySelectorAll('script:not([src])').length") == 3
+            assert "<script>alert(1)</script>" in page.evaluate(
+                "document.getElementById('fits').textContent")
+            print("checks", time.perf_counter() - t0)
+            SHOT_DIR.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOT_DIR / "petbind_report.png"))
+            page.locator("#viewer").screenshot(path=str(SHOT_DIR / "petbind_report_viewer.png"))
+        finally:
+            ctx.close()
+    assert problems == []

@@ -1,0 +1,226 @@
+"""The report page: structure, content taken from the outputs, escaping, no remote code."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import re
+from html.parser import HTMLParser
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from petbind.errors import DataError, FileFormatError
+from petbind.report import build_report, load_outputs
+from petbind.report.build import REPORT_NAME, _nifti_b64
+
+from .conftest import INJECTED_MBQ, ROI_STATS, SHA_PET, TRACER, XSS, write_outputs
+
+
+class _Collector(HTMLParser):
+    """Tags, attributes and text of a page, as a browser's parser sees them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if not self._in_script:
+            self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def parsed(built_report):
+    p = _Collector()
+    p.feed(built_report["html"])
+    return p
+
+
+def test_report_is_written_at_the_output_root(built_report):
+    assert built_report["report"] == built_report["out"] / REPORT_NAME
+    assert built_report["report"].is_file()
+
+
+def test_report_has_every_section_in_order(built_report):
+    ids = re.findall(r'<section id="([a-z]+)"', built_report["html"])
+    assert ids == ["summary", "quality", "fits", "group", "voxelwise", "power", "methods",
+                   "provenance"]
+
+
+def test_page_loads_nothing_from_outside(parsed):
+    for tag, attrs in parsed.tags:
+        for key in ("src", "href"):
+            value = attrs.get(key)
+            if value is None:
+                continue
+            assert value.startswith(("data:", "#")), (tag, key, value[:60])
+    assert not any(tag == "link" for tag, _ in parsed.tags)
+
+
+def test_every_image_is_an_embedded_png_with_alt_text(parsed, study_outputs):
+    images = [attrs for tag, attrs in parsed.tags if tag == "img"]
+    n_scans = study_outputs["n_scans"]
+    # per scan: TACs, fits, one BP_ND map; group: paired lines + one forest per contrast;
+    # voxelwise: one t map
+    assert len(images) == 3 * n_scans + 1 + 2 + 1
+    for attrs in images:
+        assert attrs["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(attrs["src"].split(",", 1)[1])[:4] == b"\x89PNG"
+        assert attrs["alt"]
+
+
+def test_a_region_named_like_a_script_is_escaped_everywhere(built_report, parsed):
+    html = built_report["html"]
+    assert XSS not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert any(XSS in t for t in parsed.text)
+    # the only scripts are the page's own three: volumes (JSON), NiiVue, viewer glue
+    scripts = [attrs for tag, attrs in parsed.tags if tag == "script"]
+    assert len(scripts) == 3
+    assert scripts[0].get("type") == "application/json"
+
+
+def test_summary_states_findings_with_numbers_and_corrected_p(parsed):
+    text = " ".join(parsed.text)
+    nacc = ROI_STATS[("NAcc", "ketamine - baseline")]
+    # significant after Holm: named with its numbers and the truth
+    assert (f"{TRACER}, NAcc, ketamine - baseline: BP_ND rose by {nacc['pct']:.1f} % "
+            f"(95 % CI {nacc['lo']:.1f} to {nacc['hi']:.1f}; paired t(2) = {nacc['t']:.2f}, "
+            f"p = {nacc['p']:.3f}, Holm-corrected p = {nacc['p_holm']:.3f}") in text
+    assert f"simulated truth +{nacc['true']:.1f} %" in text
+    # VP is not significant after correction (p_holm 0.061): not listed as a finding,
+    # since NAcc is; for the interaction nothing is significant, so the largest |t| is named
+    inter = ROI_STATS[("NAcc", "(ketamine - baseline) - (ketaminenbqx - baseline)")]
+    assert (f"NAcc, (ketamine - baseline) - (ketaminenbqx - baseline): the difference between "
+            f"the two drug effects was +{inter['pct']:.1f} percentage points") in text
+    assert "not significant after correction" in text
+
+
+def test_data_quality_lists_frames_and_the_injected_dose_from_the_sidecar(parsed):
+    text = " ".join(parsed.text)
+    for mbq in INJECTED_MBQ.values():
+        assert f"{mbq} MBq" in text
+    # 12 frames from 0 to 50 min (4 x 30 + 4 x 120 + 4 x 600 s), shortest 30 s, longest 600 s
+    assert re.search(r"sub-01, baseline, AZ10419369\s+12\s+0\.00\s+50\.0\s+30 / 600", text)
+    assert "frame 3 shorter than stated" in text
+
+
+def test_fits_table_shows_the_truth_beside_each_estimate(built_report):
+    html = built_report["html"]
+    assert '<th class="truth">BP_ND true</th>' in html
+    # sub-01 baseline NAcc: truth 1.2 * 0.95 = 1.140; srtm estimate 1.01 x truth = 1.151
+    assert re.search(r"<td class=\"l\">NAcc</td><td class=\"l\">srtm</td><td>1\.151</td>"
+                     r"<td>0\.050</td><td class=\"truth\">1\.140</td>", html)
+
+
+def test_group_section_has_stats_and_mixed_model_tables_for_all_models(built_report):
+    html = built_report["html"]
+    group = html[html.index('<section id="group">'): html.index('<section id="voxelwise">')]
+    assert group.count("<td class=\"l\">logan</td>") >= len(ROI_STATS)
+    assert "Mixed model" in group and "0.210" in group
+
+
+def test_voxelwise_section_shows_cluster_table_and_permutation_limits(parsed):
+    text = " ".join(parsed.text)
+    assert "smallest attainable permutation p is 0.125" in text
+    assert "216.000" in text  # cluster size in mm3
+
+
+def test_methods_paragraph_names_models_weights_statistics_and_citations(parsed):
+    text = " ".join(parsed.text)
+    assert "SRTM, LOGAN" in text and "cerebellum as reference region" in text
+    assert "frame duration / decay" in text and "Holm" in text
+    assert "Lammertsma AA, Hume SP" in text and "Logan J" in text
+    assert "Nichols TE, Holmes AP" in text
+    assert "numpy 2.4.6" in text
+
+
+def test_provenance_lists_input_hashes_and_settings(built_report):
+    html = built_report["html"]
+    assert SHA_PET in html
+    assert "cd" * 32 in html
+    assert "primary_model = &#34;srtm&#34;" in html or 'primary_model = &quot;srtm&quot;' in html
+
+
+def test_viewer_volumes_decode_to_the_maps_written(built_report):
+    html = built_report["html"]
+    block = re.search(r'<script type="application/json" id="petbind-volumes">(.*?)</script>',
+                      html, re.S).group(1)
+    import json
+
+    vols = json.loads(block)
+    assert [v["kind"] for v in vols] == ["underlay", "overlay"]
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(vols[1]["b64"])))
+    written = nib.load(str(next((built_report["out"] / "group" / "voxel").glob("*stat-t.nii.gz"))))
+    expected = np.asarray(written.dataobj)
+    np.testing.assert_allclose(img.get_fdata(), expected, atol=np.abs(expected).max() / 32000)
+    np.testing.assert_allclose(img.affine, written.affine)
+
+
+def test_nifti_b64_keeps_values_within_the_int16_step():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(5, 6, 7)) * 3.0
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(
+        _nifti_b64(data, np.eye(4)))))
+    assert img.get_data_dtype() == np.int16
+    np.testing.assert_allclose(img.get_fdata(), data, atol=np.abs(data).max() / 32000)
+
+
+def test_report_without_voxel_statistics_says_so_and_still_offers_the_bp_map(tmp_path):
+    paths = write_outputs(tmp_path, voxel=False)
+    study = load_outputs(paths["out"])
+    assert study.tmaps == []
+    from petbind.report import figures
+    from petbind.report.build import _voxel_sections
+
+    sections, volumes = _voxel_sections(study, figures)
+    assert sections == []
+    assert [v["kind"] for v in volumes] == ["underlay"]
+    assert "mean BP_ND" in volumes[0]["name"]
+
+
+def test_missing_output_folder_raises_data_error_naming_it(tmp_path):
+    with pytest.raises(DataError) as err:
+        build_report(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(err.value)
+    assert err.value.fix
+
+
+def test_folder_without_pipeline_outputs_raises_data_error(tmp_path):
+    (tmp_path / "something.txt").write_text("x")
+    with pytest.raises(DataError, match="no pipeline output"):
+        build_report(tmp_path)
+
+
+def test_unreadable_table_raises_file_format_error_naming_the_file(tmp_path):
+    paths = write_outputs(tmp_path)
+    bad = paths["out"] / "group" / "roi_stats.tsv"
+    bad.write_bytes(b"tracer\tmodel\n\"unterminated")
+    with pytest.raises(FileFormatError) as err:
+        load_outputs(paths["out"])
+    assert err.value.path == str(bad)
+
+
+def test_demo_style_folder_is_found_under_derivatives(tmp_path):
+    paths = write_outputs(tmp_path / "derivatives" / "x")
+    nested = tmp_path / "demo"
+    (nested / "derivatives").mkdir(parents=True)
+    paths["out"].rename(nested / "derivatives" / "petbind")
+    assert load_outputs(nested).root == nested / "derivatives" / "petbind"
+
+
+def test_page_size_stays_small(built_report):
+    size_mb = len(built_report["html"].encode()) / 1e6
+    assert size_mb < 4.0  # NiiVue is 2.3 MB of it
+    assert io.BytesIO(built_report["html"].encode()).getbuffer().nbytes > 2_000_000

@@ -1,0 +1,128 @@
+"""Figure builders: they plot exactly the numbers given, with the stated scales."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+
+import numpy as np
+import pytest
+
+from petbind.report import figures
+
+
+def _png_size(uri: str) -> tuple[int, int]:
+    head, data = uri.split(",", 1)
+    assert head == "data:image/png;base64"
+    raw = base64.b64decode(data)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", raw[16:24])
+
+
+def test_figure_to_data_uri_encodes_a_png_of_the_figure_size_and_clears_it():
+    fig = figures.tac_figure([1.0, 2.0], [[1.0, 2.0]], ["NAcc"])
+    uri = figures.figure_to_data_uri(fig)
+    assert _png_size(uri) == (round(5.6 * figures.DPI), round(2.6 * figures.DPI))
+    assert fig.axes == []
+
+
+def test_figure_to_data_uri_svg_is_valid_svg():
+    uri = figures.figure_to_data_uri(figures.forest_figure(["a"], [1.0], [0.0], [2.0]), "svg")
+    head, data = uri.split(",", 1)
+    assert head == "data:image/svg+xml;base64"
+    assert b"<svg" in base64.b64decode(data)[:400]
+
+
+def test_tac_figure_draws_one_line_per_region_with_the_given_values():
+    t = np.array([0.5, 1.5, 3.0, 10.0])
+    y = np.array([[1.0, 4.0, 3.0, 2.0], [0.5, 2.0, 1.5, 1.0]])
+    fig = figures.tac_figure(t, y, ["NAcc", "cerebellum"], reference="cerebellum")
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2
+    np.testing.assert_array_equal(lines[0].get_xdata(), t)
+    np.testing.assert_array_equal(lines[1].get_ydata(), y[1])
+    assert lines[1].get_color() == "black"
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "NAcc", "cerebellum (ref)"]
+
+
+def test_fit_figure_residual_panel_shows_data_minus_fit_for_each_model():
+    t = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    data = np.array([2.0, 3.0, 2.5, 2.0, 1.0])
+    fit_a = np.array([2.1, 2.9, 2.4, 2.1, 1.05])
+    fit_b = np.array([np.nan, np.nan, 2.6, 1.9, 1.0])
+    fig = figures.fit_figure(t, {"VP": data, "NAcc": data * 2},
+                             {"srtm": {"VP": fit_a, "NAcc": fit_a * 2},
+                              "logan": {"VP": fit_b, "NAcc": fit_b * 2}})
+    assert len(fig.axes) == 4  # curve + residual panel per region
+    curve, resid = fig.axes[0], fig.axes[1]
+    assert curve.get_title() == "VP"
+    ys = [line.get_ydata() for line in resid.get_lines()]
+    # first line is the zero line, then one residual line per model
+    np.testing.assert_allclose(ys[1], [-0.1, 0.1, 0.1, -0.1, -0.05], atol=1e-12)
+    np.testing.assert_allclose(ys[2], [np.nan, np.nan, -0.1, 0.1, 0.0], atol=1e-12)
+
+
+def test_ortho_slices_uses_the_given_range_and_cuts():
+    vol = np.zeros((9, 10, 11))
+    vol[2, 3, 4] = 5.0
+    fig = figures.ortho_slices(vol, vmin=0.0, vmax=3.0, cut=(2, 3, 4), label="BP_ND")
+    images = [ax.get_images()[0] for ax in fig.axes[:3]]
+    assert all(im.get_clim() == (0.0, 3.0) for im in images)
+    # sagittal slice x = 2 shows the voxel at (y, z) = (3, 4): transposed for display
+    sag = images[0].get_array()
+    assert sag.shape == (11, 10) and sag[4, 3] == 5.0
+    assert fig.axes[3].get_ylabel() == "BP_ND"
+
+
+def test_ortho_slices_symmetric_range_is_centred_on_zero_and_threshold_hides_small_values():
+    rng = np.random.default_rng(3)
+    vol = rng.normal(size=(8, 8, 8))
+    fig = figures.ortho_slices(vol, symmetric=True, threshold=1.0, cut=(4, 4, 4),
+                               underlay=np.ones_like(vol))
+    ax = fig.axes[0]
+    _under, over = ax.get_images()
+    lo, hi = over.get_clim()
+    assert lo == -hi and hi == pytest.approx(np.percentile(np.abs(vol), 98))
+    shown = over.get_array()
+    np.testing.assert_array_equal(np.ma.getmaskarray(shown), (np.abs(vol[4]) < 1.0).T)
+
+
+def test_ortho_slices_default_cut_is_the_centre_of_the_non_zero_voxels():
+    vol = np.zeros((20, 20, 20))
+    vol[10:13, 4:7, 15:18] = 1.0
+    fig = figures.ortho_slices(vol)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["x = 11", "y = 5", "z = 16"]
+
+
+def test_paired_lines_connect_each_subjects_values_in_condition_order():
+    values = {"NAcc": {"01": {"baseline": 1.0, "ketamine": 1.2},
+                       "02": {"ketamine": 1.5, "baseline": 1.1}}}
+    truth = {"NAcc": {"01": {"baseline": 1.0, "ketamine": 1.25}}}
+    fig = figures.paired_lines_figure(values, ["baseline", "ketamine"], truth=truth)
+    lines = fig.axes[0].get_lines()
+    solid = [line for line in lines if line.get_linestyle() == "-"]
+    dashed = [line for line in lines if line.get_linestyle() == "--"]
+    np.testing.assert_array_equal(solid[1].get_ydata(), [1.1, 1.5])
+    np.testing.assert_array_equal(dashed[0].get_ydata(), [1.0, 1.25])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["baseline", "ketamine"]
+
+
+def test_forest_figure_error_bars_span_the_confidence_interval():
+    fig = figures.forest_figure(["NAcc", "VP"], [10.0, -5.0], [2.0, -15.0], [18.0, 5.0],
+                                truth=[20.0, -10.0])
+    ax = fig.axes[0]
+    bars = [c for c in ax.collections if c.get_segments()]
+    segs = bars[0].get_segments()
+    spans = sorted((s[0][0], s[1][0]) for s in segs)
+    assert spans == [(-15.0, 5.0), (2.0, 18.0)]
+    truth_line = next(line for line in ax.get_lines() if line.get_marker() == "D")
+    np.testing.assert_array_equal(truth_line.get_xdata(), [20.0, -10.0])
+
+
+def test_builders_accept_no_data_without_failing():
+    fig = figures.ortho_slices(np.zeros((4, 4, 4)))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.tell() > 0
