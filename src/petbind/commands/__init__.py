@@ -13,7 +13,11 @@ import importlib
 from petbind.cli import app
 
 _MODULES: list[str] = [
+    "parametric",
+    "fit",
     "simulate",
+    "run",
+    "demo",
     "validate",
     "report",
 ]

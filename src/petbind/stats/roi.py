@@ -182,10 +182,25 @@ def paired_statistics(a: NDArray, b: NDArray, pct: NDArray, *,
             out["p_wilcoxon"] = float(stats.wilcoxon(a, b).pvalue)
     if np.isfinite(dz) and dz != 0:
         power = TTestPower()
-        out["power"] = float(power.power(effect_size=abs(dz), nobs=n, alpha=alpha,
-                                         alternative="two-sided"))
+        out["power"] = _two_sided_power(power, abs(dz), n, alpha)
         out["n_for_80_power"] = _n_for_power(power, abs(dz), alpha)
     return out
+
+
+def _two_sided_power(power, dz: float, n: int, alpha: float) -> float:
+    """Power of the two-sided paired t at effect ``dz`` (>= 0).
+
+    For very large noncentrality scipy's noncentral t CDF of the lower tail
+    returns NaN; the lower tail is then negligible and the power is that of
+    the upper tail alone (one-sided at alpha / 2).
+    """
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        p = float(power.power(effect_size=dz, nobs=n, alpha=alpha, alternative="two-sided"))
+        if not np.isfinite(p):
+            p = float(power.power(effect_size=dz, nobs=n, alpha=alpha / 2,
+                                  alternative="larger"))
+    return p
 
 
 def _n_for_power(power, dz: float, alpha: float, target: float = 0.8) -> float:
@@ -193,8 +208,11 @@ def _n_for_power(power, dz: float, alpha: float, target: float = 0.8) -> float:
     small = np.arange(2, 65)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        reached = np.asarray(power.power(effect_size=dz, nobs=small, alpha=alpha,
-                                         alternative="two-sided")) >= target
+        pw = np.asarray(power.power(effect_size=dz, nobs=small, alpha=alpha,
+                                    alternative="two-sided"), dtype=float)
+        upper = np.asarray(power.power(effect_size=dz, nobs=small, alpha=alpha / 2,
+                                       alternative="larger"), dtype=float)
+    reached = np.where(np.isfinite(pw), pw, upper) >= target
     if reached.any():  # large effects: the first n that reaches the target
         return float(small[np.argmax(reached)])
     try:
@@ -356,8 +374,10 @@ def mixed_model_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast]
     -------
     DataFrame
         Columns of ``mixed_model.tsv`` (``docs/outputs.md``). ``converged`` is
-        False when statsmodels warned (non-convergence, boundary, singular
-        covariance) or the fit failed (then the numbers are NaN).
+        False when the optimiser failed or warned that it did not converge
+        (or the fit raised; then the numbers are NaN); ``boundary`` is True
+        when the subject variance was estimated at zero (statsmodels' boundary
+        or singular-covariance warning), common with few subjects.
     """
     import statsmodels.formula.api as smf
 
@@ -379,7 +399,7 @@ def mixed_model_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast]
         base = {"tracer": tracer, "model": model, "region": region,
                 "n_obs": len(g), "n_subjects": g["subject"].nunique()}
         res = None
-        converged = False
+        converged = boundary = False
         if g["condition"].nunique() >= 2 and base["n_subjects"] >= 2:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -387,13 +407,16 @@ def mixed_model_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast]
                     res = smf.mixedlm(formula, g, groups=g["subject"]).fit(reml=True)
                 except (ValueError, np.linalg.LinAlgError):
                     res = None
-            flagged = any(k in str(w.message).lower() for w in caught
-                          for k in ("converge", "boundary", "singular"))
-            converged = res is not None and bool(res.converged) and not flagged
+            msgs = [str(w.message).lower() for w in caught]
+            failed = any(("converge" in m and "not" in m) or "failed" in m for m in msgs)
+            converged = res is not None and bool(res.converged) and not failed
+            boundary = res is not None and (
+                any("boundary" in m or "singular" in m for m in msgs)
+                or float(np.asarray(res.cov_re)[0, 0]) <= 1e-10)
         for c in contrasts:
             row = {**base, "contrast": c.expr, "contrast_id": c.name, "estimate": np.nan,
                    "se": np.nan, "z": np.nan, "p": np.nan, "ci_low": np.nan,
-                   "ci_high": np.nan, "converged": converged}
+                   "ci_high": np.nan, "converged": converged, "boundary": boundary}
             if res is not None and set(c.conditions) <= set(g["condition"]):
                 names = list(res.fe_params.index)
                 tt = res.t_test(_contrast_vector(c, names, baseline)[None, :])
@@ -404,7 +427,8 @@ def mixed_model_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast]
                            ci_high=float(ci[1]))
             rows.append(row)
     cols = ["tracer", "model", "region", "contrast", "contrast_id", "estimate", "se", "z",
-            "p", "ci_low", "ci_high", "p_holm", "p_bh", "n_obs", "n_subjects", "converged"]
+            "p", "ci_low", "ci_high", "p_holm", "p_bh", "n_obs", "n_subjects", "converged",
+            "boundary"]
     out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "p_bh")])
     out["p_holm"] = np.nan
     out["p_bh"] = np.nan

@@ -1,0 +1,35 @@
+"""``petbind demo``: simulate the founding ketamine study and run the whole analysis on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def demo(
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for the simulated dataset (bids/) and the outputs "
+        "(derivatives/petbind/).")] = Path("petbind-demo"),
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", help="'local' or HOST:PORT to run the scans on dask.")] = None,
+    no_report: Annotated[bool, typer.Option(
+        "--no-report", help="Do not build the HTML report.")] = False,
+    no_progress: Annotated[bool, typer.Option(
+        "--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Simulate the ketamine 5-HT1B / SERT macaque study and analyse it end to end."""
+    from petbind.cli import console, err_console
+    from petbind.study.demo import run_demo
+
+    result = run_demo(out, scheduler=scheduler, report=not no_report,
+                      progress=not no_progress, console=console, err_console=err_console)
+    console.print(f"outputs: {result.out_dir}", highlight=False)
+    if result.report is not None:
+        console.print(f"report: {result.report}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``petbind demo`` to the CLI."""
+    app.command("demo")(demo)
