@@ -14,7 +14,6 @@ from petbind.cli import app
 
 _MODULES: list[str] = [
     "parametric",
-    "fit",
     "simulate",
     "run",
     "demo",
