@@ -15,9 +15,10 @@ Jacobian, a forward-difference Jacobian is formed by evaluating the model once
 on a stack of ``P + 1`` parameter sets (leading axis), i.e. one model call per
 iteration.
 
-Bounds are kept by projection: each trial step is clipped into ``[lower,
-upper]`` (a projected Levenberg-Marquardt; Kanzow, Yamashita & Fukushima,
-J Comput Appl Math 2004;172:375-397). Standard errors come from the usual
+Bounds are kept by projection: a parameter sitting on a bound that the
+gradient pushes outward is held there for the step, and each trial step is
+clipped into ``[lower, upper]`` (a projected Levenberg-Marquardt; Kanzow,
+Yamashita & Fukushima, J Comput Appl Math 2004;172:375-397). Standard errors come from the usual
 asymptotic covariance ``s^2 (J^T W J)^-1`` with ``s^2 = WRSS / (n - P)``.
 
 References
@@ -118,6 +119,7 @@ def levenberg_marquardt(
     max_iter: int = 100,
     ftol: float = 1e-12,
     xtol: float = 1e-10,
+    gtol: float = 1e-9,
     lambda0: float = 1e-3,
 ) -> LMResult:
     """Fit ``B`` curves at once by bounded, weighted Levenberg-Marquardt.
@@ -144,6 +146,10 @@ def levenberg_marquardt(
     xtol : float
         Stop when the accepted step is smaller than ``xtol`` relative to the
         parameters.
+    gtol : float
+        Stop when the scaled gradient ``max_k |g_k| max(|p_k|, 1e-3) / WRSS``
+        is below ``gtol`` (a flat valley: further steps change nothing that
+        the data can tell apart).
     lambda0 : float
         Initial damping (relative to the diagonal of ``J^T W J``).
 
@@ -180,7 +186,13 @@ def levenberg_marquardt(
         diag = np.diagonal(jtj, axis1=-2, axis2=-1)
         damp = lam[a, None] * np.maximum(diag, 1e-12 * np.max(diag, axis=-1, keepdims=True)
                                          + 1e-300)
-        mat = jtj + damp[..., None] * np.eye(n_p)
+        # parameters held at a bound by the gradient leave the step (active set)
+        pa = p[a]
+        held = ((pa <= lo[a]) & (g < 0)) | ((pa >= hi[a]) & (g > 0))
+        free = (~held).astype(float)
+        mat = (jtj * free[:, :, None] * free[:, None, :]
+               + (damp * free + (1.0 - free))[..., None] * np.eye(n_p))
+        g = g * free
         try:
             step = np.linalg.solve(mat, g[..., None])[..., 0]
         except np.linalg.LinAlgError:
@@ -192,7 +204,9 @@ def levenberg_marquardt(
         n_iter[a] += 1
         dx = np.max(np.abs(trial - p[a]) / np.maximum(np.abs(p[a]), 1e-8), axis=-1)
         rel = (wrss[a] - wrss_t) / np.maximum(wrss[a], 1e-300)
-        done = better & ((rel < ftol) | (dx < xtol))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sg = np.max(np.abs(g) * np.maximum(np.abs(pa), 1e-3), axis=-1) / wrss[a]
+        done = (better & ((rel < ftol) | (dx < xtol))) | (sg < gtol)
         stuck = ~better & (lam[a] > 1e12)
         acc = a[better]
         if acc.size:
