@@ -87,9 +87,9 @@ def _positive_factor(rng: np.random.Generator, cv: float, size: int) -> NDArray:
     return np.maximum(1.0 + cv * rng.standard_normal(size), 0.05)
 
 
-def scan_truth(cfg: SimConfig, i_subject: int, i_tracer: int, i_condition: int
-               ) -> ScanTruth:
-    """Draw the true parameters of one scan and compute its region curves."""
+def scan_parameters(cfg: SimConfig, i_subject: int, i_tracer: int, i_condition: int
+                    ) -> tuple[NDArray, NDArray, float]:
+    """Draw the true BP_ND and R1 (per region, :data:`REGIONS` order) and K1' of a scan."""
     tr = cfg.tracers[i_tracer]
     cond = cfg.conditions[i_condition]
     n = len(REGIONS)
@@ -105,12 +105,20 @@ def scan_truth(cfg: SimConfig, i_subject: int, i_tracer: int, i_condition: int
     r1 = np.array([tr.regions[r].r1 * eff.r1_factor(r) for r in REGIONS])
     ref = REGIONS.index(cfg.reference)
     bp[ref], r1[ref] = 0.0, 1.0
-    k1p = tr.k1prime * subj_k1
+    return bp, r1, tr.k1prime * subj_k1
+
+
+def scan_truth(cfg: SimConfig, i_subject: int, i_tracer: int, i_condition: int
+               ) -> ScanTruth:
+    """Draw the true parameters of one scan and compute its region curves."""
+    tr = cfg.tracers[i_tracer]
+    bp, r1, k1p = scan_parameters(cfg, i_subject, i_tracer, i_condition)
+    n = len(REGIONS)
     vb = np.array([tr.regions[r].vb for r in REGIONS])
     tacs = pet_frame_means(tr.plasma_input, tr.blood, cfg.timing, K1=r1 * k1p,
                            k2=r1 * tr.k2prime, k3=bp * tr.k4, k4=np.full(n, tr.k4), vb=vb)
-    return ScanTruth(subject=cfg.subjects[i_subject], condition=cond, tracer=tr,
-                     index=(i_subject, i_tracer, i_condition),
+    return ScanTruth(subject=cfg.subjects[i_subject], condition=cfg.conditions[i_condition],
+                     tracer=tr, index=(i_subject, i_tracer, i_condition),
                      bp_nd=dict(zip(REGIONS, bp.tolist(), strict=True)),
                      r1=dict(zip(REGIONS, r1.tolist(), strict=True)),
                      k1prime=k1p, k2prime=tr.k2prime, tacs=tacs)

@@ -1,0 +1,220 @@
+"""The written study: layout, truth, images equal to the truth, noise, reproducibility."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from petbind.simulate.config import default_config_text, parse_config
+from petbind.simulate.phantom import REGIONS
+from petbind.simulate.study import scan_parameters, simulate_study
+
+DEFAULT = tomllib.loads(default_config_text())
+LAMBDA_C11 = math.log(2) / 20.364  # 1/min, NuDat 3 half-life typed in here
+
+BIDS_PET_REQUIRED = (
+    "Manufacturer", "ManufacturersModelName", "Units", "TracerName", "TracerRadionuclide",
+    "InjectedRadioactivity", "InjectedRadioactivityUnits", "InjectedMass",
+    "InjectedMassUnits", "SpecificRadioactivity", "SpecificRadioactivityUnits",
+    "ModeOfAdministration", "TimeZero", "ScanStart", "InjectionStart", "FrameTimesStart",
+    "FrameDuration", "AcquisitionMode", "ImageDecayCorrected", "ImageDecayCorrectionTime",
+    "ReconMethodName", "ReconMethodParameterLabels", "ReconMethodParameterUnits",
+    "ReconMethodParameterValues", "ReconFilterType", "ReconFilterSize",
+    "AttenuationCorrection",
+)
+
+
+def small(tracers=("DASB",), conditions=("baseline",), subjects=1, noise=0.0, fwhm=0.0,
+          **sections):
+    """A one-scan design on a 2 mm phantom that is the PET grid itself."""
+    d = copy.deepcopy(DEFAULT)
+    d.update(subjects=subjects, tracers=list(tracers), conditions=list(conditions))
+    d["phantom"]["voxel_mm"] = 2.0
+    d["scanner"].update(voxel_mm=2.0, fwhm_mm=fwhm, noise=noise)
+    for name, values in sections.items():
+        d.setdefault(name, {}).update(values)
+    return parse_config(d)
+
+
+def pet_path(root: Path, s="01", c="baseline", t="DASB") -> Path:
+    return root / f"sub-{s}" / f"ses-{c}" / "pet" / f"sub-{s}_ses-{c}_trc-{t}_pet.nii.gz"
+
+
+def deriv(root: Path, suffix: str, s="01", c="baseline", t="DASB") -> Path:
+    return (root / "derivatives" / "petbind-sim" / f"sub-{s}" / f"ses-{c}" / "pet"
+            / f"sub-{s}_ses-{c}_trc-{t}_{suffix}")
+
+
+def region_means(img: np.ndarray, dseg: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
+    out = {}
+    for region, rows in table.groupby("region"):
+        mask = np.isin(dseg, rows["index"].to_numpy())
+        out[region] = img[mask].astype(np.float64).mean(axis=0)
+    return pd.DataFrame(out)
+
+
+def test_layout_matches_the_contract(tmp_path):
+    root = simulate_study(small(), tmp_path / "ds")
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    stem = "sub-01_ses-baseline_trc-DASB"
+    d = f"derivatives/petbind-sim/sub-01/ses-baseline/pet/{stem}"
+    for f in ["dataset_description.json", "participants.tsv", "README",
+              "sub-01/anat/sub-01_T1w.nii.gz", "sub-01/anat/sub-01_T1w.json",
+              f"sub-01/ses-baseline/pet/{stem}_pet.nii.gz",
+              f"sub-01/ses-baseline/pet/{stem}_pet.json",
+              "derivatives/petbind-sim/dataset_description.json",
+              "derivatives/petbind-sim/truth.tsv", f"{d}_dseg.nii.gz", f"{d}_dseg.tsv",
+              f"{d}_desc-true_bpnd.nii.gz", f"{d}_desc-true_r1.nii.gz",
+              f"{d}_desc-true_tacs.tsv"]:
+        assert f in files, f
+    assert not any(".part" in f for f in files)
+    truth = pd.read_csv(root / "derivatives/petbind-sim/truth.tsv", sep="\t", dtype=str)
+    assert list(truth.columns) == ["subject", "condition", "tracer", "region", "bp_nd", "r1",
+                                   "k2prime"]
+    assert list(truth["region"]) == list(REGIONS)
+    assert set(truth["subject"]) == {"01"}
+    dseg = pd.read_csv(f"{root}/{d}_dseg.tsv", sep="\t")
+    assert list(dseg.columns) == ["index", "name", "region"]
+    assert set(dseg["region"]) == set(REGIONS)
+    side = json.loads(pet_path(root).with_suffix("").with_suffix(".json").read_text())
+    missing = [k for k in BIDS_PET_REQUIRED if k not in side]
+    assert not missing
+    assert side["TracerRadionuclide"] == "C11"
+    assert side["Units"] == "kBq/mL"
+    assert len(side["FrameTimesStart"]) == 29
+    assert side["FrameTimesStart"][:3] == [0.0, 10.0, 20.0]
+    assert side["FrameDuration"][-1] == 600.0
+
+
+def test_noise_free_unblurred_region_means_equal_the_truth_curves(tmp_path):
+    root = simulate_study(small(tracers=("AZ10419369",)), tmp_path / "ds")
+    t = "AZ10419369"
+    img = np.asarray(nib.load(pet_path(root, t=t)).dataobj)
+    dseg = np.asarray(nib.load(deriv(root, "dseg.nii.gz", t=t)).dataobj)
+    table = pd.read_csv(deriv(root, "dseg.tsv", t=t), sep="\t")
+    truth = pd.read_csv(deriv(root, "desc-true_tacs.tsv", t=t), sep="\t")
+    got = region_means(img, dseg, table)
+    for region in REGIONS:
+        np.testing.assert_allclose(got[region], truth[region], rtol=2e-6, err_msg=region)
+    assert truth["frame_end"].iloc[-1] == 5400.0
+
+
+def test_truth_table_applies_drug_effects_to_the_configured_bp(tmp_path):
+    cfg = small(tracers=("AZ10419369",), conditions=("baseline", "ketamine"),
+                variability={"between_subject_cv": 0, "scan_cv_cortex": 0,
+                             "scan_cv_subcortex": 0, "k1prime_cv": 0})
+    root = simulate_study(cfg, tmp_path / "ds")
+    truth = pd.read_csv(root / "derivatives/petbind-sim/truth.tsv", sep="\t",
+                        dtype={"subject": str}).set_index(["condition", "region"])
+    # primer: baseline NAcc 1.2, VP 1.8, thalamus 0.55; ketamine +20 % NAcc/VP, +5 % else
+    for region, base, pct in [("NAcc", 1.2, 20), ("VP", 1.8, 20), ("thalamus", 0.55, 5),
+                              ("cerebellum", 0.0, 5)]:
+        assert truth.loc[("baseline", region), "bp_nd"] == pytest.approx(base, rel=1e-9)
+        assert truth.loc[("ketamine", region), "bp_nd"] == pytest.approx(
+            base * (1 + pct / 100), rel=1e-9)
+    assert truth.loc[("ketamine", "VP"), "r1"] == 0.95
+    assert (truth["k2prime"] == 0.1).all()
+    bp_map = np.asarray(nib.load(deriv(root, "desc-true_bpnd.nii.gz", c="ketamine",
+                                       t="AZ10419369")).dataobj)
+    dseg = np.asarray(nib.load(deriv(root, "dseg.nii.gz", c="ketamine",
+                                     t="AZ10419369")).dataobj)
+    assert np.allclose(bp_map[np.isin(dseg, [1, 2])], 1.2 * 1.2, rtol=1e-6)
+    assert np.all(bp_map[dseg == 0] == 0)
+
+
+def test_between_subject_spread_has_the_configured_cv():
+    d = copy.deepcopy(DEFAULT)
+    d.update(subjects=400, conditions=["baseline"], tracers=["DASB"])
+    d["variability"].update(between_subject_cv=0.09, scan_cv_subcortex=0.0)
+    cfg = parse_config(d)
+    bp = np.array([scan_parameters(cfg, s, 0, 0)[0][0] for s in range(400)])  # NAcc
+    assert bp.mean() == pytest.approx(1.5, rel=0.02)
+    # SE of a CV estimate from n = 400 is about cv / sqrt(2 n) = 0.0032
+    assert bp.std(ddof=1) / bp.mean() == pytest.approx(0.09, abs=0.013)
+
+
+def test_same_seed_gives_same_bytes_and_another_seed_other_noise(tmp_path):
+    cfg_kw = dict(noise=0.1, fwhm=2.8)
+    a = simulate_study(small(**cfg_kw), tmp_path / "a")
+    b = simulate_study(small(**cfg_kw), tmp_path / "b")
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    for f in files_a:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    c = simulate_study(_with_seed(small(**cfg_kw), 99), tmp_path / "c")
+    assert pet_path(a).read_bytes() != pet_path(c).read_bytes()
+    assert (deriv(a, "dseg.nii.gz").read_bytes() == deriv(c, "dseg.nii.gz").read_bytes())
+
+
+def _with_seed(cfg, seed):
+    raw = copy.deepcopy(cfg.raw)
+    raw["seed"] = seed
+    return parse_config(raw)
+
+
+def test_noise_variance_per_frame_scales_with_activity_decay_and_duration(tmp_path):
+    level = 0.2
+    clean = simulate_study(small(), tmp_path / "clean")
+    noisy = simulate_study(small(noise=level), tmp_path / "noisy")
+    x0 = np.asarray(nib.load(pet_path(clean)).dataobj, dtype=float)
+    x1 = np.asarray(nib.load(pet_path(noisy)).dataobj, dtype=float)
+    dseg = np.asarray(nib.load(deriv(clean, "dseg.nii.gz")).dataobj)
+    table = pd.read_csv(deriv(clean, "dseg.tsv"), sep="\t")
+    side = json.loads(pet_path(clean).with_suffix("").with_suffix(".json").read_text())
+    start = np.array(side["FrameTimesStart"]) / 60.0
+    dur = np.array(side["FrameDuration"]) / 60.0
+    mid = start + dur / 2
+    c_peak = x0.max()
+    for region in ("white_matter", "other_cortex"):
+        labels = table.loc[table["region"] == region, "index"].to_numpy()
+        mask = np.isin(dseg, labels)
+        n = int(mask.sum())
+        assert n > 1500
+        c = x0[mask].mean(axis=0)
+        want = level**2 * c_peak * c * np.exp(LAMBDA_C11 * mid) / dur
+        got = (x1[mask] - x0[mask]).var(axis=0, ddof=1)
+        # relative SE of a variance from n voxels: sqrt(2 / n); allow 4.5 SE
+        tol = 4.5 * np.sqrt(2.0 / n)
+        np.testing.assert_array_less(np.abs(got / want - 1.0), tol)
+        assert abs((x1[mask] - x0[mask]).mean()) < 0.05 * np.sqrt(want.mean())
+
+
+def test_images_without_decay_correction_carry_the_decay_and_say_so(tmp_path):
+    corr = simulate_study(small(), tmp_path / "c")
+    unc = simulate_study(small(scanner={"decay_corrected": False}), tmp_path / "u")
+    side = json.loads(pet_path(unc).with_suffix("").with_suffix(".json").read_text())
+    assert side["ImageDecayCorrected"] is False
+    x0 = np.asarray(nib.load(pet_path(corr)).dataobj, dtype=float)
+    x1 = np.asarray(nib.load(pet_path(unc)).dataobj, dtype=float)
+    a = np.array(side["FrameTimesStart"]) / 60.0
+    d = np.array(side["FrameDuration"]) / 60.0
+    # mean of exp(-lam t) over each frame (exact)
+    decay = (np.exp(-LAMBDA_C11 * a) - np.exp(-LAMBDA_C11 * (a + d))) / (LAMBDA_C11 * d)
+    brain = x0[..., -1] > 0.5
+    np.testing.assert_allclose(x1[brain], x0[brain] * decay, rtol=2e-6)
+
+
+def test_motion_moves_later_frames_and_writes_the_true_parameters(tmp_path):
+    still = simulate_study(small(), tmp_path / "s")
+    moved = simulate_study(small(motion={"enabled": True, "max_translation_mm": 3.0}),
+                           tmp_path / "m")
+    motion = pd.read_csv(deriv(moved, "desc-true_motion.tsv"), sep="\t")
+    assert list(motion.columns) == ["frame_start", "trans_x_mm", "trans_y_mm", "trans_z_mm",
+                                    "rot_x_deg", "rot_y_deg", "rot_z_deg"]
+    assert len(motion) == 29
+    x0 = np.asarray(nib.load(pet_path(still)).dataobj)
+    x1 = np.asarray(nib.load(pet_path(moved)).dataobj)
+    early = (motion["frame_start"] < 120).to_numpy()
+    assert np.all(motion.loc[early].iloc[:, 1:].to_numpy() == 0)
+    assert np.array_equal(x0[..., early], x1[..., early])
+    assert np.abs(motion.iloc[-1, 1:]).max() > 0
+    assert not np.allclose(x0[..., -1], x1[..., -1])
