@@ -64,8 +64,16 @@ from petbind.timing import FrameTiming
 MAP_MODELS = ("mrtm2", "srtm2", "bfsrtm", "srtm", "mrtm", "logan", "suvr")
 #: Models that need k2' (fixed) to be given or estimated.
 K2PRIME_MODELS = ("mrtm2", "srtm2", "logan")
-#: Default number of voxels fitted per chunk (about 23 MB per float64 copy at 29 frames).
-DEFAULT_CHUNK_VOXELS = 100_000
+#: Largest number of voxels per chunk chosen automatically.
+MAX_CHUNK_VOXELS = 100_000
+#: Smallest number of voxels per chunk chosen automatically (per-call overhead).
+MIN_CHUNK_VOXELS = 2_000
+#: Working memory of one model fit, bytes per voxel and frame, beyond the float32
+#: curves (measured with tracemalloc at 29 frames, float64 copy of the chunk included).
+WORK_BYTES = {"mrtm2": 32, "suvr": 32, "logan": 100, "mrtm": 80, "bfsrtm": 115,
+              "srtm2": 165, "srtm": 185}
+#: Floor of the working-memory budget (bytes) for small images.
+MIN_WORK_BUDGET = 64 * 2**20
 
 
 # ----------------------------------------------------------------------------
@@ -456,7 +464,7 @@ def _fit_params(model: Any, curves: NDArray) -> Any:
     """``model.fit`` on float64 curves with numerical warnings silenced."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model.fit(np.asarray(curves, dtype=np.float64))
+        return model.fit(np.ascontiguousarray(curves, dtype=np.float64))
 
 
 def _late_ratio(curves_t: NDArray[np.float32], ref: NDArray[np.float64],
@@ -584,13 +592,17 @@ def _fit_chunk(model: Any, block: NDArray, drop: tuple[str, ...]) -> ChunkOut:
     return params, se, valid
 
 
-def _resolve_scheduler(scheduler: Any, n_chunks: int) -> tuple[str, Any, int]:
-    """``(kind, client, n_workers)`` with kind in {sync, threads, distributed}."""
-    n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+def _n_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - platforms without affinity
+
+
+def _resolve_scheduler(scheduler: Any) -> tuple[str, Any, int]:
+    """``(kind, client or address, n_workers)``, kind in {sync, threads, distributed}."""
+    n_cpu = _n_cpus()
     if scheduler is None:
-        kind = "threads" if (n_cpu > 1 and n_chunks > 1) else "sync"
-        return kind, None, n_cpu
+        return ("threads" if n_cpu > 1 else "sync"), None, n_cpu
     if isinstance(scheduler, str):
         s = scheduler.lower()
         if s in ("sync", "synchronous", "single-threaded"):
@@ -598,59 +610,111 @@ def _resolve_scheduler(scheduler: Any, n_chunks: int) -> tuple[str, Any, int]:
         if s == "threads":
             return "threads", None, n_cpu
         if "://" in s or s.count(":") == 1:
-            return "distributed", scheduler, 0
+            return "distributed", scheduler, n_cpu
         raise PetbindError(f"unknown scheduler {scheduler!r}", field="scheduler",
                            fix="use 'sync', 'threads', a dask scheduler address "
                            "('tcp://host:8786') or a distributed.Client")
-    if hasattr(scheduler, "submit") and hasattr(scheduler, "gather"):
-        return "distributed", scheduler, 0
+    if hasattr(scheduler, "submit") and hasattr(scheduler, "scatter"):
+        try:
+            n = sum(scheduler.nthreads().values())
+        except Exception:  # any client that cannot say: assume the local CPUs
+            n = n_cpu
+        return "distributed", scheduler, max(int(n), 1)
     raise PetbindError(f"unknown scheduler {scheduler!r}", field="scheduler",
                        fix="use 'sync', 'threads', an address or a distributed.Client")
 
 
+class _Sink:
+    """Flat float32 outputs, one per parameter and SE, filled as chunks finish."""
+
+    def __init__(self, n: int, first: ChunkOut) -> None:
+        self.params = {k: np.full(n, np.nan, dtype=np.float32) for k in first[0]}
+        self.se = {k: np.full(n, np.nan, dtype=np.float32) for k in first[1]}
+        self.valid = np.zeros(n, dtype=bool)
+
+    def put(self, a: int, b: int, out: ChunkOut) -> None:
+        for dst, src in ((self.params, out[0]), (self.se, out[1])):
+            for k, v in src.items():
+                if k in dst:
+                    dst[k][a:b] = v
+        self.valid[a:b] = out[2]
+
+
 def _run_chunks(
     model: Any,
-    blocks: list[NDArray],
+    block: Callable[[int, int], NDArray],
+    ranges: list[tuple[int, int]],
+    sink: _Sink,
     drop: tuple[str, ...],
-    scheduler: Any,
-    progress: Callable[[int], None] | None,
-) -> tuple[list[ChunkOut], str]:
-    kind, client, n_workers = _resolve_scheduler(scheduler, len(blocks))
-    tick = progress or (lambda n: None)
+    kind: str,
+    client: Any,
+    n_workers: int,
+    tick: Callable[[int], None],
+) -> str:
+    """Fit every ``(a, b)`` range of curves and store the results in ``sink``.
+
+    In-process and on dask threads each task reads its block (a view or a
+    small copy of the gathered curves) and writes its own rows of the
+    outputs; on a distributed cluster the blocks travel to the workers and
+    the results are stored as they come back. Chunks are independent, so the
+    outputs do not depend on the scheduler or the chunk size.
+    """
+    def task(a: int, b: int) -> int:
+        sink.put(a, b, _fit_chunk(model, block(a, b), drop))
+        return b - a
+
     if kind == "sync":
-        out = []
-        for b in blocks:
-            out.append(_fit_chunk(model, b, drop))
-            tick(b.shape[0])
-        return out, "sync"
+        for a, b in ranges:
+            tick(task(a, b))
+        return "sync"
     if kind == "threads":
         import dask
         from dask.callbacks import Callback
 
         class _Progress(Callback):
             def _posttask(self, key, result, dsk, state, worker_id):
-                if isinstance(result, tuple) and len(result) == 3:
-                    tick(int(result[2].size))
+                if isinstance(result, int):
+                    tick(result)
 
-        tasks = [dask.delayed(_fit_chunk, pure=False)(model, b, drop) for b in blocks]
+        tasks = [dask.delayed(task, pure=False)(a, b) for a, b in ranges]
         with _Progress(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = list(dask.compute(*tasks, scheduler="threads", num_workers=n_workers))
-        return out, f"dask threads ({n_workers} workers)"
+            dask.compute(*tasks, scheduler="threads", num_workers=n_workers)
+        return f"dask threads ({n_workers} workers)"
     from distributed import Client, as_completed
 
     own = not hasattr(client, "submit")
     cl = Client(client) if own else client
     try:
+        desc = f"dask distributed ({cl.scheduler.address})"
         [m] = cl.scatter([model], broadcast=True)
-        futures = [cl.submit(_fit_chunk, m, b, drop, pure=False) for b in blocks]
-        for f in as_completed(futures):
-            tick(int(f.result()[2].size))
-        out = cl.gather(futures)
+        futures = {cl.submit(_fit_chunk, m, block(a, b), drop, pure=False): (a, b)
+                   for a, b in ranges}
+        for fut in as_completed(list(futures)):
+            a, b = futures.pop(fut)
+            sink.put(a, b, fut.result())
+            tick(b - a)
+            fut.release()
     finally:
         if own:
             cl.close()
-    return out, f"dask distributed ({cl.scheduler.address if own else 'client'})"
+    return desc
+
+
+def _auto_chunk(model: str, n_good: int, n_frames: int, n_workers: int,
+                input_bytes: int) -> int:
+    """Voxels per chunk: working memory of all workers within half the float32 input.
+
+    ``n_workers * chunk * n_frames * WORK_BYTES[model] <= max(input / 2, 64 MiB)``,
+    clipped to [:data:`MIN_CHUNK_VOXELS`, :data:`MAX_CHUNK_VOXELS`] and to an
+    equal share per worker, so that every worker has a chunk.
+    """
+    per_voxel = n_frames * WORK_BYTES.get(model, 200)
+    budget = max(input_bytes // 2, MIN_WORK_BUDGET)
+    chunk = budget // (per_voxel * max(n_workers, 1))
+    chunk = int(np.clip(chunk, MIN_CHUNK_VOXELS, MAX_CHUNK_VOXELS))
+    share = -(-n_good // max(n_workers, 1))
+    return max(1, min(chunk, share))
 
 
 # ----------------------------------------------------------------------------
@@ -684,7 +748,7 @@ def parametric_maps(
     mask: Any = None,
     k2prime: float | str | None = "auto",
     k2prime_region: Any = None,
-    chunk_voxels: int = DEFAULT_CHUNK_VOXELS,
+    chunk_voxels: int | None = None,
     scheduler: Any = None,
     mask_fraction: float = 0.1,
     model_settings: Mapping[str, Any] | None = None,
@@ -713,13 +777,17 @@ def parametric_maps(
     k2prime_region : array_like, image or path, optional
         A high-binding region (mask on the PET grid) for ``"auto"`` /
         ``"pooled"``; default: the top 10 % of voxels (see module docs).
-    chunk_voxels : int
-        Voxels per fitted chunk: bounds the float64 working memory
-        (about ``chunk_voxels * n_frames * 8`` bytes per array per worker).
+    chunk_voxels : int, optional
+        Voxels per fitted chunk. Default: chosen so that the working memory of
+        all workers stays within half the 4D input in float32 (at least
+        64 MiB), between 2,000 and 100,000 voxels, and every worker has a
+        chunk (:func:`_auto_chunk`).
     scheduler : None, "sync", "threads", address or distributed.Client
-        Where chunks run. ``None``: dask threads with as many workers as CPUs
-        when there is more than one chunk and CPU, else in-process. Results
-        do not depend on it.
+        Where chunks run. ``None``: dask's threaded scheduler with one worker
+        per CPU this process may use (in-process when there is one CPU or one
+        chunk); ``"sync"``: in-process, one chunk after another; a dask
+        scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``:
+        that cluster. Results do not depend on it.
     mask_fraction : float
         Fraction of the robust maximum for the derived brain mask.
     model_settings : mapping, optional
@@ -743,7 +811,7 @@ def parametric_maps(
     if model not in MAP_MODELS:
         raise ModelError(f"unknown model {model!r} for parametric maps", field="model",
                          fix=f"use one of: {', '.join(MAP_MODELS)}")
-    if int(chunk_voxels) < 1:
+    if chunk_voxels is not None and int(chunk_voxels) < 1:
         raise DataError(f"chunk_voxels must be >= 1, got {chunk_voxels}",
                         field="chunk_voxels", fix="use e.g. 100000")
     img = _as_image(image)
@@ -819,11 +887,25 @@ def parametric_maps(
     fmodel = _make_model(model, timing, ref, k2_used, settings_m)
     drop = ("k2prime",) if k2_used is not None else ()
 
-    # -- chunks: views into the gathered curves, good voxels only
+    # -- chunks of the good voxels: views of the gathered curves where contiguous
     good_idx = np.flatnonzero(good)
-    step = int(chunk_voxels)
-    blocks = [curves_t[:, good_idx[a:a + step]].T for a in range(0, good_idx.size, step)]
     n_total = int(good_idx.size)
+    kind, client, n_workers = _resolve_scheduler(scheduler)
+    input_bytes = int(np.prod(img.dataobj.shape)) * 4
+    if chunk_voxels is None:
+        step = _auto_chunk(model, n_total, timing.n_frames, n_workers, input_bytes)
+    else:
+        step = int(chunk_voxels)
+    ranges = [(a, min(a + step, n_total)) for a in range(0, n_total, step)]
+    if len(ranges) <= 1 and kind == "threads":
+        kind = "sync"
+
+    def block(a: int, b: int) -> NDArray:
+        idx = good_idx[a:b]
+        if idx[-1] - idx[0] == b - a - 1:
+            return curves_t[:, idx[0]:idx[-1] + 1].T
+        return curves_t[:, idx].T
+
     done = [0]
 
     def tick(n: int) -> None:
@@ -832,33 +914,35 @@ def parametric_maps(
             progress(done[0], n_total)
 
     t0 = time.perf_counter()
-    outs, sched_desc = _run_chunks(fmodel, blocks, drop, scheduler, tick) if blocks else (
-        [], "none")
+    sink: _Sink | None = None
+    sched_desc = "none"
+    if n_total:
+        probe = min(n_total, 4)
+        sink = _Sink(n_total, _fit_chunk(fmodel, block(0, probe), drop))
+        sched_desc = _run_chunks(fmodel, block, ranges, sink, drop, kind, client,
+                                 n_workers, tick)
     elapsed = time.perf_counter() - t0
-    del blocks
+    curves_t = np.empty((0, 0), dtype=np.float32)  # release the curves before the maps
 
     # -- assemble maps
     shape3 = tuple(bmask.shape)
-    flat_mask = np.flatnonzero(bmask)
-    flat_good = flat_mask[good_idx]
-    valid_v = np.concatenate([o[2] for o in outs]) if outs else np.zeros(0, bool)
-    names = list(outs[0][0]) if outs else []
-    se_names = list(outs[0][1]) if outs else []
+    flat_good = np.flatnonzero(bmask)[good_idx]
     maps: dict[str, NDArray[np.float32]] = {}
     ses: dict[str, NDArray[np.float32]] = {}
-    for dst, keys, pos in ((maps, names, 0), (ses, se_names, 1)):
-        for k in keys:
-            vol = np.full(shape3, np.nan, dtype=np.float32)
-            vol.reshape(-1)[flat_good] = np.concatenate([o[pos][k] for o in outs])
-            dst[k] = vol
     valid = np.zeros(shape3, dtype=bool)
-    valid.reshape(-1)[flat_good] = valid_v
-    counts.update(n_fitted=n_total, n_valid=int(valid_v.sum()),
-                  n_fit_failed=int(n_total - valid_v.sum()))
+    if sink is not None:
+        for dst, src in ((maps, sink.params), (ses, sink.se)):
+            for k in list(src):
+                vol = np.full(shape3, np.nan, dtype=np.float32)
+                vol.reshape(-1)[flat_good] = src.pop(k)
+                dst[k] = vol
+        valid.reshape(-1)[flat_good] = sink.valid
+    n_valid = int(valid.sum())
+    counts.update(n_fitted=n_total, n_valid=n_valid, n_fit_failed=n_total - n_valid)
 
     settings = {
         "model": model, "model_settings": settings_m,
-        "chunk_voxels": step, "n_chunks": len(outs), "scheduler": sched_desc,
+        "chunk_voxels": step, "n_chunks": len(ranges), "scheduler": sched_desc,
         "brain_mask": mask_desc, "reference": ref_spec.describe(),
         "k2prime": k2_used, "k2prime_estimate": k2_info,
         "voxels_not_fitted_rule": "non-finite in any frame, or duration-weighted mean "

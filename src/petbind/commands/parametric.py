@@ -50,7 +50,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit a reference-tissue model to every brain voxel; write BIDS-derivative maps."""
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         from petbind.parametric import MAP_MODELS, RefCurve, parametric_maps, write_maps
 
@@ -77,7 +83,7 @@ def register(app: typer.Typer) -> None:
         out_dir = out if out is not None else Path("petbind-parametric")
         console = Console(stderr=True)
         with Progress(TextColumn("[bold]fitting[/] {task.description}"), BarColumn(),
-                      TextColumn("{task.completed:,}/{task.total:,} voxels"),
+                      MofNCompleteColumn(), TextColumn("voxels"),
                       TimeRemainingColumn(), console=console, transient=True) as bar:
             task = bar.add_task(model, total=None)
 

@@ -1,0 +1,139 @@
+"""Tests of ``petbind parametric`` (src/petbind/commands/parametric.py), end to end.
+
+The input is a BIDS-PET image written here with nibabel + json (no petbind
+writer), holding the analytic one-tissue curves of a known BP_ND map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from petbind.cli import main
+
+SCHEDULE_S = [10.0] * 6 + [20.0] * 3 + [30.0] * 2 + [60.0] * 4 + [120.0] * 4 + [300.0] * 5 \
+    + [600.0] * 5
+START_S = np.concatenate([[0.0], np.cumsum(SCHEDULE_S)[:-1]])
+END_S = START_S + np.array(SCHEDULE_S)
+CP_A = np.array([40.0, 4.0, -44.0])       # plasma input, kBq/mL
+CP_L = np.array([1.2137, 0.04321, 6.037])  # 1/min
+K1_REF, K2_REF = 0.4, 0.1
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+STEM = "sub-01_ses-baseline_trc-DASB"
+
+
+def one_tissue(k1: np.ndarray, k2: np.ndarray) -> np.ndarray:
+    """Exact frame means of K1 exp(-k2 t) (*) sum_i A_i exp(-l_i t)."""
+    s, e = START_S / 60.0, END_S / 60.0
+
+    def fm(r):
+        r = np.asarray(r, float)[..., None]
+        return (np.exp(-r * s) - np.exp(-r * e)) / (r * (e - s))
+
+    out = sum((a / (k2 - lam))[..., None] * (fm(lam) - fm(k2))
+              for a, lam in zip(CP_A, CP_L, strict=True))
+    return k1[..., None] * out
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> dict:
+    shape = (6, 5, 4)
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    bp = np.where(k > 0, 0.5 + 0.25 * ((i + 2 * j + k) % 9), 0.0)
+    r1 = np.where(k > 0, 0.9 + 0.05 * (j % 4), 1.0)
+    data = one_tissue(r1 * K1_REF, r1 * K2_REF / (1 + bp)).astype(np.float32)
+    pet_dir = tmp_path / "bids" / "sub-01" / "ses-baseline" / "pet"
+    pet_dir.mkdir(parents=True)
+    pet = pet_dir / f"{STEM}_pet.nii.gz"
+    nib.save(nib.Nifti1Image(data, AFFINE), pet)
+    side = {
+        "Manufacturer": "Siemens", "ManufacturersModelName": "HRRT", "Units": "kBq/mL",
+        "TracerName": "DASB", "TracerRadionuclide": "C11",
+        "InjectedRadioactivity": 100.0, "InjectedRadioactivityUnits": "MBq",
+        "InjectedMass": 1.0, "InjectedMassUnits": "ug", "SpecificRadioactivity": 100.0,
+        "SpecificRadioactivityUnits": "MBq/ug", "ModeOfAdministration": "bolus",
+        "TimeZero": "10:00:00", "ScanStart": 0, "InjectionStart": 0,
+        "FrameTimesStart": START_S.tolist(), "FrameDuration": SCHEDULE_S,
+        "AcquisitionMode": "list mode", "ImageDecayCorrected": True,
+        "ImageDecayCorrectionTime": 0, "ReconMethodName": "OSEM",
+        "ReconMethodParameterLabels": ["subsets", "iterations"],
+        "ReconMethodParameterUnits": ["none", "none"], "ReconMethodParameterValues": [16, 4],
+        "ReconFilterType": "none", "AttenuationCorrection": "transmission",
+    }
+    (pet_dir / f"{STEM}_pet.json").write_text(json.dumps(side))
+    atlas_dir = tmp_path / "atlas"
+    atlas_dir.mkdir()
+    atlas = atlas_dir / f"{STEM}_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(k == 0, 2, 1).astype(np.int16), AFFINE), atlas)
+    (atlas_dir / f"{STEM}_dseg.tsv").write_text(
+        "index\tname\tregion\n1\tstriatum_L\tstriatum\n2\tcerebellum_L\tcerebellum\n")
+    return {"pet": pet, "atlas": atlas, "bp": bp, "ref": k == 0, "tmp": tmp_path}
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_parametric_command_writes_bpnd_map_that_recovers_truth(dataset, capsys):
+    out = dataset["tmp"] / "maps"
+    before = _files(dataset["pet"].parent)
+    with pytest.raises(SystemExit) as ex:
+        main(["parametric", str(dataset["pet"]), "--model", "mrtm2",
+              "--ref-label", f"{dataset['atlas']}:cerebellum", "--k2prime", "0.1",
+              "--out", str(out)])
+    assert ex.value.code in (0, None)
+    assert _files(dataset["pet"].parent) == before  # nothing written beside the input
+    bp_path = out / f"{STEM}_desc-mrtm2_bpnd.nii.gz"
+    assert str(bp_path) in capsys.readouterr().out
+    bp_map = np.asanyarray(nib.load(bp_path).dataobj)
+    target = ~dataset["ref"]
+    np.testing.assert_allclose(bp_map[target], dataset["bp"][target], rtol=1e-3)
+    side = json.loads((out / f"{STEM}_desc-mrtm2_bpnd.json").read_text())
+    assert side["Model"] == "mrtm2" and side["K2Prime"] == pytest.approx(0.1)
+    assert side["K2PrimeSource"]["method"] == "user"
+    digest = hashlib.sha256(dataset["pet"].read_bytes()).hexdigest()
+    assert side["InputHashes"][str(dataset["pet"])] == f"sha256:{digest}"
+    assert side["Settings"]["reference"] == {"kind": "label", "atlas": str(dataset["atlas"]),
+                                             "name": "cerebellum"}
+    assert (out / f"{STEM}_desc-mrtm2_mask.nii.gz").exists()
+
+
+def test_parametric_command_with_auto_k2prime_records_the_estimate(dataset, capsys):
+    out = dataset["tmp"] / "maps"
+    ref = dataset["tmp"] / "ref_mask.nii.gz"
+    nib.save(nib.Nifti1Image(dataset["ref"].astype(np.uint8), AFFINE), ref)
+    with pytest.raises(SystemExit) as ex:
+        main(["parametric", str(dataset["pet"]), "--model", "srtm2", "--ref-mask", str(ref),
+              "--out", str(out)])
+    assert ex.value.code in (0, None)
+    side = json.loads((out / f"{STEM}_desc-srtm2_bpnd.json").read_text())
+    assert side["K2PrimeSource"]["method"] == "auto"
+    assert side["K2PrimeSource"]["model"] == "srtm"
+    assert 0.09 < side["K2Prime"] < 0.11
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--ref-mask", "WRONG"], "shape"),
+    (["--ref-label", "ATLAS:pons"], "pons"),
+    (["--ref-label", "ATLAS:cerebellum", "--ref-tac", "x.tsv:cb"], "exactly one reference"),
+    (["--ref-label", "ATLAS:cerebellum", "--model", "2tcm"], "unknown model"),
+    (["--ref-label", "ATLAS:cerebellum", "--k2prime", "fast"], "--k2prime"),
+])
+def test_parametric_command_bad_input_exits_2_with_a_one_line_error(dataset, capsys, extra,
+                                                                     needle):
+    wrong = dataset["tmp"] / "wrong_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((6, 5, 3), np.uint8), AFFINE), wrong)
+    args = [a.replace("WRONG", str(wrong)).replace("ATLAS", str(dataset["atlas"]))
+            for a in extra]
+    out = dataset["tmp"] / "maps"
+    with pytest.raises(SystemExit) as ex:
+        main(["parametric", str(dataset["pet"]), *args, "--out", str(out)])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "fix:" in err and "Traceback" not in err
+    assert not out.exists()
