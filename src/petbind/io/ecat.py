@@ -118,7 +118,9 @@ def load_ecat(path: str | os.PathLike, *, injection_offset_s: float | None = Non
     else:
         decay = timing.decay_factors(iso, 0.0)
     unit = _text(mh["data_units"]) or units
-    cal_units = int(np.asarray(mh["calibration_units"]).item())
+    names = mh.template_dtype.names if hasattr(mh, "template_dtype") else ()
+    key = "calibration_units" if "calibration_units" in names else "calibration_unitS"
+    cal_units = int(np.asarray(mh[key]).item())  # nibabel spells it 'calibration_unitS'
     cal = float(np.asarray(mh["ecat_calibration_factor"]).item())
     if not unit:
         raise UnitsError("the header gives no data unit (data_units is empty)", path=p,
