@@ -14,6 +14,7 @@ from petbind.cli import app
 
 _MODULES: list[str] = [
     "parametric",
+    "fit",
     "simulate",
     "run",
     "demo",

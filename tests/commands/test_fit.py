@@ -1,0 +1,104 @@
+"""``petbind fit`` on BIDS TAC tables made from an independent truth."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from petbind.cli import main
+from petbind.timing import FrameTiming
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+from _kinetic_truth import DEMO_SCHEDULE, srtm_truth
+
+TIMING = FrameTiming.from_schedule(DEMO_SCHEDULE)
+TRUTH = {"putamen": (2.0, 1.1), "thalamus": (1.0, 0.9), "cortex": (0.4, 1.2)}
+
+
+@pytest.fixture(scope="module")
+def tacs(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("in")
+    cols = {"frame_start": TIMING.start_s, "frame_end": TIMING.start_s + TIMING.duration_s}
+    for name, (bp, r1) in TRUTH.items():
+        ref, cols[name] = srtm_truth(TIMING.start, TIMING.end, bp, r1)
+    cols["cerebellum"] = ref
+    path = folder / "sub-01_tacs.tsv"
+    pd.DataFrame(cols).to_csv(path, sep="\t", index=False)
+    path.with_suffix(".json").write_text(json.dumps({"Units": "kBq/mL",
+                                                      "TracerRadionuclide": "C-11"}))
+    return path
+
+
+def _run(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize("model", ["srtm", "bfsrtm", "mrtm"])
+def test_fit_writes_one_row_per_target_region_with_truth(tacs, tmp_path, model):
+    out = tmp_path / "res.tsv"
+    assert _run(["fit", str(tacs), "--model", model, "--ref", "cerebellum",
+                 "--out", str(out)]) == 0
+    df = pd.read_csv(out, sep="\t")
+    assert list(df.columns[:4]) == ["region", "model", "reference", "bp_nd"]
+    assert {"r1", "k2", "bp_nd_se", "aic", "r2", "valid"} <= set(df.columns)
+    assert sorted(df["region"]) == sorted(TRUTH)
+    for _, row in df.iterrows():
+        assert row["bp_nd"] == pytest.approx(TRUTH[row["region"]][0], rel=1e-3)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["Model"] == model and side["ReferenceRegion"] == "cerebellum"
+    assert side["Settings"]["weights"] == "uniform"
+
+
+def test_fit_auto_k2prime_counts_weights_window_and_plots(tacs, tmp_path):
+    out = tmp_path / "r.tsv"
+    plots = tmp_path / "plots"
+    assert _run(["fit", str(tacs), "--model", "mrtm2", "--ref", "cerebellum", "--k2prime",
+                 "auto", "--weights", "counts", "--start", "0", "--end", "90",
+                 "--out", str(out), "--plots", str(plots)]) == 0
+    df = pd.read_csv(out, sep="\t")
+    np.testing.assert_allclose(df["k2prime"], 0.15, rtol=2e-3)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["Settings"]["isotope"] == "C-11"
+    assert side["K2primeEstimate"]["method"] == "mrtm"
+    assert sorted(p.name for p in plots.iterdir()) == sorted(f"{r}_mrtm2.png" for r in TRUTH)
+
+
+def test_fit_logan_with_tstar_prints_the_table(tacs, capsys):
+    assert _run(["fit", str(tacs), "--model", "logan", "--ref", "cerebellum",
+                 "--k2prime", "0.15", "--tstar", "30"]) == 0
+    text = capsys.readouterr().out
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("region\tmodel\treference\tbp_nd")
+    assert len(lines) == 4
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--model", "srtm", "--ref", "nowhere"], "reference region 'nowhere'"),
+    (["--model", "srtm2", "--ref", "cerebellum"], "k2'"),
+    (["--model", "srtm", "--ref", "cerebellum", "--tstar", "20"], "--tstar"),
+    (["--model", "srtm", "--ref", "cerebellum", "--k2prime", "abc"], "--k2prime"),
+    (["--model", "srtm", "--ref", "cerebellum", "--weights", "poisson"], "weighting"),
+    (["--model", "srtm", "--ref", "cerebellum", "--blood", "b.tsv"], "--blood"),
+    (["--model", "nope", "--ref", "cerebellum"], "unknown model"),
+    (["--model", "srtm", "--ref", "cerebellum", "--start", "200"], "window"),
+])
+def test_bad_options_give_one_line_errors_and_exit_2(tacs, capsys, args, needle):
+    assert _run(["fit", str(tacs), *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_fit_refuses_to_overwrite_its_input(tacs, capsys):
+    assert _run(["fit", str(tacs), "--model", "srtm", "--ref", "cerebellum",
+                 "--out", str(tacs)]) == 2
+    assert "overwrite" in capsys.readouterr().err
