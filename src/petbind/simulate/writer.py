@@ -19,7 +19,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind import __version__
 from petbind.io.atomic import write_atomic, write_json_atomic, write_text_atomic
+from petbind.io.tables import write_tacs
 from petbind.simulate.phantom import REGIONS
+from petbind.tac import TACTable
 
 if TYPE_CHECKING:
     from petbind.simulate.config import SimConfig
@@ -59,16 +61,6 @@ def _tsv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     lines = ["\t".join(columns)] + ["\t".join(cell(v) for v in r) for r in rows]
     return "\n".join(lines) + "\n"
-
-
-def write_tacs_tsv(path: str | Path, timing_start_s: NDArray, timing_end_s: NDArray,
-                   regions: Sequence[str], values: NDArray, sidecar: dict[str, Any]) -> Path:
-    """A BIDS-derivative ``_tacs.tsv``: ``frame_start, frame_end`` (s), one column per region."""
-    rows = [[float(a), float(b), *(float(v) for v in values[:, j])]
-            for j, (a, b) in enumerate(zip(timing_start_s, timing_end_s, strict=True))]
-    write_text_atomic(path, _tsv(["frame_start", "frame_end", *regions], rows))
-    write_json_atomic(Path(str(path)[: -len(".tsv")] + ".json"), sidecar)
-    return Path(path)
 
 
 class DatasetWriter:
@@ -185,16 +177,14 @@ class DatasetWriter:
                 "the PET-space atlas (0 outside the brain)",
                 "Units": "unitless", "Sources": [f"{stem}_dseg.nii.gz"]})
         t = self.cfg.timing
-        write_tacs_tsv(der / f"{stem}_desc-true_tacs.tsv", t.start_s, t.end * 60.0,
-                       REGIONS, truth.tacs, {
-                           "Description": "noise-free region curves (tissue + blood volume, "
-                           "before blur), frame means",
-                           "Units": "kBq/mL", "ImageDecayCorrected": True,
-                           "ImageDecayCorrectionTime": 0, "regions": list(REGIONS),
-                           "frame_start": {"Units": "s"}, "frame_end": {"Units": "s"},
-                           "K1prime": truth.k1prime, "K1primeUnits": "mL/cm3/min",
-                           "k2prime": truth.k2prime, "k2primeUnits": "1/min",
-                           "k4": truth.tracer.k4, "k4Units": "1/min"})
+        write_tacs(der / f"{stem}_desc-true_tacs.tsv", TACTable(t, truth.tacs, REGIONS, metadata={
+            "Description": "noise-free region curves (tissue + blood volume, before blur), "
+            "frame means, decay-corrected to injection",
+            "ImageDecayCorrected": True, "ImageDecayCorrectionTime": 0,
+            "regions": list(REGIONS),
+            "K1prime": truth.k1prime, "K1primeUnits": "mL/cm3/min",
+            "k2prime": truth.k2prime, "k2primeUnits": "1/min",
+            "k4": truth.tracer.k4, "k4Units": "1/min"}))
         if motion is not None:
             cols = ["frame_start", "trans_x_mm", "trans_y_mm", "trans_z_mm",
                     "rot_x_deg", "rot_y_deg", "rot_z_deg"]
