@@ -416,26 +416,27 @@ class _SRTMBase(ReferenceModel):
         det = a11 * a22 - a12 * a12
         return np.stack([(a22 * r1 - a12 * r2) / det, (a11 * r2 - a12 * r1) / det], axis=1)
 
-    def _model_jac(self, p: NDArray, jac: bool = True) -> tuple[NDArray, NDArray | None]:
-        """Prediction (V, n) and Jacobian (V, n, P) at internal parameters ``p``."""
+    def _model_jac(self, p: NDArray, jac: bool = True) -> tuple[NDArray, list[NDArray]]:
+        """Prediction (V, n) and Jacobian columns (each (n,) shared or (V, n)) at ``p``."""
         theta = p[:, -1]
         if not jac:
             b = self.table(theta)
             if self.k2prime is None:
-                return p[:, :1] * self.ref + p[:, 1:2] * b, None
-            return p[:, :1] * (self.ref + (self.k2prime - theta)[:, None] * b), None
+                return p[:, :1] * self.ref + p[:, 1:2] * b, []
+            return p[:, :1] * (self.ref + (self.k2prime - theta)[:, None] * b), []
         b, db = self.table(theta, derivative=True)
         if self.k2prime is None:
-            r1, t2 = p[:, 0], p[:, 1]
-            f = r1[:, None] * self.ref + t2[:, None] * b
-            jmat = np.stack([np.broadcast_to(self.ref, b.shape), b, t2[:, None] * db], axis=-1)
-        else:
-            r1 = p[:, 0]
-            kk = (self.k2prime - theta)[:, None]
-            x = self.ref + kk * b
-            f = r1[:, None] * x
-            jmat = np.stack([x, r1[:, None] * (kk * db - b)], axis=-1)
-        return f, jmat
+            f = p[:, 1:2] * b
+            f += p[:, :1] * self.ref
+            db *= p[:, 1:2]
+            return f, [self.ref, b, db]
+        kk = (self.k2prime - theta)[:, None]
+        x = kk * b
+        x += self.ref
+        db *= kk
+        db -= b
+        db *= p[:, :1]
+        return p[:, :1] * x, [x, db]
 
     def _outputs(self, p: NDArray, y: NDArray, w: NDArray, ok: NDArray,
                  at_bound: NDArray) -> _Result:
@@ -458,10 +459,9 @@ class _SRTMBase(ReferenceModel):
         params["dvr"] = bp + 1.0
         se: dict[str, NDArray] = {}
         if self.compute_se:
-            _, jac = self._model_jac(p)
-            jw = jac * w[..., :, None]
-            cov = _inv_sym(np.einsum("...ni,...nj->...ij", jw, jac)) \
-                * _sigma2(y - fitted, w, p.shape[1])[:, None, None]
+            _, cols = self._model_jac(p)
+            a, _ = _normal(cols, w)
+            cov = _inv_sym(a) * _sigma2(y - fitted, w, p.shape[1])[:, None, None]
             one, zero = np.ones_like(r1), np.zeros_like(r1)
             if self.k2prime is None:
                 t2 = p[:, 1]
@@ -596,53 +596,103 @@ class SRTM2(SRTM):
         super().__init__(timing, ref, k2prime=k2prime, **kw)
 
 
+def _wdot(a: NDArray, b: NDArray, w: NDArray, wa: NDArray | None = None) -> NDArray:
+    """``sum_n w a b`` over the last axis for shared (n,) or per-curve (V, n) vectors."""
+    if a.ndim == 1 and b.ndim == 1:
+        return np.sum(w * a * b, axis=-1)
+    if a.ndim == 1 and w.ndim == 1:
+        return b @ (w * a)
+    if b.ndim == 1 and w.ndim == 1:
+        return a @ (w * b)
+    wa = w * a if wa is None else wa
+    return np.einsum("vn,vn->v", np.broadcast_to(wa, np.broadcast_shapes(wa.shape, b.shape)),
+                     np.broadcast_to(b, np.broadcast_shapes(wa.shape, b.shape)))
+
+
+def _normal(cols: list[NDArray], w: NDArray, r: NDArray | None = None
+            ) -> tuple[NDArray, NDArray | None]:
+    """Normal matrix ``J' W J`` (V, P, P) and, with ``r``, gradient ``J' W r`` (V, P).
+
+    Columns shared by every curve (1-D) cost a matrix-vector product instead
+    of an element-wise pass.
+    """
+    k = len(cols)
+    v = max(c.shape[0] for c in cols if c.ndim == 2)
+    wcols = [None if c.ndim == 1 else w * c for c in cols]
+    a = np.empty((v, k, k))
+    for i in range(k):
+        for j in range(i, k):
+            ci, cj = (cols[i], cols[j]) if cols[i].ndim == 2 or cols[j].ndim == 1 \
+                else (cols[j], cols[i])
+            wi = wcols[i] if ci is cols[i] else wcols[j]
+            a[:, i, j] = a[:, j, i] = _wdot(ci, cj, w, wi)
+    if r is None:
+        return a, None
+    g = np.empty((v, k))
+    for i in range(k):
+        c = cols[i]
+        g[:, i] = r @ (w * c) if (c.ndim == 1 and w.ndim == 1) else \
+            np.einsum("vn,vn->v", wcols[i] if c.ndim == 2 else w * c, r)
+    return a, g
+
+
 def _levenberg_marquardt(fun: Any, p0: NDArray, y: NDArray, w: NDArray, lo: NDArray,
                          hi: NDArray, max_iter: int) -> tuple[NDArray, NDArray]:
     """Batched, box-bounded Levenberg-Marquardt (Marquardt 1963) on weighted residuals.
 
-    Each curve keeps its own damping; only curves not yet converged are
-    evaluated, so the cost falls as curves converge. A step is projected onto
-    the bounds and accepted if it lowers the weighted residual sum of squares.
-    Converged: relative decrease of WRSS below 1e-12 or relative step below
-    1e-10 (or at most ``max_iter`` iterations, then flagged not converged).
+    ``fun(p, jac=True)`` returns the prediction (V, n) and the Jacobian
+    columns. Each curve keeps its own damping and only curves not yet
+    converged are evaluated (so the cost falls as curves converge); a step is
+    projected onto the bounds and accepted if it lowers the weighted residual
+    sum of squares, and the model and Jacobian of the trial point are kept
+    for the next iteration (one model evaluation per iteration). A curve has
+    converged when an accepted step lowers WRSS by less than 1e-10
+    (relative), when the predicted decrease is below 1e-12 WRSS (a stationary
+    point) or when the step no longer moves the parameters; curves still
+    active after ``max_iter`` iterations, or whose damping exceeds 1e8, are
+    flagged not converged.
     """
     p = p0.copy()
-    v, k = p.shape
+    v = p.shape[0]
     lam = np.full(v, 1e-3)
-    f, _ = fun(p, jac=False)
+    wb = w
+    f, cols = fun(p, jac=True)
     r = y - f
-    wb = np.broadcast_to(w, y.shape)
-    rss = np.sum(wb * r * r, axis=1)
-    active = np.flatnonzero(np.isfinite(rss) & np.all(np.isfinite(p), axis=1))
+    rss = np.einsum("vn,vn->v", wb * r, r)
     converged = np.zeros(v, dtype=bool)
-    eye = np.eye(k)
+    act = np.flatnonzero(np.isfinite(rss) & np.all(np.isfinite(p), axis=1))
+    r = r[act]
+    cols = [c if c.ndim == 1 else c[act] for c in cols]
+    eye = np.eye(p.shape[1])
     for _ in range(max_iter):
-        if active.size == 0:
+        if act.size == 0:
             break
-        pa = p[active]
-        wa = wb[active]
-        fa, ja = fun(pa)
-        ra = y[active] - fa
-        jw = ja * wa[..., None]
-        a = np.einsum("vni,vnj->vij", jw, ja)
-        g = np.einsum("vni,vn->vi", jw, ra)
+        wa = wb if wb.ndim == 1 else wb[act]
+        a, g = _normal(cols, wa, r)
         diag = np.einsum("vii->vi", a)
-        damped = a + (lam[active][:, None] * np.maximum(diag, 1e-30))[:, :, None] * eye
-        step = np.linalg.solve(damped, g[..., None])[..., 0]
+        damped = a + (lam[act][:, None] * np.maximum(diag, 1e-300))[:, :, None] * eye
+        step = np.einsum("vij,vj->vi", _inv_sym(damped), g)
+        pa = p[act]
         trial = np.clip(pa + step, lo, hi)
-        ft, _ = fun(trial, jac=False)
-        rt = y[active] - ft
-        rss_t = np.sum(wa * rt * rt, axis=1)
-        old = rss[active]
+        ft, colt = fun(trial, jac=True)
+        rt = y[act] - ft
+        rss_t = np.einsum("vn,vn->v", wa * rt, rt)
+        old = rss[act]
         better = np.isfinite(rss_t) & (rss_t < old)
-        moved = np.abs(trial - pa) <= 1e-10 * (np.abs(pa) + 1e-12)
-        small = better & ((old - rss_t) <= 1e-12 * old)
-        done = small | np.all(moved, axis=1) | (~better & (lam[active] > 1e8))
-        p[active[better]] = trial[better]
-        rss[active[better]] = rss_t[better]
-        lam[active] = np.where(better, lam[active] * 0.3, lam[active] * 10.0)
-        converged[active[done]] = True
-        active = active[~done]
+        pred = np.einsum("vi,vi->v", trial - pa, g)
+        done = (better & ((old - rss_t) <= 1e-10 * old)) | (np.abs(pred) <= 1e-12 * old) \
+            | np.all(np.abs(trial - pa) <= 1e-12 * (np.abs(pa) + 1e-12), axis=1)
+        stuck = ~done & ~better & (lam[act] > 1e8)
+        idx = act[better]
+        p[idx] = trial[better]
+        rss[idx] = rss_t[better]
+        lam[act] = np.where(better, lam[act] * 0.3, lam[act] * 10.0)
+        converged[act[done]] = True
+        keep = ~(done | stuck)
+        r = np.where(better[:, None], rt, r)[keep]
+        cols = [c if c.ndim == 1 else np.where(better[:, None], ct, c)[keep]
+                for c, ct in zip(cols, colt, strict=True)]
+        act = act[keep]
     return p, converged
 
 
