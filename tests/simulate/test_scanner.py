@@ -1,0 +1,142 @@
+"""Scanner effects: partial-volume weights, noise SD, rigid motion."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from petbind.errors import DataError
+from petbind.simulate.scanner import (
+    apply_rigid_motion,
+    block_mean,
+    majority_labels,
+    noise_sd,
+    partial_volume_weights,
+    pet_grid,
+    random_motion,
+    rigid_matrix,
+)
+from petbind.timing import FrameTiming
+
+
+def blob_labels(shape=(40, 40, 40)):
+    lab = np.zeros(shape, dtype=np.int16)
+    lab[10:20, 12:22, 15:25] = 1
+    lab[22:26, 22:26, 22:26] = 2
+    return lab
+
+
+def test_blur_and_block_average_conserve_each_label_volume():
+    lab = blob_labels()
+    w = partial_volume_weights(lab, 2, fwhm_mm=3.0, voxel_mm=1.0, factor=2)
+    assert w.shape == (20, 20, 20, 2)
+    # each PET voxel holds 8 phantom voxels: sum of weights x 8 = label voxel count
+    assert w[..., 0].sum() * 8 == pytest.approx(1000, rel=1e-4)
+    assert w[..., 1].sum() * 8 == pytest.approx(64, rel=1e-4)
+    assert w.sum(axis=-1).max() <= 1.0 + 1e-6
+
+
+def test_gaussian_blur_has_the_configured_fwhm():
+    # a thin slab blurred along x: the profile's FWHM is the PSF's
+    lab = np.zeros((101, 3, 3), dtype=np.int16)
+    lab[50] = 1
+    w = partial_volume_weights(lab, 1, fwhm_mm=6.0, voxel_mm=0.5, factor=1)[:, 1, 1, 0]
+    half = w.max() / 2
+    above = np.flatnonzero(w >= half)
+    # linear interpolation of the two half-maximum crossings
+    lo, hi = above[0], above[-1]
+    x_lo = lo - (w[lo] - half) / (w[lo] - w[lo - 1])
+    x_hi = hi + (w[hi] - half) / (w[hi] - w[hi + 1])
+    assert (x_hi - x_lo) * 0.5 == pytest.approx(6.0, rel=0.02)
+
+
+def test_pet_grid_affine_puts_voxel_centres_at_block_centres():
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    aff[:3, 3] = [-10, -20, -30]
+    shape, pet_aff = pet_grid((21, 40, 30), aff, 2)
+    assert shape == (10, 20, 15)
+    # PET voxel (0,0,0) is the mean of phantom voxels 0 and 1 on each axis
+    np.testing.assert_allclose(pet_aff @ [0, 0, 0, 1], [-9.5, -19.5, -29.5, 1])
+    np.testing.assert_allclose(pet_aff[:3, :3], 2 * np.eye(3))
+
+
+def test_block_mean_and_majority_labels_on_a_known_pattern():
+    lab = np.zeros((4, 4, 4), dtype=np.int16)
+    lab[:2, :2, :2] = 1
+    lab[0, 0, 0] = 2  # 1 of 8 voxels: the block is still label 1
+    lab[2:, 2:, 2:] = 2
+    lab[2, 2, 2] = 0
+    got = majority_labels(lab, 2, 2)
+    assert got[0, 0, 0] == 1
+    assert got[1, 1, 1] == 2
+    assert got[0, 1, 0] == 0
+    assert block_mean((lab == 1).astype(float), 2)[0, 0, 0] == pytest.approx(7 / 8)
+
+
+def test_noise_sd_follows_counting_statistics():
+    timing = FrameTiming([0, 60, 600], [60, 120, 600], unit="s")
+    lam = math.log(2) / 20.0
+    true = np.array([[4.0, 9.0, 1.0]])
+    sd = noise_sd(true, timing, lam, level=0.1, peak=16.0)
+    mid = np.array([0.5, 2.0, 15.0])
+    dur = np.array([1.0, 2.0, 10.0])
+    want = 0.1 * np.sqrt(16.0 * true[0] * np.exp(lam * mid) / dur)
+    np.testing.assert_allclose(sd[0], want, rtol=1e-12)
+    assert noise_sd(np.array([[-1.0, 0.0, 1.0]]), timing, lam, 0.1, peak=1.0)[0, 0] == 0.0
+
+
+def test_rigid_matrix_rotates_about_the_centre_then_translates():
+    m = rigid_matrix([1.0, 2.0, 3.0, 0.0, 0.0, 90.0], centre_mm=[10.0, 0.0, 0.0])
+    # (11, 0, 0) is 1 mm from the centre along x; 90 deg about z sends it to (10, 1, 0)
+    np.testing.assert_allclose(m @ [11.0, 0.0, 0.0, 1.0], [11.0, 3.0, 3.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(rigid_matrix(np.zeros(6), [5, 5, 5]), np.eye(4))
+
+
+def test_apply_rigid_motion_shifts_by_whole_voxels_exactly():
+    vol = np.zeros((20, 20, 20, 3), dtype=np.float32)
+    vol[5:9, 6:10, 7:11, :] = 1.0
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    params = np.zeros((3, 6))
+    params[1, 0] = 4.0   # +4 mm in x = +2 voxels
+    params[2, 2] = -2.0  # -2 mm in z = -1 voxel
+    out = apply_rigid_motion(vol, affine, params)
+    np.testing.assert_array_equal(out[..., 0], vol[..., 0])
+    np.testing.assert_allclose(out[..., 1], np.roll(vol[..., 1], 2, axis=0), atol=1e-6)
+    np.testing.assert_allclose(out[..., 2], np.roll(vol[..., 2], -1, axis=2), atol=1e-6)
+
+
+def test_apply_rigid_motion_rotation_moves_the_centroid_where_the_matrix_says():
+    vol = np.zeros((41, 41, 11, 1), dtype=np.float32)
+    vol[28:32, 19:23, 4:7, 0] = 1.0
+    affine = np.eye(4)
+    affine[:3, 3] = [-20.0, -20.0, -5.0]
+    params = np.array([[0, 0, 0, 0, 0, 30.0]])
+    out = apply_rigid_motion(vol, affine, params, centre_mm=[0.0, 0.0, 0.0])
+
+    def centroid(v):
+        idx = np.argwhere(v > 0)
+        w = v[v > 0]
+        ijk = (idx * w[:, None]).sum(0) / w.sum()
+        return (affine @ np.append(ijk, 1.0))[:3]
+
+    before = centroid(vol[..., 0])
+    want = (rigid_matrix(params[0], [0, 0, 0]) @ np.append(before, 1.0))[:3]
+    np.testing.assert_allclose(centroid(out[..., 0]), want, atol=0.1)
+    assert out.sum() == pytest.approx(vol.sum(), rel=0.02)
+
+
+def test_apply_rigid_motion_refuses_parameters_of_the_wrong_shape():
+    with pytest.raises(DataError, match="motion parameters"):
+        apply_rigid_motion(np.zeros((4, 4, 4, 3)), np.eye(4), np.zeros((2, 6)))
+
+
+def test_random_motion_is_still_before_start_and_bounded_after():
+    timing = FrameTiming.from_schedule([(6, 10), (3, 20), (4, 60), (5, 300), (5, 600)])
+    m = random_motion(timing, 1.5, 2.0, np.random.default_rng(0), start_min=2.0)
+    still = timing.start < 2.0
+    assert np.all(m[still] == 0)
+    assert np.any(m[~still] != 0)
+    assert np.abs(m[:, :3]).max() <= 1.5
+    assert np.abs(m[:, 3:]).max() <= 2.0
