@@ -93,7 +93,9 @@ def register(app: typer.Typer) -> None:
         tacs: Path = typer.Argument(..., help="TAC table: BIDS _tacs.tsv (frame_start, "  # noqa: B008
                                     "frame_end in s), PMOD .tac or Turku .dft."),
         model: str = typer.Option(..., "--model", "-m",
-                                  help="srtm | srtm2 | bfsrtm | mrtm | mrtm2 | logan | suvr"),
+                                  help="srtm | srtm2 | bfsrtm | mrtm | mrtm2 | logan | suvr; "
+                                  "with --blood: 1tcm | 2tcm | 2tcm-irr | logan-plasma | "
+                                  "patlak | ma1"),
         ref: str | None = typer.Option(None, "--ref", metavar="REGION",
                                        help="Reference region (a column of TACS)."),
         k2prime: str | None = typer.Option(None, "--k2prime", metavar="VALUE|auto",
@@ -117,6 +119,12 @@ def register(app: typer.Typer) -> None:
                                            "but the reference)."),
         blood: Path | None = typer.Option(None, "--blood", metavar="FILE",  # noqa: B008
                                           help="Arterial input for plasma-input models."),
+        delay: str | None = typer.Option(None, "--delay", metavar="MIN|fit",
+                                         help="Plasma models: input delay in minutes, or "
+                                         "'fit' (compartment models; default 0)."),
+        vb: str | None = typer.Option(None, "--vb", metavar="FRACTION|fit",
+                                      help="Plasma models: blood volume, fixed or 'fit' "
+                                      "(default: fit; 0 for graphical methods)."),
         out: Path | None = typer.Option(None, "--out", metavar="FILE.tsv",  # noqa: B008
                                         help="Output table (default: print it)."),
         plots: Path | None = typer.Option(None, "--plots", metavar="DIR",  # noqa: B008
@@ -138,9 +146,16 @@ def register(app: typer.Typer) -> None:
 
                 raise ModelError(f"model {spec.name} needs --blood", field="--blood",
                                  fix="give the arterial input with --blood FILE")
-            raise ConfigError(f"plasma-input model {spec.name} is not available in "
-                              "'petbind fit' yet", field="--model",
-                              fix=f"use one of {', '.join(REFERENCE_MODELS)}")
+            from petbind.commands.fit_plasma import fit_plasma
+
+            fit_plasma(spec, tacs, blood, ref=ref, regions=regions, tstar=tstar,
+                       weights=weights, isotope=isotope, start=start, end=end, delay=delay,
+                       vb=vb, out=out, plots=plots)
+            return
+        if delay is not None or vb is not None:
+            raise ConfigError("--delay and --vb apply to plasma-input models only",
+                              field="--delay" if delay is not None else "--vb",
+                              fix="drop the option or choose a plasma model")
         if blood is not None:
             raise ConfigError(f"model {spec.name} uses a reference region, not --blood",
                               field="--blood", fix="drop --blood or choose a plasma model")
