@@ -547,6 +547,8 @@ class InputFunction:
         Its time column, named in errors.
     settings : dict
         How the curves were made (ratio model, parent model, grid, delay, ...).
+    parent : ParentFraction, optional
+        The parent-fraction model used (for plots and reports).
     """
 
     plasma: PiecewiseLinear
@@ -556,6 +558,7 @@ class InputFunction:
     source: str | None = None
     time_field: str = "time"
     settings: dict[str, Any] = field(default_factory=dict)
+    parent: ParentFraction | None = None
 
     def shifted(self, delay_min: float) -> InputFunction:
         """The input delayed by a further ``delay_min`` minutes."""
@@ -565,7 +568,8 @@ class InputFunction:
                              shift_curve(self.blood, delay_min),
                              self.delay_min + delay_min, self.t_last + delay_min,
                              self.source, self.time_field,
-                             {**self.settings, "delay_min": self.delay_min + delay_min})
+                             {**self.settings, "delay_min": self.delay_min + delay_min},
+                             self.parent)
 
     def on_grid(self, step_min: float, t_end: float | None = None
                 ) -> tuple[NDArray, NDArray, NDArray]:
@@ -693,7 +697,8 @@ def build_input_function(
         if isinstance(parent, ParentFraction):
             settings["parent_params"] = dict(parent.params)
     inp = InputFunction(PiecewiseLinear(tt, cpp), PiecewiseLinear(tt, cb), 0.0, t_last,
-                        source, time_field, settings)
+                        source, time_field, settings,
+                        parent if isinstance(parent, ParentFraction) else None)
     return inp.shifted(delay_min)
 
 

@@ -82,8 +82,19 @@ def plot_input(inp: Any, timing: Any, folder: Path) -> Path:
     from petbind.io.atomic import atomic_path
 
     t, cp, cb = inp.on_grid(0.01, t_end=max(float(timing.end[-1]), 1.0))
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.8))
-    for ax, lim in zip(axes, (min(5.0, t[-1]), t[-1]), strict=True):
+    pf = inp.parent
+    fig, axes = plt.subplots(1, 3 if pf is not None else 2,
+                             figsize=(14.0 if pf is not None else 9.6, 3.8))
+    if pf is not None:
+        ax = axes[2]
+        ax.plot(pf.t, pf.fraction, "o", ms=4, color="0.4", label="measured")
+        tf = np.linspace(0.0, t[-1], 400)
+        ax.plot(tf, pf(tf), "-", color="C2", label=f"{pf.kind} model")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("time after injection (min)")
+        ax.set_ylabel("parent fraction")
+        ax.legend(frameon=False, fontsize=8)
+    for ax, lim in zip(axes[:2], (min(5.0, t[-1]), t[-1]), strict=True):
         sel = t <= lim
         ax.plot(t[sel], cb[sel], color="C1", label="whole blood")
         ax.plot(t[sel], cp[sel], color="C0", label="parent plasma (input)")
