@@ -187,3 +187,49 @@ def test_blood_ending_before_the_scan_names_file_and_time_column():
         inp.check_covers(tm)
     assert err.value.path == FILE and err.value.field == "time"
     inp.check_covers(tm.subset(tm.end <= 60))
+
+
+def _recordings(decay_corrected=True):
+    from petbind.io.blood import BloodRecording
+
+    def wb(t):
+        return 100 * t * np.exp(-t / 0.5) + 8 * np.exp(-0.02 * t)
+
+    ta = np.arange(0, 5.0001, 1 / 60)
+    tm = np.array([1.0, 3, 6, 10, 20, 30, 45, 60, 75, 90])
+    lam = np.log(2) / 20.364
+    scale = (lambda t: np.exp(-lam * t)) if not decay_corrected else (lambda t: 1.0)
+    auto = BloodRecording("autosampler", ta, {"whole_blood_radioactivity": wb(ta) * scale(ta)},
+                          {"DispersionCorrected": True, "DecayCorrected": decay_corrected},
+                          "sub-01_recording-autosampler_blood.tsv")
+    manual = BloodRecording("manual", tm, {
+        "whole_blood_radioactivity": wb(tm) * scale(tm),
+        "plasma_radioactivity": 1.25 * wb(tm) * scale(tm),
+        "metabolite_parent_fraction": hill(tm, 0.8, 1.8, 12.0)},
+        {"DecayCorrected": decay_corrected}, FILE)
+    return [auto, manual], wb
+
+
+def test_input_from_recordings_merges_autosampler_and_manual_with_ratio_and_parent():
+    from petbind.blood import input_from_recordings
+
+    recs, wb = _recordings()
+    inp = input_from_recordings(recs, parent_model="hill")
+    t = np.array([0.5, 2.0, 4.0, 10.0, 60.0, 90.0])
+    np.testing.assert_allclose(inp.blood.interp(t), wb(t), rtol=1e-3)
+    np.testing.assert_allclose(inp.plasma.interp(t), 1.25 * wb(t) * hill(t, 0.8, 1.8, 12.0),
+                               rtol=1e-3)
+    assert inp.settings["plasma_blood_ratio"]["coef"] == pytest.approx([1.25])
+    assert inp.settings["plasma_source"].startswith("whole blood x")
+    assert inp.parent is not None and inp.parent.kind == "hill"
+
+
+def test_input_from_recordings_decay_corrects_uncorrected_blood_to_injection():
+    from petbind.blood import input_from_recordings
+
+    recs, wb = _recordings(decay_corrected=False)
+    with pytest.raises(DataError, match="DecayCorrected"):
+        input_from_recordings(recs)
+    inp = input_from_recordings(recs, isotope="C-11", parent_model="hill")
+    t = np.array([2.0, 30.0, 90.0])
+    np.testing.assert_allclose(inp.blood.interp(t), wb(t), rtol=1e-3)
