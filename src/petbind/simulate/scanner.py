@@ -117,12 +117,16 @@ def noise_sd(true: ArrayLike, timing: FrameTiming, decay_constant_per_min: float
     Returns
     -------
     ndarray, same shape as ``true``
-        ``level sqrt(C_peak max(C, 0) exp(lam t_mid) / d)``.
+        ``level sqrt(C_peak max(C, 0) exp(lam t_mid) / d)``, in the precision
+        of ``true`` (float32 images stay float32).
     """
-    true = np.asarray(true, dtype=float)
+    true = np.asarray(true)
+    if not np.issubdtype(true.dtype, np.floating):
+        true = true.astype(float)
     c_peak = float(np.max(true)) if peak is None else float(peak)
-    scale = np.exp(decay_constant_per_min * timing.mid) / timing.duration
-    return level * np.sqrt(c_peak * np.maximum(true, 0.0) * scale)
+    scale = (level * level * c_peak * np.exp(decay_constant_per_min * timing.mid)
+             / timing.duration).astype(true.dtype)
+    return np.sqrt(np.maximum(true, 0) * scale)
 
 
 def rigid_matrix(params: ArrayLike, centre_mm: ArrayLike) -> NDArray:

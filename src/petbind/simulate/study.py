@@ -19,7 +19,9 @@ scans are added or removed from the design.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,9 @@ from petbind.simulate.scanner import (
     pet_grid,
     random_motion,
 )
+
+#: Scans being compressed and written in background threads at any time.
+WRITE_AHEAD = 2
 
 # Purposes of the random streams (part of the seed key; never renumber).
 _SUBJECT, _SCAN, _NOISE, _MOTION = 1, 2, 3, 4
@@ -197,7 +202,7 @@ def scan_image(cfg: SimConfig, geo: Geometry, truth: ScanTruth
         img = apply_rigid_motion(img, geo.affine, motion)
     if cfg.noise > 0:
         lam = truth.tracer.isotope.decay_constant_per_min
-        sd = noise_sd(img, timing, lam, cfg.noise).astype(np.float32)
+        sd = noise_sd(img, timing, lam, cfg.noise)
         z = truth.rng(cfg, _NOISE).standard_normal(img.shape, dtype=np.float32)
         img = img + sd * z
     if not cfg.decay_corrected:
@@ -233,12 +238,26 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
     writer = DatasetWriter(cfg, geo, Path(out_dir))
     writer.write_dataset_files()
     total = cfg.n_scans
-    truths = []
-    for k, truth in enumerate(iter_truth(cfg), start=1):
-        image, motion = scan_image(cfg, geo, truth)
-        writer.write_scan(truth, image, motion)
-        truths.append(truth)
+    truths: list[ScanTruth] = []
+    # Compression (zlib releases the GIL) overlaps with simulating the next
+    # scan; at most WRITE_AHEAD images wait in memory. Each file's bytes do
+    # not depend on the order in which threads finish.
+    pending: deque[tuple[Future, ScanTruth]] = deque()
+
+    def finish_one() -> None:
+        fut, done_truth = pending.popleft()
+        fut.result()
+        truths.append(done_truth)
         if progress is not None:
-            progress(k, total, truth.stem)
+            progress(len(truths), total, done_truth.stem)
+
+    with ThreadPoolExecutor(max_workers=WRITE_AHEAD) as pool:
+        for truth in iter_truth(cfg):
+            image, motion = scan_image(cfg, geo, truth)
+            pending.append((pool.submit(writer.write_scan, truth, image, motion), truth))
+            while len(pending) > WRITE_AHEAD:
+                finish_one()
+        while pending:
+            finish_one()
     writer.write_truth_table(truths)
     return Path(out_dir)

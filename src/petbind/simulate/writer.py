@@ -33,13 +33,12 @@ GZIP_LEVEL = 1
 PIPELINE = "petbind-sim"
 
 
-def write_nifti(path: str | Path, data: ArrayLike, affine: ArrayLike,
-                dtype: type | np.dtype = np.float32) -> Path:
-    """Write a NIfTI-1 image (``.nii`` or ``.nii.gz``) atomically and reproducibly.
+def nifti_bytes(data: ArrayLike, affine: ArrayLike, dtype: type | np.dtype = np.float32,
+                gz: bool = True) -> bytes:
+    """A NIfTI-1 file's bytes, reproducibly gzipped (``mtime = 0``, no name) when ``gz``.
 
     Spatial units are mm, time units seconds; qform and sform are the affine
-    (code 1, scanner). ``.nii.gz`` is gzipped with ``mtime = 0`` so identical
-    data give identical bytes.
+    (code 1, scanner).
     """
     import nibabel as nib
 
@@ -48,8 +47,17 @@ def write_nifti(path: str | Path, data: ArrayLike, affine: ArrayLike,
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     raw = img.to_bytes()
-    if str(path).endswith(".gz"):
-        raw = gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
+    return gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0) if gz else raw
+
+
+def write_nifti(path: str | Path, data: ArrayLike, affine: ArrayLike,
+                dtype: type | np.dtype = np.float32) -> Path:
+    """Write a NIfTI-1 image (``.nii`` or ``.nii.gz``) atomically and reproducibly.
+
+    :func:`petbind.io.bids.save_image` is not used because ``nibabel.save``
+    stamps the gzip header with the current time, so two runs would differ.
+    """
+    raw = nifti_bytes(data, affine, dtype, gz=str(path).endswith(".gz"))
     return write_atomic(path, lambda p: p.write_bytes(raw))
 
 
@@ -71,6 +79,7 @@ class DatasetWriter:
         self.geo = geo
         self.root = Path(root)
         self.deriv = self.root / "derivatives" / PIPELINE
+        self._dseg = nifti_bytes(geo.dseg, geo.affine, dtype=np.int16)
 
     # -- dataset level --------------------------------------------------------
     def write_dataset_files(self) -> None:
@@ -95,9 +104,10 @@ class DatasetWriter:
             n_subjects=len(cfg.subjects), conditions=", ".join(cfg.conditions),
             tracers=", ".join(t.name for t in cfg.tracers), seed=cfg.seed))
         ph = self.geo.phantom
+        t1w = nifti_bytes(ph.t1w, ph.affine)
         for s in cfg.subjects:
             anat = self.root / f"sub-{s}" / "anat" / f"sub-{s}_T1w.nii.gz"
-            write_nifti(anat, ph.t1w, ph.affine)
+            write_atomic(anat, lambda p, b=t1w: p.write_bytes(b))
             write_json_atomic(anat.with_name(f"sub-{s}_T1w.json"), {
                 "Modality": "MR", "MagneticFieldStrength": 3,
                 "Manufacturer": cfg.manufacturer,
@@ -163,7 +173,7 @@ class DatasetWriter:
         write_nifti(pet / f"{stem}_pet.nii.gz", image, geo.affine)
         write_json_atomic(pet / f"{stem}_pet.json", self.pet_sidecar(truth))
 
-        write_nifti(der / f"{stem}_dseg.nii.gz", geo.dseg, geo.affine, dtype=np.int16)
+        write_atomic(der / f"{stem}_dseg.nii.gz", lambda p: p.write_bytes(self._dseg))
         write_text_atomic(der / f"{stem}_dseg.tsv", _tsv(
             ["index", "name", "region"], [list(row) for row in geo.phantom.table]))
         region_of_label = np.concatenate([[-1], geo.label_region])[geo.dseg]
