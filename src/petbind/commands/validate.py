@@ -16,7 +16,11 @@ def validate(
         "--no-data", help="Check headers and sidecars only; do not read the voxel data.")]
     = False,
 ) -> None:
-    """Check timing, decay, units and files; exit 0 when clean, 1 when any error."""
+    """Check timing, decay, units and files; exit 0 when clean, 1 when any error.
+
+    Prints a table on a terminal, tab-separated lines (severity, file, field,
+    message, fix) when the output is piped.
+    """
     from rich.table import Table
 
     from petbind.cli import console
@@ -25,20 +29,30 @@ def validate(
     problems = validate_path(path, check_data=not no_data)
     n_err = sum(q.severity == "error" for q in problems)
     n_warn = len(problems) - n_err
-    if problems:
-        table = Table(title=f"petbind validate {path}", show_lines=False)
-        for col in ("severity", "file", "field", "message", "fix"):
-            table.add_column(col, overflow="fold")
-        root = path if path.is_dir() else path.parent
-        for q in problems:
-            f = q.file or ""
-            try:
-                f = str(Path(f).relative_to(root)) if f else ""
-            except ValueError:
-                pass
-            style = "bold red" if q.severity == "error" else "yellow"
-            table.add_row(f"[{style}]{q.severity}[/]", f, q.field or "", q.message, q.fix)
+    root = path if path.is_dir() else path.parent
+    rows = []
+    for q in problems:
+        f = q.file or ""
+        try:
+            f = str(Path(f).relative_to(root)) if f else ""
+        except ValueError:
+            pass
+        rows.append((q.severity, f, q.field or "", q.message, q.fix))
+    if rows and console.is_terminal:
+        table = Table(title=f"petbind validate {path}")
+        table.add_column("severity", no_wrap=True)
+        table.add_column("file", overflow="fold")
+        table.add_column("field", no_wrap=True)
+        table.add_column("message", overflow="fold", ratio=3)
+        table.add_column("fix", overflow="fold", ratio=2)
+        for sev, *rest in rows:
+            style = "bold red" if sev == "error" else "yellow"
+            table.add_row(f"[{style}]{sev}[/]", *rest)
         console.print(table)
+    elif rows:  # piped: one tab-separated line per problem, easy to grep
+        typer.echo("severity\tfile\tfield\tmessage\tfix")
+        for row in rows:
+            typer.echo("\t".join(row))
     console.print(f"{n_err} error(s), {n_warn} warning(s)", highlight=False)
     if n_err:
         raise typer.Exit(1)

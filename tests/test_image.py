@@ -1,0 +1,126 @@
+"""Tests for petbind.image.DynamicImage: voxel curves, chunks, region means."""
+
+from __future__ import annotations
+
+import itertools
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from petbind.errors import DataError, TimingError
+from petbind.image import DynamicImage
+from petbind.timing import FrameTiming
+
+SHAPE = (7, 5, 4)
+T = 6
+TIMING = FrameTiming.from_schedule([(3, 60), (3, 120)], unit="s")
+
+
+def _data():
+    return np.random.default_rng(5).uniform(0, 10, SHAPE + (T,))
+
+
+def _mask():
+    m = np.zeros(SHAPE, bool)
+    m[1:6, 1:4, 1:3] = True
+    m[0, 0, 0] = True
+    return m
+
+
+def test_voxel_curves_match_direct_indexing_in_c_order():
+    data = _data()
+    img = DynamicImage(data, np.eye(4), TIMING)
+    curves = img.voxel_curves(_mask())
+    assert curves.dtype == np.float32
+    np.testing.assert_allclose(curves, data[_mask()], rtol=1e-6)
+
+
+def test_frame_scale_is_applied_per_frame():
+    data = _data()
+    scale = np.arange(1, T + 1, dtype=float)
+    img = DynamicImage(data, np.eye(4), TIMING, frame_scale=scale)
+    np.testing.assert_allclose(img.voxel_curves(_mask()), data[_mask()] * scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_voxels", [1, 7, 16, 1000])
+def test_chunks_cover_voxel_curves_in_order(n_voxels):
+    img = DynamicImage(_data(), np.eye(4), TIMING)
+    full = img.voxel_curves(_mask())
+    parts = list(img.iter_chunks(_mask(), n_voxels))
+    rows = [s for s, _ in parts]
+    assert rows[0].start == 0 and rows[-1].stop == full.shape[0]
+    assert all(a.stop == b.start for a, b in itertools.pairwise(rows))
+    np.testing.assert_array_equal(np.vstack([c for _, c in parts]), full)
+    if n_voxels >= 16:
+        assert all(c.shape[0] <= n_voxels for _, c in parts)
+
+
+def test_region_means_pool_labels_that_share_a_name():
+    data = _data()
+    lab = np.zeros(SHAPE, int)
+    lab[:3] = 1
+    lab[3:5] = 2
+    lab[5:] = 3
+    img = DynamicImage(data, np.eye(4), TIMING)
+    tac = img.region_means(lab, {1: "caudate", 2: "caudate", 3: "cerebellum"})
+    assert tac.regions == ["caudate", "cerebellum"]
+    np.testing.assert_allclose(tac.curve("caudate"), data[:5].reshape(-1, T).mean(0),
+                               rtol=1e-6)
+    np.testing.assert_allclose(tac.curve("cerebellum"), data[5:].reshape(-1, T).mean(0),
+                               rtol=1e-6)
+    assert tac.metadata["n_voxels"] == {"caudate": 5 * 5 * 4, "cerebellum": 2 * 5 * 4}
+    assert tac.timing == TIMING
+
+
+def test_region_means_default_names_are_label_numbers():
+    lab = np.zeros(SHAPE, np.int16)
+    lab[0] = 4
+    lab[1] = 9
+    tac = DynamicImage(_data(), np.eye(4), TIMING).region_means(lab)
+    assert tac.regions == ["4", "9"]
+
+
+def test_region_with_no_voxels_is_refused():
+    lab = np.zeros(SHAPE, int)
+    lab[0] = 1
+    with pytest.raises(DataError, match="no voxels"):
+        DynamicImage(_data(), np.eye(4), TIMING).region_means(lab, {1: "a", 2: "b"})
+
+
+def test_nan_outside_the_mask_is_harmless_but_inside_is_refused():
+    data = _data()
+    data[6, 4, 3, 2] = np.nan
+    img = DynamicImage(data, np.eye(4), TIMING)
+    img.voxel_curves(_mask())
+    m = _mask()
+    m[6, 4, 3] = True
+    with pytest.raises(DataError):
+        img.voxel_curves(m)
+    with pytest.raises(DataError):
+        list(img.iter_chunks(m, 10))
+
+
+def test_mask_on_another_grid_is_refused():
+    img = DynamicImage(_data(), np.eye(4), TIMING)
+    with pytest.raises(DataError) as e:
+        img.voxel_curves(np.ones((7, 5, 3), bool))
+    assert e.value.field == "mask"
+
+
+def test_frame_count_must_match_timing():
+    with pytest.raises(TimingError):
+        DynamicImage(np.zeros(SHAPE + (5,)), np.eye(4), TIMING)
+    with pytest.raises(DataError):
+        DynamicImage(np.zeros(SHAPE), np.eye(4), TIMING)
+
+
+def test_lazy_proxy_gives_the_same_curves_as_the_array(tmp_path):
+    data = _data().astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "a.nii.gz"))
+    proxy = nib.load(str(tmp_path / "a.nii.gz"), keep_file_open=True).dataobj
+    img = DynamicImage(proxy, np.diag([2, 2, 2, 1]), TIMING)
+    np.testing.assert_array_equal(img.voxel_curves(_mask()), data[_mask()])
+    np.testing.assert_array_equal(np.vstack([c for _, c in img.iter_chunks(_mask(), 5)]),
+                                  data[_mask()])
+    assert img.voxel_volume_ml == pytest.approx(0.008)
