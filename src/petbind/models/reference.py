@@ -400,9 +400,10 @@ class _SRTMBase(ReferenceModel):
             theta[sl] = np.exp(uk)
         return theta, edge
 
-    def _linear_at(self, y: NDArray, w: NDArray, theta: NDArray) -> NDArray:
+    def _linear_at(self, y: NDArray, w: NDArray, theta: NDArray,
+                   b: NDArray | None = None) -> NDArray:
         """Linear parameters at given theta3: (R1, theta2) or (R1,) with fixed k2'."""
-        b = self.table(theta)                                    # (V, n)
+        b = self.table(theta) if b is None else b                # (V, n)
         wy = w * y
         if self.k2prime is not None:
             x = self.ref + (self.k2prime - theta)[:, None] * b
@@ -416,15 +417,20 @@ class _SRTMBase(ReferenceModel):
         det = a11 * a22 - a12 * a12
         return np.stack([(a22 * r1 - a12 * r2) / det, (a11 * r2 - a12 * r1) / det], axis=1)
 
-    def _model_jac(self, p: NDArray, jac: bool = True) -> tuple[NDArray, list[NDArray]]:
-        """Prediction (V, n) and Jacobian columns (each (n,) shared or (V, n)) at ``p``."""
+    def _model_jac(self, p: NDArray, jac: bool = True,
+                   bdb: tuple[NDArray, NDArray] | None = None) -> tuple[NDArray, list[NDArray]]:
+        """Prediction (V, n) and Jacobian columns (each (n,) shared or (V, n)) at ``p``.
+
+        ``bdb``: the convolution and its theta3-derivative at ``p`` if already
+        known (they are modified in place).
+        """
         theta = p[:, -1]
         if not jac:
             b = self.table(theta)
             if self.k2prime is None:
                 return p[:, :1] * self.ref + p[:, 1:2] * b, []
             return p[:, :1] * (self.ref + (self.k2prime - theta)[:, None] * b), []
-        b, db = self.table(theta, derivative=True)
+        b, db = self.table(theta, derivative=True) if bdb is None else bdb
         if self.k2prime is None:
             f = p[:, 1:2] * b
             f += p[:, :1] * self.ref
@@ -439,11 +445,17 @@ class _SRTMBase(ReferenceModel):
         return p[:, :1] * x, [x, db]
 
     def _outputs(self, p: NDArray, y: NDArray, w: NDArray, ok: NDArray,
-                 at_bound: NDArray) -> _Result:
-        """Named parameters, exact fitted curves and delta-method standard errors."""
+                 at_bound: NDArray, bdb: tuple[NDArray, NDArray] | None = None) -> _Result:
+        """Named parameters, fitted curves and delta-method standard errors.
+
+        ``bdb``: convolution (and derivative) at ``p`` when already computed.
+        """
         theta = p[:, -1]
         r1 = p[:, 0]
-        bexact = self.table(theta)
+        if bdb is None:
+            bdb = self.table(theta, derivative=True) if self.compute_se \
+                else (self.table(theta), None)
+        bexact = bdb[0]
         if self.k2prime is None:
             t2 = p[:, 1]
             fitted = r1[:, None] * self.ref + t2[:, None] * bexact
@@ -459,7 +471,7 @@ class _SRTMBase(ReferenceModel):
         params["dvr"] = bp + 1.0
         se: dict[str, NDArray] = {}
         if self.compute_se:
-            _, cols = self._model_jac(p)
+            _, cols = self._model_jac(p, bdb=(bexact, bdb[1]))
             a, _ = _normal(cols, w)
             cov = _inv_sym(a) * _sigma2(y - fitted, w, p.shape[1])[:, None, None]
             one, zero = np.ones_like(r1), np.zeros_like(r1)
@@ -523,9 +535,11 @@ class BFSRTM(_SRTMBase):
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:
         theta, edge = self._grid_search(y, w, self.refine)
-        coef = self._linear_at(y, w, theta)
+        bdb = self.table(theta, derivative=True) if self.compute_se \
+            else (self.table(theta), None)
+        coef = self._linear_at(y, w, theta, bdb[0])
         p = np.concatenate([coef, theta[:, None]], axis=1)
-        return self._outputs(p, y, w, np.ones(y.shape[0], dtype=bool), edge)
+        return self._outputs(p, y, w, np.ones(y.shape[0], dtype=bool), edge, bdb)
 
 
 class SRTM(_SRTMBase):
@@ -883,18 +897,26 @@ class LoganRef(_Linearised):
             k_sel = np.full(y.shape[0], int(np.searchsorted(start, self.tstar - 1e-4)))
         else:
             k_sel = np.full(y.shape[0], -1)
-            inwin = np.flatnonzero(self.window)
-            for k in inwin:
-                use = (np.arange(n) >= k) & self.window
-                if use.sum() < self.min_points:
+            ww = wb * self.window
+            # suffix sums over frames >= k give every candidate line at once
+            sums = [np.cumsum(a[:, ::-1], axis=1)[:, ::-1]
+                    for a in (ww, ww * x, ww * yy, ww * x * x, ww * x * yy)]
+            frames = np.arange(n)
+            act = np.arange(y.shape[0])
+            for k in np.flatnonzero(self.window):
+                if act.size == 0 or (self.window & (frames >= k)).sum() < self.min_points:
                     break
-                use = use & pos
-                wk = wb * use
-                slope, icpt, *_ = self._line(x, yy, wk)
-                rel = np.abs(yy - (slope[:, None] * x + icpt[:, None])) / np.where(pos, yy, 1.0)
-                err = np.max(np.where(use & pos, rel, 0.0), axis=-1)
-                pick = (k_sel < 0) & (err <= self.max_error)
-                k_sel[pick] = k
+                sw, sx, sy, sxx, sxy = (a[act, k] for a in sums)
+                slope = (sw * sxy - sx * sy) / (sw * sxx - sx * sx)
+                icpt = (sy - slope * sx) / sw
+                ua = ww[act, k:] > 0
+                ya = yy[act, k:]
+                rel = np.abs(ya - slope[:, None] * x[act, k:] - icpt[:, None]) \
+                    / np.where(ua, np.abs(ya), 1.0)
+                err = np.max(np.where(ua, rel, 0.0), axis=-1)
+                pick = (err <= self.max_error) & (ua.sum(-1) >= self.min_points)
+                k_sel[act[pick]] = k
+                act = act[~pick]
             k_sel = np.where(k_sel < 0, n, k_sel)
         use = (np.arange(n)[None, :] >= k_sel[:, None]) & self.window & pos
         wk = wb * use
