@@ -235,7 +235,7 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
 
 
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
-                 map_scheduler: Any = None) -> ScanResult:
+                 map_scheduler: Any = "sync") -> ScanResult:
     """All per-scan outputs of one scan, or nothing when its provenance is current.
 
     Parameters
@@ -245,8 +245,10 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     out_dir : path
         Output root (``derivatives/petbind`` or ``--out``).
     map_scheduler : optional
-        Passed to :func:`petbind.parametric.parametric_maps` (``"sync"`` inside
-        a dask worker).
+        Passed to :func:`petbind.parametric.parametric_maps`. ``"sync"`` (the
+        default) keeps a scan in one thread: the pipeline's parallelism is
+        across scans (dask), and the maps' sidecars, which record the
+        scheduler, are then the same in-process and on dask.
 
     Returns
     -------
@@ -369,7 +371,7 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                                    ) from exc
         try:
             futures = [client.submit(process_scan, s, config.tracers[s.tracer], out_dir,
-                                     map_scheduler="sync", pure=False,
+                                     pure=False,
                                      key=f"petbind-scan-{s.stem}") for s in scans]
             for fut in as_completed(futures):
                 results.append(fut.result())
