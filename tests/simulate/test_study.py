@@ -61,8 +61,14 @@ def region_means(img: np.ndarray, dseg: np.ndarray, table: pd.DataFrame) -> pd.D
     return pd.DataFrame(out)
 
 
-def test_layout_matches_the_contract(tmp_path):
-    root = simulate_study(small(), tmp_path / "ds")
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """The noise-free, unblurred one-scan DASB dataset (shared: tests only read it)."""
+    return simulate_study(small(), tmp_path_factory.mktemp("clean") / "ds")
+
+
+def test_layout_matches_the_contract(clean):
+    root = clean
     files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
     stem = "sub-01_ses-baseline_trc-DASB"
     d = f"derivatives/petbind-sim/sub-01/ses-baseline/pet/{stem}"
@@ -161,9 +167,8 @@ def _with_seed(cfg, seed):
     return parse_config(raw)
 
 
-def test_noise_variance_per_frame_scales_with_activity_decay_and_duration(tmp_path):
+def test_noise_variance_per_frame_scales_with_activity_decay_and_duration(tmp_path, clean):
     level = 0.2
-    clean = simulate_study(small(), tmp_path / "clean")
     noisy = simulate_study(small(noise=level), tmp_path / "noisy")
     x0 = np.asarray(nib.load(pet_path(clean)).dataobj, dtype=float)
     x1 = np.asarray(nib.load(pet_path(noisy)).dataobj, dtype=float)
@@ -188,8 +193,8 @@ def test_noise_variance_per_frame_scales_with_activity_decay_and_duration(tmp_pa
         assert abs((x1[mask] - x0[mask]).mean()) < 0.05 * np.sqrt(want.mean())
 
 
-def test_images_without_decay_correction_carry_the_decay_and_say_so(tmp_path):
-    corr = simulate_study(small(), tmp_path / "c")
+def test_images_without_decay_correction_carry_the_decay_and_say_so(tmp_path, clean):
+    corr = clean
     unc = simulate_study(small(scanner={"decay_corrected": False}), tmp_path / "u")
     side = json.loads(pet_path(unc).with_suffix("").with_suffix(".json").read_text())
     assert side["ImageDecayCorrected"] is False
@@ -203,8 +208,8 @@ def test_images_without_decay_correction_carry_the_decay_and_say_so(tmp_path):
     np.testing.assert_allclose(x1[brain], x0[brain] * decay, rtol=2e-6)
 
 
-def test_motion_moves_later_frames_and_writes_the_true_parameters(tmp_path):
-    still = simulate_study(small(), tmp_path / "s")
+def test_motion_moves_later_frames_and_writes_the_true_parameters(tmp_path, clean):
+    still = clean
     moved = simulate_study(small(motion={"enabled": True, "max_translation_mm": 3.0}),
                            tmp_path / "m")
     motion = pd.read_csv(deriv(moved, "desc-true_motion.tsv"), sep="\t")
