@@ -198,3 +198,16 @@ def test_contradictory_decay_flags_are_refused(tmp_path, fx, untouched):
         load_pet(p)
     assert e.value.field == "ImageDecayCorrected"
     assert "contradict" in str(e.value)
+
+
+def test_frames_before_time_zero_load_relative_to_injection(tmp_path, fx):
+    # TimeZero one minute after the injection: frames and injection are negative
+    durs = fx.FRAME_DURATIONS_S
+    starts = [s - 60.0 for s in fx.frame_starts(durs)]
+    side = fx.pet_sidecar(starts, durs, InjectionStart=-60.0, ScanStart=-60.0,
+                          ImageDecayCorrectionTime=-60.0)
+    p = fx.write_pet(tmp_path / "sub-01_pet.nii.gz", np.ones(fx.SHAPE + (len(durs),)), side)
+    assert check_pet_sidecar(side, "x.json", len(durs)) == []
+    img = load_pet(p)
+    np.testing.assert_allclose(img.timing.start_s, fx.frame_starts(durs), atol=1e-9)
+    np.testing.assert_allclose(img.frame_scale, 1.0)

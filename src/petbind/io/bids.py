@@ -122,7 +122,10 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
                 warn(key, "BIDS-required field is missing", f"add '{key}' to the sidecar")
 
     # -- timing -------------------------------------------------------------
+    # ``timing`` counts from ``origin`` s after TimeZero (0, or the first frame
+    # when frames start before TimeZero), so that FrameTiming sees no negative start.
     timing = None
+    origin = 0.0
     fts, fd = side.get("FrameTimesStart"), side.get("FrameDuration")
     if fts is not None and fd is not None:
         if isinstance(fts, int | float) and not isinstance(fts, bool):
@@ -135,7 +138,9 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
                 raise TimingError("FrameTimesStart and FrameDuration must be lists of numbers "
                                   "(seconds)", path=p, field="FrameTimesStart",
                                   fix="write e.g. [0, 10, 20] and [10, 10, 10]")
-            timing = FrameTiming(fts, fd, unit="s", source=p)
+            first_start = fts[0] if fts and isinstance(fts[0], int | float) else 0.0
+            origin = min(0.0, float(first_start)) if math.isfinite(first_start) else 0.0
+            timing = FrameTiming(np.asarray(fts, float) - origin, fd, unit="s", source=p)
         except TimingError as exc:
             err(TimingError, exc.field or "FrameDuration", exc.message, exc.fix or "")
     if timing is not None and n_frames is not None and timing.n_frames != n_frames:
@@ -163,14 +168,16 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
     inj = _num(side, "InjectionStart")
     scan = _num(side, "ScanStart")
     if timing is not None and inj is not None:
-        first = float(timing.start_s[0]) - inj
+        first = float(timing.start_s[0]) + origin - inj
         if first < -0.006:
             err(TimingError, "InjectionStart",
                 f"frame 0 starts {-first:g} s before the injection (FrameTimesStart[0] = "
-                f"{timing.start_s[0]:g} s, InjectionStart = {inj:g} s)",
+                f"{timing.start_s[0] + origin:g} s, InjectionStart = {inj:g} s)",
                 "check InjectionStart; petbind analyses frames from the injection on")
-    if timing is not None and scan is not None and abs(float(timing.start_s[0]) - scan) > 1.0:
-        warn("ScanStart", f"the first frame starts at {timing.start_s[0]:g} s but ScanStart "
+    if (timing is not None and scan is not None
+            and abs(float(timing.start_s[0]) + origin - scan) > 1.0):
+        warn("ScanStart", f"the first frame starts at {timing.start_s[0] + origin:g} s but "
+             "ScanStart "
              f"is {scan:g} s", "FrameTimesStart and ScanStart are both relative to TimeZero")
     if inj is not None and scan is not None and abs(inj - scan) > 3600.0:
         warn("InjectionStart", f"injection and scan start are {abs(inj - scan):g} s apart",
@@ -247,7 +254,7 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
                     "decay flags contradict each other",
                     "set ImageDecayCorrected to false if the image is not decay corrected")
             elif corrected is True and iso is not None and ref is not None:
-                expect = timing.decay_factors(iso, ref / 60.0)
+                expect = timing.decay_factors(iso, (ref - origin) / 60.0)
                 rel = np.abs(arr / expect - 1.0)
                 if np.any(rel > DECAY_FACTOR_RTOL):
                     i = int(np.argmax(rel))
