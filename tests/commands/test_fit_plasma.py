@@ -58,8 +58,8 @@ def files(tmp_path_factory) -> tuple[Path, Path]:
     tac = {"frame_start": TIMING.start_s, "frame_end": TIMING.end * 60.0}
     for name, (k1, k2) in TRUTH.items():
         sol = solve_ivp(lambda s, y, k1=k1, k2=k2: k1 * total_plasma(s) * parent(s) - k2 * y,
-                        (0, 90), [0.0], rtol=1e-10, atol=1e-12, dense_output=True,
-                        max_step=0.02)
+                        (0, 90), [0.0], rtol=1e-9, atol=1e-12, dense_output=True,
+                        max_step=0.1)
         means = []
         for a, d in zip(TIMING.start, TIMING.duration, strict=True):
             ff = np.linspace(a, a + d, 801)

@@ -372,7 +372,11 @@ class _CompartmentModel(_PlasmaModelBase):
             ``params``: the rate constants (``k1`` mL/cm3/min, ``k2``.. 1/min),
             ``vb``, ``delay`` (min) and the derived outcomes (``vt``, ``ki``,
             ``bp_nd``...); ``se`` for each, by the asymptotic covariance and
-            the delta method (NaN for a fitted delay, which is a grid search).
+            the delta method (none for a fitted delay, which is a grid search).
+            ``valid`` is False for curves that are not finite or have no
+            positive value in the window; ``extra["converged"]`` is False
+            where the iteration limit stopped the fit (its parameters are
+            the best found).
         """
         y = np.asarray(tacs, dtype=float)
         if y.shape[-1] != self.timing.n_frames:
@@ -403,7 +407,7 @@ class _CompartmentModel(_PlasmaModelBase):
             res = self._fit_group(self.blood.shifted(float(d)), y2[rows], w2[rows])
             params[rows], cov[rows], fitted[rows], conv[rows] = (res.params, res.cov,
                                                                  res.fitted, res.converged)
-        valid = finite & conv & np.all(np.isfinite(params), axis=-1)
+        valid = finite & np.all(np.isfinite(params), axis=-1)
         out: dict[str, NDArray] = {}
         se: dict[str, NDArray] = {}
         for i, name in enumerate(self.param_names):
@@ -429,7 +433,8 @@ class _CompartmentModel(_PlasmaModelBase):
         return Fit(model=self.name, timing=self.timing, params=out,
                    data=np.asarray(tacs, dtype=float), fitted=fitted.reshape(y.shape),
                    weights=w2.reshape(y.shape), valid=valid.reshape(batch),
-                   n_params=n_params, se=se, settings=settings)
+                   n_params=n_params, se=se, settings=settings,
+                   extra={"converged": conv.reshape(batch)})
 
     def _derived_funcs(self) -> dict[str, Callable[[NDArray], NDArray]]:
         raise NotImplementedError
@@ -684,28 +689,32 @@ class _GraphicalModel(_PlasmaModelBase):
                    settings=settings, extra=extra)
 
     def _auto_tstar(self, x: NDArray, target: NDArray, w: NDArray):
-        n_b, n_f = target.shape
+        """Per-curve t* by the max-error rule; one batched regression per candidate frame."""
+        n_b = target.shape[0]
         starts = self.timing.start
-        cand_idx = np.flatnonzero(np.any(w > 0, axis=0))
-        k_n = cand_idx.size
-        masks = starts[None, :] >= starts[cand_idx][:, None] - TIME_TOL_MIN  # (K, F)
-        wk = (w[:, None, :] * masks[None]).reshape(n_b * k_n, n_f)
-        xk = np.repeat(x, k_n, axis=0)
-        tk = np.repeat(target, k_n, axis=0)
-        beta, cov, _ = _weighted_lstsq(xk, tk, wk)
-        pred = np.einsum("bfp,bp->bf", xk, beta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.abs(tk - pred) / np.abs(pred)
-        maxerr = np.max(np.where(wk > 0, rel, 0.0), axis=-1).reshape(n_b, k_n)
-        count = np.sum(wk > 0, axis=-1).reshape(n_b, k_n)
-        ok = (count >= self.min_frames) & np.isfinite(maxerr)
-        maxerr = np.where(ok, maxerr, np.inf)
-        good = maxerr <= self.max_err
-        first = np.argmax(good, axis=-1)
-        fallback = np.argmin(maxerr, axis=-1)
-        pick = np.where(np.any(good, axis=-1), first, fallback)
-        rows = np.arange(n_b) * k_n + pick
-        return (beta[rows], cov[rows], wk[rows], starts[cand_idx][pick])
+        best = None
+        for k in np.flatnonzero(np.any(w > 0, axis=0)):
+            wk = np.where(starts >= starts[k] - TIME_TOL_MIN, w, 0.0)
+            beta, cov, _ = _weighted_lstsq(x, target, wk)
+            pred = np.einsum("bfp,bp->bf", np.nan_to_num(x), beta)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.abs(target - pred) / np.abs(pred)
+            err = np.max(np.where(wk > 0, rel, 0.0), axis=-1)
+            err = np.where((np.sum(wk > 0, axis=-1) >= self.min_frames) & np.isfinite(err),
+                           err, np.inf)
+            if best is None:
+                best = {"beta": beta, "cov": cov, "w": wk, "tstar": np.full(n_b, starts[k]),
+                        "err": err, "done": err <= self.max_err}
+                continue
+            # take this start where no earlier start met the rule and it is better
+            take = ~best["done"] & ((err <= self.max_err) | (err < best["err"]))
+            best["beta"] = np.where(take[:, None], beta, best["beta"])
+            best["cov"] = np.where(take[:, None, None], cov, best["cov"])
+            best["w"] = np.where(take[:, None], wk, best["w"])
+            best["tstar"] = np.where(take, starts[k], best["tstar"])
+            best["err"] = np.where(take, err, best["err"])
+            best["done"] |= err <= self.max_err
+        return best["beta"], best["cov"], best["w"], best["tstar"]
 
 
 class LoganPlasma(_GraphicalModel):
