@@ -389,3 +389,50 @@ def test_write_maps_writes_named_maps_with_provenance_sidecars(tmp_path):
     assert side["SoftwareName"] == "petbind" and side["SoftwareVersion"]
     assert side["VoxelCounts"]["n_valid"] == int(res.valid.sum())
     assert not list(out.glob(".*part*"))  # no temporary files left behind
+
+
+def test_reference_from_a_tac_table_in_bq_per_ml_equals_reference_from_its_mask(tmp_path):
+    data, _bp, _r1, ref_mask, brain = make_image()
+    ref = data[ref_mask].astype(np.float64).mean(axis=0)
+    tsv = tmp_path / "sub-01_tacs.tsv"
+    rows = ["frame_start\tframe_end\tpons\tcerebellum"]
+    rows += [f"{float(s)!r}\t{float(e)!r}\t1.0\t{float(v) * 1000.0!r}"  # Bq/mL in the file
+             for s, e, v in zip(TIMING.start_s, TIMING.end * 60.0, ref, strict=True)]
+    tsv.write_text("\n".join(rows) + "\n")
+    (tmp_path / "sub-01_tacs.json").write_text(json.dumps({"Units": "Bq/mL"}))
+    by_tac = parametric_maps(dyn(data), model="mrtm2", k2prime=K2_REF, mask=brain,
+                             ref_curve=RefCurve(tac=(str(tsv), "cerebellum")),
+                             scheduler="sync")
+    by_mask = parametric_maps(dyn(data), model="mrtm2", k2prime=K2_REF, mask=brain,
+                              ref_curve=ref_mask, scheduler="sync")
+    np.testing.assert_allclose(by_tac.ref_tac, by_mask.ref_tac, rtol=1e-12)
+    np.testing.assert_allclose(by_tac.bp_nd, by_mask.bp_nd, rtol=1e-5, equal_nan=True)
+    assert str(tsv) in by_tac.inputs
+    with pytest.raises(DataError, match="putamen") as e:
+        parametric_maps(dyn(data), model="mrtm2", k2prime=K2_REF, mask=brain,
+                        ref_curve=RefCurve(tac=(str(tsv), "putamen")))
+    assert "cerebellum" in e.value.fix
+
+
+def test_automatic_chunks_keep_working_memory_within_half_the_input():
+    from petbind.parametric import MIN_CHUNK_VOXELS, WORK_BYTES, _auto_chunk
+
+    n_frames, workers = 29, 2
+    input_bytes = 4 * 128 * 128 * 90 * n_frames  # a 128 x 128 x 90 x 29 float32 image
+    for model in ("mrtm2", "bfsrtm", "srtm"):
+        chunk = _auto_chunk(model, 600_000, n_frames, workers, input_bytes)
+        assert MIN_CHUNK_VOXELS <= chunk
+        assert workers * chunk * n_frames * WORK_BYTES[model] <= input_bytes / 2
+    # every worker gets a chunk, even for a small mask
+    assert _auto_chunk("mrtm2", 3_000, n_frames, workers, input_bytes) == 1_500
+
+
+def test_pooled_k2prime_through_parametric_maps_is_recorded():
+    data, bp, _r1, ref_mask, brain = make_image()
+    res = parametric_maps(dyn(data), model="srtm2", ref_curve=ref_mask, mask=brain,
+                          k2prime="pooled", scheduler="sync")
+    assert res.k2prime == pytest.approx(K2_REF, rel=2e-3)
+    est = res.settings["k2prime_estimate"]
+    assert est["method"] == "pooled" and est["model"] == "srtm" and est["n_valid"] >= 1
+    m = brain & ~ref_mask
+    np.testing.assert_allclose(res.bp_nd[m], bp[m], rtol=5e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -24,29 +25,39 @@ def register(app: typer.Typer) -> None:
 
     @app.command("parametric")
     def parametric(
-        pet: Path = typer.Argument(..., help="4D PET image (BIDS NIfTI with its JSON sidecar)."),
-        model: str = typer.Option("mrtm2", "--model",
-                                  help="mrtm2 | srtm2 | bfsrtm | srtm | logan | suvr"),
-        ref_mask: Path | None = typer.Option(None, "--ref-mask", metavar="FILE",
-                                             help="Reference-region mask on the PET grid."),
-        ref_label: str | None = typer.Option(None, "--ref-label", metavar="ATLAS:NAME",
-                                             help="Atlas (dseg) image and a region name "
-                                             "from its _dseg.tsv (or an index)."),
-        ref_tac: str | None = typer.Option(None, "--ref-tac", metavar="TSV:COLUMN",
-                                           help="Reference TAC table and column."),
-        mask: Path | None = typer.Option(None, "--mask", metavar="FILE",
-                                         help="Brain mask on the PET grid (default: mean "
-                                         "image > 0.1 x its 99th percentile)."),
-        k2prime: str = typer.Option("auto", "--k2prime", metavar="VALUE|auto|pooled",
-                                    help="k2' in 1/min for mrtm2/srtm2/logan, or 'auto' "
-                                    "(fit of the high-binding region) / 'pooled'."),
-        out: Path | None = typer.Option(None, "--out", metavar="DIR",
-                                        help="Output folder (default: ./petbind-parametric)."),
-        chunk_voxels: int = typer.Option(100_000, "--chunk-voxels",
-                                         help="Voxels fitted per chunk (memory bound)."),
-        scheduler: str | None = typer.Option(None, "--scheduler",
-                                             help="sync | threads | dask scheduler address "
-                                             "(default: threads on all CPUs)."),
+        pet: Annotated[Path, typer.Argument(
+            help="4D PET image (BIDS NIfTI with its JSON sidecar).")],
+        model: Annotated[str, typer.Option(
+            "--model", help="mrtm2 | srtm2 | bfsrtm | srtm | logan | suvr")] = "mrtm2",
+        ref_mask: Annotated[Path | None, typer.Option(
+            "--ref-mask", metavar="FILE",
+            help="Reference-region mask on the PET grid.")] = None,
+        ref_label: Annotated[str | None, typer.Option(
+            "--ref-label", metavar="ATLAS:NAME",
+            help="Atlas (dseg) image on the PET grid and a region name from its "
+                 "_dseg.tsv (or a label index).")] = None,
+        ref_tac: Annotated[str | None, typer.Option(
+            "--ref-tac", metavar="TSV:COLUMN",
+            help="Reference TAC table (BIDS _tacs.tsv, PMOD .tac, Turku .dft) and "
+                 "column.")] = None,
+        mask: Annotated[Path | None, typer.Option(
+            "--mask", metavar="FILE",
+            help="Brain mask on the PET grid (default: duration-weighted mean image "
+                 "> 0.1 x its 99th percentile).")] = None,
+        k2prime: Annotated[str, typer.Option(
+            "--k2prime", metavar="VALUE|auto|pooled",
+            help="k2' in 1/min for mrtm2/srtm2/logan, or 'auto' (fit of the "
+                 "high-binding region) / 'pooled' (median of voxel estimates).")] = "auto",
+        out: Annotated[Path | None, typer.Option(
+            "--out", metavar="DIR",
+            help="Output folder (default: ./petbind-parametric).")] = None,
+        chunk_voxels: Annotated[int | None, typer.Option(
+            "--chunk-voxels",
+            help="Voxels fitted per chunk (default: from a memory budget).")] = None,
+        scheduler: Annotated[str | None, typer.Option(
+            "--scheduler",
+            help="sync | threads | dask scheduler address (default: threads on all "
+                 "CPUs).")] = None,
     ) -> None:
         """Fit a reference-tissue model to every brain voxel; write BIDS-derivative maps."""
         from rich.console import Console
