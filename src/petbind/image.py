@@ -115,13 +115,15 @@ class DynamicImage:
     # -- reading --------------------------------------------------------------
     def frame(self, t: int) -> NDArray[np.float32]:
         """Frame ``t`` as a float32 ``(X, Y, Z)`` array, scaled."""
-        raw = np.asarray(self.dataobj[..., t])
-        return (raw * self.frame_scale[t]).astype(np.float32, copy=False)
+        out = np.array(self.dataobj[..., t], dtype=np.float32)  # a copy, never a view
+        out *= np.float32(self.frame_scale[t])
+        return out
 
-    def slab(self, x0: int, x1: int) -> NDArray[np.float32]:
-        """Voxels ``x0:x1`` along the first axis, all frames, float32, scaled."""
-        raw = np.asarray(self.dataobj[x0:x1])
-        return (raw * self.frame_scale).astype(np.float32, copy=False)
+    def slab(self, z0: int, z1: int) -> NDArray[np.float32]:
+        """Planes ``z0:z1`` (third axis), all frames, float32 ``(X, Y, z1 - z0, T)``, scaled."""
+        out = np.array(self.dataobj[:, :, z0:z1, :], dtype=np.float32)
+        out *= self.frame_scale.astype(np.float32)
+        return out
 
     def get_data(self) -> NDArray[np.float32]:
         """The whole image as float32 ``(X, Y, Z, T)`` (reads everything, one copy)."""
@@ -173,36 +175,41 @@ class DynamicImage:
         return out
 
     def iter_chunks(self, mask: ArrayLike, n_voxels: int = 50_000
-                    ) -> Iterator[tuple[slice, NDArray[np.float32]]]:
-        """Voxel curves under ``mask`` in chunks of about ``n_voxels``.
+                    ) -> Iterator[tuple[NDArray[np.intp], NDArray[np.float32]]]:
+        """Voxel curves under ``mask`` in chunks of at most about ``n_voxels``.
 
-        Chunks are slabs along the first axis, so each chunk is a contiguous
-        range of the rows :meth:`voxel_curves` would return.
+        Chunks are slabs along the third (slowest on-disk spatial) axis, so a
+        NIfTI file is read in contiguous blocks, one per frame; a chunk is
+        larger than ``n_voxels`` only when one plane alone holds more masked
+        voxels. For a ``.nii.gz`` every chunk decompresses the file once.
 
         Yields
         ------
-        rows : slice
-            Rows of ``voxel_curves(mask)`` that this chunk holds.
-        curves : ndarray, float32, shape (n, T)
-            Their curves.
+        rows : ndarray of int
+            Rows of ``voxel_curves(mask)`` (C order of the mask) that this
+            chunk holds: ``out[rows] = f(curves)`` fills a result in that order.
+        curves : ndarray, float32, shape (len(rows), T)
+            Their curves, scaled like :meth:`voxel_curves`.
         """
         m = self._check_mask(mask)
-        per_x = m.reshape(m.shape[0], -1).sum(axis=1)
-        start_row = 0
-        x0 = 0
-        nx = m.shape[0]
-        while x0 < nx:
-            x1 = x0 + 1
-            count = int(per_x[x0])
-            while x1 < nx and count + per_x[x1] <= max(n_voxels, 1):
-                count += int(per_x[x1])
-                x1 += 1
+        flat_all = np.flatnonzero(m)
+        per_z = m.sum(axis=(0, 1))
+        nz = m.shape[2]
+        z0 = 0
+        while z0 < nz:
+            z1 = z0 + 1
+            count = int(per_z[z0])
+            while z1 < nz and count + per_z[z1] <= max(n_voxels, 1):
+                count += int(per_z[z1])
+                z1 += 1
             if count:
-                curves = self.slab(x0, x1)[m[x0:x1]]
-                self._check_finite(curves, f"voxels under the mask (x {x0}:{x1})")
-                yield slice(start_row, start_row + count), curves
-                start_row += count
-            x0 = x1
+                sub = m[:, :, z0:z1]
+                x, y, z = np.nonzero(sub)
+                rows = np.searchsorted(flat_all, np.ravel_multi_index((x, y, z + z0), m.shape))
+                curves = self.slab(z0, z1)[sub]
+                self._check_finite(curves, f"voxels under the mask (planes {z0}:{z1})")
+                yield rows, curves
+            z0 = z1
 
     def region_means(self, labels: ArrayLike,
                      names: Mapping[int, str] | None = None) -> TACTable:
