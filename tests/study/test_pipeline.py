@@ -183,9 +183,32 @@ def test_sigkilled_run_resumes_to_identical_outputs(noise_free_study, tmp_path):
 
 
 @pytest.mark.slow
-def test_dask_local_cluster_gives_the_same_outputs(noise_free_study, tmp_path):
-    out = tmp_path / "out"
-    run_study(noise_free_study["bids"], load_config(noise_free_study["config"]), out_dir=out,
-              scheduler="local", progress=False)
+def test_dask_cluster_at_an_address_gives_the_same_outputs(noise_free_study, tmp_path):
+    from distributed import LocalCluster
+
+    # a thread-based cluster: the HOST:PORT path without spawning worker processes
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address.removeprefix("tcp://")
+        out = tmp_path / "out"
+        run_study(noise_free_study["bids"], load_config(noise_free_study["config"]),
+                  out_dir=out, scheduler=address, progress=False)
     skip = ("group/provenance.json",)
     assert tree_digest(out, skip) == tree_digest(noise_free_study["out"], skip)
+
+
+
+def test_cli_run_prints_the_tables_and_the_output_path(noise_free_study, tmp_path, capsys):
+    from petbind.cli import main
+
+    out = tmp_path / "out"
+    shutil.copytree(noise_free_study["out"], out)  # scans are current: only the study level runs
+    argv = ["run", str(noise_free_study["bids"]), "--config", str(noise_free_study["config"]),
+            "--out", str(out), "--no-progress"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    captured = capsys.readouterr()
+    assert e.value.code == 0, captured.err
+    stdout = captured.out
+    assert "ketamine - baseline" in stdout and "truth" in stdout
+    assert "outputs:" in stdout and out.name in stdout
