@@ -462,12 +462,15 @@ class NonlinearRegistration:
         Moving-space points -> fixed-space points (resamples fixed onto moving).
     affine : ndarray (4, 4)
         The linear part (RAS, fixed -> moving).
+    mapping : dipy.align.imwarp.DiffeomorphicMap
+        dipy's own result (for ``mapping.transform``).
     settings : dict
     """
 
     forward: sitk.Transform
     inverse: sitk.Transform
     affine: NDArray
+    mapping: Any = None
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -478,6 +481,28 @@ def _field_transform(field_ras: NDArray, grid_affine: NDArray) -> sitk.Transform
     ref = reference_image(field_ras.shape[:3], grid_affine)
     img.CopyInformation(ref)
     return sitk.DisplacementFieldTransform(img)
+
+
+def _dipy_to_itk(mapping: Any) -> tuple[sitk.Transform, sitk.Transform]:
+    """ITK composites (forward, inverse) of a dipy ``DiffeomorphicMap``.
+
+    dipy stores a prealignment ``P`` and two fields ``F``, ``B`` on one grid.
+    Its forward point map is ``x -> P x + F(P x)`` and its backward map
+    ``y -> P^-1 (y + B(y))``; a map flagged ``is_inverse`` (what
+    ``SymmetricDiffeomorphicRegistration.optimize`` returns) swaps the two.
+    ITK composites apply the last added transform first.
+    """
+    disp_affine = np.asarray(mapping.disp_grid2world, dtype=float)
+    p = np.eye(4) if mapping.prealign is None else np.asarray(mapping.prealign, dtype=float)
+    f_field = _field_transform(np.asarray(mapping.forward), disp_affine)
+    b_field = _field_transform(np.asarray(mapping.backward), disp_affine)
+    fwd = sitk.CompositeTransform(3)  # x -> P x + F(P x)
+    fwd.AddTransform(f_field)
+    fwd.AddTransform(sitk_from_matrix(p))
+    bwd = sitk.CompositeTransform(3)  # y -> P^-1 (y + B(y))
+    bwd.AddTransform(sitk_from_matrix(np.linalg.inv(p)))
+    bwd.AddTransform(b_field)
+    return (bwd, fwd) if mapping.is_inverse else (fwd, bwd)
 
 
 def register_nonlinear(
@@ -508,9 +533,9 @@ def register_nonlinear(
     Returns
     -------
     NonlinearRegistration
-        ``forward`` maps fixed points to moving points: ``y = P x + d(P x)``
-        (dipy's convention, ``P`` the prealignment, ``d`` the forward field on
-        the fixed grid), written as the ITK composite ``[field, P]``.
+        ``forward`` maps fixed points to moving points, ``inverse`` the
+        reverse; each is an ITK composite of an affine and a displacement
+        field on the fixed grid (see :func:`_dipy_to_itk`).
     """
     from dipy.align.imwarp import SymmetricDiffeomorphicRegistration
     from dipy.align.metrics import CCMetric
@@ -522,20 +547,11 @@ def register_nonlinear(
                                              level_iters=list(level_iters))
     fix = np.asarray(fixed, dtype=np.float64)
     mov = np.asarray(moving, dtype=np.float64)
-    mapping = sdr.optimize(fix, mov, fa, np.asarray(moving_affine, dtype=float), prealign=p)
-    disp_affine = np.asarray(mapping.disp_grid2world, dtype=float)
-    fwd_field = _field_transform(np.asarray(mapping.forward), disp_affine)
-    bwd_field = _field_transform(np.asarray(mapping.backward), disp_affine)
-    # ITK composites apply the last added transform first.
-    forward = sitk.CompositeTransform(3)
-    forward.AddTransform(fwd_field)
-    forward.AddTransform(sitk_from_matrix(p))
-    # inverse: x = P^-1 (y + b(y))
-    inverse = sitk.CompositeTransform(3)
-    inverse.AddTransform(sitk_from_matrix(np.linalg.inv(p)))
-    inverse.AddTransform(bwd_field)
+    mapping = sdr.optimize(fix, mov, static_grid2world=fa,
+                           moving_grid2world=np.asarray(moving_affine, dtype=float), prealign=p)
+    forward, inverse = _dipy_to_itk(mapping)
     return NonlinearRegistration(
-        forward=forward, inverse=inverse, affine=p,
+        forward=forward, inverse=inverse, affine=p, mapping=mapping,
         settings={"engine": "dipy SyN", "metric": "CC", "level_iters": list(level_iters),
                   "cc_radius": cc_radius, "sigma_diff": sigma_diff})
 

@@ -1,0 +1,319 @@
+"""Atlases and regions: template-space labels into PET space, region curves, maps to template.
+
+A template-space atlas is a BIDS ``dseg`` label image plus its label table
+(``index``, ``name`` and optionally ``region``, which pools e.g. left and
+right labels). :func:`atlas_to_pet` pulls it into a scan's PET grid through
+the composed transform (PET points -> template points), either by nearest
+neighbour at voxel centres or partial-volume aware: each PET voxel is
+sampled at ``supersample**3`` points and gets the fraction of each label, so
+a region's curve is the fraction-weighted mean of the voxels it touches.
+An optional grey-matter mask from the T1w (three-class k-means of the
+brain's intensities) restricts grey-matter regions to grey matter.
+
+References
+----------
+Lloyd SP (1982). Least squares quantization in PCM. IEEE Trans Inf Theory
+28:129-137 (k-means).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from numpy.typing import ArrayLike, NDArray
+
+from petbind.errors import DataError, FileFormatError, MetadataError
+from petbind.preprocess.register import resample
+from petbind.tac import TACTable
+from petbind.timing import FrameTiming
+
+#: Regions never restricted to grey matter.
+NON_GREY = ("white_matter", "csf")
+
+
+@dataclass
+class Atlas:
+    """A label image with its label table.
+
+    Attributes
+    ----------
+    labels : ndarray of int (X, Y, Z)
+        0 is background.
+    affine : ndarray (4, 4)
+        Voxel-to-world (RAS mm).
+    table : pandas.DataFrame
+        Columns ``index`` (int), ``name``, ``region``.
+    path : str or None
+        The dseg file, for messages.
+    """
+
+    labels: NDArray
+    affine: NDArray
+    table: pd.DataFrame
+    path: str | None = None
+
+    def region_of(self) -> dict[int, str]:
+        """Label index -> region name."""
+        return dict(zip(self.table["index"].astype(int), self.table["region"], strict=True))
+
+
+def atlas_table_path(dseg_path: str | os.PathLike) -> Path:
+    """The label table beside a dseg image: ``*_dseg.nii.gz`` -> ``*_dseg.tsv``."""
+    p = Path(dseg_path)
+    name = p.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return p.with_name(name[: -len(suffix)] + ".tsv")
+    return p.with_suffix(".tsv")
+
+
+def load_atlas(dseg_path: str | os.PathLike,
+               table_path: str | os.PathLike | None = None) -> Atlas:
+    """Read a template-space atlas: ``dseg`` NIfTI + label table TSV.
+
+    Parameters
+    ----------
+    dseg_path : path
+        Integer label image.
+    table_path : path, optional
+        TSV with columns ``index``, ``name`` and optionally ``region``
+        (default: the ``.tsv`` beside the image).
+
+    Raises
+    ------
+    FileFormatError
+        The image is missing, unreadable, not 3-D or not integer-valued.
+    MetadataError
+        The label table is missing or lacks columns, or the image holds labels
+        the table does not name.
+    """
+    import nibabel as nib
+
+    p = Path(dseg_path)
+    if not p.is_file():
+        raise FileFormatError("atlas label image not found", path=p, field="atlas",
+                              fix="give the template's dseg image (integer labels)")
+    tp = Path(table_path) if table_path is not None else atlas_table_path(p)
+    if not tp.is_file():
+        raise MetadataError("the atlas has no label table", path=tp, field="atlas",
+                            fix=f"write {tp.name} with columns index, name[, region]")
+    try:
+        img = nib.load(str(p))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise FileFormatError(f"cannot read atlas image ({exc})", path=p, field="atlas",
+                              fix="give a valid NIfTI label image") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise FileFormatError(f"atlas must be a 3-D label image, got shape {data.shape}",
+                              path=p, field="atlas", fix="give a 3-D dseg image")
+    if not np.issubdtype(data.dtype, np.integer):
+        if np.any(data != np.round(data)):
+            raise FileFormatError("atlas holds non-integer values", path=p, field="atlas",
+                                  fix="give integer labels (a dseg, not a probability map)")
+    labels = np.asarray(data).astype(np.int32)
+    try:
+        table = pd.read_csv(tp, sep="\t")
+    except Exception as exc:
+        raise MetadataError(f"cannot read label table ({exc})", path=tp, field="atlas",
+                            fix="write a tab-separated table with index, name") from exc
+    missing = {"index", "name"} - set(table.columns)
+    if missing:
+        raise MetadataError(f"label table lacks column(s) {sorted(missing)}", path=tp,
+                            field=sorted(missing)[0], fix="add columns index and name")
+    table = table.copy()
+    table["index"] = table["index"].astype(int)
+    if "region" not in table.columns:
+        table["region"] = table["name"]
+    present = set(np.unique(labels).tolist()) - {0}
+    unnamed = sorted(present - set(table["index"].tolist()))
+    if unnamed:
+        raise MetadataError(f"labels {unnamed[:10]} are in the image but not in the table",
+                            path=tp, field="index", fix="add a row for every label")
+    if not present:
+        raise FileFormatError("atlas image holds no labels (all zero)", path=p, field="atlas",
+                              fix="give the template's dseg image")
+    return Atlas(labels=labels, affine=np.asarray(img.affine, float),
+                 table=table[["index", "name", "region"]], path=str(p))
+
+
+def atlas_to_pet(atlas: Atlas, pet_shape: Sequence[int], pet_affine: ArrayLike,
+                 transform: sitk.Transform | ArrayLike | None = None, *,
+                 method: Literal["nearest", "fraction"] = "fraction",
+                 supersample: int = 3) -> tuple[NDArray, NDArray | None]:
+    """Bring atlas labels into a PET grid.
+
+    Parameters
+    ----------
+    atlas : Atlas
+    pet_shape : (X, Y, Z, ...)
+        PET grid shape (a 4th dimension is ignored).
+    pet_affine : array_like (4, 4)
+    transform : sitk.Transform or 4x4 RAS matrix, optional
+        Maps PET-space points to template points (identity if None).
+    method : {"nearest", "fraction"}
+        ``nearest``: label at each voxel centre. ``fraction``: each voxel is
+        sampled at ``supersample**3`` sub-voxel points (nearest neighbour);
+        the fraction of each label is returned and the label of each voxel is
+        the majority label.
+    supersample : int
+        Sub-samples per axis for ``fraction``.
+
+    Returns
+    -------
+    labels : ndarray of int32 (X, Y, Z)
+    fractions : ndarray of float32 (n_table_rows, X, Y, Z) or None
+        Rows follow ``atlas.table`` (``None`` for ``nearest``).
+    """
+    shape = tuple(int(s) for s in pet_shape[:3])
+    aff = np.asarray(pet_affine, dtype=float)
+    if method == "nearest":
+        lab = resample(atlas.labels, atlas.affine, shape, aff, transform,
+                       interpolation="nearest")
+        return lab.astype(np.int32), None
+    if method != "fraction":
+        raise DataError(f"unknown atlas resampling {method!r}", field="method",
+                        fix="use 'nearest' or 'fraction'")
+    s = int(supersample)
+    fine_shape = tuple(n * s for n in shape)
+    fine_aff = aff.copy()
+    fine_aff[:3, :3] = aff[:3, :3] / s
+    # sub-voxel centres: the fine voxel (0,0,0) sits at -(s-1)/(2s) of a coarse voxel
+    fine_aff[:3, 3] = aff[:3, 3] - aff[:3, :3] @ np.full(3, (s - 1) / (2.0 * s))
+    fine = resample(atlas.labels, atlas.affine, fine_shape, fine_aff, transform,
+                    interpolation="nearest")
+    idx = atlas.table["index"].to_numpy()
+    lut = np.full(max(int(idx.max()), int(fine.max())) + 1, -1, dtype=np.int64)
+    lut[idx] = np.arange(idx.size)
+    row = lut[fine].reshape(shape[0], s, shape[1], s, shape[2], s)
+    frac = np.stack([(row == k).mean(axis=(1, 3, 5)) for k in range(idx.size)]
+                    ).astype(np.float32)
+    inside = frac.sum(axis=0)
+    best = np.argmax(frac, axis=0)
+    background = 1.0 - inside
+    labels = np.where(frac.max(axis=0) > background, idx[best], 0).astype(np.int32)
+    return labels, frac
+
+
+def grey_matter_mask(t1w: ArrayLike, brain_mask: ArrayLike | None = None, *,
+                     iterations: int = 30) -> NDArray[np.bool_]:
+    """Grey matter of a T1w by three-class k-means of brain intensities (CSF < GM < WM).
+
+    Parameters
+    ----------
+    t1w : array_like (X, Y, Z)
+        T1-weighted image.
+    brain_mask : array_like of bool, optional
+        Voxels to classify (default: above 10 % of the 99th percentile).
+    iterations : int
+        Lloyd iterations (1-D, vectorised).
+
+    Returns
+    -------
+    ndarray of bool (X, Y, Z)
+        Voxels assigned to the middle-intensity class.
+    """
+    img = np.asarray(t1w, dtype=float)
+    mask = (img > 0.1 * np.percentile(img, 99)) if brain_mask is None else np.asarray(
+        brain_mask, bool)
+    vals = img[mask]
+    if vals.size < 3:
+        raise DataError("too few brain voxels to classify grey matter", field="t1w",
+                        fix="check the T1w image or give a brain mask")
+    centers = np.percentile(vals, [10.0, 50.0, 90.0])
+    for _ in range(iterations):
+        assign = np.argmin(np.abs(vals[:, None] - centers[None, :]), axis=1)
+        new = np.array([vals[assign == k].mean() if np.any(assign == k) else centers[k]
+                        for k in range(3)])
+        if np.allclose(new, centers):
+            break
+        centers = new
+    order = np.argsort(centers)
+    assign = np.argmin(np.abs(vals[:, None] - centers[None, :]), axis=1)
+    out = np.zeros(img.shape, dtype=bool)
+    out[mask] = assign == order[1]
+    return out
+
+
+def region_tacs(data: ArrayLike, timing: FrameTiming, atlas: Atlas, labels: NDArray,
+                fractions: NDArray | None = None, *, grey_matter: ArrayLike | None = None,
+                non_grey: Sequence[str] = NON_GREY, units: str = "kBq/mL",
+                metadata: dict | None = None) -> TACTable:
+    """Region curves: (fraction-)weighted means of the voxels of each atlas region.
+
+    Parameters
+    ----------
+    data : array_like (X, Y, Z, T)
+        Dynamic PET on the grid of ``labels``.
+    timing : FrameTiming
+    atlas : Atlas
+        For the label table (``region`` pools labels).
+    labels : ndarray (X, Y, Z)
+        Labels in PET space (from :func:`atlas_to_pet`).
+    fractions : ndarray (n_table_rows, X, Y, Z), optional
+        Partial-volume fractions; weights instead of hard labels.
+    grey_matter : array_like (X, Y, Z), optional
+        Grey-matter fraction or mask on the PET grid; regions other than
+        ``non_grey`` are weighted by it (voxels below 0.5 dropped).
+    non_grey : sequence of str
+        Regions not restricted to grey matter.
+
+    Returns
+    -------
+    TACTable
+        One row per ``region`` (in table order), ``units``.
+    """
+    arr = np.asarray(data, dtype=np.float32)
+    if arr.ndim != 4:
+        raise DataError(f"region curves need a 4-D image, got shape {arr.shape}",
+                        field="data", fix="give the dynamic PET")
+    table = atlas.table
+    idx = table["index"].to_numpy()
+    if fractions is None:
+        weights = np.stack([(labels == k) for k in idx]).astype(np.float32)
+    else:
+        weights = np.asarray(fractions, dtype=np.float32)
+    if grey_matter is not None:
+        gm = (np.asarray(grey_matter, dtype=np.float32) >= 0.5).astype(np.float32)
+        restrict = ~table["region"].isin(list(non_grey)).to_numpy()
+        weights = np.where(restrict[:, None, None, None], weights * gm[None], weights)
+    regions = list(dict.fromkeys(table["region"].tolist()))
+    group = np.array([regions.index(r) for r in table["region"]])
+    w_region = np.zeros((len(regions), *weights.shape[1:]), np.float32)
+    np.add.at(w_region, group, weights)
+    w2 = w_region.reshape(len(regions), -1)
+    total = w2.sum(axis=1)
+    empty = [r for r, t in zip(regions, total, strict=True) if t <= 0]
+    if empty:
+        raise DataError(f"regions {empty} have no voxels in PET space", path=atlas.path,
+                        field="region",
+                        fix="check the registration (QC figures) or drop these labels")
+    values = (w2 @ arr.reshape(-1, arr.shape[3])) / total[:, None]
+    return TACTable(timing, values, regions, units=units, metadata=metadata or {})
+
+
+def to_template(data: ArrayLike, affine: ArrayLike, template_shape: Sequence[int],
+                template_affine: ArrayLike, transform: sitk.Transform | ArrayLike,
+                *, interpolation: Literal["linear", "nearest"] = "linear") -> NDArray:
+    """Resample a PET-space map (e.g. BP_ND) into template space for voxel statistics.
+
+    ``transform`` maps template points to PET points (the composition of
+    template -> T1w and T1w -> PET). NaN voxels of the map (failed fits) are
+    set to 0 before resampling; the result is NaN where less than half of the
+    interpolated neighbourhood was valid, and outside the PET field of view.
+    """
+    arr = np.asarray(data, dtype=np.float32)
+    valid = np.isfinite(arr)
+    out = resample(np.where(valid, arr, 0.0), affine, template_shape, template_affine,
+                   transform, interpolation=interpolation)
+    ok = resample(valid.astype(np.float32), affine, template_shape, template_affine,
+                  transform, interpolation="linear")
+    return np.where(ok >= 0.5, out, np.nan).astype(np.float32)
