@@ -51,9 +51,10 @@ def summary_tables(rows: Sequence[Mapping[str, Any]], *,
         ns = "/".join(str(n) for n in sorted({int(r.get("n", 0)) for r in sel}))
         table = Table(title=f"{c}: {unit} in BP_ND ({models}, n = {ns})",
                       title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for name in ("tracer", "region", f"{unit} [95% CI]", "p", "p Holm", "power"):
-            table.add_column(name, justify="left" if name in ("tracer", "region")
-                             else "right", no_wrap=True)
+        table.add_column("tracer", overflow="fold")
+        table.add_column("region", overflow="fold")
+        for name in (f"{unit} [95% CI]", "p", "p Holm", "power"):
+            table.add_column(name, justify="right", no_wrap=True)
         if has_truth:
             table.add_column("truth", justify="right", no_wrap=True)
         for r in sel:
