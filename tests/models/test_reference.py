@@ -228,3 +228,14 @@ def test_specific_binding_in_the_reference_makes_bp_nd_underestimated():
     for name, kw in [("srtm", {}), ("mrtm", {}), ("logan", {"k2prime": REF["k2"]})]:
         fit = get_model(name, timing=TIMING, ref=ref, **kw).fit(tgt)
         assert float(fit.bp_nd) < 1.0 - 0.05, name
+
+
+def test_fits_without_standard_errors_give_the_same_parameters_and_curves(truth):
+    ref, curves, _, _ = truth
+    for name in ("bfsrtm", "srtm"):
+        full = get_model(name, timing=TIMING, ref=ref).fit(curves)
+        lean = get_model(name, timing=TIMING, ref=ref, compute_se=False).fit(curves)
+        assert lean.se == {}
+        np.testing.assert_allclose(lean.bp_nd, full.bp_nd, rtol=1e-12)
+        np.testing.assert_allclose(lean.fitted, full.fitted, rtol=1e-12)
+        np.testing.assert_allclose(lean.aic, full.aic, rtol=1e-12)

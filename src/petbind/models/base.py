@@ -35,9 +35,10 @@ class Fit:
         Standard errors of (some of) ``params``; NaN where not available.
     data : ndarray, shape (..., n_frames)
         The fitted curves.
-    fitted : ndarray, shape (..., n_frames)
+    fitted : ndarray, shape (..., n_frames), or a callable returning it
         Model prediction at the solution (frame averages), NaN for frames not
-        used by the model (outside its window).
+        used by the model (outside its window). A callable is evaluated on
+        first access and cached.
     weights : ndarray, shape (..., n_frames) or (n_frames,)
         Weights used (0 for frames outside the window).
     valid : ndarray of bool, batch shape
@@ -61,7 +62,16 @@ class Fit:
     settings: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if callable(self.fitted):
+            # computed on first access (a voxel map that reads only parameters never pays)
+            self.__dict__["_fitted_fn"] = self.__dict__.pop("fitted")
+
     def __getattr__(self, name: str) -> NDArray:
+        if name == "fitted" and "_fitted_fn" in self.__dict__:
+            value = self.__dict__.pop("_fitted_fn")()
+            self.__dict__["fitted"] = value
+            return value
         params = self.__dict__.get("params", {})
         if name in params:
             return params[name]

@@ -44,6 +44,7 @@ parameter estimation by linear regression analysis. J Cereb Blood Flow Metab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -76,7 +77,7 @@ _CHUNK = 16384
 class _Result:
     params: dict[str, NDArray]
     se: dict[str, NDArray]
-    fitted: NDArray
+    fitted: NDArray | Callable[[], NDArray]
     valid: NDArray[np.bool_]
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -221,7 +222,8 @@ class ReferenceModel:
         -------
         Fit
             Parameters shaped like the batch; curves with a non-finite frame or
-            no positive value in the window are invalid (NaN parameters).
+            a duration-weighted mean <= 0 over the window are invalid (NaN
+            parameters). ``fitted`` is computed on first access.
         """
         y = np.asarray(tacs, dtype=float)
         n = self.timing.n_frames
@@ -237,10 +239,12 @@ class ReferenceModel:
         y2 = y.reshape(-1, n)
         w2 = w if w.ndim == 1 else np.broadcast_to(w, y.shape).reshape(-1, n)
         with np.errstate(invalid="ignore", over="ignore"):
-            # a NaN/inf anywhere makes the row sum non-finite (one pass, no temporaries)
-            finite = np.isfinite(np.sum(y2, axis=-1))
-            peak = np.max(y2 if self.window.all() else y2[:, self.window], axis=-1)
-            ok = finite & (peak > 0)
+            # a NaN/inf anywhere makes a row sum non-finite; signal = duration-weighted
+            # mean over the window > 0 (matrix-vector products, no temporaries)
+            dwin = self.timing.duration * self.window
+            signal = y2 @ dwin
+            finite = np.isfinite(signal if self.window.all() else y2 @ np.ones(n))
+            ok = finite & (signal > 0)
         all_ok = bool(ok.all())
         yf = y2 if all_ok else np.where(ok[:, None], y2, 0.0)
         with np.errstate(all="ignore"):
@@ -250,10 +254,14 @@ class ReferenceModel:
             res.params[k] = np.where(valid, v, np.nan).reshape(batch)
         for k, v in res.se.items():
             res.se[k] = np.where(valid, v, np.nan).reshape(batch)
-        if valid.all() and self.window.all():
-            fitted = res.fitted.reshape(y.shape)
-        else:
-            fitted = np.where(valid[:, None] & self.window, res.fitted, np.nan).reshape(y.shape)
+        window = self.window
+
+        def fitted() -> NDArray:
+            f = res.fitted() if callable(res.fitted) else res.fitted
+            if valid.all() and window.all():
+                return f.reshape(y.shape)
+            return np.where(valid[:, None] & window, f, np.nan).reshape(y.shape)
+
         extra = {k: (v.reshape(batch + v.shape[1:]) if isinstance(v, np.ndarray)
                      and v.ndim >= 1 and v.shape[0] == y2.shape[0] else v)
                  for k, v in res.extra.items()}
@@ -458,12 +466,19 @@ class _SRTMBase(ReferenceModel):
         bexact = bdb[0]
         if self.k2prime is None:
             t2 = p[:, 1]
-            fitted = r1[:, None] * self.ref + t2[:, None] * bexact
+
+            def fitted() -> NDArray:
+                return r1[:, None] * self.ref + t2[:, None] * bexact
+
             k2 = t2 + r1 * theta
             bp = t2 / theta + r1 - 1.0
             params = {"bp_nd": bp, "r1": r1, "k2": k2, "k2a": theta, "k2prime": k2 / r1}
         else:
-            fitted = r1[:, None] * (self.ref + (self.k2prime - theta)[:, None] * bexact)
+            k2p = self.k2prime
+
+            def fitted() -> NDArray:
+                return r1[:, None] * (self.ref + (k2p - theta)[:, None] * bexact)
+
             k2 = r1 * self.k2prime
             bp = k2 / theta - 1.0
             params = {"bp_nd": bp, "r1": r1, "k2": k2, "k2a": theta,
@@ -473,7 +488,8 @@ class _SRTMBase(ReferenceModel):
         if self.compute_se:
             _, cols = self._model_jac(p, bdb=(bexact, bdb[1]))
             a, _ = _normal(cols, w)
-            cov = _inv_sym(a) * _sigma2(y - fitted, w, p.shape[1])[:, None, None]
+            pred = fitted()
+            cov = _inv_sym(a) * _sigma2(y - pred, w, p.shape[1])[:, None, None]
             one, zero = np.ones_like(r1), np.zeros_like(r1)
             if self.k2prime is None:
                 t2 = p[:, 1]
@@ -487,7 +503,8 @@ class _SRTMBase(ReferenceModel):
             se = {"bp_nd": _se_of(g_bp, cov), "r1": _se_of(g_r1, cov),
                   "k2": _se_of(g_k2, cov)}
         valid = ok & ~at_bound & np.isfinite(bp) & (k2 > 0) & (r1 > 0)
-        return _Result(params, se, fitted, valid, {"at_bound": at_bound})
+        return _Result(params, se, pred if self.compute_se else fitted, valid,
+                       {"at_bound": at_bound})
 
 
 class BFSRTM(_SRTMBase):
@@ -814,9 +831,9 @@ class MRTM2(_Linearised):
         # at the least-squares solution WRSS = y'Wy - g'X'Wy (no residual array needed)
         wrss = np.maximum(yy - g1 * b1 - g2 * b2, 0.0)
         s2 = np.where(dof > 0, wrss / np.maximum(dof, 1), np.nan)
-        fitted = jt
-        fitted *= g2[:, None]
-        fitted += g1[:, None] * x1
+
+        def fitted() -> NDArray:
+            return g2[:, None] * jt + g1[:, None] * x1
         v11, v22, v12 = a22 / det * s2, a11 / det * s2, -a12 / det * s2
         d1, d2 = -1.0 / g2, g1 / g2**2
         bp = -(g1 / g2 + 1.0)
