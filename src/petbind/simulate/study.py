@@ -228,7 +228,8 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
     -------
     Path
         ``out_dir``. The layout is the one in ``docs/developing.md``
-        ("Dataset and output layout").
+        ("Dataset and output layout"). ``derivatives/petbind-sim/truth.tsv``
+        is written last, so its presence means the dataset is complete.
     """
     from petbind.simulate.config import load_config
     from petbind.simulate.writer import DatasetWriter
