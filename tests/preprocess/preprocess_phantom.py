@@ -161,11 +161,13 @@ def logan_ref_dvr(target, ref, start, dur, k2ref=0.15, t_star=30.0):
     return np.sum(xm * ym, axis=-1) / np.sum(xm * xm, axis=-1)
 
 
-def make_dynamic(shape, affine, motion_params, center, *, seed=0, noise=0.04, fwhm_mm=4.0):
+def make_dynamic(shape, affine, motion_params, center, *, seed=0, noise=0.04, fwhm_mm=4.0,
+                 base=None):
     """Dynamic PET (X, Y, Z, T) of the phantom moved per frame by ``motion_params`` (T, 6).
 
     The head in frame t is the phantom mapped by ``rigid(motion_params[t], center)``;
-    the image value at y is the phantom's at the inverse-mapped point. Gaussian
+    the image value at y is the phantom's at the inverse-mapped point. ``base``
+    (4x4) places the still head first (a subject's native position). Gaussian
     noise with SD ``noise * value / sqrt(duration / 5 min)`` mimics counts.
     """
     start, dur = frame_schedule()
@@ -177,7 +179,8 @@ def make_dynamic(shape, affine, motion_params, center, *, seed=0, noise=0.04, fw
     for f in range(len(start)):
         key = tuple(np.round(motion_params[f], 6))
         if key not in cache:
-            minv = np.linalg.inv(rigid(motion_params[f], center))
+            pose = rigid(motion_params[f], center) @ (np.eye(4) if base is None else base)
+            minv = np.linalg.inv(pose)
             cache[key] = fractions(shape, affine, lambda p, m=minv: apply(m, p))
         img = np.tensordot(curves[:, f], cache[key], axes=1)
         img = gaussian_filter(img, sigma)

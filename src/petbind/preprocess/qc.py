@@ -1,0 +1,103 @@
+"""Quality-control figures of preprocessing: motion traces and registration edge overlays.
+
+Both are PNG files written atomically, small enough to embed in the report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from petbind.io.atomic import atomic_path
+from petbind.preprocess.motion import MotionResult
+from petbind.timing import FrameTiming
+
+
+def plot_motion(path: str | os.PathLike, motion: MotionResult, timing: FrameTiming,
+                title: str = "") -> Path:
+    """Translations, rotations and framewise displacement against frame mid-time.
+
+    Flagged frames (FD above the threshold) are marked in red on the FD panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = timing.mid
+    fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True, constrained_layout=True)
+    for k, name in enumerate(("x", "y", "z")):
+        axes[0].plot(t, motion.params[:, k], marker=".", label=name)
+        axes[1].plot(t, motion.params[:, 3 + k], marker=".", label=name)
+    axes[0].set_ylabel("translation (mm)")
+    axes[1].set_ylabel("rotation (deg)")
+    axes[0].legend(ncol=3, fontsize="small")
+    axes[1].legend(ncol=3, fontsize="small")
+    thr = motion.settings.get("fd_threshold_mm")
+    axes[2].plot(t, motion.fd, marker=".", color="k")
+    if thr is not None:
+        axes[2].axhline(thr, color="r", lw=0.8, ls="--", label=f"threshold {thr:g} mm")
+        axes[2].legend(fontsize="small")
+    if motion.flagged.any():
+        axes[2].plot(t[motion.flagged], motion.fd[motion.flagged], "o", color="r", mfc="none")
+    axes[2].set_ylabel("FD (mm)")
+    axes[2].set_xlabel("time after injection (min)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "head motion", fontsize="medium")
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return target
+
+
+def _edges(img: np.ndarray) -> np.ndarray:
+    """Edge map: gradient magnitude above its 85th percentile inside the object."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(np.asarray(img, dtype=float), 1.0)
+    mag = np.sqrt(sum(ndimage.sobel(smooth, axis=a) ** 2 for a in range(3)))
+    inside = smooth > 0.1 * np.percentile(smooth, 99)
+    if not inside.any():
+        return np.zeros(img.shape, bool)
+    return mag > np.percentile(mag[inside], 85)
+
+
+def plot_edges(path: str | os.PathLike, background: ArrayLike, overlay: ArrayLike,
+               title: str = "") -> Path:
+    """Edges of ``overlay`` drawn on three orthogonal slices of ``background``.
+
+    Both images must be on the same grid (resample first). A good
+    registration puts the overlay's edges on the background's boundaries.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bg = np.asarray(background, dtype=float)
+    ov = np.asarray(overlay, dtype=float)
+    if bg.shape != ov.shape:
+        raise ValueError(f"grids differ: {bg.shape} vs {ov.shape}")
+    edges = _edges(ov)
+    c = [s // 2 for s in bg.shape]
+    slices = [(bg[c[0]], edges[c[0]]), (bg[:, c[1]], edges[:, c[1]]),
+              (bg[:, :, c[2]], edges[:, :, c[2]])]
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), constrained_layout=True)
+    vmax = np.percentile(bg, 99.5) or 1.0
+    for ax, (b, e), name in zip(axes, slices, ("sagittal", "coronal", "axial"), strict=True):
+        ax.imshow(b.T, origin="lower", cmap="gray", vmin=0, vmax=vmax)
+        ax.imshow(np.ma.masked_where(~e.T, e.T), origin="lower", cmap="autumn", alpha=0.9,
+                  interpolation="nearest")
+        ax.set_title(name, fontsize="small")
+        ax.axis("off")
+    fig.suptitle(title, fontsize="medium")
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return target

@@ -1,0 +1,287 @@
+"""Preprocess one PET scan: motion correction, registration, atlas regions, QC.
+
+``preprocess_scan`` chains the steps of :mod:`petbind.preprocess` for one
+BIDS-PET scan and writes BIDS-derivative outputs (file names follow
+fMRIPrep's for transforms)::
+
+    <stem>_desc-motion_timeseries.tsv (+ .json)   per-frame motion, FD, flags
+    <stem>_desc-mc_pet.nii.gz (+ .json)            realigned 4-D PET (kBq/mL,
+                                                   decay-corrected to injection)
+    <stem>_desc-mean_pet.nii.gz                    mean realigned image (registration)
+    <stem>_from-pet_to-T1w_mode-image_xfm.tfm      T1w points -> PET points (rigid)
+    <sub>_from-T1w_to-template_mode-image_xfm.h5   template points -> T1w points
+    <sub>_from-template_to-T1w_mode-image_xfm.h5   T1w points -> template points
+    <stem>_dseg.nii.gz + _dseg.tsv                 atlas labels on the PET grid
+    <stem>_tacs.tsv (+ .json)                      region curves (BIDS derivative)
+    <stem>_desc-motion_qc.png, _desc-pet2t1w_qc.png, _desc-t1w2template_qc.png
+
+Nothing is written next to the inputs; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from petbind.errors import DataError, FileFormatError, MetadataError
+from petbind.io.atomic import write_text_atomic
+
+
+@dataclass
+class PreprocessOptions:
+    """Settings of :func:`preprocess_scan` (the study config's ``preprocess`` section).
+
+    Attributes
+    ----------
+    motion : bool
+        Realign frames (off: use the frames as they are).
+    reference_window : (float, float) or None
+        Minutes after injection of the motion reference (default 10-60 % of scan).
+    min_block_min : float
+        Short early frames are pooled to blocks at least this long (min).
+    fd_threshold_mm, fd_radius_mm : float
+        Flag frames whose framewise displacement exceeds the threshold; sphere radius.
+    nonlinear : bool
+        Add dipy SyN after the affine T1w -> template step.
+    syn_level_iters : tuple of int
+        SyN iterations per level, coarse to fine.
+    atlas_method : {"fraction", "nearest"}
+        Partial-volume-aware or nearest-neighbour atlas resampling.
+    grey_matter : bool
+        Restrict grey-matter regions to T1w grey matter (k-means).
+    """
+
+    motion: bool = True
+    reference_window: tuple[float, float] | None = None
+    min_block_min: float = 2.0
+    fd_threshold_mm: float = 0.5
+    fd_radius_mm: float = 50.0
+    nonlinear: bool = True
+    syn_level_iters: tuple[int, ...] = (20, 10, 5)
+    atlas_method: Literal["fraction", "nearest"] = "fraction"
+    grey_matter: bool = False
+
+
+@dataclass
+class PreprocessResult:
+    """Paths written and a short summary of one preprocessed scan."""
+
+    outputs: dict[str, Path] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _strip(name: str, suffixes: tuple[str, ...]) -> str:
+    for s in suffixes:
+        if name.endswith(s):
+            return name[: -len(s)]
+    return name
+
+
+def load_anatomy(path: str | os.PathLike | None, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3-D anatomical image (T1w or template), checking orientation codes.
+
+    Raises
+    ------
+    FileFormatError
+        Missing or unreadable file, or not 3-D.
+    MetadataError
+        Both ``qform_code`` and ``sform_code`` are 0 (orientation unknown), so
+        the voxel axes cannot be placed in the world.
+    """
+    from petbind.io.bids import open_nifti
+
+    if path is None:
+        raise FileFormatError(f"no {role} image given", field=role,
+                              fix=f"give the {role} image (e.g. sub-01/anat/sub-01_T1w.nii.gz)")
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(f"{role} image not found", path=p, field=role,
+                              fix=f"add the {role} image or give its path")
+    img = open_nifti(p)
+    check_orientation(img, p)
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise FileFormatError(f"{role} must be a 3-D image, got shape {data.shape}", path=p,
+                              field=role, fix=f"give a single 3-D {role} volume")
+    return np.asarray(data, dtype=np.float32), np.asarray(img.affine, dtype=float)
+
+
+def check_orientation(img: Any, path: str | os.PathLike) -> None:
+    """Refuse NIfTI images whose ``qform_code`` and ``sform_code`` are both 0."""
+    header = getattr(img, "header", None)
+    if header is None or "sform_code" not in header:
+        return
+    if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+        raise MetadataError(
+            "orientation unknown: qform_code and sform_code are both 0, so left/right and "
+            "the voxel-to-world placement are undefined", path=path, field="sform_code",
+            fix="set the orientation (e.g. re-export with dcm2niix, or fslorient / "
+                "nibabel set_sform with code 1 after checking left and right)")
+
+
+def default_atlas(template: str | os.PathLike) -> Path:
+    """The atlas expected beside a template: ``*_T1w.nii.gz`` -> ``*_dseg.nii.gz``."""
+    p = Path(template)
+    base = _strip(p.name, (".nii.gz", ".nii"))
+    base = _strip(base, ("_T1w",))
+    return p.with_name(base + "_dseg.nii.gz")
+
+
+def preprocess_scan(
+    pet_path: str | os.PathLike,
+    t1w_path: str | os.PathLike | None,
+    template_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    atlas_path: str | os.PathLike | None = None,
+    atlas_table: str | os.PathLike | None = None,
+    options: PreprocessOptions | None = None,
+) -> PreprocessResult:
+    """Run motion correction, registration and atlas regions for one scan.
+
+    Parameters
+    ----------
+    pet_path : path
+        BIDS-PET ``*_pet.nii[.gz]`` with its JSON sidecar (4-D).
+    t1w_path : path
+        The subject's T1w.
+    template_path : path
+        Template T1-weighted image (the common space).
+    out_dir : path
+        Folder for this scan's outputs (created; never an input folder).
+    atlas_path, atlas_table : path, optional
+        Template-space ``dseg`` and label table (default: ``*_dseg.nii.gz`` and
+        ``*_dseg.tsv`` beside the template).
+    options : PreprocessOptions, optional
+
+    Returns
+    -------
+    PreprocessResult
+    """
+    from petbind.io.bids import load_pet, pet_sidecar, save_image
+    from petbind.io.tables import write_tacs
+    from petbind.preprocess import qc
+    from petbind.preprocess.motion import apply_motion, estimate_motion, write_motion_tsv
+    from petbind.preprocess.regions import (
+        atlas_table_path,
+        atlas_to_pet,
+        grey_matter_mask,
+        load_atlas,
+        region_tacs,
+    )
+    from petbind.preprocess.register import (
+        compose,
+        register_linear,
+        register_nonlinear,
+        resample,
+        save_transform,
+    )
+
+    opts = options or PreprocessOptions()
+    pet_p = Path(pet_path)
+    out = Path(out_dir)
+    if out.resolve() in {pet_p.parent.resolve(), Path(template_path).parent.resolve()}:
+        raise DataError("the output folder is an input folder", path=out, field="out",
+                        fix="write derivatives elsewhere, e.g. BIDS_DIR/derivatives/petbind")
+    # --- inputs (fail early, before any long step) -------------------------------
+    img = load_pet(pet_p)
+    if img.n_frames < 2 and opts.motion:
+        raise DataError("motion correction needs a dynamic (4-D) PET with several frames",
+                        path=pet_p, field="data", fix="give the dynamic PET or set motion off")
+    t1, t1_aff = load_anatomy(t1w_path, "T1w")
+    tpl, tpl_aff = load_anatomy(template_path, "template")
+    atlas_file = Path(atlas_path) if atlas_path is not None else default_atlas(template_path)
+    if not atlas_file.is_file():
+        raise MetadataError("the template has no atlas", path=template_path, field="atlas",
+                            fix=f"give --atlas (a dseg in template space) or add {atlas_file.name}"
+                                f" and {atlas_table_path(atlas_file).name} beside the template")
+    atlas = load_atlas(atlas_file, atlas_table)
+    check_orientation(__import__("nibabel").load(str(pet_p)), pet_p)
+
+    stem = _strip(pet_p.name, (".nii.gz", ".nii"))
+    stem = _strip(stem, ("_pet",))
+    sub = stem.split("_")[0] if stem.startswith("sub-") else stem
+    res = PreprocessResult()
+    o = res.outputs
+    data = img.get_data()
+    timing = img.timing
+
+    # --- motion ------------------------------------------------------------------
+    if opts.motion:
+        motion = estimate_motion(data, img.affine, timing,
+                                 reference_window=opts.reference_window,
+                                 min_block_min=opts.min_block_min,
+                                 fd_threshold_mm=opts.fd_threshold_mm,
+                                 fd_radius_mm=opts.fd_radius_mm, source=pet_p)
+        data = apply_motion(data, img.affine, motion)
+        o["motion"] = write_motion_tsv(out / f"{stem}_desc-motion_timeseries.tsv", motion,
+                                       timing)
+        o["motion_qc"] = qc.plot_motion(out / f"{stem}_desc-motion_qc.png", motion, timing,
+                                        title=f"{stem}: head motion")
+        res.summary.update(max_fd_mm=float(motion.fd.max()),
+                           n_flagged=int(motion.flagged.sum()),
+                           flagged_frames=np.flatnonzero(motion.flagged).tolist())
+        side = json.loads(pet_sidecar(pet_p).read_text()) if pet_sidecar(pet_p).is_file() else {}
+        side.update({"Units": "kBq/mL", "ImageDecayCorrected": True,
+                     "ImageDecayCorrectionTime": side.get("InjectionStart", 0.0),
+                     "FrameTimesStart": (timing.start_s + side.get("InjectionStart", 0.0)
+                                         ).tolist(),
+                     "FrameDuration": timing.duration_s.tolist(),
+                     "Sources": [str(pet_p)], "MotionCorrection": motion.settings})
+        o["pet_mc"] = save_image(out / f"{stem}_desc-mc_pet.nii.gz", data, img.affine, side)
+
+    # --- PET -> T1w (rigid), on the mean realigned image ---------------------------
+    w = timing.duration / timing.duration.sum()
+    mean_pet = np.tensordot(data, w.astype(np.float32), axes=([-1], [0]))
+    o["pet_mean"] = save_image(out / f"{stem}_desc-mean_pet.nii.gz", mean_pet, img.affine,
+                               {"Description": "duration-weighted mean of the realigned frames"})
+    pet2t1 = register_linear(t1, t1_aff, mean_pet, img.affine, kind="rigid", metric="mattes")
+    o["xfm_pet_t1w"] = save_transform(out / f"{stem}_from-pet_to-T1w_mode-image_xfm.tfm",
+                                      pet2t1.transform)
+    # --- T1w -> template (affine + SyN) --------------------------------------------
+    lin = register_linear(tpl, tpl_aff, t1, t1_aff, kind="affine", metric="mattes")
+    if opts.nonlinear:
+        syn = register_nonlinear(tpl, tpl_aff, t1, t1_aff, lin.matrix,
+                                 level_iters=opts.syn_level_iters)
+        tpl_to_t1, t1_to_tpl = syn.forward, syn.inverse
+    else:
+        tpl_to_t1 = compose(lin.matrix)
+        t1_to_tpl = compose(np.linalg.inv(lin.matrix))
+    o["xfm_t1w_template"] = save_transform(out / f"{sub}_from-T1w_to-template_mode-image_xfm.h5",
+                                           tpl_to_t1)
+    o["xfm_template_t1w"] = save_transform(out / f"{sub}_from-template_to-T1w_mode-image_xfm.h5",
+                                           t1_to_tpl)
+    # --- QC overlays ---------------------------------------------------------------
+    pet_in_t1 = resample(mean_pet, img.affine, t1.shape, t1_aff, pet2t1.matrix)
+    o["pet_t1w_qc"] = qc.plot_edges(out / f"{stem}_desc-pet2t1w_qc.png", t1, pet_in_t1,
+                                    title=f"{stem}: PET edges on T1w")
+    t1_in_tpl = resample(t1, t1_aff, tpl.shape, tpl_aff, tpl_to_t1)
+    o["t1w_template_qc"] = qc.plot_edges(out / f"{stem}_desc-t1w2template_qc.png", tpl,
+                                         t1_in_tpl, title=f"{sub}: T1w edges on template")
+    # --- atlas into PET space, region curves ---------------------------------------
+    pet_to_tpl = compose(np.linalg.inv(pet2t1.matrix), t1_to_tpl)
+    labels, fracs = atlas_to_pet(atlas, img.spatial_shape, img.affine, pet_to_tpl,
+                                 method=opts.atlas_method)
+    o["dseg"] = save_image(out / f"{stem}_dseg.nii.gz", labels, img.affine, None,
+                           dtype=np.int16)
+    o["dseg_tsv"] = out / f"{stem}_dseg.tsv"
+    write_text_atomic(o["dseg_tsv"], atlas.table.to_csv(sep="\t", index=False))
+    gm = None
+    if opts.grey_matter:
+        gm_t1 = grey_matter_mask(t1)
+        gm = resample(gm_t1.astype(np.float32), t1_aff, img.spatial_shape, img.affine,
+                      np.linalg.inv(pet2t1.matrix))
+    tacs = region_tacs(data, timing, atlas, labels, fracs, grey_matter=gm,
+                       metadata={"Sources": [str(pet_p), str(atlas_file)],
+                                 "Preprocessing": asdict(opts)})
+    o["tacs"] = write_tacs(out / f"{stem}_tacs.tsv", tacs)
+    res.summary.update(pet_t1w_metric=pet2t1.metric, t1w_template_metric=lin.metric,
+                       regions=list(tacs.regions))
+    return res
