@@ -239,3 +239,13 @@ def test_fits_without_standard_errors_give_the_same_parameters_and_curves(truth)
         np.testing.assert_allclose(lean.bp_nd, full.bp_nd, rtol=1e-12)
         np.testing.assert_allclose(lean.fitted, full.fitted, rtol=1e-12)
         np.testing.assert_allclose(lean.aic, full.aic, rtol=1e-12)
+
+
+def test_bfsrtm_takes_an_explicit_theta3_grid(truth):
+    ref, curves, bp, _ = truth
+    grid = np.concatenate([np.geomspace(0.005, 0.05, 300), np.geomspace(0.0505, 0.4, 200)])
+    model = get_model("bfsrtm", timing=TIMING, ref=ref, theta3_grid=grid)
+    assert model.theta3_bounds == (0.005, 0.4) and model.n_basis == 500
+    np.testing.assert_allclose(model.fit(curves).bp_nd, bp, rtol=1e-3)
+    with pytest.raises(ModelError, match="theta3_grid"):
+        get_model("bfsrtm", timing=TIMING, ref=ref, theta3_grid=[0.1, 0.2])

@@ -1,10 +1,14 @@
 """Exact frame-averaged convolution of a piecewise-linear curve with exponentials.
 
 The continuous form petbind gives to an input curve (reference-region TAC or
-plasma input) is **piecewise linear** through its knots. For the SRTM family
-the knots are ``(0, 0)`` at injection and ``(mid_i, mean_i)`` at every frame
-mid-point, held constant after the last mid-point; for plasma input they are
-the (fine-grid or sampled) blood points.
+plasma input) is **piecewise linear** through its knots. For frame data
+(reference-tissue models) it is the mean-preserving form of
+:meth:`PiecewiseLinear.mean_preserving`: ``(0, 0)`` at injection and knots at
+every frame's start, mid-point and end, whose average over each frame equals
+the measured frame mean; for plasma input the knots are the (fine-grid or
+sampled) blood points. :class:`ExpConvTable` tabulates the convolution over
+the rate for fast non-linear fits, and :func:`running_integral_frame_means`
+gives the frame means of the running integral for the linearised methods.
 
 For ``y(t) = (C * exp(-theta t))(t) = int_0^t C(s) exp(-theta (t - s)) ds``
 with ``C`` linear on each segment ``[t_j, t_j + h]`` (values ``c_j``,
@@ -66,7 +70,8 @@ class PiecewiseLinear:
 
     @classmethod
     def from_frames(cls, timing: FrameTiming, frame_means: ArrayLike) -> PiecewiseLinear:
-        """Knots at ``(0, 0)`` and ``(mid_i, mean_i)``: the SRTM-family input form."""
+        """Knots at ``(0, 0)`` and ``(mid_i, mean_i)`` (does not keep frame means;
+        the models use :meth:`mean_preserving`)."""
         v = np.asarray(frame_means, dtype=float)
         mid = timing.mid
         if mid[0] <= 0:

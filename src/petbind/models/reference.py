@@ -282,8 +282,15 @@ class _SRTMBase(ReferenceModel):
 
     def __init__(self, timing: FrameTiming, ref: ArrayLike, *,
                  theta3_bounds: tuple[float, float] = THETA3_BOUNDS, n_basis: int = N_BASIS,
-                 k2prime: float | None = None, compute_se: bool = True, **kw: Any) -> None:
+                 theta3_grid: ArrayLike | None = None, k2prime: float | None = None,
+                 compute_se: bool = True, **kw: Any) -> None:
         super().__init__(timing, ref, **kw)
+        if theta3_grid is not None:
+            grid = np.unique(np.asarray(theta3_grid, dtype=float))
+            if grid.size < 3 or grid[0] <= 0 or not np.all(np.isfinite(grid)):
+                raise ModelError("theta3_grid needs at least 3 positive, finite rates",
+                                 field="theta3_grid", fix="e.g. np.geomspace(0.001, 2, 100)")
+            theta3_bounds, n_basis = (grid[0], grid[-1]), grid.size
         lo, hi = (float(theta3_bounds[0]), float(theta3_bounds[1]))
         if not 0 < lo < hi:
             raise ModelError(f"theta3 bounds must satisfy 0 < low < high, got ({lo}, {hi})",
@@ -298,7 +305,7 @@ class _SRTMBase(ReferenceModel):
         self.n_basis = int(n_basis)
         self.k2prime = None if k2prime is None else float(k2prime)
         self.compute_se = bool(compute_se)
-        self.theta_grid = np.geomspace(lo, hi, self.n_basis)
+        self.theta_grid = np.geomspace(lo, hi, self.n_basis) if theta3_grid is None else grid
         self.basis = self._ref_form.exp_conv_frame_means(self.theta_grid, timing)
         self._table: ExpConvTable | None = None
 
@@ -525,7 +532,9 @@ class BFSRTM(_SRTMBase):
     theta3_bounds : (float, float)
         Grid range in 1/min (default 0.001-2.0).
     n_basis : int
-        Number of grid points (default 100).
+        Number of grid points, log-spaced over the range (default 100).
+    theta3_grid : array_like, optional
+        An explicit grid (1/min) instead of ``theta3_bounds`` / ``n_basis``.
     k2prime : float, optional
         Fixed reference efflux rate k2' (1/min).
     refine : bool
