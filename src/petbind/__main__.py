@@ -2,4 +2,5 @@
 
 from petbind.cli import main
 
-main()
+if __name__ == "__main__":  # not when re-imported by spawned worker processes (dask)
+    main()
