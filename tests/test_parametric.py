@@ -142,18 +142,29 @@ def test_suvr_map_is_the_late_tissue_to_reference_ratio():
     np.testing.assert_allclose(res.maps[key][brain], expected, rtol=1e-5)
 
 
-def test_auto_k2prime_from_the_default_high_binding_region_is_close_to_truth():
+def test_auto_k2prime_from_the_default_high_binding_region_recovers_truth():
     data, bp, _r1, ref_mask, brain = make_image()
     res = parametric_maps(dyn(data), model="mrtm2", ref_curve=ref_mask, mask=brain,
                           k2prime="auto", scheduler="sync")
-    # The default region (top 10 % by late ratio) pools voxels of different R1 and
-    # BP_ND; their mean curve is not exactly one-tissue, so MRTM on it is slightly
-    # biased (about 1 %), unlike each voxel alone.
-    assert res.k2prime == pytest.approx(K2_REF, rel=0.015)
     est = res.settings["k2prime_estimate"]
-    assert est["method"] == "auto" and est["n_voxels"] == round(0.1 * brain.sum())
+    assert est["method"] == "auto" and est["n_voxels"] == round(0.02 * brain.sum())
+    # the top 2 % by late ratio here are BP_ND = 3 voxels of similar R1; their mean
+    # curve is close to one-tissue, so MRTM on it is close to the true k2'
+    assert res.k2prime == pytest.approx(K2_REF, rel=2e-3)
     m = brain & ~ref_mask
-    np.testing.assert_allclose(res.bp_nd[m], bp[m], rtol=0.03)
+    np.testing.assert_allclose(res.bp_nd[m], bp[m], rtol=5e-3)
+
+
+def test_auto_k2prime_on_a_wide_heterogeneous_region_is_biased_but_close():
+    data, _bp, _r1, ref_mask, brain = make_image()
+    curves = data[brain].astype(float)
+    ref = data[ref_mask].astype(float).mean(axis=0)
+    # 30 % of voxels pool different R1 and BP_ND: their mean curve is not exactly
+    # one-tissue, so MRTM on it is biased (a few %), unlike the voxels alone
+    k2, info = estimate_k2prime(curves, ref, TIMING, method="auto", top_fraction=0.3)
+    assert info["n_voxels"] == round(0.3 * curves.shape[0])
+    assert k2 == pytest.approx(K2_REF, rel=0.05)
+    assert abs(k2 / K2_REF - 1) > 1e-3
 
 
 @pytest.mark.parametrize("model", ["mrtm2", "srtm2"])
@@ -172,9 +183,9 @@ def test_pooled_k2prime_is_the_median_of_voxel_mrtm_estimates():
     data, _bp, _r1, ref_mask, brain = make_image()
     curves = data[brain].astype(float)
     ref = data[ref_mask].astype(float).mean(axis=0)
-    k2, info = estimate_k2prime(curves, ref, TIMING, method="pooled")
+    k2, info = estimate_k2prime(curves, ref, TIMING, method="pooled", top_fraction=0.3)
     assert k2 == pytest.approx(K2_REF, rel=2e-3)
-    assert info["n_voxels"] == round(0.1 * curves.shape[0])
+    assert info["n_voxels"] == round(0.3 * curves.shape[0])
 
 
 # ----------------------------------------------------------------------------

@@ -137,3 +137,18 @@ def test_parametric_command_bad_input_exits_2_with_a_one_line_error(dataset, cap
     err = capsys.readouterr().err
     assert needle in err and "fix:" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_parametric_command_takes_the_k2prime_region_from_an_atlas_label(dataset):
+    out = dataset["tmp"] / "maps"
+    atlas = dataset["atlas"]
+    with pytest.raises(SystemExit) as ex:
+        main(["parametric", str(dataset["pet"]), "--model", "mrtm2",
+              "--ref-label", f"{atlas}:cerebellum", "--k2prime", "pooled",
+              "--k2prime-region", f"{atlas}:striatum", "--out", str(out)])
+    assert ex.value.code in (0, None)
+    side = json.loads((out / f"{STEM}_desc-mrtm2_bpnd.json").read_text())
+    src = side["K2PrimeSource"]
+    assert src["method"] == "pooled" and src["region_rule"] == "user region"
+    assert src["n_voxels"] == int((~dataset["ref"]).sum())
+    assert side["K2Prime"] == pytest.approx(K2_REF, rel=2e-3)  # one-tissue voxels: exact

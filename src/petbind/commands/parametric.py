@@ -48,6 +48,11 @@ def register(app: typer.Typer) -> None:
             "--k2prime", metavar="VALUE|auto|pooled",
             help="k2' in 1/min for mrtm2/srtm2/logan, or 'auto' (fit of the "
                  "high-binding region) / 'pooled' (median of voxel estimates).")] = "auto",
+        k2prime_region: Annotated[str | None, typer.Option(
+            "--k2prime-region", metavar="FILE|ATLAS:NAME",
+            help="High-binding region for --k2prime auto/pooled: a mask, or an atlas "
+                 "and region name (default: the 2 % of voxels with the highest late "
+                 "tissue/reference ratio).")] = None,
         out: Annotated[Path | None, typer.Option(
             "--out", metavar="DIR",
             help="Output folder (default: ./petbind-parametric).")] = None,
@@ -91,6 +96,13 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--k2prime must be a number, 'auto' or 'pooled', got "
                                   f"{k2prime!r}", field="--k2prime",
                                   fix="e.g. --k2prime 0.1") from None
+        region: Path | tuple[str, str] | None = None
+        if k2prime_region is not None:
+            if Path(k2prime_region).exists() or ":" not in k2prime_region:
+                region = Path(k2prime_region)
+            else:
+                atlas, name = k2prime_region.rsplit(":", 1)
+                region = (atlas, name)
         out_dir = out if out is not None else Path("petbind-parametric")
         console = Console(stderr=True)
         with Progress(TextColumn("[bold]fitting[/] {task.description}"), BarColumn(),
@@ -102,7 +114,8 @@ def register(app: typer.Typer) -> None:
                 bar.update(task, completed=done, total=total)
 
             result = parametric_maps(pet, model=model, ref_curve=ref, mask=mask,
-                                     k2prime=k2, chunk_voxels=chunk_voxels,
+                                     k2prime=k2, k2prime_region=region,
+                                     chunk_voxels=chunk_voxels,
                                      scheduler=scheduler, progress=progress)
         files = write_maps(result, out_dir, _stem(pet),
                            sidecar_extra={"Command": "petbind parametric"})
