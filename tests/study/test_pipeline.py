@@ -18,7 +18,7 @@ import pytest
 
 from petbind.errors import DataError, PetbindError
 from petbind.study.config import load_config
-from petbind.study.pipeline import run_study
+from petbind.study.pipeline import check_output_location, run_study
 
 from .conftest import tree_digest
 
@@ -147,12 +147,28 @@ def test_changed_input_is_redone(noise_free_study, tmp_path):
     assert tsv.name in str(e.value)
 
 
-def test_output_folder_inside_the_input_tree_is_refused(noise_free_study):
+@pytest.mark.parametrize("where", ["sub-01", ".", "derivatives", "derivatives/petbind-sim",
+                                   "derivatives/petbind-sim/x"])
+def test_output_folder_inside_the_input_tree_is_refused(noise_free_study, where):
     bids = noise_free_study["bids"]
     with pytest.raises(PetbindError) as e:
-        run_study(bids, load_config(noise_free_study["config"]), out_dir=bids / "sub-01",
-                  progress=False)
+        check_output_location(bids, bids / where)
     assert e.value.field == "--out"
+
+
+def test_output_folders_under_derivatives_that_are_ours_or_new_are_allowed(tmp_path):
+    bids = tmp_path / "bids"
+    (bids / "derivatives" / "mine").mkdir(parents=True)
+    (bids / "derivatives" / "mine" / "dataset_description.json").write_text(
+        json.dumps({"Name": "petbind outputs"}))
+    (bids / "derivatives" / "atlases").mkdir()
+    (bids / "derivatives" / "atlases" / "x.nii.gz").write_bytes(b"")
+    check_output_location(bids, bids / "derivatives" / "petbind")
+    check_output_location(bids, bids / "derivatives" / "new")
+    check_output_location(bids, bids / "derivatives" / "mine")
+    check_output_location(bids, tmp_path / "elsewhere")
+    with pytest.raises(PetbindError):
+        check_output_location(bids, bids / "derivatives" / "atlases")
 
 
 @pytest.mark.slow

@@ -47,6 +47,8 @@ from petbind.study.provenance import (
     write_scan_record,
 )
 
+#: ``Name`` of the outputs' dataset_description.json (marks a folder as ours).
+OUTPUT_NAME = "petbind outputs"
 #: Columns of ``outcomes.tsv`` taken from the region fits (when the model gives them).
 OUTCOME_PARAMS = ("bp_nd", "bp_nd_se", "r1", "k2", "k2prime", "aic", "r2", "valid")
 
@@ -533,21 +535,40 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path
     return written, notes
 
 
+def _is_our_output(folder: Path) -> bool:
+    """True when ``folder`` holds outputs of an earlier ``petbind run``."""
+    import json
+
+    try:
+        desc = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return desc.get("Name") == OUTPUT_NAME
+
+
 def check_output_location(bids: Path, out_dir: Path) -> None:
     """Refuse an output folder inside the input tree other than under ``derivatives/``."""
     b = bids.resolve()
     o = out_dir.resolve()
-    if o == b or (o.is_relative_to(b) and not o.is_relative_to(b / "derivatives")):
+    deriv = b / "derivatives"
+    inside = o == b or (o.is_relative_to(b) and not o.is_relative_to(deriv)) or o == deriv
+    if not inside and o.is_relative_to(deriv):
+        # another pipeline's derivatives (e.g. the simulator's atlases) are input too
+        top = deriv / o.relative_to(deriv).parts[0]
+        inside = (top.name != "petbind" and top.is_dir() and any(top.iterdir())
+                  and not _is_our_output(top))
+    if inside:
         raise PetbindError("the output folder lies in the input dataset", path=out_dir,
                            field="--out",
-                           fix="write under BIDS_DIR/derivatives/ (the default) or elsewhere")
+                           fix="write to BIDS_DIR/derivatives/petbind (the default), a new "
+                           "folder under derivatives/, or outside the dataset")
 
 
 def _description(out_dir: Path, bids: Path) -> None:
     from petbind import __version__
 
     write_json_atomic(out_dir / "dataset_description.json", {
-        "Name": "petbind outputs", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "Name": OUTPUT_NAME, "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "petbind", "Version": __version__}],
         "SourceDatasets": [{"URL": bids.resolve().as_uri()}]})
 
