@@ -132,7 +132,7 @@ def test_rerun_skips_every_scan_and_rewrites_identical_outputs(noise_free_study)
     assert tree_digest(out, skip=("group/provenance.json",)) == before
 
 
-def test_changed_input_is_redone(noise_free_study, tmp_path):
+def test_reference_region_missing_from_the_atlas_is_a_named_error(noise_free_study, tmp_path):
     bids = tmp_path / "bids"
     shutil.copytree(noise_free_study["bids"], bids,
                     ignore=shutil.ignore_patterns("petbind"))
