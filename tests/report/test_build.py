@@ -71,9 +71,9 @@ def test_page_loads_nothing_from_outside(parsed):
 def test_every_image_is_an_embedded_png_with_alt_text(parsed, study_outputs):
     images = [attrs for tag, attrs in parsed.tags if tag == "img"]
     n_scans = study_outputs["n_scans"]
-    # per scan: TACs, fits, one BP_ND map; group: paired lines + one forest per contrast;
-    # voxelwise: one t map
-    assert len(images) == 3 * n_scans + 1 + 2 + 1
+    # the tracer's TAC grid and BP_ND map grid; per scan its fits; group: paired lines and
+    # one forest per contrast; voxelwise: one t map
+    assert len(images) == 2 + n_scans + 1 + 2 + 1
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(attrs["src"].split(",", 1)[1])[:4] == b"\x89PNG"

@@ -21,10 +21,29 @@ def _png_size(uri: str) -> tuple[int, int]:
 
 
 def test_figure_to_data_uri_encodes_a_png_of_the_figure_size_and_clears_it():
-    fig = figures.tac_figure([1.0, 2.0], [[1.0, 2.0]], ["NAcc"])
+    fig = figures.forest_figure(["NAcc"], [1.0], [0.0], [2.0])
+    width, height = fig.get_size_inches()
     uri = figures.figure_to_data_uri(fig)
-    assert _png_size(uri) == (round(5.6 * figures.DPI), round(2.6 * figures.DPI))
+    assert _png_size(uri) == (round(width * figures.DPI), round(height * figures.DPI))
     assert fig.axes == []
+
+
+def test_figure_to_data_uri_quantised_png_keeps_the_picture():
+    from PIL import Image
+
+    fig = figures.ortho_slices(np.arange(27.0).reshape(3, 3, 3) + 1, cut=(1, 1, 1))
+    fig2 = figures.ortho_slices(np.arange(27.0).reshape(3, 3, 3) + 1, cut=(1, 1, 1))
+    full = figures.figure_to_data_uri(fig, colors=None)
+    small = figures.figure_to_data_uri(fig2, colors=64)
+
+    def pixels(uri):
+        raw = base64.b64decode(uri.split(",", 1)[1])
+        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=float)
+
+    a, b = pixels(full), pixels(small)
+    assert a.shape == b.shape
+    assert np.mean(np.abs(a - b)) < 3.0  # grey levels out of 255
+    assert len(small) < len(full)
 
 
 def test_figure_to_data_uri_svg_is_valid_svg():
@@ -34,17 +53,40 @@ def test_figure_to_data_uri_svg_is_valid_svg():
     assert b"<svg" in base64.b64decode(data)[:400]
 
 
-def test_tac_figure_draws_one_line_per_region_with_the_given_values():
+def test_tac_grid_draws_each_scans_regions_with_the_given_values_and_one_legend():
     t = np.array([0.5, 1.5, 3.0, 10.0])
-    y = np.array([[1.0, 4.0, 3.0, 2.0], [0.5, 2.0, 1.5, 1.0]])
-    fig = figures.tac_figure(t, y, ["NAcc", "cerebellum"], reference="cerebellum")
-    lines = fig.axes[0].get_lines()
-    assert len(lines) == 2
-    np.testing.assert_array_equal(lines[0].get_xdata(), t)
-    np.testing.assert_array_equal(lines[1].get_ydata(), y[1])
-    assert lines[1].get_color() == "black"
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
-        "NAcc", "cerebellum (ref)"]
+    y1 = np.array([[1.0, 4.0, 3.0, 2.0], [0.5, 2.0, 1.5, 1.0]])
+    y2 = y1 * 2
+    fig = figures.tac_grid_figure([("scan A", t, y1), ("scan B", t, y2)],
+                                  ["NAcc", "cerebellum"], reference="cerebellum", max_cols=2)
+    first, second = fig.axes[:2]
+    assert [first.get_title(), second.get_title()] == ["scan A", "scan B"]
+    np.testing.assert_array_equal(first.get_lines()[0].get_xdata(), t)
+    np.testing.assert_array_equal(second.get_lines()[1].get_ydata(), y2[1])
+    assert second.get_lines()[1].get_color() == "black"
+    # one colour per region, the same in every panel
+    assert first.get_lines()[0].get_color() == second.get_lines()[0].get_color()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["NAcc", "cerebellum (ref)"]
+
+
+def test_map_grid_places_each_scan_in_its_cell_with_one_colour_range():
+    vol = np.zeros((6, 7, 8))
+    vol[2:4, 3:5, 3:6] = 1.0
+    maps = {("sub-01", "baseline"): vol, ("sub-01", "drug"): 2 * vol,
+            ("sub-02", "baseline"): 3 * vol}
+    fig = figures.map_grid_figure(maps, ["sub-01", "sub-02"], ["baseline", "drug"],
+                                  vmax=3.0, label="BP_ND")
+    cells = fig.axes[:4]
+    assert [ax.get_title() for ax in cells] == ["baseline", "drug", "", ""]
+    assert cells[3].get_images() == []  # sub-02 has no drug scan
+    images = [ax.get_images()[0] for ax in cells[:3]]
+    assert all(im.get_clim() == (0.0, 3.0) for im in images)
+    # montage of the slices through the centre of the support: x = 2, y = 3, z = 4
+    # (rounded centre of 2..3, 3..4, 3..5); sagittal (y, z) | coronal (x, z) | axial (x, y)
+    shown = images[1].get_array()
+    assert shown.shape == (8, 7 + 1 + 6 + 1 + 6)
+    assert np.nanmax(shown) == 2.0
+    assert fig.axes[-1].get_ylabel() == "BP_ND"
 
 
 def test_fit_figure_residual_panel_shows_data_minus_fit_for_each_model():

@@ -40,6 +40,8 @@ from petbind.io.atomic import write_text_atomic
 
 #: File name of the report at the output root.
 REPORT_NAME = "report.html"
+#: Clusters listed per t map (the largest first, as the pipeline writes them).
+MAX_CLUSTERS = 10
 
 _STEM_RE = re.compile(
     r"^sub-(?P<subject>[^_]+)_ses-(?P<condition>[^_]+)_trc-(?P<tracer>[^_]+)"
@@ -229,6 +231,8 @@ class StudyOutputs:
         tr = (self.config.get("tracers") or {}).get(tracer) or {}
         if isinstance(tr, dict) and tr.get("primary_model"):
             return str(tr["primary_model"])
+        if (self.summary.get("primary_models") or {}).get(tracer):
+            return str(self.summary["primary_models"][tracer])
         for row in self.summary.get("highlights") or []:
             if row.get("tracer") == tracer and row.get("model"):
                 return str(row["model"])
@@ -254,7 +258,7 @@ class StudyOutputs:
     @property
     def conditions(self) -> list[str]:
         found = [str(c) for c in self.summary.get("conditions") or []]
-        base = self.config.get("baseline_condition")
+        base = _cfg_get(self.config, "statistics.baseline_condition", "baseline_condition")
         extra = [s.condition for s in self.scans]
         if self.outcomes is not None:
             extra += list(self.outcomes["condition"].astype(str))
@@ -321,6 +325,12 @@ def load_outputs(out_dir: str | Path) -> StudyOutputs:
             prefix = p.name.split("_stat-t.nii")[0]
             tmaps.append({**m.groupdict(), "path": p, "prefix": prefix,
                           "folder": p.parent})
+    contrast_order = [str(c.get("name")) for c in config.get("contrasts") or []
+                      if isinstance(c, dict)]
+    tmaps.sort(key=lambda t: (t["tracer"], t["model"],
+                              contrast_order.index(t["contrast"])
+                              if t["contrast"] in contrast_order else len(contrast_order),
+                              t["contrast"]))
     return StudyOutputs(
         root=root,
         summary=_maybe_json(group / "summary.json"),
@@ -363,6 +373,12 @@ def _pval(p: Any) -> str:
     return f"{v:.3f}"
 
 
+def _peq(p: Any) -> str:
+    """A p-value with its relation sign, for sentences: ``= 0.023`` or ``< 0.001``."""
+    text = _pval(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def _signed(x: Any, digits: int = 1) -> str:
     try:
         v = float(x)
@@ -384,15 +400,19 @@ def _is_true(x: Any) -> bool:
 
 def _design(study: StudyOutputs) -> dict[str, Any]:
     s = study.summary
+    models = s.get("models") or []
+    if isinstance(models, dict):  # per tracer
+        models = list(dict.fromkeys(m for ms in models.values() for m in ms))
+    if not models and study.outcomes is not None:
+        models = sorted(study.outcomes["model"].astype(str).unique())
     return {
         "subjects": study.subjects,
         "conditions": study.conditions,
         "tracers": study.tracers,
         "n_scans": s.get("n_scans", len(study.scans)),
-        "models": s.get("models") or (
-            sorted(study.outcomes["model"].astype(str).unique()) if study.outcomes is not None
-            else []),
-        "baseline": study.config.get("baseline_condition") or (
+        "models": [str(m) for m in models],
+        "baseline": _cfg_get(study.config, "statistics.baseline_condition",
+                             "baseline_condition") or (
             study.conditions[0] if study.conditions else None),
     }
 
@@ -425,8 +445,8 @@ def _finding_sentence(row: pd.Series, alpha: float) -> str:
         f"{row['tracer']}, {row['region']}, {row['contrast']}: {verb} {size_txt} {unit} "
         f"(95 % CI {_num(row.get('pct_ci_low'), 1)} to {_num(row.get('pct_ci_high'), 1)}; "
         f"paired t({_num(row.get('df'), 0)}) = {_num(row.get('t'), 2)}, "
-        f"p = {_pval(row.get('p'))}, Holm-corrected p = {_pval(row.get('p_holm'))}, "
-        f"BH q = {_pval(row.get('p_bh'))}; n = {_num(row.get('n'), 0)}"
+        f"p {_peq(row.get('p'))}, Holm-corrected p {_peq(row.get('p_holm'))}, "
+        f"BH q {_peq(row.get('p_bh'))}; n = {_num(row.get('n'), 0)}"
     )
     if pd.notna(row.get("pct_change_true", np.nan)):
         text += f"; simulated truth {_signed(row['pct_change_true'], 1)} {unit}"
@@ -439,9 +459,9 @@ def _finding_sentence(row: pd.Series, alpha: float) -> str:
 
 
 def _alpha(study: StudyOutputs) -> float:
-    stats = study.config.get("stats") or {}
     try:
-        return float(stats.get("alpha", study.config.get("alpha", 0.05)))
+        return float(_cfg_get(study.config, "statistics.alpha", "stats.alpha", "alpha",
+                              default=0.05))
     except (TypeError, ValueError):
         return 0.05
 
@@ -557,15 +577,13 @@ def _reference_region(study: StudyOutputs, tracer: str) -> str | None:
     return None
 
 
-def _scan_sections(study: StudyOutputs, figures: Any, max_maps: int) -> list[dict[str, Any]]:
+def _scan_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
     truth = _truth_lookup(study.outcomes)
     out = []
-    n_maps = 0
     for scan in study.scans:
         entry: dict[str, Any] = {"label": scan.label, "stem": scan.stem, "anchor":
                                  re.sub(r"[^A-Za-z0-9_-]", "-", scan.stem)}
         tacs = scan.tacs
-        ref = _reference_region(study, scan.tracer)
         if tacs is not None and len(tacs):
             t0, t1, issues = _frame_table(tacs)
             regions = _region_columns(tacs)
@@ -573,9 +591,6 @@ def _scan_sections(study: StudyOutputs, figures: Any, max_maps: int) -> list[dic
                 n_frames=len(tacs), first_start=_num(t0[0], 2), last_end=_num(t1[-1], 1),
                 shortest=_num(60 * (t1 - t0).min(), 0), longest=_num(60 * (t1 - t0).max(), 0),
                 timing_issues=issues, regions=regions,
-                tac_figure=figures.figure_to_data_uri(figures.tac_figure(
-                    (t0 + t1) / 2, tacs[regions].to_numpy(dtype=float).T, regions,
-                    title=scan.label, reference=ref)),
             )
         entry["dose"] = _injected(study, scan)
         entry["warnings"] = _scan_warnings(study, scan)
@@ -606,19 +621,62 @@ def _scan_sections(study: StudyOutputs, figures: Any, max_maps: int) -> list[dic
                     "truth": _num(truth.get(key), 3) if key in truth else None,
                 })
             entry["fits"] = rows
-        maps = scan.maps("bpnd")
-        entry["maps"] = []
-        for model, path in maps.items():
-            if n_maps >= max_maps:
-                entry["maps_skipped"] = True
-                break
-            data, _, zooms = _load_nifti(path)
-            entry["maps"].append({"model": model, "file": path.name,
-                                  "figure": figures.figure_to_data_uri(figures.ortho_slices(
-                                      data, zooms=zooms, vmin=0.0, cmap="viridis",
-                                      label="BP_ND", title=f"{scan.label}: BP_ND ({model})"))})
-            n_maps += 1
         out.append(entry)
+    return out
+
+
+def _tac_grids(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
+    """Per tracer, every scan's region TACs as small multiples (subjects x conditions)."""
+    order = {c: i for i, c in enumerate(study.conditions)}
+    out = []
+    for tracer in study.tracers:
+        scans = sorted((s for s in study.scans if s.tracer == tracer and s.tacs is not None),
+                       key=lambda s: (s.subject, order.get(s.condition, 99), s.run or ""))
+        if not scans:
+            continue
+        regions = list(dict.fromkeys(r for s in scans for r in _region_columns(s.tacs)))
+        panels = []
+        for s in scans:
+            t0, t1, _ = _frame_table(s.tacs)
+            values = s.tacs.reindex(columns=regions).to_numpy(dtype=float).T
+            panels.append((s.label, (t0 + t1) / 2, values))
+        n_cond = len({s.condition for s in scans})
+        out.append({"tracer": tracer, "figure": figures.figure_to_data_uri(
+            figures.tac_grid_figure(panels, regions,
+                                    reference=_reference_region(study, tracer),
+                                    max_cols=max(1, min(n_cond, 4))))})
+    return out
+
+
+def _map_grids(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
+    """Per tracer, the BP_ND maps of every scan (subjects x conditions), one colour bar."""
+    out = []
+    for tracer in study.tracers:
+        tr = (study.config.get("tracers") or {}).get(tracer) or {}
+        model = tr.get("map_model") if isinstance(tr, dict) else None
+        maps: dict[tuple[str, str], np.ndarray] = {}
+        shape = None
+        skipped = []
+        for scan in study.scans:
+            found = scan.maps("bpnd")
+            if scan.tracer != tracer or not found:
+                continue
+            model = model if model in found else next(iter(found))
+            data, _, _ = _load_nifti(found[model])
+            shape = shape or data.shape
+            row = f"sub-{scan.subject}" + (f" run {scan.run}" if scan.run else "")
+            if data.shape != shape:
+                skipped.append(scan.label)
+                continue
+            maps[(row, scan.condition)] = data
+        if not maps:
+            continue
+        rows = list(dict.fromkeys(r for r, _ in maps))
+        cols = [c for c in study.conditions if any(k[1] == c for k in maps)]
+        out.append({"tracer": tracer, "model": model, "skipped": skipped,
+                    "figure": figures.figure_to_data_uri(figures.map_grid_figure(
+                        maps, rows, cols, label="BP_ND",
+                        title=f"{tracer}: BP_ND maps ({model})"))})
     return out
 
 
@@ -659,7 +717,7 @@ def _group_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
                         truth=g["pct_change_true"] if has_truth else None,
                         xlabel=("difference of % changes (pp)" if str(g["kind"].iloc[0])
                                 == "interaction" else "% change in BP_ND"),
-                        title=f"{tracer}, {model}: {contrast}"))})
+                        title=f"{tracer}, {model}:\n{contrast}"))})
             sec["stats"] = [_stats_row(r) for _, r in sel.iterrows()]
             sec["has_truth"] = "pct_change_true" in sel and sel["pct_change_true"].notna().any()
             inter = prim[prim["kind"].astype(str) == "interaction"] if "kind" in prim else prim[:0]
@@ -738,15 +796,18 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
         clusters = _maybe_tsv(tm["folder"] / f"{tm['prefix']}_clusters.tsv")
         sec = {
             "title": title, "file": tm["path"].name, "threshold": _num(thr, 2),
-            "sidecar": {k: side.get(k) for k in (
+            "sidecar": {k: (_num(side[k], 3) if isinstance(side[k], float) else side[k])
+                        for k in (
                 "n_subjects", "n_flips", "exact", "min_attainable_p", "cluster_forming_t",
-                "cluster_forming_p", "smoothing_fwhm_mm", "seed", "mask_voxels") if k in side},
+                "cluster_forming_p", "smoothing_fwhm_mm", "seed", "mask_voxels")
+                        if k in side},
             "figure": figures.figure_to_data_uri(figures.ortho_slices(
                 tmap, zooms=zooms, underlay=under, cmap="RdBu_r", symmetric=True,
-                threshold=thr, label="t", title=title)),
+                threshold=thr, label="t statistic", title=title)),
             "clusters": None if clusters is None else [
                 {k: (_num(v, 3) if isinstance(v, float) else str(v)) for k, v in row.items()}
-                for row in clusters.to_dict("records")],
+                for row in clusters.head(MAX_CLUSTERS).to_dict("records")],
+            "n_clusters": 0 if clusters is None else len(clusters),
             "cluster_columns": None if clusters is None else list(clusters.columns),
         }
         out.append(sec)
@@ -836,30 +897,29 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
         ref = _reference_region(study, tracer) or "the reference region"
         primary = study.primary_model(tracer)
         map_model = tr.get("map_model") if isinstance(tr, dict) else None
-        k2p = _cfg_get(tr if isinstance(tr, dict) else {}, "k2prime", "k2prime_strategy",
-                       "k2p") or _cfg_get(cfg, "k2prime", "fit.k2prime", "models.k2prime")
+        targets = tr.get("target_regions") if isinstance(tr, dict) else None
         txt = (f"For {tracer}, regional time-activity curves were extracted with the atlas "
-               f"(left and right labels pooled, voxel-weighted) and fitted with "
-               f"{', '.join(m.upper() for m in models) or 'the configured models'} using "
-               f"{ref} as reference region; BP_ND of {(primary or '').upper()} was the "
-               f"primary outcome")
+               f"(left and right labels pooled, voxel-weighted)"
+               + (f" for {', '.join(str(t) for t in targets)}" if targets else "")
+               + f" and fitted with {', '.join(m.upper() for m in models) or 'the configured'}"
+               f" models using {ref} as reference region; BP_ND of "
+               f"{(primary or '').upper()} was the primary outcome")
         if map_model:
             txt += f", and parametric BP_ND maps were computed with {str(map_model).upper()}"
+        k2p = _k2prime_text(tr if isinstance(tr, dict) else {})
         if k2p:
-            txt += f"; k2' was {_describe(k2p)}"
+            txt += f"; k2' was {k2p}"
+        weights = _cfg_get(tr if isinstance(tr, dict) else {}, "model_settings.weights",
+                           "weights") or _cfg_get(cfg, "weights")
+        txt += (f". Frames were weighted by {_describe(weights)}" if weights
+                else ". Frames were weighted uniformly (the models' default)")
         parts.append(txt + ".")
         for m in [*models, map_model]:
             c = _MODEL_CITATION.get(str(m).lower().replace("-", "")) if m else None
             if c and c not in cites:
                 cites.append(c)
-    weights = _cfg_get(cfg, "weights", "fit.weights", "models.weights")
-    if weights:
-        parts.append(f"Frames were weighted by {_describe(weights)}; model predictions were "
-                     "frame averages of the continuous model (exact integration over each "
-                     "frame).")
-    else:
-        parts.append("Model predictions were frame averages of the continuous model (exact "
-                     "integration over each frame).")
+    parts.append("Model predictions were frame averages of the continuous model (exact "
+                 "integration over each frame), not mid-frame samples.")
     alpha = _alpha(study)
     parts.append(
         "Changes between conditions were tested per region with two-sided paired t-tests "
@@ -872,8 +932,7 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
         "size d_z.")
     cites += ["holm", "bh", "mixed"]
     if study.tmaps:
-        vox = cfg.get("voxel") or {}
-        fwhm = vox.get("smoothing_fwhm_mm") if isinstance(vox, dict) else None
+        fwhm = _cfg_get(cfg, "statistics.voxel.smoothing_fwhm_mm", "voxel.smoothing_fwhm_mm")
         parts.append(
             "Voxelwise, per-subject contrast maps of BP_ND"
             + (f" (smoothed with a {fwhm} mm FWHM Gaussian)" if fwhm else "")
@@ -887,6 +946,21 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
     parts.append(f"Analyses used petbind {prov.get('petbind_version', __version__)}"
                  + (f" ({versions})" if versions else "") + ".")
     return {"paragraph": " ".join(parts), "citations": [CITATIONS[c] for c in cites]}
+
+
+def _k2prime_text(tracer_cfg: dict[str, Any]) -> str | None:
+    """How k2' was obtained, in words, from a tracer's config section."""
+    k2p = tracer_cfg.get("k2prime")
+    if k2p is None:
+        return None
+    if isinstance(k2p, int | float):
+        return f"fixed at {k2p:g} 1/min"
+    region = tracer_cfg.get("k2prime_region")
+    if str(k2p).lower() in ("pooled", "auto") and not region:
+        return f"estimated ({k2p}) from the data of each scan"
+    where = f" in {region}, a high-binding region," if region else ""
+    return (f"estimated per scan by {str(k2p).upper()}{where} and fixed in the models that "
+            "need it (MRTM2, SRTM2, Logan reference) and in the parametric maps")
 
 
 def _describe(value: Any) -> str:
@@ -932,15 +1006,13 @@ def _static_text(name: str) -> str:
         encoding="utf-8")
 
 
-def render_report(study: StudyOutputs, *, max_maps: int = 48) -> str:
+def render_report(study: StudyOutputs) -> str:
     """Render the report of ``study`` into one HTML string.
 
     Parameters
     ----------
     study : StudyOutputs
         What :func:`load_outputs` read.
-    max_maps : int
-        At most this many per-scan parametric-map figures (page size).
 
     Returns
     -------
@@ -969,7 +1041,9 @@ def render_report(study: StudyOutputs, *, max_maps: int = 48) -> str:
         "power_sentences": _power_sentences(study),
         "warnings": [str(w) for w in study.summary.get("warnings") or []],
         "n_invalid": study.summary.get("n_invalid_fits"),
-        "scans": _scan_sections(study, figures, max_maps),
+        "scans": _scan_sections(study, figures),
+        "map_grids": _map_grids(study, figures),
+        "tac_grids": _tac_grids(study, figures),
         "groups": _group_sections(study, figures),
         "voxel": voxel,
         "volumes": volumes,

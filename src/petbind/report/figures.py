@@ -19,18 +19,17 @@ import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg", force=False)
-
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike, NDArray
 
 #: Colours of kinetic models (stable across figures: a model keeps its colour).
 MODEL_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 #: Pixels per inch of embedded PNGs: readable on screen, small on disk.
-DPI = 80
+DPI = 96
 
 
 def _figure(width_in: float, height_in: float) -> Figure:
@@ -47,7 +46,8 @@ def _grid(n: int, max_cols: int) -> tuple[int, int]:
     return rows, cols
 
 
-def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None) -> str:
+def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
+                       colors: int | None = 64) -> str:
     """Render ``fig`` into a base64 ``data:`` URI (PNG or SVG) and release it.
 
     Parameters
@@ -58,6 +58,9 @@ def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None) ->
         PNG for plots with many points or images, SVG for small line plots.
     dpi : int, optional
         Resolution of a PNG (default :data:`DPI`).
+    colors : int or None
+        Quantise a PNG to this many palette colours (about 4 times smaller for
+        line plots, visually the same); None keeps full RGBA.
 
     Returns
     -------
@@ -68,54 +71,74 @@ def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None) ->
     meta = {"Software": None} if fmt == "png" else {"Date": None}
     fig.savefig(buf, format=fmt, dpi=dpi or DPI, metadata=meta)
     fig.clear()
+    data = buf.getvalue()
+    if fmt == "png" and colors:
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        out = io.BytesIO()
+        img.quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(
+            out, format="PNG", optimize=True)
+        data = out.getvalue()
     mime = "image/svg+xml" if fmt == "svg" else "image/png"
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def tac_figure(
-    t_mid_min: ArrayLike,
-    values: ArrayLike,
+def tac_grid_figure(
+    panels: Sequence[tuple[str, ArrayLike, ArrayLike]],
     regions: Sequence[str],
     *,
-    title: str = "",
     reference: str | None = None,
+    max_cols: int = 3,
 ) -> Figure:
-    """All region time-activity curves of one scan on one axis.
+    """Region time-activity curves of many scans, one panel per scan (small multiples).
 
     Parameters
     ----------
-    t_mid_min : array_like, shape (n_frames,)
-        Frame mid-times after injection (min).
-    values : array_like, shape (n_regions, n_frames)
-        Region activity (kBq/mL, decay-corrected to injection).
+    panels : sequence of (title, t_mid_min, values)
+        Per scan: its label, frame mid-times after injection (min, shape
+        ``(n_frames,)``) and region activity (kBq/mL, decay-corrected, shape
+        ``(n_regions, n_frames)`` in the order of ``regions``).
     regions : sequence of str
-        Region names, one per row of ``values``.
-    title : str
-        Axis title (the scan).
+        Region names; a region keeps its colour in every panel.
     reference : str, optional
         The reference region, drawn black and thick.
+    max_cols : int
+        Panels per row (e.g. one per condition).
 
     Returns
     -------
     Figure
-        One axis, one line per region, legend outside the plot.
+        Panels sharing the time axis, one legend for all.
     """
-    t = np.asarray(t_mid_min, dtype=float)
-    y = np.atleast_2d(np.asarray(values, dtype=float))
-    fig = _figure(5.6, 2.6)
-    fig.subplots_adjust(left=0.11, right=0.74, bottom=0.18, top=0.9)
-    ax = fig.add_subplot()
-    cmap = matplotlib.colormaps["tab20"]
-    for i, name in enumerate(regions):
-        if name == reference:
-            ax.plot(t, y[i], color="black", lw=2.0, marker=".", ms=3, label=f"{name} (ref)")
-        else:
-            ax.plot(t, y[i], color=cmap(i % 20), lw=1.0, marker=".", ms=3, label=name)
-    ax.set_xlabel("time after injection (min)")
-    ax.set_ylabel("activity (kBq/mL)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.grid(alpha=0.3)
+    rows, cols = _grid(len(panels), max_cols)
+    width, height = 2.9 * cols + 1.6, 1.9 * rows + 0.5
+    fig = _figure(width, height)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, gridspec_kw={
+        "left": 0.55 / width, "right": 1 - 1.55 / width, "bottom": 0.45 / height,
+        "top": 1 - 0.25 / height, "wspace": 0.22, "hspace": 0.32}).ravel()
+    cmap = matplotlib.colormaps["tab10" if len(regions) <= 10 else "tab20"]
+    handles: list = []
+    for ax, (title, t, values) in zip(axes, panels, strict=False):
+        y = np.atleast_2d(np.asarray(values, dtype=float))
+        tt = np.asarray(t, dtype=float)
+        handles = []
+        for i, name in enumerate(regions):
+            ref = name == reference
+            (line,) = ax.plot(tt, y[i], color="black" if ref else cmap(i % cmap.N),
+                              lw=1.8 if ref else 0.9, label=f"{name} (ref)" if ref else name)
+            handles.append(line)
+        ax.set_title(title, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    for ax in axes[::cols]:
+        ax.set_ylabel("kBq/mL", fontsize=7)
+    for ax in axes[(rows - 1) * cols:]:
+        ax.set_xlabel("min after injection", fontsize=7)
+    fig.legend(handles, [h.get_label() for h in handles], fontsize=6, loc="upper right",
+               frameon=False)
     return fig
 
 
@@ -172,9 +195,13 @@ def fit_figure(
             c = MODEL_COLOURS[m % len(MODEL_COLOURS)]
             ax.plot(t, f, "-", color=c, lw=1.1, label=model)
             axr.plot(t, y - f, ".-", color=c, lw=0.6, ms=2)
-        ax.set_title(region, fontsize=8)
-        ax.tick_params(labelsize=6, labelbottom=False)
-        axr.tick_params(labelsize=6)
+        ax.set_title(region, fontsize=8, pad=2)
+        # few ticks: tick labels are most of the drawing cost of small multiples
+        ax.yaxis.set_major_locator(MaxNLocator(3))
+        axr.yaxis.set_major_locator(MaxNLocator(2, symmetric=True))
+        axr.xaxis.set_major_locator(MaxNLocator(3))
+        ax.tick_params(labelsize=6, labelbottom=False, length=2, pad=1)
+        axr.tick_params(labelsize=6, length=2, pad=1)
         if k % cols == 0:
             ax.set_ylabel("kBq/mL", fontsize=7)
             axr.set_ylabel("resid.", fontsize=7)
@@ -258,6 +285,9 @@ def ortho_slices(
             vmax = float(np.percentile(vals, 98)) if vals.size else 1.0
     if not vmax > vmin:
         vmax = vmin + 1.0
+    under_range = (0.0, 1.0)
+    if under is not None and np.isfinite(under).any():
+        under_range = (float(np.nanmin(under)), float(np.nanmax(under)) or 1.0)
     zx, zy, zz = (float(z) for z in zooms[:3])
     views = [
         (vol[i, :, :], None if under is None else under[i, :, :], zz / zy, f"x = {i}"),
@@ -274,7 +304,8 @@ def ortho_slices(
         if threshold is not None:
             hidden |= np.abs(np.nan_to_num(show)) < threshold
         if ul is not None:
-            ax.imshow(ul.T, origin="lower", cmap="gray", aspect=aspect, interpolation="nearest")
+            ax.imshow(ul.T, origin="lower", cmap="gray", aspect=aspect, interpolation="nearest",
+                      vmin=under_range[0], vmax=under_range[1])
         image = ax.imshow(np.ma.masked_array(show, hidden).T, origin="lower", cmap=cmap,
                           vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
         ax.set_title(name, fontsize=7)
@@ -287,6 +318,101 @@ def ortho_slices(
     return fig
 
 
+def _montage(volume: NDArray, cut: Sequence[int]) -> NDArray:
+    """Sagittal, coronal and axial slices side by side in one 2-D array (NaN padding).
+
+    Slices are shown with the superior / anterior direction up, as in
+    :func:`ortho_slices`; voxels are drawn square.
+    """
+    i, j, k = cut
+    views = [volume[i, :, :].T, volume[:, j, :].T, volume[:, :, k].T]
+    height = max(v.shape[0] for v in views)
+    padded = [np.pad(v, ((0, height - v.shape[0]), (0, 1)), constant_values=np.nan)
+              for v in views]
+    return np.hstack(padded)[:, :-1]
+
+
+def map_grid_figure(
+    maps: Mapping[tuple[str, str], ArrayLike],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "viridis",
+    label: str = "",
+    title: str = "",
+) -> Figure:
+    """Parametric maps of many scans as orthogonal slices, one cell per scan, one colour bar.
+
+    Parameters
+    ----------
+    maps : mapping (row label, column label) -> array (X, Y, Z)
+        The maps (e.g. BP_ND of subject x condition), all on one grid.
+    row_labels, col_labels : sequence of str
+        Row (e.g. subjects) and column (e.g. conditions) order.
+    vmin, vmax : float, optional
+        Common colour range; default 0 and the 98th percentile of all maps.
+    cmap : str
+        Matplotlib colour map.
+    label : str
+        Colour-bar label, with the unit.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        Each cell shows the sagittal, coronal and axial slices through the
+        centre of the maps' non-zero voxels, side by side (square voxels).
+    """
+    arrays = {key: np.asarray(v, dtype=float) for key, v in maps.items()}
+    stack = np.stack(list(arrays.values()))
+    support = np.any(np.isfinite(stack) & (stack != 0), axis=0)
+    cut = _slice_index(stack[0], support if support.any() else None)
+    vals = stack[np.isfinite(stack) & (stack != 0)]
+    if vmin is None:
+        vmin = 0.0
+    if vmax is None:
+        vmax = float(np.percentile(vals, 98)) if vals.size else 1.0
+    if not vmax > vmin:
+        vmax = vmin + 1.0
+    rows, cols = len(row_labels), len(col_labels)
+    sample = _montage(stack[0], cut)
+    aspect = sample.shape[0] / sample.shape[1]
+    cell_w = 3.2
+    width, height = cell_w * cols + 1.5, cell_w * aspect * rows * 1.15 + 0.5
+    fig = _figure(width, height)
+    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
+        "left": 0.5 / width, "right": 1 - 1.0 / width, "bottom": 0.1 / height,
+        "top": 1 - 0.45 / height, "wspace": 0.04, "hspace": 0.15})
+    image = None
+    for r, row in enumerate(row_labels):
+        for c, col in enumerate(col_labels):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            vol = arrays.get((row, col))
+            if vol is None:
+                continue
+            shown = _montage(vol, cut)
+            image = ax.imshow(np.ma.masked_invalid(np.where(shown == 0, np.nan, shown)),
+                              origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+                              interpolation="nearest")
+            ax.set_facecolor("black")
+            if r == 0:
+                ax.set_title(col, fontsize=8)
+            if c == 0:
+                ax.text(-0.03, 0.5, row, transform=ax.transAxes, rotation=90, fontsize=8,
+                        ha="right", va="center")
+    if image is not None:
+        bar = fig.colorbar(image, cax=fig.add_axes((1 - 0.85 / width, 0.15, 0.12 / width, 0.7)))
+        bar.set_label(label, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(f"{title}  (slices x = {cut[0]}, y = {cut[1]}, z = {cut[2]})", fontsize=9)
+    return fig
+
+
 def paired_lines_figure(
     values: Mapping[str, Mapping[str, Mapping[str, float]]],
     conditions: Sequence[str],
@@ -294,7 +420,7 @@ def paired_lines_figure(
     truth: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
     ylabel: str = "BP_ND",
     title: str = "",
-    max_cols: int = 5,
+    max_cols: int = 6,
 ) -> Figure:
     """Each subject's value across conditions as connected points, one panel per region.
 
@@ -321,7 +447,8 @@ def paired_lines_figure(
     regions = list(values)
     subjects = sorted({s for r in regions for s in values[r]})
     colours = matplotlib.colormaps["tab10"]
-    rows, cols = _grid(len(regions), max_cols)
+    n_rows = int(np.ceil(len(regions) / max_cols))
+    rows, cols = _grid(len(regions), int(np.ceil(len(regions) / max(n_rows, 1))))
     fig = _figure(1.75 * cols + 0.6, 1.9 * rows + 0.4)
     width, height = 1.75 * cols + 0.6, 1.9 * rows + 0.4
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
@@ -346,7 +473,7 @@ def paired_lines_figure(
     axes[0].set_ylabel(ylabel, fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
     if truth is not None:
-        handles.append(matplotlib.lines.Line2D([], [], ls="--", color="0.4", lw=0.8))
+        handles.append(Line2D([], [], ls="--", color="0.4", lw=0.8))
         labels.append("truth")
     fig.legend(handles, labels, fontsize=6, loc="upper right", frameon=False)
     if title:
@@ -389,9 +516,9 @@ def forest_figure(
     hi = np.asarray(ci_high, dtype=float)
     n = len(labels)
     y = np.arange(n)[::-1]
-    height = 0.22 * n + 0.9
+    height = 0.22 * n + 1.2
     fig = _figure(5.0, height)
-    fig.subplots_adjust(left=0.3, right=0.97, bottom=0.45 / height, top=1 - 0.3 / height)
+    fig.subplots_adjust(left=0.3, right=0.97, bottom=0.75 / height, top=1 - 0.45 / height)
     ax = fig.add_subplot()
     ax.axvline(0.0, color="0.5", lw=0.8)
     ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="o", color="#1f77b4", ms=4,
@@ -402,7 +529,8 @@ def forest_figure(
     ax.set_yticks(y, list(labels), fontsize=7)
     ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=7, loc="left")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=6, loc="best", frameon=False)
+    fig.legend(fontsize=6, loc="lower right", frameon=False, ncols=2,
+               bbox_to_anchor=(0.99, 0.0))
     return fig
