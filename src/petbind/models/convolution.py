@@ -82,7 +82,16 @@ class PiecewiseLinear:
         return cls(t, y)
 
     def _with_points(self, pts: NDArray) -> tuple[NDArray, NDArray, NDArray]:
-        """Knots merged with extra time points; returns (t, y, index of pts in t)."""
+        """Knots merged with extra time points; returns (t, y, index of pts in t).
+
+        Points within 1e-9 min of a knot are taken as that knot (no sliver
+        segments from rounding).
+        """
+        j = np.clip(np.searchsorted(self.t, pts), 1, self.t.size - 1) if self.t.size > 1 \
+            else np.zeros(pts.shape, dtype=int)
+        for k in (j - 1, j):
+            close = np.abs(self.t[k] - pts) <= 1e-9
+            pts = np.where(close, self.t[k], pts)
         t_end = max(self.t[-1], float(np.max(pts)))
         tt = np.union1d(self.t, pts)
         if tt[-1] < t_end:
@@ -155,9 +164,11 @@ class PiecewiseLinear:
 
         Notes
         -----
-        The per-segment factors (``exp(-theta h)``, ``A``, ``B``) are computed
-        for all segments at once; only the two-operation recurrence
-        ``y_{j+1} = e_j y_j + s_j`` runs over the knots.
+        The per-segment factors ``exp(-theta h)``, ``A(h)``, ``B(h)`` depend only
+        on the segment length, and frame schedules have few distinct lengths,
+        so they are computed once per distinct length; the recurrence then
+        costs four element-wise operations per knot on arrays of the batch
+        size (which stay in cache).
         """
         theta = np.maximum(np.asarray(rates, dtype=float), MIN_RATE)
         n = timing.n_frames
@@ -165,26 +176,36 @@ class PiecewiseLinear:
         tt, yy, idx = self._with_points(edges)
         h = np.diff(tt)
         shape = np.broadcast_shapes(theta.shape, yy.shape[:-1])
-        th = np.broadcast_to(theta, shape)[..., None]
-        x = th * h
-        e = np.exp(-x)
-        a = -np.expm1(-x) / th
-        # B = (1 - e (1 + x)) / theta^2, series for small x to avoid cancellation
-        small = x < 1e-4
-        b = np.where(small, h * h * (0.5 - x / 3.0 + x * x / 8.0),
-                     (-np.expm1(-x) - x * e) / np.where(small, 1.0, th * th))
+        th = np.broadcast_to(theta, shape)
+        h_unique, which = np.unique(h, return_inverse=True)
+        factors = []
+        for hj in h_unique:
+            x = th * hj
+            e = np.exp(-x)
+            a = -np.expm1(-x) / th
+            # B = (1 - e (1 + x)) / theta^2, series for small x to avoid cancellation
+            small = x < 1e-4
+            b = np.where(small, hj * hj * (0.5 - x / 3.0 + x * x / 8.0),
+                         (-np.expm1(-x) - x * e) / np.where(small, 1.0, th * th))
+            factors.append((e, a, b))
         slope = np.diff(yy, axis=-1) / h
-        s = yy[..., 1:] * a - slope * b
-        y = np.empty(shape + (tt.size,))
-        y[..., 0] = 0.0
-        for j in range(tt.size - 1):
-            np.multiply(e[..., j], y[..., j], out=y[..., j + 1])
-            y[..., j + 1] += s[..., j]
-        y_at = y[..., idx]
+        knots, inverse = np.unique(idx, return_inverse=True)   # contiguous frames share edges
+        slots = np.full(tt.size, -1)
+        slots[knots] = np.arange(knots.size)
+        y_knots = np.empty(shape + (knots.size,))
+        cur = np.zeros(shape)
+        for j in range(tt.size):
+            if j > 0:
+                e, a, b = factors[which[j - 1]]
+                cur *= e
+                cur += yy[..., j] * a - slope[..., j - 1] * b
+            if slots[j] >= 0:
+                y_knots[..., slots[j]] = cur
+        y_at = y_knots[..., inverse]
         ci = self.integral(edges)
         frame_int_c = ci[..., n:] - ci[..., :n]
         dy = y_at[..., n:] - y_at[..., :n]
-        return (frame_int_c - dy) / th / timing.duration
+        return (frame_int_c - dy) / th[..., None] / timing.duration
 
 
 def mean_preserving_matrix(timing: FrameTiming) -> tuple[NDArray, NDArray]:
