@@ -249,3 +249,19 @@ def test_bfsrtm_takes_an_explicit_theta3_grid(truth):
     np.testing.assert_allclose(model.fit(curves).bp_nd, bp, rtol=1e-3)
     with pytest.raises(ModelError, match="theta3_grid"):
         get_model("bfsrtm", timing=TIMING, ref=ref, theta3_grid=[0.1, 0.2])
+
+
+@pytest.mark.parametrize(("name", "kw"), [("srtm", {}), ("bfsrtm", {}), ("mrtm", {}),
+                                          ("mrtm2", {"k2prime": 0.15}),
+                                          ("bfsrtm", {"k2prime": 0.15}),
+                                          ("logan", {"k2prime": 0.15})])
+def test_per_curve_weights_equal_shared_weights_when_they_agree(truth, name, kw):
+    ref, curves, _, _ = truth
+    rng = np.random.default_rng(5)
+    noisy = curves * (1 + 0.05 * rng.standard_normal(curves.shape))
+    w = TIMING.duration
+    model = get_model(name, timing=TIMING, ref=ref, **kw)
+    shared = model.fit(noisy, weights=w)
+    per_curve = model.fit(noisy, weights=np.tile(w, (noisy.shape[0], 1)))
+    np.testing.assert_allclose(per_curve.bp_nd, shared.bp_nd, rtol=1e-7)
+    np.testing.assert_allclose(per_curve.aic, shared.aic, rtol=1e-7)
