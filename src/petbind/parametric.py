@@ -675,18 +675,21 @@ def _run_chunks(
             tick(task(a, b))
         return "sync"
     if kind == "threads":
-        import dask
+        # dask's threaded scheduler, called directly: dask.compute would also import
+        # distributed (about a second) only to look for a default client
         from dask.callbacks import Callback
+        from dask.threaded import get as threaded_get
 
         class _Progress(Callback):
             def _posttask(self, key, result, dsk, state, worker_id):
                 if isinstance(result, int):
                     tick(result)
 
-        tasks = [dask.delayed(task, pure=False)(a, b) for a, b in ranges]
+        graph = {("petbind-parametric-chunk", i): (task, a, b)
+                 for i, (a, b) in enumerate(ranges)}
         with _Progress(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dask.compute(*tasks, scheduler="threads", num_workers=n_workers)
+            threaded_get(graph, list(graph), num_workers=n_workers)
         return f"dask threads ({n_workers} workers)"
     from distributed import Client, as_completed
 
@@ -937,6 +940,9 @@ def parametric_maps(
         done[0] += n
         if progress is not None:
             progress(done[0], n_total)
+
+    if kind == "threads":
+        import dask.threaded  # noqa: F401 - import cost is not fitting time
 
     t0 = time.perf_counter()
     sink: _Sink | None = None
