@@ -48,8 +48,9 @@ def test_fit_writes_one_row_per_target_region_with_truth(tacs, tmp_path, model):
     assert _run(["fit", str(tacs), "--model", model, "--ref", "cerebellum",
                  "--out", str(out)]) == 0
     df = pd.read_csv(out, sep="\t")
-    assert list(df.columns[:4]) == ["region", "model", "reference", "bp_nd"]
-    assert {"r1", "k2", "bp_nd_se", "aic", "r2", "valid"} <= set(df.columns)
+    assert list(df.columns[:3]) == ["region", "model", "bp_nd"]
+    assert {"r1", "k2", "bp_nd_se", "aic", "r2", "valid", "reference"} <= set(df.columns)
+    assert (df["reference"] == "cerebellum").all()
     assert sorted(df["region"]) == sorted(TRUTH)
     for _, row in df.iterrows():
         assert row["bp_nd"] == pytest.approx(TRUTH[row["region"]][0], rel=1e-3)
@@ -77,7 +78,7 @@ def test_fit_logan_with_tstar_prints_the_table(tacs, capsys):
                  "--k2prime", "0.15", "--tstar", "30"]) == 0
     text = capsys.readouterr().out
     lines = text.strip().splitlines()
-    assert lines[0].startswith("region\tmodel\treference\tbp_nd")
+    assert lines[0].startswith("region\tmodel\tbp_nd\tdvr")
     assert len(lines) == 4
 
 

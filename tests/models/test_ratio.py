@@ -22,6 +22,7 @@ def test_ratio_is_the_time_weighted_mean_ratio_over_the_window():
     expect = (tgt[:, win] @ d) / (ref[win] @ d)
     np.testing.assert_allclose(fit.suvr, expect, rtol=1e-12)
     np.testing.assert_allclose(fit.bp_nd, expect - 1, rtol=1e-12)
+    assert list(fit.to_frame(list("abcd")).columns[:4]) == ["region", "model", "bp_nd", "suvr"]
 
 
 def test_default_window_is_the_last_third_and_is_recorded():

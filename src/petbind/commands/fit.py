@@ -203,7 +203,7 @@ def register(app: typer.Typer) -> None:
         m = get_model(spec.name, timing=table.timing, ref=ref_curve, **settings)
         result = m.fit(y)
         df = result.to_frame(targets)
-        df.insert(2, "reference", ref)
+        df["reference"] = ref
         sidecar = {"Description": f"petbind fit: {spec.description}",
                    "Software": "petbind", "SoftwareVersion": __version__,
                    "Input": str(tacs), "ReferenceRegion": ref, "Regions": targets,

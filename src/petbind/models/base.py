@@ -140,8 +140,9 @@ class Fit:
         if names is not None:
             cols["region"] = list(names)
         cols["model"] = [self.model] * n
-        for k, v in self.params.items():
-            cols[k] = np.broadcast_to(v, self.shape).reshape(n)
+        keys = sorted(self.params, key=lambda k: k != "bp_nd")  # bp_nd first, order kept
+        for k in keys:
+            cols[k] = np.broadcast_to(self.params[k], self.shape).reshape(n)
         for k, v in self.se.items():
             cols[f"{k}_se"] = np.broadcast_to(v, self.shape).reshape(n)
         cols["aic"] = np.asarray(self.aic).reshape(n)
