@@ -168,3 +168,14 @@ def test_invalid_toml_is_a_config_error(tmp_path):
 def test_every_region_is_configured_for_every_default_tracer():
     for name in ("AZ10419369", "DASB"):
         assert set(DEFAULT["tracer"][name]["regions"]) == set(REGIONS)
+
+
+def test_subject_labels_and_r1_effects_can_be_given():
+    d = raw(subjects=["m1", "m2"])
+    d["tracer"]["DASB"]["effects"]["ketamine"]["r1_change_pct"] = {"NAcc": 10.0}
+    cfg = parse_config(d)
+    assert cfg.subjects == ["m1", "m2"]
+    eff = cfg.tracers[1].effect("ketamine")
+    assert eff.r1_factor("NAcc") == pytest.approx(1.1)
+    assert eff.r1_factor("VP") == 1.0
+    assert bad(raw(subjects=["sub-1"])).field == "subjects"
