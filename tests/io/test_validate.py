@@ -76,3 +76,25 @@ def test_problem_turns_into_its_error_class():
     err = Problem("error", "a.json", "FrameDuration", "bad", "fix it", TimingError).to_error()
     assert isinstance(err, TimingError)
     assert str(err) == "a.json, field 'FrameDuration': bad (fix: fix it)"
+
+
+@pytest.mark.slow
+def test_simulated_datasets_validate_clean_and_load_pet_undoes_their_decay(tmp_path):
+    """Contract with petbind.simulate: its datasets pass validate; decayed = corrected."""
+    from petbind.io.bids import load_pet
+    from petbind.simulate import default_config_text, load_config, simulate_study
+
+    text = (default_config_text().replace("voxel_mm = 1.0", "voxel_mm = 2.0", 1)
+            .replace("voxel_mm = 2.0                    #", "voxel_mm = 4.0  #")
+            .replace("noise = 0.10 ", "noise = 0.0 "))
+    images = {}
+    for decay in ("true", "false"):
+        cfg_p = tmp_path / f"{decay}.toml"
+        cfg_p.write_text(text.replace("decay_corrected = true", f"decay_corrected = {decay}"))
+        cfg = load_config(cfg_p, subjects=1, tracers=["DASB"], conditions=["baseline"])
+        root = simulate_study(cfg, tmp_path / decay)
+        assert [q for q in validate_path(root) if q.severity == "error"] == []
+        (pet,) = sorted(root.rglob("*_pet.nii.gz"))
+        images[decay] = load_pet(pet).get_data()
+    scale = np.abs(images["true"]).max()
+    np.testing.assert_allclose(images["false"], images["true"], rtol=1e-4, atol=1e-6 * scale)
