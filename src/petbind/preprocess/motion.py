@@ -247,10 +247,13 @@ def estimate_motion(
     for p in range(passes):
         thr = mask_threshold * np.percentile(reference, 99)
         mask = reference > thr
+        # the first pass runs the whole pyramid; later passes start at the previous
+        # solution and only refine at full resolution against the sharper reference
+        levels = ((4, 2, 1), (4.0, 2.0, 1.0)) if p == 0 else ((1,), (1.0,))
         for b in range(n_blocks):  # one registration per block (frames, not voxels)
             reg = register_linear(reference, aff, block_imgs[b], aff, kind="rigid",
                                   metric=metric, initial=block_m[b], center=center,
-                                  shrink=(4, 2, 1), smooth_mm=(4.0, 2.0, 1.0),
+                                  shrink=levels[0], smooth_mm=levels[1],
                                   iterations=iterations, sampling=sampling, bins=32,
                                   fixed_mask=mask, seed=seed)
             block_m[b] = reg.matrix
