@@ -301,3 +301,16 @@ def test_bad_settings_and_nan_curves():
     bad[1] = 0.0
     fit = OneTCM(TIMING, INPUT).fit(bad)
     assert not fit.valid.any() and np.isnan(fit.vt).all()
+
+
+@pytest.mark.parametrize("model", [LoganPlasma, Patlak, MA1])
+def test_graphical_batch_equals_one_by_one_and_nan_curves_are_invalid(model, curves):
+    data = np.concatenate([curves["one"], np.full((1, TIMING.n_frames), np.nan)])
+    m = model(TIMING, INPUT, vb=VB)
+    both = m.fit(np.stack([data, data]))
+    assert both.valid.shape == (2, 4) and not both.valid[:, 3].any()
+    key = "ki" if model is Patlak else "vt"
+    for i in range(3):
+        one = m.fit(data[i])
+        assert both.params[key][1, i] == pytest.approx(float(one.params[key]), rel=1e-10)
+        assert both.tstar[0, i] == float(one.tstar)
