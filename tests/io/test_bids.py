@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import time
 
 import nibabel as nib
 import numpy as np
@@ -211,3 +213,17 @@ def test_frames_before_time_zero_load_relative_to_injection(tmp_path, fx):
     img = load_pet(p)
     np.testing.assert_allclose(img.timing.start_s, fx.frame_starts(durs), atol=1e-9)
     np.testing.assert_allclose(img.frame_scale, 1.0)
+
+
+def test_save_image_writes_identical_bytes_for_identical_inputs(tmp_path):
+    data = np.random.default_rng(4).normal(size=(5, 4, 3, 2)).astype(np.float32)
+    a = save_image(tmp_path / "a" / "m.nii.gz", data, fx_affine(), {"x": 1})
+    time.sleep(1.1)  # gzip would otherwise stamp a different second
+    b = save_image(tmp_path / "b" / "m.nii.gz", data, fx_affine(), {"x": 1})
+    assert a.read_bytes() == b.read_bytes()
+    assert (a.parent / "m.json").read_bytes() == (b.parent / "m.json").read_bytes()
+    assert gzip.decompress(a.read_bytes())[:4] == (348).to_bytes(4, "little")
+
+
+def fx_affine():
+    return np.diag([2.0, 2.0, 2.0, 1.0])
