@@ -221,17 +221,20 @@ def test_chunked_maps_equal_unchunked_maps(model):
         np.testing.assert_allclose(parts.maps[k], whole.maps[k], rtol=1e-6, equal_nan=True)
 
 
-def test_dask_threads_and_distributed_equal_in_process():
+def test_dask_threads_distributed_client_and_address_equal_in_process():
     distributed = pytest.importorskip("distributed")
     data, _bp, _r1, ref_mask, brain = make_image(noise=0.05, seed=5)
     kw = dict(model="bfsrtm", ref_curve=ref_mask, mask=brain, chunk_voxels=40)
     sync = parametric_maps(dyn(data), scheduler="sync", **kw)
     threads = parametric_maps(dyn(data), scheduler="threads", **kw)
     assert threads.settings["scheduler"].startswith("dask threads")
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
-                            dashboard_address=None) as client:
-        dist = parametric_maps(dyn(data), scheduler=client, **kw)
-    for other in (threads, dist):
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            dist = parametric_maps(dyn(data), scheduler=client, **kw)
+        by_address = parametric_maps(dyn(data), scheduler=cluster.scheduler_address, **kw)
+    assert by_address.settings["scheduler"].startswith("dask distributed")
+    for other in (threads, dist, by_address):
         np.testing.assert_array_equal(other.valid, sync.valid)
         for k in sync.maps:
             np.testing.assert_array_equal(other.maps[k], sync.maps[k])
