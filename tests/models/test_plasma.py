@@ -314,3 +314,22 @@ def test_graphical_batch_equals_one_by_one_and_nan_curves_are_invalid(model, cur
         one = m.fit(data[i])
         assert both.params[key][1, i] == pytest.approx(float(one.params[key]), rel=1e-10)
         assert both.tstar[0, i] == float(one.tstar)
+
+
+def test_binding_and_comparison_refuse_what_they_cannot_compute(curves):
+    patlak = Patlak(TIMING, INPUT, tstar=40.0, vb=VB).fit(curves["irr"])
+    one = OneTCM(TIMING, INPUT).fit(curves["one"])
+    two = TwoTCM(TIMING, INPUT).fit(curves["one"])
+    with pytest.raises(ModelError, match="V_ND"):
+        add_binding(one, 0.0)
+    with pytest.raises(ModelError, match="more parameters"):
+        compare_fits(two, one)
+    assert np.isnan(patlak.vt).all()
+
+
+def test_counts_weights_need_the_isotope_and_then_recover_vt(curves):
+    with pytest.raises(ModelError, match="radionuclide"):
+        OneTCM(TIMING, INPUT, weights="counts").fit(curves["one"])
+    fit = OneTCM(TIMING, INPUT, weights="counts", isotope="C-11").fit(curves["one"])
+    np.testing.assert_allclose(fit.vt, [vt_of(p) for p in ONE], rtol=1e-3)
+    assert fit.weights[0, 0] != fit.weights[0, -1]
