@@ -230,7 +230,9 @@ class _PlasmaModelBase:
         scheme = self.weights if weights is None else weights
         curve = None
         if isinstance(scheme, str) and scheme == "counts":
-            curve = np.nanmean(y.reshape(-1, y.shape[-1]), axis=0)
+            flat = y.reshape(-1, y.shape[-1])
+            n_ok = np.sum(np.isfinite(flat), axis=0)
+            curve = np.nansum(flat, axis=0) / np.maximum(n_ok, 1)
         return np.broadcast_to(frame_weights(scheme, self.timing, curve=curve,
                                              isotope=self.isotope, window=window), y.shape)
 
