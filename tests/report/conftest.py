@@ -110,13 +110,22 @@ def write_outputs(root: Path, *, voxel: bool = True) -> dict:
           {"Name": "fixture", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
            "GeneratedBy": [{"Name": "petbind", "Version": "0.1.0"}]})
     (out / "study_config.toml").write_text(
-        'baseline_condition = "baseline"\n'
-        'weights = "frame duration / decay"\n'
-        "[stats]\nalpha = 0.05\n"
         f"[tracers.{TRACER}]\n"
-        'models = ["srtm", "logan"]\nprimary_model = "srtm"\nmap_model = "srtm"\n'
         'reference_region = "cerebellum"\n'
-        "[voxel]\nsmoothing_fwhm_mm = 4.0\n")
+        'target_regions = ["NAcc", "VP", "<script>alert(1)</script>"]\n'
+        'models = ["srtm", "logan"]\nprimary_model = "srtm"\nmap_model = "srtm"\n'
+        'k2prime = "srtm"\nk2prime_region = "VP"\n'
+        f"[tracers.{TRACER}.model_settings]\n"
+        'weights = "duration"\n'
+        "[[contrasts]]\n"
+        'expr = "ketamine - baseline"\nname = "ketamineVsBaseline"\n'
+        "[[contrasts]]\n"
+        'expr = "(ketamine - baseline) - (ketaminenbqx - baseline)"\n'
+        'name = "ketamineVsBaselineMinusKetaminenbqxVsBaseline"\n'
+        "[statistics]\n"
+        'baseline_condition = "baseline"\nalpha = 0.05\n'
+        "[statistics.voxel]\n"
+        "smoothing_fwhm_mm = 4.0\n")
     outcomes = []
     scans = []
     for s_i, sub in enumerate(SUBJECTS):

@@ -140,7 +140,9 @@ def test_voxelwise_section_shows_cluster_table_and_permutation_limits(parsed):
 def test_methods_paragraph_names_models_weights_statistics_and_citations(parsed):
     text = " ".join(parsed.text)
     assert "SRTM, LOGAN" in text and "cerebellum as reference region" in text
-    assert "frame duration / decay" in text and "Holm" in text
+    assert "Frames were weighted by duration" in text and "Holm" in text
+    assert "k2' was estimated per scan by SRTM in VP" in text
+    assert "smoothed with a 4.0 mm FWHM Gaussian" in text
     assert "Lammertsma AA, Hume SP" in text and "Logan J" in text
     assert "Nichols TE, Holmes AP" in text
     assert "numpy 2.4.6" in text
