@@ -232,7 +232,7 @@ def fit_plasma(
                              float(result.se.get("vt", np.full(len(targets), np.nan))[i_ref]))
     df = result.to_frame(targets)
     if ref is not None:
-        df.insert(2, "reference", ref)
+        df["reference"] = ref  # trailing, as in the reference-model table
     text = df.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g",
                      lineterminator="\n")
     sidecar = {"Description": f"petbind fit: {spec.description}", "Software": "petbind",
