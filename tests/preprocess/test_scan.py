@@ -162,3 +162,36 @@ def test_template_without_atlas_is_an_error_naming_the_template(dataset, tmp_pat
     write_nii(lone, np.asarray(tpl.dataobj), tpl.affine)
     with pytest.raises(MetadataError, match=r"tpl-lonely_T1w\.nii\.gz.*no atlas"):
         preprocess_scan(dataset["pet"], dataset["t1w"], lone, tmp_path / "out")
+
+
+def test_cli_preprocess_runs_on_a_bids_folder(dataset, tmp_path):
+    from petbind.cli import main
+
+    out = tmp_path / "pre"
+    with pytest.raises(SystemExit) as exc:
+        main(["preprocess", str(dataset["root"]), "--template", str(dataset["template"]),
+              "--out", str(out), "--no-motion", "--affine-only", "--atlas-method", "nearest"])
+    assert exc.value.code == 0
+    scan_dir = out / "sub-01/ses-baseline/pet"
+    tacs = read_tacs(scan_dir / "sub-01_ses-baseline_tacs.tsv")
+    assert "cerebellum" in tacs.regions
+    assert (scan_dir / "sub-01_from-T1w_to-template_mode-image_xfm.h5").is_file()
+    assert not (scan_dir / "sub-01_ses-baseline_desc-motion_timeseries.tsv").exists()
+
+
+def test_cli_without_t1w_exits_2_naming_the_anat_folder(dataset, tmp_path, capsys):
+    import shutil
+
+    from petbind.cli import main
+
+    bids = tmp_path / "bids"
+    src = dataset["pet"].parent
+    dst = bids / "sub-01/ses-baseline/pet"
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        shutil.copy(f, dst / f.name)
+    with pytest.raises(SystemExit) as exc:
+        main(["preprocess", str(bids), "--template", str(dataset["template"])])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "sub-01/anat" in err.replace("\n", "") and "T1w" in err

@@ -20,6 +20,7 @@ _MODULES: list[str] = [
     "demo",
     "validate",
     "report",
+    "preprocess",
 ]
 
 for _name in _MODULES:
