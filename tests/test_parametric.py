@@ -450,3 +450,13 @@ def test_pooled_k2prime_through_parametric_maps_is_recorded():
     assert est["method"] == "pooled" and est["model"] == "srtm" and est["n_valid"] >= 1
     m = brain & ~ref_mask
     np.testing.assert_allclose(res.bp_nd[m], bp[m], rtol=5e-3)
+
+
+def test_auto_k2prime_never_selects_unusable_voxels():
+    data, _bp, _r1, ref_mask, brain = make_image()
+    data[2, 3, 4] *= 50.0  # would top the late-ratio ranking ...
+    data[2, 3, 4, 0] = np.nan  # ... but is not finite, so it is not fitted at all
+    res = parametric_maps(dyn(data), model="mrtm2", ref_curve=ref_mask, mask=brain,
+                          k2prime="auto", scheduler="sync")
+    assert res.counts["n_nonfinite"] == 1
+    assert res.k2prime == pytest.approx(K2_REF, rel=2e-3)

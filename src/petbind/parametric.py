@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import time
 import warnings
@@ -492,6 +491,7 @@ def estimate_k2prime(
     method: str = "auto",
     top_fraction: float = K2PRIME_TOP_FRACTION,
     region: ArrayLike | None = None,
+    usable: ArrayLike | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Estimate k2' (1/min) for MRTM2 / SRTM2 / Logan from voxel curves.
@@ -515,6 +515,10 @@ def estimate_k2prime(
         the high-binding region, when ``region`` is not given.
     region : array_like of bool, shape (V,), optional
         Voxels of a user-chosen high-binding region instead.
+    usable : array_like of bool, shape (V,), optional
+        Rows that may be used (default all); the others (non-finite, no
+        signal) are never selected. Lets a caller pass a view of all its
+        curves instead of a filtered copy.
     settings : mapping, optional
         Settings passed to the model used for the estimate (window, weights).
 
@@ -530,16 +534,19 @@ def estimate_k2prime(
     if c.ndim != 2 or c.shape[1] != timing.n_frames:
         raise DataError(f"curves must be (V, {timing.n_frames}), got {c.shape}",
                         field="curves", fix="give voxel curves on the image's frames")
+    ok = (np.ones(c.shape[0], dtype=bool) if usable is None
+          else np.asarray(usable, dtype=bool))
     if region is not None:
-        sel = np.flatnonzero(np.asarray(region, dtype=bool))
+        sel = np.flatnonzero(np.asarray(region, dtype=bool) & ok)
         rule = "user region"
     else:
         if not 0 < top_fraction <= 1:
             raise DataError(f"top_fraction must lie in (0, 1], got {top_fraction}",
                             field="top_fraction", fix="use e.g. 0.02")
-        ratio = _late_ratio(c.T, ref, timing)
-        n_top = max(1, round(top_fraction * c.shape[0]))
-        sel = np.argpartition(-ratio, n_top - 1)[:n_top]
+        with np.errstate(invalid="ignore"):
+            ratio = np.where(ok, _late_ratio(c.T, ref, timing), -np.inf)
+        n_top = min(max(1, round(top_fraction * int(ok.sum()))), int(ok.sum()))
+        sel = np.argpartition(-ratio, n_top - 1)[:n_top] if n_top else np.zeros(0, int)
         rule = (f"top {top_fraction:g} of voxels by late (mid >= half the scan) "
                 "tissue/reference ratio")
     if sel.size == 0:
@@ -898,10 +905,11 @@ def parametric_maps(
                 else:
                     rmask, rpath = _as_mask(k2prime_region, img, "k2' region")
                 paths.append(rpath)
-                region = rmask[bmask][good]
+                region = rmask[bmask]
+            # a view of all mask voxels (no filtered copy), unusable rows excluded
             k2_used, k2_info = estimate_k2prime(
-                curves_t[:, good].T, ref, timing, model=model, method=k2prime,
-                region=region, settings=settings_m)
+                curves_t.T, ref, timing, model=model, method=k2prime, region=region,
+                usable=good, settings=settings_m)
         else:
             k2_used = float(k2prime)
             if not np.isfinite(k2_used) or k2_used <= 0:
@@ -1002,7 +1010,7 @@ def _ref_from_any(ref: Any) -> RefCurve:
 #: Units of the parameters a map can hold (written in the sidecars).
 PARAM_UNITS = {"bp_nd": "unitless", "dvr": "unitless", "r1": "unitless", "suvr": "unitless",
                "k2": "1/min", "k2prime": "1/min", "k2a": "1/min", "theta3": "1/min",
-               "intercept": "min"}
+               "intercept": "min", "tstar": "min"}
 
 
 def write_maps(
@@ -1080,9 +1088,3 @@ def write_maps(
     written.append(save_image(out / f"{pre}_mask.nii.gz", result.valid.astype(np.uint8),
                               result.affine, side))
     return [Path(p) for p in written]
-
-
-def maps_to_json(result: ParametricResult) -> str:
-    """A short JSON summary (counts, k2', timing) for logs."""
-    return json.dumps({"model": result.model, "k2prime": result.k2prime,
-                       "counts": result.counts, "elapsed_s": round(result.elapsed_s, 3)})
