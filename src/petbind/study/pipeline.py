@@ -573,6 +573,21 @@ def _description(out_dir: Path, bids: Path) -> None:
         "SourceDatasets": [{"URL": bids.resolve().as_uri()}]})
 
 
+class _Stages:
+    """Wall and CPU (this process) seconds per stage."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._t = (time.perf_counter(), time.process_time())
+
+    def done(self, name: str) -> None:
+        w, c = time.perf_counter(), time.process_time()
+        self.wall[name] = w - self._t[0]
+        self.cpu[name] = c - self._t[1]
+        self._t = (w, c)
+
+
 @dataclass
 class StudyResult:
     """What :func:`run_study` produced."""
@@ -584,6 +599,7 @@ class StudyResult:
     summary: dict[str, Any]
     warnings: list[str]
     seconds: dict[str, float]
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
@@ -615,29 +631,26 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
 
     say = log or (lambda _m: None)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    seconds: dict[str, float] = {}
+    stages = _Stages()
     bids = Path(bids_dir)
     out = Path(out_dir) if out_dir is not None else bids / "derivatives" / "petbind"
     check_output_location(bids, out)
 
-    t = time.perf_counter()
     scans, notes = discover_scans(bids, config, out_dir=out)
     for n in notes:
         say(f"warning: {n}")
     out.mkdir(parents=True, exist_ok=True)
     _description(out, bids)
     write_text_atomic(out / "study_config.toml", config.to_toml())
-    seconds["discover"] = time.perf_counter() - t
+    stages.done("discover")
     say(f"{len(scans)} scans of {len({s.subject for s in scans})} subjects")
 
-    t = time.perf_counter()
     results = run_scans(scans, config, out, scheduler=scheduler, progress=progress,
                         console=console)
-    seconds["scans"] = time.perf_counter() - t
+    stages.done("scans")
     for r in results:
         notes.extend(r.warnings)
 
-    t = time.perf_counter()
     truth = _truth_table(bids, config)
     outcomes = outcome_table(scans, out, truth)
     group = out / "group"
@@ -660,13 +673,12 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     mixed = pd.concat(mixed_parts, ignore_index=True)
     write_text_atomic(group / "roi_stats.tsv", _tsv(roi))
     write_text_atomic(group / "mixed_model.tsv", _tsv(mixed))
-    seconds["region_statistics"] = time.perf_counter() - t
+    stages.done("region_statistics")
 
-    t = time.perf_counter()
     if config.statistics.voxel.enabled:
         _, vnotes = voxel_statistics(scans, config, out)
         notes.extend(vnotes)
-    seconds["voxel_statistics"] = time.perf_counter() - t
+    stages.done("voxel_statistics")
 
     primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
                          for tr, tc in config.tracers.items()], ignore_index=True)
@@ -690,11 +702,13 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         **environment(), "command": sys.argv, "config": config.to_dict(),
         "config_sha256": settings_digest(config.to_dict()),
         "dataset": str(bids.resolve()), "started": started, "finished": finished,
-        "run_seconds": seconds, "skipped_scans": [r.stem for r in results if r.skipped],
+        "run_seconds": stages.wall, "run_cpu_seconds": stages.cpu,
+        "skipped_scans": [r.stem for r in results if r.skipped],
         "scans": [{"subject": s.subject, "condition": s.condition, "tracer": s.tracer,
                    "run": s.run, "pet": s.pet.relative_to(bids).as_posix(),
                    "provenance": (Path(s.rel_dir) / f"{s.stem}_provenance.json").as_posix()}
                   for s in scans],
         "seed": config.statistics.voxel.seed})
     return StudyResult(out_dir=out, outcomes=outcomes, roi_stats=roi, mixed=mixed,
-                       summary=summary, warnings=notes, seconds=seconds)
+                       summary=summary, warnings=notes, seconds=stages.wall,
+                       cpu_seconds=stages.cpu)
