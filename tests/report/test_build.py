@@ -111,8 +111,9 @@ def test_data_quality_lists_frames_and_the_injected_dose_from_the_sidecar(parsed
     text = " ".join(parsed.text)
     for mbq in INJECTED_MBQ.values():
         assert f"{mbq} MBq" in text
-    # 12 frames from 0 to 50 min (4 x 30 + 4 x 120 + 4 x 600 s), shortest 30 s, longest 600 s
-    assert re.search(r"sub-01, baseline, AZ10419369\s+12\s+0\.00\s+50\.0\s+30 / 600", text)
+    # 12 frames from 0 to 50 min (4 x 30 + 4 x 120 + 4 x 600 s)
+    assert re.search(r"sub-01, baseline, AZ10419369\s+12\s+0\.00\s+50\.0\s+"
+                     r"4 x 30 s, 4 x 120 s, 4 x 600 s\s+kBq/mL", text)
     assert "frame 3 shorter than stated" in text
 
 

@@ -528,6 +528,17 @@ def _frame_table(tacs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]
     return start / 60.0, end / 60.0, issues
 
 
+def _schedule_text(durations_s: np.ndarray) -> str:
+    """A frame schedule in the usual shorthand: ``6 x 10 s, 3 x 20 s, ...``."""
+    parts: list[list[float]] = []
+    for d in np.round(np.asarray(durations_s, dtype=float), 1):
+        if parts and parts[-1][1] == d:
+            parts[-1][0] += 1
+        else:
+            parts.append([1, d])
+    return ", ".join(f"{int(n)} x {d:g} s" for n, d in parts)
+
+
 def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
     """Tracer and injected dose from the input PET sidecar named in provenance.json."""
     ds = study.dataset
@@ -589,8 +600,8 @@ def _scan_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
             regions = _region_columns(tacs)
             entry.update(
                 n_frames=len(tacs), first_start=_num(t0[0], 2), last_end=_num(t1[-1], 1),
-                shortest=_num(60 * (t1 - t0).min(), 0), longest=_num(60 * (t1 - t0).max(), 0),
-                timing_issues=issues, regions=regions,
+                schedule=_schedule_text(60 * (t1 - t0)), timing_issues=issues,
+                regions=regions, units=scan.tacs_meta.get("Units", "n/a"),
             )
         entry["dose"] = _injected(study, scan)
         entry["warnings"] = _scan_warnings(study, scan)
