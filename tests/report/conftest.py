@@ -167,6 +167,8 @@ def write_outputs(root: Path, *, voxel: bool = True) -> dict:
             _tsv(folder / f"{stem}_desc-fitted_tacs.tsv", pd.DataFrame(long_rows))
             bpmap = bp["NAcc"] * blob((6, 7, 5), 2.5)
             _nii(folder / f"{stem}_model-srtm_bpnd.nii.gz", bpmap)
+            _nii(bids / "derivatives" / "petbind-sim" / f"sub-{sub}" / f"ses-{cond}" / "pet"
+                 / f"{stem}_desc-true_bpnd.nii.gz", bpmap)
             _nii(folder / f"{stem}_model-srtm_mask.nii.gz", (bpmap > 0.01).astype(np.float32))
             _json(folder / f"{stem}_provenance.json",
                   {"inputs": {"pet": {"path": f"sub-{sub}/ses-{cond}/pet/{stem}_pet.nii.gz",

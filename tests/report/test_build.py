@@ -14,9 +14,19 @@ import pytest
 
 from petbind.errors import DataError, FileFormatError
 from petbind.report import build_report, load_outputs
-from petbind.report.build import REPORT_NAME, _nifti_b64
+from petbind.report.build import REPORT_NAME, _nifti_b64, true_effect_map
 
-from .conftest import INJECTED_MBQ, ROI_STATS, SHA_PET, TRACER, XSS, write_outputs
+from .conftest import (
+    BP_TRUE,
+    INJECTED_MBQ,
+    ROI_STATS,
+    SHA_PET,
+    SUBJECTS,
+    TRACER,
+    XSS,
+    blob,
+    write_outputs,
+)
 
 
 class _Collector(HTMLParser):
@@ -72,8 +82,8 @@ def test_every_image_is_an_embedded_png_with_alt_text(parsed, study_outputs):
     images = [attrs for tag, attrs in parsed.tags if tag == "img"]
     n_scans = study_outputs["n_scans"]
     # the tracer's TAC grid and BP_ND map grid; per scan its fits; group: paired lines and
-    # one forest per contrast; voxelwise: one t map
-    assert len(images) == 2 + n_scans + 1 + 2 + 1
+    # one forest per contrast; voxelwise: one t map, its % change map and the true one
+    assert len(images) == 2 + n_scans + 1 + 2 + 3
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(attrs["src"].split(",", 1)[1])[:4] == b"\x89PNG"
@@ -227,3 +237,18 @@ def test_page_size_stays_small(built_report):
     size_mb = len(built_report["html"].encode()) / 1e6
     assert size_mb < 4.0  # NiiVue is 2.3 MB of it
     assert io.BytesIO(built_report["html"].encode()).getbuffer().nbytes > 2_000_000
+
+
+def test_true_effect_map_is_the_mean_per_subject_percent_change_of_the_true_maps(
+        study_outputs):
+    # the fixture's true maps are BP * blob with ketamine +20 % and ketamine+NBQX 0 %
+    support = BP_TRUE["NAcc"] * 0.95 * blob((6, 7, 5), 2.5) > 0.01
+    simple = true_effect_map(study_outputs["bids"], TRACER, "ketamine - baseline", SUBJECTS)
+    np.testing.assert_allclose(simple[support], 20.0, rtol=1e-5)
+    assert np.isnan(simple[~(BP_TRUE["NAcc"] * 1.05 * blob((6, 7, 5), 2.5) > 0.01)]).all()
+    inter = true_effect_map(study_outputs["bids"], TRACER,
+                            "(ketamine - baseline) - (ketaminenbqx - baseline)", SUBJECTS)
+    np.testing.assert_allclose(inter[support], 20.0, rtol=1e-5)
+    assert true_effect_map(study_outputs["bids"], TRACER, "ketamine - placebo",
+                           SUBJECTS) is None
+    assert true_effect_map(study_outputs["bids"], TRACER, "not a contrast", SUBJECTS) is None

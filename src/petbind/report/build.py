@@ -785,6 +785,99 @@ def _mean_map(study: StudyOutputs, tracer: str, model: str | None,
     return None if total is None else total / n
 
 
+_CONTRAST_RE = re.compile(
+    r"^\s*\(?\s*(?P<a>[\w.]+)\s*-\s*(?P<b>[\w.]+)\s*\)?"
+    r"(?:\s*-\s*\(\s*(?P<c>[\w.]+)\s*-\s*(?P<d>[\w.]+)\s*\))?\s*$"
+)
+
+
+def true_effect_map(
+    dataset: Path, tracer: str, contrast: str, subjects: list[str]
+) -> np.ndarray | None:
+    """Mean per-subject true % change of BP_ND for a contrast, from the simulator's maps.
+
+    Parameters
+    ----------
+    dataset : Path
+        The simulated BIDS dataset (holds ``derivatives/petbind-sim``).
+    tracer : str
+        ``trc-`` label.
+    contrast : str
+        ``"A - B"`` (100 (A - B) / B) or ``"(A - B) - (C - D)"``
+        (100 (A - B) / B - 100 (C - D) / D, percentage points), with
+        conditions named as session labels.
+    subjects : list of str
+        Subjects averaged.
+
+    Returns
+    -------
+    ndarray or None
+        The map (NaN where the denominator's true BP_ND is <= 0.01), or None
+        when a true map is missing or the contrast cannot be read.
+    """
+    m = _CONTRAST_RE.match(contrast)
+    if m is None or not subjects:
+        return None
+    sim = dataset / "derivatives" / "petbind-sim"
+
+    def true_map(sub: str, cond: str) -> np.ndarray | None:
+        path = (sim / f"sub-{sub}" / f"ses-{cond}" / "pet"
+                / f"sub-{sub}_ses-{cond}_trc-{tracer}_desc-true_bpnd.nii.gz")
+        return _load_nifti(path)[0] if path.is_file() else None
+
+    def pct(sub: str, a: str, b: str) -> np.ndarray | None:
+        va, vb = true_map(sub, a), true_map(sub, b)
+        if va is None or vb is None or va.shape != vb.shape:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(vb > 0.01, 100.0 * (va - vb) / vb, np.nan)
+
+    per_subject = []
+    for sub in subjects:
+        first = pct(sub, m["a"], m["b"])
+        if first is None:
+            return None
+        if m["c"]:
+            second = pct(sub, m["c"], m["d"])
+            if second is None or second.shape != first.shape:
+                return None
+            first = first - second
+        per_subject.append(first)
+    return np.mean(per_subject, axis=0)
+
+
+def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any],
+                    contrast: str, zooms: tuple[float, ...], figures: Any) -> list[dict]:
+    """The estimated mean % change map and, for simulated data, the true one (same scale)."""
+    effect_path = tm["folder"] / f"{tm['prefix']}_stat-effect.nii.gz"
+    if not effect_path.is_file():
+        return []
+    effect, _, _ = _load_nifti(effect_path)
+    mask_path = tm["folder"] / f"{tm['prefix']}_mask.nii.gz"
+    mask = _load_nifti(mask_path)[0] > 0 if mask_path.is_file() else np.isfinite(effect)
+    if mask.shape != effect.shape:
+        mask = np.isfinite(effect)
+    truth = None
+    if study.simulated and study.dataset is not None:
+        subjects = [str(s) for s in side.get("Subjects") or study.subjects]
+        truth = true_effect_map(study.dataset, tm["tracer"], contrast, subjects)
+        if truth is not None and truth.shape != effect.shape:
+            truth = None
+    shown = np.where(mask, effect, 0.0)
+    vals = np.abs(shown[mask & np.isfinite(shown)])
+    top = float(np.percentile(vals, 98)) if vals.size else 1.0
+    unit = "% change (pp)" if "(" in contrast else "% change"
+    out = [{"label": "estimated mean % change", "figure": figures.figure_to_data_uri(
+        figures.ortho_slices(shown, zooms=zooms, cmap="RdBu_r", vmin=-top, vmax=top,
+                             label=unit, title=f"estimated: {contrast}"))}]
+    if truth is not None:
+        out.append({"label": "simulated truth", "figure": figures.figure_to_data_uri(
+            figures.ortho_slices(np.where(mask, np.nan_to_num(truth), 0.0), zooms=zooms,
+                                 cmap="RdBu_r", vmin=-top, vmax=top, label=unit,
+                                 title=f"truth: {contrast}"))})
+    return out
+
+
 def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, Any]], list]:
     out = []
     volumes: list[dict[str, Any]] = []
@@ -821,6 +914,7 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
             "n_clusters": 0 if clusters is None else len(clusters),
             "cluster_columns": None if clusters is None else list(clusters.columns),
         }
+        sec["effect"] = _effect_figures(study, tm, side, contrast, zooms, figures)
         out.append(sec)
         if under is not None and tm["tracer"] not in underlays:
             underlays[tm["tracer"]] = len(volumes)
