@@ -333,3 +333,10 @@ def test_counts_weights_need_the_isotope_and_then_recover_vt(curves):
     fit = OneTCM(TIMING, INPUT, weights="counts", isotope="C-11").fit(curves["one"])
     np.testing.assert_allclose(fit.vt, [vt_of(p) for p in ONE], rtol=1e-3)
     assert fit.weights[0, 0] != fit.weights[0, -1]
+
+
+def test_curves_with_different_delays_get_their_own_delay_and_input():
+    data = np.stack([pet(ONE[0], delay=0.1), pet(ONE[1], delay=0.3), pet(ONE[2], delay=0.1)])
+    fit = OneTCM(TIMING, INPUT, delay="fit").fit(data)
+    assert np.all(np.abs(fit.delay - [0.1, 0.3, 0.1]) <= STEP + 1e-9)
+    np.testing.assert_allclose(fit.vt, [vt_of(p) for p in ONE], rtol=5e-3)
