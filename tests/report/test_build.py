@@ -57,9 +57,9 @@ def parsed(built_report):
     return p
 
 
-def test_report_is_written_at_the_output_root(built_report):
+def test_report_is_written_at_the_output_root_readable_by_others(built_report):
     assert built_report["report"] == built_report["out"] / REPORT_NAME
-    assert built_report["report"].is_file()
+    assert built_report["report"].stat().st_mode & 0o777 == 0o644
 
 
 def test_report_has_every_section_in_order(built_report):

@@ -900,7 +900,7 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
         clusters = _maybe_tsv(tm["folder"] / f"{tm['prefix']}_clusters.tsv")
         sec = {
             "title": title, "file": tm["path"].name, "threshold": _num(thr, 2),
-            "sidecar": {k: (_num(side[k], 3) if isinstance(side[k], float) else side[k])
+            "sidecar": {k: (f"{side[k]:.4g}" if isinstance(side[k], float) else side[k])
                         for k in (
                 "n_subjects", "n_flips", "exact", "min_attainable_p", "cluster_forming_t",
                 "cluster_forming_p", "smoothing_fwhm_mm", "seed", "mask_voxels")
@@ -1196,4 +1196,6 @@ def build_report(out_dir: str | Path) -> Path:
     """
     study = load_outputs(out_dir)
     html = render_report(study)
-    return write_text_atomic(study.root / REPORT_NAME, html)
+    path = write_text_atomic(study.root / REPORT_NAME, html)
+    path.chmod(0o644)  # the atomic writer's temporary file is private (0600); a report is shared
+    return path
