@@ -70,17 +70,18 @@ def main() -> None:
             base = [run_study(tmp, f"base{i}") for i in range(args.repeats)]
         finally:
             study_mod.WRITE_AHEAD = 2
-        geo_t = timed(lambda: make_geometry(cfg))
-        geo = make_geometry(cfg)
-        t0 = time.perf_counter()
-        truths = list(iter_truth(cfg))
-        truth_t = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        images = [scan_image(cfg, geo, tr)[0] for tr in truths]
-        image_t = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        sizes = [len(nifti_bytes(im, geo.affine)) for im in images]
-        gzip_t = time.perf_counter() - t0
+        stages: dict[str, tuple[float, float]] = {}
+
+        def stage(name, fn):
+            c0, t0 = time.process_time(), time.perf_counter()
+            result = fn()
+            stages[name] = (time.perf_counter() - t0, time.process_time() - c0)
+            return result
+
+        geo = stage("geometry", lambda: make_geometry(cfg))
+        truths = stage("truth", lambda: list(iter_truth(cfg)))
+        images = stage("images", lambda: [scan_image(cfg, geo, tr)[0] for tr in truths])
+        sizes = stage("gzip", lambda: [len(nifti_bytes(im, geo.affine)) for im in images])
     med, med_base = (statistics.median(x[0] for x in r) for r in (full, base))
     cpu, cpu_base = (statistics.median(x[1] for x in r) for r in (full, base))
     lines = [
@@ -109,15 +110,16 @@ def main() -> None:
         "",
         "Stages of one run, timed separately (single-threaded):",
         "",
-        "| stage | time (s) |",
-        "| --- | --- |",
+        "| stage | wall (s) | CPU (s) |",
+        "| --- | --- | --- |",
         f"| geometry (phantom, PSF weights of {len(geo.phantom.table)} labels, atlas) | "
-        f"{geo_t:.2f} |",
+        "{:.2f} | {:.2f} |".format(*stages["geometry"]),
         f"| truth curves, {cfg.n_scans} scans (analytic 2TCM, fine-grid frame means) | "
-        f"{truth_t:.2f} |",
-        f"| images, {cfg.n_scans} scans (W @ TAC, noise) | {image_t:.2f} |",
+        "{:.2f} | {:.2f} |".format(*stages["truth"]),
+        f"| images, {cfg.n_scans} scans (W @ TAC, noise) | "
+        "{:.2f} | {:.2f} |".format(*stages["images"]),
         f"| gzip of {cfg.n_scans} PET images (level 1, {np.mean(sizes) / 1e6:.1f} MB each) | "
-        f"{gzip_t:.2f} |",
+        "{:.2f} | {:.2f} |".format(*stages["gzip"]),
         "",
     ]
     out = HERE / "results" / "simulate.md"
