@@ -143,3 +143,26 @@ def test_lazy_proxy_gives_the_same_curves_as_the_array(tmp_path):
         out[rows] = curves
     np.testing.assert_array_equal(out, data[_mask()])
     assert img.voxel_volume_ml == pytest.approx(0.008)
+
+
+def test_chunks_of_a_gz_file_equal_voxel_curves_and_leave_no_temporary_file(tmp_path,
+                                                                            monkeypatch):
+    import tempfile
+
+    data = _data().astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "a.nii.gz"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    img = DynamicImage(nib.load(str(tmp_path / "a.nii.gz")).dataobj, np.eye(4), TIMING,
+                       frame_scale=np.full(T, 0.5))
+    out = np.empty((int(_mask().sum()), T), np.float32)
+    n_chunks = 0
+    for rows, curves in img.iter_chunks(_mask(), 16):
+        out[rows] = curves
+        n_chunks += 1
+        assert len(list(scratch.iterdir())) == 1  # the decompressed copy, while iterating
+    assert n_chunks > 1
+    np.testing.assert_allclose(out, data[_mask()] * 0.5, rtol=1e-7)
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "scratch"]

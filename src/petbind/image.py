@@ -10,13 +10,20 @@ reading, so the file on disk never needs a float64 copy in memory.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import os
+import shutil
+import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from petbind.errors import DataError
+from petbind.errors import DataError, FileFormatError
 from petbind.tac import TACTable
 from petbind.timing import FrameTiming
 
@@ -115,21 +122,53 @@ class DynamicImage:
     # -- reading --------------------------------------------------------------
     def frame(self, t: int) -> NDArray[np.float32]:
         """Frame ``t`` as a float32 ``(X, Y, Z)`` array, scaled."""
-        out = np.array(self.dataobj[..., t], dtype=np.float32)  # a copy, never a view
+        out = self._read(lambda d: d[..., t], f"frame {t}")  # a copy, never a view
         out *= np.float32(self.frame_scale[t])
         return out
 
     def slab(self, z0: int, z1: int) -> NDArray[np.float32]:
         """Planes ``z0:z1`` (third axis), all frames, float32 ``(X, Y, z1 - z0, T)``, scaled."""
-        out = np.array(self.dataobj[:, :, z0:z1, :], dtype=np.float32)
+        return self._slab_of(self.dataobj, z0, z1)
+
+    def _slab_of(self, dataobj: Any, z0: int, z1: int) -> NDArray[np.float32]:
+        out = self._read(lambda d: d[:, :, z0:z1, :], f"planes {z0}:{z1}", dataobj)
         out *= self.frame_scale.astype(np.float32)
         return out
 
+    def _read(self, take: Any, what: str, dataobj: Any = None) -> NDArray[np.float32]:
+        """``take(dataobj)`` as a new float32 array; unreadable data -> FileFormatError."""
+        src = self.dataobj if dataobj is None else dataobj
+        try:
+            return np.array(take(src), dtype=np.float32)
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            raise FileFormatError(f"cannot read {what}: {exc}", path=self.path, field="data",
+                                  fix="the file may be truncated or corrupt; re-export it") \
+                from None
+
     def get_data(self) -> NDArray[np.float32]:
-        """The whole image as float32 ``(X, Y, Z, T)`` (reads everything, one copy)."""
-        out = np.empty(self.shape, dtype=np.float32)
-        for t in range(self.n_frames):
-            out[..., t] = self.frame(t)
+        """The whole image as float32 ``(X, Y, Z, T)`` (reads everything, one copy).
+
+        The array is in Fortran order, the order of a NIfTI file, so the copy
+        is sequential.
+        """
+        out = np.empty(self.shape, dtype=np.float32, order="F")
+        for t0, t1 in self._frame_blocks():
+            out[..., t0:t1] = self.frames(t0, t1)
+        return out
+
+    #: Bytes of float32 frames read per block by the frame-wise readers.
+    BLOCK_BYTES = 1 << 24
+
+    def _frame_blocks(self) -> list[tuple[int, int]]:
+        """Consecutive frame ranges of about :attr:`BLOCK_BYTES` (at least one frame)."""
+        per_frame = max(int(np.prod(self.spatial_shape)) * 4, 1)
+        k = max(1, min(self.n_frames, self.BLOCK_BYTES // per_frame))
+        return [(t, min(t + k, self.n_frames)) for t in range(0, self.n_frames, k)]
+
+    def frames(self, t0: int, t1: int) -> NDArray[np.float32]:
+        """Frames ``t0:t1`` as float32 ``(X, Y, Z, t1 - t0)``, scaled (contiguous on disk)."""
+        out = self._read(lambda d: d[..., t0:t1], f"frames {t0}:{t1}")
+        out *= self.frame_scale[t0:t1].astype(np.float32)
         return out
 
     def _check_mask(self, mask: ArrayLike, name: str = "mask") -> NDArray[np.bool_]:
@@ -160,7 +199,8 @@ class DynamicImage:
         -------
         ndarray, float32, shape (V, T)
             Activity (``units``) of each masked voxel in each frame. Reads one
-            frame at a time: peak memory is the output plus one frame.
+            block of frames at a time (about 16 MB): peak memory is the output plus
+            that block.
 
         Raises
         ------
@@ -169,8 +209,8 @@ class DynamicImage:
         """
         m = self._check_mask(mask)
         out = np.empty((int(m.sum()), self.n_frames), dtype=np.float32)
-        for t in range(self.n_frames):
-            out[:, t] = self.frame(t)[m]
+        for t0, t1 in self._frame_blocks():
+            out[:, t0:t1] = self.frames(t0, t1)[m]
         self._check_finite(out, "voxels under the mask")
         return out
 
@@ -195,6 +235,7 @@ class DynamicImage:
         flat_all = np.flatnonzero(m)
         per_z = m.sum(axis=(0, 1))
         nz = m.shape[2]
+        slabs = []
         z0 = 0
         while z0 < nz:
             z1 = z0 + 1
@@ -203,13 +244,45 @@ class DynamicImage:
                 count += int(per_z[z1])
                 z1 += 1
             if count:
+                slabs.append((z0, z1))
+            z0 = z1
+        with self._random_access(len(slabs) > 1) as dataobj:
+            for z0, z1 in slabs:
                 sub = m[:, :, z0:z1]
                 x, y, z = np.nonzero(sub)
                 rows = np.searchsorted(flat_all, np.ravel_multi_index((x, y, z + z0), m.shape))
-                curves = self.slab(z0, z1)[sub]
+                curves = self._slab_of(dataobj, z0, z1)[sub]
                 self._check_finite(curves, f"voxels under the mask (planes {z0}:{z1})")
                 yield rows, curves
-            z0 = z1
+
+    @contextlib.contextmanager
+    def _random_access(self, needed: bool) -> Iterator[Any]:
+        """The data as an array proxy that reads any slab cheaply.
+
+        A ``.nii.gz`` must be decompressed from its start for every slab that
+        spans all frames; when several slabs are needed the file is
+        decompressed once into a temporary ``.nii`` (system temp folder, never
+        the input folder; removed afterwards) and read from there.
+        """
+        from nibabel.arrayproxy import ArrayProxy
+
+        d = self.dataobj
+        src = getattr(d, "file_like", None)
+        if not (needed and isinstance(d, ArrayProxy) and isinstance(src, str | os.PathLike)
+                and str(src).endswith(".gz")):
+            yield d
+            return
+        with tempfile.TemporaryDirectory(prefix="petbind-") as tmp:
+            plain = Path(tmp) / "image.nii"
+            try:
+                with gzip.open(src, "rb") as fin, open(plain, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 24)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise FileFormatError(f"cannot decompress the image: {exc}", path=self.path,
+                                      field="data", fix="the file may be truncated or "
+                                      "corrupt; re-export it") from None
+            spec = (d.shape, d.dtype, d.offset, d.slope, d.inter)
+            yield ArrayProxy(str(plain), spec, order=d.order, mmap=True)
 
     def region_means(self, labels: ArrayLike,
                      names: Mapping[int, str] | None = None) -> TACTable:
