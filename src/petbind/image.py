@@ -123,7 +123,8 @@ class DynamicImage:
     def frame(self, t: int) -> NDArray[np.float32]:
         """Frame ``t`` as a float32 ``(X, Y, Z)`` array, scaled."""
         out = self._read(lambda d: d[..., t], f"frame {t}")  # a copy, never a view
-        out *= np.float32(self.frame_scale[t])
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf are checked by users
+            out *= np.float32(self.frame_scale[t])
         return out
 
     def slab(self, z0: int, z1: int) -> NDArray[np.float32]:
@@ -132,7 +133,8 @@ class DynamicImage:
 
     def _slab_of(self, dataobj: Any, z0: int, z1: int) -> NDArray[np.float32]:
         out = self._read(lambda d: d[:, :, z0:z1, :], f"planes {z0}:{z1}", dataobj)
-        out *= self.frame_scale.astype(np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out *= self.frame_scale.astype(np.float32)
         return out
 
     def _read(self, take: Any, what: str, dataobj: Any = None) -> NDArray[np.float32]:
@@ -168,7 +170,8 @@ class DynamicImage:
     def frames(self, t0: int, t1: int) -> NDArray[np.float32]:
         """Frames ``t0:t1`` as float32 ``(X, Y, Z, t1 - t0)``, scaled (contiguous on disk)."""
         out = self._read(lambda d: d[..., t0:t1], f"frames {t0}:{t1}")
-        out *= self.frame_scale[t0:t1].astype(np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out *= self.frame_scale[t0:t1].astype(np.float32)
         return out
 
     def _check_mask(self, mask: ArrayLike, name: str = "mask") -> NDArray[np.bool_]:

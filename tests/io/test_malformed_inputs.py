@@ -92,6 +92,22 @@ def _noise(fx):
     return np.random.default_rng(0).uniform(1, 2, fx.SHAPE + (N,))
 
 
+def _smooth(fx):
+    """Compressible data (Huffman-coded deflate blocks), large enough that the
+    header is read before the corrupt part."""
+    rng = np.random.default_rng(1)
+    return np.round(rng.uniform(0, 4, (40, 40, 20, N)), 0)
+
+
+def _corrupt_middle(p: Path) -> Path:
+    """Flip bytes late in the deflate stream; header and gzip trailer intact."""
+    b = bytearray(p.read_bytes())
+    mid = int(len(b) * 0.8)
+    b[mid:mid + 64] = bytes(x ^ 0xFF for x in b[mid:mid + 64])
+    p.write_bytes(bytes(b))
+    return p
+
+
 def _not_image(tmp: Path, fx) -> Path:
     p = _pet(tmp, fx)
     p.write_bytes(gzip.compress(b"this is not a NIfTI file"))
@@ -168,6 +184,8 @@ CASES = [
         fx.write_pet(t / "sub-01_pet.nii", np.ones(fx.SHAPE + (N,)),
                      fx.pet_sidecar(STARTS, DURS)), 0.7), _load, FileFormatError, None),
     ("not an image", lambda t, fx: _not_image(t, fx), _load, FileFormatError, None),
+    ("corrupt compressed voxel data", lambda t, fx: _corrupt_middle(_pet(t, fx, data=_smooth(fx))),
+     _voxels, FileFormatError, "data"),
     ("NaN voxel", lambda t, fx: _pet(t, fx, data=_nan_image(fx, np.nan)), _voxels,
      DataError, "data"),
     ("inf voxel", lambda t, fx: _pet(t, fx, data=_nan_image(fx, np.inf)), _regions,
