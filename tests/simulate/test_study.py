@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import tomllib
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def test_layout_matches_the_contract(clean):
               f"{d}_desc-true_tacs.tsv"]:
         assert f in files, f
     assert not any(".part" in f for f in files)
+    # files are readable as an ordinary open() would make them (not mkstemp's 0600)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for f in ("participants.tsv", f"sub-01/ses-baseline/pet/{stem}_pet.nii.gz"):
+        assert (root / f).stat().st_mode & 0o777 == 0o666 & ~umask, f
     truth = pd.read_csv(root / "derivatives/petbind-sim/truth.tsv", sep="\t", dtype=str)
     assert list(truth.columns) == ["subject", "condition", "tracer", "region", "bp_nd", "r1",
                                    "k2prime"]

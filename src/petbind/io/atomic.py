@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Any
 
 
+def _file_mode() -> int:
+    """0666 less the process umask (read once, at import: umask() is process-wide)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -32,6 +42,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file 0600; give the output the permissions an
+        # ordinary open() would (0666 less the umask), so others can read it.
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
