@@ -96,3 +96,12 @@ def test_exp_conv_table_matches_the_exact_kernel():
           - pl.exp_conv_frame_means(theta - h, TIMING)) / (2 * h[:, None])
     scale = np.abs(fd).max(axis=1, keepdims=True)
     assert np.all(np.abs(dval - fd) <= 1e-4 * scale)
+
+
+def test_mean_preserving_form_bridges_gaps_and_still_reproduces_a_line():
+    gapped = FrameTiming([0, 1, 3, 10, 20], [1, 1, 5, 10, 10], unit="min")
+    assert len(gapped.gaps()) == 2
+    pl = PiecewiseLinear.mean_preserving(gapped, 1.3 * gapped.mid)
+    assert np.sum((pl.t > 8) & (pl.t < 10)) == 8          # interior knots in the 8-10 min gap
+    np.testing.assert_allclose(pl.y, 1.3 * pl.t, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gapped.frame_means(pl.t, pl.y), 1.3 * gapped.mid, rtol=1e-12)

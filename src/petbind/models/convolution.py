@@ -38,6 +38,8 @@ from petbind.timing import TIME_TOL_MIN, FrameTiming
 
 #: Smallest rate (1/min) used in the exponential convolution (half-life of 1.3 years).
 MIN_RATE = 1e-6
+#: Interior knots bridging a gap between frames (cubic through neighbouring mid-points).
+_GAP_KNOTS = 8
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ class PiecewiseLinear:
         to ``2 mean_i - (v_start + v_end) / 2`` so that the average of the
         curve over frame ``i`` equals ``mean_i``. A linear curve is reproduced
         exactly; the map from frame means to knot values is linear
-        (:func:`mean_preserving_matrix`).
+        (:func:`mean_preserving_matrix`). Across a gap between frames the
+        edge values and 8 interior knots follow the cubic through the two
+        mid-points on either side, so a skipped frame costs little accuracy.
         """
         t, m = mean_preserving_matrix(timing)
         v = np.asarray(frame_means, dtype=float)
@@ -241,6 +245,16 @@ def mean_preserving_matrix(timing: FrameTiming) -> tuple[NDArray, NDArray]:
         w = (t - knots_mid[k0]) / (knots_mid[k1] - knots_mid[k0])
         return vals_mid[k0] * (1.0 - w) + vals_mid[k1] * w
 
+    def cubic(t: float, k1: int) -> NDArray:
+        """Lagrange cubic through the mid-points around ``knots_mid[k1 - 1 : k1 + 1]``."""
+        ks = np.arange(max(k1 - 2, 0), min(k1 + 2, n + 1))
+        row = np.zeros(n)
+        for k in ks:
+            others = ks[ks != k]
+            row += vals_mid[k] * np.prod((t - knots_mid[others]) / (knots_mid[k]
+                                                                     - knots_mid[others]))
+        return row
+
     times: list[float] = []
     rows: list[NDArray] = []
 
@@ -254,13 +268,20 @@ def mean_preserving_matrix(timing: FrameTiming) -> tuple[NDArray, NDArray]:
 
     if a[0] > TIME_TOL_MIN:
         add(0.0, np.zeros(n))
+    gap_after = np.append(a[1:] - b[:-1] > TIME_TOL_MIN, False)
     for i in range(n):
-        va, vb = line(a[i]), line(b[i])
+        # frame i lies between mids knots_mid[i] and knots_mid[i + 2]; across a gap
+        # the curve is bridged by a cubic through two mid-points on each side
+        va = cubic(a[i], i + 1) if i > 0 and gap_after[i - 1] else line(a[i])
+        vb = cubic(b[i], i + 2) if gap_after[i] else line(b[i])
         if a[i] <= TIME_TOL_MIN:
             va = np.zeros(n)
         add(a[i], va)
         add(c[i], 2.0 * eye[i] - 0.5 * (va + vb))
         add(b[i], vb)
+        if gap_after[i]:
+            for t in np.linspace(b[i], a[i + 1], _GAP_KNOTS + 2)[1:-1]:
+                add(t, cubic(t, i + 2))
     return np.asarray(times), np.asarray(rows)
 
 
