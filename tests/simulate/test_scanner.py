@@ -140,3 +140,11 @@ def test_random_motion_is_still_before_start_and_bounded_after():
     assert np.any(m[~still] != 0)
     assert np.abs(m[:, :3]).max() <= 1.5
     assert np.abs(m[:, 3:]).max() <= 2.0
+
+
+def test_motion_convention_matches_the_preprocessing_module():
+    reg = pytest.importorskip("petbind.preprocess.register")
+    params = np.array([1.5, -0.7, 2.0, 3.0, -4.0, 5.0])
+    centre = np.array([1.0, -12.0, 4.0])
+    np.testing.assert_allclose(rigid_matrix(params, centre), reg.rigid_matrix(params, centre),
+                               atol=1e-12)

@@ -227,6 +227,9 @@ def test_motion_moves_later_frames_and_writes_the_true_parameters(tmp_path, clea
     assert list(motion.columns) == ["frame_start", "trans_x_mm", "trans_y_mm", "trans_z_mm",
                                     "rot_x_deg", "rot_y_deg", "rot_z_deg"]
     assert len(motion) == 29
+    side = json.loads(deriv(moved, "desc-true_motion.json").read_text())
+    assert side["rot_z_deg"]["Units"] == "degrees"
+    assert len(side["RotationCentre"]) == 3
     x0 = np.asarray(nib.load(pet_path(still)).dataobj)
     x1 = np.asarray(nib.load(pet_path(moved)).dataobj)
     early = (motion["frame_start"] < 120).to_numpy()

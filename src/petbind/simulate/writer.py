@@ -200,6 +200,16 @@ class DatasetWriter:
                     "rot_x_deg", "rot_y_deg", "rot_z_deg"]
             rows = [[float(s), *map(float, m)] for s, m in zip(t.start_s, motion, strict=True)]
             write_text_atomic(der / f"{stem}_desc-true_motion.tsv", _tsv(cols, rows))
+            centre = geo.affine @ np.append((np.array(geo.shape) - 1) / 2.0, 1.0)
+            write_json_atomic(der / f"{stem}_desc-true_motion.json", {
+                "Description": "true rigid head motion per frame: x -> R (x - c) + c + t, "
+                "R = Rz Ry Rx (right-handed about the RAS axes), applied to the "
+                "noise-free frame before noise",
+                "RotationCentre": [float(v) for v in centre[:3]],
+                "RotationCentreUnits": "mm (RAS, world)",
+                "frame_start": {"Units": "s"},
+                **{c: {"Units": "mm"} for c in cols[1:4]},
+                **{c: {"Units": "degrees"} for c in cols[4:]}})
 
     def write_truth_table(self, truths: Sequence[ScanTruth]) -> Path:
         """``truth.tsv``: subject, condition, tracer, region, bp_nd, r1, k2prime."""
