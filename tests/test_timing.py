@@ -232,3 +232,24 @@ def test_property_non_positive_durations_are_always_refused(durs, pos):
     with pytest.raises(TimingError) as e:
         FrameTiming(starts, all_d, unit="s")
     assert e.value.field == "FrameDuration"
+
+
+def test_decay_factors_match_a_scanners_published_factors():
+    """Siemens Biograph mMR factors of an [11C]AZ10419369 scan, as exported to BIDS
+    (bids-standard/bids-examples, pet005, sub-01 ses-baseline, DecayCorrection START).
+
+    The scanner's factors are frame-integrated too: the first frames agree to the
+    6 printed digits; later frames drift in proportion to lambda t (0.37 % at
+    lambda t = 3.9), as a C-11 half-life about 0.1 % longer than NuDat's would
+    make them.
+    """
+    t = FrameTiming.from_schedule([(12, 10), (6, 20), (6, 60), (8, 120), (13, 300), (3, 600)],
+                                  unit="s")
+    scanner = {0: 1.00284, 1: 1.00854, 5: 1.03166, 11: 1.06735, 12: 1.07646, 24: 1.45335,
+               32: 2.63256, 44: 20.2527, 47: 51.4101}
+    got = t.decay_factors("C11")
+    lam = math.log(2) / C11_HALF_LIFE_MIN
+    for i, f in scanner.items():
+        tol = 1e-5 + 1.2e-3 * lam * t.end[i]
+        assert got[i] == pytest.approx(f, rel=tol), i
+    assert got[1] == pytest.approx(scanner[1], rel=1e-5)
