@@ -227,3 +227,14 @@ def test_save_image_writes_identical_bytes_for_identical_inputs(tmp_path):
 
 def fx_affine():
     return np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def test_missing_field_names_the_probable_misspelling(fx):
+    side = fx.pet_sidecar(fx.frame_starts(fx.FRAME_DURATIONS_S), fx.FRAME_DURATIONS_S,
+                          Units=None, InjectedRadioactivityUnits=None)
+    side["Unit"] = "Bq/mL"
+    side["injectedradioactivityunits"] = "MBq"
+    probs = {q.field: q for q in check_pet_sidecar(side, "x.json", len(fx.FRAME_DURATIONS_S))}
+    assert "the sidecar has 'Unit'" in probs["Units"].message
+    assert probs["Units"].severity == "error"
+    assert "'injectedradioactivityunits'" in probs["InjectedRadioactivityUnits"].message

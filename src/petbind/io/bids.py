@@ -80,6 +80,18 @@ def _num(side: Mapping, key: str) -> float | None:
     return float(v)
 
 
+def _near_miss(key: str, side: Mapping[str, Any]) -> str | None:
+    """A sidecar key that is probably a misspelling of ``key`` (case, plural, typo)."""
+    import difflib
+
+    others = [k for k in side if k not in REQUIRED_FIELDS]
+    for k in others:
+        if k.lower() == key.lower():
+            return k
+    close = difflib.get_close_matches(key, others, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
 def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
                       n_frames: int | None = None) -> list[Problem]:
     """Every problem of a BIDS-PET sidecar, most serious first.
@@ -112,14 +124,17 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
 
     for key in REQUIRED_FIELDS:
         if key not in side or side[key] is None:
+            near = _near_miss(key, side)
+            hint = f" (the sidecar has '{near}': BIDS spells it '{key}')" if near else ""
             if key in NEEDED_FIELDS:
                 cls = {"FrameTimesStart": TimingError, "FrameDuration": TimingError,
                        "Units": UnitsError, "ImageDecayCorrected": DecayError}.get(
                     key, MetadataError)
-                err(cls, key, "required field is missing",
+                err(cls, key, "required field is missing" + hint,
                     f"add '{key}' to the sidecar (BIDS-PET requires it)")
             elif key not in ("TracerRadionuclide", "ImageDecayCorrectionTime"):
-                warn(key, "BIDS-required field is missing", f"add '{key}' to the sidecar")
+                warn(key, "BIDS-required field is missing" + hint,
+                     f"add '{key}' to the sidecar")
 
     # -- timing -------------------------------------------------------------
     # ``timing`` counts from ``origin`` s after TimeZero (0, or the first frame
