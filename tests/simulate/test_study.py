@@ -280,3 +280,29 @@ def test_srtm_fit_recovers_true_bp_within_its_known_bias(tmp_path, tracer):
     got = np.asarray(fit.bp_nd)
     want = truth.loc[targets].to_numpy()
     np.testing.assert_array_less(np.abs(got / want - 1.0), 0.08)
+
+
+def _many(n, **variability):
+    d = copy.deepcopy(DEFAULT)
+    d.update(subjects=n, conditions=["baseline", "ketamine"], tracers=["AZ10419369"])
+    d["variability"].update(variability)
+    return parse_config(d)
+
+
+def test_scan_to_scan_spread_has_the_configured_cv_per_region_class():
+    cfg = _many(400, between_subject_cv=0.0, scan_cv_cortex=0.08, scan_cv_subcortex=0.12)
+    bp = np.array([scan_parameters(cfg, s, 0, 0)[0] for s in range(400)])
+    targets = [REGIONS.index(r) for r in ("frontal_cortex", "NAcc")]
+    cv = bp[:, targets].std(axis=0, ddof=1) / bp[:, targets].mean(axis=0)
+    # SE of a CV from n = 400 is about cv / sqrt(2 n) (< 0.0045 here)
+    assert cv[0] == pytest.approx(0.08, abs=0.015)
+    assert cv[1] == pytest.approx(0.12, abs=0.02)
+
+
+def test_subject_effects_are_shared_across_conditions_so_the_design_is_paired():
+    cfg = _many(6, between_subject_cv=0.09, scan_cv_cortex=0.0, scan_cv_subcortex=0.0)
+    nacc = REGIONS.index("NAcc")
+    base = np.array([scan_parameters(cfg, s, 0, 0)[0][nacc] for s in range(6)])
+    keta = np.array([scan_parameters(cfg, s, 0, 1)[0][nacc] for s in range(6)])
+    np.testing.assert_allclose(keta / base, 1.2, rtol=1e-12)  # primer: +20 % in NAcc
+    assert base.std() > 0.02
