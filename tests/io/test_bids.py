@@ -238,3 +238,28 @@ def test_missing_field_names_the_probable_misspelling(fx):
     assert "the sidecar has 'Unit'" in probs["Units"].message
     assert probs["Units"].severity == "error"
     assert "'injectedradioactivityunits'" in probs["InjectedRadioactivityUnits"].message
+
+
+def test_sidecar_fields_are_inherited_from_the_dataset_root(tmp_path, fx):
+    from petbind.io.validate import validate_path
+
+    ds = fx.make_bids_dataset(tmp_path, units="Bq/mL")
+    own = ds["pet"].with_name("sub-01_ses-baseline_trc-DASB_pet.json")
+    side = json.loads(own.read_text())
+    common = {k: side.pop(k) for k in ("Units", "TracerRadionuclide", "Manufacturer")}
+    own.write_text(json.dumps(side))
+    (tmp_path / "trc-DASB_pet.json").write_text(json.dumps(common))
+    # a root file for another tracer must not apply
+    (tmp_path / "trc-AZ10419369_pet.json").write_text(json.dumps({"Units": "MBq/mL"}))
+    img = load_pet(ds["pet"])
+    np.testing.assert_allclose(img.get_data(), ds["true"], rtol=2e-6, atol=1e-5)
+    assert img.metadata["Manufacturer"] == "Siemens"
+    assert validate_path(tmp_path) == []
+
+
+def test_deeper_sidecar_overrides_inherited_fields(tmp_path, fx):
+    ds = fx.make_bids_dataset(tmp_path, units="kBq/mL")
+    (tmp_path / "pet.json").write_text(json.dumps({"Units": "MBq/mL", "BodyPart": "Brain"}))
+    img = load_pet(ds["pet"])  # the scan's own sidecar says kBq/mL
+    np.testing.assert_allclose(img.get_data(), ds["true"], rtol=2e-6, atol=1e-5)
+    assert img.metadata["BodyPart"] == "Brain"

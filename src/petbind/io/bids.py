@@ -342,13 +342,78 @@ def pet_sidecar(nii_path: PathLike) -> Path:
     return sidecar_path(nii_path)
 
 
+def _entities(name: str) -> tuple[set[str], str]:
+    """``({"sub-01", "trc-DASB"}, "pet")`` for ``sub-01_trc-DASB_pet.json``."""
+    stem = name.split(".")[0]
+    parts = stem.split("_")
+    return {x for x in parts[:-1] if "-" in x}, parts[-1]
+
+
+def inherited_sidecars(nii_path: PathLike) -> list[Path]:
+    """The JSON files whose fields apply to an image, most general first.
+
+    BIDS inheritance principle (BIDS 1.11, "The Inheritance Principle"): a
+    JSON file with the same suffix in the image's folder or any folder above
+    it, up to the dataset root (the folder with ``dataset_description.json``),
+    applies when its entities are a subset of the image's; deeper files
+    override shallower ones. Without a dataset root only the sidecar beside
+    the image is used.
+    """
+    p = Path(nii_path).resolve()
+    ents, suffix = _entities(p.name)
+    folders = []
+    d = p.parent
+    while True:
+        folders.append(d)
+        if (d / "dataset_description.json").exists() or d.parent == d:
+            break
+        d = d.parent
+    if not (folders[-1] / "dataset_description.json").exists():
+        folders = [p.parent]
+    own = sidecar_path(p)
+    out: list[Path] = []
+    for folder in reversed(folders):
+        cands = []
+        for j in folder.glob(f"*{suffix}.json"):
+            e, suf = _entities(j.name)
+            if suf == suffix and e <= ents and j != own:
+                cands.append((len(e), j.name, j))
+        out += [j for _, _, j in sorted(cands)]
+    if own.exists():
+        out.append(own)
+    return out
+
+
+def read_pet_sidecar(nii_path: PathLike) -> tuple[dict, Path]:
+    """Merged sidecar fields of a PET image (inheritance applied) and the file to name.
+
+    Raises
+    ------
+    MetadataError
+        No sidecar applies to the image.
+    FileFormatError
+        A sidecar is not valid JSON.
+    """
+    files = inherited_sidecars(nii_path)
+    own = pet_sidecar(nii_path)
+    if not files:
+        raise MetadataError("JSON sidecar is missing", path=own,
+                            fix="write the sidecar beside the image")
+    side: dict = {}
+    for f in files:
+        side.update(read_json(f))
+    return side, (own if own.exists() else files[-1])
+
+
 def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> DynamicImage:
     """Load a BIDS-PET image with its sidecar, validated, lazily.
 
     Parameters
     ----------
     nii_path : str or PathLike
-        ``*_pet.nii[.gz]``; the sidecar is the ``.json`` of the same name.
+        ``*_pet.nii[.gz]``; the sidecar is the ``.json`` of the same name,
+        merged over any inherited ``*_pet.json`` above it
+        (:func:`inherited_sidecars`).
     sidecar : mapping, optional
         Use these fields instead of reading the sidecar file.
 
@@ -368,8 +433,10 @@ def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> Dy
         The first error that :func:`check_pet_sidecar` finds.
     """
     p = Path(nii_path)
-    side_p = pet_sidecar(p)
-    side = dict(sidecar) if sidecar is not None else read_json(side_p)
+    if sidecar is not None:
+        side, side_p = dict(sidecar), pet_sidecar(p)
+    else:
+        side, side_p = read_pet_sidecar(p)
     img = open_nifti(p)
     shape = img.shape
     if len(shape) not in (3, 4):

@@ -72,14 +72,13 @@ def validate_pet_image(path: PathLike, *, check_data: bool = True) -> list[Probl
     ``check_data``, reads every frame once to find NaN/inf voxels and
     unreadable data.
     """
-    from petbind.io.bids import check_pet_sidecar, open_nifti, pet_sidecar
-    from petbind.io.tables import read_json
+    from petbind.io.bids import check_pet_sidecar, open_nifti, pet_sidecar, read_pet_sidecar
 
     p = Path(path)
     out: list[Problem] = []
     side_p = pet_sidecar(p)
     try:
-        side = read_json(side_p)
+        side, side_p = read_pet_sidecar(p)
     except PetbindError as exc:
         out.append(Problem.from_error(exc, side_p))
         side = None
@@ -149,6 +148,9 @@ def validate_file(path: PathLike, *, check_data: bool = True) -> list[Problem]:
             images = [p.with_name(stem + e) for e in (".nii.gz", ".nii")]
             if any(i.exists() for i in images):
                 return []  # checked with its image
+            if p.parent.name != "pet":
+                read_json(p)  # an inherited sidecar: checked with the images below it
+                return []
             return [Problem("error", str(p), None, "sidecar without an image",
                             f"add {stem}.nii.gz or remove the sidecar", MetadataError)]
         if name.endswith("_tacs.tsv") or name.endswith((".tac", ".dft")):
