@@ -577,8 +577,8 @@ class SRTM(_SRTMBase):
     frame-averaged exactly. Fitted by a batched, bounded Levenberg-Marquardt
     on ``(R1, theta2 = k2 - R1 theta3, theta3)`` started from the refined
     basis-function solution; the convolution and its derivative in theta3
-    come from a cubic-spline table (relative error < 1e-9) and the final
-    prediction from the exact kernel. Bounds: ``R1`` in ``r1_bounds``,
+    come from a cubic-spline table over ``ln theta3`` built once per model
+    from the exact kernel (relative error < 1e-8). Bounds: ``R1`` in ``r1_bounds``,
     ``theta3`` in ``theta3_bounds``; a solution on a theta3 bound is invalid.
 
     Output parameters: ``bp_nd``, ``r1``, ``k2``, ``k2a`` (= theta3),
