@@ -10,6 +10,8 @@ without running any petbind numerics.
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -235,16 +237,54 @@ def write_outputs(root: Path, *, voxel: bool = True) -> dict:
     return {"out": out, "bids": bids, "n_scans": len(scans)}
 
 
-@pytest.fixture(scope="session")
-def study_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The fixture output folder, written once per session."""
-    return write_outputs(tmp_path_factory.mktemp("report_study"))
+def _shared_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
+    """Run ``make(folder)`` once per test session, even across pytest-xdist workers.
+
+    Under xdist every worker has its own session fixtures; the workers share
+    the parent of their base temp folder, so the first one builds there while
+    the others wait for its ``done`` marker (the pattern in pytest-xdist's docs).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.getbasetemp() / name
+        if not (folder / "done").exists():
+            make(folder)
+            (folder / "done").touch()
+        return folder
+    root = tmp_path_factory.getbasetemp().parent
+    folder = root / name
+    try:
+        os.close(os.open(root / f"{name}.lock", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        deadline = time.monotonic() + 600
+        while not (folder / "done").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"another worker did not finish {folder}") from None
+            time.sleep(0.2)
+        return folder
+    make(folder)
+    (folder / "done").touch()
+    return folder
 
 
-@pytest.fixture(scope="session")
-def built_report(study_outputs: dict) -> dict:
-    """The fixture folder with its report built once (``report`` is the path, ``html`` text)."""
+def _build(folder: Path) -> None:
     from petbind.report import build_report
 
-    path = build_report(study_outputs["out"])
-    return {**study_outputs, "report": path, "html": path.read_text(encoding="utf-8")}
+    write_outputs(folder)
+    build_report(folder / "out")
+
+
+@pytest.fixture(scope="session")
+def built_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The fixture output folder with its report, built once per session (``report``,
+    ``html``, ``out``, ``bids``, ``n_scans``)."""
+    folder = _shared_once(tmp_path_factory, "report_study", _build)
+    report = folder / "out" / "report.html"
+    return {"out": folder / "out", "bids": folder / "bids",
+            "n_scans": len(SUBJECTS) * len(CONDITIONS), "report": report,
+            "html": report.read_text(encoding="utf-8")}
+
+
+@pytest.fixture(scope="session")
+def study_outputs(built_report: dict) -> dict:
+    """The fixture output folder (written once per session, shared with ``built_report``)."""
+    return {k: built_report[k] for k in ("out", "bids", "n_scans")}

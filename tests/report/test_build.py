@@ -252,3 +252,38 @@ def test_true_effect_map_is_the_mean_per_subject_percent_change_of_the_true_maps
     assert true_effect_map(study_outputs["bids"], TRACER, "ketamine - placebo",
                            SUBJECTS) is None
     assert true_effect_map(study_outputs["bids"], TRACER, "not a contrast", SUBJECTS) is None
+
+
+def test_frame_table_flags_gaps_overlaps_and_empty_frames():
+    import pandas as pd
+
+    from petbind.report.build import _frame_table
+
+    ok = pd.DataFrame({"frame_start": [0.0, 60.0, 120.0], "frame_end": [60.0, 120.0, 300.0]})
+    start, end, issues = _frame_table(ok)
+    np.testing.assert_allclose(start, [0.0, 1.0, 2.0])
+    np.testing.assert_allclose(end, [1.0, 2.0, 5.0])
+    assert issues == []
+    bad = pd.DataFrame({"frame_start": [0.0, 70.0, 100.0, 200.0],
+                        "frame_end": [60.0, 120.0, 200.0, 200.0]})
+    _, _, issues = _frame_table(bad)
+    assert issues == ["1 frame(s) with end <= start", "1 gap(s) between frames (largest 10.0 s)",
+                      "1 overlapping frame(s)"]
+
+
+def test_schedule_text_run_length_encodes_frame_durations():
+    from petbind.report.build import _schedule_text
+
+    durations = [10.0] * 6 + [20.0] * 3 + [30.0] * 2 + [60.0] * 4 + [120.0] * 4 + [300.0] * 5 \
+        + [600.0] * 5
+    assert _schedule_text(np.array(durations)) == (
+        "6 x 10 s, 3 x 20 s, 2 x 30 s, 4 x 60 s, 4 x 120 s, 5 x 300 s, 5 x 600 s")
+
+
+def test_k2prime_text_describes_fixed_and_estimated_k2prime():
+    from petbind.report.build import _k2prime_text
+
+    assert _k2prime_text({"k2prime": 0.1}) == "fixed at 0.1 1/min"
+    assert _k2prime_text({"k2prime": "mrtm", "k2prime_region": "midbrain"}).startswith(
+        "estimated per scan by MRTM in midbrain")
+    assert _k2prime_text({}) is None
