@@ -73,6 +73,17 @@ def test_fit_auto_k2prime_counts_weights_window_and_plots(tacs, tmp_path):
     assert sorted(p.name for p in plots.iterdir()) == sorted(f"{r}_mrtm2.png" for r in TRUTH)
 
 
+def test_fit_srtm2_takes_auto_k2prime_from_srtm(tacs, tmp_path):
+    out = tmp_path / "s2.tsv"
+    assert _run(["fit", str(tacs), "--model", "srtm2", "--ref", "cerebellum", "--k2prime",
+                 "auto", "--out", str(out)]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["K2primeEstimate"]["method"] == "srtm"
+    df = pd.read_csv(out, sep="\t")
+    for _, row in df.iterrows():
+        assert row["bp_nd"] == pytest.approx(TRUTH[row["region"]][0], rel=1e-3)
+
+
 def test_fit_logan_with_tstar_prints_the_table(tacs, capsys):
     assert _run(["fit", str(tacs), "--model", "logan", "--ref", "cerebellum",
                  "--k2prime", "0.15", "--tstar", "30"]) == 0

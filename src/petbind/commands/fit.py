@@ -100,8 +100,9 @@ def register(app: typer.Typer) -> None:
                                        help="Reference region (a column of TACS)."),
         k2prime: str | None = typer.Option(None, "--k2prime", metavar="VALUE|auto",
                                            help="Fixed k2' (1/min) for srtm2, mrtm2, logan "
-                                           "(optional for bfsrtm), or 'auto': median MRTM "
-                                           "k2' of the higher-binding half of the regions."),
+                                           "(optional for bfsrtm), or 'auto': median k2' "
+                                           "(SRTM for srtm2/bfsrtm, else MRTM) of the "
+                                           "higher-binding half of the regions."),
         tstar: float | None = typer.Option(None, "--tstar", metavar="MIN",
                                            help="Logan t* in minutes (default: chosen per "
                                            "region by the 10 % max-error rule)."),
@@ -193,7 +194,10 @@ def register(app: typer.Typer) -> None:
         k2 = _parse_k2prime(k2prime)
         k2_info: dict[str, Any] | None = None
         if k2 == "auto":
-            k2, k2_info = estimate_k2prime(table.timing, ref_curve, y, method="mrtm",
+            # SRTM-family models take k2' from an SRTM pass (Wu & Carson 2002), the
+            # others from MRTM (Ichise et al. 2003)
+            method = "srtm" if spec.name in ("srtm2", "bfsrtm") else "mrtm"
+            k2, k2_info = estimate_k2prime(table.timing, ref_curve, y, method=method,
                                            **settings)
             k2_info["regions"] = [targets[i] for i in k2_info["selected"]]
         if k2 is not None:
