@@ -61,8 +61,9 @@ def test_single_broken_json_file_is_reported(tmp_path):
 
 def test_folder_without_pet_images_is_an_error(tmp_path):
     (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.11"}')
-    (q,) = validate_path(tmp_path)
-    assert "no PET images" in q.message
+    probs = validate_path(tmp_path)
+    assert [(q.severity, q.message) for q in probs] == [
+        ("error", "no PET images (*_pet.nii[.gz]) found"), ("warning", "README is missing")]
 
 
 def test_missing_path_raises(tmp_path):
@@ -98,3 +99,26 @@ def test_simulated_datasets_validate_clean_and_load_pet_undoes_their_decay(tmp_p
         images[decay] = load_pet(pet).get_data()
     scale = np.abs(images["true"]).max()
     np.testing.assert_allclose(images["false"], images["true"], rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_participants_table_must_list_subject_folders(tmp_path, fx):
+    fx.make_bids_dataset(tmp_path)
+    (tmp_path / "participants.tsv").write_text("participant_id\nsub-02\n")
+    probs = validate_path(tmp_path, check_data=False)
+    assert [(q.severity, q.field) for q in probs] == [("warning", "participant_id")]
+    assert "sub-01" in probs[0].message
+    (tmp_path / "participants.tsv").write_text("subject\nsub-01\n")
+    (q,) = validate_path(tmp_path, check_data=False)
+    assert (q.severity, q.field) == ("error", "participant_id")
+
+
+def test_blood_times_use_the_inherited_injection_start(tmp_path, fx):
+    from petbind.io.blood import read_blood
+
+    ds = fx.make_bids_dataset(tmp_path, injection_start_s=45.0)
+    own = ds["pet"].with_name("sub-01_ses-baseline_trc-DASB_pet.json")
+    side = json.loads(own.read_text())
+    (tmp_path / "pet.json").write_text(json.dumps({"InjectionStart": side.pop("InjectionStart")}))
+    own.write_text(json.dumps(side))
+    rec = read_blood(ds["blood"])
+    np.testing.assert_allclose(rec.time[0], 10.0 / 60)

@@ -90,12 +90,22 @@ def _recording_label(path: Path) -> str:
 
 
 def _injection_start(path: Path) -> float | None:
-    """InjectionStart (s) of the PET sidecar of the same scan, if one is found."""
+    """InjectionStart (s) of the PET sidecar(s) of the same scan, if found.
+
+    The PET image of the scan is the ``*_pet.nii[.gz]`` in the same folder whose
+    name starts like the recording's; its sidecar fields are merged by the BIDS
+    inheritance principle. A lone ``*_pet.json`` is used when there is no image.
+    """
+    from petbind.io.bids import read_pet_sidecar
+
     prefix = path.name.split("_recording-")[0]
-    cands = sorted(path.parent.glob(prefix + "*_pet.json"))
-    for c in cands:
+    images = sorted(p for p in path.parent.glob(prefix + "*_pet.nii*")
+                    if p.name.endswith((".nii", ".nii.gz")))
+    sources = [(read_pet_sidecar, im) for im in images] or [
+        (lambda j: (read_json(j), j), j) for j in sorted(path.parent.glob(prefix + "*_pet.json"))]
+    for reader, src in sources:
         try:
-            v = read_json(c).get("InjectionStart")
+            v = reader(src)[0].get("InjectionStart")
         except Exception:  # a broken PET sidecar is reported by validate, not here
             continue
         if isinstance(v, int | float) and not isinstance(v, bool):

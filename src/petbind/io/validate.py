@@ -191,6 +191,10 @@ def validate_dataset(root: PathLike, *, check_data: bool = True) -> list[Problem
                                        f"add '{key}'", MetadataError))
         except PetbindError as exc:
             out.append(Problem.from_error(exc, desc))
+    out += _participants_problems(r)
+    if not any((r / n).exists() for n in ("README", "README.md", "README.rst", "README.txt")):
+        out.append(Problem("warning", str(r / "README"), None, "README is missing",
+                           "describe the dataset in a README file"))
     images = _pet_images(r)
     if not images:
         out.append(Problem("error", str(r), None, "no PET images (*_pet.nii[.gz]) found",
@@ -201,6 +205,34 @@ def validate_dataset(root: PathLike, *, check_data: bool = True) -> list[Problem
             continue
         out += validate_file(f, check_data=check_data)
     return out
+
+
+def _participants_problems(root: Path) -> list[Problem]:
+    """participants.tsv has ``participant_id`` and lists every ``sub-*`` folder."""
+    from petbind.io.tables import read_tsv
+
+    subjects = sorted(d.name for d in root.glob("sub-*") if d.is_dir())
+    p = root / "participants.tsv"
+    if not p.exists():
+        if subjects:
+            return [Problem("warning", str(p), None, "participants.tsv is missing",
+                            "list the subjects (participant_id column)")]
+        return []
+    try:
+        df = read_tsv(p)
+    except PetbindError as exc:
+        return [Problem.from_error(exc, p)]
+    if "participant_id" not in df.columns:
+        return [Problem("error", str(p), "participant_id", "column is missing",
+                        "name the first column participant_id", MetadataError)]
+    listed = set(df["participant_id"].astype(str))
+    missing = [s for s in subjects if s not in listed]
+    if missing:
+        return [Problem("warning", str(p), "participant_id",
+                        f"subject folders not listed: {missing[:5]}"
+                        f"{'...' if len(missing) > 5 else ''}",
+                        "add a row for every sub-* folder")]
+    return []
 
 
 def validate_path(path: PathLike, *, check_data: bool = True) -> list[Problem]:
