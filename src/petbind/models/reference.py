@@ -113,19 +113,6 @@ def _inv_sym(a: NDArray) -> NDArray:
         return out / det[..., None, None]
 
 
-def _wls(x: NDArray, y: NDArray, w: NDArray) -> tuple[NDArray, NDArray]:
-    """Weighted least squares for stacked designs.
-
-    ``x`` (..., n, p), ``y`` (..., n), ``w`` (..., n) broadcastable; returns the
-    coefficients (..., p) and ``(X' W X)^-1`` (..., p, p).
-    """
-    xw = x * w[..., :, None]
-    a = np.einsum("...ni,...nj->...ij", xw, x)
-    b = np.einsum("...ni,...n->...i", xw, y)
-    inv = _inv_sym(a)
-    return np.einsum("...ij,...j->...i", inv, b), inv
-
-
 def _sigma2(resid: NDArray, w: NDArray, p: int) -> NDArray:
     """Weighted residual variance ``WRSS / (n_used - p)`` (NaN if no degrees of freedom)."""
     used = np.broadcast_to(w > 0, resid.shape)
@@ -770,13 +757,57 @@ class MRTM(_Linearised):
     name = "mrtm"
     n_params = 3
 
+    def _normal_blocks(self, y: NDArray, w: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+        """``X'WX`` (V, 3, 3), ``X'Wy`` (V, 3) and ``y'Wy`` (V,) in cache-sized row blocks.
+
+        ``X = [J(C_R), J(C_T), C_R]``; the entries that involve only the
+        reference are shared by every curve.
+        """
+        xr, cr = self.ref_int, self.ref
+        lt = np.ascontiguousarray(self._jmat.T)
+        v = y.shape[0]
+        a = np.empty((v, 3, 3))
+        b = np.empty((v, 3))
+        yy = np.empty(v)
+        shared = w.ndim == 1
+        if shared:
+            a[:, 0, 0] = np.sum(w * xr * xr)
+            a[:, 0, 2] = a[:, 2, 0] = np.sum(w * xr * cr)
+            a[:, 2, 2] = np.sum(w * cr * cr)
+        for s in range(0, v, _BLOCK):
+            e = s + _BLOCK
+            yb = y[s:e]
+            wb = w if shared else w[s:e]
+            jt = yb @ lt
+            jw = jt * wb
+            if not shared:
+                a[s:e, 0, 0] = wb @ (xr * xr)
+                a[s:e, 0, 2] = a[s:e, 2, 0] = wb @ (xr * cr)
+                a[s:e, 2, 2] = wb @ (cr * cr)
+            a[s:e, 0, 1] = a[s:e, 1, 0] = jw @ xr
+            a[s:e, 1, 2] = a[s:e, 2, 1] = jw @ cr
+            a[s:e, 1, 1] = np.einsum("vn,vn->v", jw, jt)
+            b[s:e, 1] = np.einsum("vn,vn->v", jw, yb)
+            wy = np.multiply(yb, wb, out=jw)
+            b[s:e, 0] = wy @ xr
+            b[s:e, 2] = wy @ cr
+            yy[s:e] = np.einsum("vn,vn->v", wy, yb)
+        return a, b, yy
+
     def _fit(self, y: NDArray, w: NDArray) -> _Result:
-        jt = self._target_int(y)
-        x = np.stack([np.broadcast_to(self.ref_int, y.shape), jt,
-                      np.broadcast_to(self.ref, y.shape)], axis=-1)
-        g, inv = _wls(x, y, w)
-        fitted = np.einsum("vni,vi->vn", x, g)
-        cov = inv * _sigma2(y - fitted, w, 3)[:, None, None]
+        a, rhs, yy = self._normal_blocks(y, w)
+        inv = _inv_sym(a)
+        g = np.einsum("vij,vj->vi", inv, rhs)
+        dof = np.sum(np.broadcast_to(w > 0, y.shape[-1:] if w.ndim == 1 else y.shape),
+                     axis=-1) - 3
+        # at the least-squares solution WRSS = y'Wy - g'X'Wy (no residual array needed)
+        wrss = np.maximum(yy - np.einsum("vi,vi->v", g, rhs), 0.0)
+        cov = inv * (np.where(dof > 0, wrss / np.maximum(dof, 1), np.nan))[:, None, None]
+
+        def fitted() -> NDArray:
+            return (g[:, :1] * self.ref_int + g[:, 1:2] * self._target_int(y)
+                    + g[:, 2:] * self.ref)
+
         g1, g2, g3 = g[:, 0], g[:, 1], g[:, 2]
         bp = -(g1 / g2 + 1.0)
         params = {"bp_nd": bp, "r1": g3, "k2": g1, "k2a": -g2, "k2prime": g1 / g3,
