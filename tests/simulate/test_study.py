@@ -306,3 +306,18 @@ def test_subject_effects_are_shared_across_conditions_so_the_design_is_paired():
     keta = np.array([scan_parameters(cfg, s, 0, 1)[0][nacc] for s in range(6)])
     np.testing.assert_allclose(keta / base, 1.2, rtol=1e-12)  # primer: +20 % in NAcc
     assert base.std() > 0.02
+
+
+def test_refuses_a_non_empty_folder_that_is_not_a_simulation(tmp_path):
+    from petbind.errors import ConfigError
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError) as e:
+        simulate_study(small(), other)
+    assert e.value.field == "out_dir"
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    # an earlier simulation may be rewritten in place
+    again = simulate_study(small(), tmp_path / "sim")
+    simulate_study(small(), again)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from petbind.errors import ConfigError
 from petbind.simulate.config import SimConfig, TracerConfig
 from petbind.simulate.kinetics import pet_frame_means
 from petbind.simulate.phantom import CORTICAL, REGIONS, Phantom, make_phantom
@@ -219,10 +220,16 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
     config : SimConfig, path or None
         A validated config, a TOML file, or ``None`` for the founding study.
     out_dir : str or Path
-        Dataset root to create (may exist; files the simulator writes are
-        replaced atomically).
+        Dataset root to create: a new or empty folder, or an earlier
+        simulation (its files are replaced atomically; scans of a larger
+        earlier design are not removed).
     progress : callable, optional
         ``progress(done, total, what)`` after each scan is written.
+
+    Raises
+    ------
+    ConfigError
+        ``out_dir`` holds other files and no earlier simulation.
 
     Returns
     -------
@@ -235,8 +242,15 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
     from petbind.simulate.writer import DatasetWriter
 
     cfg = config if isinstance(config, SimConfig) else load_config(config)
+    out = Path(out_dir)
+    if (out.is_dir() and any(out.iterdir())
+            and not (out / "derivatives" / "petbind-sim" / "simulate_config.toml").exists()):
+        raise ConfigError("the output folder is not empty and holds no earlier simulation",
+                          path=out, field="out_dir",
+                          fix="choose a new or empty folder; the simulator never writes "
+                          "into other datasets")
     geo = make_geometry(cfg)
-    writer = DatasetWriter(cfg, geo, Path(out_dir))
+    writer = DatasetWriter(cfg, geo, out)
     writer.write_dataset_files()
     total = cfg.n_scans
     truths: list[ScanTruth] = []
@@ -261,4 +275,4 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
         while pending:
             finish_one()
     writer.write_truth_table(truths)
-    return Path(out_dir)
+    return out

@@ -87,6 +87,8 @@ class DatasetWriter:
         import tomli_w
 
         cfg = self.cfg
+        # first, so that an interrupted run is recognised as a simulation and resumed
+        write_text_atomic(self.deriv / "simulate_config.toml", tomli_w.dumps(cfg.raw))
         write_json_atomic(self.root / "dataset_description.json", {
             "Name": "petbind simulated study",
             "BIDSVersion": BIDS_VERSION,
@@ -119,7 +121,6 @@ class DatasetWriter:
             "GeneratedBy": [{"Name": "petbind simulate", "Version": __version__}],
             "SourceDatasets": [{"URL": "../.."}],
         })
-        write_text_atomic(self.deriv / "simulate_config.toml", tomli_w.dumps(cfg.raw))
 
     # -- per scan -------------------------------------------------------------
     def pet_sidecar(self, truth: ScanTruth) -> dict[str, Any]:
