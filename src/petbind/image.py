@@ -2,8 +2,8 @@
 
 A dynamic image is a 4D array ``(X, Y, Z, T)`` + a voxel-to-world affine +
 frame timing + metadata. The array may be a lazy nibabel proxy: nothing is
-read until voxel curves or region means are asked for, reads go one frame (or
-one slab) at a time, and values come out as float32. A per-frame scale
+read until voxel curves or region means are asked for, reads go a block of
+frames (or a slab of planes) at a time, and values come out as float32. A per-frame scale
 (unit conversion and decay correction found by the reader) is applied on
 reading, so the file on disk never needs a float64 copy in memory.
 """
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from petbind.errors import DataError, FileFormatError
+from petbind.errors import DataError, FileFormatError, TimingError
 from petbind.tac import TACTable
 from petbind.timing import FrameTiming
 
@@ -53,8 +53,9 @@ class DynamicImage:
     Raises
     ------
     DataError
-        If the array is not 4D or its 4th dimension differs from the number of
-        frames.
+        If the array is not 4D or the affine is not 4 x 4.
+    TimingError
+        If the 4th dimension differs from the number of frames.
     """
 
     def __init__(
@@ -73,8 +74,6 @@ class DynamicImage:
             raise DataError(f"a dynamic image must be 4D, got shape {shape}", path=path,
                             fix="give a 4D image (X, Y, Z, frames)")
         if shape[3] != timing.n_frames:
-            from petbind.errors import TimingError
-
             raise TimingError(
                 f"the image has {shape[3]} frames (4th dimension) but the timing lists "
                 f"{timing.n_frames}", path=path, field="FrameDuration",
@@ -224,7 +223,8 @@ class DynamicImage:
         Chunks are slabs along the third (slowest on-disk spatial) axis, so a
         NIfTI file is read in contiguous blocks, one per frame; a chunk is
         larger than ``n_voxels`` only when one plane alone holds more masked
-        voxels. For a ``.nii.gz`` every chunk decompresses the file once.
+        voxels. A ``.nii.gz`` is decompressed once to a temporary file when
+        more than one chunk is needed (see :meth:`_random_access`).
 
         Yields
         ------
@@ -351,9 +351,11 @@ class DynamicImage:
             raise DataError(f"regions with no voxels: {empty}", path=self.path,
                             field="labels", fix="check the atlas and the label names")
         out = np.empty((n_reg, self.n_frames))
-        for t in range(self.n_frames):
-            vals = self.frame(t).reshape(-1)[keep].astype(np.float64)
-            out[:, t] = np.bincount(idx, weights=vals, minlength=n_reg) / counts
+        for t0, t1 in self._frame_blocks():
+            block = self.frames(t0, t1)
+            for j in range(t1 - t0):
+                vals = block[..., j].reshape(-1)[keep].astype(np.float64)
+                out[:, t0 + j] = np.bincount(idx, weights=vals, minlength=n_reg) / counts
         self._check_finite(out, "region means")
         md: dict[str, Any] = {k: self.metadata[k] for k in ("TracerName", "isotope")
                               if isinstance(self.metadata.get(k), str)}
