@@ -180,3 +180,29 @@ def test_mixed_model_estimate_and_se_equal_balanced_anova_formulas():
     assert bool(row.converged)
     inter = out.iloc[1]
     assert inter.estimate == pytest.approx(y[:, 1].mean() - y[:, 2].mean(), rel=1e-6)
+
+
+def test_contrast_combine_works_on_voxel_arrays_for_an_interaction():
+    rng = np.random.default_rng(11)
+    v = {c: 1 + rng.random((4, 7)) for c in CONDS}
+    c = Contrast.parse("(ketamine - baseline) - (ketaminenbqx - baseline)")
+    a, b, pct = c.combine(v)
+    k, base, x = v["ketamine"], v["baseline"], v["ketaminenbqx"]
+    np.testing.assert_allclose(a - b, k - x, rtol=1e-12)
+    np.testing.assert_allclose(pct, 100 * (k - x) / base, rtol=1e-12)
+
+
+def test_mixed_model_flags_a_zero_subject_variance_as_boundary():
+    rng = np.random.default_rng(2)
+    rows = [{"subject": f"s{s}", "condition": c, "tracer": "T", "model": "m", "region": "R",
+             "bp_nd": 1 + 0.2 * EFFECT[c] + 0.05 * rng.standard_normal()}
+            for s in range(4) for c in CONDS]
+    df = pd.DataFrame(rows)
+    # subtract each subject's mean: no between-subject spread is left to estimate
+    df["bp_nd"] -= df.groupby("subject")["bp_nd"].transform("mean") - 1.0
+    out = mixed_model_statistics(df, [Contrast.parse("ketamine - baseline")],
+                                 baseline="baseline")
+    assert bool(out.iloc[0]["boundary"])
+    y = df.pivot(index="subject", columns="condition", values="bp_nd")
+    assert out.iloc[0]["estimate"] == pytest.approx((y["ketamine"] - y["baseline"]).mean(),
+                                                    rel=1e-6)

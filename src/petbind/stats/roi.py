@@ -119,13 +119,28 @@ class Contrast:
         """
         cols = wide.loc[:, list(self.conditions)].to_numpy(dtype=float)
         keep = np.all(np.isfinite(cols), axis=1)
-        v = {c: wide[c].to_numpy(dtype=float)[keep] for c in self.conditions}
+        return self.combine({c: wide[c].to_numpy(dtype=float)[keep] for c in self.conditions})
+
+    def combine(self, values: dict[str, NDArray]) -> tuple[NDArray, NDArray, NDArray]:
+        """The compared values and the % change from per-condition arrays of any shape.
+
+        Parameters
+        ----------
+        values : dict of str -> ndarray
+            One array per condition of the contrast (same shape: subjects,
+            or subjects x voxels).
+
+        Returns
+        -------
+        a, b, pct : ndarray
+            As in :meth:`pairs`; ``a - b`` is the per-subject contrast.
+        """
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.kind == "simple":
-                a, b = v[self.terms[0]], v[self.terms[1]]
+                a, b = values[self.terms[0]], values[self.terms[1]]
                 pct = 100.0 * (a - b) / b
             else:
-                A, B, C, D = (v[t] for t in self.terms)
+                A, B, C, D = (values[t] for t in self.terms)
                 a, b = A - B, C - D
                 pct = 100.0 * (A - B) / B - 100.0 * (C - D) / D
         return a, b, pct

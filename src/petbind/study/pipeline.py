@@ -498,15 +498,8 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path
                              f"{len(subj)} subject(s) with every condition")
                 continue
             stack = {x: np.stack([mean_maps[(s, x)] for s in subj]) for x in c.conditions}
-            t = c.terms
-            with np.errstate(all="ignore"):
-                if c.kind == "simple":
-                    diffs = stack[t[0]] - stack[t[1]]
-                    effect = 100 * diffs / stack[t[1]]
-                else:
-                    diffs = (stack[t[0]] - stack[t[1]]) - (stack[t[2]] - stack[t[3]])
-                    effect = (100 * (stack[t[0]] - stack[t[1]]) / stack[t[1]]
-                              - 100 * (stack[t[2]] - stack[t[3]]) / stack[t[3]])
+            a, b, effect = c.combine(stack)
+            diffs = a - b
             effect = np.where(np.isfinite(effect), effect, np.nan)
             res = sign_flip_test(
                 diffs, analysis, affine=affine, effect=effect,
