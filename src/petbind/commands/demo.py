@@ -25,7 +25,6 @@ def demo(
 
     result = run_demo(out, scheduler=scheduler, report=not no_report,
                       progress=not no_progress, console=console, err_console=err_console)
-    console.print(f"outputs: {result.out_dir}", highlight=False)
     if result.report is not None:
         console.print(f"report: {result.report}", highlight=False)
 

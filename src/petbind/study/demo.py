@@ -119,6 +119,7 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
+    console.print(f"outputs: {out_dir}", highlight=False)
     report_path = None
     t, c = time.perf_counter(), time.process_time()
     if report:
