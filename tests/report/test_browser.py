@@ -82,7 +82,13 @@ def test_report_opens_from_file_url_without_errors_and_the_viewer_draws(request)
             # the colour-map control restyles the overlay without errors
             page.select_option("#viewer-colormap", "hot|electric_blue")
             page.click("#viewer-next")
-            page.wait_for_timeout(200)
+            # a parametric map (mean BP_ND of a condition) replaces the t map
+            maps = page.evaluate("Array.from(document.querySelectorAll('#viewer-volume option'))"
+                                 ".map(o => o.textContent)")
+            assert any("mean BP_ND" in m for m in maps) and any("t map" in m for m in maps)
+            page.select_option("#viewer-volume", index=len(maps) - 1)
+            page.wait_for_timeout(300)
+            assert page.evaluate("window.petbindViewer") == "ready"
             # an injected region name is text on the page, never markup
             assert page.evaluate("document.querySelectorAll('script:not([src])').length") == 3
             if not OTHER_REPORT:

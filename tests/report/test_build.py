@@ -18,6 +18,7 @@ from petbind.report.build import REPORT_NAME, _nifti_b64, true_effect_map
 
 from .conftest import (
     BP_TRUE,
+    CONDITIONS,
     INJECTED_MBQ,
     ROI_STATS,
     SHA_PET,
@@ -173,7 +174,8 @@ def test_viewer_volumes_decode_to_the_maps_written(built_report):
     import json
 
     vols = json.loads(block)
-    assert [v["kind"] for v in vols] == ["underlay", "overlay"]
+    assert [v["kind"] for v in vols] == ["underlay", "overlay", "map", "map", "map"]
+    assert [v["name"] for v in vols[2:]] == [f"{TRACER}: mean BP_ND, {c}" for c in CONDITIONS]
     img = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(vols[1]["b64"])))
     written = nib.load(str(next((built_report["out"] / "group" / "voxel").glob("*stat-t.nii.gz"))))
     expected = np.asarray(written.dataobj)
@@ -199,8 +201,11 @@ def test_report_without_voxel_statistics_says_so_and_still_offers_the_bp_map(tmp
 
     sections, volumes = _voxel_sections(study, figures)
     assert sections == []
-    assert [v["kind"] for v in volumes] == ["underlay"]
-    assert "mean BP_ND" in volumes[0]["name"]
+    assert [v["kind"] for v in volumes] == ["map", "map", "map"]
+    # the mean of the fixture's baseline maps: BP * blob, BP = 1.2 x (0.95, 1.0, 1.05)
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(volumes[0]["b64"])))
+    expected = BP_TRUE["NAcc"] * blob((6, 7, 5), 2.5)
+    np.testing.assert_allclose(img.get_fdata(), expected, atol=expected.max() / 32000 + 1e-6)
 
 
 def test_missing_output_folder_raises_data_error_naming_it(tmp_path):

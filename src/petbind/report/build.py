@@ -765,12 +765,12 @@ def _stats_row(r: pd.Series) -> dict[str, Any]:
 
 
 def _mean_map(study: StudyOutputs, tracer: str, model: str | None,
-              shape: tuple[int, ...]) -> np.ndarray | None:
-    """Mean BP_ND map over the tracer's scans (the underlay of its t maps)."""
+              shape: tuple[int, ...], condition: str | None = None) -> np.ndarray | None:
+    """Mean BP_ND map over the tracer's scans (of one condition, if given) on ``shape``."""
     total = None
     n = 0
     for scan in study.scans:
-        if scan.tracer != tracer:
+        if scan.tracer != tracer or (condition is not None and scan.condition != condition):
             continue
         maps = scan.maps("bpnd")
         path = maps.get(model) if model in maps else next(iter(maps.values()), None)
@@ -924,18 +924,24 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                         "tracer": tm["tracer"], "threshold": thr,
                         "max": float(np.nanmax(np.abs(tmap))) if np.isfinite(tmap).any()
                         else 1.0})
-    if not volumes:
-        # No voxel statistics: browse the mean BP_ND map of each tracer instead.
-        for tracer in study.tracers:
-            model = study.primary_model(tracer)
-            for scan in study.scans:
-                maps = scan.maps("bpnd")
-                if scan.tracer == tracer and maps:
-                    data, affine, _ = _load_nifti(maps.get(model, next(iter(maps.values()))))
-                    mean = _mean_map(study, tracer, model, data.shape)
-                    volumes.append({"name": f"{tracer}: mean BP_ND", "kind": "underlay",
-                                    "b64": _nifti_b64(mean, affine), "tracer": tracer})
-                    break
+    # Parametric maps to browse: each tracer's mean BP_ND map per condition.
+    for tracer in study.tracers:
+        tr = (study.config.get("tracers") or {}).get(tracer) or {}
+        model = tr.get("map_model") if isinstance(tr, dict) else None
+        first = next((s for s in study.scans if s.tracer == tracer and s.maps("bpnd")), None)
+        if first is None:
+            continue
+        maps = first.maps("bpnd")
+        data, affine, _ = _load_nifti(maps.get(model) or next(iter(maps.values())))
+        for condition in study.conditions:
+            mean = _mean_map(study, tracer, model, data.shape, condition)
+            if mean is None:
+                continue
+            positive = mean[mean > 0]
+            volumes.append({"name": f"{tracer}: mean BP_ND, {condition}", "kind": "map",
+                            "b64": _nifti_b64(mean, affine), "tracer": tracer,
+                            "max": float(np.percentile(positive, 99)) if positive.size
+                            else 1.0})
     return out, volumes
 
 

@@ -3,7 +3,8 @@
  * with NVImage.loadFromBase64 (browsers block fetch() of file:// URLs).
  * Overlays (t maps) are drawn over their tracer's underlay (mean BP_ND), shown
  * where |t| exceeds the threshold: positive values in the first colour map of
- * the pair, negative in the second.
+ * the pair, negative in the second. Maps (mean BP_ND per condition) are shown
+ * alone from 0 to their 99th percentile.
  * Sets window.petbindViewer = "ready" | "failed: <reason>" for tests and users. */
 (function () {
   "use strict";
@@ -57,8 +58,11 @@
       top.cal_maxNeg = NaN;
       top.opacity = 1;
     } else {
-      top.colormap = pair[0];
+      // maps alone: a colour map that is black at 0, so the background stays black
+      top.colormap = { warm: "inferno", redyell: "hot" }[pair[0]] || pair[0];
       top.colormapNegative = "";
+      top.cal_min = 0;
+      top.cal_max = vols[current].max;
     }
     nv.updateGLVolume();
   }
