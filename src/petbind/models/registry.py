@@ -59,7 +59,7 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
-_LOADED = {"done": False}
+_LOADED: set[str] = set()
 
 
 def register_model(name: str, factory: Callable[..., Any], *, input: InputKind,
@@ -73,11 +73,18 @@ def register_model(name: str, factory: Callable[..., Any], *, input: InputKind,
                                         tuple(params), k2prime)
 
 
-def _load_builtins() -> None:
-    if _LOADED["done"]:
-        return
-    _LOADED["done"] = True
+def _load_builtins(until: str | None = None) -> None:
+    """Import the built-in model modules: all of them, or until ``until`` is registered.
+
+    Looking up a reference model then does not import the plasma models (and
+    scipy.stats with them), which costs seconds per command.
+    """
     for mod in _BUILTIN_MODULES:
+        if until is not None and until in _REGISTRY:
+            return
+        if mod in _LOADED:
+            continue
+        _LOADED.add(mod)
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
@@ -99,8 +106,9 @@ def model_spec(name: str) -> ModelSpec:
     ModelError
         If no model of that name is registered.
     """
-    _load_builtins()
-    spec = _REGISTRY.get(str(name).lower())
+    key = str(name).lower()
+    _load_builtins(until=key)
+    spec = _REGISTRY.get(key)
     if spec is None:
         raise ModelError(f"unknown model {name!r}", field="model",
                          fix=f"use one of {', '.join(available_models())}")
