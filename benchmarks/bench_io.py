@@ -101,7 +101,9 @@ def main() -> None:
         f"{mask.mean():.0%} of voxels. Median of {args.repeats} runs in one process; peak = "
         "largest tracemalloc peak over the runs / image size. Shared 2-core machine "
         f"(other engineers' tests running; load average {load[0]:.1f} {load[1]:.1f} "
-        f"{load[2]:.1f}): compare ratios within a file type, not absolute times.",
+        f"{load[2]:.1f}): compare ratios within a file type, not absolute times. "
+        "Frame-wise readers hold one block of frames (16 MB, `DynamicImage.BLOCK_BYTES`) "
+        "besides their output, so their peak / image falls for larger images.",
         "",
         "| file | operation | median s | ratio to baseline | peak / image |",
         "| --- | --- | ---: | ---: | ---: |",

@@ -10,9 +10,11 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from petbind.errors import DecayError, FileFormatError, IsotopeError
-from petbind.io.bids import check_pet_sidecar, load_pet, save_image
+from petbind.errors import DecayError, FileFormatError, IsotopeError, PetbindError
+from petbind.io.bids import REQUIRED_FIELDS, check_pet_sidecar, load_pet, save_image
 
 
 @pytest.mark.parametrize("decay", ["injection", "scanstart", "none"])
@@ -263,3 +265,34 @@ def test_deeper_sidecar_overrides_inherited_fields(tmp_path, fx):
     img = load_pet(ds["pet"])  # the scan's own sidecar says kBq/mL
     np.testing.assert_allclose(img.get_data(), ds["true"], rtol=2e-6, atol=1e-5)
     assert img.metadata["BodyPart"] == "Brain"
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=12), max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(sorted({*REQUIRED_FIELDS, "DecayCorrectionFactor", "InjectionEnd"})),
+       value=_json_values)
+def test_property_any_field_value_gives_a_petbind_error_or_an_image(pet_file, field, value):
+    path, side = pet_file
+    bad = {**side, field: value}
+    problems = check_pet_sidecar(bad, "x.json", 5)
+    try:
+        img = load_pet(path, sidecar=bad)
+    except PetbindError as exc:
+        assert any(q.severity == "error" for q in problems)
+        assert exc.fix
+    else:
+        assert not any(q.severity == "error" for q in problems)
+        assert np.all(np.isfinite(img.frame_scale)) and np.all(img.frame_scale > 0)
+
+
+@pytest.fixture(scope="module")
+def pet_file(tmp_path_factory, fx):
+    d = tmp_path_factory.mktemp("prop")
+    starts = [0.0, 60.0, 120.0, 180.0, 240.0]
+    side = fx.pet_sidecar(starts, [60.0] * 5)
+    return fx.write_pet(d / "sub-01_pet.nii.gz", np.ones(fx.SHAPE + (5,)), side), side

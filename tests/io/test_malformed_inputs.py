@@ -161,6 +161,9 @@ CASES = [
     ("corrected without correction time",
      lambda t, fx: _pet(t, fx, ImageDecayCorrectionTime=None), _load,
      DecayError, "ImageDecayCorrectionTime"),
+    ("correction time null", lambda t, fx: _pet_raw_json(t, fx, json.dumps(
+        {**fx.pet_sidecar(STARTS, DURS), "ImageDecayCorrectionTime": None})), _load,
+     DecayError, "ImageDecayCorrectionTime"),
     ("unknown radionuclide", lambda t, fx: _pet(t, fx, TracerRadionuclide="Xx99"), _load,
      IsotopeError, "TracerRadionuclide"),
     ("unknown units", lambda t, fx: _pet(t, fx, Units="Bq/furlong"), _load,

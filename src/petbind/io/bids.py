@@ -69,6 +69,9 @@ NEEDED_FIELDS = ("FrameTimesStart", "FrameDuration", "Units", "ImageDecayCorrect
 
 _TIME_ZERO = re.compile(r"^\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?$")
 
+#: Times further than this many half-lives from the injection are refused (2**-30 ~ 1e-9).
+MAX_HALF_LIVES = 30
+
 #: Relative tolerance when DecayCorrectionFactor is compared with the exact factor.
 DECAY_FACTOR_RTOL = 0.02
 
@@ -148,8 +151,9 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
         if isinstance(fd, int | float) and not isinstance(fd, bool):
             fd = [fd]
         try:
-            if not isinstance(fts, list) or not isinstance(fd, list) or any(
-                    isinstance(v, bool | str) or v is None for v in [*fts, *fd]):
+            if not isinstance(fts, list) or not isinstance(fd, list) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool)
+                    for v in [*fts, *fd]):
                 raise TimingError("FrameTimesStart and FrameDuration must be lists of numbers "
                                   "(seconds)", path=p, field="FrameTimesStart",
                                   fix="write e.g. [0, 10, 20] and [10, 10, 10]")
@@ -227,11 +231,11 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
         err(DecayError, "ImageDecayCorrected", f"must be true or false, got {corrected!r}",
             "write true or false without quotes")
         corrected = None
-    if corrected is True and "ImageDecayCorrectionTime" not in side:
+    if corrected is True and side.get("ImageDecayCorrectionTime") is None:
         err(DecayError, "ImageDecayCorrectionTime",
             "ImageDecayCorrected is true but the correction time is missing",
             "add ImageDecayCorrectionTime (s, relative to TimeZero)")
-    elif "ImageDecayCorrectionTime" not in side:
+    elif side.get("ImageDecayCorrectionTime") is None:
         warn("ImageDecayCorrectionTime", "BIDS-required field is missing",
              "add ImageDecayCorrectionTime (s, relative to TimeZero)")
     needs_iso = corrected is False or (corrected is True and ref is not None and inj is not None
@@ -282,6 +286,20 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
         warn("ImageDecayCorrectionTime",
              f"decay corrected to {ref:g} s, neither the injection ({inj:g} s) nor the scan "
              f"start ({scan:g} s)", "check ImageDecayCorrectionTime")
+    if iso is not None and inj is not None:
+        # More than MAX_HALF_LIVES half-lives from the injection leaves less than 1e-9 of
+        # the activity: such times are unit mistakes (ms for s), not scans.
+        limit = MAX_HALF_LIVES * iso.half_life_s
+        if corrected is True and ref is not None and abs(ref - inj) > limit:
+            err(DecayError, "ImageDecayCorrectionTime",
+                f"decay corrected to {(ref - inj) / 3600:.4g} h from the injection, over "
+                f"{MAX_HALF_LIVES} half-lives of {iso.name}", "check the value and its unit "
+                "(seconds relative to TimeZero)")
+        if timing is not None and float(timing.end[-1]) * 60 + origin - inj > limit:
+            err(TimingError, "FrameTimesStart",
+                f"the scan ends {(timing.end[-1] * 60 + origin - inj) / 3600:.4g} h after the "
+                f"injection, over {MAX_HALF_LIVES} half-lives of {iso.name}",
+                "check the frame times and their unit (seconds)")
     order = {"error": 0, "warning": 1}
     return sorted(out, key=lambda q: order[q.severity])
 
@@ -451,8 +469,9 @@ def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> Dy
     factor = activity_factor(side["Units"], path=side_p)
     iso = get_isotope(str(side["TracerRadionuclide"])) if side.get("TracerRadionuclide") else None
     if side["ImageDecayCorrected"]:
-        ref_min = (float(side["ImageDecayCorrectionTime"]) - float(side["InjectionStart"])) / 60
-        if abs(ref_min) > 1e-9:
+        ref_s = float(side["ImageDecayCorrectionTime"]) - float(side["InjectionStart"])
+        ref_min = ref_s / 60.0
+        if abs(ref_s) > 1e-6:  # the same threshold as check_pet_sidecar's needs_iso
             assert iso is not None  # guaranteed by check_pet_sidecar
             scale = np.full(timing.n_frames, factor * math.exp(iso.decay_constant_per_min
                                                                * ref_min))
