@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from petbind.errors import DecayError, FileFormatError, TimingError, UnitsError
+from petbind.errors import DecayError, FileFormatError, MetadataError, TimingError, UnitsError
 from petbind.io.dicom import load_dicom
 
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
@@ -176,3 +176,16 @@ def test_folder_without_dicom_is_refused(tmp_path):
     (tmp_path / "readme.txt").write_text("no images")
     with pytest.raises(FileFormatError):
         load_dicom(tmp_path)
+
+
+def test_missing_geometry_attribute_is_named(tmp_path):
+    import pydicom
+
+    write_series(tmp_path / "s", _counts(), STARTS, DURS)
+    for f in (tmp_path / "s").iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.PixelSpacing
+        ds.save_as(f)
+    with pytest.raises(MetadataError) as e:
+        load_dicom(tmp_path / "s")
+    assert e.value.field == "PixelSpacing"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -118,10 +119,21 @@ def load_dicom(folder: str | os.PathLike) -> DynamicImage:
     TimingError, DecayError, UnitsError, IsotopeError, MetadataError
         Inconsistent or missing timing, decay, unit or isotope attributes.
     """
+    root = Path(folder)
+    try:
+        return _load_dicom(root)
+    except AttributeError as exc:  # pydicom: "... has no attribute 'PixelSpacing'"
+        m = re.search(r"attribute '(\w+)'", str(exc))
+        name = m.group(1) if m else None
+        raise MetadataError(f"DICOM attribute {name or '?'} is missing", path=root, field=name,
+                            fix="export the series with its full PET image attributes") \
+            from None
+
+
+def _load_dicom(root: Path) -> DynamicImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    root = Path(folder)
     if not root.is_dir():
         raise FileFormatError("not a folder", path=root, fix="give the folder of one series")
     dsets = []
@@ -199,7 +211,14 @@ def load_dicom(folder: str | os.PathLike) -> DynamicImage:
             slope = float(getattr(ds, "RescaleSlope", 1.0))
             icpt = float(getattr(ds, "RescaleIntercept", 0.0))
             zi = len(pos_t)
-            data[:, :, zi, t] = (ds.pixel_array.astype(np.float32) * slope + icpt).T
+            try:
+                pixels = ds.pixel_array
+            except (ValueError, RuntimeError, NotImplementedError) as exc:
+                raise FileFormatError(f"cannot decode the pixel data: {exc}", path=f,
+                                      field="PixelData", fix="export uncompressed or install "
+                                      "the pydicom pixel-data handler for this transfer "
+                                      "syntax") from None
+            data[:, :, zi, t] = (pixels.astype(np.float32) * slope + icpt).T
             pos_t.append([float(v) for v in ds.ImagePositionPatient])
         if positions is None:
             positions = np.array(pos_t)
