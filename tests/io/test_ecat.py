@@ -105,3 +105,12 @@ def test_non_ecat_file_is_refused(tmp_path):
     p.write_bytes(b"\0" * 2048)
     with pytest.raises(FileFormatError):
         load_ecat(p)
+
+
+def test_unknown_isotope_names_the_ecat_header_field(tmp_path):
+    from petbind.errors import IsotopeError
+
+    p = _modified(tmp_path, isotope=b"Tc-99m")
+    with pytest.raises(IsotopeError) as e:
+        load_ecat(p, injection_offset_s=0.0)
+    assert e.value.field == "isotope_name" and e.value.path == str(p)

@@ -24,7 +24,7 @@ from pathlib import Path
 import nibabel.ecat as necat
 import numpy as np
 
-from petbind.errors import DecayError, FileFormatError, TimingError, UnitsError
+from petbind.errors import DecayError, FileFormatError, IsotopeError, TimingError, UnitsError
 from petbind.image import DynamicImage
 from petbind.isotopes import get_isotope
 from petbind.timing import FrameTiming
@@ -85,7 +85,10 @@ def load_ecat(path: str | os.PathLike, *, injection_offset_s: float | None = Non
         raise FileFormatError(f"cannot read as ECAT7: {exc}", path=p,
                               fix="give an ECAT 7 .v image file") from None
     mh = img.header
-    iso = get_isotope(_text(mh["isotope_name"]))
+    try:
+        iso = get_isotope(_text(mh["isotope_name"]))
+    except IsotopeError as exc:
+        raise IsotopeError(exc.message, path=p, field="isotope_name", fix=exc.fix) from None
     start_ms = np.array([float(np.asarray(s["frame_start_time"]).item()) for s in rows])
     dur_ms = np.array([float(np.asarray(s["frame_duration"]).item()) for s in rows])
     dcf = np.array([float(np.asarray(s["decay_corr_fctr"]).item()) for s in rows])
