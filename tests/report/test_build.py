@@ -292,3 +292,10 @@ def test_k2prime_text_describes_fixed_and_estimated_k2prime():
     assert _k2prime_text({"k2prime": "mrtm", "k2prime_region": "midbrain"}).startswith(
         "estimated per scan by MRTM in midbrain")
     assert _k2prime_text({}) is None
+
+
+def test_run_label_treats_missing_runs_alike_and_keeps_real_ones():
+    from petbind.report.build import _run_label
+
+    assert {_run_label(v) for v in (None, float("nan"), "n/a", "None")} == {""}
+    assert _run_label("02") == "02"

@@ -547,7 +547,7 @@ def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
         if (str(entry.get("subject")) == scan.subject
                 and str(entry.get("condition")) == scan.condition
                 and str(entry.get("tracer")) == scan.tracer
-                and str(entry.get("run") or "") in ("", "None", "n/a", str(scan.run or ""))):
+                and _run_label(entry.get("run")) == _run_label(scan.run)):
             pet = entry.get("pet")
             break
     if pet is None or ds is None:
@@ -565,6 +565,14 @@ def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
         "TracerName", "TracerRadionuclide", "InjectedRadioactivity",
         "InjectedRadioactivityUnits", "InjectedMass", "InjectedMassUnits",
         "ModeOfAdministration", "ImageDecayCorrected") if k in meta}
+
+
+def _run_label(run: Any) -> str:
+    """A run entity as text, ``""`` when there is none (None, NaN, ``n/a``)."""
+    if run is None or (isinstance(run, float) and math.isnan(run)):
+        return ""
+    text = str(run)
+    return "" if text in ("n/a", "None") else text
 
 
 def _scan_warnings(study: StudyOutputs, scan: Scan) -> list[str]:
