@@ -49,6 +49,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError
+from petbind.image import DynamicImage
 from petbind.io.atomic import atomic_path
 from petbind.preprocess.register import (
     image_center,
@@ -340,3 +341,28 @@ def write_motion_tsv(path: str | os.PathLike, motion: MotionResult,
     stem = name[: -len(".tsv")] if name.endswith(".tsv") else name
     write_json_atomic(target.with_name(stem + ".json"), sidecar)
     return target
+
+
+def correct_motion(image: DynamicImage, **kwargs: Any) -> tuple[DynamicImage, MotionResult]:
+    """Estimate and apply motion correction to a :class:`~petbind.image.DynamicImage`.
+
+    Parameters
+    ----------
+    image : DynamicImage
+        Dynamic PET (e.g. from :func:`petbind.io.bids.load_pet`).
+    **kwargs
+        Passed to :func:`estimate_motion`.
+
+    Returns
+    -------
+    corrected : DynamicImage
+        Realigned frames in memory, same grid, timing and units; the settings
+        are added to ``metadata["MotionCorrection"]``.
+    motion : MotionResult
+    """
+    data = image.get_data()
+    motion = estimate_motion(data, image.affine, image.timing, source=image.path, **kwargs)
+    out = apply_motion(data, image.affine, motion)
+    meta = {**image.metadata, "MotionCorrection": motion.settings}
+    return DynamicImage(out, image.affine, image.timing, meta, image.path,
+                        units=image.units), motion
