@@ -1,7 +1,10 @@
 """Parametric-map speed, memory and accuracy (issue 6).
 
-Run: ``.venv/bin/python benchmarks/bench_parametric.py [--quick]``; writes
-``benchmarks/results/parametric.md``.
+Run: ``.venv/bin/python benchmarks/bench_parametric.py [--quick]
+[--petpal-python PATH]``; writes ``benchmarks/results/parametric.md``.
+PETPAL (GPL-3, Python >= 3.12) is an optional peer, never a dependency:
+``python3.12 -m venv /tmp/petpal && /tmp/petpal/bin/pip install petpal``,
+then ``--petpal-python /tmp/petpal/bin/python``.
 
 Data: a synthetic 4D image with a known BP_ND and R1 in every voxel, the demo
 frame schedule (29 frames, 90 min), built here from an independent analytic
@@ -147,6 +150,43 @@ def curve_fit_srtm(curves: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, flo
     return out, curves.shape[0] / (time.perf_counter() - t0)
 
 
+# -- optional peer: PETPAL in its own venv (never a dependency) -------------------
+PETPAL_SCRIPT = """
+import sys, time, numpy as np
+from petpal.kinetic_modeling.parametric_images import apply_mrtm2_to_all_voxels
+d = np.load(sys.argv[1])
+img = d["curves"].astype(float)[:, None, None, :]
+mask = np.ones(img.shape[:3])
+args = dict(tac_times_in_minutes=d["mid"], ref_tac_vals=d["ref"], k2_prime=float(d["k2"]),
+            t_thresh_in_mins=0.0)
+apply_mrtm2_to_all_voxels(tgt_image=img[:10], mask_img=mask[:10], **args)  # numba compile
+t0 = time.perf_counter()
+bp, _ = apply_mrtm2_to_all_voxels(tgt_image=img, mask_img=mask, **args)
+dt = time.perf_counter() - t0
+np.save(sys.argv[2], bp[:, 0, 0])
+print(img.shape[0] / dt)
+"""
+
+
+def petpal_mrtm2(python: str, curves: np.ndarray, ref: np.ndarray, folder: Path
+                 ) -> tuple[float, np.ndarray]:
+    """PETPAL's voxelwise MRTM2 (``apply_mrtm2_to_all_voxels``) on the same curves.
+
+    Returns voxels/s and its BP_ND. PETPAL samples at frame mid-times and
+    integrates by trapezoids from the first mid-time (its convention).
+    """
+    import subprocess
+
+    data = folder / "petpal_in.npz"
+    out = folder / "petpal_bp.npy"
+    np.savez(data, curves=curves, ref=ref, mid=TIMING.mid, k2=K2_REF)
+    script = folder / "petpal_run.py"
+    script.write_text(PETPAL_SCRIPT)
+    res = subprocess.run([python, str(script), str(data), str(out)], check=True,
+                         capture_output=True, text=True)
+    return float(res.stdout.strip().splitlines()[-1]), np.load(out)
+
+
 # -- runs ------------------------------------------------------------------------
 MODELS = {
     "mrtm2": {"k2prime": K2_REF},
@@ -167,10 +207,20 @@ def run(path: Path, masks: dict, model: str, scheduler: str | None = None,
     return res.elapsed_s, time.perf_counter() - t0, res
 
 
+def _petpal_version(python: str) -> str:
+    import subprocess
+
+    res = subprocess.run([python, "-c", "import importlib.metadata as m; "
+                          "print(m.version('petpal'))"], capture_output=True, text=True)
+    return res.stdout.strip() or "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10^5 only, fewer repeats")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--petpal-python", default=None,
+                    help="python of a separate venv with petpal installed (optional peer)")
     args = ap.parse_args()
     sizes = [100_000] if args.quick else [100_000, 1_000_000]
     rows: list[str] = []
@@ -240,6 +290,25 @@ def main() -> None:
         nb = 100 if args.quick else 300
         cf_bp, cf_rate = curve_fit_srtm(curves[:nb], ref)
         cf_err = np.nanmedian(np.abs(cf_bp - bp[:nb]))
+        peer_line = ("PETPAL not run (give --petpal-python PATH to a venv with petpal "
+                     "installed).")
+        if args.petpal_python:
+            n_pp = 20_000
+            pp_rate, pp_bp = petpal_mrtm2(args.petpal_python, curves[:n_pp], ref, Path(tmp))
+            p_pp, m_pp = write_image(curves[:n_pp], ref, Path(tmp))
+            mk = dict(np.load(m_pp))
+            order_pp = mk.pop("order")
+            fit_s, _w, res_pp = run(p_pp, mk, "mrtm2", scheduler="sync")
+            ours = n_pp / fit_s
+            ok = np.isfinite(pp_bp)
+            peer_line = (
+                f"PETPAL {_petpal_version(args.petpal_python)} `apply_mrtm2_to_all_voxels` "
+                f"(numba inner fit, Python loop over voxels), {n_pp:,} voxels, k2' given: "
+                f"{pp_rate:,.0f} voxels/s; petbind MRTM2 in-process on the same voxels: "
+                f"{ours:,.0f} voxels/s (x{ours / pp_rate:,.0f}). Median |BP_ND error|: "
+                f"PETPAL {np.median(np.abs(pp_bp[ok] - bp[:n_pp][ok])):.4f}, petbind "
+                f"{np.nanmedian(np.abs(res_pp.bp_nd[mk['brain']] - bp[:n_pp][order_pp])):.4f} "
+                "(PETPAL samples at frame mid-times; petbind integrates over frames).")
     maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n_cpu = len(os.sched_getaffinity(0))
     lines = [
@@ -279,6 +348,10 @@ def main() -> None:
         "Speed-up of each map model at "
         f"{sizes[0]:,} voxels over this loop: " + ", ".join(
             f"{m} x{rates[(m, sizes[0])] / cf_rate:,.0f}" for m in MODELS) + ".",
+        "",
+        "## Peer: PETPAL (optional, its own Python 3.12 venv)",
+        "",
+        peer_line,
         "",
         "## Accuracy (first size; against the truth and against region-level fits)",
         "",
