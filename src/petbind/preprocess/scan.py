@@ -165,7 +165,7 @@ def preprocess_scan(
     -------
     PreprocessResult
     """
-    from petbind.io.bids import load_pet, pet_sidecar, save_image
+    from petbind.io.bids import load_pet, open_nifti, pet_sidecar, save_image
     from petbind.io.tables import write_tacs
     from petbind.preprocess import qc
     from petbind.preprocess.motion import apply_motion, estimate_motion, write_motion_tsv
@@ -203,7 +203,7 @@ def preprocess_scan(
                             fix=f"give --atlas (a dseg in template space) or add {atlas_file.name}"
                                 f" and {atlas_table_path(atlas_file).name} beside the template")
     atlas = load_atlas(atlas_file, atlas_table)
-    check_orientation(__import__("nibabel").load(str(pet_p)), pet_p)
+    check_orientation(open_nifti(pet_p), pet_p)
 
     stem = _strip(pet_p.name, (".nii.gz", ".nii"))
     stem = _strip(stem, ("_pet",))
