@@ -189,3 +189,13 @@ def test_missing_geometry_attribute_is_named(tmp_path):
     with pytest.raises(MetadataError) as e:
         load_dicom(tmp_path / "s")
     assert e.value.field == "PixelSpacing"
+
+
+def test_validate_reads_a_dicom_series_folder(tmp_path):
+    from petbind.io.validate import validate_path
+
+    write_series(tmp_path / "ok", _counts(), STARTS, DURS)
+    assert validate_path(tmp_path / "ok") == []
+    write_series(tmp_path / "bad", _counts(), STARTS, DURS, units="CNTS")
+    (q,) = validate_path(tmp_path / "bad")
+    assert (q.severity, q.field, q.error) == ("error", "Units", UnitsError)

@@ -9,9 +9,9 @@ import typer
 
 
 def validate(
-    path: Annotated[Path, typer.Argument(help="A BIDS dataset folder or one file "
-                                         "(_pet.nii.gz, _tacs.tsv, .tac, .dft, _blood.tsv, "
-                                         ".v, .json).")],
+    path: Annotated[Path, typer.Argument(help="A BIDS dataset folder, a DICOM PET series "
+                                         "folder or one file (_pet.nii.gz, _tacs.tsv, .tac, "
+                                         ".dft, _blood.tsv, .v, .json).")],
     no_data: Annotated[bool, typer.Option(
         "--no-data", help="Check headers and sidecars only; do not read the voxel data.")]
     = False,

@@ -241,7 +241,8 @@ def validate_path(path: PathLike, *, check_data: bool = True) -> list[Problem]:
     Parameters
     ----------
     path : str or PathLike
-        A BIDS dataset root, any folder holding PET files, or one file.
+        A BIDS dataset root, any folder holding PET files, a folder with one
+        DICOM PET series, or one file.
     check_data : bool
         Read every image once to find NaN/inf voxels and corrupt data.
 
@@ -253,6 +254,36 @@ def validate_path(path: PathLike, *, check_data: bool = True) -> list[Problem]:
     p = Path(path)
     if not p.exists():
         raise FileFormatError("path does not exist", path=p, fix="check the path")
-    out = validate_dataset(p, check_data=check_data) if p.is_dir() else validate_file(
-        p, check_data=check_data)
+    if p.is_dir() and not (p / "dataset_description.json").exists() and _has_dicom(p):
+        out = _validate_dicom(p)
+    elif p.is_dir():
+        out = validate_dataset(p, check_data=check_data)
+    else:
+        out = validate_file(p, check_data=check_data)
     return sorted(out, key=lambda q: q.severity != "error")
+
+
+def _has_dicom(folder: Path, n: int = 5) -> bool:
+    """True when one of the first files carries the DICOM preamble ('DICM' at byte 128)."""
+    files = sorted(f for f in folder.iterdir() if f.is_file())[:n]
+    for f in files:
+        with open(f, "rb") as fh:
+            fh.seek(128)
+            if fh.read(4) == b"DICM":
+                return True
+    return False
+
+
+def _validate_dicom(folder: Path) -> list[Problem]:
+    """Problems of a folder holding one DICOM PET series (read with load_dicom)."""
+    from petbind.io.dicom import load_dicom
+
+    try:
+        img = load_dicom(folder)
+    except PetbindError as exc:
+        return [Problem.from_error(exc, folder)]
+    bad = int(np.count_nonzero(~np.isfinite(img.get_data())))
+    if bad:
+        return [Problem("error", str(folder), "data", f"{bad} NaN/inf voxel values",
+                        "check the reconstruction", DataError)]
+    return []
