@@ -28,6 +28,9 @@ TARGETS = ["NAcc", "VP", XSS]
 MODELS = ["srtm", "logan"]
 SHAPE = (12, 14, 10)
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+# T1w: 1 mm voxels over the PET grid's field of view (voxel centres half a mm in)
+T1_SHAPE = (24, 28, 20)
+T1_AFFINE = np.array([[1.0, 0, 0, -0.5], [0, 1.0, 0, -0.5], [0, 0, 1.0, -0.5], [0, 0, 0, 1]])
 # Frame schedule (s): 4 x 30, 4 x 120, 4 x 600 -> 12 frames, 3000 s.
 DURATIONS_S = np.array([30.0] * 4 + [120.0] * 4 + [600.0] * 4)
 STARTS_S = np.concatenate([[0.0], np.cumsum(DURATIONS_S)[:-1]])
@@ -85,9 +88,15 @@ def _json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-def _nii(path: Path, data: np.ndarray) -> None:
+def _nii(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data.astype(np.float32), AFFINE), str(path))
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), str(path))
+
+
+def t1_image(subject_index: int) -> np.ndarray:
+    """The fixture's T1w of a subject (1 mm, ``T1_SHAPE``)."""
+    return 100.0 + 10.0 * subject_index + np.arange(
+        np.prod(T1_SHAPE), dtype=float).reshape(T1_SHAPE) % 7
 
 
 def blob(centre: tuple[float, float, float], width: float) -> np.ndarray:
@@ -131,6 +140,8 @@ def write_outputs(root: Path, *, voxel: bool = True) -> dict:
     outcomes = []
     scans = []
     for s_i, sub in enumerate(SUBJECTS):
+        # anatomy at 1 mm over the same field of view as the 2 mm PET grid
+        _nii(bids / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz", t1_image(s_i), T1_AFFINE)
         for cond in CONDITIONS:
             stem = f"sub-{sub}_ses-{cond}_trc-{TRACER}"
             folder = out / f"sub-{sub}" / f"ses-{cond}" / "pet"

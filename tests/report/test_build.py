@@ -26,6 +26,7 @@ from .conftest import (
     TRACER,
     XSS,
     blob,
+    t1_image,
     write_outputs,
 )
 
@@ -299,3 +300,35 @@ def test_run_label_treats_missing_runs_alike_and_keeps_real_ones():
 
     assert {_run_label(v) for v in (None, float("nan"), "n/a", "None")} == {""}
     assert _run_label("02") == "02"
+
+
+def test_t_maps_are_shown_over_the_mean_t1w_resampled_to_the_pet_grid(built_report):
+    html = built_report["html"]
+    assert "t map over the subjects&#39; mean T1w" in html or \
+        "t map over the subjects' mean T1w" in html
+    import json
+
+    block = re.search(r'<script type="application/json" id="petbind-volumes">(.*?)</script>',
+                      html, re.S).group(1)
+    under = json.loads(block)[0]
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(under["b64"])))
+    # PET voxel centres fall halfway between 1 mm T1 voxels: trilinear = 2x2x2 block mean
+    mean_t1 = np.mean([t1_image(i) for i in range(len(SUBJECTS))], axis=0)
+    blocks = mean_t1.reshape(12, 2, 14, 2, 10, 2).mean(axis=(1, 3, 5))
+    inner = (slice(0, 11), slice(0, 13), slice(0, 9))  # the last plane extrapolates
+    np.testing.assert_allclose(img.get_fdata()[inner], blocks[inner],
+                               atol=blocks.max() / 32000 + 1e-9)
+
+
+def test_anatomy_in_another_space_is_not_used(tmp_path):
+    from petbind.report.build import _anatomy
+
+    paths = write_outputs(tmp_path)
+    t1 = next((paths["bids"] / "sub-01" / "anat").glob("*_T1w.nii.gz"))
+    img = nib.load(str(t1))
+    moved = img.affine.copy()
+    moved[:3, 3] += 20.0  # a native-space MRI: another field of view
+    for p in (paths["bids"]).glob("sub-*/anat/*_T1w.nii.gz"):
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), str(p))
+    study = load_outputs(paths["out"])
+    assert _anatomy(study, (12, 14, 10), np.diag([2.0, 2.0, 2.0, 1.0])) is None

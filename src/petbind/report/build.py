@@ -214,6 +214,7 @@ class StudyOutputs:
     roi_stats: pd.DataFrame | None
     mixed: pd.DataFrame | None
     tmaps: list[dict[str, Any]] = field(default_factory=list)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def dataset(self) -> Path | None:
@@ -793,6 +794,55 @@ def _mean_map(study: StudyOutputs, tracer: str, model: str | None,
     return None if total is None else total / n
 
 
+def _anatomy(study: StudyOutputs, shape: tuple[int, ...],
+             affine: np.ndarray) -> np.ndarray | None:
+    """The subjects' mean T1w resampled (trilinear) onto a statistics grid, if in its space.
+
+    A T1w is used only when its field of view matches the grid's (centre and
+    extent within one grid voxel per axis): the case of a study analysed in a
+    common space (the demo's phantom space). Anatomy in another space (native
+    MRI) would need a registration the report does not have, so the caller
+    falls back to the mean BP_ND map.
+    """
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
+    if study.dataset is None or not study.dataset.is_dir():
+        return None
+    key = ("anatomy", shape, np.asarray(affine).round(6).tobytes())
+    cache = study.cache
+    if key in cache:
+        return cache[key]
+
+    def fov(aff: np.ndarray, shp: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        corners = np.array([[0, 0, 0], np.array(shp[:3]) - 1], dtype=float)
+        world = nib.affines.apply_affine(aff, corners)
+        voxel = np.abs(aff[:3, :3]).sum(axis=0)
+        return world.mean(axis=0), np.abs(world[1] - world[0]) + voxel
+
+    centre, extent = fov(np.asarray(affine), shape)
+    step = np.abs(np.asarray(affine)[:3, :3]).sum(axis=0)
+    total, n = None, 0
+    paths = sorted(study.dataset.glob("sub-*/anat/*_T1w.nii*")) + sorted(
+        study.dataset.glob("sub-*/ses-*/anat/*_T1w.nii*"))
+    for path in paths:
+        try:
+            img = nib.load(str(path))
+        except Exception:  # an unreadable anatomy only costs the underlay
+            continue
+        if len(img.shape) != 3:
+            continue
+        c, e = fov(img.affine, img.shape)
+        if np.any(np.abs(c - centre) > step) or np.any(np.abs(e - extent) > step):
+            continue
+        data = np.asarray(resample_from_to(img, (shape[:3], affine), order=1).dataobj,
+                          dtype=np.float64)
+        total = data if total is None else total + data
+        n += 1
+    cache[key] = None if total is None else total / n
+    return cache[key]
+
+
 _CONTRAST_RE = re.compile(
     r"^\s*\(?\s*(?P<a>[\w.]+)\s*-\s*(?P<b>[\w.]+)\s*\)?"
     r"(?:\s*-\s*\(\s*(?P<c>[\w.]+)\s*-\s*(?P<d>[\w.]+)\s*\))?\s*$"
@@ -898,7 +948,11 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
             thr = float(thr)
         except (TypeError, ValueError):
             thr = None
-        under = _mean_map(study, tm["tracer"], tm["model"], tmap.shape)
+        under = _anatomy(study, tmap.shape, affine)
+        under_label = "the subjects' mean T1w (resampled to the PET grid)"
+        if under is None:
+            under = _mean_map(study, tm["tracer"], tm["model"], tmap.shape)
+            under_label = "the mean BP_ND map"
         contrast = tm["contrast"]
         if study.roi_stats is not None and "contrast_id" in study.roi_stats:
             hit = study.roi_stats[study.roi_stats["contrast_id"].astype(str) == contrast]
@@ -908,6 +962,7 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
         clusters = _maybe_tsv(tm["folder"] / f"{tm['prefix']}_clusters.tsv")
         sec = {
             "title": title, "file": tm["path"].name, "threshold": _num(thr, 2),
+            "underlay": under_label,
             "sidecar": {k: (f"{side[k]:.4g}" if isinstance(side[k], float) else side[k])
                         for k in (
                 "n_subjects", "n_flips", "exact", "min_attainable_p", "cluster_forming_t",
@@ -926,7 +981,7 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
         out.append(sec)
         if under is not None and tm["tracer"] not in underlays:
             underlays[tm["tracer"]] = len(volumes)
-            volumes.append({"name": f"{tm['tracer']}: mean BP_ND", "kind": "underlay",
+            volumes.append({"name": f"{tm['tracer']}: {under_label}", "kind": "underlay",
                             "b64": _nifti_b64(under, affine), "tracer": tm["tracer"]})
         volumes.append({"name": title, "kind": "overlay", "b64": _nifti_b64(tmap, affine),
                         "tracer": tm["tracer"], "threshold": thr,
