@@ -314,7 +314,8 @@ def main() -> None:
     lines = [
         "# Parametric maps: speed, memory, accuracy",
         "",
-        f"`python benchmarks/bench_parametric.py{' --quick' if args.quick else ''}` "
+        f"`python benchmarks/bench_parametric.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
+        + " "
         f"(petbind {__version__}, Python {platform.python_version()}, numpy "
         f"{np.__version__}, {n_cpu} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         "",
