@@ -25,6 +25,7 @@ from .preprocess_phantom import (
     grid_affine,
     logan_ref_dvr,
     make_dynamic,
+    region_curves,
 )
 
 SHAPE = (36, 46, 32)
@@ -158,3 +159,22 @@ def test_correct_motion_realigns_a_dynamic_image_and_keeps_timing(scans):
     before = np.abs(scans["clean_moved"][..., late] - still).mean()
     after = np.abs(corrected.get_data()[..., late] - still).mean()
     assert after < 0.2 * before
+
+
+def test_parameters_follow_the_simulators_motion_convention():
+    # frames moved by petbind.simulate.scanner (the study simulator) come back
+    # with the same six numbers: both use R = Rz Ry Rx about the grid centre
+    from petbind.simulate.scanner import apply_rigid_motion
+
+    shape = (32, 36, 28)
+    aff = grid_affine(shape, 2.0)
+    start, dur = frame_schedule()
+    curves, _ = region_curves(start, dur)
+    late = 20  # a late frame: binding contrast
+    still = np.tensordot(curves[:, late], fractions(shape, aff, sub=2), axes=1)
+    params = np.array([[0, 0, 0, 0, 0, 0], [2.0, -1.0, 1.5, 2.0, -3.0, 1.0],
+                       [-1.5, 2.5, -1.0, -2.5, 1.5, 3.0]], dtype=float)
+    moved = apply_rigid_motion(np.repeat(still[..., None], 3, axis=3), aff, params, order=3)
+    timing = FrameTiming([0.0, 5.0, 10.0], [5.0, 5.0, 5.0], unit="min")
+    est = estimate_motion(moved, aff, timing, reference_window=(0.0, 5.0), passes=1)
+    np.testing.assert_allclose(est.params, params, atol=0.3)
