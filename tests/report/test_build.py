@@ -332,3 +332,16 @@ def test_anatomy_in_another_space_is_not_used(tmp_path):
         nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), str(p))
     study = load_outputs(paths["out"])
     assert _anatomy(study, (12, 14, 10), np.diag([2.0, 2.0, 2.0, 1.0])) is None
+
+
+def test_summary_glance_table_has_a_cell_per_region_and_contrast(built_report):
+    html = built_report["html"]
+    summary = html[html.index('<section id="summary">'): html.index('<section id="quality">')]
+    assert f"At a glance: {TRACER} (srtm)" in summary
+    nacc = ROI_STATS[("NAcc", "ketamine - baseline")]
+    vp = ROI_STATS[("VP", "ketamine - baseline")]
+    # NAcc survives Holm (0.046 < 0.05): bold; VP does not (0.061)
+    assert (f'<span class="sig">+{nacc["pct"]:.1f} %</span> [{nacc["lo"]:.1f} to '
+            f'{nacc["hi"]:.1f}], p<sub>Holm</sub> {nacc["p_holm"]:.3f}') in summary
+    assert f'<span>+{vp["pct"]:.1f} %</span>' in summary
+    assert summary.count("(truth +20.0)") == 4  # NAcc and VP, both contrasts

@@ -487,6 +487,39 @@ def _findings(study: StudyOutputs) -> list[str]:
     return out
 
 
+def _glance(study: StudyOutputs) -> list[dict[str, Any]]:
+    """Per tracer, a region x contrast table of % change, corrected p and truth (primary model)."""
+    rows = _primary_rows(study)
+    if rows is None:
+        return []
+    alpha = _alpha(study)
+    out = []
+    for tracer, grp in rows.groupby("tracer", sort=False):
+        contrasts = list(dict.fromkeys(grp["contrast"].astype(str)))
+        table = []
+        for region, rg in grp.groupby("region", sort=False):
+            cells = []
+            for contrast in contrasts:
+                hit = rg[rg["contrast"].astype(str) == contrast]
+                if not len(hit):
+                    cells.append(None)
+                    continue
+                r = hit.iloc[0]
+                p_holm = pd.to_numeric(pd.Series([r.get("p_holm")]), errors="coerce").iloc[0]
+                cells.append({
+                    "pct": _signed(r.get("pct_change"), 1),
+                    "ci": f"{_num(r.get('pct_ci_low'), 1)} to {_num(r.get('pct_ci_high'), 1)}",
+                    "p_holm": _pval(r.get("p_holm")),
+                    "sig": bool(pd.notna(p_holm) and p_holm < alpha),
+                    "truth": _signed(r.get("pct_change_true"), 1)
+                    if pd.notna(r.get("pct_change_true", np.nan)) else None,
+                })
+            table.append({"region": str(region), "cells": cells})
+        out.append({"tracer": str(tracer), "model": str(grp["model"].iloc[0]),
+                     "contrasts": contrasts, "rows": table})
+    return out
+
+
 def _power_sentences(study: StudyOutputs) -> list[str]:
     rows = _primary_rows(study)
     if rows is None or "power" not in rows:
@@ -1223,6 +1256,7 @@ def render_report(study: StudyOutputs) -> str:
         "design": design,
         "simulated": study.simulated,
         "findings": _findings(study),
+        "glance": _glance(study),
         "power_sentences": _power_sentences(study),
         "warnings": [str(w) for w in study.summary.get("warnings") or []],
         "n_invalid": study.summary.get("n_invalid_fits"),
