@@ -187,3 +187,28 @@ def make_dynamic(shape, affine, motion_params, center, *, seed=0, noise=0.04, fw
         sd = noise * np.maximum(img, 0.05 * img.max()) / np.sqrt(dur[f] / 5.0)
         out[..., f] = img + sd * rng.standard_normal(img.shape)
     return out, start, dur, curves, bp
+
+
+def shared_once(tmp_path_factory, name, build):
+    """Build an expensive fixture once per test run, even across pytest-xdist workers.
+
+    The first worker builds it (``build(folder)``) under a lock and pickles the
+    result into the run's shared temporary folder; the others load it (the
+    pytest-xdist recipe for session fixtures, with ``fcntl`` instead of filelock).
+    """
+    import fcntl
+    import os
+    import pickle
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / "result.pkl"
+        if done.exists():
+            return pickle.loads(done.read_bytes())
+        folder.mkdir(exist_ok=True)
+        result = build(folder)
+        done.write_bytes(pickle.dumps(result))
+        return result

@@ -26,6 +26,7 @@ from .preprocess_phantom import (
     logan_ref_dvr,
     make_dynamic,
     region_curves,
+    shared_once,
 )
 
 SHAPE = (36, 46, 32)
@@ -53,7 +54,11 @@ def true_motion(n_frames):
 
 
 @pytest.fixture(scope="module")
-def scans():
+def scans(tmp_path_factory):
+    return shared_once(tmp_path_factory, "motion-scans", _build_scans)
+
+
+def _build_scans(_folder):
     start, dur = frame_schedule()
     truth = true_motion(start.size)
     moved, *_ = make_dynamic(SHAPE, AFFINE, truth, CENTER, seed=3)

@@ -26,6 +26,7 @@ from .preprocess_phantom import (
     labels_at,
     make_dynamic,
     rigid,
+    shared_once,
 )
 
 NATIVE = rigid([3.0, -4.0, 2.0, 5.0, -3.0, 6.0])  # subject head in scanner/MRI space
@@ -59,7 +60,10 @@ def write_nii(path, data, affine, codes=1):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bids")
+    return shared_once(tmp_path_factory, "scan-dataset", _build_dataset)
+
+
+def _build_dataset(root):
     start, dur = frame_schedule()
     motion = np.zeros((start.size, 6))
     for frames, v in MOTION.items():
