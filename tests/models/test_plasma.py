@@ -340,3 +340,30 @@ def test_curves_with_different_delays_get_their_own_delay_and_input():
     fit = OneTCM(TIMING, INPUT, delay="fit").fit(data)
     assert np.all(np.abs(fit.delay - [0.1, 0.3, 0.1]) <= STEP + 1e-9)
     np.testing.assert_allclose(fit.vt, [vt_of(p) for p in ONE], rtol=5e-3)
+
+
+@pytest.mark.parametrize("model", [OneTCM, TwoTCM, TwoTCMIrreversible, LoganPlasma, Patlak,
+                                   MA1])
+def test_every_plasma_model_refuses_curves_whose_length_is_not_the_frame_count(model):
+    with pytest.raises(ModelError, match=f"curves have {TIMING.n_frames - 1} frames"):
+        model(TIMING, INPUT).fit(np.ones((2, TIMING.n_frames - 1)))
+
+
+@pytest.mark.parametrize("model", [LoganPlasma, Patlak])
+def test_line_plots_report_slope_and_intercept_of_an_exact_line(model):
+    # Curves built so that the plot is an exact line: Patlak C_T = Ki int Cp + V0 Cp,
+    # Logan int C_T = V_T int Cp + b C_T (i.e. C_T = (int C_T - V_T int Cp) / b).
+    # Frame means from Simpson's rule on the analytic input, independent of the model.
+    slope, intercept = (0.02, 0.3) if model is Patlak else (2.5, -4.0)
+    if model is Patlak:
+        data = slope * frame_means(_integral_cp) + intercept * frame_means(cp)
+    else:
+        # dC/dt = (C - V_T cp) / b, C(0) = 0: the Logan line holds at every time
+        sol = solve_ivp(lambda t, c: (c - slope * cp(t)) / intercept, (0, 90), [0.0],
+                        dense_output=True, rtol=1e-10, atol=1e-12, max_step=0.05)
+        data = frame_means(lambda t: sol.sol(t)[0])
+    fit = model(TIMING, INPUT, tstar=10.0).fit(data)
+    names = ("ki", "v0") if model is Patlak else ("vt", "intercept")
+    assert float(fit.params[names[0]]) == pytest.approx(slope, rel=2e-3)
+    assert float(fit.params[names[1]]) == pytest.approx(intercept, rel=2e-2)
+    assert float(fit.se[names[0]]) < 1e-2 * abs(slope)

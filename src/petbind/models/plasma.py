@@ -236,6 +236,24 @@ class _PlasmaModelBase:
         return np.broadcast_to(frame_weights(scheme, self.timing, curve=curve,
                                              isotope=self.isotope, window=window), y.shape)
 
+    def _prepare(self, tacs: ArrayLike, weights: Any, min_frames: int
+                 ) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+        """Checked curves, flattened to (B, F), the fit window and frame weights.
+
+        Returns ``(y, y2, window, w2)``: ``y`` as given (float), ``y2`` shaped
+        (B, n_frames), the window mask (n_frames,) and writable weights (B,
+        n_frames). Raises ModelError when the curves do not match the frames
+        or the window holds fewer than ``min_frames`` frames.
+        """
+        y = np.asarray(tacs, dtype=float)
+        if y.shape[-1] != self.timing.n_frames:
+            raise ModelError(f"curves have {y.shape[-1]} frames, timing has "
+                             f"{self.timing.n_frames}", field="tacs",
+                             fix="give curves shaped (..., n_frames)")
+        y2 = y.reshape(-1, y.shape[-1])
+        win = self._window(min_frames=min_frames)
+        return y, y2, win, np.array(self._weights(y2, weights, win))
+
     def _base_settings(self) -> dict[str, Any]:
         return {"model": self.name, "start_min": self.start, "end_min": self.end,
                 "weights": self.weights if isinstance(self.weights, str | None)
@@ -380,16 +398,9 @@ class _CompartmentModel(_PlasmaModelBase):
             where the iteration limit stopped the fit (its parameters are
             the best found).
         """
-        y = np.asarray(tacs, dtype=float)
-        if y.shape[-1] != self.timing.n_frames:
-            raise ModelError(f"curves have {y.shape[-1]} frames, timing has "
-                             f"{self.timing.n_frames}", field="tacs",
-                             fix="give curves shaped (..., n_frames)")
+        y, y2, win, w2 = self._prepare(tacs, weights, min_frames=len(self.param_names) + 1)
         batch = y.shape[:-1]
-        y2 = y.reshape(-1, y.shape[-1])
         n_b = y2.shape[0]
-        win = self._window(min_frames=len(self.param_names) + 1)
-        w2 = np.array(self._weights(y2, weights, win))
         finite = np.all(np.isfinite(y2) | (w2 == 0), axis=-1) & (np.max(
             np.where((w2 > 0) & np.isfinite(y2), y2, -np.inf), axis=-1) > 0)
         y2 = np.where(np.isfinite(y2), y2, 0.0)
@@ -642,16 +653,9 @@ class _GraphicalModel(_PlasmaModelBase):
             plot coordinates ``x``, ``y`` and the line ``y_fit`` (NaN off the
             linear phase).
         """
-        y = np.asarray(tacs, dtype=float)
-        if y.shape[-1] != self.timing.n_frames:
-            raise ModelError(f"curves have {y.shape[-1]} frames, timing has "
-                             f"{self.timing.n_frames}", field="tacs",
-                             fix="give curves shaped (..., n_frames)")
+        y, y2, _, w2 = self._prepare(tacs, weights, min_frames=self.min_frames)
         batch = y.shape[:-1]
-        y2 = y.reshape(-1, y.shape[-1])
         n_b = y2.shape[0]
-        win = self._window(min_frames=self.min_frames)
-        w2 = np.array(self._weights(y2, weights, win))
         inp = self.blood.shifted(float(self.delay))
         cp, icp = plasma_frame_terms(inp.plasma, self.timing)
         cb = inp.blood.frame_means(self.timing)
@@ -719,30 +723,48 @@ class _GraphicalModel(_PlasmaModelBase):
         return best["beta"], best["cov"], best["w"], best["tstar"]
 
 
-class LoganPlasma(_GraphicalModel):
+class _LinePlot(_GraphicalModel):
+    """A graphical method that fits a line ``y = slope x + intercept`` (Logan, Patlak).
+
+    Subclasses give the plot axes (:meth:`_axes`) and name the two
+    coefficients in :attr:`coef_names` (slope first); the design, the
+    outcomes and their standard errors (from the regression covariance) are
+    shared.
+    """
+
+    def _axes(self, ct: NDArray, ict: NDArray, cp: NDArray, icp: NDArray
+              ) -> tuple[NDArray, NDArray]:
+        """Plot coordinates ``(x, y)``, each (B, F), from the frame-mean terms."""
+        raise NotImplementedError
+
+    def _design(self, ct, ict, cp, icp):
+        x, y = self._axes(ct, ict, cp, icp)
+        return np.stack([x, np.ones_like(x)], axis=-1), y
+
+    def _outcomes(self, beta, cov):
+        se = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0))
+        return ({name: beta[:, i] for i, name in enumerate(self.coef_names)},
+                {name: se[:, i] for i, name in enumerate(self.coef_names)})
+
+
+class LoganPlasma(_LinePlot):
     """Logan graphical analysis with plasma input: ``vt`` (slope) and ``intercept`` (min).
 
     See :class:`_GraphicalModel` for the parameters.
     """
 
     name = "logan-plasma"
+    coef_names = ("vt", "intercept")
 
-    def _design(self, ct, ict, cp, icp):
-        x = (icp / ct)[..., None]
-        x = np.concatenate([x, np.ones_like(x)], axis=-1)
-        return x, ict / ct
-
-    def _outcomes(self, beta, cov):
-        se = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0))
-        return ({"vt": beta[:, 0], "intercept": beta[:, 1]},
-                {"vt": se[:, 0], "intercept": se[:, 1]})
+    def _axes(self, ct, ict, cp, icp):
+        return icp / ct, ict / ct
 
     def _tissue_fit(self, beta, ct, ict, cp, icp):
         # mean int C_T = V_T mean int C_P + b mean C_T  ->  C_T implied by the line
         return (ict - beta[:, :1] * icp) / beta[:, 1:2]
 
 
-class Patlak(_GraphicalModel):
+class Patlak(_LinePlot):
     """Patlak plot with plasma input: ``ki`` (slope, mL/cm3/min) and ``v0`` (intercept).
 
     See :class:`_GraphicalModel` for the parameters. ``vt`` is NaN (not
@@ -750,16 +772,15 @@ class Patlak(_GraphicalModel):
     """
 
     name = "patlak"
+    coef_names = ("ki", "v0")
 
-    def _design(self, ct, ict, cp, icp):
-        x = (icp / cp)[..., None]
-        x = np.concatenate([x, np.ones_like(x)], axis=-1)
-        return x, ct / cp
+    def _axes(self, ct, ict, cp, icp):
+        return icp / cp, ct / cp
 
     def _outcomes(self, beta, cov):
-        se = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0))
-        return ({"ki": beta[:, 0], "v0": beta[:, 1], "vt": np.full(beta.shape[0], np.nan)},
-                {"ki": se[:, 0], "v0": se[:, 1]})
+        out, se = super()._outcomes(beta, cov)
+        out["vt"] = np.full(beta.shape[0], np.nan)
+        return out, se
 
     def _tissue_fit(self, beta, ct, ict, cp, icp):
         return beta[:, :1] * icp + beta[:, 1:2] * cp
