@@ -114,3 +114,90 @@ def test_fit_refuses_to_overwrite_its_input(tacs, capsys):
     assert _run(["fit", str(tacs), "--model", "srtm", "--ref", "cerebellum",
                  "--out", str(tacs)]) == 2
     assert "overwrite" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# helpers shared by the reference and plasma branches of ``petbind fit``
+# ---------------------------------------------------------------------------
+def test_parse_number_or_takes_the_keyword_in_any_case_or_a_number():
+    from petbind.commands.fit import parse_number_or
+
+    kw = {"what": "minutes", "example": "e.g. --delay 0.1"}
+    assert parse_number_or(" FIT ", "--delay", "fit", **kw) == "fit"
+    assert parse_number_or("-0.25", "--delay", "fit", **kw) == -0.25
+    assert parse_number_or("1e-1", "--delay", "fit", **kw) == 0.1
+
+
+@pytest.mark.parametrize("text", ["abc", "nan", "inf", "-inf", ""])
+def test_parse_number_or_refuses_words_and_non_finite_numbers_naming_the_option(text):
+    from petbind.commands.fit import parse_number_or
+    from petbind.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_number_or(text, "--vb", "fit", what="a fraction", example="e.g. --vb 0.05")
+    assert err.value.field == "--vb"
+    assert "--vb must be a fraction or 'fit'" in str(err.value)
+    assert "e.g. --vb 0.05" in str(err.value)
+
+
+def test_select_regions_strips_blanks_and_names_the_missing_ones(tmp_path):
+    from petbind.commands.fit import select_regions
+    from petbind.errors import ConfigError
+
+    names = ["putamen", "thalamus", "cerebellum"]
+    assert select_regions(" thalamus, putamen ,", names, tmp_path / "t.tsv") == [
+        "thalamus", "putamen"]
+    with pytest.raises(ConfigError) as err:
+        select_regions("putamen,nacc", names, tmp_path / "t.tsv")
+    assert err.value.field == "--regions" and "'nacc'" in str(err.value)
+    assert "t.tsv" in str(err.value)
+
+
+def test_refuse_overwrite_sees_the_same_file_through_another_spelling(tmp_path):
+    from petbind.commands.fit import refuse_overwrite
+    from petbind.errors import ConfigError
+
+    tacs = tmp_path / "a" / "t.tsv"
+    tacs.parent.mkdir()
+    tacs.write_text("x")
+    refuse_overwrite({"--out": tmp_path / "a" / "res.tsv", "--plots": None}, [tacs])
+    with pytest.raises(ConfigError) as err:
+        refuse_overwrite({"--out": None, "--plots": tmp_path / "a" / ".." / "a" / "t.tsv"},
+                         [tmp_path / "b.tsv", tacs])
+    assert err.value.field == "--plots" and "overwrite" in str(err.value)
+
+
+def test_emit_table_prints_or_writes_table_and_sidecar(tmp_path, capsys):
+    from petbind.commands.fit import emit_table, warn_invalid
+
+    df = pd.DataFrame({"region": ["a", "b"], "model": ["m", "m"], "vt": [1.5, np.nan],
+                       "valid": [True, False]})
+    emit_table(df, None, {"Model": "m"})
+    assert capsys.readouterr().out == "region\tmodel\tvt\tvalid\na\tm\t1.5\tTrue\n" \
+                                      "b\tm\tn/a\tFalse\n"
+    out = tmp_path / "res.tsv"
+    emit_table(df, out, {"Model": "m"})
+    assert "wrote" in capsys.readouterr().out
+    back = pd.read_csv(out, sep="\t", na_values="n/a")
+    assert back["vt"].isna().tolist() == [False, True]
+    assert json.loads(out.with_suffix(".json").read_text()) == {"Model": "m"}
+    warn_invalid(df)
+    assert capsys.readouterr().err.strip() == "warning: 1 region(s) gave no valid fit: b"
+    warn_invalid(df[df["valid"]])
+    assert capsys.readouterr().err == ""
+
+
+def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from petbind.commands.fit import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    path = save_figure(fig, tmp_path / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig.number not in plt.get_fignums()
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"]

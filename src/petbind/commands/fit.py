@@ -9,6 +9,7 @@ per region.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -21,21 +22,88 @@ from petbind.errors import ConfigError
 REFERENCE_MODELS = ("srtm", "srtm2", "bfsrtm", "mrtm", "mrtm2", "logan", "suvr")
 
 
+def parse_number_or(value: str, option: str, keyword: str, *, what: str, example: str
+                    ) -> float | str:
+    """A command-line value that is either ``keyword`` (any case) or a finite number.
+
+    Parameters
+    ----------
+    value : str
+        The text given on the command line.
+    option : str
+        The option's name (``--k2prime``), named in the error.
+    keyword : str
+        The word accepted instead of a number (``auto``, ``fit``).
+    what : str
+        What the number is, with its unit (``"minutes"``), for the error.
+    example : str
+        The fix shown in the error (``"e.g. --delay -0.1 or --delay fit"``).
+
+    Returns
+    -------
+    float or str
+        The number, or ``keyword`` itself.
+
+    Raises
+    ------
+    ConfigError
+        When ``value`` is neither (field: the option).
+    """
+    if value.strip().lower() == keyword:
+        return keyword
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is None or not math.isfinite(number):
+        raise ConfigError(f"{option} must be {what} or '{keyword}', got {value!r}",
+                          field=option, fix=example)
+    return number
+
+
 def _parse_k2prime(value: str | None) -> float | str | None:
     if value is None:
         return None
-    if value.strip().lower() == "auto":
-        return "auto"
-    try:
-        k = float(value)
-    except ValueError:
-        raise ConfigError(f"--k2prime must be a number (1/min) or 'auto', got {value!r}",
-                          field="--k2prime", fix="e.g. --k2prime 0.12 or --k2prime auto") \
-            from None
-    if not k > 0:
+    k = parse_number_or(value, "--k2prime", "auto", what="a number (1/min)",
+                        example="e.g. --k2prime 0.12 or --k2prime auto")
+    if k != "auto" and not k > 0:
         raise ConfigError(f"--k2prime must be positive, got {value}", field="--k2prime",
                           fix="give k2' in 1/min, e.g. 0.12")
     return k
+
+
+def select_regions(regions: str, names: list[str], path: Path) -> list[str]:
+    """The regions named in ``--regions A,B,...``, each checked against the table.
+
+    Parameters
+    ----------
+    regions : str
+        Comma-separated names (blanks around names are dropped).
+    names : list of str
+        The regions of the TAC table.
+    path : Path
+        The table, named in the error.
+
+    Raises
+    ------
+    ConfigError
+        When a name is not a region of the table (field ``--regions``).
+    """
+    targets = [r.strip() for r in regions.split(",") if r.strip()]
+    missing = [r for r in targets if r not in names]
+    if missing:
+        raise ConfigError(f"regions {missing} are not in the table", path=path,
+                          field="--regions", fix=f"use names from {', '.join(names)}")
+    return targets
+
+
+def refuse_overwrite(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
+    """Raise ConfigError when an output path (keyed by its option) is an input file."""
+    given = {p.resolve() for p in inputs}
+    for option, path in outputs.items():
+        if path is not None and path.resolve() in given:
+            raise ConfigError(f"{option} would overwrite the input {path.name}", path=path,
+                              field=option, fix="write the results to another file")
 
 
 def _safe_name(s: str) -> str:
@@ -47,6 +115,40 @@ def _tsv_text(df: Any) -> str:
                      lineterminator="\n")
 
 
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out a matplotlib figure, write it as PNG (atomically, 110 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    from petbind.io.atomic import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def emit_table(df: Any, out: Path | None, sidecar: dict[str, Any]) -> None:
+    """Print the results table, or write it to ``out`` with its JSON sidecar."""
+    from petbind.io.atomic import write_json_atomic, write_text_atomic
+
+    text = _tsv_text(df)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        write_text_atomic(out, text)
+        write_json_atomic(out.with_suffix(".json"), sidecar)
+        typer.echo(f"wrote {out} ({len(df)} regions, {int(df['valid'].sum())} valid)")
+
+
+def warn_invalid(df: Any) -> None:
+    """Name the regions without a valid fit on stderr."""
+    n_bad = int((~df["valid"]).sum())
+    if n_bad:
+        bad = ", ".join(df.loc[~df["valid"], "region"].astype(str))
+        typer.echo(f"warning: {n_bad} region(s) gave no valid fit: {bad}", err=True)
+
+
 def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str,
                folder: Path) -> list[Path]:
     """One PNG per region: data, fit and reference over time, and weighted residuals."""
@@ -55,8 +157,6 @@ def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from petbind.io.atomic import atomic_path
 
     t = fit.timing.mid
     written = []
@@ -76,12 +176,7 @@ def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str
         axr.plot(t[ok], fit.residuals[i][ok], "o-", ms=3, color="C0")
         axr.set_xlabel("time after injection (min)")
         axr.set_ylabel("residual")
-        fig.tight_layout()
-        path = folder / f"{_safe_name(name)}_{fit.model}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, folder / f"{_safe_name(name)}_{fit.model}.png"))
     return written
 
 
@@ -135,7 +230,6 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from petbind import __version__
-        from petbind.io.atomic import write_json_atomic, write_text_atomic
         from petbind.io.tables import read_tacs
         from petbind.models import get_model, model_spec
         from petbind.models.reference import estimate_k2prime
@@ -166,9 +260,7 @@ def register(app: typer.Typer) -> None:
         if tstar is not None and spec.name != "logan":
             raise ConfigError("--tstar applies to logan only", field="--tstar",
                               fix="use --start MIN to start the fit window of other models")
-        if out is not None and out.resolve() == tacs.resolve():
-            raise ConfigError("--out would overwrite the input table", path=out,
-                              field="--out", fix="write the results to another file")
+        refuse_overwrite({"--out": out}, [tacs])
 
         table = read_tacs(tacs)
         if ref not in table.regions:
@@ -177,12 +269,7 @@ def register(app: typer.Typer) -> None:
         if regions is None:
             targets = [r for r in table.regions if r != ref]
         else:
-            targets = [r.strip() for r in regions.split(",") if r.strip()]
-            missing = [r for r in targets if r not in table.regions]
-            if missing:
-                raise ConfigError(f"regions {missing} are not in the table", path=tacs,
-                                  field="--regions",
-                                  fix=f"use names from {', '.join(table.regions)}")
+            targets = select_regions(regions, list(table.regions), tacs)
         if not targets:
             raise ConfigError("no target region to fit", path=tacs, field="--regions",
                               fix="the table needs at least one region besides the reference")
@@ -216,17 +303,8 @@ def register(app: typer.Typer) -> None:
                              "k2": "1/min", "k2a": "1/min", "k2prime": "1/min",
                              "tstar": "min", "intercept": "min", "suvr": "unitless"},
                    "Columns": list(df.columns)}
-        text = _tsv_text(df)
-        if out is None:
-            typer.echo(text, nl=False)
-        else:
-            write_text_atomic(out, text)
-            write_json_atomic(out.with_suffix(".json"), sidecar)
-            typer.echo(f"wrote {out} ({len(df)} regions, {int(df['valid'].sum())} valid)")
+        emit_table(df, out, sidecar)
         if plots is not None:
             paths = _plot_fits(result, ref_curve, targets, ref, table.units, plots)
             typer.echo(f"wrote {len(paths)} plots to {plots}")
-        n_bad = int((~df["valid"]).sum())
-        if n_bad:
-            bad = ", ".join(df.loc[~df["valid"], "region"].astype(str))
-            typer.echo(f"warning: {n_bad} region(s) gave no valid fit: {bad}", err=True)
+        warn_invalid(df)

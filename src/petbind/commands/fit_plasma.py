@@ -19,6 +19,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from petbind.commands.fit import (
+    _safe_name,
+    emit_table,
+    parse_number_or,
+    refuse_overwrite,
+    save_figure,
+    select_regions,
+    warn_invalid,
+)
 from petbind.errors import ConfigError
 
 #: Units of the output columns, for the sidecar.
@@ -43,28 +52,19 @@ def blood_recordings(path: Path) -> list[Any]:
 def _parse_delay(value: str | None) -> float | str:
     if value is None:
         return 0.0
-    if value.strip().lower() == "fit":
-        return "fit"
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"--delay must be minutes or 'fit', got {value!r}", field="--delay",
-                          fix="e.g. --delay -0.1 or --delay fit") from None
+    return parse_number_or(value, "--delay", "fit", what="minutes",
+                           example="e.g. --delay -0.1 or --delay fit")
 
 
 def _parse_vb(value: str | None, graphical: bool) -> float | str:
     if value is None:
         return 0.0 if graphical else "fit"
-    if value.strip().lower() == "fit":
+    v = parse_number_or(value, "--vb", "fit", what="a fraction", example="e.g. --vb 0.05")
+    if v == "fit":
         if graphical:
             raise ConfigError("graphical methods need a known blood volume", field="--vb",
                               fix="give --vb 0.05 (or 0), or use a compartment model")
         return "fit"
-    try:
-        v = float(value)
-    except ValueError:
-        raise ConfigError(f"--vb must be a fraction or 'fit', got {value!r}", field="--vb",
-                          fix="e.g. --vb 0.05") from None
     if not 0 <= v < 1:
         raise ConfigError(f"--vb must lie in [0, 1), got {v:g}", field="--vb",
                           fix="give the blood volume as a fraction, e.g. 0.05")
@@ -78,8 +78,6 @@ def plot_input(inp: Any, timing: Any, folder: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from petbind.io.atomic import atomic_path
 
     t, cp, cb = inp.on_grid(0.01, t_end=max(float(timing.end[-1]), 1.0))
     pf = inp.parent
@@ -108,13 +106,8 @@ def plot_input(inp: Any, timing: Any, folder: Path) -> Path:
     delay = inp.delay_min
     fig.suptitle(f"arterial input (delay {delay * 60:.1f} s; "
                  f"parent fraction: {inp.settings.get('parent_fraction')})", fontsize=10)
-    fig.tight_layout()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "input_function.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, folder / "input_function.png")
 
 
 def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
@@ -124,9 +117,6 @@ def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from petbind.commands.fit import _safe_name
-    from petbind.io.atomic import atomic_path
 
     t = fit.timing.mid
     x_all = fit.extra.get("x")
@@ -160,12 +150,7 @@ def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
             axg.set_xlabel("x (min)")
             axg.set_ylabel("y")
             axg.legend(frameon=False, fontsize=8)
-        fig.tight_layout()
-        path = folder / f"{_safe_name(name)}_{fit.model}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, folder / f"{_safe_name(name)}_{fit.model}.png"))
     return written
 
 
@@ -181,7 +166,6 @@ def fit_plasma(
 
     from petbind import __version__
     from petbind.blood import input_from_recordings
-    from petbind.io.atomic import write_json_atomic, write_text_atomic
     from petbind.io.tables import read_tacs
     from petbind.models import get_model
     from petbind.models.plasma import add_binding
@@ -195,18 +179,11 @@ def fit_plasma(
         raise ConfigError("graphical methods take a given delay", field="--delay",
                           fix="fit the delay with --model 1tcm first, or give it in minutes")
     v = _parse_vb(vb, graphical)
-    for p in (out, plots):
-        if p is not None and p.resolve() in (tacs.resolve(), blood.resolve()):
-            raise ConfigError("the output would overwrite an input file", path=p,
-                              field="--out", fix="write the results elsewhere")
+    refuse_overwrite({"--out": out, "--plots": plots}, [tacs, blood])
     table = read_tacs(tacs)
     names = list(table.regions)
     if regions is not None:
-        targets = [r.strip() for r in regions.split(",") if r.strip()]
-        missing = [r for r in targets if r not in names]
-        if missing:
-            raise ConfigError(f"regions {missing} are not in the table", path=tacs,
-                              field="--regions", fix=f"use names from {', '.join(names)}")
+        targets = select_regions(regions, names, tacs)
         if ref is not None and ref not in targets:
             targets.append(ref)
     else:
@@ -233,20 +210,13 @@ def fit_plasma(
     df = result.to_frame(targets)
     if ref is not None:
         df["reference"] = ref  # trailing, as in the reference-model table
-    text = df.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g",
-                     lineterminator="\n")
     sidecar = {"Description": f"petbind fit: {spec.description}", "Software": "petbind",
                "SoftwareVersion": __version__, "Input": str(tacs), "Blood": str(blood),
                "ReferenceRegion": ref, "Regions": targets, "Model": spec.name,
                "Settings": result.settings,
                "Units": {c: UNITS[c] for c in df.columns if c in UNITS},
                "Columns": list(df.columns)}
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        write_text_atomic(out, text)
-        write_json_atomic(out.with_suffix(".json"), sidecar)
-        typer.echo(f"wrote {out} ({len(df)} regions, {int(df['valid'].sum())} valid)")
+    emit_table(df, out, sidecar)
     if plots is not None:
         dl = np.asarray(result.params.get("delay", np.zeros(1)), dtype=float)
         dl = dl[np.isfinite(dl)]
@@ -254,7 +224,4 @@ def fit_plasma(
                             table.timing, plots)]
         paths += plot_fits(result, targets, plots)
         typer.echo(f"wrote {len(paths)} plots to {plots}")
-    n_bad = int((~df["valid"]).sum())
-    if n_bad:
-        bad = ", ".join(df.loc[~df["valid"], "region"].astype(str))
-        typer.echo(f"warning: {n_bad} region(s) gave no valid fit: {bad}", err=True)
+    warn_invalid(df)
