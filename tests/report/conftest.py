@@ -248,6 +248,62 @@ def write_outputs(root: Path, *, voxel: bool = True) -> dict:
     return {"out": out, "bids": bids, "n_scans": len(scans)}
 
 
+#: Preprocessing fixture: FD threshold (mm) and the frames that move (frame -> FD, mm).
+FD_THRESHOLD = 0.5
+MOTION_SPIKES = {("02", "ketamine"): {3: 0.8, 7: 1.25}}
+#: Registration blocks of the 12 frames: the four 30 s frames pooled into one.
+BLOCKS = np.array([0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+#: Size (px) of the fixture's QC PNGs: wider than the report's QC width, so they shrink.
+QC_PNG_SIZE = (900, 300)
+
+
+def fixture_fd(subject: str, condition: str) -> np.ndarray:
+    """Framewise displacement (mm) of a scan: a small ramp, plus the spikes above."""
+    fd = 0.02 * (np.arange(len(DURATIONS_S)) % 4) + 0.01 * int(subject)
+    fd[0] = 0.0
+    for frame, value in MOTION_SPIKES.get((subject, condition), {}).items():
+        fd[frame] = value
+    return fd
+
+
+def qc_png(path: Path, colour: tuple[int, int, int]) -> None:
+    """A QC figure stand-in: a solid colour with a white band (PNG, ``QC_PNG_SIZE``)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", QC_PNG_SIZE, colour)
+    img.paste((255, 255, 255), (0, 100, QC_PNG_SIZE[0], 200))
+    img.save(path, format="PNG")
+
+
+def write_preprocess(out: Path, stems: list[tuple[str, str]] | None = None) -> dict:
+    """Preprocessing outputs of ``petbind run`` for (subject, condition) pairs under ``out``.
+
+    Per scan: ``_desc-motion_timeseries.tsv`` (FD from :func:`fixture_fd`,
+    flagged above ``FD_THRESHOLD``) with its sidecar, and the three QC PNGs.
+    Returns ``{stem: fd}``.
+    """
+    pairs = stems if stems is not None else [(s, c) for s in SUBJECTS for c in CONDITIONS]
+    written = {}
+    for sub, cond in pairs:
+        stem = f"sub-{sub}_ses-{cond}_trc-{TRACER}"
+        folder = out / "preprocess" / f"sub-{sub}" / f"ses-{cond}" / "pet"
+        fd = fixture_fd(sub, cond)
+        n = len(fd)
+        _tsv(folder / f"{stem}_desc-motion_timeseries.tsv", pd.DataFrame({
+            "frame": np.arange(n), "frame_start": STARTS_S, "frame_duration": DURATIONS_S,
+            "trans_x": np.cumsum(fd) / 3, "trans_y": 0.0, "trans_z": 0.0, "rot_x": 0.0,
+            "rot_y": 0.0, "rot_z": 0.0, "framewise_displacement": fd,
+            "flagged": fd > FD_THRESHOLD, "block": BLOCKS}))
+        _json(folder / f"{stem}_desc-motion_timeseries.json",
+              {"Description": "fixture", "ReferenceFrames": [8, 9, 10],
+               "Settings": {"fd_threshold_mm": FD_THRESHOLD, "fd_radius_mm": 50.0}})
+        for i, kind in enumerate(("motion", "pet2t1w", "t1w2template")):
+            qc_png(folder / f"{stem}_desc-{kind}_qc.png", (40 * i, 120, 200 - 40 * i))
+        written[stem] = fd
+    return written
+
+
 def _shared_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
     """Run ``make(folder)`` once per test session, even across pytest-xdist workers.
 
@@ -281,6 +337,7 @@ def _build(folder: Path) -> None:
     from petbind.report import build_report
 
     write_outputs(folder)
+    write_preprocess(folder / "out")
     build_report(folder / "out")
 
 

@@ -66,8 +66,8 @@ def test_report_is_written_at_the_output_root_readable_by_others(built_report):
 
 def test_report_has_every_section_in_order(built_report):
     ids = re.findall(r'<section id="([a-z]+)"', built_report["html"])
-    assert ids == ["summary", "quality", "fits", "group", "voxelwise", "power", "methods",
-                   "provenance"]
+    assert ids == ["summary", "quality", "preprocessing", "fits", "group", "voxelwise",
+                   "power", "methods", "provenance"]
 
 
 def test_page_loads_nothing_from_outside(parsed):
@@ -84,8 +84,9 @@ def test_every_image_is_an_embedded_png_with_alt_text(parsed, study_outputs):
     images = [attrs for tag, attrs in parsed.tags if tag == "img"]
     n_scans = study_outputs["n_scans"]
     # the tracer's TAC grid and BP_ND map grid; per scan its fits; group: paired lines and
-    # one forest per contrast; voxelwise: one t map, its % change map and the true one
-    assert len(images) == 2 + n_scans + 1 + 2 + 3
+    # one forest per contrast; voxelwise: one t map, its % change map and the true one;
+    # preprocessing: the motion overview and three QC figures per scan
+    assert len(images) == 2 + n_scans + 1 + 2 + 3 + 1 + 3 * n_scans
     for attrs in images:
         assert attrs["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(attrs["src"].split(",", 1)[1])[:4] == b"\x89PNG"

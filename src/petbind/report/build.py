@@ -1239,7 +1239,7 @@ def render_report(study: StudyOutputs) -> str:
     """
     import jinja2
 
-    from petbind.report import figures
+    from petbind.report import figures, preprocessing
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("petbind.report", "templates"),
@@ -1261,6 +1261,8 @@ def render_report(study: StudyOutputs) -> str:
         "warnings": [str(w) for w in study.summary.get("warnings") or []],
         "n_invalid": study.summary.get("n_invalid_fits"),
         "scans": _scan_sections(study, figures),
+        "preprocessing": preprocessing.preprocessing_section(study, figures),
+        "preprocessing_width": preprocessing.QC_WIDTH,
         "map_grids": _map_grids(study, figures),
         "tac_grids": _tac_grids(study, figures),
         "groups": _group_sections(study, figures),

@@ -534,3 +534,121 @@ def forest_figure(
     fig.legend(fontsize=6, loc="lower right", frameon=False, ncols=2,
                bbox_to_anchor=(0.99, 0.0))
     return fig
+
+
+def motion_overview_figure(
+    traces: Sequence[tuple[str, ArrayLike, ArrayLike]],
+    *,
+    threshold: float | None = None,
+    title: str = "",
+) -> Figure:
+    """Framewise displacement of many scans: FD over time and the largest FD per scan.
+
+    Parameters
+    ----------
+    traces : sequence of (label, t_mid_min, fd_mm)
+        Per scan: its label, frame mid-times after injection (min) and the
+        framewise displacement of each frame (mm; Power et al. 2012, the
+        first frame 0 by definition).
+    threshold : float, optional
+        The flagging threshold (mm), drawn as a dashed red line in both
+        panels; scans with a frame above it are drawn in colour (and named in
+        the legend), the others thin and grey.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        Left: FD against time, one line per scan. Right: each scan's maximum
+        FD (first scan on top), red where above the threshold.
+
+    References
+    ----------
+    Power JD, Barnes KA, Snyder AZ, Schlaggar BL, Petersen SE. Spurious but
+    systematic correlations in functional connectivity MRI networks arise from
+    subject motion. NeuroImage 2012;59:2142-2154.
+    """
+    n = len(traces)
+    height = max(2.6, 0.16 * n + 1.0)
+    width = 10.0
+    fig = _figure(width, height)
+    left, right = fig.subplots(1, 2, gridspec_kw={
+        "width_ratios": [1.6, 1.0], "left": 0.6 / width, "right": 1 - 0.15 / width,
+        "bottom": 0.5 / height, "top": 1 - 0.35 / height, "wspace": 0.55})
+    colours = matplotlib.colormaps["tab10"]
+    peaks = np.full(n, np.nan)
+    n_over = 0
+    for i, (label, t, fd) in enumerate(traces):
+        tt = np.asarray(t, dtype=float)
+        ff = np.asarray(fd, dtype=float)
+        if ff.size and np.isfinite(ff).any():
+            peaks[i] = np.nanmax(ff)
+        over = threshold is not None and bool(np.nanmax(ff, initial=0.0) > threshold)
+        if over:
+            left.plot(tt, ff, "o-", ms=2.5, lw=1.0, color=colours(n_over % 10), label=label)
+            n_over += 1
+        else:
+            left.plot(tt, ff, "-", lw=0.6, color="0.6")
+    if threshold is not None:
+        for ax in (left, right):
+            (ax.axhline if ax is left else ax.axvline)(threshold, color="#d62728", lw=0.8,
+                                                       ls="--")
+    left.set_xlabel("min after injection", fontsize=8)
+    left.set_ylabel("framewise displacement (mm)", fontsize=8)
+    left.tick_params(labelsize=7)
+    left.grid(alpha=0.3)
+    if n_over:
+        left.legend(fontsize=6, frameon=False, loc="upper right",
+                    title="above threshold", title_fontsize=6)
+    y = np.arange(n)[::-1]
+    bad = np.isfinite(peaks) & (peaks > threshold) if threshold is not None else \
+        np.zeros(n, dtype=bool)
+    right.barh(y, np.nan_to_num(peaks), height=0.7,
+               color=np.where(bad, "#d62728", "#1f77b4"))
+    right.set_yticks(y, [label for label, _, _ in traces], fontsize=6)
+    right.set_xlabel("largest FD of the scan (mm)", fontsize=8)
+    right.tick_params(axis="x", labelsize=7)
+    right.set_ylim(-0.6, n - 0.4)
+    right.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def png_file_to_data_uri(path: str | bytes | io.BufferedIOBase, max_width: int = 600,
+                         colors: int | None = 64) -> str:
+    """Embed a PNG file (e.g. a preprocessing QC figure) as a small ``data:`` URI.
+
+    Parameters
+    ----------
+    path : path or file-like
+        The PNG to embed.
+    max_width : int
+        Images wider than this many pixels are shrunk (Lanczos, aspect kept).
+    colors : int or None
+        Quantise to this many palette colours (see :func:`figure_to_data_uri`);
+        None keeps full RGB.
+
+    Returns
+    -------
+    str
+        ``data:image/png;base64,...``.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read or is not an image (PIL's errors).
+    """
+    from PIL import Image
+
+    with Image.open(path) as src:
+        img = src.convert("RGB")
+    if img.width > max_width:
+        img = img.resize((max_width, max(1, round(img.height * max_width / img.width))),
+                         Image.Resampling.LANCZOS)
+    if colors:
+        img = img.quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=True)
+    return f"data:image/png;base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
