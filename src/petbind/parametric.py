@@ -467,10 +467,16 @@ def _make_model(name: str, timing: FrameTiming, ref_tac: NDArray[np.float64],
 
 
 def _fit_params(model: Any, curves: NDArray) -> Any:
-    """``model.fit`` on float64 curves with numerical warnings silenced."""
+    """``model.fit`` on the curves with numerical warnings silenced.
+
+    The float32 view is passed as it is: models that screen their input
+    (``screens``) cast it to float64 block by block inside their kernel (the
+    frames-by-voxels layout of the gathered curves is the one they read
+    fastest); the others cast the chunk to float64 themselves.
+    """
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model.fit(np.ascontiguousarray(curves, dtype=np.float64))
+        return model.fit(curves)
 
 
 def _late_ratio(curves_t: NDArray[np.float32], ref: NDArray[np.float64],
@@ -595,14 +601,16 @@ def _fit_chunk(model: Any, block: NDArray, drop: tuple[str, ...]) -> ChunkOut:
     for k, v in fit.params.items():
         if k in drop:
             continue
-        a = np.broadcast_to(np.asarray(v, dtype=np.float32), (n,))
+        a = np.broadcast_to(v, (n,)).astype(np.float32)
         valid &= np.isfinite(a)
         params[k] = a
-    se = {k: np.broadcast_to(np.asarray(v, dtype=np.float32), (n,)).copy()
+    se = {k: np.broadcast_to(v, (n,)).astype(np.float32)
           for k, v in fit.se.items() if k in params}
-    for d in (params, se):
-        for k in d:
-            d[k] = np.where(valid, d[k], np.float32(np.nan))
+    bad = ~valid
+    if bad.any():
+        for d in (params, se):
+            for a in d.values():
+                a[bad] = np.nan
     return params, se, valid
 
 

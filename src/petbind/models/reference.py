@@ -71,8 +71,9 @@ N_BASIS = 100
 R1_BOUNDS = (0.0, 10.0)
 #: Rows processed at once in the basis-function search (bounds memory to ~100 MB).
 _CHUNK = 16384
-#: Rows per block in MRTM2 (a block of 29-frame curves stays in the CPU cache).
-_BLOCK = 2048
+#: Curves per block in the linearised kernels (a block of 29-frame curves and its
+#: products stay in the L2 cache).
+_BLOCK = 1024
 
 
 @dataclass
@@ -82,6 +83,10 @@ class _Result:
     fitted: NDArray | Callable[[], NDArray]
     valid: NDArray[np.bool_]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``(signal, total)`` per curve when ``_fit`` screened the raw curves itself
+    #: (models with ``screens = True``, shared weights): the duration-weighted sum
+    #: over the window and the plain sum over all frames (non-finite if any frame is).
+    screen: tuple[NDArray, NDArray] | None = None
 
 
 def _inv_sym(a: NDArray) -> NDArray:
@@ -152,6 +157,11 @@ class ReferenceModel:
     name: ClassVar[str] = ""
     n_params: ClassVar[int] = 0
     min_frames: ClassVar[int] = 3
+    #: True for models whose ``_fit`` takes the raw curves (float32 or float64, any
+    #: memory layout, unusable rows included) when the weights are shared, casts
+    #: them to float64 in cache-sized blocks and returns ``_Result.screen``; the
+    #: others get float64 curves with unusable rows zeroed.
+    screens: ClassVar[bool] = False
 
     def __init__(self, timing: FrameTiming, ref: ArrayLike, *,
                  weights: str | ArrayLike | None = "uniform", start: float | None = None,
@@ -214,7 +224,9 @@ class ReferenceModel:
             a duration-weighted mean <= 0 over the window are invalid (NaN
             parameters). ``fitted`` is computed on first access.
         """
-        y = np.asarray(tacs, dtype=float)
+        y = np.asarray(tacs)
+        if y.dtype != np.float32 or not self.screens:
+            y = y.astype(np.float64, copy=False)
         n = self.timing.n_frames
         if y.ndim == 0 or y.shape[-1] != n:
             raise DataError(f"curves have shape {y.shape}, expected (..., {n})", field="tacs",
@@ -227,22 +239,41 @@ class ReferenceModel:
         batch = y.shape[:-1]
         y2 = y.reshape(-1, n)
         w2 = w if w.ndim == 1 else np.broadcast_to(w, y.shape).reshape(-1, n)
-        with np.errstate(invalid="ignore", over="ignore"):
-            # a NaN/inf anywhere makes a row sum non-finite; signal = duration-weighted
-            # mean over the window > 0 (matrix-vector products, no temporaries)
-            dwin = self.timing.duration * self.window
-            signal = y2 @ dwin
-            finite = np.isfinite(signal if self.window.all() else y2 @ np.ones(n))
-            ok = finite & (signal > 0)
-        all_ok = bool(ok.all())
-        yf = y2 if all_ok else np.where(ok[:, None], y2, 0.0)
-        with np.errstate(all="ignore"):
-            res = self._fit(yf, w2)
+        dwin = self.timing.duration * self.window
+        if self.screens and w2.ndim == 1:
+            # one pass over the raw curves: the model's own blocked kernel also returns
+            # the screening sums (float32 input is cast block by block, exactly)
+            with np.errstate(all="ignore"):
+                res = self._fit(y2, w2)
+            assert res.screen is not None
+            signal, total = res.screen
+        else:
+            y2 = y2.astype(np.float64, copy=False)
+            y = y.astype(np.float64, copy=False)
+            with np.errstate(invalid="ignore", over="ignore"):
+                # a NaN/inf anywhere makes a row sum non-finite; signal = duration-weighted
+                # mean over the window > 0 (matrix-vector products, no temporaries)
+                signal = y2 @ dwin
+                total = signal if self.window.all() else y2 @ np.ones(n)
+            res = None
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(total) & (signal > 0)
+        if res is None:
+            yf = y2 if bool(ok.all()) else np.where(ok[:, None], y2, 0.0)
+            with np.errstate(all="ignore"):
+                res = self._fit(yf, w2)
         valid = ok & res.valid
-        for k, v in res.params.items():
-            res.params[k] = np.where(valid, v, np.nan).reshape(batch)
-        for k, v in res.se.items():
-            res.se[k] = np.where(valid, v, np.nan).reshape(batch)
+        # the arrays of a _Result belong to it: invalid entries become NaN in place
+        bad = ~valid
+        any_bad = bool(bad.any())
+        for d in (res.params, res.se):
+            for k, v in d.items():
+                v = np.asarray(v, dtype=np.float64)
+                if any_bad:
+                    if not v.flags.writeable:
+                        v = v.copy()
+                    v[bad] = np.nan
+                d[k] = v.reshape(batch)
         window = self.window
 
         def fitted() -> NDArray:
@@ -743,6 +774,48 @@ class _Linearised(ReferenceModel):
     def _target_int(self, y: NDArray) -> NDArray:
         return y @ self._jmat.T
 
+    def _frame_stats(self, y: NDArray, w: NDArray, lin: NDArray) -> NDArray:
+        """Per-curve sums of the linearised methods for shared weights, in one pass.
+
+        For every curve ``y`` (frame means) returns the rows
+        ``[J'WJ, J'Wy, y'Wy, lin @ y ..., signal, total]`` (shape (3 + k + 2, V)),
+        ``J = L y`` the frame means of its running integral, ``W = diag(w)``,
+        ``lin`` (k, n) further linear functionals, ``signal`` the
+        duration-weighted sum over the window and ``total`` the plain sum
+        (non-finite when any frame is).
+
+        The curves are read in blocks of :data:`_BLOCK` columns of the
+        frames-by-curves view ``y.T`` (a float32 block is cast to float64
+        there, exactly) and all linear maps are one product with a stacked
+        matrix ``[sqrt(W) L; lin; d_window; 1]``; the quadratic forms are sums
+        of squares and products of ``sqrt(W) L y`` and ``sqrt(W) y``: one
+        matrix product, one scaling and three reductions per block, all in
+        cache, in float64.
+        """
+        n = self.timing.n_frames
+        key = (w.tobytes(), lin.tobytes())
+        cached = self.__dict__.get("_fs")
+        if cached is None or cached[0] != key:
+            sw = np.sqrt(w)
+            dwin = self.timing.duration * self.window
+            m = np.concatenate([sw[:, None] * self._jmat, lin, dwin[None], np.ones((1, n))])
+            self.__dict__["_fs"] = (key, m, sw[:, None])
+        m, sw = self.__dict__["_fs"][1:]
+        yt = y.T
+        v = y.shape[0]
+        out = np.empty((m.shape[0] - n + 3, v))
+        for s in range(0, v, _BLOCK):
+            e = min(s + _BLOCK, v)
+            yb = yt[:, s:e].astype(np.float64, copy=False)
+            z = m @ yb
+            jb = z[:n]
+            yb = yb * sw
+            out[0, s:e] = np.einsum("tv,tv->v", jb, jb)
+            out[1, s:e] = np.einsum("tv,tv->v", jb, yb)
+            out[2, s:e] = np.einsum("tv,tv->v", yb, yb)
+            out[3:, s:e] = z[n:]
+        return out
+
 
 class MRTM(_Linearised):
     """Multilinear reference tissue model (Ichise et al. 2003), three parameters.
@@ -830,6 +903,7 @@ class MRTM2(_Linearised):
 
     name = "mrtm2"
     n_params = 2
+    screens = True
 
     def __init__(self, timing: FrameTiming, ref: ArrayLike, *, k2prime: float,
                  **kw: Any) -> None:
@@ -845,25 +919,13 @@ class MRTM2(_Linearised):
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:
         x1 = self.x1
+        screen = None
         if w.ndim == 1:
-            # shared weights: every normal-equation entry is a matrix-vector product or
-            # a weighted row dot product, done in row blocks that stay in cache
             wx1 = w * x1
             a11 = float(wx1 @ x1)
-            lt = np.ascontiguousarray(self._jmat.T)
-            v = y.shape[0]
-            a12, b1, a22, b2, yy = (np.empty(v) for _ in range(5))
-            for s in range(0, v, _BLOCK):
-                e = s + _BLOCK
-                yb = y[s:e]
-                jt_b = yb @ lt
-                a12[s:e] = jt_b @ wx1
-                b1[s:e] = yb @ wx1
-                jw = jt_b * w
-                a22[s:e] = np.einsum("vn,vn->v", jw, jt_b)
-                b2[s:e] = np.einsum("vn,vn->v", jw, yb)
-                jw = np.multiply(yb, w, out=jw)
-                yy[s:e] = np.einsum("vn,vn->v", jw, yb)
+            st = self._frame_stats(y, w, np.stack([self._jmat.T @ wx1, wx1]))
+            a22, b2, yy, a12, b1 = st[:5]
+            screen = (st[5], st[6])
             dof = int(np.count_nonzero(w > 0)) - 2
             jt = None
         else:
@@ -895,7 +957,7 @@ class MRTM2(_Linearised):
         se = {"bp_nd": np.sqrt(d1 * d1 * v11 + 2 * d1 * d2 * v12 + d2 * d2 * v22),
               "r1": np.sqrt(v11) / self.k2prime, "k2": np.sqrt(v11)}
         valid = np.isfinite(bp) & (g2 < 0)
-        return _Result(params, se, fitted, valid)
+        return _Result(params, se, fitted, valid, screen=screen)
 
 
 class LoganRef(_Linearised):
