@@ -168,3 +168,76 @@ def test_builders_accept_no_data_without_failing():
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.tell() > 0
+
+
+def test_motion_overview_plots_each_scans_fd_and_its_maximum_red_above_threshold():
+    from matplotlib.colors import to_rgba
+
+    t = np.array([0.5, 1.5, 4.0, 12.0])
+    calm = np.array([0.0, 0.1, 0.05, 0.2])
+    moved = np.array([0.0, 0.3, 1.4, 0.1])
+    fig = figures.motion_overview_figure([("calm", t, calm), ("moved", t, moved)],
+                                         threshold=0.5)
+    left, right = fig.axes
+    # one line per scan with exactly the FD given (threshold line last)
+    lines = left.get_lines()
+    np.testing.assert_array_equal(lines[0].get_xdata(), t)
+    np.testing.assert_array_equal(lines[0].get_ydata(), calm)
+    np.testing.assert_array_equal(lines[1].get_ydata(), moved)
+    assert lines[0].get_color() == "0.6"  # below threshold: grey, no legend entry
+    assert [x.get_text() for x in left.get_legend().get_texts()] == ["moved"]
+    assert lines[2].get_ydata()[0] == 0.5 and lines[2].get_linestyle() == "--"
+    # bars: the largest FD per scan, first scan on top, red only above threshold
+    bars = sorted(right.patches, key=lambda b: -b.get_y())
+    assert [b.get_width() for b in bars] == [0.2, 1.4]
+    assert bars[0].get_facecolor() == to_rgba("#1f77b4")
+    assert bars[1].get_facecolor() == to_rgba("#d62728")
+    ticks = dict(zip(right.get_yticks(), (x.get_text() for x in right.get_yticklabels()),
+                     strict=True))
+    assert ticks == {1: "calm", 0: "moved"}
+    figures.figure_to_data_uri(fig)
+
+
+def test_motion_overview_without_threshold_draws_every_scan_grey():
+    t = np.arange(3.0)
+    fig = figures.motion_overview_figure([("a", t, np.array([0.0, 2.0, 1.0]))])
+    left, right = fig.axes
+    assert left.get_legend() is None
+    assert [line.get_color() for line in left.get_lines()] == ["0.6"]
+    assert right.patches[0].get_width() == 2.0
+
+
+def test_png_file_to_data_uri_shrinks_wide_images_keeping_the_aspect(tmp_path):
+    from PIL import Image
+
+    wide = tmp_path / "wide.png"
+    img = Image.new("RGB", (1200, 300), (200, 30, 30))
+    img.paste((255, 255, 255), (0, 150, 1200, 300))
+    img.save(wide)
+    uri = figures.png_file_to_data_uri(wide, max_width=600)
+    assert _png_size(uri) == (600, 150)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (100, 80), (0, 0, 0)).save(small)
+    assert _png_size(figures.png_file_to_data_uri(small, max_width=600)) == (100, 80)
+    # colours survive: top half red, bottom half white
+    raw = base64.b64decode(uri.split(",", 1)[1])
+    px = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=int)
+    np.testing.assert_allclose(px[10, 300], [200, 30, 30], atol=6)
+    np.testing.assert_allclose(px[140, 300], [255, 255, 255], atol=6)
+
+
+def test_png_file_to_data_uri_raises_oserror_for_a_file_that_is_no_image(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(OSError):
+        figures.png_file_to_data_uri(bad)
+
+
+def test_forest_draws_the_image_truth_as_open_squares():
+    fig = figures.forest_figure(["NAcc", "VP"], [10.0, 5.0], [0.0, -5.0], [20.0, 15.0],
+                                truth=[20.0, 20.0], truth_image=[14.0, 12.0])
+    ax = fig.axes[0]
+    squares = [ln for ln in ax.get_lines() if ln.get_marker() == "s"]
+    assert len(squares) == 1
+    np.testing.assert_array_equal(squares[0].get_xdata(), [14.0, 12.0])
+    np.testing.assert_array_equal(squares[0].get_ydata(), [1, 0])  # first label on top

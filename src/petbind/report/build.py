@@ -48,7 +48,7 @@ _STEM_RE = re.compile(
     r"(?:_run-(?P<run>[^_]+))?$"
 )
 _TMAP_RE = re.compile(
-    r"^trc-(?P<tracer>[^_]+)_model-(?P<model>[^_]+)_contrast-(?P<contrast>[^_]+)_stat-t\.nii(\.gz)?$"
+    r"^trc-(?P<tracer>[^_]+)(?:_space-(?P<space>[^_]+))?_model-(?P<model>[^_]+)_contrast-(?P<contrast>[^_]+)_stat-t\.nii(\.gz)?$"
 )
 
 #: Published sources of the models and methods the methods paragraph can name.
@@ -493,6 +493,7 @@ def _glance(study: StudyOutputs) -> list[dict[str, Any]]:
     if rows is None:
         return []
     alpha = _alpha(study)
+    image = _image_truth_pct(study)
     out = []
     for tracer, grp in rows.groupby("tracer", sort=False):
         contrasts = list(dict.fromkeys(grp["contrast"].astype(str)))
@@ -505,6 +506,7 @@ def _glance(study: StudyOutputs) -> list[dict[str, Any]]:
                     cells.append(None)
                     continue
                 r = hit.iloc[0]
+                img = image.get((str(tracer), str(r["model"]), str(region), contrast), math.nan)
                 p_holm = pd.to_numeric(pd.Series([r.get("p_holm")]), errors="coerce").iloc[0]
                 cells.append({
                     "pct": _signed(r.get("pct_change"), 1),
@@ -513,6 +515,7 @@ def _glance(study: StudyOutputs) -> list[dict[str, Any]]:
                     "sig": bool(pd.notna(p_holm) and p_holm < alpha),
                     "truth": _signed(r.get("pct_change_true"), 1)
                     if pd.notna(r.get("pct_change_true", np.nan)) else None,
+                    "truth_image": _signed(img, 1) if math.isfinite(img) else None,
                 })
             table.append({"region": str(region), "cells": cells})
         out.append({"tracer": str(tracer), "model": str(grp["model"].iloc[0]),
@@ -538,13 +541,108 @@ def _power_sentences(study: StudyOutputs) -> list[str]:
     return out
 
 
-def _truth_lookup(outcomes: pd.DataFrame | None) -> dict[tuple, float]:
-    if outcomes is None or "bp_nd_true" not in outcomes:
+def _truth_lookup(outcomes: pd.DataFrame | None,
+                  column: str = "bp_nd_true") -> dict[tuple, float]:
+    """(subject, condition, tracer, region) -> a truth column of ``outcomes.tsv``."""
+    if outcomes is None or column not in outcomes:
         return {}
     keys = ["subject", "condition", "tracer", "region"]
-    sub = outcomes.dropna(subset=["bp_nd_true"]).drop_duplicates(keys)
+    sub = outcomes.dropna(subset=[column]).drop_duplicates(keys)
     return {tuple(str(v) for v in k): float(t)
-            for k, t in zip(sub[keys].itertuples(index=False), sub["bp_nd_true"], strict=True)}
+            for k, t in zip(sub[keys].itertuples(index=False), sub[column], strict=True)}
+
+
+#: Outcome column of the image truth: the primary model's fit of the simulator's
+#: noise-free, partial-volume-blurred region curves (engineer P's pipeline).
+IMAGE_TRUTH = "bp_nd_true_image"
+
+
+def _has_image_truth(study: StudyOutputs) -> bool:
+    oc = study.outcomes
+    return oc is not None and IMAGE_TRUTH in oc and bool(
+        pd.to_numeric(oc[IMAGE_TRUTH], errors="coerce").notna().any())
+
+
+def _contrast_pct(wide: pd.DataFrame, contrast: str) -> float:
+    """Mean over subjects of a contrast's per-subject % change in a subject x condition table.
+
+    ``"A - B"``: 100 (A - B) / B; ``"(A - B) - (C - D)"``: 100 (A - B) / B -
+    100 (C - D) / D (percentage points), as ``roi_stats.tsv``'s ``pct_change``.
+    NaN when the contrast cannot be read or no subject has every condition.
+    """
+    m = _CONTRAST_RE.match(contrast)
+    if m is None:
+        return float("nan")
+    conds = [c for c in (m["a"], m["b"], m["c"], m["d"]) if c]
+    if not set(conds) <= set(wide.columns):
+        return float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct = 100.0 * (wide[m["a"]] - wide[m["b"]]) / wide[m["b"]]
+        if m["c"]:
+            pct = pct - 100.0 * (wide[m["c"]] - wide[m["d"]]) / wide[m["d"]]
+    pct = pct[np.isfinite(pct.to_numpy(dtype=float))]
+    return float(pct.mean()) if len(pct) else float("nan")
+
+
+def _image_truth_pct(study: StudyOutputs) -> dict[tuple[str, str, str, str], float]:
+    """(tracer, model, region, contrast) -> % change of the image truth.
+
+    Taken from ``roi_stats.tsv``'s ``pct_change_true_image`` when the pipeline
+    writes it, else computed here from ``outcomes.tsv``'s ``bp_nd_true_image``
+    the way ``pct_change_true`` is computed from ``bp_nd_true``.
+    """
+    rs = study.roi_stats
+    if rs is None or not len(rs) or not _has_image_truth(study):
+        return {}
+    keys = ["tracer", "model", "region", "contrast"]
+    if "pct_change_true_image" in rs:
+        return {tuple(str(v) for v in k): float(t) for k, t in zip(
+            rs[keys].itertuples(index=False),
+            pd.to_numeric(rs["pct_change_true_image"], errors="coerce"), strict=True)}
+    oc = study.outcomes
+    assert oc is not None  # _has_image_truth
+    oc = oc.assign(**{IMAGE_TRUTH: pd.to_numeric(oc[IMAGE_TRUTH], errors="coerce")})
+    wides = {k: g.pivot_table(index="subject", columns="condition", values=IMAGE_TRUTH,
+                              aggfunc="mean")
+             for k, g in oc.groupby(["tracer", "model", "region"], sort=False)}
+    out = {}
+    for tracer, model, region, contrast in rs[keys].astype(str).itertuples(index=False):
+        wide = wides.get((tracer, model, region))
+        if wide is not None:
+            out[(tracer, model, region, contrast)] = _contrast_pct(wide, contrast)
+    return out
+
+
+def _blur_fwhm(study: StudyOutputs) -> float | None:
+    """The scanner's resolution (mm FWHM) from the first input PET sidecar that states it."""
+    for scan in study.scans:
+        try:
+            fwhm = float(_injected(study, scan).get("ReconFilterSize"))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(fwhm) and fwhm > 0:
+            return fwhm
+    return None
+
+
+def _truth_note(study: StudyOutputs) -> str | None:
+    """Where a simulated truth is shown: what it is, and why estimates fall short of it."""
+    if not study.simulated:
+        return None
+    fwhm = _blur_fwhm(study)
+    blur = (f"the scanner's {fwhm:g} mm FWHM resolution" if fwhm
+            else "the scanner's finite resolution")
+    small = ("partial volume mixes small regions such as NAcc and VP with their "
+             f"surroundings at {blur}, which dilutes their BP_ND and its % changes")
+    if _has_image_truth(study):
+        return ("Two truths are shown: the tissue value the simulator used (before the "
+                "scanner's blur) and the image truth, the primary model's fit of the noise-free "
+                f"but blurred region curves (what a perfect analysis of the image gives); {small}"
+                ", so estimates scatter around the image truth and fall short of the tissue "
+                "truth by about the gap between the two truths (partial volume), the rest being "
+                "noise and model error.")
+    return (f"The truth is the tissue value before the scanner's blur; {small}, so small "
+            "regions' estimates fall short of it even without noise.")
 
 
 def _frame_table(tacs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -598,7 +696,7 @@ def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
     return {k: meta.get(k) for k in (
         "TracerName", "TracerRadionuclide", "InjectedRadioactivity",
         "InjectedRadioactivityUnits", "InjectedMass", "InjectedMassUnits",
-        "ModeOfAdministration", "ImageDecayCorrected") if k in meta}
+        "ModeOfAdministration", "ImageDecayCorrected", "ReconFilterSize") if k in meta}
 
 
 def _run_label(run: Any) -> str:
@@ -632,6 +730,7 @@ def _reference_region(study: StudyOutputs, tracer: str) -> str | None:
 
 def _scan_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
     truth = _truth_lookup(study.outcomes)
+    truth_image = _truth_lookup(study.outcomes, IMAGE_TRUTH)
     out = []
     for scan in study.scans:
         entry: dict[str, Any] = {"label": scan.label, "stem": scan.stem, "anchor":
@@ -672,6 +771,8 @@ def _scan_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
                     "k2prime": _num(r.get("k2prime"), 4), "r2": _num(r.get("r2"), 4),
                     "aic": _num(r.get("aic"), 1), "valid": _is_true(r.get("valid")),
                     "truth": _num(truth.get(key), 3) if key in truth else None,
+                    "truth_image": _num(truth_image.get(key), 3) if key in truth_image
+                    else None,
                 })
             entry["fits"] = rows
         out.append(entry)
@@ -737,6 +838,7 @@ def _group_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
     oc = study.outcomes
     rs = study.roi_stats
     conditions = study.conditions
+    image = _image_truth_pct(study)
     out = []
     for tracer in study.tracers:
         model = study.primary_model(tracer)
@@ -763,15 +865,20 @@ def _group_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
             sec["forests"] = []
             for contrast, g in prim.groupby("contrast", sort=False):
                 has_truth = "pct_change_true" in g and g["pct_change_true"].notna().any()
+                img_truth = [image.get(
+                    (tracer, str(model), str(reg), str(contrast)), np.nan)
+                    for reg in g["region"].astype(str)]
                 sec["forests"].append({"contrast": str(contrast), "figure":
                     figures.figure_to_data_uri(figures.forest_figure(
                         list(g["region"].astype(str)), g["pct_change"], g["pct_ci_low"],
                         g["pct_ci_high"],
                         truth=g["pct_change_true"] if has_truth else None,
+                        truth_image=img_truth if np.isfinite(img_truth).any() else None,
                         xlabel=("difference of % changes (pp)" if str(g["kind"].iloc[0])
                                 == "interaction" else "% change in BP_ND"),
                         title=f"{tracer}, {model}:\n{contrast}"))})
-            sec["stats"] = [_stats_row(r) for _, r in sel.iterrows()]
+            sec["stats"] = [_stats_row(r, image) for _, r in sel.iterrows()]
+            sec["has_truth_image"] = bool(image)
             sec["has_truth"] = "pct_change_true" in sel and sel["pct_change_true"].notna().any()
             inter = prim[prim["kind"].astype(str) == "interaction"] if "kind" in prim else prim[:0]
             sec["interaction"] = [_finding_sentence(r, _alpha(study)) for _, r in inter.iterrows()]
@@ -790,8 +897,11 @@ def _group_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _stats_row(r: pd.Series) -> dict[str, Any]:
+def _stats_row(r: pd.Series,
+               image: dict[tuple[str, str, str, str], float] | None = None) -> dict[str, Any]:
+    key = (str(r["tracer"]), str(r["model"]), str(r["region"]), str(r["contrast"]))
     return {
+        "pct_true_image": _signed((image or {}).get(key), 1),
         "model": str(r["model"]), "region": str(r["region"]), "contrast": str(r["contrast"]),
         "kind": str(r.get("kind", "")), "n": _num(r.get("n"), 0),
         "mean_a": _num(r.get("mean_a"), 3), "mean_b": _num(r.get("mean_b"), 3),
@@ -827,22 +937,37 @@ def _mean_map(study: StudyOutputs, tracer: str, model: str | None,
     return None if total is None else total / n
 
 
+def _template_t1w(study: StudyOutputs) -> Path | None:
+    """The template T1w of preprocessing (config ``preprocess.template``), if it exists."""
+    tpl = _cfg_get(study.config, "preprocess.template")
+    if not tpl:
+        return None
+    path = Path(str(tpl)).expanduser()
+    if not path.is_absolute():
+        if study.dataset is None:
+            return None
+        path = study.dataset / path
+    return path if path.is_file() else None
+
+
 def _anatomy(study: StudyOutputs, shape: tuple[int, ...],
-             affine: np.ndarray) -> np.ndarray | None:
+             affine: np.ndarray, template: bool = False) -> np.ndarray | None:
     """The subjects' mean T1w resampled (trilinear) onto a statistics grid, if in its space.
 
     A T1w is used only when its field of view matches the grid's (centre and
     extent within one grid voxel per axis): the case of a study analysed in a
     common space (the demo's phantom space). Anatomy in another space (native
     MRI) would need a registration the report does not have, so the caller
-    falls back to the mean BP_ND map.
+    falls back to the mean BP_ND map. For a map in template space
+    (``template=True``) the preprocessing template T1w is used instead of the
+    subjects' T1w images, which may be in their native positions.
     """
     import nibabel as nib
     from nibabel.processing import resample_from_to
 
     if study.dataset is None or not study.dataset.is_dir():
         return None
-    key = ("anatomy", shape, np.asarray(affine).round(6).tobytes())
+    key = ("anatomy", template, shape, np.asarray(affine).round(6).tobytes())
     cache = study.cache
     if key in cache:
         return cache[key]
@@ -856,8 +981,12 @@ def _anatomy(study: StudyOutputs, shape: tuple[int, ...],
     centre, extent = fov(np.asarray(affine), shape)
     step = np.abs(np.asarray(affine)[:3, :3]).sum(axis=0)
     total, n = None, 0
-    paths = sorted(study.dataset.glob("sub-*/anat/*_T1w.nii*")) + sorted(
-        study.dataset.glob("sub-*/ses-*/anat/*_T1w.nii*"))
+    if template:
+        tpl = _template_t1w(study)
+        paths = [tpl] if tpl is not None else []
+    else:
+        paths = sorted(study.dataset.glob("sub-*/anat/*_T1w.nii*")) + sorted(
+            study.dataset.glob("sub-*/ses-*/anat/*_T1w.nii*"))
     for path in paths:
         try:
             img = nib.load(str(path))
@@ -883,7 +1012,8 @@ _CONTRAST_RE = re.compile(
 
 
 def true_effect_map(
-    dataset: Path, tracer: str, contrast: str, subjects: list[str]
+    dataset: Path, tracer: str, contrast: str, subjects: list[str],
+    affine: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Mean per-subject true % change of BP_ND for a contrast, from the simulator's maps.
 
@@ -899,12 +1029,17 @@ def true_effect_map(
         conditions named as session labels.
     subjects : list of str
         Subjects averaged.
+    affine : ndarray (4, 4), optional
+        The grid the map will be compared on (the estimated effect map's
+        affine): when any true map lies on another grid (same shape or not),
+        None is returned rather than a map in another space.
 
     Returns
     -------
     ndarray or None
         The map (NaN where the denominator's true BP_ND is <= 0.01), or None
-        when a true map is missing or the contrast cannot be read.
+        when a true map is missing, on another grid than ``affine``, or the
+        contrast cannot be read.
     """
     m = _CONTRAST_RE.match(contrast)
     if m is None or not subjects:
@@ -914,7 +1049,12 @@ def true_effect_map(
     def true_map(sub: str, cond: str) -> np.ndarray | None:
         path = (sim / f"sub-{sub}" / f"ses-{cond}" / "pet"
                 / f"sub-{sub}_ses-{cond}_trc-{tracer}_desc-true_bpnd.nii.gz")
-        return _load_nifti(path)[0] if path.is_file() else None
+        if not path.is_file():
+            return None
+        data, aff, _ = _load_nifti(path)
+        if affine is not None and not np.allclose(aff, affine, atol=1e-3):
+            return None
+        return data
 
     def pct(sub: str, a: str, b: str) -> np.ndarray | None:
         va, vb = true_map(sub, a), true_map(sub, b)
@@ -937,23 +1077,62 @@ def true_effect_map(
     return np.mean(per_subject, axis=0)
 
 
+def native_truth(dataset: Path, subjects: list[str]) -> bool:
+    """Whether the simulator placed any of ``subjects`` away from the template.
+
+    True when ``derivatives/petbind-sim/sub-X/anat/sub-X_desc-true_xfm.json``
+    exists with a ``Matrix`` other than the identity (the simulator's
+    ``[anatomy] native_position = true``): the true maps are then in each
+    subject's native PET space, which may share the template grid's shape and
+    affine while holding the brain elsewhere.
+    """
+    sim = dataset / "derivatives" / "petbind-sim"
+    for sub in subjects:
+        path = sim / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-true_xfm.json"
+        if not path.is_file():
+            continue
+        matrix = _read_json(path).get("Matrix")
+        try:
+            if not np.allclose(np.asarray(matrix, dtype=float), np.eye(4), atol=1e-6):
+                return True
+        except (TypeError, ValueError):
+            return True  # unreadable: assume it moves the subject
+    return False
+
+
 def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any],
-                    contrast: str, zooms: tuple[float, ...], figures: Any) -> list[dict]:
-    """The estimated mean % change map and, for simulated data, the true one (same scale)."""
+                    contrast: str, zooms: tuple[float, ...], figures: Any
+                    ) -> tuple[list[dict], str | None]:
+    """The estimated mean % change map and, for simulated data, the true one (same scale).
+
+    The truth is shown only when it lies in the effect map's space: same
+    shape, same affine, and not native-space truth beside a template-space
+    effect map. Returns the figures and, when the truth is left out, why.
+    """
     effect_path = tm["folder"] / f"{tm['prefix']}_stat-effect.nii.gz"
     if not effect_path.is_file():
-        return []
-    effect, _, _ = _load_nifti(effect_path)
+        return [], None
+    effect, effect_affine, _ = _load_nifti(effect_path)
     mask_path = tm["folder"] / f"{tm['prefix']}_mask.nii.gz"
     mask = _load_nifti(mask_path)[0] > 0 if mask_path.is_file() else np.isfinite(effect)
     if mask.shape != effect.shape:
         mask = np.isfinite(effect)
     truth = None
+    why = None
     if study.simulated and study.dataset is not None:
         subjects = [str(s) for s in side.get("Subjects") or study.subjects]
-        truth = true_effect_map(study.dataset, tm["tracer"], contrast, subjects)
-        if truth is not None and truth.shape != effect.shape:
-            truth = None
+        template = tm.get("space") == "template" or "_space-template_" in effect_path.name
+        if template and native_truth(study.dataset, subjects):
+            why = ("The simulated truth is not shown: its maps are in each subject's native "
+                   "PET space, this map is in template space.")
+        else:
+            truth = true_effect_map(study.dataset, tm["tracer"], contrast, subjects,
+                                    affine=effect_affine)
+            if truth is not None and truth.shape != effect.shape:
+                truth = None
+            if truth is None and (study.dataset / "derivatives" / "petbind-sim").is_dir():
+                why = ("The simulated truth is not shown: its maps are missing or on another "
+                       "grid than this map.")
     shown = np.where(mask, effect, 0.0)
     vals = np.abs(shown[mask & np.isfinite(shown)])
     top = float(np.percentile(vals, 98)) if vals.size else 1.0
@@ -966,7 +1145,7 @@ def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any
             figures.ortho_slices(np.where(mask, np.nan_to_num(truth), 0.0), zooms=zooms,
                                  cmap="RdBu_r", vmin=-top, vmax=top, label=unit,
                                  title=f"truth: {contrast}"))})
-    return out
+    return out, why
 
 
 def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, Any]], list]:
@@ -981,8 +1160,10 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
             thr = float(thr)
         except (TypeError, ValueError):
             thr = None
-        under = _anatomy(study, tmap.shape, affine)
-        under_label = "the subjects' mean T1w (resampled to the PET grid)"
+        in_template = tm.get("space") == "template"
+        under = _anatomy(study, tmap.shape, affine, template=in_template)
+        under_label = ("the template T1w (resampled to the statistics grid)" if in_template
+                       else "the subjects' mean T1w (resampled to the PET grid)")
         if under is None:
             under = _mean_map(study, tm["tracer"], tm["model"], tmap.shape)
             under_label = "the mean BP_ND map"
@@ -1010,7 +1191,8 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
             "n_clusters": 0 if clusters is None else len(clusters),
             "cluster_columns": None if clusters is None else list(clusters.columns),
         }
-        sec["effect"] = _effect_figures(study, tm, side, contrast, zooms, figures)
+        sec["effect"], sec["effect_note"] = _effect_figures(study, tm, side, contrast,
+                                                             zooms, figures)
         out.append(sec)
         if under is not None and tm["tracer"] not in underlays:
             underlays[tm["tracer"]] = len(volumes)
@@ -1264,6 +1446,8 @@ def render_report(study: StudyOutputs) -> str:
         "preprocessing": preprocessing.preprocessing_section(study, figures),
         "preprocessing_width": preprocessing.QC_WIDTH,
         "map_grids": _map_grids(study, figures),
+        "truth_image": _has_image_truth(study),
+        "truth_note": _truth_note(study),
         "tac_grids": _tac_grids(study, figures),
         "groups": _group_sections(study, figures),
         "voxel": voxel,

@@ -488,6 +488,7 @@ def forest_figure(
     ci_high: ArrayLike,
     *,
     truth: ArrayLike | None = None,
+    truth_image: ArrayLike | None = None,
     xlabel: str = "% change in BP_ND",
     title: str = "",
 ) -> Figure:
@@ -501,6 +502,9 @@ def forest_figure(
         Point estimates and 95 % CI limits (percent).
     truth : array_like, shape (n,), optional
         Simulated truth, drawn as open diamonds.
+    truth_image : array_like, shape (n,), optional
+        Image truth (the truth after the scanner's blur, see
+        ``docs/outputs.md``), drawn as open squares.
     xlabel : str
         Axis label with unit.
     title : str
@@ -526,6 +530,9 @@ def forest_figure(
     if truth is not None:
         ax.plot(np.asarray(truth, dtype=float), y, "D", mfc="none", color="#d62728", ms=5,
                 label="truth")
+    if truth_image is not None:
+        ax.plot(np.asarray(truth_image, dtype=float), y, "s", mfc="none", color="#8a4b00",
+                ms=5, label="image truth")
     ax.set_yticks(y, list(labels), fontsize=7)
     ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel(xlabel, fontsize=8)
