@@ -24,6 +24,10 @@ from petbind.timing import FrameTiming
 
 DEFAULT_NAME = "simulate_default.toml"
 
+#: Defaults of the ``[anatomy]`` table (every subject in template position).
+ANATOMY_DEFAULTS: dict[str, Any] = {"native_position": False, "max_offset_mm": 5.0,
+                                    "max_rotation_deg": 8.0}
+
 
 def default_config_text() -> str:
     """The text of the default (founding-study) config, comments included."""
@@ -113,6 +117,9 @@ class SimConfig:
     k1prime_cv: float
     scan_cv_cortex: float
     scan_cv_subcortex: float
+    native_position: bool = False
+    max_offset_mm: float = 5.0
+    max_anatomy_rotation_deg: float = 8.0
     source: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -185,7 +192,7 @@ class _Reader:
 
 
 _TOP = {"seed", "subjects", "conditions", "tracers", "reference", "frames", "phantom",
-        "scanner", "motion", "variability", "tracer"}
+        "scanner", "motion", "anatomy", "variability", "tracer"}
 _TRACER = {"radionuclide", "injected_mbq", "injected_mass_ug", "k1prime", "k2prime", "k4",
            "vb", "input", "regions", "effects"}
 _INPUT = {"a1", "a2", "a3", "l1", "l2", "l3", "parent_fraction_inf", "metabolism_rate",
@@ -328,6 +335,8 @@ def parse_config(raw: dict[str, Any], source: str | None = None) -> SimConfig:
                  {"voxel_mm", "fwhm_mm", "noise", "decay_corrected", "manufacturer", "model"})
     mo = r.table(raw.get("motion", {}), "motion",
                  {"enabled", "max_translation_mm", "max_rotation_deg", "start_min"})
+    an = r.table(raw.get("anatomy", {}), "anatomy",
+                 {"native_position", "max_offset_mm", "max_rotation_deg"})
     va = r.table(raw.get("variability", {}), "variability",
                  {"between_subject_cv", "k1prime_cv", "scan_cv_cortex", "scan_cv_subcortex"})
     pv = r.number(ph, "phantom", "voxel_mm", lo=0.25, hi=4.0, default=1.0)
@@ -336,8 +345,8 @@ def parse_config(raw: dict[str, Any], source: str | None = None) -> SimConfig:
     if abs(factor - round(factor)) > 1e-6 or round(factor) < 1:
         raise r.error("scanner.voxel_mm", f"{sv:g} mm is not a whole multiple of the "
                       f"phantom's {pv:g} mm", "choose e.g. 1, 2 or 3 phantom voxels")
-    for sect, d in (("scanner", sc), ("motion", mo)):
-        for k in ("decay_corrected", "enabled"):
+    for sect, d in (("scanner", sc), ("motion", mo), ("anatomy", an)):
+        for k in ("decay_corrected", "enabled", "native_position"):
             if k in d and not isinstance(d[k], bool):
                 raise r.error(f"{sect}.{k}", f"must be true or false, got {d[k]!r}",
                               "write true or false")
@@ -363,13 +372,20 @@ def parse_config(raw: dict[str, Any], source: str | None = None) -> SimConfig:
         scan_cv_cortex=r.number(va, "variability", "scan_cv_cortex", lo=0, hi=1, default=0.0),
         scan_cv_subcortex=r.number(va, "variability", "scan_cv_subcortex", lo=0, hi=1,
                                    default=0.0),
+        native_position=an.get("native_position", ANATOMY_DEFAULTS["native_position"]),
+        max_offset_mm=r.number(an, "anatomy", "max_offset_mm", lo=0, hi=20,
+                               default=ANATOMY_DEFAULTS["max_offset_mm"]),
+        max_anatomy_rotation_deg=r.number(an, "anatomy", "max_rotation_deg", lo=0, hi=20,
+                                          default=ANATOMY_DEFAULTS["max_rotation_deg"]),
         source=source, raw=raw,
     )
 
 
 def load_config(path: str | Path | None = None, *, subjects: int | None = None,
                 tracers: list[str] | None = None, conditions: list[str] | None = None,
-                noise: float | None = None, seed: int | None = None) -> SimConfig:
+                noise: float | None = None, seed: int | None = None,
+                native_position: bool | None = None, motion: bool | None = None
+                ) -> SimConfig:
     """Read a study-design TOML file (default: the founding study) and apply overrides.
 
     Parameters
@@ -379,6 +395,9 @@ def load_config(path: str | Path | None = None, *, subjects: int | None = None,
     subjects, tracers, conditions, noise, seed : optional
         Overrides of the top-level ``subjects``, ``tracers``, ``conditions``,
         ``seed`` and of ``scanner.noise`` (0 for noise-free images).
+    native_position, motion : bool, optional
+        Overrides of ``anatomy.native_position`` (each subject at its own
+        rigid offset from the template) and ``motion.enabled``.
 
     Returns
     -------
@@ -413,4 +432,8 @@ def load_config(path: str | Path | None = None, *, subjects: int | None = None,
         raw["seed"] = seed
     if noise is not None:
         raw.setdefault("scanner", {})["noise"] = noise
+    if native_position is not None:
+        raw.setdefault("anatomy", {})["native_position"] = native_position
+    if motion is not None:
+        raw.setdefault("motion", {})["enabled"] = motion
     return parse_config(raw, source)

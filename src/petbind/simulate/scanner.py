@@ -54,7 +54,8 @@ def block_mean(volume: NDArray, factor: int) -> NDArray:
 
 
 def partial_volume_weights(labels: NDArray, n_labels: int, fwhm_mm: float,
-                           voxel_mm: float, factor: int) -> NDArray[np.float32]:
+                           voxel_mm: float, factor: int, *, matrix: NDArray | None = None,
+                           affine: NDArray | None = None) -> NDArray[np.float32]:
     """Blurred, block-averaged label indicators: the weight of each label in each PET voxel.
 
     Parameters
@@ -69,6 +70,12 @@ def partial_volume_weights(labels: NDArray, n_labels: int, fwhm_mm: float,
         Phantom voxel size (mm).
     factor : int
         PET voxel edge in phantom voxels.
+    matrix, affine : ndarray, shape (4, 4), optional
+        Move the object rigidly by ``matrix`` (world mm, as
+        :func:`rigid_matrix`) on the grid whose voxel-to-world map is
+        ``affine``. Each blurred indicator is moved by trilinear interpolation
+        (an isotropic Gaussian commutes with a rigid motion, and the smooth
+        blurred indicator interpolates far better than the sharp labels).
 
     Returns
     -------
@@ -76,16 +83,72 @@ def partial_volume_weights(labels: NDArray, n_labels: int, fwhm_mm: float,
         Weights; a voxel's weights sum to at most 1 (activity outside the
         brain is zero).
     """
+    sigma = fwhm_mm / FWHM_PER_SIGMA / voxel_mm
+    vox = None
+    if matrix is not None:
+        a = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+        vox = np.linalg.inv(a) @ np.linalg.inv(np.asarray(matrix, dtype=float)) @ a
+    return _label_weights(labels, n_labels, sigma, factor, vox)
+
+
+def _label_weights(labels: NDArray, n_labels: int, sigma: float, factor: int,
+                   vox: NDArray | None) -> NDArray[np.float32]:
+    """:func:`partial_volume_weights`, each label within its bounding box.
+
+    Each indicator is blurred inside its bounding box widened by the
+    Gaussian's support (3.5 sigma, where the kernel is truncated; the blurred
+    indicator is exactly 0 beyond it, as on the whole grid), moved when
+    ``vox`` is given (output voxel index -> input voxel index, the inverse
+    motion) trilinearly into the box its corners reach, and block-averaged in
+    boxes aligned to PET voxels: the numbers of the whole-grid computation at
+    the cost of each label's size.
+    """
     from scipy import ndimage
 
-    sigma = fwhm_mm / FWHM_PER_SIGMA / voxel_mm
-    cols = []
+    shape = np.array(labels.shape[:3])
+    pet_shape = shape // factor
+    out = np.zeros((*pet_shape, n_labels), dtype=np.float32)
+    reach = int(3.5 * sigma + 0.5) + 1 if sigma > 0 else 1
     for lab in range(1, n_labels + 1):
-        ind = (labels == lab).astype(np.float32)
+        ind = labels == lab
+        if not ind.any():
+            continue
+        nz = [np.flatnonzero(ind.any(axis=tuple(j for j in range(3) if j != i)))
+              for i in range(3)]
+        lo = np.maximum([v[0] - reach for v in nz], 0)
+        hi = np.minimum([v[-1] + reach + 1 for v in nz], shape)
+        if vox is None:
+            lo = lo // factor * factor
+            hi = np.minimum(-(-hi // factor) * factor, shape)
+        sub = ind[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32)
         if sigma > 0:
-            ind = ndimage.gaussian_filter(ind, sigma, mode="constant", truncate=3.5)
-        cols.append(block_mean(ind, factor))
-    return np.stack(cols, axis=-1).astype(np.float32)
+            sub = ndimage.gaussian_filter(sub, sigma, mode="constant", truncate=3.5)
+        if vox is None:
+            top = np.minimum(hi, pet_shape * factor)
+            if np.any(top <= lo):
+                continue
+            b_lo, b_hi = lo // factor, top // factor
+            out[b_lo[0]:b_hi[0], b_lo[1]:b_hi[1], b_lo[2]:b_hi[2], lab - 1] = block_mean(
+                sub[:top[0] - lo[0], :top[1] - lo[1], :top[2] - lo[2]], factor)
+            continue
+        fwd = np.linalg.inv(vox)  # input voxel -> output voxel
+        corners = np.array([[x, y, z, 1.0] for x in (lo[0] - 1, hi[0]) for y in (lo[1] - 1, hi[1])
+                            for z in (lo[2] - 1, hi[2])])
+        reached = corners @ fwd.T
+        o_lo = np.clip(np.floor(reached[:, :3].min(axis=0)) - 1, 0, None).astype(int)
+        o_hi = np.ceil(reached[:, :3].max(axis=0)) + 2
+        o_lo = o_lo // factor * factor
+        o_hi = np.minimum(-(-o_hi // factor) * factor, pet_shape * factor).astype(int)
+        if np.any(o_hi <= o_lo):
+            continue  # moved out of the field of view
+        offset = vox[:3, :3] @ o_lo + vox[:3, 3] - lo
+        moved = ndimage.affine_transform(sub, vox[:3, :3], offset=offset,
+                                         output_shape=tuple(int(n) for n in o_hi - o_lo),
+                                         order=1, mode="constant")
+        b_lo, b_hi = o_lo // factor, o_hi // factor
+        out[b_lo[0]:b_hi[0], b_lo[1]:b_hi[1], b_lo[2]:b_hi[2], lab - 1] = block_mean(
+            moved, factor)
+    return out
 
 
 def majority_labels(labels: NDArray, n_labels: int, factor: int) -> NDArray[np.int16]:
@@ -159,6 +222,39 @@ def rigid_matrix(params: ArrayLike, centre_mm: ArrayLike) -> NDArray:
     return out
 
 
+def move_rigid(volume: ArrayLike, affine: ArrayLike, matrix: ArrayLike, order: int = 1
+               ) -> NDArray:
+    """Move the object in a 3-D image by a rigid world transform, on the same grid.
+
+    Parameters
+    ----------
+    volume : array_like, shape (X, Y, Z)
+        Image (any units); integer labels keep their dtype (use ``order=0``).
+    affine : array_like, shape (4, 4)
+        Voxel to world (mm).
+    matrix : array_like, shape (4, 4)
+        ``T`` (e.g. :func:`rigid_matrix`): a point of the object at world
+        ``x`` lands at ``T x``.
+    order : int
+        Spline order (0 nearest neighbour, 1 trilinear, 3 cubic).
+
+    Returns
+    -------
+    ndarray, shape (X, Y, Z)
+        ``out(y) = in(T^-1 y)``; float input gives float32. Voxels that come
+        from outside the field of view are 0.
+    """
+    from scipy import ndimage
+
+    vol = np.asarray(volume)
+    a = np.asarray(affine, dtype=float)
+    m = np.linalg.inv(a) @ np.linalg.inv(np.asarray(matrix, dtype=float)) @ a
+    if np.issubdtype(vol.dtype, np.floating):
+        vol = vol.astype(np.float32, copy=False)
+    return ndimage.affine_transform(vol, m[:3, :3], offset=m[:3, 3], order=order,
+                                    mode="constant")
+
+
 def apply_rigid_motion(volume4d: ArrayLike, affine: ArrayLike, params: ArrayLike,
                        centre_mm: ArrayLike | None = None, order: int = 1) -> NDArray:
     """Move the head in each frame of a 4-D image by a rigid transform.
@@ -183,8 +279,6 @@ def apply_rigid_motion(volume4d: ArrayLike, affine: ArrayLike, params: ArrayLike
         ``out(x) = in(T^-1 x)`` frame by frame: the object moved by ``T``.
         Voxels that come from outside the field of view are 0.
     """
-    from scipy import ndimage
-
     vol = np.asarray(volume4d)
     a = np.asarray(affine, dtype=float)
     p = np.atleast_2d(np.asarray(params, dtype=float))
@@ -193,15 +287,12 @@ def apply_rigid_motion(volume4d: ArrayLike, affine: ArrayLike, params: ArrayLike
                         field="params", fix="give one row of 6 parameters per frame")
     if centre_mm is None:
         centre_mm = (a @ np.append((np.array(vol.shape[:3]) - 1) / 2.0, 1.0))[:3]
-    a_inv = np.linalg.inv(a)
     out = np.empty(vol.shape, dtype=np.float32)
     for f in range(vol.shape[3]):
         if not np.any(p[f]):
             out[..., f] = vol[..., f]
             continue
-        m = a_inv @ np.linalg.inv(rigid_matrix(p[f], centre_mm)) @ a
-        out[..., f] = ndimage.affine_transform(vol[..., f].astype(np.float32), m[:3, :3],
-                                               offset=m[:3, 3], order=order, mode="constant")
+        out[..., f] = move_rigid(vol[..., f], a, rigid_matrix(p[f], centre_mm), order=order)
     return out
 
 

@@ -15,6 +15,12 @@ and each region is a 2TCM with ``K1 = r1 K1'``, ``k2 = r1 k2'``,
 Random numbers come from generators keyed by ``(seed, purpose, subject,
 tracer, condition)`` indices, so a scan's truth does not change when other
 scans are added or removed from the design.
+
+With ``[anatomy] native_position = true`` each subject also gets its own rigid
+pose (:func:`subject_anatomy`): the phantom's labels and T1w are moved by a
+transform drawn from ``(seed, anatomy, subject)``, on a phantom grid padded so
+that the moved brain stays inside the field of view, and every scan of the
+subject is simulated from the moved labels.
 """
 
 from __future__ import annotations
@@ -33,19 +39,22 @@ from petbind.simulate.config import SimConfig, TracerConfig
 from petbind.simulate.kinetics import pet_frame_means
 from petbind.simulate.phantom import CORTICAL, REGIONS, Phantom, make_phantom
 from petbind.simulate.scanner import (
+    FWHM_PER_SIGMA,
     apply_rigid_motion,
     majority_labels,
+    move_rigid,
     noise_sd,
     partial_volume_weights,
     pet_grid,
     random_motion,
+    rigid_matrix,
 )
 
 #: Scans being compressed and written in background threads at any time.
 WRITE_AHEAD = 2
 
 # Purposes of the random streams (part of the seed key; never renumber).
-_SUBJECT, _SCAN, _NOISE, _MOTION = 1, 2, 3, 4
+_SUBJECT, _SCAN, _NOISE, _MOTION, _ANATOMY = 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -167,15 +176,181 @@ class Geometry:
 
 def make_geometry(cfg: SimConfig) -> Geometry:
     """Build the phantom, the PET grid, the partial-volume weights and the PET-space atlas."""
-    ph = make_phantom(cfg.phantom_voxel_mm, cfg.phantom_seed)
+    return phantom_geometry(cfg, make_phantom(cfg.phantom_voxel_mm, cfg.phantom_seed))
+
+
+def phantom_geometry(cfg: SimConfig, ph: Phantom, matrix: NDArray | None = None) -> Geometry:
+    """PET grid, partial-volume weights and PET-space atlas of ``ph``, moved by ``matrix``.
+
+    Parameters
+    ----------
+    cfg : SimConfig
+        Scanner settings (PET voxel, FWHM).
+    ph : Phantom
+        Labels in template position.
+    matrix : ndarray, shape (4, 4), optional
+        Rigid world transform (template -> native, mm) of the object; the
+        grid stays that of ``ph``. Weights move the blurred label indicators
+        trilinearly; the atlas is the majority label of the nearest-neighbour
+        moved 1 mm labels.
+    """
     n_labels = len(ph.table)
     f = cfg.pet_factor
     shape, affine = pet_grid(ph.labels.shape, ph.affine, f)
-    w = partial_volume_weights(ph.labels, n_labels, cfg.fwhm_mm, ph.voxel_mm, f)
-    dseg = majority_labels(ph.labels, n_labels, f)
+    w = partial_volume_weights(ph.labels, n_labels, cfg.fwhm_mm, ph.voxel_mm, f,
+                               matrix=matrix, affine=ph.affine)
+    labels = ph.labels if matrix is None else move_rigid(ph.labels, ph.affine, matrix, order=0)
+    dseg = majority_labels(labels, n_labels, f)
     label_region = np.array([REGIONS.index(r) for _, _, r in ph.table])
     return Geometry(phantom=ph, shape=shape, affine=affine,
                     weights=w.reshape(-1, n_labels), dseg=dseg, label_region=label_region)
+
+
+def noisefree_tacs(geo: Geometry, tacs: NDArray) -> NDArray[np.float64]:
+    """Region means of the noise-free, blurred, motion-free image over the PET-space atlas.
+
+    The mean of ``W @ TAC`` over the voxels of a region is the mean of those
+    voxels' weight rows times the label curves, so no image is needed.
+
+    Parameters
+    ----------
+    geo : Geometry
+    tacs : ndarray, shape (n_regions, n_frames)
+        True region curves (kBq/mL), rows in :data:`REGIONS` order.
+
+    Returns
+    -------
+    ndarray, shape (n_regions, n_frames)
+        kBq/mL, rows in :data:`REGIONS` order; NaN for a region without atlas voxels.
+    """
+    n_regions = len(REGIONS)
+    region_of_voxel = np.concatenate([[-1], geo.label_region])[geo.dseg].ravel()
+    onehot = (region_of_voxel == np.arange(n_regions)[:, None]).astype(np.float64)
+    counts = onehot.sum(axis=1)
+    mean_rows = onehot @ geo.weights.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_rows /= counts[:, None]
+    return mean_rows @ np.asarray(tacs, dtype=np.float64)[geo.label_region]
+
+
+@dataclass(frozen=True)
+class SubjectAnatomy:
+    """One subject in its native position: a known rigid offset from the template.
+
+    Attributes
+    ----------
+    subject : str
+        BIDS label.
+    index : int
+        Position of the subject in the design.
+    params : ndarray, shape (6,)
+        Translations (mm) and rotations (degrees), convention of
+        :func:`~petbind.simulate.scanner.rigid_matrix`.
+    centre : ndarray, shape (3,)
+        Centre of rotation (world mm): the centre of the field of view.
+    matrix : ndarray, shape (4, 4)
+        Template world point -> native world point.
+    t1w : ndarray of float32, shape (X, Y, Z)
+        The phantom T1w moved by ``matrix`` (cubic), on the grid ``affine``.
+    affine : ndarray, shape (4, 4)
+        Voxel to world of ``t1w`` (the padded 1 mm phantom grid).
+    geometry : Geometry
+        PET grid, partial-volume weights and true atlas of the moved brain.
+    """
+
+    subject: str
+    index: int
+    params: NDArray
+    centre: NDArray
+    matrix: NDArray
+    t1w: NDArray[np.float32]
+    affine: NDArray
+    geometry: Geometry
+
+
+def fov_centre(shape: tuple[int, ...], affine: NDArray) -> NDArray:
+    """World coordinates (mm) of the centre of a grid's field of view."""
+    return (np.asarray(affine, dtype=float) @ np.append((np.array(shape[:3]) - 1) / 2.0,
+                                                        1.0))[:3]
+
+
+def subject_transform(cfg: SimConfig, i_subject: int, centre: NDArray
+                      ) -> tuple[NDArray, NDArray]:
+    """Draw a subject's native pose: ``(params (6,), matrix (4, 4))``.
+
+    Translations uniform in ``+-anatomy.max_offset_mm`` and rotations uniform
+    in ``+-anatomy.max_rotation_deg`` per axis, from the stream
+    ``(seed, anatomy, subject)``: reproducible and independent of the scans
+    or the other subjects in the design.
+    """
+    rng = np.random.default_rng([cfg.seed, _ANATOMY, i_subject])
+    params = np.concatenate([rng.uniform(-1.0, 1.0, 3) * cfg.max_offset_mm,
+                             rng.uniform(-1.0, 1.0, 3) * cfg.max_anatomy_rotation_deg])
+    return params, rigid_matrix(params, centre)
+
+
+def native_padding(cfg: SimConfig, ph: Phantom) -> int:
+    """Phantom voxels to add on every side so any drawn pose keeps the brain in view.
+
+    The brain's boundary voxels are rotated by every corner of the rotation
+    box (``+-max_rotation_deg`` per axis; the motion is nearly linear in the
+    angles at these sizes, 1 mm is added for the rest), shifted by the
+    largest offset and widened by the point-spread kernel (3.5 sigma, where
+    the blur is truncated). The result is rounded up to whole PET voxels so
+    the padded PET grid keeps the lattice of the unpadded one.
+    """
+    import itertools
+
+    from scipy import ndimage
+
+    brain = ph.labels > 0
+    edge = brain & ~ndimage.binary_erosion(brain)
+    pts = np.argwhere(edge) @ ph.affine[:3, :3].T + ph.affine[:3, 3]
+    centre = fov_centre(ph.labels.shape, ph.affine)
+    m = cfg.max_anatomy_rotation_deg
+    hi = np.full(3, -np.inf)
+    lo = np.full(3, np.inf)
+    for angles in itertools.product((-m, 0.0, m), repeat=3):
+        t = rigid_matrix([0.0, 0.0, 0.0, *angles], centre)
+        moved = pts @ t[:3, :3].T + t[:3, 3]
+        hi = np.maximum(hi, moved.max(axis=0))
+        lo = np.minimum(lo, moved.min(axis=0))
+    reach = cfg.max_offset_mm + 1.0 + 3.5 * cfg.fwhm_mm / FWHM_PER_SIGMA + ph.voxel_mm / 2
+    fov_lo = ph.affine[:3, 3] - ph.voxel_mm / 2
+    fov_hi = fov_lo + np.array(ph.labels.shape) * ph.voxel_mm
+    need_mm = max(0.0, float(np.max(hi + reach - fov_hi)), float(np.max(fov_lo - (lo - reach))))
+    step = cfg.pet_factor * ph.voxel_mm
+    return int(np.ceil(need_mm / step - 1e-9)) * cfg.pet_factor
+
+
+def pad_phantom(ph: Phantom, pad: int) -> Phantom:
+    """The phantom on a grid larger by ``pad`` voxels on every side (labels 0, T1w 0)."""
+    if pad == 0:
+        return ph
+    affine = ph.affine.copy()
+    affine[:3, 3] -= pad * ph.voxel_mm
+    return Phantom(labels=np.pad(ph.labels, pad), affine=affine, table=ph.table,
+                   t1w=np.pad(ph.t1w, pad))
+
+
+def subject_anatomy(cfg: SimConfig, ph: Phantom, i_subject: int) -> SubjectAnatomy:
+    """One subject's native pose, moved T1w and PET geometry.
+
+    Parameters
+    ----------
+    cfg : SimConfig
+    ph : Phantom
+        The template phantom, already padded (:func:`native_padding`,
+        :func:`pad_phantom`); its field-of-view centre is the centre of rotation.
+    i_subject : int
+        Position of the subject in ``cfg.subjects``.
+    """
+    centre = fov_centre(ph.labels.shape, ph.affine)
+    params, matrix = subject_transform(cfg, i_subject, centre)
+    t1w = np.maximum(move_rigid(ph.t1w, ph.affine, matrix, order=3), 0.0)
+    return SubjectAnatomy(subject=cfg.subjects[i_subject], index=i_subject, params=params,
+                          centre=centre, matrix=matrix, t1w=t1w.astype(np.float32),
+                          affine=ph.affine, geometry=phantom_geometry(cfg, ph, matrix))
 
 
 def scan_image(cfg: SimConfig, geo: Geometry, truth: ScanTruth
@@ -249,9 +424,16 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
                           path=out, field="out_dir",
                           fix="choose a new or empty folder; the simulator never writes "
                           "into other datasets")
-    geo = make_geometry(cfg)
-    writer = DatasetWriter(cfg, geo, out)
+    if cfg.native_position:
+        template = make_phantom(cfg.phantom_voxel_mm, cfg.phantom_seed)
+        padded = pad_phantom(template, native_padding(cfg, template))
+        geo = None
+    else:
+        geo = make_geometry(cfg)
+        template = geo.phantom
+    writer = DatasetWriter(cfg, template, out)
     writer.write_dataset_files()
+    anatomy: SubjectAnatomy | None = None
     total = cfg.n_scans
     truths: list[ScanTruth] = []
     # Compression (zlib releases the GIL) overlaps with simulating the next
@@ -268,8 +450,15 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
 
     with ThreadPoolExecutor(max_workers=WRITE_AHEAD) as pool:
         for truth in iter_truth(cfg):
-            image, motion = scan_image(cfg, geo, truth)
-            pending.append((pool.submit(writer.write_scan, truth, image, motion), truth))
+            g = geo
+            if g is None:  # native position: one anatomy per subject (scans are subject-major)
+                if anatomy is None or anatomy.index != truth.index[0]:
+                    anatomy = subject_anatomy(cfg, padded, truth.index[0])
+                    writer.write_subject(anatomy)
+                g = anatomy.geometry
+            image, motion = scan_image(cfg, g, truth)
+            pending.append((pool.submit(writer.write_scan, truth, image, motion, g,
+                                        noisefree_tacs(g, truth.tacs)), truth))
             while len(pending) > WRITE_AHEAD:
                 finish_one()
         while pending:

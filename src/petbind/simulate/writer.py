@@ -20,17 +20,21 @@ from numpy.typing import ArrayLike, NDArray
 from petbind import __version__
 from petbind.io.atomic import write_atomic, write_json_atomic, write_text_atomic
 from petbind.io.tables import write_tacs
+from petbind.simulate.config import ANATOMY_DEFAULTS
 from petbind.simulate.phantom import REGIONS
 from petbind.tac import TACTable
 
 if TYPE_CHECKING:
     from petbind.simulate.config import SimConfig
-    from petbind.simulate.study import Geometry, ScanTruth
+    from petbind.simulate.phantom import Phantom
+    from petbind.simulate.study import Geometry, ScanTruth, SubjectAnatomy
 
 BIDS_VERSION = "1.10.0"
 #: gzip level for NIfTI files (1 is about 3x faster than 6 and 10 % larger on noisy PET).
 GZIP_LEVEL = 1
 PIPELINE = "petbind-sim"
+#: Template name of the phantom (``tpl-<name>``) in ``derivatives/petbind-sim/template/``.
+TEMPLATE = "petbindphantom"
 
 
 def nifti_bytes(data: ArrayLike, affine: ArrayLike, dtype: type | np.dtype = np.float32,
@@ -54,8 +58,10 @@ def write_nifti(path: str | Path, data: ArrayLike, affine: ArrayLike,
                 dtype: type | np.dtype = np.float32) -> Path:
     """Write a NIfTI-1 image (``.nii`` or ``.nii.gz``) atomically and reproducibly.
 
-    :func:`petbind.io.bids.save_image` is not used because ``nibabel.save``
-    stamps the gzip header with the current time, so two runs would differ.
+    :func:`petbind.io.bids.save_image` is reproducible too, but its gzip header
+    says "unknown OS" (``0xff``) where this one says Unix (``0x03``); switching
+    would change one byte of every image a given config and seed has always
+    produced.
     """
     raw = nifti_bytes(data, affine, dtype, gz=str(path).endswith(".gz"))
     return write_atomic(path, lambda p: p.write_bytes(raw))
@@ -71,15 +77,47 @@ def _tsv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class DatasetWriter:
-    """Writes the files of one simulated study under ``root``."""
+#: Sections added after the first release, at their defaults: left out of the
+#: written design (it reads back to the same config) so that a default study
+#: keeps the bytes it always had.
+_LATER_DEFAULTS = {"anatomy": ANATOMY_DEFAULTS}
 
-    def __init__(self, cfg: SimConfig, geo: Geometry, root: Path) -> None:
+
+def _record(raw: dict[str, Any]) -> dict[str, Any]:
+    """The design to write as ``simulate_config.toml``."""
+    out = dict(raw)
+    for key, default in _LATER_DEFAULTS.items():
+        section = out.get(key)
+        if section is not None and all(default.get(k, object()) == v
+                                       for k, v in section.items()):
+            del out[key]
+    return out
+
+
+def _remove(*paths: Path) -> None:
+    """Delete files an earlier simulation in another mode left behind."""
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+class DatasetWriter:
+    """Writes the files of one simulated study under ``root``.
+
+    Parameters
+    ----------
+    cfg : SimConfig
+    phantom : Phantom
+        The template phantom (unpadded): the template files and, unless
+        ``anatomy.native_position``, every subject's T1w.
+    root : Path
+        Dataset folder.
+    """
+
+    def __init__(self, cfg: SimConfig, phantom: Phantom, root: Path) -> None:
         self.cfg = cfg
-        self.geo = geo
+        self.phantom = phantom
         self.root = Path(root)
         self.deriv = self.root / "derivatives" / PIPELINE
-        self._dseg = nifti_bytes(geo.dseg, geo.affine, dtype=np.int16)
 
     # -- dataset level --------------------------------------------------------
     def write_dataset_files(self) -> None:
@@ -88,7 +126,7 @@ class DatasetWriter:
 
         cfg = self.cfg
         # first, so that an interrupted run is recognised as a simulation and resumed
-        write_text_atomic(self.deriv / "simulate_config.toml", tomli_w.dumps(cfg.raw))
+        write_text_atomic(self.deriv / "simulate_config.toml", tomli_w.dumps(_record(cfg.raw)))
         write_json_atomic(self.root / "dataset_description.json", {
             "Name": "petbind simulated study",
             "BIDSVersion": BIDS_VERSION,
@@ -105,21 +143,60 @@ class DatasetWriter:
         write_text_atomic(self.root / "README", _README.format(
             n_subjects=len(cfg.subjects), conditions=", ".join(cfg.conditions),
             tracers=", ".join(t.name for t in cfg.tracers), seed=cfg.seed))
-        ph = self.geo.phantom
+        ph = self.phantom
         t1w = nifti_bytes(ph.t1w, ph.affine)
-        for s in cfg.subjects:
-            anat = self.root / f"sub-{s}" / "anat" / f"sub-{s}_T1w.nii.gz"
-            write_atomic(anat, lambda p, b=t1w: p.write_bytes(b))
-            write_json_atomic(anat.with_name(f"sub-{s}_T1w.json"), {
-                "Modality": "MR", "MagneticFieldStrength": 3,
-                "Manufacturer": cfg.manufacturer,
-                "Description": "synthetic T1-weighted image of the procedural phantom"})
+        if not cfg.native_position:
+            for s in cfg.subjects:
+                anat = self.root / f"sub-{s}" / "anat" / f"sub-{s}_T1w.nii.gz"
+                write_atomic(anat, lambda p, b=t1w: p.write_bytes(b))
+                self._t1w_sidecar(anat, "synthetic T1-weighted image of the procedural "
+                                  "phantom")
+                _remove(self._xfm_path(s))
+        tpl = self.deriv / "template" / f"tpl-{TEMPLATE}"
+        write_atomic(tpl.with_name(f"{tpl.name}_T1w.nii.gz"), lambda p: p.write_bytes(t1w))
+        write_nifti(tpl.with_name(f"{tpl.name}_dseg.nii.gz"), ph.labels, ph.affine,
+                    dtype=np.int16)
+        write_text_atomic(tpl.with_name(f"{tpl.name}_dseg.tsv"), _tsv(
+            ["index", "name", "region"], [list(row) for row in ph.table]))
         write_json_atomic(self.deriv / "dataset_description.json", {
             "Name": "petbind simulation truth",
             "BIDSVersion": BIDS_VERSION,
             "DatasetType": "derivative",
             "GeneratedBy": [{"Name": "petbind simulate", "Version": __version__}],
             "SourceDatasets": [{"URL": "../.."}],
+        })
+
+    def _t1w_sidecar(self, anat: Path, description: str) -> None:
+        name = anat.name.removesuffix(".nii.gz")
+        write_json_atomic(anat.with_name(f"{name}.json"), {
+            "Modality": "MR", "MagneticFieldStrength": 3,
+            "Manufacturer": self.cfg.manufacturer, "Description": description})
+
+    def _xfm_path(self, subject: str) -> Path:
+        return self.deriv / f"sub-{subject}" / "anat" / f"sub-{subject}_desc-true_xfm.json"
+
+    # -- per subject (native position) ----------------------------------------
+    def write_subject(self, anatomy: SubjectAnatomy) -> None:
+        """The moved T1w of a subject and its true transform from the template."""
+        s = anatomy.subject
+        anat = self.root / f"sub-{s}" / "anat" / f"sub-{s}_T1w.nii.gz"
+        write_nifti(anat, anatomy.t1w, anatomy.affine)
+        self._t1w_sidecar(anat, "synthetic T1-weighted image of the procedural phantom, "
+                          "moved to the subject's native position (truth: derivatives/"
+                          f"{PIPELINE}/sub-{s}/anat/sub-{s}_desc-true_xfm.json)")
+        write_json_atomic(self._xfm_path(s), {
+            "Description": "true rigid transform of this subject from the template "
+            f"(tpl-{TEMPLATE}) to its native position: x_native = Matrix @ x_template "
+            "(homogeneous world mm, RAS); Matrix = rigid_matrix(Parameters, "
+            "RotationCentre) of petbind.simulate.scanner: x -> R (x - c) + c + t, "
+            "R = Rz Ry Rx about the RAS axes",
+            "Parameters": [float(v) for v in anatomy.params],
+            "ParameterNames": ["trans_x_mm", "trans_y_mm", "trans_z_mm",
+                               "rot_x_deg", "rot_y_deg", "rot_z_deg"],
+            "RotationCentre": [float(v) for v in anatomy.centre],
+            "RotationCentreUnits": "mm (RAS, world)",
+            "Matrix": [[float(v) for v in row] for row in anatomy.matrix],
+            "FromSpace": f"tpl-{TEMPLATE}", "ToSpace": f"sub-{s} T1w and PET",
         })
 
     # -- per scan -------------------------------------------------------------
@@ -166,16 +243,33 @@ class DatasetWriter:
         rel = Path(f"sub-{truth.subject}") / f"ses-{truth.condition}" / "pet"
         return self.root / rel, self.deriv / rel
 
-    def write_scan(self, truth: ScanTruth, image: NDArray, motion: NDArray | None) -> None:
-        """PET image + sidecar, and the scan's truth files."""
-        geo = self.geo
+    def write_scan(self, truth: ScanTruth, image: NDArray, motion: NDArray | None,
+                   geo: Geometry, noisefree: NDArray) -> None:
+        """PET image + sidecar, and the scan's truth files.
+
+        Parameters
+        ----------
+        truth : ScanTruth
+        image : ndarray, shape (x, y, z, n_frames)
+            The PET image (kBq/mL).
+        motion : ndarray, shape (n_frames, 6), or None
+            True frame motion.
+        geo : Geometry
+            The scan's geometry (the subject's in native position).
+        noisefree : ndarray, shape (n_regions, n_frames)
+            :func:`~petbind.simulate.study.noisefree_tacs` of the scan.
+        """
         pet, der = self.scan_dirs(truth)
         stem = truth.stem
         write_nifti(pet / f"{stem}_pet.nii.gz", image, geo.affine)
         write_json_atomic(pet / f"{stem}_pet.json", self.pet_sidecar(truth))
 
-        write_atomic(der / f"{stem}_dseg.nii.gz", lambda p: p.write_bytes(self._dseg))
-        write_text_atomic(der / f"{stem}_dseg.tsv", _tsv(
+        # native position: the truth atlas must not look like an atlas to use
+        dseg = f"{stem}_desc-true_dseg" if self.cfg.native_position else f"{stem}_dseg"
+        other = f"{stem}_dseg" if self.cfg.native_position else f"{stem}_desc-true_dseg"
+        _remove(der / f"{other}.nii.gz", der / f"{other}.tsv")
+        write_nifti(der / f"{dseg}.nii.gz", geo.dseg, geo.affine, dtype=np.int16)
+        write_text_atomic(der / f"{dseg}.tsv", _tsv(
             ["index", "name", "region"], [list(row) for row in geo.phantom.table]))
         region_of_label = np.concatenate([[-1], geo.label_region])[geo.dseg]
         inside = region_of_label >= 0
@@ -186,7 +280,7 @@ class DatasetWriter:
             write_json_atomic(der / f"{stem}_desc-true_{key}.json", {
                 "Description": f"true {'BP_ND' if key == 'bpnd' else 'R1'} per region of "
                 "the PET-space atlas (0 outside the brain)",
-                "Units": "unitless", "Sources": [f"{stem}_dseg.nii.gz"]})
+                "Units": "unitless", "Sources": [f"{dseg}.nii.gz"]})
         t = self.cfg.timing
         write_tacs(der / f"{stem}_desc-true_tacs.tsv", TACTable(t, truth.tacs, REGIONS, metadata={
             "Description": "noise-free region curves (tissue + blood volume, before blur), "
@@ -196,6 +290,13 @@ class DatasetWriter:
             "K1prime": truth.k1prime, "K1primeUnits": "mL/cm3/min",
             "k2prime": truth.k2prime, "k2primeUnits": "1/min",
             "k4": truth.tracer.k4, "k4Units": "1/min"}))
+        write_tacs(der / f"{stem}_desc-noisefree_tacs.tsv", TACTable(
+            t, noisefree, REGIONS, metadata={
+                "Description": "region means of the noise-free, blurred, motion-free PET "
+                f"image over the true PET-space atlas ({dseg}.nii.gz), left and right "
+                "pooled: what a perfect pipeline measures in these regions",
+                "ImageDecayCorrected": True, "ImageDecayCorrectionTime": 0,
+                "regions": list(REGIONS), "Sources": [f"{dseg}.nii.gz"]}))
         if motion is not None:
             cols = ["frame_start", "trans_x_mm", "trans_y_mm", "trans_z_mm",
                     "rot_x_deg", "rot_y_deg", "rot_z_deg"]
