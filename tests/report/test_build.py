@@ -346,3 +346,135 @@ def test_summary_glance_table_has_a_cell_per_region_and_contrast(built_report):
             f'{nacc["hi"]:.1f}], p<sub>Holm</sub> {nacc["p_holm"]:.3f}') in summary
     assert f'<span>+{vp["pct"]:.1f} %</span>' in summary
     assert summary.count("(truth +20.0)") == 4  # NAcc and VP, both contrasts
+
+
+def test_truth_is_explained_as_tissue_value_before_blur_without_image_truth(built_report):
+    html = built_report["html"]
+    note = ("The truth is the tissue value before the scanner&#39;s blur; partial volume mixes "
+            "small regions such as NAcc and VP with their surroundings at the scanner&#39;s "
+            "finite resolution")
+    assert html.count(note) == 2  # under the glance table and in the fits section
+    assert "BP_ND true (image)" not in html and "% true (image)" not in html
+
+
+def _image_truth(bp_true: float) -> float:
+    """The test's stand-in for the blurred-image truth: diluted towards 0.1 (70 % kept)."""
+    return 0.7 * bp_true + 0.1
+
+
+@pytest.fixture(scope="module")
+def image_truth_study(tmp_path_factory):
+    """The fixture study with ``bp_nd_true_image`` in outcomes.tsv and a 2.8 mm FWHM."""
+    import json
+
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("image_truth")
+    paths = write_outputs(root, voxel=False)
+    oc_path = paths["out"] / "group" / "outcomes.tsv"
+    oc = pd.read_csv(oc_path, sep="\t", dtype={"subject": str})
+    oc["bp_nd_true_image"] = _image_truth(oc["bp_nd_true"])
+    oc.to_csv(oc_path, sep="\t", index=False, na_rep="n/a")
+    for side in paths["bids"].glob("sub-*/ses-*/pet/*_pet.json"):
+        meta = json.loads(side.read_text())
+        side.write_text(json.dumps({**meta, "ReconFilterSize": 2.8}))
+    return load_outputs(paths["out"])
+
+
+def test_glance_gives_the_image_truths_percent_change_beside_the_tissue_truths(
+        image_truth_study):
+    from petbind.report.build import _glance
+
+    # independent: per subject the tissue truth is 1.2 (1 + 0.05 (i - 1)), +20 % on ketamine
+    base = BP_TRUE["NAcc"] * (1 + 0.05 * (np.arange(len(SUBJECTS)) - 1))
+    pct = 100 * (_image_truth(1.2 * base) - _image_truth(base)) / _image_truth(base)
+    (glance,) = _glance(image_truth_study)
+    nacc = next(r for r in glance["rows"] if r["region"] == "NAcc")
+    simple = nacc["cells"][glance["contrasts"].index("ketamine - baseline")]
+    assert simple["truth"] == "+20.0"  # roi_stats' pct_change_true, untouched
+    assert simple["truth_image"] == f"{pct.mean():+.1f}"
+    assert float(simple["truth_image"]) < 20.0  # diluted
+    # interaction: ketamine+NBQX has no effect, so the same value in percentage points
+    inter = nacc["cells"][glance["contrasts"].index(
+        "(ketamine - baseline) - (ketaminenbqx - baseline)")]
+    assert inter["truth_image"] == f"{pct.mean():+.1f}"
+
+
+def test_image_truth_is_shown_beside_the_tissue_truth_with_the_partial_volume_note(
+        image_truth_study):
+    from petbind.report.build import render_report
+
+    html = render_report(image_truth_study)
+    assert '<th class="truth">BP_ND true</th><th class="truth">BP_ND true (image)</th>' in html
+    # sub-01 baseline NAcc: tissue 1.2 x 0.95 = 1.140, image 0.7 x 1.140 + 0.1 = 0.898
+    assert re.search(r'<td class="l">NAcc</td><td class="l">srtm</td><td>1\.151</td>'
+                     r'<td>0\.050</td><td class="truth">1\.140</td><td class="truth">0\.898</td>',
+                     html)
+    assert "% true (image)" in html
+    assert "scanner&#39;s 2.8 mm FWHM resolution" in html
+    assert "estimates scatter around the image truth and fall short of the tissue truth" in html
+    assert "(truth +20.0; image +" in html
+
+
+def test_true_effect_map_refuses_maps_on_another_grid(study_outputs):
+    same = true_effect_map(study_outputs["bids"], TRACER, "ketamine - baseline", SUBJECTS,
+                           affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert same is not None
+    shifted = np.diag([2.0, 2.0, 2.0, 1.0])
+    shifted[:3, 3] = [4.0, 0.0, 0.0]  # same shape, another place
+    assert true_effect_map(study_outputs["bids"], TRACER, "ketamine - baseline", SUBJECTS,
+                           affine=shifted) is None
+
+
+def _template_space_study(root, matrix):
+    """The fixture study with its voxel maps renamed to space-template, and a true xfm."""
+    import json
+
+    paths = write_outputs(root)
+    vox = paths["out"] / "group" / "voxel"
+    for p in list(vox.iterdir()):
+        p.rename(p.with_name(p.name.replace(f"trc-{TRACER}_", f"trc-{TRACER}_space-template_")))
+    for sub in SUBJECTS:
+        anat = paths["bids"] / "derivatives" / "petbind-sim" / f"sub-{sub}" / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"sub-{sub}_desc-true_xfm.json").write_text(json.dumps(
+            {"Parameters": [0, 0, 0, 0, 0, 0], "RotationCentre": [0, 0, 0],
+             "Matrix": np.asarray(matrix).tolist()}))
+    return load_outputs(paths["out"])
+
+
+def test_native_space_truth_is_not_shown_beside_a_template_space_effect_map(tmp_path):
+    from petbind.report import figures
+    from petbind.report.build import _effect_figures
+
+    moved = np.eye(4)
+    moved[:3, 3] = [3.0, -2.0, 1.0]
+    study = _template_space_study(tmp_path / "moved", moved)
+    (tm,) = study.tmaps
+    assert tm["space"] == "template" and tm["contrast"] == "ketamineVsBaseline"
+    # the true maps share the template grid's shape and affine: only the xfm tells
+    shown, why = _effect_figures(study, tm, {}, "ketamine - baseline", (2.0, 2.0, 2.0), figures)
+    assert [f["label"] for f in shown] == ["estimated mean % change"]
+    assert "native PET space" in why
+    # subjects simulated in template position: the truth is in the same space
+    study = _template_space_study(tmp_path / "aligned", np.eye(4))
+    shown, why = _effect_figures(study, study.tmaps[0], {}, "ketamine - baseline",
+                                 (2.0, 2.0, 2.0), figures)
+    assert [f["label"] for f in shown] == ["estimated mean % change", "simulated truth"]
+    assert why is None
+
+
+def test_truth_on_another_grid_is_left_out_with_a_reason(tmp_path):
+    from petbind.report import figures
+    from petbind.report.build import _effect_figures
+
+    paths = write_outputs(tmp_path)
+    for p in (paths["bids"] / "derivatives" / "petbind-sim").glob("sub-*/ses-*/pet/*bpnd*"):
+        img = nib.load(str(p))
+        aff = img.affine.copy()
+        aff[:3, 3] += 10.0
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), aff), str(p))
+    study = load_outputs(paths["out"])
+    shown, why = _effect_figures(study, study.tmaps[0], {}, "ketamine - baseline",
+                                 (2.0, 2.0, 2.0), figures)
+    assert len(shown) == 1 and "another grid" in why
