@@ -71,6 +71,9 @@ N_BASIS = 100
 R1_BOUNDS = (0.0, 10.0)
 #: Rows processed at once in the basis-function search (bounds memory to ~100 MB).
 _CHUNK = 16384
+#: Curves per block in BF-SRTM's shared-weight kernel (its (block, n_basis) scores
+#: and (block, n_frames) arrays stay in the L2 cache).
+_BF_BLOCK = 2048
 #: Curves per block in the linearised kernels (a block of 29-frame curves and its
 #: products stay in the L2 cache).
 _BLOCK = 1024
@@ -116,6 +119,43 @@ def _inv_sym(a: NDArray) -> NDArray:
         scale = np.max(np.abs(a), axis=(-2, -1))
         det = np.where(np.abs(det) > 1e-13 * scale**p, det, np.nan)
         return out / det[..., None, None]
+
+
+def _quad_inv(a: NDArray, grads: list[list[Any]]) -> list[NDArray]:
+    """``g' A^-1 g`` for stacked symmetric 2x2 or 3x3 ``A`` (V, p, p) and several ``g``.
+
+    Each gradient is a list of p entries (arrays (V,) or scalars; ``0`` for a
+    zero entry). Computed from the cofactors of ``A`` with one division, so no
+    inverse matrix is formed; NaN where ``A`` is singular (as :func:`_inv_sym`).
+    """
+    p = a.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if p == 2:
+            a00, a01, a11 = a[:, 0, 0], a[:, 0, 1], a[:, 1, 1]
+            cof = {(0, 0): a11, (1, 1): a00, (0, 1): -a01}
+            det = a00 * a11 - a01 * a01
+        else:
+            a00, a01, a02 = a[:, 0, 0], a[:, 0, 1], a[:, 0, 2]
+            a11, a12, a22 = a[:, 1, 1], a[:, 1, 2], a[:, 2, 2]
+            cof = {(0, 0): a11 * a22 - a12 * a12, (0, 1): a02 * a12 - a01 * a22,
+                   (0, 2): a01 * a12 - a02 * a11, (1, 1): a00 * a22 - a02 * a02,
+                   (1, 2): a01 * a02 - a00 * a12, (2, 2): a00 * a11 - a01 * a01}
+            det = a00 * cof[0, 0] + a01 * cof[0, 1] + a02 * cof[0, 2]
+        scale = np.max(np.abs(a.reshape(a.shape[0], -1)), axis=-1)
+        det = np.where(np.abs(det) > 1e-13 * scale**p, det, np.nan)
+        out = []
+        for g in grads:
+            q = 0.0
+            for i in range(p):
+                if isinstance(g[i], int) and g[i] == 0:
+                    continue
+                for j in range(i, p):
+                    if isinstance(g[j], int) and g[j] == 0:
+                        continue
+                    term = cof[i, j] * (g[i] * g[j])
+                    q = q + (term if i == j else 2.0 * term)
+            out.append(q / det)
+        return out
 
 
 def _sigma2(resid: NDArray, w: NDArray, p: int) -> NDArray:
@@ -480,22 +520,34 @@ class _SRTMBase(ReferenceModel):
         return p[:, :1] * x, [x, db]
 
     def _outputs(self, p: NDArray, y: NDArray, w: NDArray, ok: NDArray,
-                 at_bound: NDArray, bdb: tuple[NDArray, NDArray] | None = None) -> _Result:
+                 at_bound: NDArray, bdb: tuple[NDArray, NDArray] | None = None,
+                 normal: tuple[NDArray, NDArray] | None = None) -> _Result:
         """Named parameters, fitted curves and delta-method standard errors.
 
         ``bdb``: convolution (and derivative) at ``p`` when already computed.
+        ``normal``: ``(J'WJ (V, P, P), sigma^2 (V,))`` when already computed
+        (BF-SRTM's blocked kernel); then nothing of shape (V, n) is formed
+        here and the fitted curves are computed on first access.
         """
         theta = p[:, -1]
         r1 = p[:, 0]
-        if bdb is None:
+        if normal is not None:
+            bdb = None
+        elif bdb is None:
             bdb = self.table(theta, derivative=True) if self.compute_se \
                 else (self.table(theta), None)
-        bexact = bdb[0]
+
+        def conv() -> NDArray:
+            if bdb is not None:
+                return bdb[0]
+            # invalid curves (NaN theta3 after masking) get any rate; their rows are masked
+            return self.table(np.where(np.isfinite(theta), theta, self.theta3_bounds[0]))
+
         if self.k2prime is None:
             t2 = p[:, 1]
 
             def fitted() -> NDArray:
-                return r1[:, None] * self.ref + t2[:, None] * bexact
+                return r1[:, None] * self.ref + t2[:, None] * conv()
 
             k2 = t2 + r1 * theta
             bp = t2 / theta + r1 - 1.0
@@ -504,7 +556,7 @@ class _SRTMBase(ReferenceModel):
             k2p = self.k2prime
 
             def fitted() -> NDArray:
-                return r1[:, None] * (self.ref + (k2p - theta)[:, None] * bexact)
+                return r1[:, None] * (self.ref + (k2p - theta)[:, None] * conv())
 
             k2 = r1 * self.k2prime
             bp = k2 / theta - 1.0
@@ -512,26 +564,32 @@ class _SRTMBase(ReferenceModel):
                       "k2prime": np.full_like(r1, self.k2prime)}
         params["dvr"] = bp + 1.0
         se: dict[str, NDArray] = {}
+        pred: NDArray | Callable[[], NDArray] = fitted
         if self.compute_se:
-            _, cols = self._model_jac(p, bdb=(bexact, bdb[1]))
-            a, _ = _normal(cols, w)
-            pred = fitted()
-            cov = _inv_sym(a) * _sigma2(y - pred, w, p.shape[1])[:, None, None]
-            one, zero = np.ones_like(r1), np.zeros_like(r1)
+            if normal is None:
+                assert bdb is not None
+                _, cols = self._model_jac(p, bdb=bdb)
+                a, _ = _normal(cols, w)
+                pred = fitted()
+                s2 = _sigma2(y - pred, w, p.shape[1])
+            else:
+                a, s2 = normal
+            # delta method: var(f) = s^2 g' (J'WJ)^-1 g for the gradient g of f
             if self.k2prime is None:
                 t2 = p[:, 1]
-                g_bp = np.stack([one, 1.0 / theta, -t2 / theta**2], -1)
-                g_k2 = np.stack([theta, one, r1], -1)
-                g_r1 = np.stack([one, zero, zero], -1)
+                g_bp = [1, 1.0 / theta, -t2 / theta**2]
+                g_k2 = [theta, 1, r1]
+                g_r1 = [1, 0, 0]
             else:
-                g_bp = np.stack([self.k2prime / theta, -k2 / theta**2], -1)
-                g_k2 = np.stack([self.k2prime * one, zero], -1)
-                g_r1 = np.stack([one, zero], -1)
-            se = {"bp_nd": _se_of(g_bp, cov), "r1": _se_of(g_r1, cov),
-                  "k2": _se_of(g_k2, cov)}
+                g_bp = [self.k2prime / theta, -k2 / theta**2]
+                g_k2 = [self.k2prime, 0]
+                g_r1 = [1, 0]
+            with np.errstate(invalid="ignore"):
+                q_bp, q_r1, q_k2 = (np.sqrt(q * s2)
+                                    for q in _quad_inv(a, [g_bp, g_r1, g_k2]))
+            se = {"bp_nd": q_bp, "r1": q_r1, "k2": q_k2}
         valid = ok & ~at_bound & np.isfinite(bp) & (k2 > 0) & (r1 > 0)
-        return _Result(params, se, pred if self.compute_se else fitted, valid,
-                       {"at_bound": at_bound})
+        return _Result(params, se, pred, valid, {"at_bound": at_bound})
 
 
 class BFSRTM(_SRTMBase):
@@ -568,6 +626,7 @@ class BFSRTM(_SRTMBase):
 
     name = "bfsrtm"
     n_params = 3
+    screens = True
 
     def __init__(self, timing: FrameTiming, ref: ArrayLike, *, refine: bool = True,
                  **kw: Any) -> None:
@@ -580,12 +639,93 @@ class BFSRTM(_SRTMBase):
         return {**super()._settings(), "refine": self.refine}
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:
+        if w.ndim == 1:
+            return self._fit_shared(y, w)
         theta, edge = self._grid_search(y, w, self.refine)
         bdb = self.table(theta, derivative=True) if self.compute_se \
             else (self.table(theta), None)
         coef = self._linear_at(y, w, theta, bdb[0])
         p = np.concatenate([coef, theta[:, None]], axis=1)
         return self._outputs(p, y, w, np.ones(y.shape[0], dtype=bool), edge, bdb)
+
+    def _fit_shared(self, y: NDArray, w: NDArray) -> _Result:
+        """Shared weights: search, refinement, linear solve and the sums of the
+        standard errors, block by block (:data:`_BF_BLOCK` curves in cache).
+
+        ``y`` may be float32 and in any layout (the raw voxel view); each block
+        is cast to float64 once. At the linear least-squares solution for the
+        refined theta3 the weighted residual sum of squares is
+        ``y'Wy - c'X'Wy`` (``c`` the linear parameters, ``X`` their
+        regressors), so no residual or fitted curve is formed; the
+        Jacobian's normal matrix is built from the same sums.
+        """
+        v = y.shape[0]
+        n_p = 3 if self.k2prime is None else 2
+        dwin = self.timing.duration * self.window
+        wr = w * self.ref
+        a11 = float(wr @ self.ref)
+        lin = np.stack([wr, dwin, np.ones_like(w)], axis=1)          # (n, 3)
+        dof = int(np.count_nonzero(w > 0)) - n_p
+        theta = np.empty(v)
+        edge = np.empty(v, dtype=bool)
+        coef = np.empty((v, n_p - 1))
+        a = np.empty((v, n_p, n_p))
+        s2 = np.empty(v)
+        signal = np.empty(v)
+        total = np.empty(v)
+        for s in range(0, v, _BF_BLOCK):
+            sl = slice(s, min(s + _BF_BLOCK, v))
+            yb = np.ascontiguousarray(y[sl], dtype=np.float64)
+            th, edge[sl] = self._grid_search(yb, w, self.refine)
+            theta[sl] = th
+            sums = yb @ lin                                             # (B, 3)
+            yr, signal[sl], total[sl] = sums[:, 0], sums[:, 1], sums[:, 2]
+            yy = np.einsum("vn,vn->v", yb * w, yb)
+            if self.compute_se:
+                b, db = self.table(th, derivative=True)
+            else:
+                b, db = self.table(th), None
+            if self.k2prime is None:
+                wb = b * w
+                a12 = b @ wr
+                a22 = np.einsum("vn,vn->v", wb, b)
+                yb_ = np.einsum("vn,vn->v", wb, yb)
+                det = a11 * a22 - a12 * a12
+                r1 = (a22 * yr - a12 * yb_) / det
+                t2 = (a11 * yb_ - a12 * yr) / det
+                coef[sl, 0], coef[sl, 1] = r1, t2
+                wrss = yy - r1 * yr - t2 * yb_
+                if db is not None:
+                    # Jacobian columns (C_R, B, theta2 dB/dtheta3)
+                    a[sl, 0, 0] = a11
+                    a[sl, 0, 1] = a[sl, 1, 0] = a12
+                    a[sl, 1, 1] = a22
+                    a[sl, 0, 2] = a[sl, 2, 0] = t2 * (db @ wr)
+                    a[sl, 1, 2] = a[sl, 2, 1] = t2 * np.einsum("vn,vn->v", wb, db)
+                    a[sl, 2, 2] = t2 * t2 * np.einsum("vn,vn->v", db * w, db)
+            else:
+                kk = (self.k2prime - th)[:, None]
+                x = b * kk
+                x += self.ref
+                wx_ = x * w
+                xx = np.einsum("vn,vn->v", wx_, x)
+                xy = np.einsum("vn,vn->v", wx_, yb)
+                r1 = xy / xx
+                coef[sl, 0] = r1
+                wrss = yy - r1 * xy
+                if db is not None:
+                    # Jacobian columns (x, R1 d x / d theta3 = R1 ((k2' - theta3) dB - B))
+                    db *= kk
+                    db -= b
+                    db *= r1[:, None]
+                    a[sl, 0, 0] = xx
+                    a[sl, 0, 1] = a[sl, 1, 0] = np.einsum("vn,vn->v", wx_, db)
+                    a[sl, 1, 1] = np.einsum("vn,vn->v", db * w, db)
+            s2[sl] = np.maximum(wrss, 0.0) / dof if dof > 0 else np.nan
+        p = np.concatenate([coef, theta[:, None]], axis=1)
+        res = self._outputs(p, y, w, np.ones(v, dtype=bool), edge, normal=(a, s2))
+        res.screen = (signal, total)
+        return res
 
 
 class SRTM(_SRTMBase):
