@@ -720,12 +720,20 @@ class DelayFit:
         Delays tried by the grid search (min), every ``4 step_min``.
     step_min : float
         Grid step (min).
+    vb : ndarray, batch shape, optional
+        Blood volume fraction of the same early-frame 1TCM + v_B fit, at the
+        fitted delay (before rounding to ``step_min``).
+    k1, k2 : ndarray, batch shape, optional
+        ``K1`` (mL/cm3/min) and ``k2`` (1/min) of that fit.
     """
 
     delay: NDArray
     wrss: NDArray
     candidates: NDArray
     step_min: float
+    vb: NDArray | None = None
+    k1: NDArray | None = None
+    k2: NDArray | None = None
 
 
 def fit_delay(
@@ -831,9 +839,13 @@ def fit_delay(
         res = levenberg_marquardt(predict, y2, p0, weights=w2,
                                   lower=[0.0, 1e-4, 0.0, d[0]], upper=[np.inf, 10.0, 0.9, d[-1]])
     better = np.isfinite(res.wrss) & (res.wrss <= np.min(best_d, axis=-1) * (1 + 1e-9))
-    delay = np.where(better, res.params[:, 3], d[i_d])
-    delay = np.round(delay / step_min) * step_min + 0.0
-    return DelayFit(delay.reshape(batch), best_d.reshape(batch + (d.size,)), d, step_min)
+    best = np.where(better[:, None], res.params, p0)  # (1 - vB) K1, k2, vB, delay
+    delay = np.round(best[:, 3] / step_min) * step_min + 0.0
+    vb = best[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k1 = best[:, 0] / (1.0 - vb)
+    return DelayFit(delay.reshape(batch), best_d.reshape(batch + (d.size,)), d, step_min,
+                    vb=vb.reshape(batch), k1=k1.reshape(batch), k2=best[:, 1].reshape(batch))
 
 
 # ----------------------------------------------------------------------------

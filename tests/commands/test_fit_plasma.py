@@ -127,3 +127,60 @@ def test_plasma_model_errors_are_one_line_and_exit_2(files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sub-02_recording-manual_blood.tsv" in err and "time" in err
     assert "Traceback" not in err
+
+
+def test_graphical_columns_stay_the_contract_without_fitted_delay_or_vb(files, tmp_path):
+    tacs, blood = files
+    out = tmp_path / "fits.tsv"
+    assert _run(["fit", str(tacs), "--model", "logan-plasma", "--blood", str(blood),
+                 "--tstar", "30", "--vb", str(VB), "--out", str(out)]) == 0
+    assert list(pd.read_csv(out, sep="\t").columns) == [
+        "region", "model", "vt", "intercept", "tstar", "vt_se", "intercept_se", "aic", "r2",
+        "n_frames_used", "valid"]
+
+
+def test_graphical_vb_fit_from_the_command_recovers_vb_and_vt(files, tmp_path):
+    tacs, blood = files
+    out = tmp_path / "fits.tsv"
+    assert _run(["fit", str(tacs), "--model", "logan-plasma", "--blood", str(blood),
+                 "--tstar", "30", "--vb", "fit", "--delay", "fit", "--ref", "cerebellum",
+                 "--out", str(out)]) == 0
+    df = pd.read_csv(out, sep="\t").set_index("region")
+    np.testing.assert_allclose(df["vb"], VB, atol=2e-3)
+    assert np.all(np.abs(df["delay"]) <= 1 / 60 + 1e-9)
+    vt = {r: k1 / k2 for r, (k1, k2) in TRUTH.items()}
+    for r in TRUTH:
+        assert df.loc[r, "vt"] == pytest.approx(vt[r], rel=5e-3)
+        assert df.loc[r, "bp_nd"] == pytest.approx(vt[r] / vt["cerebellum"] - 1, abs=5e-3)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["Units"]["delay"] == "min" and side["Units"]["vb"] == "unitless"
+    assert side["Settings"]["vb"] == "fit" and side["Settings"]["delay_min"] == "fit"
+    assert side["Settings"]["prefit"]["end_min"] == 10.0
+
+
+def test_graphical_delay_fit_from_the_command_finds_a_late_arterial_line(files, tmp_path):
+    """The arterial line records the input 0.2 min late: fitted delay -0.2 min."""
+    tacs, _ = files
+    lag = 0.2
+    t = np.unique(np.concatenate([np.arange(0, 3, 1 / 60), np.arange(3, 90.01, 0.5)]))
+    early = np.clip(t - lag, 0, None)
+    on = t >= lag
+    cols = {"whole_blood_radioactivity": np.where(on, total_plasma(early) / PB, 0.0),
+            "plasma_radioactivity": np.where(on, total_plasma(early), 0.0),
+            "metabolite_parent_fraction": parent(early)}
+    blood = tmp_path / "sub-01_recording-manual_blood.tsv"
+    write_blood(blood, BloodRecording("manual", t, cols, {"DispersionCorrected": True}))
+    vt = {r: k1 / k2 for r, (k1, k2) in TRUTH.items()}
+    results = {}
+    for delay in ("0", "fit"):
+        out = tmp_path / f"ma1_{delay}.tsv"
+        assert _run(["fit", str(tacs), "--model", "ma1", "--blood", str(blood), "--tstar",
+                     "30", "--vb", str(VB), "--delay", delay, "--out", str(out)]) == 0
+        results[delay] = pd.read_csv(out, sep="\t").set_index("region")
+    fitted = results["fit"]
+    assert np.all(np.abs(fitted["delay"] + lag) <= 1 / 60 + 1e-9)
+    for r in TRUTH:
+        assert fitted.loc[r, "vt"] == pytest.approx(vt[r], rel=5e-3)
+    # the unshifted input misses V_T by more
+    err = [abs(results["0"].loc[r, "vt"] / vt[r] - 1) for r in TRUTH]
+    assert min(err) > max(abs(fitted.loc[r, "vt"] / vt[r] - 1) for r in TRUTH)

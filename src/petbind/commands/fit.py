@@ -217,10 +217,12 @@ def register(app: typer.Typer) -> None:
                                           help="Arterial input for plasma-input models."),
         delay: str | None = typer.Option(None, "--delay", metavar="MIN|fit",
                                          help="Plasma models: input delay in minutes, or "
-                                         "'fit' (compartment models; default 0)."),
+                                         "'fit' (per region, early-frame 1TCM pre-fit; "
+                                         "default 0)."),
         vb: str | None = typer.Option(None, "--vb", metavar="FRACTION|fit",
                                       help="Plasma models: blood volume, fixed or 'fit' "
-                                      "(default: fit; 0 for graphical methods)."),
+                                      "(default: fit; 0 for graphical methods, for which "
+                                      "'fit' takes it from the delay pre-fit)."),
         out: Path | None = typer.Option(None, "--out", metavar="FILE.tsv",  # noqa: B008
                                         help="Output table (default: print it)."),
         plots: Path | None = typer.Option(None, "--plots", metavar="DIR",  # noqa: B008

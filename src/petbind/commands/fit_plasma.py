@@ -12,6 +12,11 @@ model's other parameters, ``*_se`` and fit statistics; with ``--ref REGION``
 that region's V_T is V_ND, giving ``vnd``, ``bp_nd = V_T / V_ND - 1`` and
 ``bp_p = V_T - V_ND`` for the other regions. ``--plots DIR`` writes the input
 function and a fit + residual figure per region.
+
+``--delay fit`` and, for the graphical methods, ``--vb fit`` take the delay
+and v_B per region from an early-frame 1TCM + v_B pre-fit
+(:func:`petbind.blood.fit_delay`) and add ``delay`` / ``vb`` columns; the
+compartment models fit v_B with their rates.
 """
 
 from __future__ import annotations
@@ -61,9 +66,6 @@ def _parse_vb(value: str | None, graphical: bool) -> float | str:
         return 0.0 if graphical else "fit"
     v = parse_number_or(value, "--vb", "fit", what="a fraction", example="e.g. --vb 0.05")
     if v == "fit":
-        if graphical:
-            raise ConfigError("graphical methods need a known blood volume", field="--vb",
-                              fix="give --vb 0.05 (or 0), or use a compartment model")
         return "fit"
     if not 0 <= v < 1:
         raise ConfigError(f"--vb must lie in [0, 1), got {v:g}", field="--vb",
@@ -175,9 +177,6 @@ def fit_plasma(
         raise ConfigError("--tstar applies to logan-plasma, patlak and ma1 only",
                           field="--tstar", fix="use --start MIN to start the fit window")
     d = _parse_delay(delay)
-    if d == "fit" and graphical:
-        raise ConfigError("graphical methods take a given delay", field="--delay",
-                          fix="fit the delay with --model 1tcm first, or give it in minutes")
     v = _parse_vb(vb, graphical)
     refuse_overwrite({"--out": out, "--plots": plots}, [tacs, blood])
     table = read_tacs(tacs)
