@@ -478,3 +478,53 @@ def test_truth_on_another_grid_is_left_out_with_a_reason(tmp_path):
     shown, why = _effect_figures(study, study.tmaps[0], {}, "ketamine - baseline",
                                  (2.0, 2.0, 2.0), figures)
     assert len(shown) == 1 and "another grid" in why
+
+
+def test_preprocessed_study_shows_template_space_maps_over_the_template_t1w(tmp_path):
+    """preprocess.enabled: voxel statistics are on the template grid (pipeline's contract)."""
+    import json
+
+    from petbind.report import figures
+    from petbind.report.build import _voxel_sections
+
+    paths = write_outputs(tmp_path)
+    out, bids = paths["out"], paths["bids"]
+    with (out / "study_config.toml").open("a") as fh:
+        fh.write('[preprocess]\nenabled = true\ntemplate = "tpl/tpl-x_T1w.nii.gz"\n')
+    (bids / "tpl").mkdir()
+    nib.save(nib.Nifti1Image(np.full((24, 28, 20), 5.0, dtype=np.float32),
+                             np.array([[1.0, 0, 0, -0.5], [0, 1.0, 0, -0.5],
+                                       [0, 0, 1.0, -0.5], [0, 0, 0, 1]])),
+             str(bids / "tpl" / "tpl-x_T1w.nii.gz"))
+    # each scan's map brought to the template: twice the native one, to tell them apart
+    for native in out.glob("sub-*/ses-*/pet/*_model-srtm_bpnd.nii.gz"):
+        img = nib.load(str(native))
+        stem = native.name.split("_model-")[0]
+        nib.save(nib.Nifti1Image(2 * np.asarray(img.dataobj), img.affine),
+                 str(native.with_name(f"{stem}_space-template_model-srtm_bpnd.nii.gz")))
+    study = load_outputs(out)
+    scan = study.scans[0]
+    assert list(scan.maps("bpnd")) == ["srtm"] and list(scan.maps("bpnd", "template")) == [
+        "srtm"]
+    assert scan.maps("bpnd", "template")["srtm"].name.startswith(f"{scan.stem}_space-template")
+    sections, volumes = _voxel_sections(study, figures)
+    assert sections[0]["underlay"] == "the template T1w (resampled to the statistics grid)"
+    under = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(volumes[0]["b64"])))
+    inner = (slice(0, 11), slice(0, 13), slice(0, 9))
+    np.testing.assert_allclose(under.get_fdata()[inner], 5.0, atol=5.0 / 32000)
+    baseline = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(
+        next(v for v in volumes if v["name"].endswith("mean BP_ND, baseline"))["b64"])))
+    expected = 2 * BP_TRUE["NAcc"] * blob((6, 7, 5), 2.5)  # mean of 0.95, 1.0, 1.05 x BP
+    np.testing.assert_allclose(baseline.get_fdata(), expected, atol=expected.max() / 32000)
+    # the fixture's subjects were not moved (no true xfm): the truth is still comparable
+    assert [e["label"] for e in sections[0]["effect"]] == ["estimated mean % change",
+                                                           "simulated truth"]
+    # one subject simulated away from the template: its truth is native, so none is shown
+    anat = bids / "derivatives" / "petbind-sim" / "sub-02" / "anat"
+    anat.mkdir(parents=True)
+    moved = np.eye(4)
+    moved[0, 3] = 2.0
+    (anat / "sub-02_desc-true_xfm.json").write_text(json.dumps({"Matrix": moved.tolist()}))
+    sections, _ = _voxel_sections(load_outputs(out), figures)
+    assert [e["label"] for e in sections[0]["effect"]] == ["estimated mean % change"]
+    assert "native PET space" in sections[0]["effect_note"]

@@ -179,11 +179,16 @@ class Scan:
     def provenance(self) -> dict[str, Any]:
         return _maybe_json(self.file("provenance.json"))
 
-    def maps(self, param: str) -> dict[str, Path]:
-        """Parametric maps of ``param`` by model (``STEM_model-<m>_<param>.nii.gz``)."""
+    def maps(self, param: str, space: str | None = None) -> dict[str, Path]:
+        """Parametric maps of ``param`` by model (``STEM_model-<m>_<param>.nii.gz``).
+
+        With ``space`` (e.g. ``"template"``), the maps resampled to that space
+        by preprocessing (``STEM_space-<space>_model-<m>_<param>.nii.gz``).
+        """
+        head = f"{self.stem}_space-{space}_model-" if space else f"{self.stem}_model-"
         out = {}
-        for p in sorted(self.folder.glob(f"{self.stem}_model-*_{param}.nii*")):
-            model = p.name[len(self.stem) + len("_model-"):].split("_", 1)[0]
+        for p in sorted(self.folder.glob(f"{head}*_{param}.nii*")):
+            model = p.name[len(head):].split("_", 1)[0]
             out[model] = p
         return out
 
@@ -917,14 +922,18 @@ def _stats_row(r: pd.Series,
 
 
 def _mean_map(study: StudyOutputs, tracer: str, model: str | None,
-              shape: tuple[int, ...], condition: str | None = None) -> np.ndarray | None:
-    """Mean BP_ND map over the tracer's scans (of one condition, if given) on ``shape``."""
+              shape: tuple[int, ...], condition: str | None = None,
+              space: str | None = None) -> np.ndarray | None:
+    """Mean BP_ND map over the tracer's scans (of one condition, if given) on ``shape``.
+
+    ``space="template"`` averages the maps preprocessing resampled to the template.
+    """
     total = None
     n = 0
     for scan in study.scans:
         if scan.tracer != tracer or (condition is not None and scan.condition != condition):
             continue
-        maps = scan.maps("bpnd")
+        maps = scan.maps("bpnd", space)
         path = maps.get(model) if model in maps else next(iter(maps.values()), None)
         if path is None:
             continue
@@ -1100,6 +1109,17 @@ def native_truth(dataset: Path, subjects: list[str]) -> bool:
     return False
 
 
+def _in_template(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any]) -> bool:
+    """Whether a voxel statistic lies in template space.
+
+    Said by a ``space-template`` entity in its name, ``"Space": "template"`` in
+    its sidecar, or the study config's ``preprocess.enabled`` (preprocessed
+    studies run their voxel statistics on the template grid).
+    """
+    return (tm.get("space") == "template" or str(side.get("Space", "")) == "template"
+            or _cfg_get(study.config, "preprocess.enabled") is True)
+
+
 def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any],
                     contrast: str, zooms: tuple[float, ...], figures: Any
                     ) -> tuple[list[dict], str | None]:
@@ -1121,8 +1141,7 @@ def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any
     why = None
     if study.simulated and study.dataset is not None:
         subjects = [str(s) for s in side.get("Subjects") or study.subjects]
-        template = tm.get("space") == "template" or "_space-template_" in effect_path.name
-        if template and native_truth(study.dataset, subjects):
+        if _in_template(study, tm, side) and native_truth(study.dataset, subjects):
             why = ("The simulated truth is not shown: its maps are in each subject's native "
                    "PET space, this map is in template space.")
         else:
@@ -1160,12 +1179,13 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
             thr = float(thr)
         except (TypeError, ValueError):
             thr = None
-        in_template = tm.get("space") == "template"
+        in_template = _in_template(study, tm, side)
+        space = "template" if in_template else None
         under = _anatomy(study, tmap.shape, affine, template=in_template)
         under_label = ("the template T1w (resampled to the statistics grid)" if in_template
                        else "the subjects' mean T1w (resampled to the PET grid)")
         if under is None:
-            under = _mean_map(study, tm["tracer"], tm["model"], tmap.shape)
+            under = _mean_map(study, tm["tracer"], tm["model"], tmap.shape, space=space)
             under_label = "the mean BP_ND map"
         contrast = tm["contrast"]
         if study.roi_stats is not None and "contrast_id" in study.roi_stats:
@@ -1202,17 +1222,20 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                         "tracer": tm["tracer"], "threshold": thr,
                         "max": float(np.nanmax(np.abs(tmap))) if np.isfinite(tmap).any()
                         else 1.0})
-    # Parametric maps to browse: each tracer's mean BP_ND map per condition.
+    # Parametric maps to browse: each tracer's mean BP_ND map per condition (in template
+    # space when preprocessing brought the maps there, so they lie under the t maps).
+    space = "template" if _cfg_get(study.config, "preprocess.enabled") is True else None
     for tracer in study.tracers:
         tr = (study.config.get("tracers") or {}).get(tracer) or {}
         model = tr.get("map_model") if isinstance(tr, dict) else None
-        first = next((s for s in study.scans if s.tracer == tracer and s.maps("bpnd")), None)
+        first = next((s for s in study.scans if s.tracer == tracer and s.maps("bpnd", space)),
+                     None)
         if first is None:
             continue
-        maps = first.maps("bpnd")
+        maps = first.maps("bpnd", space)
         data, affine, _ = _load_nifti(maps.get(model) or next(iter(maps.values())))
         for condition in study.conditions:
-            mean = _mean_map(study, tracer, model, data.shape, condition)
+            mean = _mean_map(study, tracer, model, data.shape, condition, space=space)
             if mean is None:
                 continue
             positive = mean[mean > 0]
