@@ -179,3 +179,29 @@ def test_subject_labels_and_r1_effects_can_be_given():
     assert eff.r1_factor("NAcc") == pytest.approx(1.1)
     assert eff.r1_factor("VP") == 1.0
     assert bad(raw(subjects=["sub-1"])).field == "subjects"
+
+
+def test_anatomy_defaults_keep_every_subject_in_template_position():
+    cfg = load_config()
+    assert cfg.native_position is False
+    assert cfg.max_offset_mm == 5.0
+    assert cfg.max_anatomy_rotation_deg == 8.0
+    on = load_config(native_position=True, motion=True)
+    assert on.native_position is True
+    assert on.motion is True
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("max_offset_mm", -1.0, "must be >= 0"),
+    ("max_rotation_deg", -0.5, "must be >= 0"),
+    ("max_rotation_deg", 45.0, "must be <= 20"),
+    ("native_position", "yes", "true or false"),
+    ("offset_mm", 3.0, "unknown key 'offset_mm'"),
+])
+def test_bad_anatomy_key_is_an_error_naming_it(key, value, words):
+    d = raw()
+    d["anatomy"][key] = value
+    err = bad(d)
+    assert err.field == f"anatomy.{key}"
+    assert words in err.message
+    assert "study.toml" in str(err) and f"anatomy.{key}" in str(err)

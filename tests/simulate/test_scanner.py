@@ -12,6 +12,7 @@ from petbind.simulate.scanner import (
     apply_rigid_motion,
     block_mean,
     majority_labels,
+    move_rigid,
     noise_sd,
     partial_volume_weights,
     pet_grid,
@@ -148,3 +149,74 @@ def test_motion_convention_matches_the_preprocessing_module():
     centre = np.array([1.0, -12.0, 4.0])
     np.testing.assert_allclose(rigid_matrix(params, centre), reg.rigid_matrix(params, centre),
                                atol=1e-12)
+
+
+def _whole_grid_weights(labels, n_labels, fwhm_mm, factor, moved=None):
+    """Reference: blur each indicator on the whole grid, optionally move it, block-average."""
+    from scipy import ndimage
+
+    sigma = fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    cols = []
+    for lab in range(1, n_labels + 1):
+        ind = (labels == lab).astype(np.float32)
+        if sigma > 0:
+            ind = ndimage.gaussian_filter(ind, sigma, mode="constant", truncate=3.5)
+        if moved is not None:
+            ind = moved(ind)
+        cols.append(block_mean(ind, factor))
+    return np.stack(cols, axis=-1)
+
+
+@pytest.mark.parametrize(("fwhm", "factor", "crop"), [(2.8, 2, 0), (0.0, 2, 1), (1.5, 3, 2)])
+def test_per_label_boxes_give_the_whole_grid_weights_bit_for_bit(fwhm, factor, crop):
+    lab = blob_labels((41, 37, 44))[crop:, :, crop:]
+    lab[0:3, 30:37, 40:] = 3  # a label touching the grid edges
+    got = partial_volume_weights(lab, 4, fwhm_mm=fwhm, voxel_mm=1.0, factor=factor)
+    want = _whole_grid_weights(lab, 4, fwhm, factor)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got[..., :3], want[..., :3])
+    assert not got[..., 3].any()  # label 4 absent: no weight
+
+
+def test_moved_weights_equal_blurred_indicators_sampled_at_the_inverse_motion():
+    """Independent route: map_coordinates at T^-1 of every output voxel centre."""
+    from scipy import ndimage
+
+    lab = blob_labels((40, 40, 40))
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [-20.0, -18.0, -21.0]
+    t = rigid_matrix([1.7, -2.2, 0.6, 4.0, -3.0, 6.0], [0.0, 1.0, -2.0])
+    ijk = np.indices(lab.shape).reshape(3, -1)
+    world = affine[:3, :3] @ ijk + affine[:3, 3:4]
+    back = np.linalg.inv(t)[:3, :3] @ world + np.linalg.inv(t)[:3, 3:4]
+    src = np.linalg.inv(affine)[:3, :3] @ back + np.linalg.inv(affine)[:3, 3:4]
+
+    def sample(v):
+        return ndimage.map_coordinates(v, src, order=1, mode="constant").reshape(v.shape)
+
+    got = partial_volume_weights(lab, 2, fwhm_mm=2.5, voxel_mm=1.0, factor=2, matrix=t,
+                                 affine=affine)
+    want = _whole_grid_weights(lab, 2, 2.5, 2, moved=sample)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    # a rigid motion keeps each label's volume (1000 and 64 voxels, 8 per PET voxel)
+    assert got[..., 0].sum() * 8 == pytest.approx(1000, rel=2e-3)
+    assert got[..., 1].sum() * 8 == pytest.approx(64, rel=2e-3)
+
+
+def test_move_rigid_puts_the_object_at_matrix_times_its_position():
+    vol = np.zeros((30, 30, 30), dtype=np.int16)
+    vol[10:13, 8:11, 14:17] = 7
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-30.0, -30.0, -30.0]
+    # +4 mm in x and -2 mm in z: exactly +2 and -1 voxels, labels kept as integers
+    out = move_rigid(vol, affine, rigid_matrix([4.0, 0, -2.0, 0, 0, 0], [0, 0, 0]), order=0)
+    assert out.dtype == np.int16
+    np.testing.assert_array_equal(out, np.roll(np.roll(vol, 2, axis=0), -1, axis=2))
+    # 90 degrees about z through the origin: voxel centre (x, y) -> (-y, x)
+    one = np.zeros((31, 31, 31), dtype=np.float32)
+    aff = np.eye(4)
+    aff[:3, 3] = [-15.0, -15.0, -15.0]
+    one[15 + 6, 15 + 2, 15 + 1] = 1.0  # world (6, 2, 1)
+    rot = move_rigid(one, aff, rigid_matrix([0, 0, 0, 0, 0, 90.0], [0, 0, 0]), order=1)
+    assert np.unravel_index(np.argmax(rot), rot.shape) == (15 - 2, 15 + 6, 15 + 1)
+    assert rot.max() == pytest.approx(1.0, abs=1e-6)

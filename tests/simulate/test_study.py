@@ -321,3 +321,234 @@ def test_refuses_a_non_empty_folder_that_is_not_a_simulation(tmp_path):
     # an earlier simulation may be rewritten in place
     again = simulate_study(small(), tmp_path / "sim")
     simulate_study(small(), again)
+
+
+# ---------------------------------------------------------------- native position
+# Issue 9: each subject at a known rigid offset from the template, with a T1w.
+
+TPL = Path("derivatives/petbind-sim/template/tpl-petbindphantom")
+LARGE = ("thalamus", "caudate", "cerebellum", "white_matter")  # compact, many PET voxels
+
+
+def native_design(native=True, subjects=2, conditions=("baseline", "ketamine"), **anatomy):
+    """DASB, 1 mm phantom on the default 2 mm PET grid with blur, noise-free, no motion."""
+    d = copy.deepcopy(DEFAULT)
+    d.update(subjects=subjects, tracers=["DASB"], conditions=list(conditions))
+    d["scanner"]["noise"] = 0.0
+    d["anatomy"].update(native_position=native, **anatomy)
+    return parse_config(d)
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory):
+    return simulate_study(native_design(), tmp_path_factory.mktemp("native") / "ds")
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    """The first scan of ``native`` simulated in template position."""
+    return simulate_study(native_design(False, 1, ("baseline",)),
+                          tmp_path_factory.mktemp("twin") / "ds")
+
+
+def xfm(root: Path, s="01") -> dict:
+    path = root / f"derivatives/petbind-sim/sub-{s}/anat/sub-{s}_desc-true_xfm.json"
+    return json.loads(path.read_text())
+
+
+def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(path)
+    return np.asarray(img.dataobj), img.affine
+
+
+def centre_of_mass(labels: np.ndarray, affine: np.ndarray, ids) -> np.ndarray:
+    ijk = np.argwhere(np.isin(labels, ids)).mean(axis=0)
+    return (affine @ np.append(ijk, 1.0))[:3]
+
+
+def test_native_layout_has_true_atlas_transform_and_template_but_no_plain_dseg(native):
+    files = {str(p.relative_to(native)) for p in native.rglob("*") if p.is_file()}
+    for s in ("01", "02"):
+        assert f"sub-{s}/anat/sub-{s}_T1w.nii.gz" in files
+        assert f"derivatives/petbind-sim/sub-{s}/anat/sub-{s}_desc-true_xfm.json" in files
+        for c in ("baseline", "ketamine"):
+            for suffix in ("desc-true_dseg.nii.gz", "desc-true_dseg.tsv",
+                           "desc-true_bpnd.nii.gz", "desc-noisefree_tacs.tsv"):
+                assert str(deriv(native, suffix, s=s, c=c).relative_to(native)) in files
+    assert not [f for f in files if f.endswith("_dseg.nii.gz") and "desc-true" not in f
+                and "/template/" not in f]
+    for f in ("T1w.nii.gz", "dseg.nii.gz", "dseg.tsv"):
+        assert f"{TPL}_{f}" in files
+    tpl_dseg = nib.load(native / f"{TPL}_dseg.nii.gz")
+    assert tpl_dseg.get_data_dtype() == np.int16
+    table = pd.read_csv(native / f"{TPL}_dseg.tsv", sep="\t")
+    assert list(table.columns) == ["index", "name", "region"]
+    assert set(np.unique(np.asarray(tpl_dseg.dataobj))) == {0, *table["index"]}
+    side = json.loads(deriv(native, "desc-true_bpnd.json").read_text())
+    assert side["Sources"] == ["sub-01_ses-baseline_trc-DASB_desc-true_dseg.nii.gz"]
+
+
+def test_native_matrix_is_the_documented_rigid_motion_of_its_parameters(native):
+    t1w = nib.load(native / "sub-01/anat/sub-01_T1w.nii.gz")
+    poses = []
+    for s in ("01", "02"):
+        x = xfm(native, s)
+        tx, ty, tz, ax, ay, az = x["Parameters"]
+        assert max(abs(tx), abs(ty), abs(tz)) <= 5.0
+        assert max(abs(ax), abs(ay), abs(az)) <= 8.0
+        # x -> R (x - c) + c + t with R = Rz Ry Rx, right-handed about RAS axes (built here)
+        a, b, g = np.deg2rad([ax, ay, az])
+        rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+        ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+        rz = np.array([[np.cos(g), -np.sin(g), 0], [np.sin(g), np.cos(g), 0], [0, 0, 1]])
+        r = rz @ ry @ rx
+        c = np.array(x["RotationCentre"])
+        want = np.eye(4)
+        want[:3, :3] = r
+        want[:3, 3] = c - r @ c + [tx, ty, tz]
+        np.testing.assert_allclose(x["Matrix"], want, atol=1e-12)
+        # the centre of rotation is the centre of the field of view
+        mid = t1w.affine @ np.append((np.array(t1w.shape) - 1) / 2.0, 1.0)
+        np.testing.assert_allclose(c, mid[:3], atol=1e-9)
+        poses.append(x["Parameters"])
+    assert poses[0] != poses[1]
+
+
+def test_native_atlas_regions_sit_at_matrix_times_their_template_centres(native):
+    tpl, tpl_aff = load(native / f"{TPL}_dseg.nii.gz")
+    table = pd.read_csv(native / f"{TPL}_dseg.tsv", sep="\t")
+    for s in ("01", "02"):
+        m = np.array(xfm(native, s)["Matrix"])
+        dseg, aff = load(deriv(native, "desc-true_dseg.nii.gz", s=s))
+        for region in LARGE:
+            ids = table.loc[table["region"] == region, "index"].to_numpy()
+            before = centre_of_mass(tpl, tpl_aff, ids)
+            after = centre_of_mass(dseg, aff, ids)
+            assert np.linalg.norm((m @ np.append(before, 1.0))[:3] - after) < 0.5, (s, region)
+            assert np.linalg.norm(before - after) > 1.0  # the pose did move it
+
+
+def test_native_t1w_resampled_back_through_the_matrix_is_the_template_t1w(native):
+    from scipy import ndimage
+
+    tpl, tpl_aff = load(native / f"{TPL}_T1w.nii.gz")
+    brain = load(native / f"{TPL}_dseg.nii.gz")[0] > 0
+    nat, nat_aff = load(native / "sub-01/anat/sub-01_T1w.nii.gz")
+    m = np.array(xfm(native)["Matrix"])
+    world = tpl_aff[:3, :3] @ np.indices(tpl.shape).reshape(3, -1) + tpl_aff[:3, 3:4]
+
+    def corr(to_native):  # sample the native T1w at to_native @ (template voxel centres)
+        w = to_native[:3, :3] @ world + to_native[:3, 3:4]
+        inv = np.linalg.inv(nat_aff)
+        v = ndimage.map_coordinates(nat.astype(float), inv[:3, :3] @ w + inv[:3, 3:4],
+                                    order=1).reshape(tpl.shape)
+        return np.corrcoef(v[brain], tpl[brain].astype(float))[0, 1]
+
+    assert corr(m) > 0.99
+    assert corr(np.eye(4)) < 0.9
+    assert corr(np.linalg.inv(m)) < 0.9
+
+
+def test_native_pet_is_the_template_pet_moved_by_the_matrix(native, twin):
+    m = np.array(xfm(native)["Matrix"])
+    a, a_aff = load(pet_path(twin))
+    b, b_aff = load(pet_path(native))
+    for frame in (3, 28):
+        wa, wb = a[..., frame].astype(float), b[..., frame].astype(float)
+        ca = a_aff[:3, :3] @ (np.argwhere(np.ones(wa.shape, bool)).T @ wa.ravel()) / wa.sum()
+        ca += a_aff[:3, 3]
+        cb = b_aff[:3, :3] @ (np.argwhere(np.ones(wb.shape, bool)).T @ wb.ravel()) / wb.sum()
+        cb += b_aff[:3, 3]
+        np.testing.assert_allclose(cb, (m @ np.append(ca, 1.0))[:3], atol=0.05)
+        # nothing left the field of view: total activity (kBq/mL x mL) is kept
+        vol_a, vol_b = abs(np.linalg.det(a_aff[:3, :3])), abs(np.linalg.det(b_aff[:3, :3]))
+        assert wb.sum() * vol_b == pytest.approx(wa.sum() * vol_a, rel=2e-3)
+    # every scan of a subject shows the same native position; subjects differ
+    same = deriv(native, "desc-true_dseg.nii.gz", c="ketamine").read_bytes()
+    assert deriv(native, "desc-true_dseg.nii.gz").read_bytes() == same
+    assert deriv(native, "desc-true_dseg.nii.gz", s="02").read_bytes() != same
+
+
+@pytest.mark.parametrize("which", ["native", "twin"])
+def test_noisefree_tacs_are_region_means_of_the_noise_free_image_over_the_true_atlas(
+        which, request):
+    root = request.getfixturevalue(which)
+    dseg_name = "desc-true_dseg" if which == "native" else "dseg"
+    for c in (("baseline", "ketamine") if which == "native" else ("baseline",)):
+        img = load(pet_path(root, c=c))[0]
+        dseg = load(deriv(root, f"{dseg_name}.nii.gz", c=c))[0]
+        table = pd.read_csv(deriv(root, f"{dseg_name}.tsv", c=c), sep="\t")
+        got = pd.read_csv(deriv(root, "desc-noisefree_tacs.tsv", c=c), sep="\t")
+        want = region_means(img, dseg, table)
+        for region in REGIONS:
+            np.testing.assert_allclose(got[region], want[region], rtol=1e-5, err_msg=region)
+        true = pd.read_csv(deriv(root, "desc-true_tacs.tsv", c=c), sep="\t")
+        # blurred: small regions lose activity to their surroundings (partial volume)
+        assert got["VP"].iloc[-1] < 0.9 * true["VP"].iloc[-1]
+
+
+def test_native_true_maps_follow_the_native_atlas(native):
+    truth = pd.read_csv(native / "derivatives/petbind-sim/truth.tsv", sep="\t",
+                        dtype={"subject": str})
+    want = truth.query("subject == '02' and condition == 'ketamine'").set_index("region")
+    bp = load(deriv(native, "desc-true_bpnd.nii.gz", s="02", c="ketamine"))[0]
+    dseg = load(deriv(native, "desc-true_dseg.nii.gz", s="02", c="ketamine"))[0]
+    table = pd.read_csv(deriv(native, "desc-true_dseg.tsv", s="02", c="ketamine"), sep="\t")
+    nacc = table.loc[table["region"] == "NAcc", "index"].to_numpy()
+    np.testing.assert_allclose(bp[np.isin(dseg, nacc)], want.loc["NAcc", "bp_nd"], rtol=1e-6)
+    assert np.all(bp[dseg == 0] == 0)
+
+
+def test_subject_pose_is_reproducible_and_independent_of_the_rest_of_the_design():
+    from petbind.simulate.study import subject_transform
+
+    centre = np.array([0.0, -2.0, 0.0])
+    small_design = native_design()
+    d = copy.deepcopy(DEFAULT)
+    d.update(subjects=6)
+    d["anatomy"]["native_position"] = True
+    big_design = parse_config(d)
+    for i in range(2):
+        p_small, m_small = subject_transform(small_design, i, centre)
+        p_big, m_big = subject_transform(big_design, i, centre)
+        np.testing.assert_array_equal(p_small, p_big)
+        np.testing.assert_array_equal(m_small, m_big)
+    other = subject_transform(_with_seed(small_design, 1), 0, centre)[0]
+    assert not np.allclose(other, subject_transform(small_design, 0, centre)[0])
+
+
+def test_native_padding_keeps_the_brain_in_view_at_the_extreme_poses():
+    from petbind.simulate.phantom import make_phantom
+    from petbind.simulate.scanner import move_rigid, rigid_matrix
+    from petbind.simulate.study import fov_centre, native_padding, pad_phantom
+
+    cfg = native_design()
+    ph = make_phantom(1.0, 7)
+    pad = native_padding(cfg, ph)
+    assert pad % cfg.pet_factor == 0 and pad > 0
+    big = pad_phantom(ph, pad)
+    centre = fov_centre(big.labels.shape, big.affine)
+    np.testing.assert_allclose(centre, fov_centre(ph.labels.shape, ph.affine))
+    n_brain = np.count_nonzero(ph.labels)
+    psf = int(np.ceil(3.5 * cfg.fwhm_mm / 2.3548))
+    for signs in ([1, 1, 1], [-1, -1, -1], [1, -1, 1], [-1, 1, -1]):
+        params = np.array(signs * 2) * ([5.0] * 3 + [8.0] * 3)
+        moved = move_rigid(big.labels, big.affine, rigid_matrix(params, centre), order=0)
+        assert np.count_nonzero(moved) == pytest.approx(n_brain, rel=5e-3)
+        rim = np.ones(moved.shape, bool)
+        rim[psf:-psf, psf:-psf, psf:-psf] = False
+        assert not moved[rim].any(), signs
+
+
+def test_switching_position_modes_in_one_folder_leaves_no_stale_truth(tmp_path):
+    out = tmp_path / "ds"
+    nat = small(anatomy={"native_position": True})
+    simulate_study(nat, out)
+    assert deriv(out, "desc-true_dseg.nii.gz").exists()
+    simulate_study(small(), out)
+    names = {p.name for p in out.rglob("*")}
+    assert not [n for n in names if "desc-true_dseg" in n or "desc-true_xfm" in n]
+    assert deriv(out, "dseg.nii.gz").exists()
+    simulate_study(nat, out)
+    assert not deriv(out, "dseg.nii.gz").exists()
+    assert not deriv(out, "dseg.tsv").exists()
