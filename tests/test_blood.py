@@ -252,3 +252,15 @@ def test_input_from_recordings_decay_corrects_uncorrected_blood_to_injection():
     inp = input_from_recordings(recs, isotope="C-11", parent_model="hill")
     t = np.array([2.0, 30.0, 90.0])
     np.testing.assert_allclose(inp.blood.interp(t), wb(t), rtol=1e-3)
+
+
+def test_fit_delay_in_blocks_equals_one_block():
+    inp, tm, data = _delayed_1tcm(0.1)
+    scales = np.array([[1.0], [0.5], [2.0]])
+    batch = (data[None] * scales).reshape(3, 1, -1)  # any batch shape
+    whole = fit_delay(inp, tm, batch)
+    blocks = fit_delay(inp, tm, batch, chunk=2)
+    assert blocks.delay.shape == (3, 1) and blocks.wrss.shape == whole.wrss.shape
+    for name in ("delay", "vb", "k1", "k2", "wrss"):
+        np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), rtol=1e-10)
+    np.testing.assert_allclose(blocks.delay, 0.1, atol=1 / 60)
