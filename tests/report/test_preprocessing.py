@@ -232,3 +232,34 @@ def test_find_preprocessed_groups_files_by_scan_and_ignores_others(tmp_path):
     assert list(found) == [f"sub-01_ses-baseline_trc-{TRACER}"]
     assert sorted(found[f"sub-01_ses-baseline_trc-{TRACER}"]) == [
         "motion", "motion_qc", "pet2t1w", "t1w2template"]
+
+
+def test_registration_metrics_from_scan_provenance_and_motion_switched_off(tmp_path):
+    import json
+
+    paths = write_outputs(tmp_path, voxel=False)
+    out = paths["out"]
+    write_preprocess(out, [("01", "baseline")])
+    stem = f"sub-01_ses-baseline_trc-{TRACER}"
+    prov = out / "sub-01" / "ses-baseline" / "pet" / f"{stem}_provenance.json"
+    record = json.loads(prov.read_text())
+    record["preprocess"] = {"max_fd_mm": 0.08, "pet_t1w_metric": -0.51234,
+                            "t1w_template_metric": -0.6}
+    prov.write_text(json.dumps(record))
+    sec = preprocessing_section(load_outputs(out), figures)
+    row = next(r for r in sec["rows"] if r["stem"] == stem)
+    assert sec["metrics"] and (row["pet_t1w_metric"], row["t1w_template_metric"]) == (
+        "-0.512", "-0.600")
+    # motion correction switched off in the config: said so, and not counted as a problem
+    pet = out / "preprocess" / "sub-01" / "ses-baseline" / "pet"
+    (pet / f"{stem}_desc-motion_timeseries.tsv").unlink()
+    (pet / f"{stem}_desc-motion_qc.png").unlink()
+    with (out / "study_config.toml").open("a") as fh:
+        fh.write("[preprocess]\nenabled = true\nmotion = false\n")
+    sec = preprocessing_section(load_outputs(out), figures)
+    row = next(r for r in sec["rows"] if r["stem"] == stem)
+    assert row["sentence"].startswith("motion correction is switched off")
+    assert row["problems"] == [] and row["registrations"] == 2
+    assert sec["summary"].startswith(
+        "Head motion: not corrected (the config's preprocess.motion is false). Registration "
+        f"overlays for visual checking: PET to T1w for 1 of {N_SCANS} scans")

@@ -219,6 +219,7 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
         default_thr = float(default_thr) if default_thr is not None else None
     except (TypeError, ValueError):
         default_thr = None
+    motion_off = _cfg_get(study.config, "preprocess.motion") is False
     stems = sorted(set(found) | set(scans), key=lambda st: (
         str(_entities(st)["subject"]), order.get(str(_entities(st)["condition"]), 99),
         str(_entities(st)["tracer"]), _run_label(_entities(st)["run"]), st))
@@ -261,10 +262,19 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
             if mc.threshold is not None:
                 thresholds.add(mc.threshold)
             traces.append((label, mc.t_mid_min, mc.fd))
+        elif motion_off and files:
+            row["sentence"] = ("motion correction is switched off (preprocess.motion = false):"
+                               " frames were not realigned.")
         else:
             row["sentence"] = ("no motion estimate (no " + f"{stem}{MOTION_SUFFIX}"
                                + "): frames were not realigned.")
             row["problems"].append("no motion estimate")
+        prep = scan.provenance.get("preprocess") if scan is not None else None
+        metrics = prep if isinstance(prep, dict) else {}
+        row["pet_t1w_metric"] = _num(metrics.get("pet_t1w_metric"), 3) \
+            if metrics.get("pet_t1w_metric") is not None else None
+        row["t1w_template_metric"] = _num(metrics.get("t1w_template_metric"), 3) \
+            if metrics.get("t1w_template_metric") is not None else None
         row["figures"] = _qc_figures(study.root, stem, ent, files, figures, row["problems"])
         row["registrations"] = sum(1 for f in row["figures"][1:] if f["uri"])
         rows.append(row)
@@ -277,12 +287,14 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
         overview = figures.figure_to_data_uri(figures.motion_overview_figure(
             traces, threshold=threshold, title="Head motion of every scan"))
     return {
-        "rows": rows, "overview": overview, "summary": _study_sentence(rows, threshold),
+        "rows": rows, "overview": overview, "summary": _study_sentence(rows, threshold, motion_off),
         "subjects": [{"subject": s, "rows": r,
                       "n_flagged": sum(x["n_flagged"] for x in r),
                       "open": any(x["over"] or x["problems"] for x in r)}
                      for s, r in subjects.items()],
         "thresholds": sorted(thresholds) if threshold is None else [threshold],
+        "metrics": any(r["pet_t1w_metric"] is not None or r["t1w_template_metric"] is not None
+                       for r in rows),
     }
 
 
@@ -309,7 +321,8 @@ def _qc_figures(root: Path, stem: str, ent: dict[str, str | None], files: dict[s
     return out
 
 
-def _study_sentence(rows: list[dict[str, Any]], threshold: float | None) -> str:
+def _study_sentence(rows: list[dict[str, Any]], threshold: float | None,
+                    motion_off: bool = False) -> str:
     """One sentence for the summary: what was checked, in counts, and what was flagged."""
     n = len(rows)
     moved = [r for r in rows if r["motion"]]
@@ -321,11 +334,15 @@ def _study_sentence(rows: list[dict[str, Any]], threshold: float | None) -> str:
     n_flag = sum(r["n_flagged"] for r in flagged)
     thr = f"FD > {threshold:g} mm" if threshold is not None else "FD above its scan's threshold"
     every = len(moved) == n and n_total is not None and n_real == n_total
-    if every:
+    if motion_off and not moved:
+        text = "Head motion: not corrected (the config's preprocess.motion is false). "
+    elif every:
         text = f"Head motion: every frame was realigned ({frames}, {n} of {n} scans); "
     else:
         text = f"Head motion: {len(moved)} of {n} scans were realigned ({frames}); "
-    if n_flag:
+    if motion_off and not moved:
+        pass
+    elif n_flag:
         worst = max(moved, key=lambda r: r["max_fd_value"]
                     if np.isfinite(r["max_fd_value"]) else -1.0)
         text += (f"{_plural(n_flag, 'frame')} in {_plural(len(flagged), 'scan')} flagged "
