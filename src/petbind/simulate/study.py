@@ -149,7 +149,10 @@ def iter_truth(cfg: SimConfig) -> Iterator[ScanTruth]:
 
 @dataclass(frozen=True)
 class Geometry:
-    """The phantom and its PET-space views, shared by every scan of a study.
+    """The phantom and its PET-space views, shared by the scans of a study (or a subject).
+
+    In template position one geometry serves the whole study; in native
+    position each subject has its own (:func:`subject_anatomy`).
 
     Attributes
     ----------
@@ -410,8 +413,10 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
     -------
     Path
         ``out_dir``. The layout is the one in ``docs/developing.md``
-        ("Dataset and output layout"). ``derivatives/petbind-sim/truth.tsv``
-        is written last, so its presence means the dataset is complete.
+        ("Dataset and output layout") and ``docs/simulate.md`` (template files,
+        ``desc-noisefree_tacs``, native position).
+        ``derivatives/petbind-sim/truth.tsv`` is written last, so its presence
+        means the dataset is complete.
     """
     from petbind.simulate.config import load_config
     from petbind.simulate.writer import DatasetWriter
