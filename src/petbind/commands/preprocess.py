@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from petbind.errors import ConfigError, FileFormatError
+from petbind.preprocess.scan import find_t1w
+
+__all__ = ["find_pet_scans", "find_t1w", "register"]
 
 
 def find_pet_scans(bids_dir: Path, subject: str | None = None) -> list[Path]:
@@ -18,18 +21,6 @@ def find_pet_scans(bids_dir: Path, subject: str | None = None) -> list[Path]:
     if subject:
         found = [p for p in found if p.name.startswith(f"sub-{subject.removeprefix('sub-')}_")]
     return found
-
-
-def find_t1w(bids_dir: Path, pet: Path) -> Path:
-    """The subject's T1w: ``sub-X/anat/sub-X*_T1w.nii[.gz]`` (else the session's anat folder)."""
-    sub = pet.name.split("_")[0]
-    cands = sorted(list((bids_dir / sub / "anat").glob(f"{sub}*_T1w.nii*"))
-                   + list((bids_dir / sub).glob(f"ses-*/anat/{sub}*_T1w.nii*")))
-    if not cands:
-        raise FileFormatError("no T1w image for this subject", path=bids_dir / sub / "anat",
-                              field="T1w",
-                              fix=f"add {sub}/anat/{sub}_T1w.nii.gz (or give --t1w)")
-    return cands[0]
 
 
 def register(app: typer.Typer) -> None:

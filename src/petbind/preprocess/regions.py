@@ -306,14 +306,19 @@ def to_template(data: ArrayLike, affine: ArrayLike, template_shape: Sequence[int
     """Resample a PET-space map (e.g. BP_ND) into template space for voxel statistics.
 
     ``transform`` maps template points to PET points (the composition of
-    template -> T1w and T1w -> PET). NaN voxels of the map (failed fits) are
-    set to 0 before resampling; the result is NaN where less than half of the
-    interpolated neighbourhood was valid, and outside the PET field of view.
+    template -> T1w and T1w -> PET). NaN voxels of the map (failed fits,
+    excluded regions) do not enter: the interpolation is normalised by the
+    interpolated validity (normalised convolution, Knutsson & Westin 1993),
+    so a value next to a NaN region is the weighted mean of its valid
+    neighbours, not pulled towards 0. The result is NaN where less than half
+    of the interpolated neighbourhood was valid, and outside the PET field of
+    view.
     """
     arr = np.asarray(data, dtype=np.float32)
     valid = np.isfinite(arr)
     out = resample(np.where(valid, arr, 0.0), affine, template_shape, template_affine,
                    transform, interpolation=interpolation)
     ok = resample(valid.astype(np.float32), affine, template_shape, template_affine,
-                  transform, interpolation="linear")
-    return np.where(ok >= 0.5, out, np.nan).astype(np.float32)
+                  transform, interpolation=interpolation)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok >= 0.5, out / ok, np.nan).astype(np.float32)

@@ -15,6 +15,12 @@ fMRIPrep's for transforms)::
     <stem>_tacs.tsv (+ .json)                      region curves (BIDS derivative)
     <stem>_desc-motion_qc.png, _desc-pet2t1w_qc.png, _desc-t1w2template_qc.png
 
+The T1w -> template registration depends on the subject only:
+:func:`register_subject` computes it once and ``preprocess_scan(...,
+subject=...)`` reuses it for each of the subject's scans (then the two
+``.h5`` files are the caller's, e.g. the study pipeline's
+``preprocess/sub-X/anat/``, and are not written again per scan).
+
 Nothing is written next to the inputs; every file is written atomically.
 """
 
@@ -65,6 +71,30 @@ class PreprocessOptions:
     syn_level_iters: tuple[int, ...] = (20, 10, 5)
     atlas_method: Literal["fraction", "nearest"] = "fraction"
     grey_matter: bool = False
+
+
+@dataclass
+class SubjectRegistration:
+    """T1w <-> template transforms of one subject (see :func:`register_subject`).
+
+    Attributes
+    ----------
+    template_to_t1w : sitk.Transform
+        Maps template points to T1w points (resamples the T1w onto the
+        template; the file ``*_from-T1w_to-template_mode-image_xfm.h5``).
+    t1w_to_template : sitk.Transform
+        The inverse map (``*_from-template_to-T1w_mode-image_xfm.h5``).
+    metric : float or None
+        Final metric of the affine step (None when loaded from files).
+    paths : dict of str -> Path
+        Files holding the transforms (``xfm_t1w_template``, ``xfm_template_t1w``),
+        when saved.
+    """
+
+    template_to_t1w: Any
+    t1w_to_template: Any
+    metric: float | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,12 +156,89 @@ def check_orientation(img: Any, path: str | os.PathLike) -> None:
                 "nibabel set_sform with code 1 after checking left and right)")
 
 
+def find_t1w(bids_dir: str | os.PathLike, pet: str | os.PathLike) -> Path:
+    """The subject's T1w: ``sub-X/anat/sub-X*_T1w.nii[.gz]`` (else a session's anat folder).
+
+    Raises
+    ------
+    FileFormatError
+        No T1w for the subject of ``pet`` (the message names the folder searched).
+    """
+    bids = Path(bids_dir)
+    sub = Path(pet).name.split("_")[0]
+    cands = sorted(list((bids / sub / "anat").glob(f"{sub}*_T1w.nii*"))
+                   + list((bids / sub).glob(f"ses-*/anat/{sub}*_T1w.nii*")))
+    if not cands:
+        raise FileFormatError("no T1w image for this subject", path=bids / sub / "anat",
+                              field="T1w",
+                              fix=f"add {sub}/anat/{sub}_T1w.nii.gz (or give --t1w)")
+    return cands[0]
+
+
 def default_atlas(template: str | os.PathLike) -> Path:
     """The atlas expected beside a template: ``*_T1w.nii.gz`` -> ``*_dseg.nii.gz``."""
     p = Path(template)
     base = _strip(p.name, (".nii.gz", ".nii"))
     base = _strip(base, ("_T1w",))
     return p.with_name(base + "_dseg.nii.gz")
+
+
+def register_subject(t1w_path: str | os.PathLike | None,
+                     template_path: str | os.PathLike,
+                     options: PreprocessOptions | None = None) -> SubjectRegistration:
+    """T1w -> template registration of one subject: affine (SimpleITK) + optional SyN (dipy).
+
+    Parameters
+    ----------
+    t1w_path : path
+        The subject's T1w.
+    template_path : path
+        Template T1-weighted image.
+    options : PreprocessOptions, optional
+        ``nonlinear`` and ``syn_level_iters`` are used.
+
+    Returns
+    -------
+    SubjectRegistration
+    """
+    from petbind.preprocess.register import compose, register_linear, register_nonlinear
+
+    opts = options or PreprocessOptions()
+    t1, t1_aff = load_anatomy(t1w_path, "T1w")
+    tpl, tpl_aff = load_anatomy(template_path, "template")
+    lin = register_linear(tpl, tpl_aff, t1, t1_aff, kind="affine", metric="mattes")
+    if opts.nonlinear:
+        syn = register_nonlinear(tpl, tpl_aff, t1, t1_aff, lin.matrix,
+                                 level_iters=opts.syn_level_iters)
+        return SubjectRegistration(syn.forward, syn.inverse, lin.metric)
+    return SubjectRegistration(compose(lin.matrix), compose(np.linalg.inv(lin.matrix)),
+                               lin.metric)
+
+
+def save_subject_registration(reg: SubjectRegistration, out_dir: str | os.PathLike,
+                              subject: str) -> SubjectRegistration:
+    """Write both transforms as ``<subject>_from-..._mode-image_xfm.h5`` (ITK) in ``out_dir``."""
+    from petbind.preprocess.register import save_transform
+
+    out = Path(out_dir)
+    paths = {
+        "xfm_t1w_template": save_transform(
+            out / f"{subject}_from-T1w_to-template_mode-image_xfm.h5", reg.template_to_t1w),
+        "xfm_template_t1w": save_transform(
+            out / f"{subject}_from-template_to-T1w_mode-image_xfm.h5", reg.t1w_to_template)}
+    return SubjectRegistration(reg.template_to_t1w, reg.t1w_to_template, reg.metric, paths)
+
+
+def load_subject_registration(out_dir: str | os.PathLike, subject: str,
+                              metric: float | None = None) -> SubjectRegistration:
+    """Read the transforms written by :func:`save_subject_registration`."""
+    from petbind.preprocess.register import load_transform
+
+    out = Path(out_dir)
+    paths = {"xfm_t1w_template": out / f"{subject}_from-T1w_to-template_mode-image_xfm.h5",
+             "xfm_template_t1w": out / f"{subject}_from-template_to-T1w_mode-image_xfm.h5"}
+    return SubjectRegistration(load_transform(paths["xfm_t1w_template"]),
+                               load_transform(paths["xfm_template_t1w"]), metric, paths)
 
 
 def preprocess_scan(
@@ -143,6 +250,7 @@ def preprocess_scan(
     atlas_path: str | os.PathLike | None = None,
     atlas_table: str | os.PathLike | None = None,
     options: PreprocessOptions | None = None,
+    subject: SubjectRegistration | None = None,
 ) -> PreprocessResult:
     """Run motion correction, registration and atlas regions for one scan.
 
@@ -160,6 +268,11 @@ def preprocess_scan(
         Template-space ``dseg`` and label table (default: ``*_dseg.nii.gz`` and
         ``*_dseg.tsv`` beside the template).
     options : PreprocessOptions, optional
+    subject : SubjectRegistration, optional
+        The subject's T1w <-> template transforms computed beforehand
+        (:func:`register_subject`); then the T1w -> template step is skipped
+        and its ``.h5`` files are not written (``outputs`` points to
+        ``subject.paths`` when it has them).
 
     Returns
     -------
@@ -176,13 +289,7 @@ def preprocess_scan(
         load_atlas,
         region_tacs,
     )
-    from petbind.preprocess.register import (
-        compose,
-        register_linear,
-        register_nonlinear,
-        resample,
-        save_transform,
-    )
+    from petbind.preprocess.register import compose, register_linear, resample, save_transform
 
     opts = options or PreprocessOptions()
     pet_p = Path(pet_path)
@@ -245,19 +352,12 @@ def preprocess_scan(
     pet2t1 = register_linear(t1, t1_aff, mean_pet, img.affine, kind="rigid", metric="mattes")
     o["xfm_pet_t1w"] = save_transform(out / f"{stem}_from-pet_to-T1w_mode-image_xfm.tfm",
                                       pet2t1.transform)
-    # --- T1w -> template (affine + SyN) --------------------------------------------
-    lin = register_linear(tpl, tpl_aff, t1, t1_aff, kind="affine", metric="mattes")
-    if opts.nonlinear:
-        syn = register_nonlinear(tpl, tpl_aff, t1, t1_aff, lin.matrix,
-                                 level_iters=opts.syn_level_iters)
-        tpl_to_t1, t1_to_tpl = syn.forward, syn.inverse
-    else:
-        tpl_to_t1 = compose(lin.matrix)
-        t1_to_tpl = compose(np.linalg.inv(lin.matrix))
-    o["xfm_t1w_template"] = save_transform(out / f"{sub}_from-T1w_to-template_mode-image_xfm.h5",
-                                           tpl_to_t1)
-    o["xfm_template_t1w"] = save_transform(out / f"{sub}_from-template_to-T1w_mode-image_xfm.h5",
-                                           t1_to_tpl)
+    # --- T1w -> template (affine + SyN), once per subject -----------------------------
+    if subject is None:
+        subject = save_subject_registration(register_subject(t1w_path, template_path, opts),
+                                            out, sub)
+    tpl_to_t1, t1_to_tpl = subject.template_to_t1w, subject.t1w_to_template
+    o.update(subject.paths)
     # --- QC overlays ---------------------------------------------------------------
     pet_in_t1 = resample(mean_pet, img.affine, t1.shape, t1_aff, pet2t1.matrix)
     o["pet_t1w_qc"] = qc.plot_edges(out / f"{stem}_desc-pet2t1w_qc.png", t1, pet_in_t1,
@@ -282,6 +382,6 @@ def preprocess_scan(
                        metadata={"Sources": [str(pet_p), str(atlas_file)],
                                  "Preprocessing": asdict(opts)})
     o["tacs"] = write_tacs(out / f"{stem}_tacs.tsv", tacs)
-    res.summary.update(pet_t1w_metric=pet2t1.metric, t1w_template_metric=lin.metric,
+    res.summary.update(pet_t1w_metric=pet2t1.metric, t1w_template_metric=subject.metric,
                        regions=list(tacs.regions))
     return res

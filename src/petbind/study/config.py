@@ -98,6 +98,29 @@ smoothing_fwhm_mm = 0.0           # Gaussian smoothing of the contrast maps
 cluster_forming_p = 0.01          # two-sided, uncorrected
 n_permutations = 5000             # exact enumeration when 2^n_subjects <= this
 seed = 0
+
+# Preprocessing of raw scans (docs/preprocessing.md): head-motion correction,
+# PET -> T1w -> template registration and the template atlas in each scan's
+# PET space. Off: the scans are taken as aligned and the atlas comes from
+# dataset.atlas. On: outputs in OUT/preprocess/, the atlas from the template,
+# and voxel statistics in template space.
+[preprocess]
+enabled = false
+motion = true                     # realign the frames (rigid)
+# Minutes [start, end] after injection averaged into the motion reference;
+# [] = 10-60 % of the scan.
+reference_window = []
+min_block_min = 2.0               # short early frames pooled to blocks at least this long (min)
+fd_threshold_mm = 0.5             # flag frames whose framewise displacement exceeds this (mm)
+nonlinear = true                  # SyN after the affine T1w -> template registration
+atlas_method = "fraction"         # "fraction" (partial-volume aware) or "nearest"
+# Restrict grey-matter regions of preprocessing's _tacs.tsv to T1w grey matter
+# (the pipeline's own region fits use the atlas labels; docs/preprocessing.md).
+grey_matter = false
+# Template T1-weighted image (required when enabled); relative paths are
+# relative to the BIDS root, like dataset.atlas and dataset.truth.
+template = ""
+atlas = ""                        # template-space dseg; "" = *_dseg.nii.gz beside the template
 '''
 
 
@@ -158,6 +181,75 @@ class VoxelConfig:
 
 
 @dataclass(frozen=True)
+class PreprocessConfig:
+    """The ``[preprocess]`` section (see :class:`petbind.preprocess.scan.PreprocessOptions`).
+
+    Attributes
+    ----------
+    enabled : bool
+        Preprocess raw scans before the fits.
+    motion : bool
+        Realign the frames.
+    reference_window : (float, float) or None
+        Minutes after injection averaged into the motion reference (None: default).
+    min_block_min : float
+        Minimum block length (min) that short early frames are pooled to.
+    fd_threshold_mm : float
+        Framewise-displacement threshold (mm) that flags a frame.
+    nonlinear : bool
+        SyN after the affine T1w -> template step.
+    atlas_method : {"fraction", "nearest"}
+    grey_matter : bool
+        Grey-matter restriction of preprocessing's ``_tacs.tsv``.
+    template : str
+        Template T1w path ("" when disabled); relative to the BIDS root.
+    atlas : str
+        Template-space dseg ("" = beside the template); relative to the BIDS root.
+    """
+
+    enabled: bool = False
+    motion: bool = True
+    reference_window: tuple[float, float] | None = None
+    min_block_min: float = 2.0
+    fd_threshold_mm: float = 0.5
+    nonlinear: bool = True
+    atlas_method: str = "fraction"
+    grey_matter: bool = False
+    template: str = ""
+    atlas: str = ""
+
+    def resolve(self, bids: Path) -> tuple[Path, Path]:
+        """Absolute template and atlas paths (relative ones are relative to ``bids``)."""
+        from petbind.preprocess.scan import default_atlas
+
+        def where(p: str) -> Path:
+            q = Path(p).expanduser()
+            return q if q.is_absolute() else Path(bids) / q
+
+        template = where(self.template)
+        return template, where(self.atlas) if self.atlas else default_atlas(template)
+
+    def options(self) -> Any:
+        """The :class:`petbind.preprocess.scan.PreprocessOptions` of this section."""
+        from petbind.preprocess.scan import PreprocessOptions
+
+        return PreprocessOptions(
+            motion=self.motion, reference_window=self.reference_window,
+            min_block_min=self.min_block_min, fd_threshold_mm=self.fd_threshold_mm,
+            nonlinear=self.nonlinear, atlas_method=self.atlas_method,  # type: ignore[arg-type]
+            grey_matter=self.grey_matter)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the section (TOML / JSON serialisable)."""
+        return {"enabled": self.enabled, "motion": self.motion,
+                "reference_window": list(self.reference_window or []),
+                "min_block_min": self.min_block_min, "fd_threshold_mm": self.fd_threshold_mm,
+                "nonlinear": self.nonlinear, "atlas_method": self.atlas_method,
+                "grey_matter": self.grey_matter, "template": self.template,
+                "atlas": self.atlas}
+
+
+@dataclass(frozen=True)
 class StatisticsConfig:
     """Region statistics options."""
 
@@ -184,6 +276,8 @@ class StudyConfig:
         ``"auto"`` or a derivatives folder relative to the BIDS root.
     truth : str
         ``"auto"``, ``"none"`` or a path of a truth table.
+    preprocess : PreprocessConfig
+        Motion correction, registration and template atlas of raw scans.
     source : str or None
         File the configuration came from.
     """
@@ -195,6 +289,7 @@ class StudyConfig:
     condition_entity: str = "ses"
     atlas: str = "auto"
     truth: str = "auto"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     source: str | None = None
 
     @property
@@ -233,6 +328,7 @@ class StudyConfig:
                           "cluster_forming_p": s.voxel.cluster_forming_p,
                           "n_permutations": s.voxel.n_permutations, "seed": s.voxel.seed},
             },
+            "preprocess": self.preprocess.to_dict(),
         }
 
     def to_toml(self) -> str:
@@ -407,7 +503,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
         Naming the file and the offending key.
     """
     ck = _Checker(source)
-    ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics"})
+    ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess"})
     ds = ck.table(data, "dataset", "dataset")
     ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth"})
     path = ck.str_(ds, "dataset", "path", None)
@@ -477,9 +573,42 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
         raise ck.fail("statistics.baseline_condition",
                       f"{stats.baseline_condition!r} appears in no contrast",
                       f"use one of the contrasts' conditions: {', '.join(sorted(used))}")
+    prep = _preprocess(ck, ck.table(data, "preprocess", "preprocess"))
     return StudyConfig(tracers=tracers, contrasts=tuple(contrasts), statistics=stats,
                        dataset=dataset, condition_entity=entity, atlas=atlas, truth=truth,
-                       source=source)
+                       preprocess=prep, source=source)
+
+
+def _preprocess(ck: _Checker, data: dict) -> PreprocessConfig:
+    key = "preprocess"
+    ck.unknown(data, key, {"enabled", "motion", "reference_window", "min_block_min",
+                           "fd_threshold_mm", "nonlinear", "atlas_method", "grey_matter",
+                           "template", "atlas"})
+    win = data.get("reference_window", [])
+    ok = (isinstance(win, list) and len(win) in (0, 2)
+          and all(isinstance(v, int | float) and not isinstance(v, bool) for v in win))
+    if not ok or (win and not 0 <= win[0] < win[1]):
+        raise ck.fail(f"{key}.reference_window",
+                      f"must be [] or [start, end] in minutes with 0 <= start < end, got {win!r}",
+                      "e.g. reference_window = [10.0, 50.0], or [] for the default")
+    prep = PreprocessConfig(
+        enabled=ck.bool_(data, key, "enabled", False),
+        motion=ck.bool_(data, key, "motion", True),
+        reference_window=(float(win[0]), float(win[1])) if win else None,
+        min_block_min=float(ck.num(data, key, "min_block_min", 2.0, 0.0, 60.0)),
+        fd_threshold_mm=float(ck.num(data, key, "fd_threshold_mm", 0.5, 0.0, 100.0)),
+        nonlinear=ck.bool_(data, key, "nonlinear", True),
+        atlas_method=ck.str_(data, key, "atlas_method", "fraction", ("fraction", "nearest")),
+        grey_matter=ck.bool_(data, key, "grey_matter", False),
+        template=ck.str_(data, key, "template", "") or "",
+        atlas=ck.str_(data, key, "atlas", "") or "",
+    )
+    if prep.enabled and not prep.template:
+        raise ck.fail(f"{key}.template", "preprocessing is enabled but no template is given",
+                      "set preprocess.template to the template T1w (e.g. "
+                      "derivatives/petbind-sim/template/tpl-petbindphantom_T1w.nii.gz), "
+                      "or enabled = false")
+    return prep
 
 
 def load_config(path: str | os.PathLike | None = None) -> StudyConfig:

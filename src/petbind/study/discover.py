@@ -62,6 +62,9 @@ class Scan:
         File name of ``pet`` without ``_pet.nii[.gz]``; output names start with it.
     rel_dir : str
         Folder of ``pet`` relative to the BIDS root (``sub-01/ses-baseline/pet``).
+    image : Path or None
+        The image the models fit when it is not ``pet`` (the motion-corrected
+        ``*_desc-mc_pet.nii.gz`` of preprocessing).
     """
 
     subject: str
@@ -73,6 +76,18 @@ class Scan:
     stem: str
     rel_dir: str
     entities: dict[str, str] = field(default_factory=dict, compare=False)
+    image: Path | None = None
+
+    @property
+    def fit_pet(self) -> Path:
+        """The 4D image the models fit (``image`` when preprocessed, else ``pet``)."""
+        return self.image if self.image is not None else self.pet
+
+    @property
+    def fit_sidecar(self) -> Path:
+        """The JSON sidecar of :attr:`fit_pet`."""
+        p = self.fit_pet
+        return p.with_name(p.name.split(".", 1)[0] + ".json")
 
     @property
     def dseg_tsv(self) -> Path:
@@ -120,7 +135,10 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
         BIDS root.
     config : StudyConfig
     out_dir : path, optional
-        The pipeline's output folder (never searched for atlases).
+        The pipeline's output folder (never searched for atlases). With
+        ``preprocess.enabled`` the atlas of a scan is the one preprocessing
+        writes under ``OUT/preprocess/`` (it need not exist yet) and the
+        fitted image is the motion-corrected one.
 
     Returns
     -------
@@ -148,7 +166,9 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
     if not pets:
         raise DataError("no PET scans (sub-*/[ses-*/]pet/*_pet.nii.gz) found", path=bids,
                         field="sub-*/pet", fix="point to the root of a BIDS-PET dataset")
-    roots = _atlas_roots(bids, config, out_dir)
+    prep = config.preprocess.enabled
+    out_root = Path(out_dir) if out_dir is not None else bids / "derivatives" / "petbind"
+    roots = [] if prep else _atlas_roots(bids, config, out_dir)
     warnings: list[str] = []
     scans: list[Scan] = []
     skipped_tracers: dict[str, int] = {}
@@ -168,7 +188,12 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
             continue
         stem = pet.name.split(".", 1)[0].removesuffix("_pet")
         rel = pet.parent.relative_to(bids).as_posix()
-        dseg = None
+        dseg = image = None
+        if prep:
+            from petbind.study.preprocess import preprocess_files
+
+            files = preprocess_files(out_root, rel, stem, config.preprocess.motion)
+            dseg, image = files["dseg"], files.get("pet_mc")
         for root in roots:
             for ext in (".nii.gz", ".nii"):
                 cand = root / rel / f"{stem}_dseg{ext}"
@@ -185,7 +210,7 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
                             "under derivatives/<pipeline>/ with the same folder and stem")
         scans.append(Scan(subject=ents["sub"], condition=ents[ent_name], tracer=tracer,
                           run=ents.get("run"), pet=pet, dseg=dseg, stem=stem, rel_dir=rel,
-                          entities=ents))
+                          entities=ents, image=image))
     for t, n in sorted(skipped_tracers.items()):
         warnings.append(f"skipped {n} scan(s) of tracer trc-{t}: no [tracers.{t}] in the "
                         "study config")

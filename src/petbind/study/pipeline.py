@@ -91,10 +91,17 @@ def _scan_settings(tracer: TracerConfig) -> dict[str, Any]:
             "model_settings": tracer.model_settings}
 
 
-def _scan_inputs(scan: Scan) -> dict[str, Path]:
-    inputs = {"pet": scan.pet, "dseg": scan.dseg, "dseg_tsv": scan.dseg_tsv}
-    if scan.sidecar.exists():
-        inputs["pet_json"] = scan.sidecar
+def _scan_inputs(scan: Scan, plan: Any = None, out: Path | None = None) -> dict[str, Path]:
+    inputs = {"pet": scan.fit_pet, "dseg": scan.dseg, "dseg_tsv": scan.dseg_tsv}
+    if scan.fit_sidecar.exists():
+        inputs["pet_json"] = scan.fit_sidecar
+    if plan is not None:
+        from petbind.study.preprocess import preprocess_files, subject_files
+
+        assert out is not None
+        files = preprocess_files(out, scan.rel_dir, scan.stem, plan.options.motion)
+        inputs.update(template=plan.template, xfm_pet_t1w=files["xfm_pet_t1w"],
+                      xfm_t1w_template=subject_files(out, scan.subject)["xfm_t1w_template"])
     return inputs
 
 
@@ -146,14 +153,6 @@ def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
     return [r for r in regions if r != ref and r not in tracer.exclude_regions]
 
 
-def _k2prime_of(fit: Any) -> np.ndarray:
-    p = fit.params
-    if "k2prime" in p:
-        return np.asarray(p["k2prime"], dtype=float)
-    with np.errstate(all="ignore"):
-        return np.asarray(p["k2"], dtype=float) / np.asarray(p["r1"], dtype=float)
-
-
 def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
                      where: str) -> tuple[float | None, dict[str, Any]]:
     """k2' (1/min) by the tracer's strategy, from region curves.
@@ -161,6 +160,8 @@ def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
     Strategies: a number (used as is); ``"mrtm"`` / ``"srtm"``: that model
     fitted to ``k2prime_region``, k2' = k2 / R1 (Ichise et al. 2003; Wu &
     Carson 2002); ``"median"``: the median MRTM k2' over the valid targets.
+    The fits are :func:`petbind.models.reference.estimate_k2prime` (every
+    selected curve pooled by the median).
 
     Returns
     -------
@@ -170,7 +171,7 @@ def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
         How it was obtained, for the sidecars.
     """
     from petbind.errors import ModelError
-    from petbind.models import make_model
+    from petbind.models.reference import estimate_k2prime as fit_k2prime
 
     if not tracer.needs_k2prime:
         return None, {}
@@ -186,17 +187,17 @@ def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
                             path=where, field=f"tracers.{tracer.name}.k2prime_region",
                             fix=f"use one of: {', '.join(tacs.regions)}")
     curves = np.stack([tacs.curve(n) for n in names])
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = make_model(model, tacs.timing, ref,
-                         **tracer.model_settings.get(model, {})).fit(curves)
-    k2 = _k2prime_of(fit)[np.asarray(fit.valid, bool)]
-    k2 = k2[np.isfinite(k2) & (k2 > 0)]
-    if k2.size == 0:
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value, _ = fit_k2prime(tacs.timing, ref, curves, method=model,
+                                   high_binding=np.arange(len(names)),
+                                   **tracer.model_settings.get(model, {}))
+    except ModelError as exc:
         raise ModelError(f"k2' could not be estimated by {model} on {', '.join(names)}",
                          path=where, field=f"tracers.{tracer.name}.k2prime",
-                         fix="give k2' as a number (1/min) or another k2prime_region")
-    value = float(np.median(k2))
+                         fix="give k2' as a number (1/min) or another k2prime_region"
+                         ) from exc
     return value, {"method": tracer.k2prime, "model": model, "regions": names,
                    "value_per_min": value}
 
@@ -237,7 +238,7 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
 
 
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
-                 map_scheduler: Any = "sync") -> ScanResult:
+                 map_scheduler: Any = "sync", plan: Any = None) -> ScanResult:
     """All per-scan outputs of one scan, or nothing when its provenance is current.
 
     Parameters
@@ -251,6 +252,11 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         default) keeps a scan in one thread: the pipeline's parallelism is
         across scans (dask), and the maps' sidecars, which record the
         scheduler, are then the same in-process and on dask.
+    plan : PreprocessPlan, optional
+        Preprocess the scan first (:func:`petbind.study.preprocess.preprocess_study_scan`,
+        cached); then the motion-corrected image is fitted with the atlas in
+        PET space that preprocessing wrote, and the BP_ND map and its mask are
+        also written on the template grid (``STEM_space-template_model-<m>_*``).
 
     Returns
     -------
@@ -263,12 +269,20 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     out_root = Path(out_dir)
     folder = scan_dir(out_root, scan)
     prov = folder / f"{scan.stem}_provenance.json"
-    inputs = _scan_inputs(scan)
-    settings = _scan_settings(tracer)
-    if scan_is_current(prov, inputs, settings, out_root):
-        return ScanResult(scan.stem, True, time.perf_counter() - t0)
+    prep_summary: dict[str, Any] | None = None
+    prep_skipped = True
+    if plan is not None:
+        from petbind.study.preprocess import preprocess_study_scan
 
-    img = load_pet(scan.pet)
+        prep_summary, prep_skipped = preprocess_study_scan(plan, scan, out_root)
+    inputs = _scan_inputs(scan, plan, out_root)
+    settings = _scan_settings(tracer)
+    if plan is not None:
+        settings["preprocess"] = plan.settings()
+    if scan_is_current(prov, inputs, settings, out_root):
+        return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
+
+    img = load_pet(scan.fit_pet)
     labels, names = _atlas(scan, tuple(img.dataobj.shape[:3]), np.asarray(img.affine))
     present = set(np.unique(labels).tolist())
     names = {k: v for k, v in names.items() if k in present}
@@ -303,6 +317,9 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
             model_settings=tracer.model_settings.get(tracer.map_model, {}))
         extra = {"K2PrimeStrategy": k2_info, "Atlas": str(scan.dseg)}
         written.extend(write_maps(result, folder, scan.stem, extra, entity="model"))
+        if plan is not None:
+            written.extend(_template_maps(scan, tracer.map_model, folder, img.affine, plan,
+                                          out_root, extra))
         written.extend(p.with_name(p.name.removesuffix(".nii.gz") + ".json")
                        for p in list(written) if p.name.endswith(".nii.gz"))
 
@@ -310,8 +327,41 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     record["k2prime"] = {"value_per_min": k2, **k2_info}
     record["scan"] = {"subject": scan.subject, "condition": scan.condition,
                       "tracer": scan.tracer, "run": scan.run}
+    if prep_summary is not None:
+        record["preprocess"] = prep_summary
+        flagged = prep_summary.get("flagged_frames") or []
+        if flagged:
+            notes.append(f"{scan.key}: {len(flagged)} frame(s) moved more than the "
+                         f"framewise-displacement threshold (frames {flagged}); realigned, "
+                         "see the motion QC figure")
     write_scan_record(prov, record)
     return ScanResult(scan.stem, False, time.perf_counter() - t0, notes)
+
+
+def _template_maps(scan: Scan, model: str, folder: Path, affine: np.ndarray, plan: Any,
+                   out_root: Path, extra: dict[str, Any]) -> list[Path]:
+    """The BP_ND map and its mask of a preprocessed scan, resampled onto the template grid."""
+    import nibabel as nib
+
+    from petbind.io.bids import save_image
+    from petbind.study.preprocess import maps_to_template, preprocess_files, subject_files
+
+    bp = np.asarray(nib.load(str(folder / f"{scan.stem}_model-{model}_bpnd.nii.gz")).dataobj)
+    valid = np.asarray(nib.load(str(folder / f"{scan.stem}_model-{model}_mask.nii.gz")).dataobj)
+    files = preprocess_files(out_root, scan.rel_dir, scan.stem, plan.options.motion)
+    xfm = subject_files(out_root, scan.subject)["xfm_t1w_template"]
+    tbp, tmask, taff = maps_to_template(bp, valid, affine, plan, files, xfm)
+    side = {**extra, "Model": model, "Space": "template", "Template": str(plan.template),
+            "Sources": [f"{scan.stem}_model-{model}_bpnd.nii.gz",
+                        f"{scan.stem}_model-{model}_mask.nii.gz"],
+            "Transforms": [str(xfm), str(files["xfm_pet_t1w"])],
+            "Resampling": "linear; NaN where under half of the neighbourhood was valid or "
+                          "outside the PET field of view"}
+    pre = folder / f"{scan.stem}_space-template_model-{model}"
+    return [save_image(Path(f"{pre}_bpnd.nii.gz"), tbp.astype(np.float32), taff,
+                       {**side, "Units": "unitless", "Description": "BP_ND"}),
+            save_image(Path(f"{pre}_mask.nii.gz"), tmask, taff,
+                       {**side, "Description": "1 = valid BP_ND in template space"})]
 
 
 # ----------------------------------------------------------------------------
@@ -333,7 +383,7 @@ def _progress(enabled: bool, console: Any) -> Any:
 
 def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
               scheduler: str | None = None, progress: bool = True,
-              console: Any = None) -> list[ScanResult]:
+              console: Any = None, plan: Any = None) -> list[ScanResult]:
     """Run :func:`process_scan` for every scan, in-process or on dask.
 
     Parameters
@@ -343,6 +393,8 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
         dask ``distributed.LocalCluster`` (one single-threaded worker process
         per CPU, at most one per scan). Anything else is the address of a
         running dask scheduler (``distributed.Client(address)``).
+    plan : PreprocessPlan, optional
+        Preprocess each scan first (see :func:`process_scan`).
     """
     results: list[ScanResult] = []
     with _progress(progress, console) as bar:
@@ -350,7 +402,7 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
         if scheduler is None:
             for s in scans:
                 bar.update(task, description=f"scan {s.stem}")
-                results.append(process_scan(s, config.tracers[s.tracer], out_dir))
+                results.append(process_scan(s, config.tracers[s.tracer], out_dir, plan=plan))
                 bar.advance(task)
             bar.update(task, description="scans")
             return results
@@ -373,7 +425,7 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                                    ) from exc
         try:
             futures = [client.submit(process_scan, s, config.tracers[s.tracer], out_dir,
-                                     pure=False,
+                                     plan=plan, pure=False,
                                      key=f"petbind-scan-{s.stem}") for s in scans]
             for fut in as_completed(futures):
                 results.append(fut.result())
@@ -452,9 +504,16 @@ def _load_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj, dtype=np.float64), np.asarray(img.affine)
 
 
-def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path
-                     ) -> tuple[list[Path], list[str]]:
-    """Sign-flip voxel statistics of every contrast on the tracers' BP_ND maps."""
+def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
+                     plan: Any = None) -> tuple[list[Path], list[str]]:
+    """Sign-flip voxel statistics of every contrast on the tracers' BP_ND maps.
+
+    Without preprocessing the maps are the scans' own (every scan on one PET
+    grid) and the analysis mask comes from the first scan's atlas. With a
+    preprocessing ``plan`` the maps are the ``STEM_space-template_model-<m>``
+    ones (subjects in native positions brought to the template) and the
+    analysis mask is the template atlas on that grid.
+    """
     from petbind.io.bids import save_image
     from petbind.stats.voxel import sign_flip_test
 
@@ -470,13 +529,19 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path
         maps: dict[tuple[str, str], list[np.ndarray]] = {}
         affine = None
         shape = None
+        space = "space-template_" if plan is not None else ""
         for s in mine:
             d = scan_dir(out_dir, s)
-            bp, aff = _load_map(d / f"{s.stem}_model-{model}_bpnd.nii.gz")
-            valid, _ = _load_map(d / f"{s.stem}_model-{model}_mask.nii.gz")
+            bp, aff = _load_map(d / f"{s.stem}_{space}model-{model}_bpnd.nii.gz")
+            valid, _ = _load_map(d / f"{s.stem}_{space}model-{model}_mask.nii.gz")
             if shape is None:
                 shape, affine = bp.shape, aff
-                atlas, names = _atlas(s, shape, aff)
+                if plan is not None:
+                    from petbind.study.preprocess import template_atlas
+
+                    atlas, names = template_atlas(plan, shape, aff)
+                else:
+                    atlas, names = _atlas(s, shape, aff)
                 analysis = np.isin(atlas, [k for k, v in names.items()
                                            if v not in tcfg.exclude_regions
                                            and v != tcfg.reference_region])
@@ -566,6 +631,25 @@ def _description(out_dir: Path, bids: Path) -> None:
         "SourceDatasets": [{"URL": bids.resolve().as_uri()}]})
 
 
+def _prepare_subjects(bids: Path, config: StudyConfig, scans: list[Scan], out: Path,
+                      say: Callable[[str], None], stages: Any) -> Any:
+    """Check the preprocessing inputs and register each subject's T1w to the template (cached)."""
+    from petbind.study.preprocess import make_plan, prepare_subject
+
+    first: dict[str, Path] = {}
+    for s in scans:
+        first.setdefault(s.subject, s.pet)
+    plan = make_plan(bids, config.preprocess, sorted(first.items()))
+    for subject in sorted(first):
+        t = time.perf_counter()
+        _, skipped = prepare_subject(plan, subject, out)
+        say(f"sub-{subject}: T1w -> template "
+            + ("transforms are current" if skipped
+               else f"registered in {time.perf_counter() - t:.0f} s"))
+    stages.done("register_subjects")
+    return plan
+
+
 class _Stages:
     """Wall and CPU (this process) seconds per stage."""
 
@@ -638,8 +722,11 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     stages.done("discover")
     say(f"{len(scans)} scans of {len({s.subject for s in scans})} subjects")
 
+    plan = None
+    if config.preprocess.enabled:
+        plan = _prepare_subjects(bids, config, scans, out, say, stages)
     results = run_scans(scans, config, out, scheduler=scheduler, progress=progress,
-                        console=console)
+                        console=console, plan=plan)
     stages.done("scans")
     for r in results:
         notes.extend(r.warnings)
@@ -669,7 +756,7 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     stages.done("region_statistics")
 
     if config.statistics.voxel.enabled:
-        _, vnotes = voxel_statistics(scans, config, out)
+        _, vnotes = voxel_statistics(scans, config, out, plan=plan)
         notes.extend(vnotes)
     stages.done("voxel_statistics")
 
