@@ -65,6 +65,10 @@ class Scan:
     image : Path or None
         The image the models fit when it is not ``pet`` (the motion-corrected
         ``*_desc-mc_pet.nii.gz`` of preprocessing).
+    noisefree : Path or None
+        The simulator's ``*_desc-noisefree_tacs.tsv`` of this scan (region
+        means of the noise-free, blurred, motion-free image over the true
+        atlas), when it exists and ``dataset.truth`` is not ``"none"``.
     """
 
     subject: str
@@ -77,6 +81,7 @@ class Scan:
     rel_dir: str
     entities: dict[str, str] = field(default_factory=dict, compare=False)
     image: Path | None = None
+    noisefree: Path | None = None
 
     @property
     def fit_pet(self) -> Path:
@@ -208,9 +213,12 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
             raise DataError(f"no atlas for {pet.name}", path=where, field="dataset.atlas",
                             fix="put the scan's *_dseg.nii.gz (+ _dseg.tsv) in PET space "
                             "under derivatives/<pipeline>/ with the same folder and stem")
+        noisefree = bids / "derivatives" / "petbind-sim" / rel / f"{stem}_desc-noisefree_tacs.tsv"
         scans.append(Scan(subject=ents["sub"], condition=ents[ent_name], tracer=tracer,
                           run=ents.get("run"), pet=pet, dseg=dseg, stem=stem, rel_dir=rel,
-                          entities=ents, image=image))
+                          entities=ents, image=image,
+                          noisefree=(noisefree if config.truth != "none" and noisefree.is_file()
+                                     else None)))
     for t, n in sorted(skipped_tracers.items()):
         warnings.append(f"skipped {n} scan(s) of tracer trc-{t}: no [tracers.{t}] in the "
                         "study config")

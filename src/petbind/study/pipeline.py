@@ -22,6 +22,7 @@ provenance of a scan is written after its other outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -95,6 +96,8 @@ def _scan_inputs(scan: Scan, plan: Any = None, out: Path | None = None) -> dict[
     inputs = {"pet": scan.fit_pet, "dseg": scan.dseg, "dseg_tsv": scan.dseg_tsv}
     if scan.fit_sidecar.exists():
         inputs["pet_json"] = scan.fit_sidecar
+    if scan.noisefree is not None:
+        inputs["noisefree_tacs"] = scan.noisefree
     if plan is not None:
         from petbind.study.preprocess import preprocess_files, subject_files
 
@@ -298,6 +301,8 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     written.append(write_text_atomic(folder / f"{scan.stem}_fits.tsv", _tsv(fits)))
     written.append(write_text_atomic(folder / f"{scan.stem}_desc-fitted_tacs.tsv",
                                      _tsv(curves)))
+    if scan.noisefree is not None:
+        written.append(_noisefree_fits(scan, tracer, targets, k2, folder, tacs.timing))
     notes: list[str] = []
     n_bad = int((~fits["valid"].astype(bool)).sum())
     if n_bad:
@@ -336,6 +341,33 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
                          "see the motion QC figure")
     write_scan_record(prov, record)
     return ScanResult(scan.stem, False, time.perf_counter() - t0, notes)
+
+
+def _noisefree_fits(scan: Scan, tracer: TracerConfig, targets: list[str], k2: float | None,
+                    folder: Path, timing: Any) -> Path:
+    """The primary model fitted to the simulator's noise-free region curves of the scan.
+
+    Same model settings and the same k2' as the scan's own fits: the result
+    (``bp_nd_true_image`` in the outcome table) is what a noise-free analysis
+    of the blurred image gives, which separates partial-volume bias (truth vs
+    image truth) from noise (image truth vs estimate).
+    """
+    from petbind.io.tables import read_tacs
+
+    nf = read_tacs(scan.noisefree)
+    if nf.timing.n_frames != timing.n_frames or not np.allclose(nf.timing.start, timing.start,
+                                                                 atol=1e-3):
+        raise DataError("the noise-free curves have other frames than the scan",
+                        path=scan.noisefree, field="frame_start",
+                        fix="simulate the dataset again (petbind simulate)")
+    names = [r for r in targets if r in nf.regions]
+    if tracer.reference_region not in nf.regions or not names:
+        raise DataError(f"the noise-free curves lack the reference region or every target "
+                        f"of tracer {tracer.name}", path=scan.noisefree, field="region",
+                        fix="use the simulator's region names in the study config")
+    one = dataclasses.replace(tracer, models=(tracer.primary_model,))
+    fits, _ = _fit_regions(one, nf, names, k2)
+    return write_text_atomic(folder / f"{scan.stem}_desc-noisefree_fits.tsv", _tsv(fits))
 
 
 def _template_maps(scan: Scan, model: str, folder: Path, affine: np.ndarray, plan: Any,
@@ -481,7 +513,37 @@ def outcome_table(scans: list[Scan], out_dir: Path,
     df = df[cols]
     if truth is not None:
         df = df.merge(truth, on=["subject", "condition", "tracer", "region"], how="left")
+    image = _image_truth(scans, out_dir)
+    if image is not None:
+        keys = ["subject", "condition", "tracer", "run", "region", "model"]
+        df["run"] = df["run"].astype(object)
+        df = df.merge(image, on=keys, how="left")
+        after = "bp_nd_true" if "bp_nd_true" in df.columns else "valid"
+        order = [c for c in df.columns if c != "bp_nd_true_image"]
+        order.insert(order.index(after) + 1, "bp_nd_true_image")
+        df = df[order]
     return df
+
+
+def _image_truth(scans: list[Scan], out_dir: Path) -> pd.DataFrame | None:
+    """``bp_nd_true_image`` of every scan with a ``_desc-noisefree_fits.tsv`` (else None)."""
+    frames = []
+    for s in scans:
+        p = scan_dir(out_dir, s) / f"{s.stem}_desc-noisefree_fits.tsv"
+        if s.noisefree is None or not p.exists():
+            continue
+        f = _read_tsv(p)[["region", "model", "bp_nd"]].rename(
+            columns={"bp_nd": "bp_nd_true_image"})
+        f.insert(0, "run", s.run if s.run is not None else np.nan)
+        f.insert(0, "tracer", s.tracer)
+        f.insert(0, "condition", s.condition)
+        f.insert(0, "subject", s.subject)
+        frames.append(f)
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True)
+    out["run"] = out["run"].astype(object)
+    return out
 
 
 def _for_stats(outcomes: pd.DataFrame) -> pd.DataFrame:
@@ -492,8 +554,9 @@ def _for_stats(outcomes: pd.DataFrame) -> pd.DataFrame:
     if not df.duplicated(keys).any():
         return df
     agg = {"bp_nd": "mean", "valid": "any"}
-    if "bp_nd_true" in df:
-        agg["bp_nd_true"] = "mean"
+    for c in ("bp_nd_true", "bp_nd_true_image"):
+        if c in df:
+            agg[c] = "mean"
     return df.groupby(keys, as_index=False, sort=True).agg(agg)
 
 
