@@ -528,3 +528,25 @@ def test_preprocessed_study_shows_template_space_maps_over_the_template_t1w(tmp_
     sections, _ = _voxel_sections(load_outputs(out), figures)
     assert [e["label"] for e in sections[0]["effect"]] == ["estimated mean % change"]
     assert "native PET space" in sections[0]["effect_note"]
+
+
+def test_methods_describe_preprocessing_from_the_config_with_citations(tmp_path):
+    from petbind.report.build import _design, _methods
+
+    paths = write_outputs(tmp_path, voxel=False)
+    study = load_outputs(paths["out"])
+    assert "realignment" not in _methods(study, _design(study))["paragraph"]
+    with (paths["out"] / "study_config.toml").open("a") as fh:
+        fh.write("[preprocess]\nenabled = true\nmotion = true\nmin_block_min = 2.0\n"
+                 "fd_threshold_mm = 0.4\nnonlinear = false\natlas_method = \"nearest\"\n")
+    study = load_outputs(paths["out"])
+    methods = _methods(study, _design(study))
+    assert ("Head motion was corrected by rigid realignment of every frame to a mean image "
+            "(early frames pooled into blocks of at least 2 min); framewise displacement (FD) "
+            "was computed per frame and frames with FD above 0.4 mm were flagged; the mean "
+            "realigned PET was registered rigidly to the subject's T1w (Mattes mutual "
+            "information) and the T1w to the template (affine); the template atlas was brought "
+            "into each scan's PET space by nearest-neighbour resampling, and voxel statistics "
+            "were computed in template space.") in methods["paragraph"]
+    cited = " ".join(methods["citations"])
+    assert "Power JD" in cited and "Mattes D" in cited and "Avants BB" not in cited

@@ -75,6 +75,15 @@ CITATIONS: dict[str, str] = {
           "1995;57:289-300.",
     "permutation": "Nichols TE, Holmes AP. Nonparametric permutation tests for functional "
                    "neuroimaging: a primer with examples. Hum Brain Mapp 2002;15:1-25.",
+    "fd": "Power JD, Barnes KA, Snyder AZ, Schlaggar BL, Petersen SE. Spurious but "
+          "systematic correlations in functional connectivity MRI networks arise from subject "
+          "motion. NeuroImage 2012;59:2142-2154.",
+    "mattes": "Mattes D, Haynor DR, Vesselle H, Lewellen TK, Eubank W. PET-CT image "
+              "registration in the chest using free-form deformations. IEEE Trans Med Imaging "
+              "2003;22:120-128.",
+    "syn": "Avants BB, Epstein CL, Grossman M, Gee JC. Symmetric diffeomorphic image "
+           "registration with cross-correlation: evaluating automated labeling of elderly and "
+           "neurodegenerative brain. Med Image Anal 2008;12:26-41.",
     "mixed": "Seabold S, Perktold J. statsmodels: econometric and statistical modeling with "
              "Python. Proc 9th Python in Science Conf 2010.",
 }
@@ -1330,6 +1339,10 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
             c = _MODEL_CITATION.get(str(m).lower().replace("-", "")) if m else None
             if c and c not in cites:
                 cites.append(c)
+    pre = _preprocess_methods(cfg)
+    if pre:
+        parts.append(pre[0])
+        cites += [c for c in pre[1] if c not in cites]
     parts.append("Model predictions were frame averages of the continuous model (exact "
                  "integration over each frame), not mid-frame samples.")
     alpha = _alpha(study)
@@ -1358,6 +1371,40 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
     parts.append(f"Analyses used petbind {prov.get('petbind_version', __version__)}"
                  + (f" ({versions})" if versions else "") + ".")
     return {"paragraph": " ".join(parts), "citations": [CITATIONS[c] for c in cites]}
+
+
+def _preprocess_methods(cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """The methods sentence on preprocessing (config ``[preprocess]``), with its citations."""
+    pre = cfg.get("preprocess")
+    if not isinstance(pre, dict) or pre.get("enabled") is not True:
+        return None
+    cites = []
+    parts = []
+    if pre.get("motion", True):
+        block = pre.get("min_block_min")
+        parts.append(
+            "Head motion was corrected by rigid realignment of every frame to a mean image"
+            + (f" (early frames pooled into blocks of at least {block:g} min)"
+               if isinstance(block, int | float) else "")
+            + "; framewise displacement (FD) was computed per frame and frames with FD above "
+            f"{pre.get('fd_threshold_mm', 0.5):g} mm were flagged")
+        cites.append("fd")
+    parts.append("the mean realigned PET was registered rigidly to the subject's T1w (Mattes "
+                 "mutual information) and the T1w to the template"
+                 + (" (affine, then symmetric diffeomorphic SyN)" if pre.get("nonlinear", True)
+                    else " (affine)"))
+    cites.append("mattes")
+    if pre.get("nonlinear", True):
+        cites.append("syn")
+    method = pre.get("atlas_method", "fraction")
+    parts.append("the template atlas was brought into each scan's PET space "
+                 + ("with partial-volume-aware label fractions" if method == "fraction"
+                    else "by nearest-neighbour resampling")
+                 + (", and voxel statistics were computed in template space"
+                    if _cfg_get(cfg, "statistics.voxel.enabled", default=True) is not False
+                    else ""))
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + ".", cites
 
 
 def _k2prime_text(tracer_cfg: dict[str, Any]) -> str | None:
