@@ -12,5 +12,6 @@ def test_demo_help_lists_out_scheduler_and_report_options(capsys):
         main(["demo", "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0
-    for option in ("--out", "--scheduler", "--no-report", "--no-progress"):
+    for option in ("--out", "--scheduler", "--no-report", "--no-progress", "--realistic"):
         assert option in out
+

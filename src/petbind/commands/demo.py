@@ -18,13 +18,19 @@ def demo(
         "--no-report", help="Do not build the HTML report.")] = False,
     no_progress: Annotated[bool, typer.Option(
         "--no-progress", help="No progress bars.")] = False,
+    realistic: Annotated[bool, typer.Option(
+        "--realistic", help="Also simulate the study as raw scans (each animal in its own "
+        "position with a T1w, head motion) into OUT/realistic/, analyse it with motion "
+        "correction, registration and the template atlas, report it, and compare its "
+        "answer with the default demo's. Takes several minutes.")] = False,
 ) -> None:
     """Simulate the ketamine 5-HT1B / SERT macaque study and analyse it end to end."""
     from petbind.cli import console, err_console
     from petbind.study.demo import run_demo
 
     result = run_demo(out, scheduler=scheduler, report=not no_report,
-                      progress=not no_progress, console=console, err_console=err_console)
+                      progress=not no_progress, console=console, err_console=err_console,
+                      realistic=realistic)
     if result.report is not None:
         console.print(f"report: {result.report}", highlight=False)
 

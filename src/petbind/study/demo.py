@@ -6,12 +6,24 @@ truth) to ``OUT/bids``, the pipeline runs it with the packaged
 ``data/demo_study.toml`` into ``OUT/derivatives/petbind``, the console shows
 the estimated % changes beside the simulator's truth, and the report builder
 (when installed) writes the HTML page.
+
+``petbind demo --realistic`` analyses the same study as raw scans: the
+simulator (``data/demo_realistic_simulate.toml`` over the default) puts each
+animal in its own native position with its own T1w and moves the head
+between frames; the pipeline (``data/demo_realistic_study.toml`` over
+``demo_study.toml``) realigns the frames, registers PET -> T1w -> template,
+brings the template atlas into each scan and runs the voxel statistics in
+template space. It writes ``OUT/realistic/bids`` and
+``OUT/realistic/derivatives/petbind`` beside the default demo's folders (whose
+analysis it reuses, or runs, to print how the two answers compare).
 """
 
 from __future__ import annotations
 
 import time
+import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +41,105 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     study: Any = None
+    comparison: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the tables of ``extra`` merged in, key by key (a new dict)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _packaged(name: str) -> dict[str, Any]:
+    return tomllib.loads(resources.files("petbind").joinpath(f"data/{name}").read_text("utf-8"))
+
+
+def realistic_configs(sim_raw: dict[str, Any] | None = None,
+                      study_raw: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """Simulator and study configs of ``petbind demo --realistic``.
+
+    Parameters
+    ----------
+    sim_raw : dict, optional
+        Simulation TOML document to start from (default: the founding study,
+        ``petbind simulate --print-config``); ``data/demo_realistic_simulate.toml``
+        is merged over it.
+    study_raw : dict, optional
+        Study TOML document to start from (default: ``data/demo_study.toml``);
+        ``data/demo_realistic_study.toml`` is merged over it.
+
+    Returns
+    -------
+    (SimConfig, StudyConfig)
+    """
+    from petbind.simulate.config import default_config_text
+    from petbind.simulate.config import parse_config as parse_sim
+    from petbind.study.config import parse_config as parse_study
+
+    sim = _merge(sim_raw if sim_raw is not None else tomllib.loads(default_config_text()),
+                 _packaged("demo_realistic_simulate.toml"))
+    study = _merge(study_raw if study_raw is not None else _packaged("demo_study.toml"),
+                   _packaged("demo_realistic_study.toml"))
+    return (parse_sim(sim, source="petbind/data/demo_realistic_simulate.toml"),
+            parse_study(study, source="petbind/data/demo_realistic_study.toml"))
+
+
+def compare_changes(default: list[dict[str, Any]], realistic: list[dict[str, Any]],
+                    regions: tuple[str, ...] | None = DEMO_REGIONS) -> list[dict[str, Any]]:
+    """% changes of the realistic demo beside the default demo's, per tracer x contrast x region.
+
+    Parameters
+    ----------
+    default, realistic : list of dict
+        ``summary.json`` ``highlights`` (``roi_stats.tsv`` rows of the primary models).
+    regions : tuple of str, optional
+        Regions to keep (None: all).
+
+    Returns
+    -------
+    list of dict
+        ``tracer, contrast, region, pct_default, pct_realistic, difference``
+        (percentage points) and ``pct_change_true`` when known.
+    """
+    key = ("tracer", "contrast", "region")
+    base = {tuple(r[k] for k in key): r for r in default}
+    rows = []
+    for r in realistic:
+        k = tuple(r[c] for c in key)
+        if k not in base or (regions is not None and r["region"] not in regions):
+            continue
+        a, b = base[k].get("pct_change"), r.get("pct_change")
+        diff = b - a if a is not None and b is not None else None
+        rows.append({"tracer": k[0], "contrast": k[1], "region": k[2], "pct_default": a,
+                     "pct_realistic": b, "difference": diff,
+                     "pct_change_true": r.get("pct_change_true")})
+    if regions is not None:
+        order = {g: i for i, g in enumerate(regions)}
+        rows.sort(key=lambda x: (x["tracer"], x["contrast"], order[x["region"]]))
+    return rows
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> Any:
+    """A rich Table of :func:`compare_changes`."""
+    from rich import box
+    from rich.table import Table
+
+    def num(x: Any) -> str:
+        return "n/a" if x is None else f"{x:+.1f}"
+
+    t = Table(title="Raw scans (realistic) vs pre-aligned scans (default demo): % change in "
+                    "BP_ND, primary model", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for name in ("tracer", "contrast", "region"):
+        t.add_column(name, overflow="fold")
+    for name in ("default", "realistic", "difference (pp)", "truth"):
+        t.add_column(name, justify="right", no_wrap=True)
+    for r in rows:
+        t.add_row(r["tracer"], r["contrast"], r["region"], num(r["pct_default"]),
+                  num(r["pct_realistic"]), num(r["difference"]), num(r["pct_change_true"]))
+    return t
 
 
 def simulate_if_needed(bids: Path, sim_config: Any = None, *, progress: bool = True,
@@ -56,7 +167,8 @@ def simulate_if_needed(bids: Path, sim_config: Any = None, *, progress: bool = T
 def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
              report: bool = True, progress: bool = True, console: Any = None,
              err_console: Any = None, sim_config: Any = None,
-             study_config: Any = None) -> DemoResult:
+             study_config: Any = None, realistic: bool = False,
+             realistic_setup: tuple[Any, Any] | None = None) -> DemoResult:
     """Simulate, analyse and report the founding study.
 
     Parameters
@@ -75,10 +187,19 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
         Simulator config (default: the founding study).
     study_config : StudyConfig, optional
         Pipeline config (default: ``petbind/data/demo_study.toml``).
+    realistic : bool
+        Also simulate the study as raw scans (native positions, head motion,
+        T1w) into ``OUT/realistic/bids``, analyse it with preprocessing into
+        ``OUT/realistic/derivatives/petbind``, report that one, and print its
+        % changes beside the default analysis's.
+    realistic_setup : (SimConfig, StudyConfig), optional
+        Configs of the realistic part (default: :func:`realistic_configs`).
 
     Returns
     -------
     DemoResult
+        Of the realistic analysis when ``realistic`` (with ``comparison``),
+        else of the default one.
     """
     from rich.console import Console
 
@@ -89,24 +210,34 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
     console = console or Console()
     err_console = err_console or Console(stderr=True)
     root = Path(out)
-    bids = root / "bids"
-    out_dir = root / "derivatives" / "petbind"
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
 
-    t, c = time.perf_counter(), time.process_time()
-    simulated = simulate_if_needed(bids, sim_config, progress=progress, console=err_console)
-    seconds["simulate"] = time.perf_counter() - t
-    cpu["simulate"] = time.process_time() - c
-    if not simulated:
-        err_console.print(f"using the simulated dataset already in {bids}", highlight=False)
+    def analyse(folder: Path, sim: Any, cfg: Any, prefix: str) -> Any:
+        bids = folder / "bids"
+        t, c = time.perf_counter(), time.process_time()
+        simulated = simulate_if_needed(bids, sim, progress=progress, console=err_console)
+        seconds[f"{prefix}simulate"] = time.perf_counter() - t
+        cpu[f"{prefix}simulate"] = time.process_time() - c
+        if not simulated:
+            err_console.print(f"using the simulated dataset already in {bids}", highlight=False)
+        res = run_study(bids, cfg, out_dir=folder / "derivatives" / "petbind",
+                        scheduler=scheduler, progress=progress, console=err_console,
+                        log=lambda m: err_console.print(m, highlight=False))
+        seconds.update({f"{prefix}{k}": v for k, v in res.seconds.items()})
+        cpu.update({f"{prefix}{k}": v for k, v in res.cpu_seconds.items()})
+        return res
 
-    cfg = study_config or demo_config()
-    result = run_study(bids, cfg, out_dir=out_dir, scheduler=scheduler, progress=progress,
-                       console=err_console,
-                       log=lambda m: err_console.print(m, highlight=False))
-    seconds.update(result.seconds)
-    cpu.update(result.cpu_seconds)
+    default = None
+    if realistic:
+        err_console.print("default demo (pre-aligned scans), for comparison:", highlight=False)
+        default = analyse(root, sim_config, study_config or demo_config(), "default_")
+        root = root / "realistic"
+        err_console.print("realistic demo (raw scans: native positions, head motion, T1w):",
+                          highlight=False)
+        sim_config, study_config = realistic_setup or realistic_configs()
+    result = analyse(root, sim_config, study_config or demo_config(), "")
+    bids, out_dir = root / "bids", result.out_dir
 
     console.print("Ketamine challenge: estimated change in BP_ND beside the simulator's "
                   "truth (primary model; every region and model in group/roi_stats.tsv)",
@@ -120,6 +251,17 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
                   "group/roi_stats.tsv.", highlight=False)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    comparison: list[dict[str, Any]] = []
+    if default is not None:
+        comparison = compare_changes(default.summary["highlights"],
+                                     result.summary["highlights"])
+        console.print(comparison_table(comparison))
+        diffs = [abs(r["difference"]) for r in comparison if r["difference"] is not None]
+        if diffs:
+            console.print(f"The raw-scan analysis (motion correction, registration, template "
+                          f"atlas) changes these % changes by {max(diffs):.1f} percentage "
+                          f"points at most (median {sorted(diffs)[len(diffs) // 2]:.1f}).",
+                          highlight=False)
 
     console.print(f"outputs: {out_dir}", highlight=False)
     report_path = None
@@ -134,4 +276,4 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
     seconds["report"] = time.perf_counter() - t
     cpu["report"] = time.process_time() - c
     return DemoResult(bids_dir=bids, out_dir=out_dir, report=report_path, seconds=seconds,
-                      cpu_seconds=cpu, study=result)
+                      cpu_seconds=cpu, study=result, comparison=comparison)
