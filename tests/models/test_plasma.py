@@ -453,3 +453,19 @@ def test_prefit_needs_early_frames_in_the_window(curves):
         OneTCM(TIMING, INPUT, delay="fit", start=15.0).fit(curves["one"])
     with pytest.raises(ModelError, match="delay must be"):
         MA1(TIMING, INPUT, delay="auto")
+
+
+def test_2tcm_fitted_delay_is_refined_with_the_full_model(curves):
+    # an arterial line 15 s late: the one-tissue pre-fit lands a step off on these
+    # two-tissue curves; the full model at the neighbouring delays finds the true one
+    inp = make_input(lag=0.25)
+    data = curves["two"][:2]
+    fit = TwoTCM(TIMING, inp, delay="fit").fit(data)
+    np.testing.assert_allclose(fit.delay, -0.25, atol=1e-9)
+    np.testing.assert_allclose(fit.vt, [vt_of(p) for p in TWO[:2]], rtol=1e-3)
+    np.testing.assert_allclose(fit.k3, [p[2] for p in TWO[:2]], rtol=2e-3)
+    assert fit.settings["delay_refine"] == 2
+    unrefined = TwoTCM(TIMING, inp, delay="fit", delay_refine=0).fit(data)
+    assert np.all(fit.wrss <= unrefined.wrss)
+    with pytest.raises(ModelError, match="delay_refine"):
+        TwoTCM(TIMING, inp, delay="fit", delay_refine=-1)

@@ -25,8 +25,8 @@ The measured curve is ``C_PET = (1 - v_B) C_T + v_B C_B`` (v_B fitted or
 fixed). Each convolution is the exact frame average of the piecewise-linear
 input convolved with an exponential
 (:meth:`PiecewiseLinear.exp_conv_frame_means`), so the model is exact over
-frames. An optional input delay is fitted per curve (:func:`petbind.blood.fit_delay`)
-and then held fixed.
+frames. An optional input delay is fitted per curve (:func:`petbind.blood.fit_delay`),
+checked against its neighbours with the full model, and then held fixed.
 
 Graphical methods (linear, fit voxels as easily as regions; ``t*`` given or
 chosen by the max-error rule):
@@ -327,8 +327,13 @@ class _CompartmentModel(_PlasmaModelBase):
     grid = np.geomspace(0.002, 3.0, 28)
 
     def __init__(self, timing: FrameTiming, blood: InputFunction, *,
-                 vb: float | str = "fit", max_iter: int = 200, **kw: Any) -> None:
+                 vb: float | str = "fit", delay_refine: int = 2, max_iter: int = 200,
+                 **kw: Any) -> None:
         super().__init__(timing, blood, vb=vb, **kw)
+        if not (isinstance(delay_refine, int) and delay_refine >= 0):
+            raise ModelError(f"delay_refine must be a whole number >= 0, got {delay_refine!r}",
+                             field="delay_refine", fix="e.g. 2 (steps each side), 0 for none")
+        self.delay_refine = delay_refine
         self.max_iter = max_iter
 
     # -- model-specific -------------------------------------------------------
@@ -397,13 +402,16 @@ class _CompartmentModel(_PlasmaModelBase):
         k = np.clip(k, np.asarray(self.lower) * 1.01 + 1e-6, np.asarray(self.upper) * 0.99)
         return np.concatenate([k, vb_b[:, None]], axis=-1) if self._fit_vb else k
 
-    def _fit_group(self, inp: InputFunction, y: NDArray, w: NDArray):
+    def _fit_group(self, inp: InputFunction, y: NDArray, w: NDArray,
+                   p0: NDArray | None = None):
+        """LM fit of curves sharing one input; ``p0`` (all finite) skips the grid start."""
         cb = inp.blood.frame_means(self.timing)
 
         def predict(p: NDArray, idx: NDArray) -> NDArray:
             return self._predict(inp, cb, p)
 
-        p0 = self._start_values(inp, cb, y, w)
+        if p0 is None or not np.all(np.isfinite(p0)):
+            p0 = self._start_values(inp, cb, y, w)
         lo = list(self.lower) + ([0.0] if self._fit_vb else [])
         hi = list(self.upper) + ([0.9] if self._fit_vb else [])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -445,19 +453,35 @@ class _CompartmentModel(_PlasmaModelBase):
             np.where((w2 > 0) & np.isfinite(y2), y2, -np.inf), axis=-1) > 0)
         y2 = np.where(np.isfinite(y2), y2, 0.0)
         if self.delay == "fit":
-            delays = self._prefit(y2, w2, fit_delay_too=True).delay
+            start = self._prefit(y2, w2, fit_delay_too=True).delay
+            # the pre-fit's delay and its neighbours, nearest first: ties keep the pre-fit
+            steps = sorted(range(-self.delay_refine, self.delay_refine + 1), key=abs)
         else:
-            delays = np.full(n_b, float(self.delay))
+            start = np.full(n_b, float(self.delay))
+            steps = [0]
         n_p = len(self.param_names)
         params = np.full((n_b, n_p), np.nan)
         cov = np.full((n_b, n_p, n_p), np.nan)
         fitted = np.full(y2.shape, np.nan)
         conv = np.zeros(n_b, dtype=bool)
-        for d in np.unique(delays):
-            rows = np.flatnonzero(delays == d)
-            res = self._fit_group(self.blood.shifted(float(d)), y2[rows], w2[rows])
-            params[rows], cov[rows], fitted[rows], conv[rows] = (res.params, res.cov,
-                                                                 res.fitted, res.converged)
+        delays = start.copy()
+        best = np.full(n_b, np.inf)
+        first = params  # the fit at the pre-fit's delay starts its neighbours
+        for j in steps:
+            trial = (np.round(start / self.delay_step_min) + j) * self.delay_step_min + 0.0 \
+                if j else start
+            for d in np.unique(trial):
+                rows = np.flatnonzero(trial == d)
+                res = self._fit_group(self.blood.shifted(float(d)), y2[rows], w2[rows],
+                                      p0=first[rows] if j else None)
+                take = (res.wrss < best[rows]) if j else np.ones(rows.size, dtype=bool)
+                rows, sel = rows[take], np.flatnonzero(take)
+                params[rows], cov[rows], fitted[rows], conv[rows] = (
+                    res.params[sel], res.cov[sel], res.fitted[sel], res.converged[sel])
+                best[rows] = np.where(np.isfinite(res.wrss[sel]), res.wrss[sel], np.inf)
+                delays[rows] = d
+            if not j:
+                first = params.copy()
         valid = finite & np.all(np.isfinite(params), axis=-1)
         out: dict[str, NDArray] = {}
         se: dict[str, NDArray] = {}
@@ -479,7 +503,8 @@ class _CompartmentModel(_PlasmaModelBase):
         settings = {**self._base_settings(), "vb": self.vb, "delay": self.delay,
                     "delay_search_min": list(self.delay_search_min),
                     "delay_step_min": self.delay_step_min,
-                    "delay_end_min": self.delay_end_min, "param_names": self.param_names}
+                    "delay_end_min": self.delay_end_min, "delay_refine": self.delay_refine,
+                    "param_names": self.param_names}
         n_params = n_p + (1 if self.delay == "fit" else 0)
         return Fit(model=self.name, timing=self.timing, params=out,
                    data=np.asarray(tacs, dtype=float), fitted=fitted.reshape(y.shape),
@@ -503,9 +528,16 @@ class OneTCM(_CompartmentModel):
     vb : "fit" or float
         Blood volume fraction: fitted (default) or fixed in [0, 1).
     delay : float or "fit"
-        Input delay in minutes, or ``"fit"`` (per curve, 1TCM grid search over
-        ``delay_search_min`` with step ``delay_step_min`` on the frames ending
-        by ``delay_end_min``).
+        Input delay in minutes, or ``"fit"``: per curve, a 1TCM + v_B pre-fit
+        (:func:`petbind.blood.fit_delay`: grid over ``delay_search_min`` with
+        step ``delay_step_min`` on the frames ending by ``delay_end_min``),
+        then this model fitted at that delay and at ``delay_refine`` steps
+        either side, keeping the delay of least WRSS over the fit window.
+    delay_refine : int
+        Steps of ``delay_step_min`` tried either side of the pre-fit's delay
+        with the full model (default 2; 0 keeps the pre-fit's delay). A
+        two-tissue curve can put the one-tissue pre-fit a step off; each
+        step tried costs one more fit.
     weights : {"uniform", "duration", "counts"} or array_like
         Frame weights (:func:`petbind.models.weights.frame_weights`; ``counts``
         uses the mean curve of the batch as weighting curve).
