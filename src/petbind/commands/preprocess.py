@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from petbind.errors import ConfigError, FileFormatError
+from petbind.errors import ConfigError, FileFormatError, MetadataError
 from petbind.preprocess.scan import find_t1w
 
 __all__ = ["find_pet_scans", "find_t1w", "register"]
@@ -66,7 +66,14 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from petbind.cli import console
-        from petbind.preprocess.scan import PreprocessOptions, preprocess_scan
+        from petbind.preprocess.scan import (
+            PreprocessOptions,
+            SubjectRegistration,
+            default_atlas,
+            preprocess_scan,
+            register_subject,
+            save_subject_registration,
+        )
 
         if atlas_method not in ("fraction", "nearest"):
             raise ConfigError(f"unknown atlas method {atlas_method!r}", field="--atlas-method",
@@ -92,10 +99,23 @@ def register(app: typer.Typer) -> None:
         else:
             raise FileFormatError("no such file or folder", path=path, field="PATH",
                                   fix="give a BIDS dataset folder or a *_pet.nii.gz")
+        atlas_file = atlas if atlas is not None else default_atlas(template)
+        if not atlas_file.is_file():
+            raise MetadataError("the template has no atlas", path=template, field="--atlas",
+                                fix=f"give --atlas (a dseg in template space) or add "
+                                    f"{atlas_file.name} beside the template")
         table = Table("scan", "max FD (mm)", "flagged frames", "regions", "outputs")
+        subjects: dict[Path, SubjectRegistration] = {}
         for pet, anat, dest in jobs:
             console.print(f"preprocessing {pet.name} ...")
-            res = preprocess_scan(pet, anat, template, dest, atlas_path=atlas, options=opts)
+            # T1w -> template once per T1w; its transforms are written beside every scan
+            if anat not in subjects:
+                subjects[anat] = register_subject(anat, template, opts)
+            sub = (pet.name.split("_")[0] if pet.name.startswith("sub-")
+                   else pet.name.split(".")[0].removesuffix("_pet"))
+            reg = save_subject_registration(subjects[anat], dest, sub)
+            res = preprocess_scan(pet, anat, template, dest, atlas_path=atlas, options=opts,
+                                  subject=reg)
             s = res.summary
             fd = s.get("max_fd_mm")
             table.add_row(pet.name, "-" if fd is None else f"{fd:.2f}",
