@@ -119,7 +119,11 @@ close to it, as the demo runs one stage at a time in one process).
   study level.
 """
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    # keep the section bench_demo_realistic.py writes
+    marker = "## `petbind demo --realistic`"
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = marker + old.split(marker, 1)[1] if marker in old else ""
+    args.out.write_text(text + ("\n" + kept if kept else ""))
     print(text)
     if args.keep is None:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -21,7 +21,9 @@ whole files (each written atomically) and no record for unfinished work.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,25 @@ def _subject_settings(plan: PreprocessPlan) -> dict[str, Any]:
     return {"nonlinear": s["nonlinear"], "syn_level_iters": s["syn_level_iters"]}
 
 
+@contextlib.contextmanager
+def _quiet_dipy(enabled: bool) -> Iterator[None]:
+    """Silence dipy's INFO lines (it logs SyN progress to stdout) during a registration."""
+    if not enabled:
+        yield
+        return
+    import logging
+
+    import dipy.align.imwarp  # noqa: F401  (configures dipy's logger on import)
+
+    log = logging.getLogger("dipy")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def prepare_subject(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLike
                     ) -> tuple[Any, bool]:
     """The subject's T1w <-> template transforms, computed once and cached.
@@ -139,7 +160,8 @@ def prepare_subject(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLi
     if scan_is_current(prov, inputs, settings, out):
         metric = json.loads(prov.read_text(encoding="utf-8")).get("metric")
         return load_subject_registration(folder, f"sub-{subject}", metric), True
-    reg = register_subject(plan.t1w[subject], plan.template, plan.options)
+    with _quiet_dipy(plan.options.nonlinear):
+        reg = register_subject(plan.t1w[subject], plan.template, plan.options)
     reg = save_subject_registration(reg, folder, f"sub-{subject}")
     record = scan_record(inputs, settings, list(reg.paths.values()), out)
     record["metric"] = reg.metric
