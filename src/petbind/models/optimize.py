@@ -12,8 +12,14 @@ The model is a function ``predict(params, idx)``: ``params`` has shape
 (``(n_active,)``) of the rows, so a model with per-curve inputs can pick them.
 It returns predictions shaped ``(..., n_active, N)``. Without an analytic
 Jacobian, a forward-difference Jacobian is formed by evaluating the model once
-on a stack of ``P + 1`` parameter sets (leading axis), i.e. one model call per
-iteration.
+on a stack of ``P + 1`` parameter sets (leading axis), at accepted points
+only. With ``jacobian=True`` the model returns ``(prediction, columns)``:
+the ``P`` Jacobian columns, each either shared by every curve (shape
+``(N,)``, e.g. the reference curve in SRTM) or per curve (``(n_active, N)``);
+shared columns cost a matrix-vector product in the normal equations instead
+of an element-wise pass, and the model is called once per iteration, at the
+trial point. This one solver serves the plasma-input models, the blood-curve
+fits and the reference-tissue SRTM family.
 
 Bounds are kept by projection: a parameter sitting on a bound that the
 gradient pushes outward is held there for the step, and each trial step is
@@ -38,6 +44,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 Predict = Callable[[NDArray, NDArray], NDArray]
+#: ``(params (n, P), idx (n,)) -> (prediction (n, N), [P Jacobian columns])``.
+PredictJac = Callable[[NDArray, NDArray], tuple[NDArray, list[NDArray]]]
 
 
 @dataclass
@@ -48,13 +56,13 @@ class LMResult:
     ----------
     params : ndarray, shape (B, P)
         Parameters at the solution.
-    fitted : ndarray, shape (B, N)
-        Model prediction at the solution.
+    fitted : ndarray, shape (B, N), or None
+        Model prediction at the solution (None with ``final=False``).
     wrss : ndarray, shape (B,)
         Weighted residual sum of squares.
-    cov : ndarray, shape (B, P, P)
+    cov : ndarray, shape (B, P, P), or None
         Asymptotic covariance ``s^2 (J^T W J)^-1`` (NaN where singular or
-        where ``n_used <= P``).
+        where ``n_used <= P``; None with ``final=False``).
     n_iter : ndarray of int, shape (B,)
         Iterations used.
     converged : ndarray of bool, shape (B,)
@@ -62,22 +70,123 @@ class LMResult:
     """
 
     params: NDArray
-    fitted: NDArray
+    fitted: NDArray | None
     wrss: NDArray
-    cov: NDArray
+    cov: NDArray | None
     n_iter: NDArray
     converged: NDArray
 
     @property
     def se(self) -> NDArray:
         """Standard errors, ``sqrt(diag(cov))``, shape (B, P)."""
+        if self.cov is None:
+            return np.full(self.params.shape, np.nan)
         d = np.diagonal(self.cov, axis1=-2, axis2=-1)
         return np.sqrt(np.where(d >= 0, d, np.nan))
 
 
+def inv_sym(a: NDArray) -> NDArray:
+    """Inverse of stacked symmetric 1x1, 2x2 or 3x3 matrices by the adjugate (NaN if singular).
+
+    A matrix is singular here when ``|det| <= 1e-13 max|a|^p``.
+    """
+    p = a.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if p == 1:
+            return 1.0 / a
+        if p == 2:
+            det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] ** 2
+            out = np.empty_like(a)
+            out[..., 0, 0] = a[..., 1, 1]
+            out[..., 1, 1] = a[..., 0, 0]
+            out[..., 0, 1] = out[..., 1, 0] = -a[..., 0, 1]
+        elif p == 3:
+            c00 = a[..., 1, 1] * a[..., 2, 2] - a[..., 1, 2] ** 2
+            c01 = a[..., 0, 2] * a[..., 1, 2] - a[..., 0, 1] * a[..., 2, 2]
+            c02 = a[..., 0, 1] * a[..., 1, 2] - a[..., 0, 2] * a[..., 1, 1]
+            c11 = a[..., 0, 0] * a[..., 2, 2] - a[..., 0, 2] ** 2
+            c12 = a[..., 0, 1] * a[..., 0, 2] - a[..., 0, 0] * a[..., 1, 2]
+            c22 = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] ** 2
+            det = a[..., 0, 0] * c00 + a[..., 0, 1] * c01 + a[..., 0, 2] * c02
+            out = np.stack([np.stack([c00, c01, c02], -1), np.stack([c01, c11, c12], -1),
+                            np.stack([c02, c12, c22], -1)], -2)
+        else:
+            raise ValueError(p)
+        scale = np.max(np.abs(a), axis=(-2, -1))
+        det = np.where(np.abs(det) > 1e-13 * scale**p, det, np.nan)
+        return out / det[..., None, None]
+
+
+def _wdot(a: NDArray, b: NDArray, w: NDArray, wa: NDArray | None = None) -> NDArray:
+    """``sum_n w a b`` over the last axis for shared (n,) or per-curve (V, n) vectors."""
+    if a.ndim == 1 and b.ndim == 1:
+        return np.sum(w * a * b, axis=-1)
+    if a.ndim == 1 and w.ndim == 1:
+        return b @ (w * a)
+    if b.ndim == 1 and w.ndim == 1:
+        return a @ (w * b)
+    wa = w * a if wa is None else wa
+    return np.einsum("vn,vn->v", np.broadcast_to(wa, np.broadcast_shapes(wa.shape, b.shape)),
+                     np.broadcast_to(b, np.broadcast_shapes(wa.shape, b.shape)))
+
+
+def normal_equations(cols: list[NDArray], w: NDArray, r: NDArray | None = None, *,
+                     stacked: bool = False) -> tuple[NDArray, NDArray | None]:
+    """Normal matrix ``J' W J`` (V, P, P) and, with ``r``, gradient ``J' W r`` (V, P).
+
+    ``cols`` are the P Jacobian columns, each shared (``(N,)``) or per curve
+    (``(V, N)``); ``w`` is ``(N,)`` or ``(V, N)``. Shared columns cost a
+    matrix-vector product instead of an element-wise pass. ``stacked``
+    (per-curve columns only): contract the stacked Jacobian (V, N, P) in one
+    einsum, whose summation order does not depend on the batch's size or
+    memory layout (slower; the finite-difference path uses it so that a
+    curve's fit is bit-for-bit the same in any batch).
+    """
+    k = len(cols)
+    if stacked:
+        jac = np.stack(cols, axis=-1)
+        wb = np.broadcast_to(w, jac.shape[:-1])
+        a = np.einsum("bnp,bn,bnq->bpq", jac, wb, jac)
+        return a, None if r is None else np.einsum("bnp,bn,bn->bp", jac, wb, r)
+    v = max((c.shape[0] for c in cols if c.ndim == 2), default=1)
+    if w.ndim == 2:
+        v = max(v, w.shape[0])
+    wcols = [None if c.ndim == 1 else w * c for c in cols]
+    a = np.empty((v, k, k))
+    for i in range(k):
+        for j in range(i, k):
+            ci, cj = (cols[i], cols[j]) if cols[i].ndim == 2 or cols[j].ndim == 1 \
+                else (cols[j], cols[i])
+            wi = wcols[i] if ci is cols[i] else wcols[j]
+            a[:, i, j] = a[:, j, i] = _wdot(ci, cj, w, wi)
+    if r is None:
+        return a, None
+    g = np.empty((v, k))
+    for i in range(k):
+        c = cols[i]
+        g[:, i] = r @ (w * c) if (c.ndim == 1 and w.ndim == 1) else \
+            np.einsum("vn,vn->v", wcols[i] if c.ndim == 2 else w * c, r)
+    return a, g
+
+
+def _rowmax(x: NDArray) -> NDArray:
+    """Maximum over the last (short) axis of (B, P): P element-wise maxima of columns."""
+    return np.maximum.reduce(x.T) if x.shape[-1] > 1 else x[:, 0].copy()
+
+
+def _solve(mat: NDArray, g: NDArray) -> NDArray:
+    """Solve stacked small systems ``mat x = g`` (closed form up to 3 x 3)."""
+    if mat.shape[-1] <= 3:
+        return np.einsum("bij,bj->bi", inv_sym(mat), g)
+    try:
+        return np.linalg.solve(mat, g[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.einsum("bpq,bq->bp", np.linalg.pinv(mat), g)
+
+
 def _jacobian(predict: Predict, p: NDArray, idx: NDArray, lower: NDArray,
-              upper: NDArray, f0: NDArray | None = None) -> tuple[NDArray, NDArray]:
-    """Forward-difference Jacobian in one model call; returns (f(p), J (B, N, P))."""
+              upper: NDArray, f0: NDArray | None = None) -> tuple[NDArray, list[NDArray]]:
+    """Forward-difference Jacobian in one model call; returns (f(p), P columns (B, N))."""
     n_p = p.shape[-1]
     scale = np.maximum(np.abs(p), 1e-3)
     h = np.sqrt(np.finfo(float).eps) * scale
@@ -88,13 +197,13 @@ def _jacobian(predict: Predict, p: NDArray, idx: NDArray, lower: NDArray,
         stack[k + 1, :, k] += h[:, k]
     f = predict(stack, idx)
     f0 = f[0] if f0 is None else f0
-    jac = (f[1:] - f[0][None]) / np.moveaxis(h, -1, 0)[:, :, None]
-    return f0, np.moveaxis(jac, 0, -1)
+    return f0, [(f[k + 1] - f[0]) / h[:, k:k + 1] for k in range(n_p)]
 
 
-def _covariance(jac: NDArray, w: NDArray, wrss: NDArray, n_used: NDArray) -> NDArray:
-    n_p = jac.shape[-1]
-    jtj = np.einsum("bnp,bn,bnq->bpq", jac, w, jac)
+def _covariance(cols: list[NDArray], w: NDArray, wrss: NDArray, n_used: NDArray,
+                stacked: bool) -> NDArray:
+    jtj, _ = normal_equations(cols, w, stacked=stacked)
+    n_p = jtj.shape[-1]
     dof = n_used - n_p
     with np.errstate(divide="ignore", invalid="ignore"):
         s2 = np.where(dof > 0, wrss / np.where(dof > 0, dof, 1), np.nan)
@@ -104,12 +213,13 @@ def _covariance(jac: NDArray, w: NDArray, wrss: NDArray, n_used: NDArray) -> NDA
         cond = np.linalg.cond(jtj[ok])
         good = np.flatnonzero(ok)[cond < 1e14]
         if good.size:
-            out[good] = np.linalg.inv(jtj[good]) * s2[good, None, None]
+            out[good] = np.linalg.inv(jtj[good]) * np.broadcast_to(s2, ok.shape)[good,
+                                                                                None, None]
     return out
 
 
 def levenberg_marquardt(
-    predict: Predict,
+    predict: Predict | PredictJac,
     data: ArrayLike,
     p0: ArrayLike,
     *,
@@ -121,6 +231,10 @@ def levenberg_marquardt(
     xtol: float = 1e-10,
     gtol: float = 1e-9,
     lambda0: float = 1e-3,
+    lambda_down: float = 10.0,
+    lambda_max: float = 1e12,
+    jacobian: bool = False,
+    final: bool = True,
 ) -> LMResult:
     """Fit ``B`` curves at once by bounded, weighted Levenberg-Marquardt.
 
@@ -129,7 +243,9 @@ def levenberg_marquardt(
     predict : callable
         ``predict(params, idx)`` with ``params`` shaped ``(..., n, P)`` and
         ``idx`` the batch indices ``(n,)`` of those rows; returns predictions
-        ``(..., n, N)`` (same units as ``data``).
+        ``(..., n, N)`` (same units as ``data``). With ``jacobian=True``,
+        ``params`` is ``(n, P)`` and it returns ``(prediction (n, N),
+        columns)``, the P Jacobian columns, each ``(N,)`` (shared) or ``(n, N)``.
     data : array_like, shape (B, N)
         Curves to fit.
     p0 : array_like, shape (B, P) or (P,)
@@ -152,6 +268,17 @@ def levenberg_marquardt(
         the data can tell apart).
     lambda0 : float
         Initial damping (relative to the diagonal of ``J^T W J``).
+    lambda_down : float
+        Divisor of the damping after an accepted step (a rejected step
+        multiplies it by 10).
+    lambda_max : float
+        A curve whose damping exceeds this after a rejected step stops: no
+        step lowers its WRSS any more (counted as converged).
+    jacobian : bool
+        ``predict`` returns the analytic Jacobian columns too (see above).
+    final : bool
+        Compute ``fitted`` and ``cov`` at the solution (one more model call
+        with the Jacobian); False leaves them None.
 
     Returns
     -------
@@ -161,64 +288,107 @@ def levenberg_marquardt(
     n_b, n_n = y.shape
     p = np.array(np.broadcast_to(np.asarray(p0, dtype=float), (n_b, np.shape(p0)[-1])))
     n_p = p.shape[-1]
-    w = np.broadcast_to(np.ones(n_n) if weights is None else np.asarray(weights, float),
-                        (n_b, n_n))
-    lo = np.broadcast_to(np.full(n_p, -np.inf) if lower is None else np.asarray(lower, float),
-                         (n_b, n_p))
-    hi = np.broadcast_to(np.full(n_p, np.inf) if upper is None else np.asarray(upper, float),
-                         (n_b, n_p))
+    w = np.ones(n_n) if weights is None else np.asarray(weights, dtype=float)
+    w = np.broadcast_to(w, (n_b, n_n)) if w.ndim == 2 else w
+    lo = np.full(n_p, -np.inf) if lower is None else np.asarray(lower, float)
+    hi = np.full(n_p, np.inf) if upper is None else np.asarray(upper, float)
+    # bounds shared by the batch stay (P,); per-curve bounds are (B, P)
+    lo, hi = (np.broadcast_to(b, (n_b, n_p)) if b.ndim == 2 else np.broadcast_to(b, (n_p,))
+              for b in (lo, hi))
+    shared_bounds = lo.ndim == 1 and hi.ndim == 1
+
+    def bounds(idx: NDArray) -> tuple[NDArray, NDArray]:
+        if shared_bounds:
+            return lo, hi
+        return np.broadcast_to(lo, (n_b, n_p))[idx], np.broadcast_to(hi, (n_b, n_p))[idx]
+
     p = np.clip(p, lo, hi)
+
+    def evaluate(pp: NDArray, idx: NDArray, f0: NDArray | None = None
+                 ) -> tuple[NDArray, list[NDArray]]:
+        if jacobian:
+            return predict(pp, idx)  # type: ignore[return-value]
+        return _jacobian(predict, pp, idx, *bounds(idx), f0)  # type: ignore[arg-type]
+
+    def wsum(wa: NDArray, r: NDArray) -> NDArray:
+        return r * r @ wa if wa.ndim == 1 else np.einsum("bn,bn->b", wa * r, r)
+
     idx_all = np.arange(n_b)
-    f, jac = _jacobian(predict, p, idx_all, lo, hi)
-    wrss = np.sum(w * (y - f) ** 2, axis=-1)
+    f, cols = evaluate(p, idx_all)
+    r = y - f
+    wrss = wsum(w, r)
     lam = np.full(n_b, lambda0)
     n_iter = np.zeros(n_b, dtype=int)
     converged = np.zeros(n_b, dtype=bool)
-    active = np.isfinite(wrss)
-    jac_all = jac
+    act = np.flatnonzero(np.isfinite(wrss) & np.all(np.isfinite(p), axis=1))
+    if act.size < n_b:
+        r = r[act]
+        cols = [c if c.ndim == 1 else c[act] for c in cols]
+    eye = np.eye(n_p)
     for _ in range(max_iter):
-        a = np.flatnonzero(active)
-        if a.size == 0:
+        if act.size == 0:
             break
-        ja, wa, ra = jac_all[a], w[a], (y[a] - f[a])
-        jtj = np.einsum("bnp,bn,bnq->bpq", ja, wa, ja)
-        g = np.einsum("bnp,bn,bn->bp", ja, wa, ra)
-        diag = np.diagonal(jtj, axis1=-2, axis2=-1)
-        damp = lam[a, None] * np.maximum(diag, 1e-12 * np.max(diag, axis=-1, keepdims=True)
-                                         + 1e-300)
+        wa = w if w.ndim == 1 else w[act]
+        a, g = normal_equations(cols, wa, r, stacked=not jacobian)
+        assert g is not None
+        pa = p[act]
+        lo_a, hi_a = bounds(act)
+        diag = np.einsum("vii->vi", a)
+        damp = lam[act, None] * np.maximum(diag, 1e-12 * _rowmax(diag)[:, None] + 1e-300)
         # parameters held at a bound by the gradient leave the step (active set)
-        pa = p[a]
-        held = ((pa <= lo[a]) & (g < 0)) | ((pa >= hi[a]) & (g > 0))
-        free = (~held).astype(float)
-        mat = (jtj * free[:, :, None] * free[:, None, :]
-               + (damp * free + (1.0 - free))[..., None] * np.eye(n_p))
-        g = g * free
-        try:
-            step = np.linalg.solve(mat, g[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.einsum("bpq,bq->bp", np.linalg.pinv(mat), g)
-        trial = np.clip(p[a] + step, lo[a], hi[a])
-        f_t = predict(trial, a)
-        wrss_t = np.sum(wa * (y[a] - f_t) ** 2, axis=-1)
-        better = np.isfinite(wrss_t) & (wrss_t <= wrss[a])
-        n_iter[a] += 1
-        dx = np.max(np.abs(trial - p[a]) / np.maximum(np.abs(p[a]), 1e-8), axis=-1)
-        rel = (wrss[a] - wrss_t) / np.maximum(wrss[a], 1e-300)
+        held = ((pa <= lo_a) & (g < 0)) | ((pa >= hi_a) & (g > 0))
+        if held.any():
+            free = (~held).astype(float)
+            a = a * free[:, :, None] * free[:, None, :]
+            damp = damp * free + (1.0 - free)
+            g = g * free
+        mat = a + damp[:, :, None] * eye
+        step = _solve(mat, g)
+        trial = np.clip(pa + step, lo_a, hi_a)
+        if jacobian:
+            ft, colt = predict(trial, act)  # type: ignore[misc]
+        else:
+            ft, colt = predict(trial, act), []  # type: ignore[assignment]
+        rt = y[act] - ft
+        wrss_t = wsum(wa, rt)
+        old = wrss[act]
+        better = np.isfinite(wrss_t) & (wrss_t <= old)
+        n_iter[act] += 1
         with np.errstate(divide="ignore", invalid="ignore"):
-            sg = np.max(np.abs(g) * np.maximum(np.abs(pa), 1e-3), axis=-1) / wrss[a]
+            dx = _rowmax(np.abs(trial - pa) / np.maximum(np.abs(pa), 1e-8))
+            rel = (old - wrss_t) / np.maximum(old, 1e-300)
+            sg = _rowmax(np.abs(g) * np.maximum(np.abs(pa), 1e-3)) / old
         done = (better & ((rel < ftol) | (dx < xtol))) | (sg < gtol)
-        stuck = ~better & (lam[a] > 1e12)
-        acc = a[better]
+        stuck = ~better & (lam[act] > lambda_max)
+        acc = act[better]
         if acc.size:
             p[acc] = trial[better]
             wrss[acc] = wrss_t[better]
-            f0, jac_new = _jacobian(predict, p[acc], acc, lo[acc], hi[acc], f_t[better])
-            f[acc] = f0
-            jac_all[acc] = jac_new
-        lam[a] = np.where(better, np.maximum(lam[a] / 10.0, 1e-12), lam[a] * 10.0)
-        converged[a[done | stuck]] = True
-        active[a[done | stuck]] = False
-    n_used = np.sum(w > 0, axis=-1)
-    cov = _covariance(jac_all, w, wrss, n_used)
-    return LMResult(params=p, fitted=f, wrss=wrss, cov=cov, n_iter=n_iter,
+        if not jacobian and better.any():
+            # forward differences at the accepted points only
+            _, cacc = _jacobian(predict, trial[better], acc, *bounds(acc),  # type: ignore[arg-type]
+                                ft[better])
+            colt = []
+            for c, ca in zip(cols, cacc, strict=True):
+                cn = c.copy()
+                cn[better] = ca
+                colt.append(cn)
+        elif not jacobian:
+            colt = cols
+        lam[act] = np.where(better, np.maximum(lam[act] / lambda_down, 1e-12),
+                            lam[act] * 10.0)
+        stop = done | stuck
+        converged[act[stop]] = True
+        keep = ~stop
+        r = np.where(better[:, None], rt, r)[keep]
+        cols = [c if c.ndim == 1 else np.where(better[:, None], ct, c)[keep]
+                for c, ct in zip(cols, colt, strict=True)]
+        act = act[keep]
+    fitted = cov = None
+    if final:
+        fitted, cols = evaluate(p, idx_all)
+        wrss = wsum(w, y - fitted)
+        n_used = np.sum(np.broadcast_to(w > 0, (n_b, n_n)), axis=-1)
+        cov = _covariance(cols, w, wrss, n_used, stacked=not jacobian)
+    return LMResult(params=p, fitted=fitted, wrss=wrss, cov=cov, n_iter=n_iter,
                     converged=converged)

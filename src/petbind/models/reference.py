@@ -59,6 +59,7 @@ from petbind.models.convolution import (
     PiecewiseLinear,
     running_integral_frame_means,
 )
+from petbind.models.optimize import inv_sym, levenberg_marquardt, normal_equations
 from petbind.models.registry import register_model
 from petbind.models.weights import frame_weights, window_mask
 from petbind.timing import FrameTiming
@@ -90,35 +91,6 @@ class _Result:
     #: (models with ``screens = True``, shared weights): the duration-weighted sum
     #: over the window and the plain sum over all frames (non-finite if any frame is).
     screen: tuple[NDArray, NDArray] | None = None
-
-
-def _inv_sym(a: NDArray) -> NDArray:
-    """Inverse of stacked symmetric 1x1, 2x2 or 3x3 matrices by the adjugate (NaN if singular)."""
-    p = a.shape[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if p == 1:
-            return 1.0 / a
-        if p == 2:
-            det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] ** 2
-            out = np.empty_like(a)
-            out[..., 0, 0] = a[..., 1, 1]
-            out[..., 1, 1] = a[..., 0, 0]
-            out[..., 0, 1] = out[..., 1, 0] = -a[..., 0, 1]
-        elif p == 3:
-            c00 = a[..., 1, 1] * a[..., 2, 2] - a[..., 1, 2] ** 2
-            c01 = a[..., 0, 2] * a[..., 1, 2] - a[..., 0, 1] * a[..., 2, 2]
-            c02 = a[..., 0, 1] * a[..., 1, 2] - a[..., 0, 2] * a[..., 1, 1]
-            c11 = a[..., 0, 0] * a[..., 2, 2] - a[..., 0, 2] ** 2
-            c12 = a[..., 0, 1] * a[..., 0, 2] - a[..., 0, 0] * a[..., 1, 2]
-            c22 = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] ** 2
-            det = a[..., 0, 0] * c00 + a[..., 0, 1] * c01 + a[..., 0, 2] * c02
-            out = np.stack([np.stack([c00, c01, c02], -1), np.stack([c01, c11, c12], -1),
-                            np.stack([c02, c12, c22], -1)], -2)
-        else:
-            raise ValueError(p)
-        scale = np.max(np.abs(a), axis=(-2, -1))
-        det = np.where(np.abs(det) > 1e-13 * scale**p, det, np.nan)
-        return out / det[..., None, None]
 
 
 def _quad_inv(a: NDArray, grads: list[list[Any]]) -> list[NDArray]:
@@ -569,7 +541,7 @@ class _SRTMBase(ReferenceModel):
             if normal is None:
                 assert bdb is not None
                 _, cols = self._model_jac(p, bdb=bdb)
-                a, _ = _normal(cols, w)
+                a, _ = normal_equations(cols, w)
                 pred = fitted()
                 s2 = _sigma2(y - pred, w, p.shape[1])
             else:
@@ -768,7 +740,11 @@ class SRTM(_SRTMBase):
         hi = np.full(p0.shape[1], np.inf)
         lo[0], hi[0] = self.r1_bounds
         lo[-1], hi[-1] = self.theta3_bounds
-        p, conv = _levenberg_marquardt(self._model_jac, p0, y, w, lo, hi, self.max_iter)
+        lm = levenberg_marquardt(lambda q, _idx: self._model_jac(q), y, p0, weights=w,
+                                 lower=lo, upper=hi, max_iter=self.max_iter, ftol=1e-10,
+                                 xtol=1e-12, lambda_down=1 / 0.3, lambda_max=1e8,
+                                 jacobian=True, final=False)
+        p, conv = lm.params, lm.converged
         tol = 1e-6
         at_bound = (p[:, -1] <= lo[-1] * (1 + tol)) | (p[:, -1] >= hi[-1] * (1 - tol))
         res = self._outputs(p, y, w, conv, at_bound)
@@ -794,106 +770,6 @@ class SRTM2(SRTM):
             raise ModelError("srtm2 needs a fixed k2'", field="k2prime",
                              fix="give --k2prime VALUE (1/min) or --k2prime auto")
         super().__init__(timing, ref, k2prime=k2prime, **kw)
-
-
-def _wdot(a: NDArray, b: NDArray, w: NDArray, wa: NDArray | None = None) -> NDArray:
-    """``sum_n w a b`` over the last axis for shared (n,) or per-curve (V, n) vectors."""
-    if a.ndim == 1 and b.ndim == 1:
-        return np.sum(w * a * b, axis=-1)
-    if a.ndim == 1 and w.ndim == 1:
-        return b @ (w * a)
-    if b.ndim == 1 and w.ndim == 1:
-        return a @ (w * b)
-    wa = w * a if wa is None else wa
-    return np.einsum("vn,vn->v", np.broadcast_to(wa, np.broadcast_shapes(wa.shape, b.shape)),
-                     np.broadcast_to(b, np.broadcast_shapes(wa.shape, b.shape)))
-
-
-def _normal(cols: list[NDArray], w: NDArray, r: NDArray | None = None
-            ) -> tuple[NDArray, NDArray | None]:
-    """Normal matrix ``J' W J`` (V, P, P) and, with ``r``, gradient ``J' W r`` (V, P).
-
-    Columns shared by every curve (1-D) cost a matrix-vector product instead
-    of an element-wise pass.
-    """
-    k = len(cols)
-    v = max(c.shape[0] for c in cols if c.ndim == 2)
-    wcols = [None if c.ndim == 1 else w * c for c in cols]
-    a = np.empty((v, k, k))
-    for i in range(k):
-        for j in range(i, k):
-            ci, cj = (cols[i], cols[j]) if cols[i].ndim == 2 or cols[j].ndim == 1 \
-                else (cols[j], cols[i])
-            wi = wcols[i] if ci is cols[i] else wcols[j]
-            a[:, i, j] = a[:, j, i] = _wdot(ci, cj, w, wi)
-    if r is None:
-        return a, None
-    g = np.empty((v, k))
-    for i in range(k):
-        c = cols[i]
-        g[:, i] = r @ (w * c) if (c.ndim == 1 and w.ndim == 1) else \
-            np.einsum("vn,vn->v", wcols[i] if c.ndim == 2 else w * c, r)
-    return a, g
-
-
-def _levenberg_marquardt(fun: Any, p0: NDArray, y: NDArray, w: NDArray, lo: NDArray,
-                         hi: NDArray, max_iter: int) -> tuple[NDArray, NDArray]:
-    """Batched, box-bounded Levenberg-Marquardt (Marquardt 1963) on weighted residuals.
-
-    ``fun(p, jac=True)`` returns the prediction (V, n) and the Jacobian
-    columns. Each curve keeps its own damping and only curves not yet
-    converged are evaluated (so the cost falls as curves converge); a step is
-    projected onto the bounds and accepted if it lowers the weighted residual
-    sum of squares, and the model and Jacobian of the trial point are kept
-    for the next iteration (one model evaluation per iteration). A curve has
-    converged when an accepted step lowers WRSS by less than 1e-10
-    (relative), when the predicted decrease is below 1e-12 WRSS (a stationary
-    point) or when the step no longer moves the parameters; curves still
-    active after ``max_iter`` iterations, or whose damping exceeds 1e8, are
-    flagged not converged.
-    """
-    p = p0.copy()
-    v = p.shape[0]
-    lam = np.full(v, 1e-3)
-    wb = w
-    f, cols = fun(p, jac=True)
-    r = y - f
-    rss = np.einsum("vn,vn->v", wb * r, r)
-    converged = np.zeros(v, dtype=bool)
-    act = np.flatnonzero(np.isfinite(rss) & np.all(np.isfinite(p), axis=1))
-    r = r[act]
-    cols = [c if c.ndim == 1 else c[act] for c in cols]
-    eye = np.eye(p.shape[1])
-    for _ in range(max_iter):
-        if act.size == 0:
-            break
-        wa = wb if wb.ndim == 1 else wb[act]
-        a, g = _normal(cols, wa, r)
-        diag = np.einsum("vii->vi", a)
-        damped = a + (lam[act][:, None] * np.maximum(diag, 1e-300))[:, :, None] * eye
-        step = np.einsum("vij,vj->vi", _inv_sym(damped), g)
-        pa = p[act]
-        trial = np.clip(pa + step, lo, hi)
-        ft, colt = fun(trial, jac=True)
-        rt = y[act] - ft
-        rss_t = np.einsum("vn,vn->v", wa * rt, rt)
-        old = rss[act]
-        better = np.isfinite(rss_t) & (rss_t < old)
-        pred = np.einsum("vi,vi->v", trial - pa, g)
-        done = (better & ((old - rss_t) <= 1e-10 * old)) | (np.abs(pred) <= 1e-12 * old) \
-            | np.all(np.abs(trial - pa) <= 1e-12 * (np.abs(pa) + 1e-12), axis=1)
-        stuck = ~done & ~better & (lam[act] > 1e8)
-        idx = act[better]
-        p[idx] = trial[better]
-        rss[idx] = rss_t[better]
-        lam[act] = np.where(better, lam[act] * 0.3, lam[act] * 10.0)
-        converged[act[done]] = True
-        keep = ~(done | stuck)
-        r = np.where(better[:, None], rt, r)[keep]
-        cols = [c if c.ndim == 1 else np.where(better[:, None], ct, c)[keep]
-                for c, ct in zip(cols, colt, strict=True)]
-        act = act[keep]
-    return p, converged
 
 
 # ----------------------------------------------------------------------------
@@ -1009,7 +885,7 @@ class MRTM(_Linearised):
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:
         a, rhs, yy = self._normal_blocks(y, w)
-        inv = _inv_sym(a)
+        inv = inv_sym(a)
         g = np.einsum("vij,vj->vi", inv, rhs)
         dof = np.sum(np.broadcast_to(w > 0, y.shape[-1:] if w.ndim == 1 else y.shape),
                      axis=-1) - 3
