@@ -3,7 +3,9 @@
 The report reads exactly the files listed in ``docs/outputs.md`` (per-scan
 TACs, fits and maps; the group tables; the voxel statistics; ``summary.json``
 and ``provenance.json``) and, for the injected dose, the PET sidecars of the
-input dataset named in ``provenance.json``. Missing parts of the output (no
+input dataset named in ``provenance.json``. Preprocessing outputs under
+``preprocess/`` (motion tables, QC figures) feed the Preprocessing section
+(:mod:`petbind.report.preprocessing`), present only when they exist. Missing parts of the output (no
 voxel statistics, no maps) leave a sentence in their section instead of
 failing the report.
 
