@@ -460,3 +460,26 @@ def test_auto_k2prime_never_selects_unusable_voxels():
                           k2prime="auto", scheduler="sync")
     assert res.counts["n_nonfinite"] == 1
     assert res.k2prime == pytest.approx(K2_REF, rel=2e-3)
+
+
+@pytest.mark.parametrize("model", ["mrtm2", "bfsrtm", "srtm"])
+def test_working_memory_of_a_chunk_fit_stays_within_its_stated_budget(model):
+    import tracemalloc
+
+    from petbind.parametric import WORK_BYTES, _fit_chunk
+
+    data, _bp, _r1, ref_mask, brain = make_image(noise=0.05, seed=6)
+    ref = data[ref_mask].astype(np.float64).mean(axis=0)
+    # (frames, voxels) float32: about 50,000 voxels, the size of an automatic chunk
+    # (12,000 for SRTM, whose memory is all per voxel), so fixed per-block buffers count
+    # as they do in a real map
+    reps = 50 if model == "srtm" else 200
+    curves = np.ascontiguousarray(np.tile(data[brain], (reps, 1)).T)
+    kw = {"k2prime": K2_REF} if model == "mrtm2" else {}
+    fmodel = make_model(model, TIMING, ref, **kw)
+    _fit_chunk(fmodel, curves.T[:8], ())  # build the model's caches outside the trace
+    tracemalloc.start()
+    _fit_chunk(fmodel, curves.T, ())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= WORK_BYTES[model] * curves.size

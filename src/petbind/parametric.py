@@ -75,9 +75,12 @@ MAX_CHUNK_VOXELS = 100_000
 #: Smallest number of voxels per chunk chosen automatically (per-call overhead).
 MIN_CHUNK_VOXELS = 2_000
 #: Working memory of one model fit, bytes per voxel and frame, beyond the float32
-#: curves (measured with tracemalloc at 29 frames, float64 copy of the chunk included).
-WORK_BYTES = {"mrtm2": 32, "suvr": 32, "logan": 100, "mrtm": 80, "bfsrtm": 115,
-              "srtm2": 165, "srtm": 185}
+#: curves (tracemalloc peak of ``_fit_chunk`` at 29 frames, rounded up: MRTM2 7,
+#: BF-SRTM 12, MRTM 22, Logan 93, SRTM2 123, SRTM 128). MRTM2 and BF-SRTM read the
+#: float32 view block by block and keep only per-voxel results; the others fit a
+#: float64 copy of the chunk.
+WORK_BYTES = {"mrtm2": 10, "suvr": 32, "logan": 100, "mrtm": 32, "bfsrtm": 16,
+              "srtm2": 140, "srtm": 140}
 #: Floor of the working-memory budget (bytes) for small images.
 MIN_WORK_BUDGET = 64 * 2**20
 
