@@ -260,8 +260,9 @@ class ReferenceModel:
             assert res.screen is not None
             signal, total = res.screen
         else:
-            y2 = y2.astype(np.float64, copy=False)
-            y = y.astype(np.float64, copy=False)
+            # row-major float64 (a frames-by-voxels view arrives column-major)
+            y2 = np.ascontiguousarray(y2, dtype=np.float64)
+            y = y2.reshape(y.shape)
             with np.errstate(invalid="ignore", over="ignore"):
                 # a NaN/inf anywhere makes a row sum non-finite; signal = duration-weighted
                 # mean over the window > 0 (matrix-vector products, no temporaries)
