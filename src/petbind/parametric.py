@@ -510,6 +510,13 @@ def estimate_k2prime(
 ) -> tuple[float, dict[str, Any]]:
     """Estimate k2' (1/min) for MRTM2 / SRTM2 / Logan from voxel curves.
 
+    The voxel-specific part only: which voxels form the high-binding region
+    (a user region, else the top ``top_fraction`` by late tissue/reference
+    ratio, never an unusable row) and whether they are averaged (``auto``)
+    or fitted one by one (``pooled``). The fit and the pooling are the
+    engine's :func:`petbind.models.reference.estimate_k2prime`, the same
+    function the region-level pipeline calls.
+
     Parameters
     ----------
     curves : array_like, shape (V, n_frames)

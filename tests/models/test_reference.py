@@ -102,6 +102,32 @@ def test_fitting_a_batch_equals_fitting_each_curve_alone(truth, name, kw):
     np.testing.assert_allclose(grid.bp_nd.ravel(), together.bp_nd, rtol=1e-12)
 
 
+@pytest.mark.parametrize(("name", "kw"), [("bfsrtm", {}), ("bfsrtm", {"k2prime": 0.15}),
+                                          ("mrtm2", {"k2prime": 0.15}), ("srtm", {})])
+def test_float32_curves_and_a_frames_by_curves_view_give_the_float64_fit(truth, name, kw):
+    # voxel maps hand the models float32 curves as a view of a (frames, voxels) array;
+    # float32 -> float64 is exact, so the fit must be that of the float64 curves
+    ref, curves, _, _ = truth
+    rng = np.random.default_rng(5)
+    noisy = (np.tile(curves, (300, 1))
+             * (1 + 0.05 * rng.standard_normal((2700, curves.shape[1])))).astype(np.float32)
+    noisy[7, 3] = np.nan
+    noisy[8] = 0.0
+    model = get_model(name, timing=TIMING, ref=ref, **kw)
+    f64 = model.fit(noisy.astype(np.float64))
+    f32 = model.fit(noisy)
+    view = model.fit(np.ascontiguousarray(noisy.T).T)
+    assert not f64.valid[7] and not f64.valid[8] and f64.valid.mean() > 0.99
+    for other in (f32, view):
+        np.testing.assert_array_equal(other.valid, f64.valid)
+        for k in f64.params:
+            np.testing.assert_allclose(other.params[k], f64.params[k], rtol=1e-10,
+                                       equal_nan=True)
+        for k in f64.se:
+            np.testing.assert_allclose(other.se[k], f64.se[k], rtol=1e-8, equal_nan=True)
+    np.testing.assert_allclose(f32.fitted, f64.fitted, rtol=1e-10, equal_nan=True)
+
+
 @pytest.mark.parametrize(("name", "kw"), [("srtm", {}), ("bfsrtm", {}), ("mrtm", {}),
                                           ("mrtm2", {"k2prime": 0.15}),
                                           ("logan", {"k2prime": 0.15}), ("suvr", {})])
