@@ -552,3 +552,32 @@ def test_switching_position_modes_in_one_folder_leaves_no_stale_truth(tmp_path):
     simulate_study(nat, out)
     assert not deriv(out, "dseg.nii.gz").exists()
     assert not deriv(out, "dseg.tsv").exists()
+
+
+def test_written_design_omits_an_anatomy_table_at_its_defaults_and_keeps_any_other(native,
+                                                                                  clean):
+    def written(root):
+        return tomllib.loads((root / "derivatives/petbind-sim/simulate_config.toml")
+                             .read_text(encoding="utf-8"))
+
+    assert "anatomy" not in written(clean)  # as before the table existed: same bytes
+    assert written(native)["anatomy"] == {"native_position": True, "max_offset_mm": 5.0,
+                                          "max_rotation_deg": 8.0}
+    assert parse_config(written(native)).native_position is True
+
+
+def test_noisefree_tacs_of_a_region_without_atlas_voxels_are_nan():
+    from petbind.simulate.study import Geometry, noisefree_tacs
+
+    # two PET voxels, two labels: label 1 (region 0) fills voxel 0, label 2 (region 1)
+    # has weight in voxel 1 but no atlas voxel
+    weights = np.array([[0.75, 0.25], [0.5, 0.0]], dtype=np.float32)
+    geo = Geometry(phantom=None, shape=(2, 1, 1), affine=np.eye(4), weights=weights,
+                   dseg=np.array([[[1]], [[0]]], dtype=np.int16),
+                   label_region=np.array([0, 1]))
+    tacs = np.zeros((len(REGIONS), 3))
+    tacs[0] = [1.0, 2.0, 4.0]
+    tacs[1] = [10.0, 10.0, 10.0]
+    got = noisefree_tacs(geo, tacs)
+    np.testing.assert_allclose(got[0], 0.75 * tacs[0] + 0.25 * tacs[1])
+    assert np.isnan(got[1:]).all()
