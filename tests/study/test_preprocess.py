@@ -184,8 +184,9 @@ def test_plan_errors_name_the_missing_template_atlas_or_t1w(one_scan_each, tmp_p
 
     cfg = parse_config(_with_preprocess(enabled=True, template="nope/tpl_T1w.nii.gz")).preprocess
     pets = [("01", next((one_scan_each / "sub-01").rglob("*_pet.nii.gz")))]
-    with pytest.raises(FileFormatError, match=r"tpl_T1w\.nii\.gz"):
+    with pytest.raises(FileFormatError, match=r"nope/tpl_T1w\.nii\.gz") as e:
         make_plan(one_scan_each, cfg, pets)
+    assert e.value.field == "preprocess.template"
     lone = tmp_path / "lone_T1w.nii.gz"
     shutil.copy(one_scan_each / ds.TEMPLATE, lone)
     cfg = parse_config(_with_preprocess(enabled=True, template=str(lone))).preprocess

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from petbind.errors import MetadataError
+from petbind.errors import FileFormatError, MetadataError
 from petbind.study.provenance import scan_is_current, scan_record, write_scan_record
 
 #: Folder of the preprocessing outputs under the pipeline's output root.
@@ -87,6 +87,11 @@ def make_plan(bids: str | os.PathLike, config: Any, subjects: list[tuple[str, Pa
     from petbind.preprocess.scan import find_t1w, load_anatomy
 
     template, atlas = config.resolve(Path(bids))
+    if not template.is_file():
+        raise FileFormatError("the template image does not exist", path=template,
+                              field="preprocess.template",
+                              fix="give the template T1w (relative paths are relative to "
+                                  "the BIDS root)")
     load_anatomy(template, "template")
     table = atlas_table_path(atlas)
     if not atlas.is_file() or not table.is_file():
