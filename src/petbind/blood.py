@@ -789,8 +789,8 @@ def fit_delay(
     Notes
     -----
     The refinement re-interpolates the shifted input for every curve at
-    every iteration: about 50-100 curves/s on one core. Fine for regions;
-    for voxel maps fit the delay on a region curve and pass it on.
+    every iteration: 35-70 curves/s on a shared 2-core machine. Fine for
+    regions; for voxel maps fit the delay on a region curve and pass it on.
     """
     y = np.asarray(tacs, dtype=float)
     batch = y.shape[:-1]

@@ -400,13 +400,18 @@ def test_graphical_fitted_delay_and_vb_recover_vt_of_delayed_1tcm_curves(model, 
 
 
 @pytest.mark.parametrize("model", [LoganPlasma, MA1])
-def test_graphical_prefit_recovers_vt_of_delayed_fast_2tcm_within_1_percent(model):
-    # the 1TCM pre-fit of 2TCM curves overestimates v_B a little (see the docs)
-    data, inp = _delayed(TWO_FAST, 0.2)
+@pytest.mark.parametrize("true_delay", [0.2, -0.2])
+def test_graphical_prefit_on_delayed_fast_2tcm_is_within_2_percent(model, true_delay):
+    # the 1TCM pre-fit of 2TCM curves puts the delay up to 2 steps late and v_B up to
+    # +0.03 high, which raises V_T (docs/plasma.md); ignoring both is further off
+    data, inp = _delayed(TWO_FAST, true_delay)
+    truth = np.array([vt_of(p) for p in TWO_FAST])
     fit = model(TIMING, inp, tstar=40.0, delay="fit", vb="fit").fit(data)
-    assert np.all(np.abs(fit.params["delay"] - 0.2) <= STEP + 1e-9)
-    assert np.all((fit.params["vb"] >= VB) & (fit.params["vb"] < VB + 0.02))
-    np.testing.assert_allclose(fit.vt, [vt_of(p) for p in TWO_FAST], rtol=1e-2)
+    assert np.all(np.abs(fit.params["delay"] - true_delay) <= 2 * STEP + 1e-9)
+    assert np.all((fit.params["vb"] >= VB) & (fit.params["vb"] < VB + 0.03))
+    np.testing.assert_allclose(fit.vt, truth, rtol=2e-2)
+    plain = model(TIMING, inp, tstar=40.0).fit(data)
+    assert np.all(np.abs(fit.vt / truth - 1) < np.abs(plain.vt / truth - 1))
 
 
 def test_patlak_with_fitted_delay_and_vb_recovers_ki_of_irreversible_curves():

@@ -692,13 +692,15 @@ class _GraphicalModel(_PlasmaModelBase):
     Notes
     -----
     The pre-fit assumes one tissue compartment over its frames. For a curve
-    with two-tissue kinetics its v_B is biased upwards (on the Feng input
-    with K1 = 0.2-0.5, k3 = 0.03-0.2 /min: +0.003 to +0.014 for a true
-    v_B of 0.05, which moves a Logan V_T by under 0.7 %), far less than
-    ignoring a true v_B of 0.05 (V_T 2-4 % low on those curves; see
-    docs/plasma.md). Its delay is that of the compartment models'
-    ``delay="fit"``. The standard errors of the graphical outcome do not
-    include the pre-fit's uncertainty.
+    with two-tissue kinetics its v_B is biased upwards and its delay 1-2 s
+    late (on the Feng input with K1 = 0.2-0.5, k3 = 0.03-0.2 /min: v_B
+    +0.003 to +0.027 for a true 0.05, V_T +0.2 to +1.8 %), less than
+    ignoring delay and v_B (V_T 2-6 % low on those curves). It also doubles
+    the CV of V_T at region-like noise, and at voxel-like noise a delay and
+    v_B fitted on a region serve better (docs/plasma.md). Its delay is that
+    of the compartment models' ``delay="fit"`` before their refinement. The
+    standard errors of the graphical outcome do not include the pre-fit's
+    uncertainty.
     """
 
     n_coef = 2
