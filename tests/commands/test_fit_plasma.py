@@ -142,9 +142,12 @@ def test_graphical_columns_stay_the_contract_without_fitted_delay_or_vb(files, t
 def test_graphical_vb_fit_from_the_command_recovers_vb_and_vt(files, tmp_path):
     tacs, blood = files
     out = tmp_path / "fits.tsv"
+    plots = tmp_path / "plots"
     assert _run(["fit", str(tacs), "--model", "logan-plasma", "--blood", str(blood),
                  "--tstar", "30", "--vb", "fit", "--delay", "fit", "--ref", "cerebellum",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--plots", str(plots)]) == 0
+    assert sorted(p.name for p in plots.iterdir()) == sorted(
+        ["input_function.png"] + [f"{r}_logan-plasma.png" for r in TRUTH])
     df = pd.read_csv(out, sep="\t").set_index("region")
     np.testing.assert_allclose(df["vb"], VB, atol=2e-3)
     assert np.all(np.abs(df["delay"]) <= 1 / 60 + 1e-9)
