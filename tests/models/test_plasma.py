@@ -474,3 +474,13 @@ def test_2tcm_fitted_delay_is_refined_with_the_full_model(curves):
     assert np.all(fit.wrss <= unrefined.wrss)
     with pytest.raises(ModelError, match="delay_refine"):
         TwoTCM(TIMING, inp, delay="fit", delay_refine=-1)
+
+
+@pytest.mark.parametrize("model", [LoganPlasma, OneTCM])
+def test_a_nan_curve_in_the_batch_does_not_stop_the_prefit_of_the_others(model):
+    data = np.concatenate([_delayed(ONE, 0.2)[0], np.full((1, TIMING.n_frames), np.nan)])
+    fit = model(TIMING, INPUT, tstar=40.0, delay="fit", vb="fit").fit(data) \
+        if model is LoganPlasma else model(TIMING, INPUT, delay="fit").fit(data)
+    assert fit.valid.tolist() == [True, True, True, False]
+    np.testing.assert_allclose(fit.vt[:3], [vt_of(p) for p in ONE], rtol=2e-3)
+    assert np.isnan(fit.vt[3]) and np.isnan(fit.params["delay"][3])

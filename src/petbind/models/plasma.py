@@ -252,16 +252,18 @@ class _PlasmaModelBase:
         otherwise it is held at the model's given delay (and only v_B, K1, k2
         are fitted). Frames with zero weight (outside the window) are not
         used; fewer than three weighted frames ending by ``delay_end_min`` is
-        an error.
+        an error (curves with a non-finite frame, invalid anyway, aside).
         """
+        finite = np.all(np.isfinite(y2), axis=-1)
         early = self.timing.end <= self.delay_end_min + TIME_TOL_MIN
-        n_early = np.sum(w2[:, early] > 0, axis=-1) if y2.size else np.array([3])
-        if np.any(n_early < 3):
+        n_early = np.sum(w2[finite][:, early] > 0, axis=-1)
+        if n_early.size and np.any(n_early < 3):
             raise ModelError(f"model {self.name}: the fit window leaves "
                              f"{int(np.min(n_early))} weighted frames ending by "
                              f"{self.delay_end_min:g} min for the delay / v_B pre-fit",
                              field="delay" if _is_fit(self.delay) else "vb",
                              fix="start the fit window earlier, or give the delay and vb")
+        y2 = np.where(np.isfinite(y2), y2, 0.0)
         if fit_delay_too:
             return fit_delay(self.blood, self.timing, y2, weights=w2,
                              search_min=self.delay_search_min, step_min=self.delay_step_min,
@@ -722,8 +724,7 @@ class _GraphicalModel(_PlasmaModelBase):
         delay = np.full(n_b, 0.0 if fit_d else float(self.delay))
         vb = np.full(n_b, 0.0 if fit_v else float(self.vb))
         if fit_d or fit_v:
-            pre = self._prefit(np.where(np.isfinite(y2), y2, 0.0),
-                               np.where(np.isfinite(y2), w2, 0.0), fit_delay_too=fit_d)
+            pre = self._prefit(y2, np.where(np.isfinite(y2), w2, 0.0), fit_delay_too=fit_d)
             delay = pre.delay if fit_d else delay
             vb = pre.vb if fit_v else vb
         return delay, vb
