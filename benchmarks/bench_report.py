@@ -6,8 +6,18 @@ Runs, in one process, on ``OUT`` (default: a fresh ``petbind demo`` output):
    CPU time, page size);
 2. each part of the page on its own, ``--repeats`` times (reading the
    outputs; per-scan tables and fit figures; TAC and map small multiples; group
-   figures; voxelwise figures and viewer volumes; templating), as a share of
-   the baseline.
+   figures; voxelwise figures and viewer volumes; the preprocessing section),
+   as a share of the baseline;
+3. the page size with and without the preprocessing section, and the bytes
+   its QC figures would take embedded unchanged (the baseline of the
+   shrink-and-quantise step).
+
+The demo output has no preprocessing (its scans are aligned), so for the
+default run the benchmark adds, in its own temporary copy, what ``petbind
+run`` writes per scan under ``preprocess/``: a motion table and the three QC
+figures drawn by ``petbind.preprocess.qc`` itself (motion from a seeded
+random walk; edge overlays of the subject's T1w), so the figures have the
+size and content of real ones. A given ``OUT`` is only read.
 
 Writes ``benchmarks/results/report.md``. The machine has 2 cores shared with
 other engineers' tests and benchmarks: the load average is recorded, and the
@@ -38,13 +48,62 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def add_preprocessing(out: Path, bids: Path, seed: int = 0) -> int:
+    """Write realistic preprocessing outputs for every scan of ``out``; returns the count."""
+    import nibabel as nib
+    import numpy as np
+
+    from petbind.preprocess import qc
+    from petbind.preprocess.motion import (
+        MotionResult,
+        framewise_displacement,
+        registration_blocks,
+        write_motion_tsv,
+    )
+    from petbind.report import build
+    from petbind.timing import FrameTiming
+
+    rng = np.random.default_rng(seed)
+    study = build.load_outputs(out)
+    t1_cache: dict[str, np.ndarray] = {}
+    for scan in study.scans:
+        tacs = scan.tacs
+        timing = FrameTiming(tacs["frame_start"].to_numpy(float),
+                             (tacs["frame_end"] - tacs["frame_start"]).to_numpy(float), unit="s")
+        n = len(tacs)
+        params = np.cumsum(rng.normal(0.0, 0.12, (n, 6)), axis=0)
+        params[0] = 0.0
+        fd = framewise_displacement(params, 35.0)
+        flagged = fd > 0.5
+        motion = MotionResult(params=params, matrices=np.tile(np.eye(4), (n, 1, 1)), fd=fd,
+                              flagged=flagged,
+                              block=registration_blocks(timing.duration, 2.0),
+                              reference_frames=np.arange(n // 3, 2 * n // 3),
+                              center=np.zeros(3), metric=np.zeros(n),
+                              settings={"fd_threshold_mm": 0.5, "fd_radius_mm": 35.0})
+        folder = out / "preprocess" / scan.folder.relative_to(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_motion_tsv(folder / f"{scan.stem}_desc-motion_timeseries.tsv", motion, timing)
+        qc.plot_motion(folder / f"{scan.stem}_desc-motion_qc.png", motion, timing,
+                       title=f"{scan.stem}: head motion")
+        if scan.subject not in t1_cache:
+            t1_path = next(bids.glob(f"sub-{scan.subject}/anat/*_T1w.nii*"))
+            t1_cache[scan.subject] = np.asarray(nib.load(str(t1_path)).dataobj, dtype=float)
+        t1 = t1_cache[scan.subject]
+        qc.plot_edges(folder / f"{scan.stem}_desc-pet2t1w_qc.png", t1, np.roll(t1, 1, 0),
+                      title=f"{scan.stem}: PET edges on T1w")
+        qc.plot_edges(folder / f"{scan.stem}_desc-t1w2template_qc.png", t1, t1,
+                      title=f"sub-{scan.subject}: T1w edges on template")
+    return len(study.scans)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", help="pipeline output folder (default: run the demo)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from petbind.report import build, figures
+    from petbind.report import build, figures, preprocessing
 
     if args.out is None:
         from petbind.study.demo import run_demo
@@ -52,8 +111,31 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench_report_"))
         run_demo(tmp, report=False, progress=False)
         out = tmp / "derivatives" / "petbind"
+        bids = tmp / "bids"
     else:
-        out = Path(args.out)
+        import shutil
+
+        src = build.load_outputs(args.out)
+        tmp = Path(tempfile.mkdtemp(prefix="bench_report_"))
+        out = tmp / "out"  # a copy: the report is written beside the outputs
+        shutil.copytree(src.root, out, ignore=shutil.ignore_patterns("report.html"))
+        bids = src.dataset or Path(args.out)
+    synthetic = 0
+    if not (out / preprocessing.PREPROCESS_DIR).is_dir() and bids.is_dir():
+        synthetic = add_preprocessing(out, bids)
+
+    # without the preprocessing section: the same folder with preprocess/ moved aside
+    aside = out.parent / "preprocess_aside"
+    has_pre = (out / preprocessing.PREPROCESS_DIR).is_dir()
+    if has_pre:
+        (out / preprocessing.PREPROCESS_DIR).rename(aside)
+    build.build_report(out)
+    size_without_mb = (out / build.REPORT_NAME).stat().st_size / 1e6
+    if has_pre:
+        aside.rename(out / preprocessing.PREPROCESS_DIR)
+    found = preprocessing.find_preprocessed(out)
+    qc_files = [p for files in found.values() for k, p in files.items() if k != "motion"]
+    raw_b64_mb = sum(4 * ((p.stat().st_size + 2) // 3) for p in qc_files) / 1e6
 
     load_before = os.getloadavg()
     base_wall, base_cpu = _timed(lambda: build.build_report(out), args.repeats)
@@ -70,6 +152,8 @@ def main() -> None:
         "BP_ND map small multiples": lambda: build._map_grids(fresh(), figures),
         "group figures + tables": lambda: build._group_sections(fresh(), figures),
         "voxelwise figures + viewer volumes": lambda: build._voxel_sections(fresh(), figures),
+        "preprocessing section (motion tables, overview, QC figures)":
+            lambda: preprocessing.preprocessing_section(fresh(), figures),
     }
     rows = []
     for name, fn in parts.items():
@@ -77,6 +161,9 @@ def main() -> None:
         rows.append((name, wall, cpu))
     load_after = os.getloadavg()
     study = fresh()
+    section = preprocessing.preprocessing_section(study, figures)
+    embedded_mb = sum(len(f["uri"]) for r in section["rows"] for f in r["figures"]
+                      if f["uri"]) / 1e6 if section else 0.0
     lines = [
         "# Report builder benchmark",
         "",
@@ -87,6 +174,15 @@ def main() -> None:
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after), so wall times are "
         "inflated; CPU time of this process is the steadier number.",
         f"Medians over {args.repeats} repeats, each part timed on its own in the same process.",
+        "",
+        f"Preprocessing section: {len(found)} scans, {len(qc_files)} QC figures"
+        + (f" (written by this benchmark with petbind.preprocess.qc for {synthetic} scans)"
+           if synthetic else "") + f". Page {size_mb:.2f} MB with it, {size_without_mb:.2f} MB "
+        f"without it (+{size_mb - size_without_mb:.2f} MB). The QC figures take "
+        f"{embedded_mb:.2f} MB embedded (shrunk to {preprocessing.QC_WIDTH} px, "
+        f"{preprocessing.QC_COLOURS} colours) "
+        f"against {raw_b64_mb:.2f} MB embedded unchanged (ratio "
+        f"{raw_b64_mb / embedded_mb if embedded_mb else float('nan'):.1f}x smaller).",
         "",
         "| part | wall (s) | CPU (s) | CPU share of the whole build |",
         "| --- | ---: | ---: | ---: |",

@@ -56,8 +56,11 @@ QC_FIGURES = (
 )
 #: Flagged frame indices listed per scan before "and N more".
 MAX_LISTED = 12
-#: Width (px) QC figures are shrunk to; 24 scans x 3 figures add about 1.5 MB.
-QC_WIDTH = 600
+#: Width (px) QC figures are shrunk to (a grid cell of the page is about 370 px wide).
+QC_WIDTH = 480
+#: Palette colours of the embedded QC figures: 24 scans x 3 figures add about 1.2 MB
+#: (``benchmarks/results/report.md``).
+QC_COLOURS = 32
 
 
 @dataclass
@@ -311,7 +314,7 @@ def _qc_figures(root: Path, stem: str, ent: dict[str, str | None], files: dict[s
         uri = None
         if path is not None:
             try:
-                uri = figures.png_file_to_data_uri(path, max_width=QC_WIDTH)
+                uri = figures.png_file_to_data_uri(path, max_width=QC_WIDTH, colors=QC_COLOURS)
             except OSError as exc:  # PIL: unreadable or not an image
                 problems.append(f"{caption} figure unreadable ({path.name}: {exc})")
         elif key != "motion" or "motion" in files:
