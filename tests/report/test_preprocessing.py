@@ -250,6 +250,16 @@ def test_registration_metrics_from_scan_provenance_and_motion_switched_off(tmp_p
     row = next(r for r in sec["rows"] if r["stem"] == stem)
     assert sec["metrics"] and (row["pet_t1w_metric"], row["t1w_template_metric"]) == (
         "-0.512", "-0.600")
+    # the subject-level registration (computed once per subject) has its metric in its
+    # own provenance; the scan's record then says None
+    record["preprocess"]["t1w_template_metric"] = None
+    prov.write_text(json.dumps(record))
+    anat = out / "preprocess" / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (anat / "sub-01_provenance.json").write_text(json.dumps({"metric": -1.4834}))
+    sec = preprocessing_section(load_outputs(out), figures)
+    row = next(r for r in sec["rows"] if r["stem"] == stem)
+    assert row["t1w_template_metric"] == "-1.483"
     # motion correction switched off in the config: said so, and not counted as a problem
     pet = out / "preprocess" / "sub-01" / "ses-baseline" / "pet"
     (pet / f"{stem}_desc-motion_timeseries.tsv").unlink()

@@ -273,7 +273,9 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
                                + "): frames were not realigned.")
             row["problems"].append("no motion estimate")
         prep = scan.provenance.get("preprocess") if scan is not None else None
-        metrics = prep if isinstance(prep, dict) else {}
+        metrics = dict(prep) if isinstance(prep, dict) else {}
+        if metrics.get("t1w_template_metric") is None:  # computed once per subject
+            metrics["t1w_template_metric"] = _subject_metric(study.root, str(ent["subject"]))
         row["pet_t1w_metric"] = _num(metrics.get("pet_t1w_metric"), 3) \
             if metrics.get("pet_t1w_metric") is not None else None
         row["t1w_template_metric"] = _num(metrics.get("t1w_template_metric"), 3) \
@@ -299,6 +301,13 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
         "metrics": any(r["pet_t1w_metric"] is not None or r["t1w_template_metric"] is not None
                        for r in rows),
     }
+
+
+def _subject_metric(root: Path, subject: str) -> float | None:
+    """Final T1w -> template metric from ``preprocess/sub-X/anat/sub-X_provenance.json``."""
+    path = root / PREPROCESS_DIR / f"sub-{subject}" / "anat" / f"sub-{subject}_provenance.json"
+    value = _maybe_json(path).get("metric")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _qc_figures(root: Path, stem: str, ent: dict[str, str | None], files: dict[str, Path],
