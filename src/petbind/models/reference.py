@@ -94,11 +94,12 @@ class _Result:
 
 
 def _quad_inv(a: NDArray, grads: list[list[Any]]) -> list[NDArray]:
-    """``g' A^-1 g`` for stacked symmetric 2x2 or 3x3 ``A`` (V, p, p) and several ``g``.
+    """``g' A^-1 g`` for stacked normal matrices ``A`` (V, p, p), p = 2 or 3, and several ``g``.
 
     Each gradient is a list of p entries (arrays (V,) or scalars; ``0`` for a
     zero entry). Computed from the cofactors of ``A`` with one division, so no
-    inverse matrix is formed; NaN where ``A`` is singular (as :func:`_inv_sym`).
+    inverse matrix is formed; NaN where ``A`` is singular (the test of
+    :func:`petbind.models.optimize.inv_sym`).
     """
     p = a.shape[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -113,7 +114,9 @@ def _quad_inv(a: NDArray, grads: list[list[Any]]) -> list[NDArray]:
                    (0, 2): a01 * a12 - a02 * a11, (1, 1): a00 * a22 - a02 * a02,
                    (1, 2): a01 * a02 - a00 * a12, (2, 2): a00 * a11 - a01 * a01}
             det = a00 * cof[0, 0] + a01 * cof[0, 1] + a02 * cof[0, 2]
-        scale = np.max(np.abs(a.reshape(a.shape[0], -1)), axis=-1)
+        # A is a normal matrix (positive semi-definite): its largest entry is on the
+        # diagonal, so the scale of the singularity test is the largest diagonal entry
+        scale = np.maximum(a00, a11) if p == 2 else np.maximum(np.maximum(a00, a11), a22)
         det = np.where(np.abs(det) > 1e-13 * scale**p, det, np.nan)
         out = []
         for g in grads:
