@@ -126,12 +126,17 @@ def test_preprocess_writes_motion_transforms_tacs_and_qc_figures(dataset):
         assert load_transform(o[key]).GetDimension() == 3
     for key in ("motion_qc", "pet_t1w_qc", "t1w_template_qc"):
         assert o[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the PET -> T1w transform recovers the identity (both are in native space)
+    # the PET -> T1w registration recovers the identity (the motion reference and the
+    # T1w are both in native space); the frames are written in the T1w pose, so the
+    # transform file of the written PET is the identity
     from petbind.preprocess.register import matrix_from_sitk
 
-    m = matrix_from_sitk(load_transform(o["xfm_pet_t1w"]))
+    side = json.loads(o["pet_mc"].with_name(
+        o["pet_mc"].name.replace(".nii.gz", ".json")).read_text())
+    m = np.asarray(side["ReferenceToT1w"]["Matrix"])
     pts = apply(NATIVE, grid_points((6, 6, 6), grid_affine((6, 6, 6), 6.0))[:, 0])
     assert np.linalg.norm(apply(m, pts) - pts, axis=1).max() < 1.0
+    assert np.allclose(matrix_from_sitk(load_transform(o["xfm_pet_t1w"])), np.eye(4))
     # inputs untouched: nothing new in the raw folders
     assert sorted(p.name for p in dataset["pet"].parent.iterdir()) == [
         "sub-01_ses-baseline_pet.json", "sub-01_ses-baseline_pet.nii.gz"]

@@ -6,9 +6,12 @@ fMRIPrep's for transforms)::
 
     <stem>_desc-motion_timeseries.tsv (+ .json)   per-frame motion, FD, flags
     <stem>_desc-mc_pet.nii.gz (+ .json)            realigned 4-D PET (kBq/mL,
-                                                   decay-corrected to injection)
+                                                   decay-corrected to injection), on
+                                                   the PET grid in the T1w's pose
     <stem>_desc-mean_pet.nii.gz                    mean realigned image (registration)
-    <stem>_from-pet_to-T1w_mode-image_xfm.tfm      T1w points -> PET points (rigid)
+    <stem>_from-pet_to-T1w_mode-image_xfm.tfm      T1w points -> points of the written
+                                                   PET (rigid; identity when the frames
+                                                   were placed in the T1w pose)
     <sub>_from-T1w_to-template_mode-image_xfm.h5   template points -> T1w points
     <sub>_from-template_to-T1w_mode-image_xfm.h5   T1w points -> template points
     <stem>_dseg.nii.gz + _dseg.tsv                 atlas labels on the PET grid
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +63,12 @@ class PreprocessOptions:
         Partial-volume-aware or nearest-neighbour atlas resampling.
     grey_matter : bool
         Restrict grey-matter regions to T1w grey matter (k-means).
+    t1w_pose : bool
+        With ``motion``: resample the frames once, through each frame's motion
+        and the PET -> T1w registration, onto the PET grid in the subject's
+        T1w-aligned pose (instead of the motion reference's pose). Every scan
+        of a subject then shares one pose, so the atlas falls on the same
+        voxels in each (what matters for regions of a few voxels).
     """
 
     motion: bool = True
@@ -71,6 +80,7 @@ class PreprocessOptions:
     syn_level_iters: tuple[int, ...] = (20, 10, 5)
     atlas_method: Literal["fraction", "nearest"] = "fraction"
     grey_matter: bool = False
+    t1w_pose: bool = True
 
 
 @dataclass
@@ -327,7 +337,8 @@ def preprocess_scan(
                                  min_block_min=opts.min_block_min,
                                  fd_threshold_mm=opts.fd_threshold_mm,
                                  fd_radius_mm=opts.fd_radius_mm, source=pet_p)
-        data = apply_motion(data, img.affine, motion)
+        raw = data
+        data = apply_motion(raw, img.affine, motion)
         o["motion"] = write_motion_tsv(out / f"{stem}_desc-motion_timeseries.tsv", motion,
                                        timing)
         o["motion_qc"] = qc.plot_motion(out / f"{stem}_desc-motion_qc.png", motion, timing,
@@ -335,23 +346,39 @@ def preprocess_scan(
         res.summary.update(max_fd_mm=float(motion.fd.max()),
                            n_flagged=int(motion.flagged.sum()),
                            flagged_frames=np.flatnonzero(motion.flagged).tolist())
+
+    # --- PET -> T1w (rigid), on the mean realigned image ---------------------------
+    w = (timing.duration / timing.duration.sum()).astype(np.float32)
+    mean_pet = np.tensordot(data, w, axes=([-1], [0]))
+    pet2t1 = register_linear(t1, t1_aff, mean_pet, img.affine, kind="rigid", metric="mattes")
+    pet_t1 = pet2t1.matrix
+    if opts.motion and opts.t1w_pose:
+        # one resampling per frame: T1w-aligned point -> reference pose -> frame
+        posed = replace(motion, matrices=motion.matrices @ pet2t1.matrix)
+        data = apply_motion(raw, img.affine, posed)
+        del raw
+        mean_pet = np.tensordot(data, w, axes=([-1], [0]))
+        pet_t1 = np.eye(4)
+    if opts.motion:
         side = json.loads(pet_sidecar(pet_p).read_text()) if pet_sidecar(pet_p).is_file() else {}
         side.update({"Units": "kBq/mL", "ImageDecayCorrected": True,
                      "ImageDecayCorrectionTime": side.get("InjectionStart", 0.0),
                      "FrameTimesStart": (timing.start_s + side.get("InjectionStart", 0.0)
                                          ).tolist(),
                      "FrameDuration": timing.duration_s.tolist(),
-                     "Sources": [str(pet_p)], "MotionCorrection": motion.settings})
+                     "Sources": [str(pet_p)], "MotionCorrection": motion.settings,
+                     "Pose": ("the subject's T1w (frames realigned and placed on the T1w "
+                              "in one resampling)" if opts.t1w_pose
+                              else "the motion reference"),
+                     "ReferenceToT1w": {"Matrix": pet2t1.matrix.tolist(),
+                                        "Description": "RAS point map T1w -> motion reference "
+                                                       "pose (rigid, mm)",
+                                        "Metric": float(pet2t1.metric)}})
         o["pet_mc"] = save_image(out / f"{stem}_desc-mc_pet.nii.gz", data, img.affine, side)
-
-    # --- PET -> T1w (rigid), on the mean realigned image ---------------------------
-    w = timing.duration / timing.duration.sum()
-    mean_pet = np.tensordot(data, w.astype(np.float32), axes=([-1], [0]))
     o["pet_mean"] = save_image(out / f"{stem}_desc-mean_pet.nii.gz", mean_pet, img.affine,
                                {"Description": "duration-weighted mean of the realigned frames"})
-    pet2t1 = register_linear(t1, t1_aff, mean_pet, img.affine, kind="rigid", metric="mattes")
     o["xfm_pet_t1w"] = save_transform(out / f"{stem}_from-pet_to-T1w_mode-image_xfm.tfm",
-                                      pet2t1.transform)
+                                      pet_t1)
     # --- T1w -> template (affine + SyN), once per subject -----------------------------
     if subject is None:
         subject = save_subject_registration(register_subject(t1w_path, template_path, opts),
@@ -359,14 +386,14 @@ def preprocess_scan(
     tpl_to_t1, t1_to_tpl = subject.template_to_t1w, subject.t1w_to_template
     o.update(subject.paths)
     # --- QC overlays ---------------------------------------------------------------
-    pet_in_t1 = resample(mean_pet, img.affine, t1.shape, t1_aff, pet2t1.matrix)
+    pet_in_t1 = resample(mean_pet, img.affine, t1.shape, t1_aff, pet_t1)
     o["pet_t1w_qc"] = qc.plot_edges(out / f"{stem}_desc-pet2t1w_qc.png", t1, pet_in_t1,
                                     title=f"{stem}: PET edges on T1w")
     t1_in_tpl = resample(t1, t1_aff, tpl.shape, tpl_aff, tpl_to_t1)
     o["t1w_template_qc"] = qc.plot_edges(out / f"{stem}_desc-t1w2template_qc.png", tpl,
                                          t1_in_tpl, title=f"{sub}: T1w edges on template")
     # --- atlas into PET space, region curves ---------------------------------------
-    pet_to_tpl = compose(np.linalg.inv(pet2t1.matrix), t1_to_tpl)
+    pet_to_tpl = compose(np.linalg.inv(pet_t1), t1_to_tpl)
     labels, fracs = atlas_to_pet(atlas, img.spatial_shape, img.affine, pet_to_tpl,
                                  method=opts.atlas_method)
     o["dseg"] = save_image(out / f"{stem}_dseg.nii.gz", labels, img.affine, None,
@@ -377,7 +404,7 @@ def preprocess_scan(
     if opts.grey_matter:
         gm_t1 = grey_matter_mask(t1)
         gm = resample(gm_t1.astype(np.float32), t1_aff, img.spatial_shape, img.affine,
-                      np.linalg.inv(pet2t1.matrix))
+                      np.linalg.inv(pet_t1))
     tacs = region_tacs(data, timing, atlas, labels, fracs, grey_matter=gm,
                        metadata={"Sources": [str(pet_p), str(atlas_file)],
                                  "Preprocessing": asdict(opts)})
