@@ -103,7 +103,8 @@ def test_fitting_a_batch_equals_fitting_each_curve_alone(truth, name, kw):
 
 
 @pytest.mark.parametrize(("name", "kw"), [("bfsrtm", {}), ("bfsrtm", {"k2prime": 0.15}),
-                                          ("mrtm2", {"k2prime": 0.15}), ("srtm", {})])
+                                          ("mrtm2", {"k2prime": 0.15}), ("mrtm", {}),
+                                          ("srtm", {})])
 def test_float32_curves_and_a_frames_by_curves_view_give_the_float64_fit(truth, name, kw):
     # voxel maps hand the models float32 curves as a view of a (frames, voxels) array;
     # float32 -> float64 is exact, so the fit must be that of the float64 curves

@@ -849,34 +849,44 @@ class MRTM(_Linearised):
 
     name = "mrtm"
     n_params = 3
+    screens = True
 
-    def _normal_blocks(self, y: NDArray, w: NDArray) -> tuple[NDArray, NDArray, NDArray]:
-        """``X'WX`` (V, 3, 3), ``X'Wy`` (V, 3) and ``y'Wy`` (V,) in cache-sized row blocks.
+    def _normal_blocks(self, y: NDArray, w: NDArray
+                       ) -> tuple[NDArray, NDArray, NDArray, tuple[NDArray, NDArray] | None]:
+        """``X'WX`` (V, 3, 3), ``X'Wy`` (V, 3), ``y'Wy`` (V,) and the screening sums.
 
         ``X = [J(C_R), J(C_T), C_R]``; the entries that involve only the
-        reference are shared by every curve.
+        reference are shared by every curve. Shared weights: every per-curve
+        sum from :meth:`_Linearised._frame_stats` (the MRTM2 kernel);
+        per-curve weights: row blocks of the row-major float64 curves
+        (screening sums None: the caller screens).
         """
         xr, cr = self.ref_int, self.ref
-        lt = np.ascontiguousarray(self._jmat.T)
         v = y.shape[0]
         a = np.empty((v, 3, 3))
         b = np.empty((v, 3))
+        if w.ndim == 1:
+            wxr, wcr = w * xr, w * cr
+            st = self._frame_stats(y, w, np.stack([self._jmat.T @ wxr, self._jmat.T @ wcr,
+                                                   wxr, wcr]))
+            a[:, 0, 0] = wxr @ xr
+            a[:, 0, 2] = a[:, 2, 0] = wxr @ cr
+            a[:, 2, 2] = wcr @ cr
+            a[:, 1, 1], b[:, 1], yy = st[0], st[1], st[2]
+            a[:, 0, 1] = a[:, 1, 0] = st[3]
+            a[:, 1, 2] = a[:, 2, 1] = st[4]
+            b[:, 0], b[:, 2] = st[5], st[6]
+            return a, b, yy, (st[7], st[8])
+        lt = np.ascontiguousarray(self._jmat.T)
         yy = np.empty(v)
-        shared = w.ndim == 1
-        if shared:
-            a[:, 0, 0] = np.sum(w * xr * xr)
-            a[:, 0, 2] = a[:, 2, 0] = np.sum(w * xr * cr)
-            a[:, 2, 2] = np.sum(w * cr * cr)
         for s in range(0, v, _BLOCK):
             e = s + _BLOCK
-            yb = y[s:e]
-            wb = w if shared else w[s:e]
+            yb, wb = y[s:e], w[s:e]
             jt = yb @ lt
             jw = jt * wb
-            if not shared:
-                a[s:e, 0, 0] = wb @ (xr * xr)
-                a[s:e, 0, 2] = a[s:e, 2, 0] = wb @ (xr * cr)
-                a[s:e, 2, 2] = wb @ (cr * cr)
+            a[s:e, 0, 0] = wb @ (xr * xr)
+            a[s:e, 0, 2] = a[s:e, 2, 0] = wb @ (xr * cr)
+            a[s:e, 2, 2] = wb @ (cr * cr)
             a[s:e, 0, 1] = a[s:e, 1, 0] = jw @ xr
             a[s:e, 1, 2] = a[s:e, 2, 1] = jw @ cr
             a[s:e, 1, 1] = np.einsum("vn,vn->v", jw, jt)
@@ -885,10 +895,10 @@ class MRTM(_Linearised):
             b[s:e, 0] = wy @ xr
             b[s:e, 2] = wy @ cr
             yy[s:e] = np.einsum("vn,vn->v", wy, yb)
-        return a, b, yy
+        return a, b, yy, None
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:
-        a, rhs, yy = self._normal_blocks(y, w)
+        a, rhs, yy, screen = self._normal_blocks(y, w)
         inv = inv_sym(a)
         g = np.einsum("vij,vj->vi", inv, rhs)
         dof = np.sum(np.broadcast_to(w > 0, y.shape[-1:] if w.ndim == 1 else y.shape),
@@ -910,7 +920,7 @@ class MRTM(_Linearised):
               "r1": np.sqrt(cov[:, 2, 2]), "k2": np.sqrt(cov[:, 0, 0]),
               "k2prime": _se_of(np.stack([1.0 / g3, zero, -g1 / g3**2], -1), cov)}
         valid = np.isfinite(bp) & (g2 < 0)
-        return _Result(params, se, fitted, valid)
+        return _Result(params, se, fitted, valid, screen=screen)
 
 
 class MRTM2(_Linearised):
