@@ -9,7 +9,13 @@ flowing"; output files in docs/outputs.md):
    TACs from the PET-space atlas (labels pooled by the dseg.tsv ``region``
    column), k2' by the tracer's strategy, every configured region model
    (the model registry), the parametric map of the tracer's ``map_model``
-   (:func:`petbind.parametric.parametric_maps`), and the scan's provenance;
+   (:func:`petbind.parametric.parametric_maps`), and the scan's provenance.
+   With ``[preprocess] enabled`` each subject's T1w is first registered to
+   the template once (:func:`petbind.study.preprocess.prepare_subject`), each
+   scan is preprocessed in its task before the fits
+   (:func:`petbind.study.preprocess.preprocess_study_scan`), the realigned
+   image is fitted with the atlas preprocessing put on its grid, and the
+   BP_ND map is also written in template space;
 3. per study: the outcome table, region statistics, mixed models, voxel
    statistics on the parametric maps, ``summary.json`` and
    ``provenance.json``.
@@ -92,7 +98,7 @@ def _scan_settings(tracer: TracerConfig) -> dict[str, Any]:
             "model_settings": tracer.model_settings}
 
 
-def _scan_inputs(scan: Scan, plan: Any = None, out: Path | None = None) -> dict[str, Path]:
+def _scan_inputs(scan: Scan, out: Path, plan: Any = None) -> dict[str, Path]:
     inputs = {"pet": scan.fit_pet, "dseg": scan.dseg, "dseg_tsv": scan.dseg_tsv}
     if scan.fit_sidecar.exists():
         inputs["pet_json"] = scan.fit_sidecar
@@ -101,7 +107,6 @@ def _scan_inputs(scan: Scan, plan: Any = None, out: Path | None = None) -> dict[
     if plan is not None:
         from petbind.study.preprocess import preprocess_files, subject_files
 
-        assert out is not None
         files = preprocess_files(out, scan.rel_dir, scan.stem, plan.options.motion)
         inputs.update(template=plan.template, xfm_pet_t1w=files["xfm_pet_t1w"],
                       xfm_t1w_template=subject_files(out, scan.subject)["xfm_t1w_template"])
@@ -278,7 +283,7 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         from petbind.study.preprocess import preprocess_study_scan
 
         prep_summary, prep_skipped = preprocess_study_scan(plan, scan, out_root)
-    inputs = _scan_inputs(scan, plan, out_root)
+    inputs = _scan_inputs(scan, out_root, plan)
     settings = _scan_settings(tracer)
     if plan is not None:
         settings["preprocess"] = plan.settings()
