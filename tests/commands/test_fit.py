@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from petbind.cli import main
 from petbind.timing import FrameTiming
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fit_cli import run_cli as _run
 from _kinetic_truth import DEMO_SCHEDULE, srtm_truth
 
 TIMING = FrameTiming.from_schedule(DEMO_SCHEDULE)
@@ -32,14 +33,6 @@ def tacs(tmp_path_factory) -> Path:
     path.with_suffix(".json").write_text(json.dumps({"Units": "kBq/mL",
                                                       "TracerRadionuclide": "C-11"}))
     return path
-
-
-def _run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.mark.parametrize("model", ["srtm", "bfsrtm", "mrtm"])

@@ -9,6 +9,7 @@ rule, written as a BIDS ``_tacs.tsv``.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ import pandas as pd
 import pytest
 from scipy.integrate import simpson, solve_ivp
 
-from petbind.cli import main
 from petbind.io.blood import BloodRecording, write_blood
 from petbind.timing import FrameTiming
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fit_cli import run_cli as _run
 
 TIMING = FrameTiming.from_schedule([(6, 10), (3, 20), (2, 30), (4, 60), (4, 120), (5, 300),
                                     (5, 600)])
@@ -36,14 +39,6 @@ def total_plasma(t):
 def parent(t):
     t = np.asarray(t, dtype=float)
     return 1 - 0.7 * t**2 / (15.0**2 + t**2)
-
-
-def _run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")
