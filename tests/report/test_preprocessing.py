@@ -273,3 +273,22 @@ def test_registration_metrics_from_scan_provenance_and_motion_switched_off(tmp_p
     assert sec["summary"].startswith(
         "Head motion: not corrected (the config's preprocess.motion is false). Registration "
         f"overlays for visual checking: PET to T1w for 1 of {N_SCANS} scans")
+
+
+def test_a_motion_table_shorter_than_the_scan_is_not_called_complete(tmp_path):
+    paths = write_outputs(tmp_path, voxel=False)
+    out = paths["out"]
+    write_preprocess(out, [(s, c) for s in SUBJECTS for c in CONDITIONS])
+    stem = f"sub-03_ses-ketamine_trc-{TRACER}"
+    tsv = out / "preprocess" / "sub-03" / "ses-ketamine" / "pet" / \
+        f"{stem}_desc-motion_timeseries.tsv"
+    table = pd.read_csv(tsv, sep="\t")
+    table.iloc[:10].to_csv(tsv, sep="\t", index=False)  # two frames without an estimate
+    sec = preprocessing_section(load_outputs(out), figures)
+    row = next(r for r in sec["rows"] if r["stem"] == stem)
+    assert row["problems"] == [f"motion estimated for 10 of {N_FRAMES} frames"]
+    assert row["sentence"].startswith(f"10 of {N_FRAMES} frames realigned")
+    total = N_SCANS * N_FRAMES
+    assert sec["summary"].startswith(
+        f"Head motion: {N_SCANS} of {N_SCANS} scans were realigned ({total - 2} of {total} "
+        "frames)")
