@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_plasma import PB, TIMING, VB, cp, median_time, noisy, pet, vt_of
 
 from petbind.blood import build_input_function
+from petbind.io.atomic import write_text_atomic
 from petbind.models.plasma import MA1, LoganPlasma, TwoTCM
 
 LAG = 0.2  # min: the arterial line sees the input this late
@@ -142,9 +143,9 @@ def main() -> None:
                          f"{100 * np.median(np.abs(f.k3 / k3 - 1)):.1f} |")
         print("2tcm", level, flush=True)
     lines.append("")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    print(f"wrote {write_text_atomic(args.out, text)}")
 
 
 if __name__ == "__main__":
