@@ -80,6 +80,12 @@ def test_compare_changes_pairs_rows_by_tracer_contrast_and_region():
     assert [(r["region"], r["difference"]) for r in rows] == [("NAcc", 1.5), ("VP", -1.5)]
     assert rows[0]["pct_default"] == -12.5 and rows[0]["pct_realistic"] == -11.0
     assert len(compare_changes(default, realistic, regions=None)) == 3
+    from petbind.study.demo import comparison_tables
+
+    both = compare_changes(default + [row("DASB", "VP", 2.0, contrast="x - baseline")],
+                           realistic + [row("DASB", "VP", 1.0, contrast="x - baseline")])
+    tables = comparison_tables(both)
+    assert [t.row_count for t in tables] == [2, 1]
 
 
 @pytest.mark.slow

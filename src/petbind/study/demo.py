@@ -121,25 +121,30 @@ def compare_changes(default: list[dict[str, Any]], realistic: list[dict[str, Any
     return rows
 
 
-def comparison_table(rows: list[dict[str, Any]]) -> Any:
-    """A rich Table of :func:`compare_changes`."""
+def comparison_tables(rows: list[dict[str, Any]]) -> list[Any]:
+    """Rich Tables of :func:`compare_changes`, one per contrast."""
     from rich import box
     from rich.table import Table
 
     def num(x: Any) -> str:
         return "n/a" if x is None else f"{x:+.1f}"
 
-    t = Table(title="Raw scans (realistic) vs pre-aligned scans (default demo): % change in "
-                    "BP_ND, primary model", title_justify="left", box=box.SIMPLE_HEAD,
-              pad_edge=False)
-    for name in ("tracer", "contrast", "region"):
-        t.add_column(name, overflow="fold")
-    for name in ("default", "realistic", "difference (pp)", "truth"):
-        t.add_column(name, justify="right", no_wrap=True)
-    for r in rows:
-        t.add_row(r["tracer"], r["contrast"], r["region"], num(r["pct_default"]),
-                  num(r["pct_realistic"]), num(r["difference"]), num(r["pct_change_true"]))
-    return t
+    tables = []
+    for contrast in dict.fromkeys(r["contrast"] for r in rows):
+        t = Table(title=f"{contrast}: % change in BP_ND, raw scans (realistic) vs "
+                        "pre-aligned scans (default demo)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+        t.add_column("tracer", overflow="fold")
+        t.add_column("region", overflow="fold")
+        for name in ("default", "realistic", "difference (pp)", "truth"):
+            t.add_column(name, justify="right", no_wrap=True)
+        for r in rows:
+            if r["contrast"] == contrast:
+                t.add_row(r["tracer"], r["region"], num(r["pct_default"]),
+                          num(r["pct_realistic"]), num(r["difference"]),
+                          num(r["pct_change_true"]))
+        tables.append(t)
+    return tables
 
 
 def simulate_if_needed(bids: Path, sim_config: Any = None, *, progress: bool = True,
@@ -255,7 +260,8 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
     if default is not None:
         comparison = compare_changes(default.summary["highlights"],
                                      result.summary["highlights"])
-        console.print(comparison_table(comparison))
+        for table in comparison_tables(comparison):
+            console.print(table)
         diffs = [abs(r["difference"]) for r in comparison if r["difference"] is not None]
         if diffs:
             console.print(f"The raw-scan analysis (motion correction, registration, template "
