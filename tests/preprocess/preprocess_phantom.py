@@ -212,3 +212,17 @@ def shared_once(tmp_path_factory, name, build):
         result = build(folder)
         done.write_bytes(pickle.dumps(result))
         return result
+
+
+def pet_sidecar(start_min, dur_min, tracer="AZ10419369"):
+    """A complete BIDS-PET sidecar for frames starting at ``start_min`` lasting ``dur_min``."""
+    return {"Units": "kBq/mL", "TracerName": tracer, "TracerRadionuclide": "C11",
+            "InjectedRadioactivity": 150.0, "InjectedRadioactivityUnits": "MBq",
+            "ModeOfAdministration": "bolus", "TimeZero": "12:00:00", "ScanStart": 0,
+            "InjectionStart": 0, "FrameTimesStart": (start_min * 60).tolist(),
+            "FrameDuration": (dur_min * 60).tolist(), "ImageDecayCorrected": True,
+            "ImageDecayCorrectionTime": 0, "AttenuationCorrection": "simulated",
+            "ReconMethodName": "simulated", "ReconMethodParameterLabels": ["none"],
+            "ReconMethodParameterUnits": ["none"], "ReconMethodParameterValues": [0],
+            "ReconFilterType": "none", "ReconFilterSize": 0, "AcquisitionMode": "list mode",
+            "BodyPart": "Brain", "Manufacturer": "sim", "ManufacturersModelName": "sim"}

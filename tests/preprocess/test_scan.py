@@ -25,6 +25,7 @@ from .preprocess_phantom import (
     grid_points,
     labels_at,
     make_dynamic,
+    pet_sidecar,
     rigid,
     shared_once,
 )
@@ -36,17 +37,6 @@ MOTION = {(18, 19): [2.0, 1.5, -1.0, 2.0, -1.5, 2.5], (20, 21): [-1.5, 2.5, 1.0,
 T1_CONTRAST = np.array([0.0] + [T1_VALUE[n] for n in NAMES])
 
 
-def pet_sidecar(start_min, dur_min):
-    return {"Units": "kBq/mL", "TracerName": "AZ10419369", "TracerRadionuclide": "C11",
-            "InjectedRadioactivity": 150.0, "InjectedRadioactivityUnits": "MBq",
-            "ModeOfAdministration": "bolus", "TimeZero": "12:00:00", "ScanStart": 0,
-            "InjectionStart": 0, "FrameTimesStart": (start_min * 60).tolist(),
-            "FrameDuration": (dur_min * 60).tolist(), "ImageDecayCorrected": True,
-            "ImageDecayCorrectionTime": 0, "AttenuationCorrection": "simulated",
-            "ReconMethodName": "simulated", "ReconMethodParameterLabels": ["none"],
-            "ReconMethodParameterUnits": ["none"], "ReconMethodParameterValues": [0],
-            "ReconFilterType": "none", "ReconFilterSize": 0, "AcquisitionMode": "list mode",
-            "BodyPart": "Brain", "Manufacturer": "sim", "ManufacturersModelName": "sim"}
 
 
 def write_nii(path, data, affine, codes=1):

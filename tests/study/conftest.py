@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import time
 import tomllib
 from pathlib import Path
 
@@ -47,6 +51,28 @@ def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
         if p.is_file() and not any(rel.startswith(s) for s in skip):
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+def kill_when(cmd: list[str], out: Path, pattern: str, timeout_s: float
+              ) -> tuple[list[Path], dict[str, str]]:
+    """Run ``cmd``; SIGKILL it as soon as a file matching ``out/pattern`` exists.
+
+    Returns the matching files and the environment the command ran with (for
+    the rerun). Fails if the command ends first or nothing appears in time.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not (found := sorted(out.glob(pattern))):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return found, env
 
 
 def _build(tmp_path_factory, name: str, noise: float, fwhm: float):

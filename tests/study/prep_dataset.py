@@ -70,16 +70,7 @@ template = "{TEMPLATE}"
 
 
 def sidecar(start_min, dur_min):
-    return {"Units": "kBq/mL", "TracerName": TRACER, "TracerRadionuclide": "C11",
-            "InjectedRadioactivity": 150.0, "InjectedRadioactivityUnits": "MBq",
-            "ModeOfAdministration": "bolus", "TimeZero": "12:00:00", "ScanStart": 0,
-            "InjectionStart": 0, "FrameTimesStart": (start_min * 60).tolist(),
-            "FrameDuration": (dur_min * 60).tolist(), "ImageDecayCorrected": True,
-            "ImageDecayCorrectionTime": 0, "AttenuationCorrection": "simulated",
-            "ReconMethodName": "simulated", "ReconMethodParameterLabels": ["none"],
-            "ReconMethodParameterUnits": ["none"], "ReconMethodParameterValues": [0],
-            "ReconFilterType": "none", "ReconFilterSize": 0, "AcquisitionMode": "list mode",
-            "BodyPart": "Brain", "Manufacturer": "sim", "ManufacturersModelName": "sim"}
+    return ph.pet_sidecar(start_min, dur_min, tracer=TRACER)
 
 
 def write_nii(path: Path, data, affine, dtype=np.float32) -> Path:

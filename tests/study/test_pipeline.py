@@ -4,12 +4,9 @@ reruns skip, a SIGKILLed run resumes to identical outputs, dask equals in-proces
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ from petbind.errors import DataError, PetbindError
 from petbind.study.config import load_config
 from petbind.study.pipeline import check_output_location, run_study
 
-from .conftest import tree_digest
+from .conftest import kill_when, tree_digest
 
 HIGH_BINDING = 1.0  # truth BP_ND at or above which the reference models are expected to work
 
@@ -200,19 +197,8 @@ def test_sigkilled_run_resumes_to_identical_outputs(noise_free_study, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "petbind", "run", str(noise_free_study["bids"]),
            "--config", str(noise_free_study["config"]), "--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 120
-    try:
-        # kill once the first scan has finished, i.e. in the middle of the scans
-        while not list(out.glob("sub-*/ses-*/pet/*_provenance.json")):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    # kill once the first scan has finished, i.e. in the middle of the scans
+    _, env = kill_when(cmd, out, "sub-*/ses-*/pet/*_provenance.json", 120)
     assert not (out / "group" / "summary.json").exists()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr

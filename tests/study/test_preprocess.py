@@ -15,6 +15,7 @@ from petbind.errors import ConfigError, FileFormatError, MetadataError
 from petbind.study.config import DEFAULT_CONFIG, parse_config
 
 from . import prep_dataset as ds
+from .conftest import kill_when
 
 
 def _with_preprocess(**keys) -> dict:
@@ -295,30 +296,16 @@ def test_rerun_skips_everything_and_a_damaged_preprocessing_output_redoes_only_i
 
 @pytest.mark.slow
 def test_sigkilled_preprocessing_run_resumes_without_redoing_finished_work(chains, tmp_path):
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     cfg = tmp_path / "study.toml"
     cfg.write_text(ds.STUDY + ds.PREPROCESS)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "petbind", "run", str(chains["raw"]), "--config", str(cfg),
            "--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 300
-    try:
-        # kill once the first scan's preprocessing has finished, before its fits
-        while not (done := list(out.glob("preprocess/sub-*/ses-*/pet/*_provenance.json"))):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    # kill once the first scan's preprocessing has finished, before its fits
+    done, env = kill_when(cmd, out, "preprocess/sub-*/ses-*/pet/*_provenance.json", 300)
     assert not (out / "group").exists()
     first = done[0]
     stamp = first.stat().st_mtime_ns
