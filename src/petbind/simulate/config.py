@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from petbind.errors import ConfigError, PetbindError
+from petbind.io.tomlfile import read_toml
 from petbind.isotopes import Isotope, get_isotope
 from petbind.simulate.kinetics import BloodModel, ExpInput
 from petbind.simulate.phantom import REGIONS
@@ -409,19 +410,11 @@ def load_config(path: str | Path | None = None, *, subjects: int | None = None,
         If the file cannot be read or parsed, or any key is invalid.
     """
     if path is None:
-        text, source = default_config_text(), None
+        source = None
+        raw = tomllib.loads(default_config_text())
     else:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read the config: {exc.strerror}", path=source,
-                              fix="check the path") from exc
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=source,
-                          fix="fix the syntax at the line shown") from exc
+        raw = read_toml(path)
     if subjects is not None:
         raw["subjects"] = subjects
     if tracers is not None:

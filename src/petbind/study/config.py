@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from petbind.errors import ConfigError
+from petbind.io.tomlfile import read_toml
 from petbind.stats.roi import Contrast
 
 #: Models the pipeline can fit to region curves (names of the model registry).
@@ -622,16 +623,8 @@ def load_config(path: str | os.PathLike | None = None) -> StudyConfig:
     if path is None:
         return parse_config(tomllib.loads(DEFAULT_CONFIG), source="<default config>")
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the study config: {exc.strerror}", path=p,
-                          fix="check the path given to --config") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=p,
-                          fix="see `petbind run --print-config` for the format") from exc
+    data = read_toml(p, what="study config", read_fix="check the path given to --config",
+                     syntax_fix="see `petbind run --print-config` for the format")
     return parse_config(data, source=str(p), base_dir=p.parent)
 
 
