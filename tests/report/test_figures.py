@@ -198,6 +198,21 @@ def test_motion_overview_plots_each_scans_fd_and_its_maximum_red_above_threshold
     figures.figure_to_data_uri(fig)
 
 
+def test_motion_overview_of_many_moving_scans_draws_their_median_instead_of_a_legend():
+    t = np.array([0.5, 1.5, 4.0, 12.0])
+    rng = np.random.default_rng(3)
+    fds = [np.abs(rng.normal(1.0, 0.5, t.size)) + 0.6 for _ in range(12)]
+    fig = figures.motion_overview_figure([(f"s{i}", t, fd) for i, fd in enumerate(fds)],
+                                         threshold=0.5)
+    left, _ = fig.axes
+    lines = left.get_lines()
+    assert all(line.get_color() == "#d62728" for line in lines[:12])
+    # median per frame, computed here independently of the figure code
+    expected = np.array([sorted(fd[k] for fd in fds)[5:7] for k in range(t.size)]).mean(1)
+    np.testing.assert_allclose(lines[12].get_ydata(), expected)
+    assert [x.get_text() for x in left.get_legend().get_texts()] == ["median of 12 scans"]
+
+
 def test_motion_overview_without_threshold_draws_every_scan_grey():
     t = np.arange(3.0)
     fig = figures.motion_overview_figure([("a", t, np.array([0.0, 2.0, 1.0]))])

@@ -586,17 +586,30 @@ def motion_overview_figure(
     colours = matplotlib.colormaps["tab10"]
     peaks = np.full(n, np.nan)
     n_over = 0
+    # more scans above threshold than a legend can name: thin red lines and the
+    # median over scans per frame (when the scans share frames) instead of a legend
+    crowded = threshold is not None and sum(
+        bool(np.nanmax(np.asarray(fd, dtype=float), initial=0.0) > threshold)
+        for _, _, fd in traces) > 10
     for i, (label, t, fd) in enumerate(traces):
         tt = np.asarray(t, dtype=float)
         ff = np.asarray(fd, dtype=float)
         if ff.size and np.isfinite(ff).any():
             peaks[i] = np.nanmax(ff)
         over = threshold is not None and bool(np.nanmax(ff, initial=0.0) > threshold)
-        if over:
+        if over and crowded:
+            left.plot(tt, ff, "-", lw=0.6, color="#d62728", alpha=0.35)
+        elif over:
             left.plot(tt, ff, "o-", ms=2.5, lw=1.0, color=colours(n_over % 10), label=label)
             n_over += 1
         else:
             left.plot(tt, ff, "-", lw=0.6, color="0.6")
+    times = [np.asarray(t, dtype=float) for _, t, _ in traces]
+    if crowded and all(t.shape == times[0].shape and np.allclose(t, times[0]) for t in times):
+        med = np.nanmedian(np.stack([np.asarray(fd, dtype=float) for _, _, fd in traces]), 0)
+        left.plot(times[0], med, "o-", ms=2.5, lw=1.6, color="k",
+                  label=f"median of {n} scans")
+        n_over = 1
     if threshold is not None:
         for ax in (left, right):
             (ax.axhline if ax is left else ax.axvline)(threshold, color="#d62728", lw=0.8,
@@ -607,7 +620,7 @@ def motion_overview_figure(
     left.grid(alpha=0.3)
     if n_over:
         left.legend(fontsize=6, frameon=False, loc="upper right",
-                    title="above threshold", title_fontsize=6)
+                    title=None if crowded else "above threshold", title_fontsize=6)
     y = np.arange(n)[::-1]
     bad = np.isfinite(peaks) & (peaks > threshold) if threshold is not None else \
         np.zeros(n, dtype=bool)
