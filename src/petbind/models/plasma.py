@@ -82,7 +82,6 @@ from petbind.errors import ModelError
 from petbind.models.base import Fit
 from petbind.models.convolution import MIN_RATE, PiecewiseLinear, running_integral_frame_means
 from petbind.models.optimize import levenberg_marquardt
-from petbind.models.registry import register_model
 from petbind.models.weights import frame_weights, window_mask
 from petbind.timing import TIME_TOL_MIN, FrameTiming
 
@@ -1003,19 +1002,3 @@ def compare_fits(simple: Fit, complex_: Fit) -> pd.DataFrame:
     pref = np.where(a_c < a_s, complex_.model, simple.model)
     return pd.DataFrame({f"aic_{simple.model}": a_s, f"aic_{complex_.model}": a_c,
                          "preferred": pref, "f": np.ravel(f), "p_f": np.ravel(p)})
-
-
-# ----------------------------------------------------------------------------
-# registry
-# ----------------------------------------------------------------------------
-for _cls, _desc, _params in (
-    (OneTCM, "one-tissue compartment model, plasma input (V_T)", ("k1", "k2", "vb", "vt")),
-    (TwoTCM, "reversible two-tissue compartment model, plasma input (V_T, BP_ND)",
-     ("k1", "k2", "k3", "k4", "vb", "vt", "bp_nd")),
-    (TwoTCMIrreversible, "irreversible two-tissue compartment model, plasma input (K_i)",
-     ("k1", "k2", "k3", "vb", "ki", "vt")),
-    (LoganPlasma, "Logan graphical analysis, plasma input (V_T)", ("vt", "intercept")),
-    (Patlak, "Patlak plot, plasma input (K_i)", ("ki", "v0", "vt")),
-    (MA1, "Ichise multilinear analysis MA1, plasma input (V_T)", ("vt", "b")),
-):
-    register_model(_cls.name, _cls, input="plasma", description=_desc, params=_params)

@@ -60,7 +60,6 @@ from petbind.models.convolution import (
     running_integral_frame_means,
 )
 from petbind.models.optimize import inv_sym, levenberg_marquardt, normal_equations
-from petbind.models.registry import register_model
 from petbind.models.weights import frame_weights, window_mask
 from petbind.timing import FrameTiming
 
@@ -1013,13 +1012,17 @@ class MRTM2(_Linearised):
 
 
 class LoganRef(_Linearised):
-    """Logan reference-region graphical analysis with the k2' term (Logan et al. 1996).
+    """Logan reference-region graphical analysis, with or without the k2' term (Logan 1996).
 
     For frames after t*:
     ``J(C_T)/mean(C_T) = DVR [J(C_R) + mean(C_R)/k2'] / mean(C_T) + b``,
     fitted by weighted linear regression; ``BP_ND = DVR - 1``. (For one-tissue
     target and reference the frame-averaged relation is exact with
-    ``b = -1/k2a``.) ``tstar`` (minutes): frames starting at or after it are
+    ``b = -1/k2a``.) With ``k2prime=None`` the ``mean(C_R)/k2'`` term is
+    dropped: ``J(C_T)/mean(C_T) = DVR J(C_R)/mean(C_T) + b'``, the usual
+    variant for [11C]PiB (tpcclib ``logan``, tacmagic, dynamicpet), which
+    holds once ``C_R / C_T`` is constant (Logan et al. 1996, eq. 7): exact for
+    curves in a constant ratio, otherwise biased as that ratio still drifts. ``tstar`` (minutes): frames starting at or after it are
     used; if None, t* is chosen per curve as the earliest frame start from
     which, with at least ``min_points`` frames, the largest relative deviation
     of the plot from its regression line is at most ``max_error`` (default
@@ -1035,24 +1038,27 @@ class LoganRef(_Linearised):
     n_params = 2
     min_frames = 3
 
-    def __init__(self, timing: FrameTiming, ref: ArrayLike, *, k2prime: float,
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *, k2prime: float | None = None,
                  tstar: float | None = None, max_error: float = 0.10, min_points: int = 3,
                  **kw: Any) -> None:
-        if k2prime is None or not (np.isfinite(k2prime) and k2prime > 0):
-            raise ModelError(f"logan needs a positive k2', got {k2prime}", field="k2prime",
-                             fix="give --k2prime VALUE (1/min) or auto")
+        if k2prime is not None and not (np.isfinite(k2prime) and k2prime > 0):
+            raise ModelError(f"logan needs a positive k2' (or none), got {k2prime}",
+                             field="k2prime",
+                             fix="give --k2prime VALUE (1/min), auto, or leave it out")
         super().__init__(timing, ref, **kw)
-        self.k2prime = float(k2prime)
+        self.k2prime = None if k2prime is None else float(k2prime)
         self.tstar = None if tstar is None else float(tstar)
         self.max_error = float(max_error)
         self.min_points = int(min_points)
         if self.tstar is not None:
             window_mask(timing, max(self.tstar, self.start or self.tstar), self.end,
                         min_frames=self.min_points)
-        self.xnum = self.ref_int + self.ref / self.k2prime
+        self.xnum = self.ref_int if self.k2prime is None \
+            else self.ref_int + self.ref / self.k2prime
 
     def _settings(self) -> dict[str, Any]:
-        return {**super()._settings(), "k2prime": self.k2prime, "tstar_min": self.tstar,
+        return {**super()._settings(), "k2prime": self.k2prime,
+                "k2prime_term": self.k2prime is not None, "tstar_min": self.tstar,
                 "tstar_rule": "given" if self.tstar is not None else
                 f"earliest start with max relative error <= {self.max_error:g}",
                 "min_points": self.min_points}
@@ -1186,22 +1192,3 @@ def estimate_k2prime(timing: FrameTiming, ref: ArrayLike, tacs: ArrayLike, *,
     info = {"method": method, "values": k2p.tolist(), "bp_nd": bp.tolist(),
             "selected": np.flatnonzero(sel).tolist(), "k2prime": value, "pool": "median"}
     return value, info
-
-
-# ----------------------------------------------------------------------------
-# registry
-# ----------------------------------------------------------------------------
-_SRTM_PARAMS = ("bp_nd", "r1", "k2", "k2a", "k2prime", "dvr")
-register_model("srtm", SRTM, input="reference", params=_SRTM_PARAMS,
-               description="simplified reference tissue model, non-linear (Lammertsma 1996)")
-register_model("srtm2", SRTM2, input="reference", params=_SRTM_PARAMS, k2prime="required",
-               description="SRTM with fixed k2' (Wu & Carson 2002)")
-register_model("bfsrtm", BFSRTM, input="reference", params=_SRTM_PARAMS, k2prime="optional",
-               description="basis-function SRTM (Gunn 1997); fixed-k2' variant with k2prime")
-register_model("mrtm", MRTM, input="reference", params=_SRTM_PARAMS,
-               description="multilinear reference tissue model (Ichise 2003)")
-register_model("mrtm2", MRTM2, input="reference", params=_SRTM_PARAMS, k2prime="required",
-               description="MRTM with fixed k2' (Ichise 2003)")
-register_model("logan", LoganRef, input="reference", k2prime="required",
-               params=("bp_nd", "dvr", "intercept", "tstar"),
-               description="Logan reference graphical analysis with k2' (Logan 1996)")
