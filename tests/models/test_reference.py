@@ -8,7 +8,6 @@ from _kinetic_truth import DEMO_SCHEDULE, REF, frame_means, one_tissue, srtm_tru
 
 from petbind.errors import DataError, ModelError
 from petbind.models import get_model
-from petbind.models.reference import estimate_k2prime
 from petbind.timing import FrameTiming
 
 TIMING = FrameTiming.from_schedule(DEMO_SCHEDULE)
@@ -203,15 +202,6 @@ def test_srtm_flags_a_theta3_bound_as_invalid(truth):
     assert fit.valid.tolist() == expect.tolist()
 
 
-def test_estimate_k2prime_pools_high_binding_regions(truth):
-    ref, curves, _, _ = truth
-    for method in ("mrtm", "srtm"):
-        value, info = estimate_k2prime(TIMING, ref, curves, method=method)
-        assert value == pytest.approx(REF["k2"], rel=2e-3)
-        assert len(info["selected"]) >= 4
-        assert all(info["bp_nd"][i] >= np.median(info["bp_nd"]) for i in info["selected"])
-
-
 def test_logan_picks_tstar_by_the_max_error_rule_and_honours_a_given_one(truth):
     ref, curves, bp, _ = truth
     given = get_model("logan", timing=TIMING, ref=ref, k2prime=REF["k2"], tstar=40.0)
@@ -342,15 +332,6 @@ def test_garbage_curves_give_finite_or_flagged_results_without_warnings(truth, n
     # are then not identifiable, and flagging those fits invalid is also honest
     same = fit.bp_nd[-2:][fit.valid[-2:]]
     np.testing.assert_allclose(same, 0.0, atol=1e-3)
-
-
-def test_estimate_k2prime_honours_given_high_binding_curves(truth):
-    ref, curves, _, _ = truth
-    value, info = estimate_k2prime(TIMING, ref, curves, high_binding=[0, 1])
-    assert info["selected"] == [0, 1]
-    assert value == pytest.approx(REF["k2"], rel=2e-3)
-    with pytest.raises(ModelError, match="k2'"):
-        estimate_k2prime(TIMING, ref, curves, method="logan")
 
 
 # ---------------------------------------------------------------- Logan without k2' (issue 17)

@@ -17,9 +17,7 @@ from typing import Any
 import typer
 
 from petbind.errors import ConfigError
-
-#: Reference-tissue models of the command's contract (plasma models register their own).
-REFERENCE_MODELS = ("srtm", "srtm2", "bfsrtm", "mrtm", "mrtm2", "logan", "suvr")
+from petbind.models.catalogue import model_choices, parameter_units
 
 
 def parse_number_or(value: str, option: str, keyword: str, *, what: str, example: str
@@ -61,15 +59,15 @@ def parse_number_or(value: str, option: str, keyword: str, *, what: str, example
     return number
 
 
-def _parse_k2prime(value: str | None) -> float | str | None:
-    if value is None:
-        return None
-    k = parse_number_or(value, "--k2prime", "auto", what="a number (1/min)",
-                        example="e.g. --k2prime 0.12 or --k2prime auto")
-    if k != "auto" and not k > 0:
-        raise ConfigError(f"--k2prime must be positive, got {value}", field="--k2prime",
-                          fix="give k2' in 1/min, e.g. 0.12")
-    return k
+def _parse_k2prime(value: str | None) -> Any:
+    """The ``--k2prime`` policy (:func:`petbind.models.k2prime.parse_k2prime`), as a ConfigError."""
+    from petbind.errors import ModelError
+    from petbind.models.k2prime import parse_k2prime
+
+    try:
+        return parse_k2prime(value, field="--k2prime")
+    except ModelError as exc:
+        raise ConfigError(exc.message, field="--k2prime", fix=exc.fix) from exc
 
 
 def select_regions(regions: str, names: list[str], path: Path) -> list[str]:
@@ -188,16 +186,17 @@ def register(app: typer.Typer) -> None:
         tacs: Path = typer.Argument(..., help="TAC table: BIDS _tacs.tsv (frame_start, "  # noqa: B008
                                     "frame_end in s), PMOD .tac or Turku .dft."),
         model: str = typer.Option(..., "--model", "-m",
-                                  help="srtm | srtm2 | bfsrtm | mrtm | mrtm2 | logan | suvr; "
-                                  "with --blood: 1tcm | 2tcm | 2tcm-irr | logan-plasma | "
-                                  "patlak | ma1"),
+                                  help=f"{model_choices('reference')}; with --blood: "
+                                  f"{model_choices('plasma')}"),
         ref: str | None = typer.Option(None, "--ref", metavar="REGION",
                                        help="Reference region (a column of TACS)."),
-        k2prime: str | None = typer.Option(None, "--k2prime", metavar="VALUE|auto",
-                                           help="Fixed k2' (1/min) for srtm2, mrtm2, logan "
-                                           "(optional for bfsrtm), or 'auto': median k2' "
-                                           "(SRTM for srtm2/bfsrtm, else MRTM) of the "
-                                           "higher-binding half of the regions."),
+        k2prime: str | None = typer.Option(None, "--k2prime", metavar="POLICY",
+                                           help="k2' for srtm2, mrtm2 (required), logan, "
+                                           "bfsrtm (optional): a number (1/min); 'auto': "
+                                           "median k2' (SRTM for srtm2/bfsrtm, else MRTM) "
+                                           "of the higher-binding half of the regions; "
+                                           "'median': over all target regions; "
+                                           "'mrtm@REGION' / 'srtm@REGION'; 'none'."),
         tstar: float | None = typer.Option(None, "--tstar", metavar="MIN",
                                            help="Logan t* in minutes (default: chosen per "
                                            "region by the 10 % max-error rule)."),
@@ -234,7 +233,7 @@ def register(app: typer.Typer) -> None:
         from petbind import __version__
         from petbind.io.tables import read_tacs
         from petbind.models import get_model, model_spec
-        from petbind.models.reference import estimate_k2prime
+        from petbind.models.k2prime import k2prime_for_regions
 
         spec = model_spec(model)
         if spec.input == "plasma":
@@ -280,15 +279,18 @@ def register(app: typer.Typer) -> None:
         y = np.stack([table.curve(r) for r in targets])
         settings: dict[str, Any] = {"weights": weights, "start": start, "end": end,
                                     "isotope": iso}
-        k2 = _parse_k2prime(k2prime)
+        policy = _parse_k2prime(k2prime)
         k2_info: dict[str, Any] | None = None
-        if k2 == "auto":
-            # SRTM-family models take k2' from an SRTM pass (Wu & Carson 2002), the
-            # others from MRTM (Ichise et al. 2003)
-            method = "srtm" if spec.name in ("srtm2", "bfsrtm") else "mrtm"
-            k2, k2_info = estimate_k2prime(table.timing, ref_curve, y, method=method,
-                                           **settings)
-            k2_info["regions"] = [targets[i] for i in k2_info["selected"]]
+        if policy.estimates:
+            # the catalogue names the estimator: SRTM for srtm2/bfsrtm (Wu & Carson
+            # 2002), MRTM otherwise (Ichise et al. 2003)
+            curves = {r: table.curve(r) for r in table.regions}
+            k2, k2_info = k2prime_for_regions(policy, table.timing, ref_curve, curves,
+                                              targets, for_models=spec.name,
+                                              settings=dict(settings), field="--k2prime")
+        else:
+            k2 = policy.value
+            k2_info = policy.describe()
         if k2 is not None:
             settings["k2prime"] = k2
         if tstar is not None:
@@ -301,9 +303,8 @@ def register(app: typer.Typer) -> None:
                    "Software": "petbind", "SoftwareVersion": __version__,
                    "Input": str(tacs), "ReferenceRegion": ref, "Regions": targets,
                    "Model": spec.name, "Settings": m.settings, "K2primeEstimate": k2_info,
-                   "Units": {"bp_nd": "unitless", "dvr": "unitless", "r1": "unitless",
-                             "k2": "1/min", "k2a": "1/min", "k2prime": "1/min",
-                             "tstar": "min", "intercept": "min", "suvr": "unitless"},
+                   "K2PrimePolicy": k2_info, "Citation": spec.citation,
+                   "Units": parameter_units(spec.params),
                    "Columns": list(df.columns)}
         emit_table(df, out, sidecar)
         if plots is not None:

@@ -34,12 +34,7 @@ from petbind.commands.fit import (
     warn_invalid,
 )
 from petbind.errors import ConfigError
-
-#: Units of the output columns, for the sidecar.
-UNITS = {"k1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vb": "unitless",
-         "delay": "min", "vt": "mL/cm3", "vnd": "mL/cm3", "vnd_2tcm": "mL/cm3",
-         "bp_nd": "unitless", "bp_p": "mL/cm3", "ki": "mL/cm3/min", "v0": "mL/cm3",
-         "intercept": "min", "b": "min", "tstar": "min"}
+from petbind.models.catalogue import parameter_units
 
 
 def blood_recordings(path: Path) -> list[Any]:
@@ -172,7 +167,7 @@ def fit_plasma(
     from petbind.models import get_model
     from petbind.models.plasma import add_binding
 
-    graphical = spec.name in ("logan-plasma", "patlak", "ma1")
+    graphical = spec.plot is not None
     if tstar is not None and not graphical:
         raise ConfigError("--tstar applies to logan-plasma, patlak and ma1 only",
                           field="--tstar", fix="use --start MIN to start the fit window")
@@ -213,7 +208,7 @@ def fit_plasma(
                "SoftwareVersion": __version__, "Input": str(tacs), "Blood": str(blood),
                "ReferenceRegion": ref, "Regions": targets, "Model": spec.name,
                "Settings": result.settings,
-               "Units": {c: UNITS[c] for c in df.columns if c in UNITS},
+               "Citation": spec.citation, "Units": parameter_units(df.columns),
                "Columns": list(df.columns)}
     emit_table(df, out, sidecar)
     if plots is not None:

@@ -1021,12 +1021,13 @@ class LoganRef(_Linearised):
     ``b = -1/k2a``.) With ``k2prime=None`` the ``mean(C_R)/k2'`` term is
     dropped: ``J(C_T)/mean(C_T) = DVR J(C_R)/mean(C_T) + b'``, the usual
     variant for [11C]PiB (tpcclib ``logan``, tacmagic, dynamicpet), which
-    holds once ``C_R / C_T`` is constant (Logan et al. 1996, eq. 7): exact for
-    curves in a constant ratio, otherwise biased as that ratio still drifts. ``tstar`` (minutes): frames starting at or after it are
-    used; if None, t* is chosen per curve as the earliest frame start from
-    which, with at least ``min_points`` frames, the largest relative deviation
-    of the plot from its regression line is at most ``max_error`` (default
-    10 %; Ichise et al. 2002, as in PMOD's Logan plot).
+    holds once ``C_R / C_T`` is constant (Logan et al. 1996): exact for curves
+    in a constant ratio, otherwise biased while that ratio still drifts.
+    ``tstar`` (minutes): frames starting at or after it are used; if None, t*
+    is chosen per curve as the earliest frame start from which, with at least
+    ``min_points`` frames, the largest relative deviation of the plot from its
+    regression line is at most ``max_error`` (default 10 %; Ichise et al. 2002,
+    as in PMOD's Logan plot).
 
     Output parameters: ``dvr``, ``bp_nd``, ``intercept`` (min), ``tstar`` (min).
     ``fitted`` is the target curve implied by the line
@@ -1122,73 +1123,3 @@ class LoganRef(_Linearised):
         npts = np.sum(use, -1)
         valid = np.isfinite(slope) & (npts >= self.min_points)
         return _Result(params, se, fitted, valid, {"logan_x": x, "logan_y": yy, "used": use})
-
-
-# ----------------------------------------------------------------------------
-# k2' helpers
-# ----------------------------------------------------------------------------
-def k2prime_from_fit(fit: Fit) -> NDArray:
-    """k2' (1/min) implied by an MRTM or SRTM fit (``k2 / R1``), NaN where invalid."""
-    if "k2prime" in fit.params:
-        return np.asarray(fit.params["k2prime"], dtype=float)
-    raise ModelError(f"a {fit.model} fit does not estimate k2'", field="model",
-                     fix="use MRTM or SRTM to estimate k2'")
-
-
-def estimate_k2prime(timing: FrameTiming, ref: ArrayLike, tacs: ArrayLike, *,
-                     method: str = "mrtm", high_binding: ArrayLike | None = None,
-                     **settings: Any) -> tuple[float, dict[str, Any]]:
-    """k2' from MRTM or SRTM on high-binding regions, pooled by the median.
-
-    Parameters
-    ----------
-    timing : FrameTiming
-        Frames (minutes).
-    ref : array_like, shape (n_frames,)
-        Reference-region curve (kBq/mL).
-    tacs : array_like, shape (R, n_frames)
-        Candidate target curves (regions, or a region's mean voxel curve).
-    method : {"mrtm", "srtm"}
-        Model that estimates k2' (= k2 / R1).
-    high_binding : array_like of bool or int, optional
-        Which curves to pool. Default: the valid fits whose BP_ND is at least
-        the median BP_ND of the valid fits (the higher-binding half), since
-        k2' is best determined where binding is high (Ichise et al. 2003).
-    **settings
-        Passed to the model (weights, start, end, ...).
-
-    Returns
-    -------
-    k2prime : float
-        Median of the selected k2' values (1/min).
-    info : dict
-        ``method``, ``values`` (all k2'), ``bp_nd``, ``selected`` (indices).
-
-    Raises
-    ------
-    ModelError
-        If no selected fit is valid or the pooled value is not positive.
-    """
-    if method not in ("mrtm", "srtm"):
-        raise ModelError(f"unknown k2' method {method!r}", field="k2prime_method",
-                         fix="use 'mrtm' or 'srtm'")
-    y = np.atleast_2d(np.asarray(tacs, dtype=float))
-    model = (MRTM if method == "mrtm" else SRTM)(timing, ref, **settings)
-    fit = model.fit(y)
-    k2p = k2prime_from_fit(fit)
-    bp = np.asarray(fit.params["bp_nd"])
-    ok = np.asarray(fit.valid) & np.isfinite(k2p) & (k2p > 0)
-    if high_binding is None:
-        sel = ok & (bp >= np.median(bp[ok])) if ok.any() else ok
-    else:
-        hb = np.asarray(high_binding)
-        mask = np.zeros(y.shape[0], dtype=bool)
-        mask[hb] = True
-        sel = ok & mask
-    if not sel.any():
-        raise ModelError(f"no valid {method.upper()} fit to estimate k2' from",
-                         field="k2prime", fix="give --k2prime VALUE (1/min)")
-    value = float(np.median(k2p[sel]))
-    info = {"method": method, "values": k2p.tolist(), "bp_nd": bp.tolist(),
-            "selected": np.flatnonzero(sel).tolist(), "k2prime": value, "pool": "median"}
-    return value, info
