@@ -16,7 +16,7 @@ from petbind.blood import (
     shift_curve,
 )
 from petbind.errors import DataError
-from petbind.models.convolution import PiecewiseLinear
+from petbind.numerics.convolution import PiecewiseLinear
 from petbind.timing import FrameTiming
 
 T_PF = np.array([2.5, 5, 10, 15, 20, 30, 40, 50, 60, 75, 90.0])

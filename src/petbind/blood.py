@@ -18,7 +18,7 @@ file is opened. The chain, each step a function of its own:
    interpolation or a fitted Hill, bi-exponential or power function, chosen
    by AIC when asked.
 7. :func:`build_input_function` -- the metabolite-corrected plasma input and
-   the whole-blood curve as :class:`~petbind.models.convolution.PiecewiseLinear`
+   the whole-blood curve as :class:`~petbind.numerics.convolution.PiecewiseLinear`
    curves on the samples plus a fine grid (the continuous form the kinetic
    models convolve exactly), with an optional delay
    (:meth:`InputFunction.shifted`, :func:`fit_delay`).
@@ -58,8 +58,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import ConfigError, DataError, ModelError
 from petbind.isotopes import Isotope, get_isotope
-from petbind.models.convolution import PiecewiseLinear
-from petbind.models.optimize import levenberg_marquardt
+from petbind.numerics.convolution import PiecewiseLinear
+from petbind.numerics.optimize import levenberg_marquardt
 from petbind.timing import TIME_TOL_MIN, FrameTiming
 
 __all__ = [

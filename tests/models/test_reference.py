@@ -393,3 +393,29 @@ def test_logan_without_k2prime_bias_shrinks_with_tstar():
     err = [abs(float(get_model("logan", timing=TIMING, ref=ref, tstar=ts).fit(tgt).dvr) - 5.0)
            for ts in (20.0, 30.0, 40.0)]
     assert err[0] > err[1] > err[2]
+
+
+# ---------------------------------------------------------------- honest validity (issue 17)
+def test_srtm_on_three_frames_has_no_spare_degree_of_freedom_and_is_invalid():
+    # seen: SRTM (3 parameters) on a 3-frame table reported a valid BP_ND
+    timing = FrameTiming.from_schedule([(1, 600), (1, 1200), (1, 1800)])
+    ref, tgt = srtm_truth(timing.start, timing.end, 1.0, 1.0)
+    fit = get_model("srtm", timing=timing, ref=ref).fit(tgt[None])
+    assert not fit.valid[0] and np.isnan(fit.bp_nd[0])
+    assert fit.invalid_reason[0] == "no residual degree of freedom"
+    df = fit.to_frame(["t"])
+    assert df["valid"].tolist() == [False]
+    assert df["invalid_reason"].tolist() == ["no residual degree of freedom"]
+    # two parameters on the same three frames leave one: SRTM2 is judged on its fit
+    two = get_model("srtm2", timing=timing, ref=ref, k2prime=REF["k2"]).fit(tgt[None])
+    assert two.invalid_reason[0] != "no residual degree of freedom"
+
+
+def test_a_solution_on_the_theta3_bound_names_k2a(truth):
+    ref, curves, _, _ = truth
+    fit = get_model("srtm", timing=TIMING, ref=ref, theta3_bounds=(0.05, 2.0)).fit(curves)
+    low = ~fit.valid
+    assert low.any()
+    assert set(fit.bound[low]) == {"k2a"}
+    assert set(fit.invalid_reason[low]) == {"parameter at bound: k2a"}
+    assert set(fit.bound[~low]) == {""} and set(fit.invalid_reason[~low]) == {""}

@@ -9,54 +9,23 @@ per region.
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from petbind.commands.fit_common import (  # noqa: F401 - re-exported for their old home
+    _safe_name,
+    _tsv_text,
+    emit_table,
+    parse_number_or,
+    refuse_overwrite,
+    save_figure,
+    select_regions,
+    warn_invalid,
+)
 from petbind.errors import ConfigError
 from petbind.models.catalogue import model_choices, parameter_units
-
-
-def parse_number_or(value: str, option: str, keyword: str, *, what: str, example: str
-                    ) -> float | str:
-    """A command-line value that is either ``keyword`` (any case) or a finite number.
-
-    Parameters
-    ----------
-    value : str
-        The text given on the command line.
-    option : str
-        The option's name (``--k2prime``), named in the error.
-    keyword : str
-        The word accepted instead of a number (``auto``, ``fit``).
-    what : str
-        What the number is, with its unit (``"minutes"``), for the error.
-    example : str
-        The fix shown in the error (``"e.g. --delay -0.1 or --delay fit"``).
-
-    Returns
-    -------
-    float or str
-        The number, or ``keyword`` itself.
-
-    Raises
-    ------
-    ConfigError
-        When ``value`` is neither (field: the option).
-    """
-    if value.strip().lower() == keyword:
-        return keyword
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is None or not math.isfinite(number):
-        raise ConfigError(f"{option} must be {what} or '{keyword}', got {value!r}",
-                          field=option, fix=example)
-    return number
 
 
 def _parse_k2prime(value: str | None) -> Any:
@@ -70,97 +39,17 @@ def _parse_k2prime(value: str | None) -> Any:
         raise ConfigError(exc.message, field="--k2prime", fix=exc.fix) from exc
 
 
-def select_regions(regions: str, names: list[str], path: Path) -> list[str]:
-    """The regions named in ``--regions A,B,...``, each checked against the table.
-
-    Parameters
-    ----------
-    regions : str
-        Comma-separated names (blanks around names are dropped).
-    names : list of str
-        The regions of the TAC table.
-    path : Path
-        The table, named in the error.
-
-    Raises
-    ------
-    ConfigError
-        When a name is not a region of the table (field ``--regions``).
-    """
-    targets = [r.strip() for r in regions.split(",") if r.strip()]
-    missing = [r for r in targets if r not in names]
-    if missing:
-        raise ConfigError(f"regions {missing} are not in the table", path=path,
-                          field="--regions", fix=f"use names from {', '.join(names)}")
-    return targets
-
-
-def refuse_overwrite(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
-    """Raise ConfigError when an output path (keyed by its option) is an input file."""
-    given = {p.resolve() for p in inputs}
-    for option, path in outputs.items():
-        if path is not None and path.resolve() in given:
-            raise ConfigError(f"{option} would overwrite the input {path.name}", path=path,
-                              field=option, fix="write the results to another file")
-
-
-def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "region"
-
-
-def _tsv_text(df: Any) -> str:
-    return df.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g",
-                     lineterminator="\n")
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Lay out a matplotlib figure, write it as PNG (atomically, 110 dpi) and close it."""
-    import matplotlib.pyplot as plt
-
-    from petbind.io.atomic import atomic_path
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
-
-def emit_table(df: Any, out: Path | None, sidecar: dict[str, Any]) -> None:
-    """Print the results table, or write it to ``out`` with its JSON sidecar."""
-    from petbind.io.atomic import write_json_atomic, write_text_atomic
-
-    text = _tsv_text(df)
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        write_text_atomic(out, text)
-        write_json_atomic(out.with_suffix(".json"), sidecar)
-        typer.echo(f"wrote {out} ({len(df)} regions, {int(df['valid'].sum())} valid)")
-
-
-def warn_invalid(df: Any) -> None:
-    """Name the regions without a valid fit on stderr."""
-    n_bad = int((~df["valid"]).sum())
-    if n_bad:
-        bad = ", ".join(df.loc[~df["valid"], "region"].astype(str))
-        typer.echo(f"warning: {n_bad} region(s) gave no valid fit: {bad}", err=True)
-
-
 def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str,
                folder: Path) -> list[Path]:
     """One PNG per region: data, fit and reference over time, and weighted residuals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     t = fit.timing.mid
     written = []
     for i, name in enumerate(regions):
-        fig, (ax, axr) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1]})
+        fig = Figure(figsize=(6.4, 5.6))
+        ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
         ax.plot(t, ref, "s", ms=3, color="0.55", label=f"reference ({ref_name})")
         ax.plot(t, fit.data[i], "o", ms=4, color="C0", label=f"{name} (data)")
         ok = np.isfinite(fit.fitted[i])

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from petbind.commands.fit import (
+from petbind.commands.fit_common import (
     _safe_name,
     emit_table,
     parse_number_or,
@@ -70,16 +70,13 @@ def _parse_vb(value: str | None, graphical: bool) -> float | str:
 
 def plot_input(inp: Any, timing: Any, folder: Path) -> Path:
     """Input-function figure: parent plasma and whole blood, early and whole scan."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     t, cp, cb = inp.on_grid(0.01, t_end=max(float(timing.end[-1]), 1.0))
     pf = inp.parent
-    fig, axes = plt.subplots(1, 3 if pf is not None else 2,
-                             figsize=(14.0 if pf is not None else 9.6, 3.8))
+    fig = Figure(figsize=(14.0 if pf is not None else 9.6, 3.8))
+    axes = fig.subplots(1, 3 if pf is not None else 2)
     if pf is not None:
         ax = axes[2]
         ax.plot(pf.t, pf.fraction, "o", ms=4, color="0.4", label="measured")
@@ -109,19 +106,17 @@ def plot_input(inp: Any, timing: Any, folder: Path) -> Path:
 
 def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
     """One PNG per region: data and fit, weighted residuals, and the linear plot if any."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     t = fit.timing.mid
     x_all = fit.extra.get("x")
     written = []
     for i, name in enumerate(regions):
         graph = x_all is not None
-        fig, axes = plt.subplots(3 if graph else 2, 1, figsize=(6.4, 8.0 if graph else 5.6),
-                                 gridspec_kw={"height_ratios": [3, 1, 3] if graph else [3, 1]})
+        fig = Figure(figsize=(6.4, 8.0 if graph else 5.6))
+        axes = fig.subplots(3 if graph else 2, 1,
+                            gridspec_kw={"height_ratios": [3, 1, 3] if graph else [3, 1]})
         ax, axr = axes[0], axes[1]
         ax.plot(t, fit.data[i], "o", ms=4, color="C0", label=f"{name} (data)")
         ok = np.isfinite(fit.fitted[i])

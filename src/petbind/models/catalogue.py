@@ -122,6 +122,10 @@ class ModelSpec:
         that parametric maps do not offer.
     plot : PlotCoords or None
         The linear plot a fit of a graphical model carries in ``Fit.extra``.
+    gof_rule : bool
+        Whether a fit with R^2 < 0 is invalid (:attr:`petbind.models.base.Fit.invalid_reason`):
+        True for models fitted to the curve; False for the ratio and the graphical
+        methods, whose ``fitted`` is implied by a line, not fitted.
     """
 
     name: str
@@ -135,6 +139,7 @@ class ModelSpec:
     citation: str = ""
     work_bytes: int | None = None
     plot: PlotCoords | None = None
+    gof_rule: bool = True
 
     @property
     def mappable(self) -> bool:
@@ -220,10 +225,11 @@ CATALOGUE: tuple[ModelSpec, ...] = (
               "(Logan 1996)",
               ("bp_nd", "dvr", "intercept", "tstar"), k2prime="optional",
               k2prime_estimator="mrtm", k2prime_by_default=True, citation=LOGAN_1996,
-              work_bytes=100, plot=_LOGAN_REF_PLOT),
+              work_bytes=100, plot=_LOGAN_REF_PLOT, gof_rule=False),
     ModelSpec("suvr", "petbind.models.ratio:TissueRatio", "reference",
               "target/reference ratio over a late window (SUVR - 1 as BP_ND)",
-              ("suvr", "bp_nd", "dvr"), citation=CARSON_1993, work_bytes=32),
+              ("suvr", "bp_nd", "dvr"), citation=CARSON_1993, work_bytes=32,
+              gof_rule=False),
     ModelSpec("1tcm", f"{_PLASMA}:OneTCM", "plasma",
               "one-tissue compartment model, plasma input (V_T)",
               ("k1", "k2", "vb", "vt"), citation=GUNN_2001),
@@ -235,12 +241,13 @@ CATALOGUE: tuple[ModelSpec, ...] = (
               ("k1", "k2", "k3", "vb", "ki", "vt"), citation=GUNN_2001),
     ModelSpec("logan-plasma", f"{_PLASMA}:LoganPlasma", "plasma",
               "Logan graphical analysis, plasma input (V_T)", ("vt", "intercept"),
-              citation=LOGAN_1990, plot=_PLASMA_PLOT),
+              citation=LOGAN_1990, plot=_PLASMA_PLOT, gof_rule=False),
     ModelSpec("patlak", f"{_PLASMA}:Patlak", "plasma", "Patlak plot, plasma input (K_i)",
-              ("ki", "v0", "vt"), citation=PATLAK_1983, plot=_PLASMA_PLOT),
+              ("ki", "v0", "vt"), citation=PATLAK_1983, plot=_PLASMA_PLOT,
+              gof_rule=False),
     ModelSpec("ma1", f"{_PLASMA}:MA1", "plasma",
               "Ichise multilinear analysis MA1, plasma input (V_T)", ("vt", "b"),
-              citation=ICHISE_2002, plot=_PLASMA_PLOT),
+              citation=ICHISE_2002, plot=_PLASMA_PLOT, gof_rule=False),
 )
 
 def parameter_units(names: Any = None) -> dict[str, str]:
@@ -261,3 +268,11 @@ def model_names(input: InputKind | None = None, *, mappable: bool | None = None
 def model_choices(input: InputKind, *, mappable: bool | None = None) -> str:
     """``"a | b | c"`` for help texts."""
     return " | ".join(model_names(input, mappable=mappable))
+
+
+def gof_rule(name: str) -> bool:
+    """``ModelSpec.gof_rule`` of a catalogue model (True for a model not in the catalogue)."""
+    for spec in CATALOGUE:
+        if spec.name == name:
+            return spec.gof_rule
+    return True

@@ -6,7 +6,7 @@ piecewise linear) and fit a batch of tissue curves shaped ``(..., n_frames)``
 (kBq/mL, decay-corrected to injection; times in minutes) in one call.
 
 Compartment models (non-linear, batched Levenberg-Marquardt from
-:mod:`petbind.models.optimize`, started from a basis-function grid):
+:mod:`petbind.numerics.optimize`, started from a basis-function grid):
 
 ``1tcm``
     ``C_T = K1 C_P * exp(-k2 t)``; ``V_T = K1 / k2``.
@@ -41,7 +41,7 @@ chosen by the max-error rule):
 Every relation is averaged over each frame: the plasma terms exactly (from
 the piecewise-linear input) and the tissue running integral from the
 mean-preserving continuous form of the frame data
-(:func:`petbind.models.convolution.running_integral_frame_means`).
+(:func:`petbind.numerics.convolution.running_integral_frame_means`).
 The input delay and v_B are given, or (``"fit"``) taken per curve from the
 early-frame 1TCM + v_B pre-fit of :func:`petbind.blood.fit_delay`.
 
@@ -79,10 +79,10 @@ from scipy import stats
 
 from petbind.blood import DelayFit, InputFunction, fit_delay
 from petbind.errors import ModelError
-from petbind.models.base import Fit
-from petbind.models.convolution import MIN_RATE, PiecewiseLinear, running_integral_frame_means
-from petbind.models.optimize import levenberg_marquardt
+from petbind.models.base import Fit, at_bounds, judge
 from petbind.models.weights import frame_weights, window_mask
+from petbind.numerics.convolution import MIN_RATE, PiecewiseLinear, running_integral_frame_means
+from petbind.numerics.optimize import levenberg_marquardt
 from petbind.timing import TIME_TOL_MIN, FrameTiming
 
 __all__ = [
@@ -350,9 +350,6 @@ class _CompartmentModel(_PlasmaModelBase):
         """Grid rate combinations (G, m) used for the starting values."""
         raise NotImplementedError
 
-    def _derived(self, p: NDArray) -> dict[str, NDArray]:
-        raise NotImplementedError
-
     # -- engine ---------------------------------------------------------------
     @property
     def _fit_vb(self) -> bool:
@@ -483,7 +480,12 @@ class _CompartmentModel(_PlasmaModelBase):
                 delays[rows] = d
             if not j:
                 first = params.copy()
-        valid = finite & np.all(np.isfinite(params), axis=-1)
+        lo = list(self.lower) + ([0.0] if self._fit_vb else [])
+        hi = list(self.upper) + ([0.9] if self._fit_vb else [])
+        n_params = n_p + (1 if self.delay == "fit" else 0)
+        valid, reason, bmask, bnames = judge(
+            finite, np.all(np.isfinite(params), axis=-1), np.sum((w2 > 0) & win, axis=-1),
+            n_params, at_bounds(params, self.param_names, lo, hi))
         out: dict[str, NDArray] = {}
         se: dict[str, NDArray] = {}
         for i, name in enumerate(self.param_names):
@@ -506,12 +508,12 @@ class _CompartmentModel(_PlasmaModelBase):
                     "delay_step_min": self.delay_step_min,
                     "delay_end_min": self.delay_end_min, "delay_refine": self.delay_refine,
                     "param_names": self.param_names}
-        n_params = n_p + (1 if self.delay == "fit" else 0)
         return Fit(model=self.name, timing=self.timing, params=out,
                    data=np.asarray(tacs, dtype=float), fitted=fitted.reshape(y.shape),
                    weights=w2.reshape(y.shape), valid=valid.reshape(batch),
                    n_params=n_params, se=se, settings=settings,
-                   extra={"converged": conv.reshape(batch)})
+                   extra={"converged": conv.reshape(batch)}, reason=reason.reshape(batch),
+                   bound_mask=bmask.reshape(batch), bound_names=bnames)
 
     def _derived_funcs(self) -> dict[str, Callable[[NDArray], NDArray]]:
         raise NotImplementedError
@@ -787,7 +789,9 @@ class _GraphicalModel(_PlasmaModelBase):
         else:
             beta, cov, wsel, tstar = self._auto_tstar(x, target, base_w)
         enough = np.sum(wsel > 0, axis=-1) >= self.min_frames
-        valid = finite & enough & np.all(np.isfinite(beta), axis=-1)
+        n_prefit = int(_is_fit(self.vb)) + int(_is_fit(self.delay))
+        valid, reason, _, _ = judge(finite, enough & np.all(np.isfinite(beta), axis=-1),
+                                    np.sum(wsel > 0, axis=-1), self.n_coef + n_prefit)
         out, se = self._outcomes(beta, cov)
         out["tstar"] = tstar
         if _is_fit(self.vb):
@@ -803,7 +807,6 @@ class _GraphicalModel(_PlasmaModelBase):
         line = np.where(used, np.einsum("bfp,bp->bf", np.nan_to_num(x), beta), np.nan)
         settings = {**self._base_settings(), "tstar_min": self.tstar, "max_err": self.max_err,
                     "min_frames": self.min_frames, "vb": self.vb, "delay_min": self.delay}
-        n_prefit = int(_is_fit(self.vb)) + int(_is_fit(self.delay))
         if n_prefit:
             settings["prefit"] = {"model": "1tcm+vb", "end_min": self.delay_end_min,
                                   "delay_search_min": list(self.delay_search_min)
@@ -814,7 +817,7 @@ class _GraphicalModel(_PlasmaModelBase):
         return Fit(model=self.name, timing=self.timing, params=out, data=y,
                    fitted=fitted.reshape(y.shape), weights=wsel.reshape(y.shape),
                    valid=valid.reshape(batch), n_params=self.n_coef + n_prefit, se=se,
-                   settings=settings, extra=extra)
+                   settings=settings, extra=extra, reason=reason.reshape(batch))
 
     def _auto_tstar(self, x: NDArray, target: NDArray, w: NDArray):
         """Per-curve t* by the max-error rule; one batched regression per candidate frame."""

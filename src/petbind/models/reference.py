@@ -8,18 +8,18 @@ Continuous form and frame integration
 -------------------------------------
 The reference curve (and, for the linearised methods, each target curve) is
 given the *mean-preserving piecewise-linear* form of
-:meth:`~petbind.models.convolution.PiecewiseLinear.mean_preserving`: zero at
+:meth:`~petbind.numerics.convolution.PiecewiseLinear.mean_preserving`: zero at
 injection, knots at each frame's start, mid-point and end, whose average over
 every frame equals the measured frame mean. Then
 
 - SRTM-family predictions are exact frame averages of the continuous model:
   ``R1 * mean(C_R) + (k2 - R1 theta3) * mean(C_R (*) exp(-theta3 t))`` with the
-  convolution done analytically (:mod:`petbind.models.convolution`).
+  convolution done analytically (:mod:`petbind.numerics.convolution`).
 - MRTM, MRTM2 and Logan use their operational equations *averaged over each
   frame*, e.g. for MRTM
   ``mean(C_T) = g1 J(C_R) + g2 J(C_T) + g3 mean(C_R)`` where
   ``J_i = (1/d_i) int_frame int_0^t C`` is computed exactly for that form
-  (:func:`~petbind.models.convolution.running_integral_frame_means`). For a
+  (:func:`~petbind.numerics.convolution.running_integral_frame_means`). For a
   target and a reference that both follow one-tissue kinetics these
   equations hold exactly, frame by frame.
 
@@ -53,14 +53,14 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError, ModelError
 from petbind.isotopes import Isotope
-from petbind.models.base import Fit
-from petbind.models.convolution import (
+from petbind.models.base import Fit, judge
+from petbind.models.weights import frame_weights, window_mask
+from petbind.numerics.convolution import (
     ExpConvTable,
     PiecewiseLinear,
     running_integral_frame_means,
 )
-from petbind.models.optimize import inv_sym, levenberg_marquardt, normal_equations
-from petbind.models.weights import frame_weights, window_mask
+from petbind.numerics.optimize import inv_sym, levenberg_marquardt, normal_equations
 from petbind.timing import FrameTiming
 
 #: Default theta3 = k2 / (1 + BP_ND) range (1/min) for the SRTM family.
@@ -90,6 +90,8 @@ class _Result:
     #: (models with ``screens = True``, shared weights): the duration-weighted sum
     #: over the window and the plain sum over all frames (non-finite if any frame is).
     screen: tuple[NDArray, NDArray] | None = None
+    #: per parameter name, where the solution sits on a bound of the search box
+    bound: dict[str, NDArray] | None = None
 
 
 def _quad_inv(a: NDArray, grads: list[list[Any]]) -> list[NDArray]:
@@ -98,7 +100,7 @@ def _quad_inv(a: NDArray, grads: list[list[Any]]) -> list[NDArray]:
     Each gradient is a list of p entries (arrays (V,) or scalars; ``0`` for a
     zero entry). Computed from the cofactors of ``A`` with one division, so no
     inverse matrix is formed; NaN where ``A`` is singular (the test of
-    :func:`petbind.models.optimize.inv_sym`).
+    :func:`petbind.numerics.optimize.inv_sym`).
     """
     p = a.shape[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -277,7 +279,9 @@ class ReferenceModel:
             yf = y2 if bool(ok.all()) else np.where(ok[:, None], y2, 0.0)
             with np.errstate(all="ignore"):
                 res = self._fit(yf, w2)
-        valid = ok & res.valid
+        wpos = (w2 > 0) & self.window
+        n_used = int(np.count_nonzero(wpos)) if wpos.ndim == 1 else np.sum(wpos, axis=-1)
+        valid, reason, bmask, bnames = judge(ok, res.valid, n_used, self.n_params, res.bound)
         # the arrays of a _Result belong to it: invalid entries become NaN in place
         bad = ~valid
         any_bad = bool(bad.any())
@@ -303,7 +307,8 @@ class ReferenceModel:
         return Fit(model=self.name, timing=self.timing, params=res.params, data=y,
                    fitted=fitted, weights=w if w.ndim == 1 else w.reshape(y.shape),
                    valid=valid.reshape(batch), n_params=self.n_params, se=res.se,
-                   settings=self.settings, extra=extra)
+                   settings=self.settings, extra=extra, reason=reason.reshape(batch),
+                   bound_mask=bmask.reshape(batch), bound_names=bnames)
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -564,7 +569,8 @@ class _SRTMBase(ReferenceModel):
                                     for q in _quad_inv(a, [g_bp, g_r1, g_k2]))
             se = {"bp_nd": q_bp, "r1": q_r1, "k2": q_k2}
         valid = ok & ~at_bound & np.isfinite(bp) & (k2 > 0) & (r1 > 0)
-        return _Result(params, se, pred, valid, {"at_bound": at_bound})
+        return _Result(params, se, pred, valid, {"at_bound": at_bound},
+                       bound={"k2a": at_bound})
 
 
 class BFSRTM(_SRTMBase):
@@ -752,6 +758,10 @@ class SRTM(_SRTMBase):
         at_bound = (p[:, -1] <= lo[-1] * (1 + tol)) | (p[:, -1] >= hi[-1] * (1 - tol))
         res = self._outputs(p, y, w, conv, at_bound)
         res.extra["converged"] = conv
+        # R1 on its upper bound (its lower bound 0 is already invalid: R1 > 0)
+        r1_at = p[:, 0] >= hi[0] * (1 - tol)
+        res.bound = {**(res.bound or {}), "r1": r1_at}
+        res.valid = res.valid & ~r1_at
         return res
 
 

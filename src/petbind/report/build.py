@@ -1504,6 +1504,7 @@ def render_report(study: StudyOutputs) -> str:
         "power_sentences": _power_sentences(study),
         "warnings": [str(w) for w in study.summary.get("warnings") or []],
         "n_invalid": study.summary.get("n_invalid_fits"),
+        "invalid_reasons": study.summary.get("invalid_reasons") or {},
         "scans": _scan_sections(study, figures),
         "preprocessing": preprocessing.preprocessing_section(study, figures),
         "preprocessing_width": preprocessing.QC_WIDTH,

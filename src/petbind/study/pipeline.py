@@ -57,7 +57,8 @@ from petbind.study.provenance import (
 #: ``Name`` of the outputs' dataset_description.json (marks a folder as ours).
 OUTPUT_NAME = "petbind outputs"
 #: Columns of ``outcomes.tsv`` taken from the region fits (when the model gives them).
-OUTCOME_PARAMS = ("bp_nd", "bp_nd_se", "r1", "k2", "k2prime", "aic", "r2", "valid")
+OUTCOME_PARAMS = ("bp_nd", "bp_nd_se", "r1", "k2", "k2prime", "aic", "r2", "valid",
+                  "invalid_reason")
 
 
 def _tsv(df: pd.DataFrame) -> str:
@@ -832,6 +833,9 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
                          for tr, tc in config.tracers.items()], ignore_index=True)
     n_invalid = int((~outcomes["valid"]).sum())
+    reasons = outcomes.loc[~outcomes["valid"], "invalid_reason"].fillna("").astype(str)
+    invalid_reasons = {r or "not recorded": int(n) for r, n in
+                       reasons.value_counts().sort_index().items()}
     summary = {
         "n_scans": len(scans), "n_subjects": len({s.subject for s in scans}),
         "conditions": sorted({s.condition for s in scans}),
@@ -840,7 +844,8 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         "primary_models": {tr: tc.primary_model for tr, tc in config.tracers.items()},
         "contrasts": [{"expr": c.expr, "name": c.name, "kind": c.kind}
                       for c in config.contrasts],
-        "warnings": notes, "n_invalid_fits": n_invalid, "simulated": truth is not None,
+        "warnings": notes, "n_invalid_fits": n_invalid, "invalid_reasons": invalid_reasons,
+        "simulated": truth is not None,
         "highlights": primary.replace({np.nan: None}).to_dict(orient="records"),
         "paths": {"outcomes": "group/outcomes.tsv", "roi_stats": "group/roi_stats.tsv",
                   "mixed_model": "group/mixed_model.tsv", "voxel": "group/voxel"},
