@@ -521,3 +521,21 @@ def test_compartment_fit_without_a_spare_frame_is_refused_or_invalid():
                       end=float(TIMING.end[14]), weights=w)
     fit = model.fit(np.stack([gap, data]))
     assert fit.invalid_reason.tolist() == ["no residual degree of freedom", ""]
+
+
+def test_graphical_models_take_the_reference_logans_keyword_names():
+    data = pet((0.3, 0.15))[None]
+    new = get_model("logan-plasma", timing=TIMING, blood=INPUT, max_error=0.05, min_points=4)
+    fit = new.fit(data)
+    assert fit.settings["max_error"] == 0.05 and fit.settings["min_points"] == 4
+    with pytest.warns(DeprecationWarning, match="max_error"):
+        old = get_model("logan-plasma", timing=TIMING, blood=INPUT, max_err=0.05, min_frames=4)
+    np.testing.assert_array_equal(old.fit(data).vt, fit.vt)
+
+
+def test_wrong_number_of_frames_is_the_same_data_error_in_every_family():
+    from petbind.errors import DataError
+
+    for name in ("1tcm", "logan-plasma"):
+        with pytest.raises(DataError, match="expected"):
+            get_model(name, timing=TIMING, blood=INPUT).fit(np.ones((2, TIMING.n_frames - 1)))

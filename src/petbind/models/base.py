@@ -1,4 +1,4 @@
-"""Model / Fit base classes shared by every kinetic model.
+"""Model / Fit base classes and the validity rule shared by every kinetic model.
 
 A model holds what does not depend on the target curves (frame timing, the
 input curve, settings, precomputed bases); ``Model.fit(tacs, weights=None)``
@@ -9,12 +9,13 @@ whose parameter arrays have the batch shape (dipy's ``reconst`` pattern).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
+from petbind.errors import DataError, ModelError
 from petbind.timing import FrameTiming
 
 #: Why a fit is invalid (the ``invalid_reason`` column), by code; 0 = valid. The
@@ -284,3 +285,78 @@ class Fit:
         cols["bound"] = np.asarray(self.bound).reshape(n)
         cols["invalid_reason"] = reason
         return pd.DataFrame(cols)
+
+
+class CurveShapeError(DataError, ModelError):
+    """Curves whose last axis does not match the frames: the one error every model raises.
+
+    A :class:`~petbind.errors.DataError` (the data do not fit the timing) and a
+    :class:`~petbind.errors.ModelError` (what the plasma models raised before the
+    families shared their checks), so a handler of either catches it.
+    """
+
+
+class Model:
+    """Base of every kinetic model, reference-tissue and plasma-input alike.
+
+    A model is configured once (timing, input curve, settings; dipy's
+    ``ReconstModel`` pattern) and its ``fit(tacs, weights=None)`` fits a batch
+    shaped ``(..., n_frames)``. What every family does the same way lives
+    here, written once: the check of the curves' shape (:meth:`_curves`, one
+    :class:`CurveShapeError` for curves that do not match the frames, in every
+    model) and the assembly of the :class:`Fit`
+    (:meth:`_assemble`: the validity rule of :func:`judge`, invalid parameters
+    set to NaN, arrays reshaped to the batch). Families implement the solve.
+    """
+
+    name: ClassVar[str] = ""
+    timing: FrameTiming
+
+    def _curves(self, tacs: ArrayLike, *, keep_float32: bool = False) -> NDArray:
+        """``tacs`` as an array whose last axis matches the frames (float64, or float32 kept).
+
+        Raises
+        ------
+        CurveShapeError
+            When the last axis is not ``n_frames`` long.
+        """
+        y = np.asarray(tacs)
+        if not (keep_float32 and y.dtype == np.float32):
+            y = y.astype(np.float64, copy=False)
+        n = self.timing.n_frames
+        if y.ndim == 0 or y.shape[-1] != n:
+            got = y.shape[-1] if y.ndim else 0
+            raise CurveShapeError(f"curves have {got} frames, timing has {n} (shape "
+                                  f"{y.shape}, expected (..., {n}))", field="tacs",
+                                  fix="give one value per frame on the last axis")
+        return y
+
+    def _assemble(self, *, batch: tuple[int, ...], params: dict[str, NDArray],
+                  se: dict[str, NDArray], data: NDArray, fitted: Any, weights: NDArray,
+                  usable: NDArray, solved: NDArray, n_used: NDArray | int, n_params: int,
+                  bound: dict[str, NDArray] | None = None,
+                  settings: dict[str, Any] | None = None,
+                  extra: dict[str, Any] | None = None) -> Fit:
+        """The :class:`Fit` of a solved batch (flat arrays (B,) in, batch shape out).
+
+        Judges validity (:func:`judge`), sets the parameters and standard
+        errors of invalid curves to NaN (in place where the arrays allow it:
+        a voxel map's parameter arrays are not copied) and reshapes them.
+        ``fitted`` may be an array or a callable evaluated on first access.
+        """
+        valid, reason, bmask, bnames = judge(usable, solved, n_used, n_params, bound)
+        bad = ~valid
+        any_bad = bool(bad.any())
+        for d in (params, se):
+            for k, v in d.items():
+                v = np.asarray(v, dtype=np.float64)
+                if any_bad:
+                    if not v.flags.writeable:
+                        v = v.copy()
+                    v[bad] = np.nan
+                d[k] = v.reshape(batch)
+        return Fit(model=self.name, timing=self.timing, params=params, data=data,
+                   fitted=fitted, weights=weights, valid=valid.reshape(batch),
+                   n_params=n_params, se=se, settings=dict(settings or {}),
+                   extra=dict(extra or {}), reason=reason.reshape(batch),
+                   bound_mask=bmask.reshape(batch), bound_names=bnames)

@@ -53,7 +53,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError, ModelError
 from petbind.isotopes import Isotope
-from petbind.models.base import Fit, judge
+from petbind.models.base import Fit, Model, judge
 from petbind.models.weights import frame_weights, window_mask
 from petbind.numerics.convolution import (
     ExpConvTable,
@@ -149,7 +149,7 @@ def _se_of(grad: NDArray, cov: NDArray) -> NDArray:
         return np.sqrt(np.einsum("...i,...ij,...j->...", grad, cov, grad))
 
 
-class ReferenceModel:
+class ReferenceModel(Model):
     """Base of the reference-tissue models: validated input, weights, window.
 
     Parameters
@@ -240,13 +240,8 @@ class ReferenceModel:
             a duration-weighted mean <= 0 over the window are invalid (NaN
             parameters). ``fitted`` is computed on first access.
         """
-        y = np.asarray(tacs)
-        if y.dtype != np.float32 or not self.screens:
-            y = y.astype(np.float64, copy=False)
+        y = self._curves(tacs, keep_float32=self.screens)
         n = self.timing.n_frames
-        if y.ndim == 0 or y.shape[-1] != n:
-            raise DataError(f"curves have shape {y.shape}, expected (..., {n})", field="tacs",
-                            fix="give one value per frame on the last axis")
         if weights is None:
             w = self.weights
         else:
@@ -281,18 +276,7 @@ class ReferenceModel:
                 res = self._fit(yf, w2)
         wpos = (w2 > 0) & self.window
         n_used = int(np.count_nonzero(wpos)) if wpos.ndim == 1 else np.sum(wpos, axis=-1)
-        valid, reason, bmask, bnames = judge(ok, res.valid, n_used, self.n_params, res.bound)
-        # the arrays of a _Result belong to it: invalid entries become NaN in place
-        bad = ~valid
-        any_bad = bool(bad.any())
-        for d in (res.params, res.se):
-            for k, v in d.items():
-                v = np.asarray(v, dtype=np.float64)
-                if any_bad:
-                    if not v.flags.writeable:
-                        v = v.copy()
-                    v[bad] = np.nan
-                d[k] = v.reshape(batch)
+        valid, _, _, _ = judge(ok, res.valid, n_used, self.n_params, res.bound)
         window = self.window
 
         def fitted() -> NDArray:
@@ -304,11 +288,12 @@ class ReferenceModel:
         extra = {k: (v.reshape(batch + v.shape[1:]) if isinstance(v, np.ndarray)
                      and v.ndim >= 1 and v.shape[0] == y2.shape[0] else v)
                  for k, v in res.extra.items()}
-        return Fit(model=self.name, timing=self.timing, params=res.params, data=y,
-                   fitted=fitted, weights=w if w.ndim == 1 else w.reshape(y.shape),
-                   valid=valid.reshape(batch), n_params=self.n_params, se=res.se,
-                   settings=self.settings, extra=extra, reason=reason.reshape(batch),
-                   bound_mask=bmask.reshape(batch), bound_names=bnames)
+        # the arrays of a _Result belong to it: invalid entries become NaN in place
+        return self._assemble(batch=batch, params=res.params, se=res.se, data=y,
+                              fitted=fitted, weights=w if w.ndim == 1 else w.reshape(y.shape),
+                              usable=ok, solved=res.valid, n_used=n_used,
+                              n_params=self.n_params, bound=res.bound,
+                              settings=self.settings, extra=extra)
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:  # pragma: no cover - abstract
         raise NotImplementedError
