@@ -199,8 +199,11 @@ def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path):
 def test_fit_logan_runs_without_k2prime_and_records_the_policy(tacs, tmp_path):
     # issue 17: Logan reference without k2' (the usual [11C]PiB variant) is not refused
     out = tmp_path / "logan.tsv"
+    plots = tmp_path / "plots"
     assert _run(["fit", str(tacs), "--model", "logan", "--ref", "cerebellum", "--tstar", "40",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--plots", str(plots)]) == 0
+    # the Logan plot is drawn from the coordinates its catalogue entry names
+    assert sorted(p.name for p in plots.iterdir()) == sorted(f"{r}_logan.png" for r in TRUTH)
     df = pd.read_csv(out, sep="\t", keep_default_na=False, na_values=["n/a"])
     assert df["valid"].all() and (df["invalid_reason"] == "").all()
     side = json.loads(out.with_suffix(".json").read_text())

@@ -41,15 +41,22 @@ def _parse_k2prime(value: str | None) -> Any:
 
 def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str,
                folder: Path) -> list[Path]:
-    """One PNG per region: data, fit and reference over time, and weighted residuals."""
+    """One PNG per region: data, fit and reference over time, weighted residuals, and
+    the linear plot of a graphical model (coordinates named by its catalogue entry)."""
     import numpy as np
     from matplotlib.figure import Figure
 
+    from petbind.models import model_spec
+
+    coords = model_spec(fit.model).plot
     t = fit.timing.mid
     written = []
     for i, name in enumerate(regions):
-        fig = Figure(figsize=(6.4, 5.6))
-        ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        fig = Figure(figsize=(6.4, 8.0 if coords else 5.6))
+        axes = fig.subplots(3 if coords else 2, 1,
+                            gridspec_kw={"height_ratios": [3, 1, 3] if coords else [3, 1]})
+        ax, axr = axes[0], axes[1]
+        axr.sharex(ax)
         ax.plot(t, ref, "s", ms=3, color="0.55", label=f"reference ({ref_name})")
         ax.plot(t, fit.data[i], "o", ms=4, color="C0", label=f"{name} (data)")
         ok = np.isfinite(fit.fitted[i])
@@ -63,6 +70,21 @@ def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str
         axr.plot(t[ok], fit.residuals[i][ok], "o-", ms=3, color="C0")
         axr.set_xlabel("time after injection (min)")
         axr.set_ylabel("residual")
+        if coords:
+            x, y = fit.extra[coords.x][i], fit.extra[coords.y][i]
+            fin = np.isfinite(x) & np.isfinite(y) & (x != 0)
+            axg = axes[2]
+            axg.plot(x[fin], y[fin], "o", ms=4, color="0.5", label="all frames")
+            used = np.asarray(fit.extra["used"][i]) if "used" in fit.extra else fin
+            dvr, b = float(fit.params["dvr"][i]), float(fit.params["intercept"][i])
+            if np.isfinite(dvr) and used.any():
+                xs = np.sort(x[used])
+                tstar = float(fit.params["tstar"][i])
+                axg.plot(xs, dvr * xs + b, "-", color="C3",
+                         label=f"slope (DVR) {dvr:.3g}, t* = {tstar:.3g} min")
+            axg.set_xlabel(coords.x_label)
+            axg.set_ylabel(coords.y_label)
+            axg.legend(frameon=False, fontsize=8)
         written.append(save_figure(fig, folder / f"{_safe_name(name)}_{fit.model}.png"))
     return written
 

@@ -109,8 +109,11 @@ def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
     import numpy as np
     from matplotlib.figure import Figure
 
+    from petbind.models import model_spec
+
+    coords = model_spec(fit.model).plot  # the catalogue names the line's Fit.extra keys
     t = fit.timing.mid
-    x_all = fit.extra.get("x")
+    x_all = fit.extra.get(coords.x) if coords else None
     written = []
     for i, name in enumerate(regions):
         graph = x_all is not None
@@ -133,7 +136,7 @@ def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
         axr.set_ylabel("residual")
         if graph:
             axg = axes[2]
-            x, y, yf = x_all[i], fit.extra["y"][i], fit.extra["y_fit"][i]
+            x, y, yf = x_all[i], fit.extra[coords.y][i], fit.extra["y_fit"][i]
             fin = np.isfinite(x) & np.isfinite(y)
             axg.plot(x[fin], y[fin], "o", ms=4, color="0.5", label="all frames")
             used = np.isfinite(yf)
