@@ -57,17 +57,26 @@ def judge(usable: NDArray, solved: NDArray, n_used: NDArray | int, n_params: int
     bound_names : tuple of str
     """
     usable = np.asarray(usable, dtype=bool)
+    solved = np.asarray(solved, dtype=bool)
     shape = usable.shape
     names = tuple(bound or ())
     mask = np.zeros(shape, dtype=np.uint16)
+    on_bound = np.zeros(shape, dtype=bool)
     for i, name in enumerate(names):
-        mask |= np.asarray(bound[name], dtype=bool).astype(np.uint16) << np.uint16(i)  # type: ignore[index]
-    dof_ok = np.broadcast_to(np.asarray(n_used) - n_params >= 1, shape)
-    reason = np.full(shape, VALID, dtype=np.uint8)
-    for code, bad in ((FAILED, ~np.asarray(solved, dtype=bool)), (AT_BOUND, mask > 0),
-                      (NO_DOF, ~dof_ok), (UNUSABLE, ~usable)):
-        reason[bad] = code  # later rules overwrite: the first in REASONS order wins
-    return reason == VALID, reason, mask, names
+        hit = np.broadcast_to(np.asarray(bound[name], dtype=bool), shape)  # type: ignore[index]
+        if hit.any():  # cheap when nothing is on a bound (the usual voxel map)
+            mask[hit] |= np.uint16(1 << i)
+            on_bound |= hit
+    dof_ok = np.asarray(n_used) - n_params >= 1
+    valid = usable & solved & ~on_bound & dof_ok
+    reason = np.zeros(shape, dtype=np.uint8)
+    if not valid.all():
+        # later rules overwrite earlier ones: the first in REASONS order wins
+        reason[~solved] = FAILED
+        reason[on_bound] = AT_BOUND
+        reason[np.broadcast_to(~dof_ok, shape)] = NO_DOF
+        reason[~usable] = UNUSABLE
+    return valid, reason, mask, names
 
 
 def at_bounds(params: NDArray, names: tuple[str, ...], lower: Any, upper: Any,
@@ -336,15 +345,20 @@ class Model:
                   usable: NDArray, solved: NDArray, n_used: NDArray | int, n_params: int,
                   bound: dict[str, NDArray] | None = None,
                   settings: dict[str, Any] | None = None,
-                  extra: dict[str, Any] | None = None) -> Fit:
+                  extra: dict[str, Any] | None = None,
+                  judged: tuple[NDArray, NDArray, NDArray, tuple[str, ...]] | None = None
+                  ) -> Fit:
         """The :class:`Fit` of a solved batch (flat arrays (B,) in, batch shape out).
 
         Judges validity (:func:`judge`), sets the parameters and standard
         errors of invalid curves to NaN (in place where the arrays allow it:
         a voxel map's parameter arrays are not copied) and reshapes them.
         ``fitted`` may be an array or a callable evaluated on first access.
+        ``judged``: the result of :func:`judge` on these arguments when the
+        caller needed it already (not judged twice).
         """
-        valid, reason, bmask, bnames = judge(usable, solved, n_used, n_params, bound)
+        valid, reason, bmask, bnames = judged if judged is not None else \
+            judge(usable, solved, n_used, n_params, bound)
         bad = ~valid
         any_bad = bool(bad.any())
         for d in (params, se):

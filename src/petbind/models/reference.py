@@ -276,7 +276,8 @@ class ReferenceModel(Model):
                 res = self._fit(yf, w2)
         wpos = (w2 > 0) & self.window
         n_used = int(np.count_nonzero(wpos)) if wpos.ndim == 1 else np.sum(wpos, axis=-1)
-        valid, _, _, _ = judge(ok, res.valid, n_used, self.n_params, res.bound)
+        judged = judge(ok, res.valid, n_used, self.n_params, res.bound)
+        valid = judged[0]
         window = self.window
 
         def fitted() -> NDArray:
@@ -293,7 +294,7 @@ class ReferenceModel(Model):
                               fitted=fitted, weights=w if w.ndim == 1 else w.reshape(y.shape),
                               usable=ok, solved=res.valid, n_used=n_used,
                               n_params=self.n_params, bound=res.bound,
-                              settings=self.settings, extra=extra)
+                              settings=self.settings, extra=extra, judged=judged)
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:  # pragma: no cover - abstract
         raise NotImplementedError
