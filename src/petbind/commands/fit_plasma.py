@@ -15,7 +15,7 @@ function and a fit + residual figure per region.
 
 ``--delay fit`` and, for the graphical methods, ``--vb fit`` take the delay
 and v_B per region from an early-frame 1TCM + v_B pre-fit
-(:func:`petbind.blood.fit_delay`) and add ``delay`` / ``vb`` columns; the
+(:func:`petbind.models.delay.fit_delay`) and add ``delay`` / ``vb`` columns; the
 compartment models fit v_B with their rates.
 """
 

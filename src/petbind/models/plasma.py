@@ -25,7 +25,7 @@ The measured curve is ``C_PET = (1 - v_B) C_T + v_B C_B`` (v_B fitted or
 fixed). Each convolution is the exact frame average of the piecewise-linear
 input convolved with an exponential
 (:meth:`PiecewiseLinear.exp_conv_frame_means`), so the model is exact over
-frames. An optional input delay is fitted per curve (:func:`petbind.blood.fit_delay`),
+frames. An optional input delay is fitted per curve (:func:`petbind.models.delay.fit_delay`),
 checked against its neighbours with the full model, and then held fixed.
 
 Graphical methods (linear, fit voxels as easily as regions; ``t*`` given or
@@ -43,7 +43,7 @@ the piecewise-linear input) and the tissue running integral from the
 mean-preserving continuous form of the frame data
 (:func:`petbind.numerics.convolution.running_integral_frame_means`).
 The input delay and v_B are given, or (``"fit"``) taken per curve from the
-early-frame 1TCM + v_B pre-fit of :func:`petbind.blood.fit_delay`.
+early-frame 1TCM + v_B pre-fit of :func:`petbind.models.delay.fit_delay`.
 
 References
 ----------
@@ -78,9 +78,10 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from petbind.blood import DelayFit, InputFunction, fit_delay
+from petbind.blood import InputFunction
 from petbind.errors import ModelError
 from petbind.models.base import Fit, Model, at_bounds, judge
+from petbind.models.delay import DelayFit, fit_delay
 from petbind.models.weights import frame_weights, window_mask
 from petbind.numerics.convolution import MIN_RATE, PiecewiseLinear, running_integral_frame_means
 from petbind.numerics.optimize import levenberg_marquardt
@@ -246,7 +247,7 @@ class _PlasmaModelBase(Model):
         self.check_blood = check_blood
 
     def _prefit(self, y2: NDArray, w2: NDArray, *, fit_delay_too: bool) -> DelayFit:
-        """The early-frame 1TCM + v_B fit of :func:`petbind.blood.fit_delay`.
+        """The early-frame 1TCM + v_B fit of :func:`petbind.models.delay.fit_delay`.
 
         With ``fit_delay_too`` the delay is searched over ``delay_search_min``;
         otherwise it is held at the model's given delay (and only v_B, K1, k2
@@ -525,7 +526,7 @@ class OneTCM(_CompartmentModel):
         Blood volume fraction: fitted (default) or fixed in [0, 1).
     delay : float or "fit"
         Input delay in minutes, or ``"fit"``: per curve, a 1TCM + v_B pre-fit
-        (:func:`petbind.blood.fit_delay`: grid over ``delay_search_min`` with
+        (:func:`petbind.models.delay.fit_delay`: grid over ``delay_search_min`` with
         step ``delay_step_min`` on the frames ending by ``delay_end_min``),
         then this model fitted at that delay and at ``delay_refine`` steps
         either side, keeping the delay of least WRSS over the fit window.
@@ -675,7 +676,7 @@ class _GraphicalModel(_PlasmaModelBase):
         Blood volume fraction; the tissue curve is taken as
         ``(C_PET - v_B C_B) / (1 - v_B)`` (default 0: no correction).
         ``"fit"`` takes v_B per curve from the early-frame 1TCM + v_B pre-fit
-        of :func:`petbind.blood.fit_delay` (frames ending by
+        of :func:`petbind.models.delay.fit_delay` (frames ending by
         ``delay_end_min``), reported as the parameter ``vb``.
     delay : float or "fit"
         Input delay (min) applied before fitting, or ``"fit"``: per curve,
