@@ -212,3 +212,14 @@ def test_input_from_recordings_decay_corrects_uncorrected_blood_to_injection():
     inp = input_from_recordings(recs, isotope="C-11", parent_model="hill")
     t = np.array([2.0, 30.0, 90.0])
     np.testing.assert_allclose(inp.blood.interp(t), wb(t), rtol=1e-3)
+
+
+def test_a_delayed_input_that_does_not_start_at_zero_steps_up_at_the_delay():
+    # C is 0 before its first sample: C(t - d) is 0 until d, not a ramp from injection
+    # (the ramp put the delay pre-fit two steps off on such an input)
+    c = PiecewiseLinear(np.array([0.0, 1, 2]), np.array([2.0, 4, 1]))
+    s = shift_curve(c, 0.5)
+    np.testing.assert_allclose(s.interp(np.array([0.0, 0.25, 0.4999])), 0.0, atol=1e-12)
+    np.testing.assert_allclose(s.interp(np.array([0.5, 1.0, 1.5, 2.5])), [2.0, 3.0, 4.0, 1.0])
+    # area before the delay: only the 1e-4 min ramp standing for the step
+    assert float(s.integral(np.array([0.5]))[0]) == pytest.approx(1e-4, rel=1e-6)
