@@ -294,6 +294,12 @@ def test_k2prime_text_describes_fixed_and_estimated_k2prime():
     assert _k2prime_text({"k2prime": "mrtm", "k2prime_region": "midbrain"}).startswith(
         "estimated per scan by MRTM in midbrain")
     assert _k2prime_text({}) is None
+    # the one k2' vocabulary (petbind.models.k2prime)
+    assert _k2prime_text({"k2prime": "srtm@VP"}).startswith(
+        "estimated per scan by SRTM in VP")
+    assert _k2prime_text({"k2prime": "none"}) == "not used (Logan reference without its k2' term)"
+    assert _k2prime_text({"k2prime": "median"}).startswith(
+        "estimated per scan as the median MRTM k2' of the target regions")
 
 
 def test_run_label_treats_missing_runs_alike_and_keeps_real_ones():

@@ -1407,8 +1407,25 @@ def _k2prime_text(tracer_cfg: dict[str, Any]) -> str | None:
     if isinstance(k2p, int | float):
         return f"fixed at {k2p:g} 1/min"
     region = tracer_cfg.get("k2prime_region")
+    from petbind.errors import PetbindError
+    from petbind.models.k2prime import parse_k2prime
+
+    try:  # the study config's k2' policy, in the words of petbind.models.k2prime
+        policy = parse_k2prime(k2p, region or None)
+    except PetbindError:
+        policy = None
+    if policy is not None and policy.kind == "none":
+        return "not used (Logan reference without its k2' term)"
+    if policy is not None and policy.kind == "value":
+        return f"fixed at {policy.value:g} 1/min"
+    if policy is not None and policy.kind == "median":
+        return (f"estimated per scan as the median {(policy.model or 'mrtm').upper()} k2' of "
+                "the target regions and fixed in the models that need it (MRTM2, SRTM2, "
+                "Logan reference) and in the parametric maps")
     if str(k2p).lower() in ("pooled", "auto") and not region:
         return f"estimated ({k2p}) from the data of each scan"
+    if policy is not None and policy.kind == "region":
+        k2p, region = policy.model, policy.region
     where = f" in {region}, a high-binding region," if region else ""
     return (f"estimated per scan by {str(k2p).upper()}{where} and fixed in the models that "
             "need it (MRTM2, SRTM2, Logan reference) and in the parametric maps")
