@@ -65,6 +65,12 @@ class PvcResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _voxel_values(spread: RegionSpread, image: NDArray, fallback: NDArray) -> NDArray:
+    """Label means of a corrected image over majority voxels (``fallback`` for labels without)."""
+    m = spread.majority_means(image)
+    return np.where(np.isfinite(m), m, fallback)
+
+
 def region_recovery(spread: RegionSpread) -> tuple[list[str], NDArray[np.float64]]:
     """Recovery coefficient of each region (labels pooled): the pooled GTM's diagonal.
 
@@ -130,14 +136,14 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
     elif method == "rbv":
         assert res is not None
         corrected = rbv(y, spread, res.values)
-        values = spread.region_means(corrected)
+        values = _voxel_values(spread, corrected, res.values)
         image = corrected
     elif method == "iy":
         image, values = iterative_yang(y, spread, n_iter)
     else:
         assert res is not None
         image = muller_gartner(y, spread, res.values, non_grey=non_grey)
-        values = spread.region_means(image)
+        values = _voxel_values(spread, image, res.values)
     regions, tacs = spread.pool(values)
     rnames, rec = region_recovery(spread)
     g = res.matrix if res is not None and not res.symmetric else transfer_matrix(spread)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -88,6 +89,37 @@ class RegionSpread:
         values : ndarray, shape (V, T)
         """
         return np.asarray(self.fractions.T @ values, dtype=np.float64) / self.volumes[:, None]
+
+    @cached_property
+    def _majority(self) -> sparse.csr_matrix:
+        f = self.fractions.tocsc()
+        best = np.zeros(f.shape[0])
+        arg = np.full(f.shape[0], -1)
+        for j in range(f.shape[1]):
+            rows = f.indices[f.indptr[j]:f.indptr[j + 1]]
+            vals = f.data[f.indptr[j]:f.indptr[j + 1]]
+            win = vals > best[rows]
+            best[rows[win]] = vals[win]
+            arg[rows[win]] = j
+        rows = np.flatnonzero(arg >= 0)
+        return sparse.csr_matrix((np.ones(rows.size), (rows, arg[rows])), shape=f.shape)
+
+    def majority(self) -> sparse.csr_matrix:
+        """``H[v, j]``: 1 where label ``j`` covers most of PET voxel ``v`` (hard PET-grid labels).
+
+        Voxels no label touches (possible without the background column) have no entry.
+        """
+        return self._majority
+
+    def majority_means(self, values: NDArray) -> NDArray[np.float64]:
+        """Mean of voxel values over each label's majority voxels (:meth:`majority`).
+
+        Labels that are the majority of no voxel get NaN.
+        """
+        h = self.majority()
+        n = np.asarray(h.sum(axis=0)).ravel()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(h.T @ values, dtype=np.float64) / n[:, None]
 
     def pool(self, values: NDArray, *, background: bool = False
              ) -> tuple[list[str], NDArray[np.float64]]:

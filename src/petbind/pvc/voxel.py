@@ -7,13 +7,18 @@ linear, so the blurred piecewise-constant synthetic image of label values
 ``x`` (labels x frames) is ``R @ x``: no per-frame blur.
 
 - **RBV** (region-based voxel-wise; Thomas et al. 2011): the GTM label values
-  ``x`` paint the synthetic image ``S = F x``; each voxel is multiplied by
-  ``S / (R x)``, the ratio of the synthetic image to its blurred self.
+  ``x`` paint the synthetic image ``S = H x`` (each PET voxel takes the value
+  of the label covering most of it, ``H`` of
+  :meth:`~petbind.pvc.spread.RegionSpread.majority`); each voxel is multiplied
+  by ``S / (R x)``, the ratio of the synthetic image to its blurred self
+  (``R`` partial-volume aware when the atlas is finer than the PET grid). A
+  corrected voxel thus estimates the activity of its own majority tissue.
   Assumes activity uniform within each label (the GTM's assumption) only to
   derive the correction factor; the voxel pattern within a region is kept.
 - **Iterative Yang** (Erlandsson et al. 2012): the same correction factor, but
   the label values start as the uncorrected region means and are re-estimated
-  as the means of the corrected image, ``n_iter`` times; no matrix inversion.
+  as the means of the corrected image over each label's majority voxels,
+  ``n_iter`` times; no matrix inversion.
 - **Müller-Gärtner** (Müller-Gärtner et al. 1992), grey matter only: the
   white-matter, CSF and background labels' blurred contributions (with their
   GTM activities) are subtracted and the rest divided by the blurred
@@ -58,7 +63,7 @@ def rbv(voxels: NDArray, spread: RegionSpread, values: NDArray) -> NDArray[np.fl
     Returns
     -------
     ndarray, shape (V, T)
-        ``Y * (F x) / (R x)``; voxels where ``R x`` is negligible are left as observed.
+        ``Y * (H x) / (R x)``; voxels where ``R x`` is negligible are left as observed.
 
     References
     ----------
@@ -66,7 +71,7 @@ def rbv(voxels: NDArray, spread: RegionSpread, values: NDArray) -> NDArray[np.fl
     for PET quantification in Alzheimer's disease. Eur J Nucl Med Mol Imaging
     2011; 38:1104-1119.
     """
-    synth = np.asarray(spread.fractions @ values)
+    synth = np.asarray(spread.majority() @ values)
     blurred = np.asarray(spread.rsf @ values)
     return np.asarray(voxels, dtype=np.float64) * _ratio(synth, blurred, _floor(blurred))
 
@@ -96,11 +101,13 @@ def iterative_yang(voxels: NDArray, spread: RegionSpread, n_iter: int = 10
     57:R119-R159 (section 4.2.3).
     """
     y = np.asarray(voxels, dtype=np.float64)
-    x = spread.region_means(y)
+    x = spread.majority_means(y)
+    x = np.where(np.isfinite(x), x, spread.region_means(y))
     corrected = y
     for _ in range(max(int(n_iter), 1)):
         corrected = rbv(y, spread, x)
-        x = spread.region_means(corrected)
+        new = spread.majority_means(corrected)
+        x = np.where(np.isfinite(new), new, x)
     return corrected, x
 
 
