@@ -52,8 +52,11 @@ def atlas_table_path(atlas: Path) -> Path:
     return atlas.with_suffix(".tsv")
 
 
-def read_atlas(path: Path) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
-    """Labels, ``{index: region}`` and affine of a dseg image with its ``_dseg.tsv``.
+def read_atlas(path: Path, tsv: Path | None = None
+               ) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
+    """Labels, ``{index: region}`` and affine of a dseg image and its label table.
+
+    ``tsv`` defaults to the ``_dseg.tsv`` beside the image.
 
     Raises
     ------
@@ -69,7 +72,7 @@ def read_atlas(path: Path) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
         raise DataError("the partial-volume-correction atlas does not exist", path=path,
                         field="pvc.atlas", fix="give an existing *_dseg.nii.gz, or \"\" for "
                         "each scan's own atlas")
-    tsv = atlas_table_path(Path(path))
+    tsv = atlas_table_path(Path(path)) if tsv is None else Path(tsv)
     if not tsv.exists():
         raise DataError("the atlas has no label table", path=tsv, field="dseg.tsv",
                         fix="write the BIDS _dseg.tsv (index, name, region) beside the atlas")
@@ -81,6 +84,28 @@ def read_atlas(path: Path) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
                         path=tsv, field="index", fix="use BIDS dseg columns: index, name, region")
     names = {int(i): str(r) for i, r in zip(table["index"], table[col], strict=True)}
     return np.rint(np.asanyarray(img.dataobj)).astype(np.int64), names, np.asarray(img.affine)
+
+
+def corrected_sidecar(original: dict[str, Any], timing: Any, info: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """BIDS-PET sidecar of a corrected image: kBq/mL, decay-corrected to injection at t = 0.
+
+    The image handed to the correction is :func:`petbind.io.bids.load_pet`'s
+    (kBq/mL, decay-corrected to injection, frames relative to injection), so
+    the sidecar says so: ``InjectionStart`` 0 (the injection is the time
+    zero), frames from ``timing``, ``ScanStart`` moved by the old
+    ``InjectionStart``, and the correction's record under
+    ``PartialVolumeCorrection``.
+    """
+    side = dict(original)
+    inj = float(side.get("InjectionStart", 0.0) or 0.0)
+    if isinstance(side.get("ScanStart"), int | float):
+        side["ScanStart"] = float(side["ScanStart"]) - inj
+    side.update(timing.to_bids())
+    side.update({"InjectionStart": 0.0, "ImageDecayCorrected": True,
+                 "ImageDecayCorrectionTime": 0.0, "Units": "kBq/mL",
+                 "PartialVolumeCorrection": info})
+    return side
 
 
 def scan_inputs(pvc: Any) -> dict[str, Path]:
@@ -140,8 +165,9 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     written: list[Path] = []
     if pvc.method in VOXEL_METHODS:
         assert res.image is not None
-        side = {**info, "Units": "kBq/mL", "Description": "partial-volume-corrected PET",
-                **img.timing.to_bids()}
+        from petbind.io.bids import read_pet_sidecar
+
+        side = corrected_sidecar(read_pet_sidecar(scan.fit_pet)[0], img.timing, info)
         written.append(save_image(folder / f"{stem}_pet.nii.gz", res.image, img.affine, side))
         corrected = DynamicImage(res.image, img.affine, img.timing, img.metadata)
         tacs = corrected.region_means(labels, names=names)
