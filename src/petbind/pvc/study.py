@@ -35,8 +35,16 @@ DESC = "pvc"
 
 
 def resolve_config(config: Any, bids: Path) -> Any:
-    """``config`` with ``pvc.atlas`` made absolute (relative paths are relative to ``bids``)."""
+    """``config`` with ``pvc.atlas`` made absolute (relative paths are relative to ``bids``).
+
+    With ``[preprocess] enabled`` the scans lie in their native positions, where
+    a ``pvc.atlas`` (a template-space atlas) does not fit: each scan's atlas
+    from preprocessing is used instead (``pvc.atlas`` set to ``""``; the
+    summary says so).
+    """
     pvc = config.pvc
+    if pvc.enabled and pvc.atlas and config.preprocess.enabled:
+        return dataclasses.replace(config, pvc=dataclasses.replace(pvc, atlas=""))
     if not pvc.enabled or not pvc.atlas or Path(pvc.atlas).expanduser().is_absolute():
         return config
     return dataclasses.replace(config, pvc=dataclasses.replace(
@@ -304,7 +312,9 @@ def pvc_statistics(scans: list[Any], config: Any, out_dir: Path,
     primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
                          for tr, tc in config.tracers.items()], ignore_index=True)
     return {"method": config.pvc.method, **_scan_infos(scans, out_dir),
-            "atlas": config.pvc.atlas or "each scan's atlas",
+            "atlas": config.pvc.atlas or (
+                "each scan's atlas from preprocessing (pvc.atlas is not used with "
+                "preprocessing)" if config.preprocess.enabled else "each scan's atlas"),
             "highlights": primary.replace({np.nan: None}).to_dict(orient="records"),
             "paths": {"outcomes": f"group/desc-{DESC}_outcomes.tsv",
                       "roi_stats": f"group/desc-{DESC}_roi_stats.tsv"}}
