@@ -74,3 +74,15 @@ def test_pool_weights_labels_by_volume():
     v5, v6 = (lab == 5).sum(), (lab == 6).sum()
     expect = (i5 * v5 + i6 * v6) / (v5 + v6)
     assert pooled[regions.index("caudate"), 0] == pytest.approx(expect)
+
+
+def test_gtm_with_a_wrong_psf_under_or_over_corrects_a_small_hot_region():
+    lab, names, fine, pet = make_phantom(2)
+    curves = true_curves(background=0.5)
+    img = blurred_image(lab, curves, 3.0, 1.0, 2)
+    got = {}
+    for scale in (0.7, 1.0, 1.3):
+        sp = _spread(lab, names, fine, pet, img.shape, 3.0 * scale)
+        got[scale] = gtm(img, sp).values[sp.labels.index(3)]
+    assert np.all(got[0.7] < 0.97 * curves[3]) and np.all(got[1.3] > 1.03 * curves[3])
+    np.testing.assert_allclose(got[1.0], curves[3], rtol=1e-6)

@@ -158,3 +158,29 @@ def test_pvc_section_is_validated():
         with pytest.raises(ConfigError) as e:
             parse_config(tomllib.loads(STUDY_TOML + f"[pvc]\n{bad}\n"), source="s.toml")
         assert e.value.field == field
+
+
+def test_voxel_method_writes_the_corrected_image_and_its_maps(pvc_study, tmp_path):
+    from petbind.io.bids import load_pet
+
+    cfg = tmp_path / "rbv.toml"
+    cfg.write_text(PVC_TOML.replace('method = "gtm"', 'method = "rbv"'))
+    out = tmp_path / "out"
+    run_study(pvc_study["bids"], load_config(cfg), out_dir=out, progress=False)
+    scan = out / "sub-01" / "ses-baseline" / "pet"
+    stem = "sub-01_ses-baseline_trc-DASB"
+    img = load_pet(scan / f"{stem}_desc-pvc_pet.nii.gz")
+    raw = load_pet(next(pvc_study["bids"].glob(f"sub-01/ses-baseline/pet/{stem}_pet.nii.gz")))
+    assert img.shape == raw.shape
+    for suffix in ("_desc-pvc_model-mrtm2_bpnd.nii.gz", "_desc-pvc_model-mrtm2_mask.nii.gz",
+                   "_desc-pvc_fits.tsv", "_model-mrtm2_bpnd.nii.gz"):
+        assert (scan / f"{stem}{suffix}").is_file(), suffix
+    # the corrected map is higher than the uncorrected one where binding is high
+    import nibabel as nib
+
+    bp = np.asarray(nib.load(scan / f"{stem}_model-mrtm2_bpnd.nii.gz").dataobj)
+    bpc = np.asarray(nib.load(scan / f"{stem}_desc-pvc_model-mrtm2_bpnd.nii.gz").dataobj)
+    ok = np.isfinite(bp) & np.isfinite(bpc) & (bp > np.nanpercentile(bp, 90))
+    assert np.median(bpc[ok] / bp[ok]) > 1.05
+    roi = pd.read_csv(out / "group" / "desc-pvc_roi_stats.tsv", sep="\t")
+    assert not roi.empty
