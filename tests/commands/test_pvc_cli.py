@@ -80,3 +80,22 @@ def test_refuses_to_write_into_the_input_folder(scan, capsys):
     with pytest.raises(SystemExit):
         main(["pvc", str(pet), "--dseg", str(tpl), "--out", str(pet.parent)])
     assert "--out" in capsys.readouterr().err
+
+
+def test_unknown_psf_names_the_option_and_the_sidecar(scan, tmp_path, capsys):
+    import shutil
+
+    pet, tpl, _ = scan
+    copy = tmp_path / "in" / pet.name
+    copy.parent.mkdir()
+    shutil.copyfile(pet, copy)
+    side = json.loads(pet.with_name(pet.name.replace(".nii.gz", ".json")).read_text())
+    side.pop("ReconFilterSize")
+    side["ReconFilterType"] = "none"
+    copy.with_name(copy.name.replace(".nii.gz", ".json")).write_text(json.dumps(side))
+    with pytest.raises(SystemExit) as e:
+        main(["pvc", str(copy), "--dseg", str(tpl), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--fwhm-mm" in err and "_pet.json" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         """Correct one scan for partial volume; write desc-pvc TACs (and 4D image)."""
         import numpy as np
 
-        from petbind.io.bids import load_pet, read_pet_sidecar, save_image
+        from petbind.io.bids import load_pet, pet_sidecar, read_pet_sidecar, save_image
         from petbind.io.tables import write_tacs
         from petbind.pvc.psf import resolve_psf
         from petbind.pvc.scan import METHODS, correct_image
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
             raise PetbindError("the output folder is an input folder", path=out_dir,
                                field="--out", fix="write to another folder (--out DIR)")
         img = load_pet(pet)
-        psf = resolve_psf(_fwhm(fwhm_mm), img.metadata, sidecar_path=img.path,
+        psf = resolve_psf(_fwhm(fwhm_mm), img.metadata, sidecar_path=pet_sidecar(img.path),
                           config_field="--fwhm-mm")
         labels, names, laff = read_atlas(dseg, dseg_tsv)
         res = correct_image(img.get_data(), img.affine, labels, names, psf, method,

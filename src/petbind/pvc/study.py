@@ -152,14 +152,14 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     """
     from petbind.image import DynamicImage
     from petbind.io.atomic import write_text_atomic
-    from petbind.io.bids import save_image
+    from petbind.io.bids import pet_sidecar, save_image
     from petbind.io.tables import write_tacs
     from petbind.pvc.psf import resolve_psf
     from petbind.pvc.scan import VOXEL_METHODS, correct_image
     from petbind.study.pipeline import _fit_regions, _targets, _tsv, estimate_k2prime
     from petbind.tac import TACTable
 
-    psf = resolve_psf(pvc.fwhm_mm, img.metadata, sidecar_path=img.path,
+    psf = resolve_psf(pvc.fwhm_mm, img.metadata, sidecar_path=pet_sidecar(img.path),
                       config_field="pvc.fwhm_mm")
     if pvc.atlas:
         lab, nm, laff = read_atlas(Path(pvc.atlas))
