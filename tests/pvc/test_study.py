@@ -184,3 +184,18 @@ def test_voxel_method_writes_the_corrected_image_and_its_maps(pvc_study, tmp_pat
     assert np.median(bpc[ok] / bp[ok]) > 1.05
     roi = pd.read_csv(out / "group" / "desc-pvc_roi_stats.tsv", sep="\t")
     assert not roi.empty
+
+
+def test_with_preprocessing_each_scans_atlas_replaces_a_template_space_pvc_atlas(tmp_path):
+    import tomllib
+
+    from petbind.pvc.study import resolve_config
+
+    tpl = "derivatives/petbind-sim/template/tpl-petbindphantom_T1w.nii.gz"
+    text = PVC_TOML + f'[preprocess]\nenabled = true\ntemplate = "{tpl}"\n'
+    cfg = parse_config(tomllib.loads(text))
+    assert cfg.pvc.atlas.endswith("_dseg.nii.gz")
+    assert resolve_config(cfg, tmp_path).pvc.atlas == ""
+    plain = parse_config(tomllib.loads(PVC_TOML))
+    assert resolve_config(plain, tmp_path).pvc.atlas == str(
+        (tmp_path / plain.pvc.atlas).resolve())
