@@ -12,8 +12,9 @@ from .conftest import FWHM_PER_SIGMA, blurred_image, make_phantom, true_curves
 
 
 def _spread(labels, names, fine, pet, shape, fwhm):
+    """Spread functions blurred on the atlas grid (no oversampling: the conftest scanner)."""
     return region_spread(labels, names, PSF((fwhm,) * 3), pet_shape=shape, pet_affine=pet,
-                         labels_affine=fine)
+                         labels_affine=fine, oversample=1)
 
 
 @pytest.mark.parametrize("factor", [1, 2])
@@ -86,3 +87,22 @@ def test_gtm_with_a_wrong_psf_under_or_over_corrects_a_small_hot_region():
         got[scale] = gtm(img, sp).values[sp.labels.index(3)]
     assert np.all(got[0.7] < 0.97 * curves[3]) and np.all(got[1.3] > 1.03 * curves[3])
     np.testing.assert_allclose(got[1.0], curves[3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("oversample", [None, 4])
+def test_pet_grid_atlas_is_oversampled_to_model_the_voxelised_object(oversample):
+    """A scanner that blurs the voxelised object finely and averages over each voxel."""
+    lab, names, _, pet = make_phantom(1)
+    fine = np.repeat(np.repeat(np.repeat(lab, 4, axis=0), 4, axis=1), 4, axis=2)
+    curves = true_curves(background=1.0)
+    img = blurred_image(fine, curves, 3.0, 0.5, 4)
+    sp = region_spread(lab, names, PSF((3.0,) * 3), pet_shape=img.shape, pet_affine=pet,
+                       oversample=oversample)
+    assert sp.oversampled == 4 and sp.factor == 4  # 2 mm voxels -> 0.5 mm by default
+    res = gtm(img, sp)
+    for j, k in enumerate(sp.labels):
+        np.testing.assert_allclose(res.values[j], curves[k], rtol=1e-6, atol=1e-9)
+    # without oversampling the same atlas under-corrects the small hot region
+    plain = gtm(img, _spread(lab, names, pet, pet, img.shape, 3.0))
+    nacc = sp.labels.index(3)
+    assert np.all(plain.values[nacc] < 0.97 * curves[3])

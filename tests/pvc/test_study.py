@@ -199,3 +199,19 @@ def test_with_preprocessing_each_scans_atlas_replaces_a_template_space_pvc_atlas
     plain = parse_config(tomllib.loads(PVC_TOML))
     assert resolve_config(plain, tmp_path).pvc.atlas == str(
         (tmp_path / plain.pvc.atlas).resolve())
+
+
+def test_each_scans_own_atlas_when_no_pvc_atlas_is_given(pvc_study, tmp_path):
+    """The path preprocessing takes: GTM on the PET-grid atlas (4 mm voxels here)."""
+    cfg = tmp_path / "own.toml"
+    cfg.write_text(STUDY_TOML + '[pvc]\nmethod = "gtm"\nfwhm_mm = 2.8\n')
+    out = tmp_path / "out"
+    run_study(pvc_study["bids"], load_config(cfg), out_dir=out, progress=False)
+    tsv = out / "sub-01" / "ses-baseline" / "pet" / "sub-01_ses-baseline_trc-DASB_desc-pvc_tacs.tsv"
+    info = json.loads(tsv.with_suffix(".json").read_text())["PartialVolumeCorrection"]
+    assert info["AtlasVoxelsPerPETVoxelEdge"] == 1 and info["Atlas"].endswith("_dseg.nii.gz")
+    raw = pd.read_csv(out / "group" / "outcomes.tsv", sep="\t")
+    pvc = pd.read_csv(out / "group" / "desc-pvc_outcomes.tsv", sep="\t")
+    assert set(pvc["region"]) == set(raw["region"])  # the same labels, corrected
+    pick = (raw["model"] == "srtm") & (raw["region"] == "putamen")
+    assert (pvc.loc[pick.to_numpy(), "bp_nd"].to_numpy() > raw.loc[pick, "bp_nd"].to_numpy()).all()

@@ -18,7 +18,7 @@ def _setup(fwhm_model=FWHM, factor=1, curves=None):
     curves = curves or true_curves(background=0.5)
     img = blurred_image(lab, curves, FWHM, 2.0 / factor, factor)
     sp = region_spread(lab, names, PSF((fwhm_model,) * 3), pet_shape=img.shape,
-                       pet_affine=pet, labels_affine=fine)
+                       pet_affine=pet, labels_affine=fine, oversample=1)
     y = img.reshape(-1, img.shape[3])
     return lab, curves, sp, y
 

@@ -90,7 +90,8 @@ def region_recovery(spread: RegionSpread) -> tuple[list[str], NDArray[np.float64
 def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
                   names: Mapping[int, str], psf: PSF, method: str = "gtm", *,
                   labels_affine: ArrayLike | None = None, n_iter: int = 10,
-                  non_grey: Sequence[str] = ("white_matter", "csf")) -> PvcResult:
+                  non_grey: Sequence[str] = ("white_matter", "csf"),
+                  oversample: int | None = None) -> PvcResult:
     """Partial-volume-correct a 4D image.
 
     Parameters
@@ -112,6 +113,9 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
         Iterations of iterative Yang.
     non_grey : sequence of str
         Regions Müller-Gärtner treats as not grey matter (besides the background).
+    oversample : int, optional
+        Split factor of a PET-grid atlas before blurring
+        (:func:`petbind.pvc.spread.region_spread`; default automatic).
 
     Returns
     -------
@@ -124,7 +128,7 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
     if arr.ndim == 3:
         arr = arr[..., None]
     spread = region_spread(labels, names, psf, pet_shape=arr.shape[:3], pet_affine=affine,
-                           labels_affine=labels_affine)
+                           labels_affine=labels_affine, oversample=oversample)
     y = as_voxels(arr, spread).astype(np.float64)
     res = gtm(y.reshape(*spread.shape, -1), spread, symmetric=method == "sgtm") \
         if method != "iy" else None
@@ -152,7 +156,8 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
     vols = dict(zip(*spread.pool(spread.volumes), strict=True))
     info: dict[str, Any] = {
         "Method": method, "Assumes": _ASSUMES[method], "PSF": psf.to_dict(),
-        "AtlasVoxelsPerPETVoxelEdge": spread.factor,
+        "AtlasVoxelsPerPETVoxelEdge": spread.factor // spread.oversampled,
+        "AtlasOversampling": spread.oversampled,
         "BackgroundRegion": "everything in the field of view outside the atlas labels, "
                             "corrected as one more label",
         "GTMConditionNumber": cond,

@@ -20,9 +20,11 @@ aligned with it (each PET voxel a ``f x f x f`` block of atlas voxels, e.g.
 a 1 mm anatomical atlas for 2 mm PET): then each indicator is blurred at the
 fine resolution and block-averaged, which makes the spread functions
 partial-volume aware (the approach of PETSurfer's ``mri_gtmpvc``, Greve et al.
-2016). Each label is blurred inside its bounding box widened by the kernel's
-support (``truncate`` sigmas), which equals the whole-grid blur with zero
-activity beyond the grid.
+2016). An atlas on the PET grid is split into sub-voxels (``oversample``)
+so that the blur acts on the voxelised object and is averaged over each
+voxel, as the scanner averages it. Each label is blurred inside its bounding
+box widened by the kernel's support (``truncate`` sigmas), which equals the
+whole-grid blur with zero activity beyond the grid.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ class RegionSpread:
         PET grid.
     psf : PSF
     factor : int
-        Atlas voxels per PET voxel edge (1: atlas on the PET grid).
+        Atlas voxels per PET voxel edge as blurred (1: atlas on the PET grid,
+        blurred there).
+    oversampled : int
+        Split factor applied to a PET-grid atlas (1: none; see :func:`region_spread`).
     """
 
     labels: tuple[int, ...]
@@ -71,6 +76,7 @@ class RegionSpread:
     shape: tuple[int, int, int]
     psf: PSF
     factor: int
+    oversampled: int = 1
 
     @property
     def volumes(self) -> NDArray[np.float64]:
@@ -185,6 +191,25 @@ def atlas_factor(atlas_shape: tuple[int, ...], atlas_affine: ArrayLike,
     return fi
 
 
+#: Largest atlas voxel edge (mm) :func:`auto_oversample` aims for.
+OVERSAMPLE_MM = 0.5
+#: Most voxels of an oversampled atlas grid (memory: about 8 bytes each per blurred label box).
+OVERSAMPLE_MAX_VOXELS = 30_000_000
+
+
+def auto_oversample(affine: ArrayLike, shape: tuple[int, ...], max_factor: int = 4) -> int:
+    """Split factor of PET-grid atlas voxels: edges down to :data:`OVERSAMPLE_MM`.
+
+    At most ``max_factor`` and at most :data:`OVERSAMPLE_MAX_VOXELS` voxels in all.
+    """
+    vox = np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+    o = int(min(max_factor, max(1, np.ceil(vox.max() / OVERSAMPLE_MM - 1e-9))))
+    n = float(np.prod(shape[:3]))
+    while o > 1 and n * o ** 3 > OVERSAMPLE_MAX_VOXELS:
+        o -= 1
+    return o
+
+
 def _block_mean(volume: NDArray, f: int) -> NDArray:
     if f == 1:
         return volume
@@ -195,7 +220,7 @@ def _block_mean(volume: NDArray, f: int) -> NDArray:
 def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
                   pet_shape: tuple[int, ...], pet_affine: ArrayLike,
                   labels_affine: ArrayLike | None = None, background: bool = True,
-                  truncate: float = 4.0) -> RegionSpread:
+                  truncate: float = 4.0, oversample: int | None = None) -> RegionSpread:
     """Region weights and region-spread functions of an atlas.
 
     Parameters
@@ -216,6 +241,14 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
         listed labels). Leave on unless the image is zero outside the atlas.
     truncate : float
         Gaussian kernel support in sigmas (``scipy.ndimage.gaussian_filter``).
+    oversample : int, optional
+        For an atlas on the PET grid: split each voxel into ``o^3`` before
+        blurring, then average back (the blur of the voxelised object averaged
+        over each voxel, as the scanner averages it, rather than sampled at
+        voxel centres). Default (None): :func:`auto_oversample`; 1: blur on
+        the PET grid itself. On a noise-free simulated scan with the 2 mm
+        majority atlas, GTM's largest error over NAcc and VP falls from 13 %
+        (1) to 4 % (2) and 1.4 % (4).
 
     Returns
     -------
@@ -236,6 +269,16 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
     pa = np.asarray(pet_affine, dtype=float)
     la = pa if labels_affine is None else np.asarray(labels_affine, dtype=float)
     f = atlas_factor(lab.shape, la, pshape, pa)
+    if oversample is None:
+        oversample = auto_oversample(la, pshape) if f == 1 else 1
+    if f == 1 and oversample > 1:
+        # each PET voxel of the atlas as an o x o x o block: the PSF then acts on the
+        # voxelised object and is averaged over each voxel, as the scanner does
+        o = int(oversample)
+        lab = np.repeat(np.repeat(np.repeat(lab, o, axis=0), o, axis=1), o, axis=2)
+        la = pa @ np.diag([1.0 / o, 1.0 / o, 1.0 / o, 1.0])
+        la[:3, 3] = pa[:3, :3] @ np.full(3, -(o - 1) / (2.0 * o)) + pa[:3, 3]
+        f = o
     lab = np.rint(lab[: pshape[0] * f, : pshape[1] * f, : pshape[2] * f]).astype(np.int64)
     sigma = psf.sigma_voxels(la)
     reach = np.ceil(truncate * sigma).astype(int) + 1
@@ -284,4 +327,5 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
 
     return RegionSpread(labels=tuple(out_labels), regions=tuple(out_regions),
                         fractions=mat(rows_f, cols_f, vals_f), rsf=mat(rows_r, cols_r, vals_r),
-                        shape=pshape, psf=psf, factor=f)  # type: ignore[arg-type]
+                        shape=pshape, psf=psf, factor=f,  # type: ignore[arg-type]
+                        oversampled=int(oversample) if oversample and oversample > 1 else 1)
