@@ -215,3 +215,29 @@ def test_each_scans_own_atlas_when_no_pvc_atlas_is_given(pvc_study, tmp_path):
     assert set(pvc["region"]) == set(raw["region"])  # the same labels, corrected
     pick = (raw["model"] == "srtm") & (raw["region"] == "putamen")
     assert (pvc.loc[pick.to_numpy(), "bp_nd"].to_numpy() > raw.loc[pick, "bp_nd"].to_numpy()).all()
+
+
+@pytest.mark.slow
+def test_pvc_after_preprocessing_uses_each_scans_preprocessed_atlas(tmp_path):
+    """Raw scans (native positions, motion): GTM on preprocessing's PET-space atlas."""
+    import importlib.util
+    import tomllib
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "_petbind_prep_dataset", Path(__file__).parents[1] / "study" / "prep_dataset.py")
+    ds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ds)
+    raw = ds.build(tmp_path / "raw", aligned=False, subjects=("01",))
+    text = ds.STUDY + ds.PREPROCESS + (
+        '\n[pvc]\nmethod = "gtm"\nfwhm_mm = 3.0\n'
+        'atlas = "derivatives/template/tpl-phantom_dseg.nii.gz"\n')
+    res = run_study(raw, parse_config(tomllib.loads(text), source="raw.toml"), progress=False)
+    pvc = res.summary["pvc"]
+    assert pvc["method"] == "gtm" and "preprocessing" in pvc["atlas"]
+    tacs = sorted(res.out_dir.glob("sub-01/ses-*/pet/*_desc-pvc_tacs.tsv"))
+    assert len(tacs) == 2
+    info = json.loads(tacs[0].with_suffix(".json").read_text())["PartialVolumeCorrection"]
+    assert "preprocess" in info["Atlas"] and info["AtlasVoxelsPerPETVoxelEdge"] == 1
+    out = pd.read_csv(res.out_dir / "group" / "desc-pvc_outcomes.tsv", sep="\t")
+    assert out["valid"].all() and set(out["region"]) >= {"caudate", "putamen"}
