@@ -151,7 +151,8 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
     regions, tacs = spread.pool(values)
     rnames, rec = region_recovery(spread)
     g = res.matrix if res is not None and not res.symmetric else transfer_matrix(spread)
-    cond = res.condition if res is not None else float(np.linalg.cond(g))
+    # Rousset's G for every method (comparable across methods); sGTM's own system below
+    cond = res.condition if res is not None and not res.symmetric else float(np.linalg.cond(g))
     vol_ml = float(abs(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3]))) / 1000.0
     vols = dict(zip(*spread.pool(spread.volumes), strict=True))
     info: dict[str, Any] = {
@@ -168,6 +169,8 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
     if BACKGROUND in spread.regions and res is not None:
         bi = spread.columns_of({BACKGROUND})
         info["BackgroundActivityMean"] = float(np.mean(res.values[bi]))
+    if res is not None and res.symmetric:
+        info["SymmetricGTMConditionNumber"] = res.condition
     if method == "iy":
         info["Iterations"] = int(n_iter)
     if method == "mg":
