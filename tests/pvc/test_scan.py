@@ -75,3 +75,15 @@ def test_unknown_method_and_misaligned_atlas(dasb):
     with pytest.raises(DataError):
         correct_image(img, geo.affine, ph.labels, ph.region_of(), PSF((2.8,) * 3),
                       labels_affine=shifted)
+
+
+def test_symmetric_gtm_on_the_simulator_reports_both_condition_numbers(dasb):
+    cfg, geo, truth, img = dasb
+    ph = geo.phantom
+    res = correct_image(img, geo.affine, ph.labels, ph.region_of(), PSF((cfg.fwhm_mm,) * 3),
+                        "sgtm", labels_affine=ph.affine)
+    for r in ("NAcc", "VP", "cerebellum"):
+        np.testing.assert_allclose(res.tacs[res.regions.index(r)], truth.tacs[REGIONS.index(r)],
+                                   rtol=0.01, err_msg=r)
+    assert res.info["SymmetricGTMConditionNumber"] > res.info["GTMConditionNumber"] > 1
+    assert res.image is None
