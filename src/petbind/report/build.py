@@ -1501,6 +1501,7 @@ def render_report(study: StudyOutputs) -> str:
     import jinja2
 
     from petbind.report import figures, preprocessing
+    from petbind.report.pvc import pvc_section
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("petbind.report", "templates"),
@@ -1525,6 +1526,7 @@ def render_report(study: StudyOutputs) -> str:
         "scans": _scan_sections(study, figures),
         "preprocessing": preprocessing.preprocessing_section(study, figures),
         "preprocessing_width": preprocessing.QC_WIDTH,
+        "pvc": pvc_section(study),
         "map_grids": _map_grids(study, figures),
         "truth_image": _has_image_truth(study),
         "truth_note": _truth_note(study),

@@ -127,6 +127,21 @@ grey_matter = false
 # relative to the BIDS root, like dataset.atlas and dataset.truth.
 template = ""
 atlas = ""                        # template-space dseg; "" = *_dseg.nii.gz beside the template
+
+# Partial-volume correction (docs/pvc.md): "none", or "gtm" / "sgtm" (region
+# curves), "rbv" / "iy" / "mg" (a corrected 4D image, its region curves and maps).
+# Outputs carry desc-pvc beside the uncorrected ones.
+[pvc]
+method = "none"
+# Scanner PSF FWHM in mm: one number, or [x, y, z]; [] = from the PET sidecar
+# (ScannerResolutionFWHM and/or a Gaussian ReconFilterSize).
+fwhm_mm = []
+# Atlas for the correction: "" = each scan's own atlas (PET grid); or a dseg on
+# the PET grid or on a finer grid aligned with it (partial-volume aware, e.g.
+# a 1 mm atlas for 2 mm PET), relative to the BIDS root, its _dseg.tsv beside it.
+atlas = ""
+iterations = 10                   # iterative Yang
+non_grey = ["white_matter", "csf"]  # regions Mueller-Gaertner does not treat as grey matter
 '''
 
 
@@ -267,6 +282,40 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class PvcConfig:
+    """The ``[pvc]`` section: partial-volume correction (docs/pvc.md).
+
+    Attributes
+    ----------
+    method : {"none", "gtm", "sgtm", "rbv", "iy", "mg"}
+    fwhm_mm : (float, float, float) or None
+        PSF FWHM (mm) along x, y, z; None: from the PET sidecar.
+    atlas : str
+        Atlas for the correction ("" = each scan's atlas); relative to the BIDS root.
+    iterations : int
+        Iterations of iterative Yang.
+    non_grey : tuple of str
+        Regions that Mueller-Gaertner does not treat as grey matter.
+    """
+
+    method: str = "none"
+    fwhm_mm: tuple[float, float, float] | None = None
+    atlas: str = ""
+    iterations: int = 10
+    non_grey: tuple[str, ...] = ("white_matter", "csf")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the section (TOML / JSON serialisable)."""
+        return {"method": self.method, "fwhm_mm": list(self.fwhm_mm or []),
+                "atlas": self.atlas, "iterations": self.iterations,
+                "non_grey": list(self.non_grey)}
+
+
+@dataclass(frozen=True)
 class StatisticsConfig:
     """Region statistics options."""
 
@@ -295,6 +344,8 @@ class StudyConfig:
         ``"auto"``, ``"none"`` or a path of a truth table.
     preprocess : PreprocessConfig
         Motion correction, registration and template atlas of raw scans.
+    pvc : PvcConfig
+        Partial-volume correction.
     source : str or None
         File the configuration came from.
     """
@@ -308,6 +359,7 @@ class StudyConfig:
     truth: str = "auto"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     source: str | None = None
+    pvc: PvcConfig = field(default_factory=PvcConfig)
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -346,6 +398,7 @@ class StudyConfig:
                           "n_permutations": s.voxel.n_permutations, "seed": s.voxel.seed},
             },
             "preprocess": self.preprocess.to_dict(),
+            "pvc": self.pvc.to_dict(),
         }
 
     def to_toml(self) -> str:
@@ -522,7 +575,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
         Naming the file and the offending key.
     """
     ck = _Checker(source)
-    ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess"})
+    ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess",
+                          "pvc"})
     ds = ck.table(data, "dataset", "dataset")
     ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth"})
     path = ck.str_(ds, "dataset", "path", None)
@@ -595,7 +649,23 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
     prep = _preprocess(ck, ck.table(data, "preprocess", "preprocess"))
     return StudyConfig(tracers=tracers, contrasts=tuple(contrasts), statistics=stats,
                        dataset=dataset, condition_entity=entity, atlas=atlas, truth=truth,
-                       preprocess=prep, source=source)
+                       preprocess=prep, source=source,
+                       pvc=_pvc(ck, ck.table(data, "pvc", "pvc")))
+
+
+def _pvc(ck: _Checker, data: dict) -> PvcConfig:
+    from petbind.pvc.psf import as_fwhm
+    from petbind.pvc.scan import METHODS
+
+    key = "pvc"
+    ck.unknown(data, key, {"method", "fwhm_mm", "atlas", "iterations", "non_grey"})
+    fwhm = data.get("fwhm_mm", [])
+    return PvcConfig(
+        method=ck.str_(data, key, "method", "none", ("none", *METHODS)),
+        fwhm_mm=None if fwhm == [] else as_fwhm(fwhm, field=f"{key}.fwhm_mm", path=ck.source),
+        atlas=ck.str_(data, key, "atlas", "") or "",
+        iterations=int(ck.num(data, key, "iterations", 10, 1, 1000, integer=True)),
+        non_grey=ck.strs(data, key, "non_grey", ("white_matter", "csf")))
 
 
 def _preprocess(ck: _Checker, data: dict) -> PreprocessConfig:

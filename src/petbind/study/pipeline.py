@@ -248,7 +248,7 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
 
 
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
-                 map_scheduler: Any = "sync", plan: Any = None) -> ScanResult:
+                 map_scheduler: Any = "sync", plan: Any = None, pvc: Any = None) -> ScanResult:
     """All per-scan outputs of one scan, or nothing when its provenance is current.
 
     Parameters
@@ -267,6 +267,9 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         cached); then the motion-corrected image is fitted with the atlas in
         PET space that preprocessing wrote, and the BP_ND map and its mask are
         also written on the template grid (``STEM_space-template_model-<m>_*``).
+    pvc : PvcConfig, optional
+        Partial-volume correction (``[pvc]``); when enabled the corrected
+        ``desc-pvc`` outputs are written too (:mod:`petbind.pvc.study`).
 
     Returns
     -------
@@ -289,6 +292,11 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     settings = _scan_settings(tracer)
     if plan is not None:
         settings["preprocess"] = plan.settings()
+    if pvc is not None and pvc.enabled:
+        from petbind.pvc.study import scan_inputs
+
+        inputs.update(scan_inputs(pvc))
+        settings["pvc"] = pvc.to_dict()
     if scan_is_current(prov, inputs, settings, out_root):
         return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
 
@@ -310,6 +318,13 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
                                      _tsv(curves)))
     if scan.noisefree is not None:
         written.append(_noisefree_fits(scan, tracer, targets, k2, folder, tacs.timing))
+    pvc_info = None
+    if pvc is not None and pvc.enabled:
+        from petbind.pvc.study import correct_scan_outputs
+
+        pvc_written, pvc_info = correct_scan_outputs(scan, tracer, pvc, img, labels, names,
+                                                     targets, folder)
+        written.extend(pvc_written)
     notes: list[str] = []
     n_bad = int((~fits["valid"].astype(bool)).sum())
     if n_bad:
@@ -339,6 +354,8 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     record["k2prime"] = {"value_per_min": k2, **k2_info}
     record["scan"] = {"subject": scan.subject, "condition": scan.condition,
                       "tracer": scan.tracer, "run": scan.run}
+    if pvc_info is not None:
+        record["pvc"] = pvc_info
     if prep_summary is not None:
         record["preprocess"] = prep_summary
         flagged = prep_summary.get("flagged_frames") or []
@@ -441,7 +458,8 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
         if scheduler is None:
             for s in scans:
                 bar.update(task, description=f"scan {s.stem}")
-                results.append(process_scan(s, config.tracers[s.tracer], out_dir, plan=plan))
+                results.append(process_scan(s, config.tracers[s.tracer], out_dir, plan=plan,
+                                            pvc=config.pvc))
                 bar.advance(task)
             bar.update(task, description="scans")
             return results
@@ -464,7 +482,7 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                                    ) from exc
         try:
             futures = [client.submit(process_scan, s, config.tracers[s.tracer], out_dir,
-                                     plan=plan, pure=False,
+                                     plan=plan, pvc=config.pvc, pure=False,
                                      key=f"petbind-scan-{s.stem}") for s in scans]
             for fut in as_completed(futures):
                 results.append(fut.result())
@@ -789,6 +807,10 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     out.mkdir(parents=True, exist_ok=True)
     _description(out, bids)
     write_text_atomic(out / "study_config.toml", config.to_toml())
+    if config.pvc.enabled:
+        from petbind.pvc.study import resolve_config
+
+        config = resolve_config(config, bids)
     stages.done("discover")
     say(f"{len(scans)} scans of {len({s.subject for s in scans})} subjects")
 
@@ -850,6 +872,12 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         "paths": {"outcomes": "group/outcomes.tsv", "roi_stats": "group/roi_stats.tsv",
                   "mixed_model": "group/mixed_model.tsv", "voxel": "group/voxel"},
     }
+    if config.pvc.enabled:
+        from petbind.pvc.study import pvc_statistics
+
+        summary["pvc"] = pvc_statistics(scans, config, out, truth)
+        summary["paths"].update({f"pvc_{k}": v for k, v in
+                                 (summary["pvc"] or {}).get("paths", {}).items()})
     write_json_atomic(group / "summary.json", summary)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
     write_json_atomic(group / "provenance.json", {
