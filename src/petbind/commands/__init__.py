@@ -25,7 +25,6 @@ _MODULES: list[str] = [
 ]
 
 
-
 def register_all(app: Any) -> None:
     """Add every command of :data:`_MODULES` to the typer ``app``."""
     for name in _MODULES:
