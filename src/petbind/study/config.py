@@ -19,14 +19,16 @@ from typing import Any
 
 from petbind.errors import ConfigError
 from petbind.io.tomlfile import read_toml
+from petbind.models.catalogue import CATALOGUE, model_names
 from petbind.stats.roi import Contrast
 
-#: Models the pipeline can fit to region curves (names of the model registry).
-REGION_MODELS = ("srtm", "srtm2", "bfsrtm", "mrtm", "mrtm2", "logan", "suvr")
-#: Models that need k2' (1/min), given or estimated by the tracer's ``k2prime`` strategy.
-K2PRIME_MODELS = ("srtm2", "mrtm2", "logan")
-#: k2' strategies: a number (1/min) or one of these.
-K2PRIME_STRATEGIES = ("mrtm", "srtm", "median")
+#: Models the pipeline can fit to region curves (from the model catalogue).
+REGION_MODELS = model_names("reference")
+#: Models given the tracer's k2' (1/min) unless its policy is "none" (from the catalogue).
+K2PRIME_MODELS = tuple(s.name for s in CATALOGUE
+                       if s.input == "reference" and s.k2prime_by_default)
+#: k2' policy words (petbind.models.k2prime); also a number or "mrtm@REGION".
+K2PRIME_STRATEGIES = ("mrtm", "srtm", "median", "auto", "none")
 
 DEFAULT_CONFIG = '''\
 # petbind study configuration (TOML). Every key is optional unless marked.
@@ -61,7 +63,10 @@ models = ["srtm", "mrtm2", "logan"]
 primary_model = "srtm"            # the model of the summary table
 map_model = "mrtm2"               # parametric maps and voxel statistics ("" = none)
 # k2' (1/min) for srtm2 / mrtm2 / logan: a number, or "mrtm" / "srtm" (fit of
-# `k2prime_region`, k2' = k2 / R1), or "median" (median MRTM k2' of the targets).
+# `k2prime_region`, k2' = k2 / R1; also written "mrtm@VP"), "median" (median
+# k2' of the targets: MRTM, SRTM for srtm2 alone), "auto" (median over their
+# higher-binding half), or
+# "none" (Logan without its k2' term; not for srtm2 / mrtm2).
 k2prime = "mrtm"
 k2prime_region = "VP"
 
@@ -160,7 +165,8 @@ class TracerConfig:
     map_model : str or None
         Model of the parametric maps; ``None`` for no maps.
     k2prime : float or str
-        k2' in 1/min, or a strategy of :data:`K2PRIME_STRATEGIES`.
+        k2' in 1/min, or a policy of :mod:`petbind.models.k2prime`
+        (:data:`K2PRIME_STRATEGIES`, ``"mrtm@REGION"``); see :attr:`k2prime_policy`.
     k2prime_region : str or None
         High-binding region for the ``mrtm`` / ``srtm`` strategies.
     model_settings : dict
@@ -180,9 +186,19 @@ class TracerConfig:
 
     @property
     def needs_k2prime(self) -> bool:
-        """True when a region model or the map model needs k2'."""
+        """True when a region model or the map model takes the tracer's k2'."""
+        if isinstance(self.k2prime, str) and self.k2prime.strip().lower() == "none":
+            return False
         used = set(self.models) | ({self.map_model} if self.map_model else set())
         return bool(used & set(K2PRIME_MODELS))
+
+    @property
+    def k2prime_policy(self) -> Any:
+        """:class:`petbind.models.k2prime.K2PrimePolicy` of ``k2prime`` / ``k2prime_region``."""
+        from petbind.models.k2prime import parse_k2prime
+
+        return parse_k2prime(self.k2prime, self.k2prime_region,
+                             field=f"tracers.{self.name}.k2prime")
 
 
 @dataclass(frozen=True)
@@ -462,21 +478,15 @@ class _Checker:
 
 
 def _model_names() -> tuple[str, ...]:
-    """Region models the registry knows (falls back to :data:`REGION_MODELS`)."""
-    try:
-        from petbind.models import available_models
-    except ImportError:  # pragma: no cover - model engine not installed
-        return REGION_MODELS
-    return tuple(available_models("reference")) or REGION_MODELS
+    """Region models the registry knows (the catalogue's and any registered later)."""
+    from petbind.models.registry import available_models
+
+    return tuple(available_models("reference"))
 
 
 def _map_models() -> tuple[str, ...]:
-    """Models :mod:`petbind.parametric` can map."""
-    try:
-        from petbind.parametric import MAP_MODELS
-    except ImportError:  # pragma: no cover - parametric maps not installed
-        return REGION_MODELS
-    return tuple(MAP_MODELS)
+    """Models :mod:`petbind.parametric` can map (the catalogue's mappable models)."""
+    return model_names("reference", mappable=True)
 
 
 def _tracer(ck: _Checker, name: str, data: Any) -> TracerConfig:
@@ -512,13 +522,21 @@ def _tracer(ck: _Checker, name: str, data: Any) -> TracerConfig:
         if map_model not in _map_models():
             raise ck.fail(f"{key}.map_model", f"unknown map model {map_model!r}",
                           f"use one of: {', '.join(_map_models())}, or \"\" for no maps")
+    from petbind.errors import ModelError
+    from petbind.models.k2prime import check_policy_for, parse_k2prime
+
     k2 = data.get("k2prime", "mrtm")
     if isinstance(k2, bool) or not isinstance(k2, int | float | str):
         raise ck.fail(f"{key}.k2prime", f"must be a number or a strategy, got {k2!r}",
                       f"a rate in 1/min or one of {', '.join(K2PRIME_STRATEGIES)}")
-    if isinstance(k2, str) and k2 not in K2PRIME_STRATEGIES:
-        raise ck.fail(f"{key}.k2prime", f"unknown strategy {k2!r}",
-                      f"a rate in 1/min or one of {', '.join(K2PRIME_STRATEGIES)}")
+    if isinstance(k2, str):
+        try:
+            policy = parse_k2prime(k2, field=f"{key}.k2prime")
+            check_policy_for(policy, [*models, *([map_model] if map_model else [])])
+        except ModelError as exc:
+            raise ck.fail(f"{key}.k2prime", exc.message,
+                          f"a rate in 1/min or one of {', '.join(K2PRIME_STRATEGIES)}, "
+                          'or "mrtm@REGION"') from exc
     if not isinstance(k2, str) and not 0 < k2 < 10:
         raise ck.fail(f"{key}.k2prime", f"{k2} 1/min is not a plausible rate",
                       "give k2' in 1/min, e.g. 0.1")
@@ -528,7 +546,7 @@ def _tracer(ck: _Checker, name: str, data: Any) -> TracerConfig:
                      map_model=map_model, k2prime=float(k2) if not isinstance(k2, str) else k2,
                      k2prime_region=k2_region,
                      model_settings=ck.table(data, key, "model_settings"))
-    if t.needs_k2prime and t.k2prime in ("mrtm", "srtm") and t.k2prime_region is None:
+    if t.needs_k2prime and t.k2prime_policy.kind == "region" and t.k2prime_policy.region is None:
         raise ck.fail(f"{key}.k2prime_region", f"k2prime = {t.k2prime!r} needs a "
                       "high-binding region", 'e.g. k2prime_region = "putamen"')
     for m, s in t.model_settings.items():
