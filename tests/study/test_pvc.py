@@ -1,4 +1,5 @@
-"""The [pvc] section in the study pipeline: desc-pvc outputs, statistics, reruns, resume."""
+"""The [pvc] section in the study pipeline (src/petbind/study/pvc.py): desc-pvc outputs,
+statistics, reruns, resume."""
 
 from __future__ import annotations
 
@@ -193,7 +194,7 @@ def test_voxel_method_writes_the_corrected_image_and_its_maps(pvc_study, tmp_pat
 def test_with_preprocessing_each_scans_atlas_replaces_a_template_space_pvc_atlas(tmp_path):
     import tomllib
 
-    from petbind.pvc.study import resolve_config
+    from petbind.study.pvc import resolve_config
 
     tpl = "derivatives/petbind-sim/template/tpl-petbindphantom_T1w.nii.gz"
     text = PVC_TOML + f'[preprocess]\nenabled = true\ntemplate = "{tpl}"\n'
