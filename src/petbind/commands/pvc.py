@@ -55,9 +55,9 @@ def register(app: typer.Typer) -> None:
 
         from petbind.io.bids import load_pet, pet_sidecar, read_pet_sidecar, save_image
         from petbind.io.tables import write_tacs
+        from petbind.pvc.files import corrected_sidecar, read_atlas
         from petbind.pvc.psf import resolve_psf
         from petbind.pvc.scan import METHODS, correct_image
-        from petbind.pvc.study import corrected_sidecar, read_atlas
         from petbind.tac import TACTable
 
         if method not in METHODS:

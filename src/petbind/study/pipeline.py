@@ -269,7 +269,7 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         also written on the template grid (``STEM_space-template_model-<m>_*``).
     pvc : PvcConfig, optional
         Partial-volume correction (``[pvc]``); when enabled the corrected
-        ``desc-pvc`` outputs are written too (:mod:`petbind.pvc.study`).
+        ``desc-pvc`` outputs are written too (:mod:`petbind.study.pvc`).
 
     Returns
     -------
@@ -293,7 +293,7 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     if plan is not None:
         settings["preprocess"] = plan.settings()
     if pvc is not None and pvc.enabled:
-        from petbind.pvc.study import scan_inputs
+        from petbind.study.pvc import scan_inputs
 
         inputs.update(scan_inputs(pvc))
         settings["pvc"] = pvc.to_dict()
@@ -320,10 +320,10 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         written.append(_noisefree_fits(scan, tracer, targets, k2, folder, tacs.timing))
     pvc_info = None
     if pvc is not None and pvc.enabled:
-        from petbind.pvc.study import correct_scan_outputs
+        from petbind.study.pvc import correct_scan_outputs
 
         pvc_written, pvc_info = correct_scan_outputs(scan, tracer, pvc, img, labels, names,
-                                                     targets, folder)
+                                                     folder, _pvc_fns())
         written.extend(pvc_written)
     notes: list[str] = []
     n_bad = int((~fits["valid"].astype(bool)).sum())
@@ -365,6 +365,14 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
                          "see the motion QC figure")
     write_scan_record(prov, record)
     return ScanResult(scan.stem, False, time.perf_counter() - t0, notes)
+
+
+def _pvc_fns() -> Any:
+    """This module's steps that the partial-volume-corrected outputs reuse (petbind.study.pvc)."""
+    from petbind.study.pvc import PipelineFns
+
+    return PipelineFns(targets=_targets, k2prime=estimate_k2prime, fit=_fit_regions, tsv=_tsv,
+                       read_tsv=_read_tsv, for_stats=_for_stats, outcome_params=OUTCOME_PARAMS)
 
 
 def _noisefree_fits(scan: Scan, tracer: TracerConfig, targets: list[str], k2: float | None,
@@ -808,7 +816,7 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     _description(out, bids)
     write_text_atomic(out / "study_config.toml", config.to_toml())
     if config.pvc.enabled:
-        from petbind.pvc.study import resolve_config
+        from petbind.study.pvc import resolve_config
 
         config = resolve_config(config, bids)
     stages.done("discover")
@@ -873,9 +881,9 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
                   "mixed_model": "group/mixed_model.tsv", "voxel": "group/voxel"},
     }
     if config.pvc.enabled:
-        from petbind.pvc.study import pvc_statistics
+        from petbind.study.pvc import pvc_statistics
 
-        summary["pvc"] = pvc_statistics(scans, config, out, truth)
+        summary["pvc"] = pvc_statistics(scans, config, out, truth, _pvc_fns())
         summary["paths"].update({f"pvc_{k}": v for k, v in
                                  (summary["pvc"] or {}).get("paths", {}).items()})
     write_json_atomic(group / "summary.json", summary)

@@ -22,16 +22,49 @@ and the primary models' rows in ``summary.json`` under ``pvc``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from petbind.errors import DataError
+from petbind.pvc.files import atlas_table_path, corrected_sidecar, read_atlas
 
 #: ``desc`` label of every corrected output.
 DESC = "pvc"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineFns:
+    """The pipeline's own steps the corrected outputs reuse, handed in by
+    :mod:`petbind.study.pipeline` (so that this module does not import it).
+
+    Attributes
+    ----------
+    targets : callable
+        ``(scan, tracer, regions) -> target regions``.
+    k2prime : callable
+        ``(tracer, tacs, targets, where) -> (k2', info)``.
+    fit : callable
+        ``(tracer, tacs, targets, k2') -> (fits table, fitted-curves table)``.
+    tsv : callable
+        ``DataFrame -> TSV text``.
+    read_tsv : callable
+        ``path -> DataFrame``.
+    for_stats : callable
+        Outcome table -> one row per subject x condition x tracer x region x model.
+    outcome_params : tuple of str
+        Columns of the outcome table taken from the fits.
+    """
+
+    targets: Callable[..., Any]
+    k2prime: Callable[..., Any]
+    fit: Callable[..., Any]
+    tsv: Callable[[pd.DataFrame], str]
+    read_tsv: Callable[[Path], pd.DataFrame]
+    for_stats: Callable[[pd.DataFrame], pd.DataFrame]
+    outcome_params: tuple[str, ...]
 
 
 def resolve_config(config: Any, bids: Path) -> Any:
@@ -51,71 +84,6 @@ def resolve_config(config: Any, bids: Path) -> Any:
         pvc, atlas=str((Path(bids) / pvc.atlas).resolve())))
 
 
-def atlas_table_path(atlas: Path) -> Path:
-    """The ``_dseg.tsv`` beside a ``_dseg.nii[.gz]``."""
-    name = atlas.name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return atlas.with_name(name[: -len(ext)] + ".tsv")
-    return atlas.with_suffix(".tsv")
-
-
-def read_atlas(path: Path, tsv: Path | None = None
-               ) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
-    """Labels, ``{index: region}`` and affine of a dseg image and its label table.
-
-    ``tsv`` defaults to the ``_dseg.tsv`` beside the image.
-
-    Raises
-    ------
-    DataError
-        When the image or table is missing or the table lacks ``index`` /
-        ``region`` (or ``name``).
-    """
-    import nibabel as nib
-
-    from petbind.io.tables import read_tsv
-
-    if not Path(path).exists():
-        raise DataError("the partial-volume-correction atlas does not exist", path=path,
-                        field="pvc.atlas", fix="give an existing *_dseg.nii.gz, or \"\" for "
-                        "each scan's own atlas")
-    tsv = atlas_table_path(Path(path)) if tsv is None else Path(tsv)
-    if not tsv.exists():
-        raise DataError("the atlas has no label table", path=tsv, field="dseg.tsv",
-                        fix="write the BIDS _dseg.tsv (index, name, region) beside the atlas")
-    img = nib.load(str(path))
-    table = read_tsv(tsv)
-    col = "region" if "region" in table.columns else "name"
-    if "index" not in table.columns or col not in table.columns:
-        raise DataError("label table needs 'index' and 'region' (or 'name') columns",
-                        path=tsv, field="index", fix="use BIDS dseg columns: index, name, region")
-    names = {int(i): str(r) for i, r in zip(table["index"], table[col], strict=True)}
-    return np.rint(np.asanyarray(img.dataobj)).astype(np.int64), names, np.asarray(img.affine)
-
-
-def corrected_sidecar(original: dict[str, Any], timing: Any, info: dict[str, Any]
-                      ) -> dict[str, Any]:
-    """BIDS-PET sidecar of a corrected image: kBq/mL, decay-corrected to injection at t = 0.
-
-    The image handed to the correction is :func:`petbind.io.bids.load_pet`'s
-    (kBq/mL, decay-corrected to injection, frames relative to injection), so
-    the sidecar says so: ``InjectionStart`` 0 (the injection is the time
-    zero), frames from ``timing``, ``ScanStart`` moved by the old
-    ``InjectionStart``, and the correction's record under
-    ``PartialVolumeCorrection``.
-    """
-    side = dict(original)
-    inj = float(side.get("InjectionStart", 0.0) or 0.0)
-    if isinstance(side.get("ScanStart"), int | float):
-        side["ScanStart"] = float(side["ScanStart"]) - inj
-    side.update(timing.to_bids())
-    side.update({"InjectionStart": 0.0, "ImageDecayCorrected": True,
-                 "ImageDecayCorrectionTime": 0.0, "Units": "kBq/mL",
-                 "PartialVolumeCorrection": info})
-    return side
-
-
 def scan_inputs(pvc: Any) -> dict[str, Path]:
     """Input files the correction adds to a scan's provenance."""
     if pvc is None or not pvc.enabled or not pvc.atlas:
@@ -124,7 +92,7 @@ def scan_inputs(pvc: Any) -> dict[str, Path]:
 
 
 def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.ndarray,
-                         names: dict[int, str], targets: list[str], folder: Path
+                         names: dict[int, str], folder: Path, fns: PipelineFns
                          ) -> tuple[list[Path], dict[str, Any]]:
     """Partial-volume-correct one scan and fit the corrected curves (files above).
 
@@ -137,12 +105,12 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     img : DynamicImage
         The image the uncorrected fits used.
     labels, names : the scan's atlas on the PET grid and ``{index: region}``.
-    targets : list of str
-        Target regions of the uncorrected fits (the corrected fits take the
-        tracer's targets among the corrected curves' regions, which with a
-        finer atlas may include regions no PET voxel is mostly made of).
     folder : Path
         The scan's output folder.
+    fns : PipelineFns
+        The pipeline's target, k2' and fit steps (the corrected fits take the
+        tracer's targets among the corrected curves' regions, which with a
+        finer atlas may include regions no PET voxel is mostly made of).
 
     Returns
     -------
@@ -156,7 +124,6 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     from petbind.io.tables import write_tacs
     from petbind.pvc.psf import resolve_psf
     from petbind.pvc.scan import VOXEL_METHODS, correct_image
-    from petbind.study.pipeline import _fit_regions, _targets, _tsv, estimate_k2prime
     from petbind.tac import TACTable
 
     psf = resolve_psf(pvc.fwhm_mm, img.metadata, sidecar_path=pet_sidecar(img.path),
@@ -186,12 +153,12 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     written.append(write_tacs(folder / f"{stem}_tacs.tsv", tacs))
     written.append(folder / f"{stem}_tacs.json")
     # the corrected curves may hold regions too small for a majority voxel of the scan's atlas
-    targets = _targets(scan, tracer, list(tacs.regions))
-    k2, k2_info = estimate_k2prime(tracer, tacs, targets, str(scan.dseg_tsv))
-    fits, curves = _fit_regions(tracer, tacs, targets, k2)
-    written.append(write_text_atomic(folder / f"{stem}_fits.tsv", _tsv(fits)))
+    targets = fns.targets(scan, tracer, list(tacs.regions))
+    k2, k2_info = fns.k2prime(tracer, tacs, targets, str(scan.dseg_tsv))
+    fits, curves = fns.fit(tracer, tacs, targets, k2)
+    written.append(write_text_atomic(folder / f"{stem}_fits.tsv", fns.tsv(fits)))
     written.append(write_text_atomic(folder / f"{scan.stem}_desc-{DESC}fitted_tacs.tsv",
-                                     _tsv(curves)))
+                                     fns.tsv(curves)))
     if pvc.method in VOXEL_METHODS and tracer.map_model:
         from petbind.parametric import K2PRIME_MODELS, parametric_maps, write_maps
 
@@ -211,17 +178,15 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     return written, info
 
 
-def pvc_outcomes(scans: list[Any], out_dir: Path, truth: pd.DataFrame | None
-                 ) -> pd.DataFrame | None:
+def pvc_outcomes(scans: list[Any], out_dir: Path, truth: pd.DataFrame | None,
+                 fns: PipelineFns) -> pd.DataFrame | None:
     """The outcome table of the corrected fits (columns of ``outcomes.tsv``), or None."""
-    from petbind.study.pipeline import OUTCOME_PARAMS, _read_tsv, scan_dir
-
     frames = []
     for s in scans:
-        p = scan_dir(out_dir, s) / f"{s.stem}_desc-{DESC}_fits.tsv"
+        p = out_dir / s.rel_dir / f"{s.stem}_desc-{DESC}_fits.tsv"
         if not p.exists():
             return None
-        f = _read_tsv(p)
+        f = fns.read_tsv(p)
         f.insert(0, "run", s.run if s.run is not None else np.nan)
         f.insert(0, "tracer", s.tracer)
         f.insert(0, "condition", s.condition)
@@ -230,11 +195,11 @@ def pvc_outcomes(scans: list[Any], out_dir: Path, truth: pd.DataFrame | None
     if not frames:
         return None
     df = pd.concat(frames, ignore_index=True)
-    for c in OUTCOME_PARAMS:
+    for c in fns.outcome_params:
         if c not in df.columns:
             df[c] = np.nan
     df["valid"] = df["valid"].astype(str).str.lower().isin(["true", "1"])
-    df = df[["subject", "condition", "tracer", "run", "region", "model", *OUTCOME_PARAMS]]
+    df = df[["subject", "condition", "tracer", "run", "region", "model", *fns.outcome_params]]
     if truth is not None:
         df = df.merge(truth, on=["subject", "condition", "tracer", "region"], how="left")
     return df
@@ -244,11 +209,9 @@ def _scan_infos(scans: list[Any], out_dir: Path) -> dict[str, Any]:
     """PSF(s), GTM condition numbers and mean recovery per region over the scans' sidecars."""
     import json
 
-    from petbind.study.pipeline import scan_dir
-
     psfs, conds, rec = [], [], {}
     for s in scans:
-        p = scan_dir(out_dir, s) / f"{s.stem}_desc-{DESC}_tacs.json"
+        p = out_dir / s.rel_dir / f"{s.stem}_desc-{DESC}_tacs.json"
         try:
             info = json.loads(p.read_text(encoding="utf-8"))["PartialVolumeCorrection"]
         except (OSError, ValueError, KeyError):
@@ -266,10 +229,8 @@ def _scan_infos(scans: list[Any], out_dir: Path) -> dict[str, Any]:
 def _assumes(scans: list[Any], out_dir: Path) -> str | None:
     import json
 
-    from petbind.study.pipeline import scan_dir
-
     for s in scans:
-        p = scan_dir(out_dir, s) / f"{s.stem}_desc-{DESC}_tacs.json"
+        p = out_dir / s.rel_dir / f"{s.stem}_desc-{DESC}_tacs.json"
         if p.exists():
             return json.loads(p.read_text(encoding="utf-8"))["PartialVolumeCorrection"].get(
                 "Assumes")
@@ -277,7 +238,7 @@ def _assumes(scans: list[Any], out_dir: Path) -> str | None:
 
 
 def pvc_statistics(scans: list[Any], config: Any, out_dir: Path,
-                   truth: pd.DataFrame | None) -> dict[str, Any] | None:
+                   truth: pd.DataFrame | None, fns: PipelineFns) -> dict[str, Any] | None:
     """``group/desc-pvc_outcomes.tsv`` and ``group/desc-pvc_roi_stats.tsv``; summary entry.
 
     Returns
@@ -289,16 +250,15 @@ def pvc_statistics(scans: list[Any], config: Any, out_dir: Path,
     """
     from petbind.io.atomic import write_text_atomic
     from petbind.stats.roi import roi_statistics
-    from petbind.study.pipeline import _for_stats, _tsv
 
     if not config.pvc.enabled:
         return None
-    outcomes = pvc_outcomes(scans, out_dir, truth)
+    outcomes = pvc_outcomes(scans, out_dir, truth, fns)
     if outcomes is None:
         return None
     group = out_dir / "group"
-    write_text_atomic(group / f"desc-{DESC}_outcomes.tsv", _tsv(outcomes))
-    stats_in = _for_stats(outcomes)
+    write_text_atomic(group / f"desc-{DESC}_outcomes.tsv", fns.tsv(outcomes))
+    stats_in = fns.for_stats(outcomes)
     parts = []
     for tracer in config.tracers:
         sub = stats_in[stats_in["tracer"] == tracer]
@@ -308,7 +268,7 @@ def pvc_statistics(scans: list[Any], config: Any, out_dir: Path,
                                     regions=sorted(set(sub["region"])),
                                     truth="bp_nd_true" if truth is not None else None))
     roi = pd.concat(parts, ignore_index=True)
-    write_text_atomic(group / f"desc-{DESC}_roi_stats.tsv", _tsv(roi))
+    write_text_atomic(group / f"desc-{DESC}_roi_stats.tsv", fns.tsv(roi))
     primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
                          for tr, tc in config.tracers.items()], ignore_index=True)
     return {"method": config.pvc.method, **_scan_infos(scans, out_dir),
