@@ -60,6 +60,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from petbind import __version__
+from petbind.compute import open_engine, parse_scheduler, usable_cpus
 from petbind.errors import DataError, FileFormatError, ModelError, PetbindError
 from petbind.timing import FrameTiming
 
@@ -629,38 +630,6 @@ def _fit_chunk(model: Any, block: NDArray, drop: tuple[str, ...]) -> ChunkOut:
     return params, se, valid
 
 
-def _n_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover - platforms without affinity
-
-
-def _resolve_scheduler(scheduler: Any) -> tuple[str, Any, int]:
-    """``(kind, client or address, n_workers)``, kind in {sync, threads, distributed}."""
-    n_cpu = _n_cpus()
-    if scheduler is None:
-        return ("threads" if n_cpu > 1 else "sync"), None, n_cpu
-    if isinstance(scheduler, str):
-        s = scheduler.lower()
-        if s in ("sync", "synchronous", "single-threaded"):
-            return "sync", None, 1
-        if s == "threads":
-            return "threads", None, n_cpu
-        if "://" in s or s.count(":") == 1:
-            return "distributed", scheduler, n_cpu
-        raise PetbindError(f"unknown scheduler {scheduler!r}", field="scheduler",
-                           fix="use 'sync', 'threads', a dask scheduler address "
-                           "('tcp://host:8786') or a distributed.Client")
-    if hasattr(scheduler, "submit") and hasattr(scheduler, "scatter"):
-        try:
-            n = sum(scheduler.nthreads().values())
-        except Exception:  # any client that cannot say: assume the local CPUs
-            n = n_cpu
-        return "distributed", scheduler, max(int(n), 1)
-    raise PetbindError(f"unknown scheduler {scheduler!r}", field="scheduler",
-                       fix="use 'sync', 'threads', an address or a distributed.Client")
-
-
 class _Sink:
     """Flat float32 outputs, one per parameter and SE, filled as chunks finish."""
 
@@ -683,62 +652,44 @@ def _run_chunks(
     ranges: list[tuple[int, int]],
     sink: _Sink,
     drop: tuple[str, ...],
-    kind: str,
-    client: Any,
-    n_workers: int,
+    engine: Any,
     tick: Callable[[int], None],
 ) -> str:
-    """Fit every ``(a, b)`` range of curves and store the results in ``sink``.
+    """Fit every ``(a, b)`` range of curves on ``engine`` and store the results in ``sink``.
 
-    In-process and on dask threads each task reads its block (a view or a
-    small copy of the gathered curves) and writes its own rows of the
-    outputs; on a distributed cluster the blocks travel to the workers and
-    the results are stored as they come back. Chunks are independent, so the
-    outputs do not depend on the scheduler or the chunk size.
+    In-process and on threads (:attr:`petbind.compute.Engine.shares_memory`)
+    each task reads its block (a view or a small copy of the gathered curves)
+    and writes its own rows of the outputs; on a cluster the blocks travel to
+    the workers and the results are stored as they come back. Chunks are
+    independent, so the outputs do not depend on the scheduler or the chunk
+    size.
     """
-    def task(a: int, b: int) -> int:
-        sink.put(a, b, _fit_chunk(model, block(a, b), drop))
-        return b - a
+    from petbind.compute import Task
 
-    if kind == "sync":
-        for a, b in ranges:
-            tick(task(a, b))
-        return "sync"
-    if kind == "threads":
-        # dask's threaded scheduler, called directly: dask.compute would also import
-        # distributed (about a second) only to look for a default client
-        from dask.callbacks import Callback
-        from dask.threaded import get as threaded_get
+    if engine.shares_memory:
+        def task(a: int, b: int) -> int:
+            sink.put(a, b, _fit_chunk(model, block(a, b), drop))
+            return b - a
 
-        class _Progress(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):
-                if isinstance(result, int):
-                    tick(result)
+        tasks = [Task(f"petbind-parametric-chunk-{i}", task, (a, b))
+                 for i, (a, b) in enumerate(ranges)]
+        engine.run(tasks, lambda _t, n: tick(n))
+        return engine.describe()
+    m = engine.scatter(model)
+    where = {}
+    tasks = []
+    for i, (a, b) in enumerate(ranges):
+        key = f"petbind-parametric-chunk-{i}"
+        where[key] = (a, b)
+        tasks.append(Task(key, _fit_chunk, (m, block(a, b), drop)))
 
-        graph = {("petbind-parametric-chunk", i): (task, a, b)
-                 for i, (a, b) in enumerate(ranges)}
-        with _Progress(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            threaded_get(graph, list(graph), num_workers=n_workers)
-        return f"dask threads ({n_workers} workers)"
-    from distributed import Client, as_completed
+    def store(t: Any, out: ChunkOut) -> None:
+        a, b = where[t.key]
+        sink.put(a, b, out)
+        tick(b - a)
 
-    own = not hasattr(client, "submit")
-    cl = Client(client) if own else client
-    try:
-        desc = f"dask distributed ({cl.scheduler.address})"
-        [m] = cl.scatter([model], broadcast=True)
-        futures = {cl.submit(_fit_chunk, m, block(a, b), drop, pure=False): (a, b)
-                   for a, b in ranges}
-        for fut in as_completed(list(futures)):
-            a, b = futures.pop(fut)
-            sink.put(a, b, fut.result())
-            tick(b - a)
-            fut.release()
-    finally:
-        if own:
-            cl.close()
-    return desc
+    engine.run(tasks, store)
+    return engine.describe()
 
 
 def _single_threaded_blas() -> contextlib.AbstractContextManager:
@@ -837,12 +788,13 @@ def parametric_maps(
         all workers stays within half the 4D input in float32 (at least
         64 MiB), between 2,000 and 100,000 voxels, and every worker has a
         chunk (:func:`_auto_chunk`).
-    scheduler : None, "sync", "threads", address or distributed.Client
-        Where chunks run. ``None``: dask's threaded scheduler with one worker
-        per CPU this process may use (in-process when there is one CPU or one
-        chunk); ``"sync"``: in-process, one chunk after another; a dask
-        scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``:
-        that cluster. Results do not depend on it.
+    scheduler : None, a ``--scheduler`` word or distributed.Client
+        Where chunks run (:func:`petbind.compute.parse_scheduler`). ``None``:
+        dask's threaded scheduler with one worker per CPU this process may use
+        (in-process when there is one CPU or one chunk); ``"sync"``:
+        in-process, one chunk after another; ``"threads:N"``, ``"local[:N]"``,
+        a dask scheduler address (``"tcp://host:8786"``) or a
+        ``distributed.Client``: there. Results do not depend on it.
     mask_fraction : float
         Fraction of the robust maximum for the derived brain mask.
     model_settings : mapping, optional
@@ -866,6 +818,8 @@ def parametric_maps(
     if model not in MAP_MODELS:
         raise ModelError(f"unknown model {model!r} for parametric maps", field="model",
                          fix=f"use one of: {', '.join(MAP_MODELS)}")
+    sched = parse_scheduler(scheduler, default="threads" if usable_cpus() > 1 else "sync",
+                            where="scheduler")
     if chunk_voxels is not None and int(chunk_voxels) < 1:
         raise DataError(f"chunk_voxels must be >= 1, got {chunk_voxels}",
                         field="chunk_voxels", fix="use e.g. 100000")
@@ -949,15 +903,21 @@ def parametric_maps(
     # -- chunks of the good voxels: views of the gathered curves where contiguous
     good_idx = np.flatnonzero(good)
     n_total = int(good_idx.size)
-    kind, client, n_workers = _resolve_scheduler(scheduler)
+    # a cluster at an address or a client says how many workers it has; the others are
+    # opened once the chunks are known (a local cluster: at most one worker per chunk)
+    stack = contextlib.ExitStack()
+    engine = (stack.enter_context(open_engine(sched))
+              if sched.kind in ("address", "client") else None)
+    n_workers = (engine.n_workers if engine is not None else 1 if sched.kind == "sync"
+                 else sched.workers or usable_cpus())
     input_bytes = int(np.prod(img.dataobj.shape)) * 4
     if chunk_voxels is None:
         step = _auto_chunk(model, n_total, timing.n_frames, n_workers, input_bytes)
     else:
-        step = int(chunk_voxels)
+        step = max(1, int(chunk_voxels))
     ranges = [(a, min(a + step, n_total)) for a in range(0, n_total, step)]
-    if len(ranges) <= 1 and kind == "threads":
-        kind = "sync"
+    if len(ranges) <= 1 and sched.kind == "threads":
+        sched = parse_scheduler("sync")
 
     def block(a: int, b: int) -> NDArray:
         idx = good_idx[a:b]
@@ -972,21 +932,23 @@ def parametric_maps(
         if progress is not None:
             progress(done[0], n_total)
 
-    if kind == "threads":
+    if sched.kind == "threads":
         import dask.threaded  # noqa: F401 - import cost is not fitting time
 
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    sink: _Sink | None = None
-    sched_desc = "none"
-    if n_total:
-        probe = min(n_total, 4)
-        with _single_threaded_blas():
-            sink = _Sink(n_total, _fit_chunk(fmodel, block(0, probe), drop))
-            sched_desc = _run_chunks(fmodel, block, ranges, sink, drop, kind, client,
-                                     n_workers, tick)
-    elapsed = time.perf_counter() - t0
-    cpu = time.process_time() - c0
+    with stack:
+        if engine is None:
+            engine = stack.enter_context(open_engine(sched, n_tasks=len(ranges)))
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        sink: _Sink | None = None
+        sched_desc = "none"
+        if n_total:
+            probe = min(n_total, 4)
+            with _single_threaded_blas():
+                sink = _Sink(n_total, _fit_chunk(fmodel, block(0, probe), drop))
+                sched_desc = _run_chunks(fmodel, block, ranges, sink, drop, engine, tick)
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
     curves_t = np.empty((0, 0), dtype=np.float32)  # release the curves before the maps
 
     # -- assemble maps

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from petbind.compute import SCHEDULER_HELP
 from petbind.errors import ConfigError
 
 
@@ -61,8 +62,7 @@ def register(app: typer.Typer) -> None:
             help="Voxels fitted per chunk (default: from a memory budget).")] = None,
         scheduler: Annotated[str | None, typer.Option(
             "--scheduler",
-            help="sync | threads | dask scheduler address (default: threads on all "
-                 "CPUs).")] = None,
+            help=SCHEDULER_HELP + " Default: threads on all CPUs.")] = None,
     ) -> None:
         """Fit a reference-tissue model to every brain voxel; write BIDS-derivative maps."""
         from rich.console import Console
