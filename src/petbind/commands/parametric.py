@@ -74,8 +74,10 @@ def register(app: typer.Typer) -> None:
             TimeRemainingColumn,
         )
 
+        from petbind.compute import parse_scheduler
         from petbind.parametric import MAP_MODELS, RefCurve, parametric_maps, write_maps
 
+        parse_scheduler(scheduler, default="threads")  # a wrong word fails before reading
         if model not in MAP_MODELS:
             raise ConfigError(f"unknown model {model!r}", field="--model",
                               fix=f"use one of: {', '.join(MAP_MODELS)}")

@@ -34,6 +34,9 @@ def run(
 
         typer.echo(DEFAULT_CONFIG, nl=False)
         return
+    from petbind.compute import parse_scheduler
+
+    parse_scheduler(scheduler)  # a wrong word fails now, not after discovery
     from petbind.study.config import load_config
     from petbind.study.console import summary_tables
     from petbind.study.pipeline import run_study
