@@ -739,8 +739,9 @@ def _sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _hash_inputs(paths: list[str | None]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _hash_inputs(paths: list[str | None], known: Mapping[str, str] | None = None
+                 ) -> dict[str, str]:
+    out: dict[str, str] = dict(known or {})
     for p in paths:
         if p is None or p in out or not Path(p).is_file():
             continue
@@ -749,6 +750,18 @@ def _hash_inputs(paths: list[str | None]) -> dict[str, str]:
             if side.is_file() and str(side) != p:
                 out[str(side)] = _sha256(side)
     return out
+
+
+def _background(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` started in a thread; ``.result()`` waits for it (hashlib and the gzip
+    back-ends release the GIL, so this overlaps with work in the calling thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="petbind-io")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def parametric_maps(
@@ -833,6 +846,8 @@ def parametric_maps(
     timing: FrameTiming = img.timing
     settings_m = dict(model_settings or {})
     paths: list[str | None] = [_image_path(img)]
+    # the image's SHA-256 (a second pass over the file) runs beside the reading and fitting
+    image_hashes = _background(_hash_inputs, paths[:1])
 
     # -- brain mask
     if mask is None:
@@ -985,7 +1000,7 @@ def parametric_maps(
         model=model, maps=maps, se=ses, valid=valid, mask=bmask,
         affine=np.asarray(img.affine, dtype=np.float64), timing=timing, ref_tac=ref,
         k2prime=k2_used, counts=counts, settings=settings,
-        inputs=_hash_inputs(paths), elapsed_s=elapsed, cpu_s=cpu)
+        inputs=_hash_inputs(paths, image_hashes.result()), elapsed_s=elapsed, cpu_s=cpu)
 
 
 def _ref_from_any(ref: Any) -> RefCurve:
@@ -1066,18 +1081,24 @@ def write_maps(
         "Sources": list(result.inputs),
         **dict(sidecar_extra or {}),
     }
-    written: list[Path] = []
+    jobs: list[tuple[Path, Any, dict[str, Any]]] = []
     pre = f"{stem}_{entity}-{result.model}"
     for name, vol in result.maps.items():
         tag = name.replace("_", "")
         side = {**base, "Parameter": name, "Units": PARAM_UNITS.get(name, "see model docs")}
-        written.append(save_image(out / f"{pre}_{tag}.nii.gz", vol, result.affine, side))
+        jobs.append((out / f"{pre}_{tag}.nii.gz", vol, side))
     for name, vol in result.se.items():
         tag = name.replace("_", "")
         side = {**base, "Parameter": f"{name}_se", "Statistic": "standard error",
                 "Units": PARAM_UNITS.get(name, "see model docs")}
-        written.append(save_image(out / f"{pre}_{tag}se.nii.gz", vol, result.affine, side))
+        jobs.append((out / f"{pre}_{tag}se.nii.gz", vol, side))
     side = {**base, "Parameter": "valid", "Units": "1 = fitted and valid, 0 = not"}
-    written.append(save_image(out / f"{pre}_mask.nii.gz", result.valid.astype(np.uint8),
-                              result.affine, side))
+    jobs.append((out / f"{pre}_mask.nii.gz", result.valid.astype(np.uint8), side))
+    # one file per thread: compression releases the GIL, so the maps are written in
+    # parallel (each atomically; the files and their bytes do not depend on the order)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), usable_cpus())),
+                            thread_name_prefix="petbind-write") as pool:
+        written = list(pool.map(lambda j: save_image(j[0], j[1], result.affine, j[2]), jobs))
     return [Path(p) for p in written]
