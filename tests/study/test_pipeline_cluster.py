@@ -33,23 +33,31 @@ DASK = [sys.executable, "-m", "dask"]
 SKIP = ("group/provenance.json",)
 
 
-def _strip_h5(obj):
-    """A provenance record without the SHA-256 of ``.h5`` transforms (see :func:`_differences`)."""
+_BY_CONTENT = (".h5", ".json")
+
+
+def _normalised(obj, root: str):
+    """A JSON record with the output root replaced by ``OUT`` and without the SHA-256 of
+    files compared by content (``.h5`` transforms, JSON records; see :func:`_differences`)."""
     if isinstance(obj, dict):
-        return {k: _strip_h5(v) for k, v in obj.items() if not str(k).endswith(".h5")}
+        return {k.replace(root, "OUT"): _normalised(v, root) for k, v in obj.items()
+                if not (str(k).endswith(_BY_CONTENT) or (
+                    k == "sha256" and str(obj.get("path", "")).endswith(_BY_CONTENT)))}
     if isinstance(obj, list):
-        return [_strip_h5(v) for v in obj]
-    return obj
+        return [_normalised(v, root) for v in obj]
+    return obj.replace(root, "OUT") if isinstance(obj, str) else obj
 
 
 def _differences(ref: Path, out: Path, skip_names: set[str] = frozenset()) -> list[str]:
     """Files of ``out`` that differ from ``ref`` (or exist in only one of them).
 
-    Byte equality for every file except two kinds, compared by content: ITK's HDF5
+    Byte equality for every file except where a run's own facts enter: ITK's HDF5
     transform files (``.h5``) store object time stamps, so two in-process runs already
     write different bytes for the same transform (their parameters are compared,
-    exactly); and the provenance records that hold those files' SHA-256 (compared
-    without them).
+    exactly); and JSON records, which name files under the output folder and hold the
+    SHA-256 of files that do (compared with the output folder replaced and without the
+    hashes of files that are themselves compared by content). Every NIfTI and TSV
+    output must be byte-identical.
     """
     import SimpleITK as sitk
 
@@ -63,8 +71,9 @@ def _differences(ref: Path, out: Path, skip_names: set[str] = frozenset()) -> li
             ta, tb = (sitk.ReadTransform(str(r / k)) for r in (ref, out))
             same = (ta.GetParameters() == tb.GetParameters()
                     and ta.GetFixedParameters() == tb.GetFixedParameters())
-        elif k.endswith("_provenance.json"):
-            ja, jb = (_strip_h5(json.loads((r / k).read_text())) for r in (ref, out))
+        elif k.endswith(".json"):
+            ja, jb = (_normalised(json.loads((r / k).read_text()), str(r.resolve()))
+                      for r in (ref, out))
             same = ja == jb
         else:
             same = False
