@@ -4,14 +4,16 @@
 flowing"; output files in docs/outputs.md):
 
 1. discover the scans (:func:`petbind.study.discover.discover_scans`);
-2. per scan (:func:`process_scan`, one task each, in-process or on dask):
+2. per scan (:func:`process_scan`, one task each of the study's task graph,
+   :func:`study_tasks`, run by :mod:`petbind.compute` in-process or on dask):
    load and validate the image (:func:`petbind.io.bids.load_pet`), region
    TACs from the PET-space atlas (labels pooled by the dseg.tsv ``region``
    column), k2' by the tracer's strategy, every configured region model
    (the model registry), the parametric map of the tracer's ``map_model``
    (:func:`petbind.parametric.parametric_maps`), and the scan's provenance.
    With ``[preprocess] enabled`` each subject's T1w is first registered to
-   the template once (:func:`petbind.study.preprocess.prepare_subject`), each
+   the template once (:func:`petbind.study.preprocess.prepare_subject`, a
+   task of its own that the subject's scan tasks wait for), each
    scan is preprocessed in its task before the fits
    (:func:`petbind.study.preprocess.preprocess_study_scan`), the realigned
    image is fitted with the atlas preprocessing put on its grid, and the
