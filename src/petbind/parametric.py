@@ -336,9 +336,17 @@ def _gather(
     v = int(mask.sum())
     curves = np.empty((n_t, v), dtype=np.float32)
     ref = None if ref_mask is None else np.empty(n_t, dtype=np.float64)
-    with _frame_reader(image) as read:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # frame t + 1 is read (decompressed) in a second thread while frame t is gathered:
+    # the gzip back-ends release the GIL, so on 2 cores reading and gathering overlap
+    with _frame_reader(image) as read, ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="petbind-read") as pool:
+        nxt = pool.submit(read, 0)
         for t in range(n_t):
-            f = read(t)
+            f = nxt.result()
+            if t + 1 < n_t:
+                nxt = pool.submit(read, t + 1)
             curves[t] = f[mask]
             if ref is not None:
                 r = f[ref_mask]
