@@ -178,3 +178,34 @@ def test_importing_the_cli_imports_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def _slow_value(v: int) -> int:
+    time.sleep(0.2)
+    return v
+
+
+def test_two_runs_with_the_same_task_names_on_one_cluster_keep_their_own_results():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client, \
+            open_engine(client) as engine:
+        assert engine.describe().startswith("dask distributed")
+
+        def one(v: int) -> dict:
+            return engine.run([Task("same-name", _slow_value, (v,))])
+
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(one, (1, 2))
+    assert a == {"same-name": 1} and b == {"same-name": 2}
+
+
+def test_a_local_cluster_runs_the_graph_in_worker_processes():
+    with open_engine("local:2", n_tasks=2) as engine:
+        assert engine.n_workers == 2 and not engine.shares_memory
+        out = engine.run([Task("a", os.getpid), Task("b", os.getpid, after=("a",))])
+    assert os.getpid() not in out.values()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -259,11 +260,13 @@ class Engine:
             return results
         from distributed import as_completed
 
+        # one run's keys must not meet another's on a shared scheduler (same names)
+        run_id = uuid.uuid4().hex[:8]
         futures: dict[str, Any] = {}
         for t in order:
             futures[t.key] = self.client.submit(
                 _call_after, t.func, t.args, t.kwargs, *[futures[d] for d in t.after],
-                key=t.key, pure=False)
+                key=f"{t.key}-{run_id}", pure=False)
         by_fut = {f.key: t for t, f in zip(order, futures.values(), strict=True)}
         try:
             for fut in as_completed(list(futures.values()), loop=self.client.loop):
