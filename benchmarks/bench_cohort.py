@@ -328,6 +328,20 @@ def model(runs: list[dict]) -> dict[str, float]:
             "f": float(np.median(f_vals))}
 
 
+def cpu_model(runs: list[dict]) -> dict[str, float] | None:
+    """``CPU(N) = a + b N`` from the one-worker runs, and the study stage's share."""
+    one = [r for r in runs if r["w"] == 1]
+    if len({r["n"] for r in one}) < 2:
+        return None
+    n = np.array([r["n"] for r in one], dtype=float)
+    c = np.array([r["cpu"] for r in one])
+    b, a = np.polyfit(n, c, 1)
+    serial = [(r["stages"].get("region_statistics", 0) + r["stages"].get("voxel_statistics", 0))
+              / (r["stages"]["scans"] + r["stages"].get("region_statistics", 0)
+                 + r["stages"].get("voxel_statistics", 0)) for r in one]
+    return {"a": float(a), "b": float(b), "serial": float(np.median(serial))}
+
+
 def predict(m: dict[str, float], n: int, w: int) -> float:
     return m["f"] + n * m["s"] / w + n * m["g"]
 
@@ -338,12 +352,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--cluster-size", type=int, default=32)
     ap.add_argument("--work", type=Path, default=Path("/tmp/petbind-bench-cohort"))
+    ap.add_argument("--report-only", type=Path, metavar="LOG",
+                    help="only write the results file from the JSON lines this script "
+                         "printed in an earlier run (its stdout saved to LOG)")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     sys.path.insert(0, SRC)
     lab = atlas()
     n_brain = int((lab > 0).sum())
     scan_mib = np.prod(SHAPE) * 29 * 4 / 2**20
+    if args.report_only:
+        head, *rows = args.report_only.read_text().splitlines()
+        overhead = float(head.rsplit("overhead", 1)[1].split()[0])
+        done = [json.loads(r) for r in rows if r.startswith("{")]
+        runs = [r for r in done if r["scheduler"].startswith("local:")]
+        cluster = next((r for r in done if not r["scheduler"].startswith("local:")), None)
+        gen_s = {r["n"]: float("nan") for r in runs}
+        _write(args, runs, cluster, n_brain, scan_mib, overhead, gen_s)
+        return
     overhead = fixed_overhead_mib(env)
     print(f"brain voxels {n_brain:,}; one scan float32 {scan_mib:.0f} MiB; "
           f"worker overhead {overhead:.0f} MiB", flush=True)
@@ -410,9 +436,12 @@ def _write(args, runs, cluster, n_brain, scan_mib, overhead, gen_s) -> None:
             f"{r['worker_mib']:.0f} | "
             f"{r['bytes_per_scan'] / 1e6:.1f} | "
             + " / ".join(f"{x:.1f}" for x in r["load"]) + " |")
-    lines += ["", "Simulating the studies took "
-              + ", ".join(f"{v:.0f} s ({k} scans)" for k, v in gen_s.items())
-              + " (not timed above).", ""]
+    if not any(np.isnan(v) for v in gen_s.values()):
+        lines += ["", "Simulating the studies took "
+                  + ", ".join(f"{v:.0f} s ({k} scans)" for k, v in gen_s.items())
+                  + " (not timed above).", ""]
+    else:
+        lines += [""]
     if runs:
         worst = max(r["worker_mib"] for r in runs + ([cluster] if cluster else []))
         limit = 2 * scan_mib + overhead
@@ -450,10 +479,24 @@ def _write(args, runs, cluster, n_brain, scan_mib, overhead, gen_s) -> None:
             lines += [f"Check: predicted {p:.1f} s for {cluster['n']} scans on 2 workers; the "
                       f"separate-process cluster (`dask scheduler` + 2 `dask worker`) took "
                       f"{cluster['wall']:.1f} s ({(cluster['wall'] - p) / p * 100:+.0f} %).", ""]
-        lines += ["| 1,000 scans on N workers | predicted wall |", "| ---: | ---: |"]
+        cm = cpu_model(runs)
+        if cm:
+            lines += [
+                "The machine was shared (load averages above), so wall times hold other "
+                "jobs' time. CPU seconds do not: the runs with one worker give CPU(N) = "
+                f"{cm['a']:.1f} s + {cm['b']:.2f} s x N (least squares over the sizes), i.e. "
+                f"{cm['b']:.2f} CPU-seconds per scan for everything (scan tasks and the study "
+                f"stage), of which a fraction {cm['serial']:.2f} (the study stage's share of "
+                "the stage wall times) runs in the main process. On dedicated cores: "
+                "T(N, W) = a + N b ((1 - serial) / W + serial).", ""]
+        lines += ["| 1,000 scans on N workers | predicted wall (model of the shared-machine "
+                  "runs) | predicted wall (CPU model, dedicated cores) |",
+                  "| ---: | ---: | ---: |"]
         for w in (2, 8, 32, 128):
             t = predict(m, 1000, w)
-            lines.append(f"| {w} | {t / 60:.1f} min |")
+            tc = (f"{(cm['a'] + 1000 * cm['b'] * ((1 - cm['serial']) / w + cm['serial'])) / 60:.1f}"
+                  " min" if cm else "-")
+            lines.append(f"| {w} | {t / 60:.1f} min | {tc} |")
         lines += ["", "The study stage (N g) runs in one process and does not shrink with "
                   "workers; at 1,000 scans it is "
                   f"{1000 * m['g'] / 60:.1f} min of the total.", ""]
