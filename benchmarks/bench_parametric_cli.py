@@ -226,7 +226,8 @@ def main() -> None:
         "## `petbind --help` and the CLI's imports",
         "",
         f"- `petbind --help`: median {statistics.median(hs):.3f} s wall over 7 starts "
-        f"(min {min(hs):.3f}, max {max(hs):.3f}); target < 0.5 s. Load before: {loadavg()}.",
+        f"(min {min(hs):.3f}, max {max(hs):.3f}); target < 0.5 s. CPU user+sys median "
+        f"{statistics.median(h['cpu'] for h in helps):.3f} s. Load before: {loadavg()}.",
         "- `python -X importtime -c \"import petbind.cli\"` imports "
         + (f"**{', '.join(heavy)}**" if heavy else
            "none of dask, distributed, SimpleITK, dipy, matplotlib") + ".",
