@@ -318,7 +318,13 @@ def fixed_overhead_mib(env: dict[str, str]) -> float:
 
 
 def model(runs: list[dict]) -> dict[str, float]:
-    """``T(N, W) = f + N s / W + N g`` from the in-machine runs (least squares on s, g, f)."""
+    """``T(N, W) = f + N s / W + N g`` from the runs of the largest study (medians).
+
+    The largest study amortises what a run pays once (starting the workers, which
+    counts in the ``scans`` stage) best, so its ``s`` and ``g`` are the per-scan costs.
+    """
+    top = max(r["n"] for r in runs)
+    runs = [r for r in runs if r["n"] == top]
     s_vals = [r["stages"]["scans"] * r["w"] / r["n"] for r in runs]
     g_vals = [(r["stages"].get("region_statistics", 0) + r["stages"].get("voxel_statistics", 0))
               / r["n"] for r in runs]
@@ -326,20 +332,6 @@ def model(runs: list[dict]) -> dict[str, float]:
               - r["stages"].get("voxel_statistics", 0) for r in runs]
     return {"s": float(np.median(s_vals)), "g": float(np.median(g_vals)),
             "f": float(np.median(f_vals))}
-
-
-def cpu_model(runs: list[dict]) -> dict[str, float] | None:
-    """``CPU(N) = a + b N`` from the one-worker runs, and the study stage's share."""
-    one = [r for r in runs if r["w"] == 1]
-    if len({r["n"] for r in one}) < 2:
-        return None
-    n = np.array([r["n"] for r in one], dtype=float)
-    c = np.array([r["cpu"] for r in one])
-    b, a = np.polyfit(n, c, 1)
-    serial = [(r["stages"].get("region_statistics", 0) + r["stages"].get("voxel_statistics", 0))
-              / (r["stages"]["scans"] + r["stages"].get("region_statistics", 0)
-                 + r["stages"].get("voxel_statistics", 0)) for r in one]
-    return {"a": float(a), "b": float(b), "serial": float(np.median(serial))}
 
 
 def predict(m: dict[str, float], n: int, w: int) -> float:
@@ -469,34 +461,22 @@ def _write(args, runs, cluster, n_brain, scan_mib, overhead, gen_s) -> None:
                              f"{d[1]['wall'] / d[2]['wall']:.2f} | "
                              f"{d[1]['stages']['scans'] / d[2]['stages']['scans']:.2f} |")
         m = model(runs)
+        top = max(r["n"] for r in runs)
         lines += ["", "## Extrapolation", "",
                   f"From the runs above: T(N, W) = f + N s / W + N g with f = {m['f']:.1f} s "
                   f"(start, discovery, outputs of the study), s = {m['s']:.2f} worker-seconds "
                   f"per scan, g = {m['g']:.3f} s per scan of study-level statistics in the "
-                  "main process (medians over the runs).", ""]
+                  f"main process (medians over the runs of the largest study, {top} scans).",
+                  ""]
         if cluster:
             p = predict(m, cluster["n"], 2)
             lines += [f"Check: predicted {p:.1f} s for {cluster['n']} scans on 2 workers; the "
                       f"separate-process cluster (`dask scheduler` + 2 `dask worker`) took "
                       f"{cluster['wall']:.1f} s ({(cluster['wall'] - p) / p * 100:+.0f} %).", ""]
-        cm = cpu_model(runs)
-        if cm:
-            lines += [
-                "The machine was shared (load averages above), so wall times hold other "
-                "jobs' time. CPU seconds do not: the runs with one worker give CPU(N) = "
-                f"{cm['a']:.1f} s + {cm['b']:.2f} s x N (least squares over the sizes), i.e. "
-                f"{cm['b']:.2f} CPU-seconds per scan for everything (scan tasks and the study "
-                f"stage), of which a fraction {cm['serial']:.2f} (the study stage's share of "
-                "the stage wall times) runs in the main process. On dedicated cores: "
-                "T(N, W) = a + N b ((1 - serial) / W + serial).", ""]
-        lines += ["| 1,000 scans on N workers | predicted wall (model of the shared-machine "
-                  "runs) | predicted wall (CPU model, dedicated cores) |",
-                  "| ---: | ---: | ---: |"]
+        lines += ["| 1,000 scans on N workers | predicted wall |", "| ---: | ---: |"]
         for w in (2, 8, 32, 128):
             t = predict(m, 1000, w)
-            tc = (f"{(cm['a'] + 1000 * cm['b'] * ((1 - cm['serial']) / w + cm['serial'])) / 60:.1f}"
-                  " min" if cm else "-")
-            lines.append(f"| {w} | {t / 60:.1f} min | {tc} |")
+            lines.append(f"| {w} | {t / 60:.1f} min |")
         lines += ["", "The study stage (N g) runs in one process and does not shrink with "
                   "workers; at 1,000 scans it is "
                   f"{1000 * m['g'] / 60:.1f} min of the total.", ""]
