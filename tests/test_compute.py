@@ -207,5 +207,9 @@ def test_two_runs_with_the_same_task_names_on_one_cluster_keep_their_own_results
 def test_a_local_cluster_runs_the_graph_in_worker_processes():
     with open_engine("local:2", n_tasks=2) as engine:
         assert engine.n_workers == 2 and not engine.shares_memory
-        out = engine.run([Task("a", os.getpid), Task("b", os.getpid, after=("a",))])
-    assert os.getpid() not in out.values()
+        out = engine.run([Task("a", os.getpid), Task("b", os.getpid, after=("a",)),
+                          Task("omp", os.getenv, ("OMP_NUM_THREADS",)),
+                          Task("itk", os.getenv, ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",))])
+    assert os.getpid() not in (out["a"], out["b"])
+    # one thread per worker for OpenMP/BLAS and ITK: parallelism is across tasks
+    assert out["omp"] == "1" and out["itk"] == "1"
