@@ -11,7 +11,6 @@ reading, so the file on disk never needs a float64 copy in memory.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import shutil
 import tempfile
@@ -278,7 +277,9 @@ class DynamicImage:
         with tempfile.TemporaryDirectory(prefix="petbind-") as tmp:
             plain = Path(tmp) / "image.nii"
             try:
-                with gzip.open(src, "rb") as fin, open(plain, "wb") as fout:
+                from petbind.io.gz import open_read
+
+                with open_read(src) as fin, open(plain, "wb") as fout:
                     shutil.copyfileobj(fin, fout, 1 << 24)
             except (OSError, EOFError, zlib.error) as exc:
                 raise FileFormatError(f"cannot decompress the image: {exc}", path=self.path,

@@ -53,6 +53,7 @@ import hashlib
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from petbind import __version__
+from petbind.compute import open_engine, parse_scheduler, usable_cpus
 from petbind.errors import DataError, FileFormatError, ModelError, PetbindError
 from petbind.models.catalogue import CATALOGUE, model_names, parameter_units
 from petbind.timing import FrameTiming
@@ -211,7 +213,12 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
     if isinstance(dataobj, ArrayProxy) and isinstance(file_like, str | os.PathLike):
         spec = (dataobj.shape, dataobj.dtype, dataobj.offset, dataobj.slope, dataobj.inter)
         try:
-            opener = ImageOpener(file_like)
+            if str(file_like).endswith(".gz"):
+                from petbind.io.gz import open_read
+
+                opener = open_read(file_like)  # ISA-L when installed: ~2x zlib's speed
+            else:
+                opener = ImageOpener(file_like)
         except OSError as exc:
             raise FileFormatError(f"cannot open the image: {exc}", path=file_like,
                                   fix="check that the file exists and is readable") from exc
@@ -225,7 +232,7 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
 def _read_frame(dataobj: Any, t: int, scale: float, path: str | None) -> NDArray[np.float32]:
     try:
         raw = np.asarray(dataobj[..., t])
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise FileFormatError(f"cannot read frame {t}: {exc}", path=path, field="data",
                               fix="the file may be truncated; re-export it") from exc
     if scale != 1.0:
@@ -328,9 +335,17 @@ def _gather(
     v = int(mask.sum())
     curves = np.empty((n_t, v), dtype=np.float32)
     ref = None if ref_mask is None else np.empty(n_t, dtype=np.float64)
-    with _frame_reader(image) as read:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # frame t + 1 is read (decompressed) in a second thread while frame t is gathered:
+    # the gzip back-ends release the GIL, so on 2 cores reading and gathering overlap
+    with _frame_reader(image) as read, ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="petbind-read") as pool:
+        nxt = pool.submit(read, 0)
         for t in range(n_t):
-            f = read(t)
+            f = nxt.result()
+            if t + 1 < n_t:
+                nxt = pool.submit(read, t + 1)
             curves[t] = f[mask]
             if ref is not None:
                 r = f[ref_mask]
@@ -631,38 +646,6 @@ def _fit_chunk(model: Any, block: NDArray, drop: tuple[str, ...]) -> ChunkOut:
     return params, se, valid
 
 
-def _n_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover - platforms without affinity
-
-
-def _resolve_scheduler(scheduler: Any) -> tuple[str, Any, int]:
-    """``(kind, client or address, n_workers)``, kind in {sync, threads, distributed}."""
-    n_cpu = _n_cpus()
-    if scheduler is None:
-        return ("threads" if n_cpu > 1 else "sync"), None, n_cpu
-    if isinstance(scheduler, str):
-        s = scheduler.lower()
-        if s in ("sync", "synchronous", "single-threaded"):
-            return "sync", None, 1
-        if s == "threads":
-            return "threads", None, n_cpu
-        if "://" in s or s.count(":") == 1:
-            return "distributed", scheduler, n_cpu
-        raise PetbindError(f"unknown scheduler {scheduler!r}", field="scheduler",
-                           fix="use 'sync', 'threads', a dask scheduler address "
-                           "('tcp://host:8786') or a distributed.Client")
-    if hasattr(scheduler, "submit") and hasattr(scheduler, "scatter"):
-        try:
-            n = sum(scheduler.nthreads().values())
-        except Exception:  # any client that cannot say: assume the local CPUs
-            n = n_cpu
-        return "distributed", scheduler, max(int(n), 1)
-    raise PetbindError(f"unknown scheduler {scheduler!r}", field="scheduler",
-                       fix="use 'sync', 'threads', an address or a distributed.Client")
-
-
 class _Sink:
     """Flat float32 outputs, one per parameter and SE, filled as chunks finish."""
 
@@ -685,62 +668,44 @@ def _run_chunks(
     ranges: list[tuple[int, int]],
     sink: _Sink,
     drop: tuple[str, ...],
-    kind: str,
-    client: Any,
-    n_workers: int,
+    engine: Any,
     tick: Callable[[int], None],
 ) -> str:
-    """Fit every ``(a, b)`` range of curves and store the results in ``sink``.
+    """Fit every ``(a, b)`` range of curves on ``engine`` and store the results in ``sink``.
 
-    In-process and on dask threads each task reads its block (a view or a
-    small copy of the gathered curves) and writes its own rows of the
-    outputs; on a distributed cluster the blocks travel to the workers and
-    the results are stored as they come back. Chunks are independent, so the
-    outputs do not depend on the scheduler or the chunk size.
+    In-process and on threads (:attr:`petbind.compute.Engine.shares_memory`)
+    each task reads its block (a view or a small copy of the gathered curves)
+    and writes its own rows of the outputs; on a cluster the blocks travel to
+    the workers and the results are stored as they come back. Chunks are
+    independent, so the outputs do not depend on the scheduler or the chunk
+    size.
     """
-    def task(a: int, b: int) -> int:
-        sink.put(a, b, _fit_chunk(model, block(a, b), drop))
-        return b - a
+    from petbind.compute import Task
 
-    if kind == "sync":
-        for a, b in ranges:
-            tick(task(a, b))
-        return "sync"
-    if kind == "threads":
-        # dask's threaded scheduler, called directly: dask.compute would also import
-        # distributed (about a second) only to look for a default client
-        from dask.callbacks import Callback
-        from dask.threaded import get as threaded_get
+    if engine.shares_memory:
+        def task(a: int, b: int) -> int:
+            sink.put(a, b, _fit_chunk(model, block(a, b), drop))
+            return b - a
 
-        class _Progress(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):
-                if isinstance(result, int):
-                    tick(result)
+        tasks = [Task(f"petbind-parametric-chunk-{i}", task, (a, b))
+                 for i, (a, b) in enumerate(ranges)]
+        engine.run(tasks, lambda _t, n: tick(n))
+        return engine.describe()
+    m = engine.scatter(model)
+    where = {}
+    tasks = []
+    for i, (a, b) in enumerate(ranges):
+        key = f"petbind-parametric-chunk-{i}"
+        where[key] = (a, b)
+        tasks.append(Task(key, _fit_chunk, (m, block(a, b), drop)))
 
-        graph = {("petbind-parametric-chunk", i): (task, a, b)
-                 for i, (a, b) in enumerate(ranges)}
-        with _Progress(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            threaded_get(graph, list(graph), num_workers=n_workers)
-        return f"dask threads ({n_workers} workers)"
-    from distributed import Client, as_completed
+    def store(t: Any, out: ChunkOut) -> None:
+        a, b = where[t.key]
+        sink.put(a, b, out)
+        tick(b - a)
 
-    own = not hasattr(client, "submit")
-    cl = Client(client) if own else client
-    try:
-        desc = f"dask distributed ({cl.scheduler.address})"
-        [m] = cl.scatter([model], broadcast=True)
-        futures = {cl.submit(_fit_chunk, m, block(a, b), drop, pure=False): (a, b)
-                   for a, b in ranges}
-        for fut in as_completed(list(futures)):
-            a, b = futures.pop(fut)
-            sink.put(a, b, fut.result())
-            tick(b - a)
-            fut.release()
-    finally:
-        if own:
-            cl.close()
-    return desc
+    engine.run(tasks, store)
+    return engine.describe()
 
 
 def _single_threaded_blas() -> contextlib.AbstractContextManager:
@@ -784,8 +749,9 @@ def _sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _hash_inputs(paths: list[str | None]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _hash_inputs(paths: list[str | None], known: Mapping[str, str] | None = None
+                 ) -> dict[str, str]:
+    out: dict[str, str] = dict(known or {})
     for p in paths:
         if p is None or p in out or not Path(p).is_file():
             continue
@@ -794,6 +760,18 @@ def _hash_inputs(paths: list[str | None]) -> dict[str, str]:
             if side.is_file() and str(side) != p:
                 out[str(side)] = _sha256(side)
     return out
+
+
+def _background(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` started in a thread; ``.result()`` waits for it (hashlib and the gzip
+    back-ends release the GIL, so this overlaps with work in the calling thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="petbind-io")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def parametric_maps(
@@ -843,12 +821,13 @@ def parametric_maps(
         all workers stays within half the 4D input in float32 (at least
         64 MiB), between 2,000 and 100,000 voxels, and every worker has a
         chunk (:func:`_auto_chunk`).
-    scheduler : None, "sync", "threads", address or distributed.Client
-        Where chunks run. ``None``: dask's threaded scheduler with one worker
-        per CPU this process may use (in-process when there is one CPU or one
-        chunk); ``"sync"``: in-process, one chunk after another; a dask
-        scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``:
-        that cluster. Results do not depend on it.
+    scheduler : None, a ``--scheduler`` word or distributed.Client
+        Where chunks run (:func:`petbind.compute.parse_scheduler`). ``None``:
+        dask's threaded scheduler with one worker per CPU this process may use
+        (in-process when there is one CPU or one chunk); ``"sync"``:
+        in-process, one chunk after another; ``"threads:N"``, ``"local[:N]"``,
+        a dask scheduler address (``"tcp://host:8786"``) or a
+        ``distributed.Client``: there. Results do not depend on it.
     mask_fraction : float
         Fraction of the robust maximum for the derived brain mask.
     model_settings : mapping, optional
@@ -872,6 +851,8 @@ def parametric_maps(
     if model not in MAP_MODELS:
         raise ModelError(f"unknown model {model!r} for parametric maps", field="model",
                          fix=f"use one of: {', '.join(MAP_MODELS)}")
+    sched = parse_scheduler(scheduler, default="threads" if usable_cpus() > 1 else "sync",
+                            where="scheduler")
     if chunk_voxels is not None and int(chunk_voxels) < 1:
         raise DataError(f"chunk_voxels must be >= 1, got {chunk_voxels}",
                         field="chunk_voxels", fix="use e.g. 100000")
@@ -879,6 +860,8 @@ def parametric_maps(
     timing: FrameTiming = img.timing
     settings_m = dict(model_settings or {})
     paths: list[str | None] = [_image_path(img)]
+    # the image's SHA-256 (a second pass over the file) runs beside the reading and fitting
+    image_hashes = _background(_hash_inputs, paths[:1])
 
     # -- brain mask
     if mask is None:
@@ -961,15 +944,21 @@ def parametric_maps(
     # -- chunks of the good voxels: views of the gathered curves where contiguous
     good_idx = np.flatnonzero(good)
     n_total = int(good_idx.size)
-    kind, client, n_workers = _resolve_scheduler(scheduler)
+    # a cluster at an address or a client says how many workers it has; the others are
+    # opened once the chunks are known (a local cluster: at most one worker per chunk)
+    stack = contextlib.ExitStack()
+    engine = (stack.enter_context(open_engine(sched))
+              if sched.kind in ("address", "client") else None)
+    n_workers = (engine.n_workers if engine is not None else 1 if sched.kind == "sync"
+                 else sched.workers or usable_cpus())
     input_bytes = int(np.prod(img.dataobj.shape)) * 4
     if chunk_voxels is None:
         step = _auto_chunk(model, n_total, timing.n_frames, n_workers, input_bytes)
     else:
-        step = int(chunk_voxels)
+        step = max(1, int(chunk_voxels))
     ranges = [(a, min(a + step, n_total)) for a in range(0, n_total, step)]
-    if len(ranges) <= 1 and kind == "threads":
-        kind = "sync"
+    if len(ranges) <= 1 and sched.kind == "threads":
+        sched = parse_scheduler("sync")
 
     def block(a: int, b: int) -> NDArray:
         idx = good_idx[a:b]
@@ -984,21 +973,23 @@ def parametric_maps(
         if progress is not None:
             progress(done[0], n_total)
 
-    if kind == "threads":
+    if sched.kind == "threads":
         import dask.threaded  # noqa: F401 - import cost is not fitting time
 
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    sink: _Sink | None = None
-    sched_desc = "none"
-    if n_total:
-        probe = min(n_total, 4)
-        with _single_threaded_blas():
-            sink = _Sink(n_total, _fit_chunk(fmodel, block(0, probe), drop))
-            sched_desc = _run_chunks(fmodel, block, ranges, sink, drop, kind, client,
-                                     n_workers, tick)
-    elapsed = time.perf_counter() - t0
-    cpu = time.process_time() - c0
+    with stack:
+        if engine is None:
+            engine = stack.enter_context(open_engine(sched, n_tasks=len(ranges)))
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        sink: _Sink | None = None
+        sched_desc = "none"
+        if n_total:
+            probe = min(n_total, 4)
+            with _single_threaded_blas():
+                sink = _Sink(n_total, _fit_chunk(fmodel, block(0, probe), drop))
+                sched_desc = _run_chunks(fmodel, block, ranges, sink, drop, engine, tick)
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
     curves_t = np.empty((0, 0), dtype=np.float32)  # release the curves before the maps
 
     # -- assemble maps
@@ -1029,7 +1020,7 @@ def parametric_maps(
         model=model, maps=maps, se=ses, valid=valid, mask=bmask,
         affine=np.asarray(img.affine, dtype=np.float64), timing=timing, ref_tac=ref,
         k2prime=k2_used, counts=counts, settings=settings,
-        inputs=_hash_inputs(paths), elapsed_s=elapsed, cpu_s=cpu)
+        inputs=_hash_inputs(paths, image_hashes.result()), elapsed_s=elapsed, cpu_s=cpu)
 
 
 def _map_policy(k2prime: Any) -> Any:
@@ -1122,18 +1113,24 @@ def write_maps(
         "Sources": list(result.inputs),
         **dict(sidecar_extra or {}),
     }
-    written: list[Path] = []
+    jobs: list[tuple[Path, Any, dict[str, Any]]] = []
     pre = f"{stem}_{entity}-{result.model}"
     for name, vol in result.maps.items():
         tag = name.replace("_", "")
         side = {**base, "Parameter": name, "Units": PARAM_UNITS.get(name, "see model docs")}
-        written.append(save_image(out / f"{pre}_{tag}.nii.gz", vol, result.affine, side))
+        jobs.append((out / f"{pre}_{tag}.nii.gz", vol, side))
     for name, vol in result.se.items():
         tag = name.replace("_", "")
         side = {**base, "Parameter": f"{name}_se", "Statistic": "standard error",
                 "Units": PARAM_UNITS.get(name, "see model docs")}
-        written.append(save_image(out / f"{pre}_{tag}se.nii.gz", vol, result.affine, side))
+        jobs.append((out / f"{pre}_{tag}se.nii.gz", vol, side))
     side = {**base, "Parameter": "valid", "Units": "1 = fitted and valid, 0 = not"}
-    written.append(save_image(out / f"{pre}_mask.nii.gz", result.valid.astype(np.uint8),
-                              result.affine, side))
+    jobs.append((out / f"{pre}_mask.nii.gz", result.valid.astype(np.uint8), side))
+    # one file per thread: compression releases the GIL, so the maps are written in
+    # parallel (each atomically; the files and their bytes do not depend on the order)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), usable_cpus())),
+                            thread_name_prefix="petbind-write") as pool:
+        written = list(pool.map(lambda j: save_image(j[0], j[1], result.affine, j[2]), jobs))
     return [Path(p) for p in written]

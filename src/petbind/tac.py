@@ -12,12 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError, TimingError
+from petbind.lazy import lazy_module
 from petbind.timing import TIME_TOL_MIN, FrameTiming
 from petbind.units import activity_factor
+
+pd = lazy_module("pandas")  # imported on first use: maps need no pandas
 
 #: Column names of the frame edges (seconds) in tables.
 FRAME_COLUMNS = ("frame_start", "frame_end")

@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
+from petbind.compute import SCHEDULER_HELP
+
 
 def demo(
     out: Annotated[Path, typer.Option(
         "--out", help="Folder for the simulated dataset (bids/) and the outputs "
         "(derivatives/petbind/).")] = Path("petbind-demo"),
     scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", help="'local' or HOST:PORT to run the scans on dask.")] = None,
+        "--scheduler", help=SCHEDULER_HELP + " Default: sync.")] = None,
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Do not build the HTML report.")] = False,
     no_progress: Annotated[bool, typer.Option(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from petbind.compute import SCHEDULER_HELP
 from petbind.errors import ConfigError
 from petbind.models.catalogue import model_choices
 
@@ -64,8 +65,7 @@ def register(app: typer.Typer) -> None:
             help="Voxels fitted per chunk (default: from a memory budget).")] = None,
         scheduler: Annotated[str | None, typer.Option(
             "--scheduler",
-            help="sync | threads | dask scheduler address (default: threads on all "
-                 "CPUs).")] = None,
+            help=SCHEDULER_HELP + " Default: threads on all CPUs.")] = None,
     ) -> None:
         """Fit a reference-tissue model to every brain voxel; write BIDS-derivative maps."""
         from rich.console import Console
@@ -77,8 +77,10 @@ def register(app: typer.Typer) -> None:
             TimeRemainingColumn,
         )
 
+        from petbind.compute import parse_scheduler
         from petbind.parametric import MAP_MODELS, RefCurve, parametric_maps, write_maps
 
+        parse_scheduler(scheduler, default="threads")  # a wrong word fails before reading
         if model not in MAP_MODELS:
             raise ConfigError(f"unknown model {model!r}", field="--model",
                               fix=f"use one of: {', '.join(MAP_MODELS)}")

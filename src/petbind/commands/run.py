@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from petbind.compute import SCHEDULER_HELP
 from petbind.errors import ConfigError
 
 
@@ -19,8 +20,7 @@ def run(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output folder (default: BIDS_DIR/derivatives/petbind).")] = None,
     scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", help="Run the per-scan tasks on dask: 'local' (a LocalCluster) or "
-        "HOST:PORT of a running dask scheduler. Default: in this process.")] = None,
+        "--scheduler", help=SCHEDULER_HELP + " Default: sync.")] = None,
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="Print the commented default study config and exit.")] = False,
     no_progress: Annotated[bool, typer.Option(
@@ -34,6 +34,9 @@ def run(
 
         typer.echo(DEFAULT_CONFIG, nl=False)
         return
+    from petbind.compute import parse_scheduler
+
+    parse_scheduler(scheduler)  # a wrong word fails now, not after discovery
     from petbind.study.config import load_config
     from petbind.study.console import summary_tables
     from petbind.study.pipeline import run_study

@@ -29,13 +29,15 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from petbind.errors import DataError, FileFormatError, MetadataError, TimingError, UnitsError
 from petbind.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from petbind.lazy import lazy_module
 from petbind.tac import FRAME_COLUMNS, TACTable
 from petbind.timing import FrameTiming
 from petbind.units import activity_factor, time_factor
+
+pd = lazy_module("pandas")  # imported on first use: maps need no pandas
 
 PathLike = str | os.PathLike
 

@@ -4,14 +4,16 @@
 flowing"; output files in docs/outputs.md):
 
 1. discover the scans (:func:`petbind.study.discover.discover_scans`);
-2. per scan (:func:`process_scan`, one task each, in-process or on dask):
+2. per scan (:func:`process_scan`, one task each of the study's task graph,
+   :func:`study_tasks`, run by :mod:`petbind.compute` in-process or on dask):
    load and validate the image (:func:`petbind.io.bids.load_pet`), region
    TACs from the PET-space atlas (labels pooled by the dseg.tsv ``region``
    column), k2' by the tracer's strategy, every configured region model
    (the model registry), the parametric map of the tracer's ``map_model``
    (:func:`petbind.parametric.parametric_maps`), and the scan's provenance.
    With ``[preprocess] enabled`` each subject's T1w is first registered to
-   the template once (:func:`petbind.study.preprocess.prepare_subject`), each
+   the template once (:func:`petbind.study.preprocess.prepare_subject`, a
+   task of its own that the subject's scan tasks wait for), each
    scan is preprocessed in its task before the fits
    (:func:`petbind.study.preprocess.preprocess_study_scan`), the realigned
    image is fitted with the atlas preprocessing put on its grid, and the
@@ -445,60 +447,89 @@ def _progress(enabled: bool, console: Any) -> Any:
                     transient=False)
 
 
+def _register_subject(plan: Any, subject: str, out_dir: Path) -> tuple[str, bool, float]:
+    """Task: one subject's T1w -> template registration (cached); small result for dask."""
+    from petbind.study.preprocess import prepare_subject
+
+    t = time.perf_counter()
+    _, skipped = prepare_subject(plan, subject, out_dir)
+    return subject, skipped, time.perf_counter() - t
+
+
+def study_tasks(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
+                plan: Any = None) -> list[Any]:
+    """The study's per-subject and per-scan work as one task graph (:class:`petbind.compute.Task`).
+
+    With a preprocessing ``plan`` each subject's T1w -> template registration
+    is a task (``petbind-subject-<label>``) and every scan of that subject
+    waits for it; each scan (``petbind-scan-<stem>``) then preprocesses,
+    fits and maps itself (:func:`process_scan`).
+    """
+    from petbind.compute import Task
+
+    tasks: list[Task] = []
+    after: dict[str, tuple[str, ...]] = {}
+    if plan is not None:
+        for subject in sorted({s.subject for s in scans}):
+            key = f"petbind-subject-{subject}"
+            tasks.append(Task(key, _register_subject, (plan, subject, out_dir)))
+            after[subject] = (key,)
+    for s in scans:
+        tasks.append(Task(f"petbind-scan-{s.stem}", process_scan,
+                          (s, config.tracers[s.tracer], out_dir),
+                          {"plan": plan, "pvc": config.pvc},
+                          after=after.get(s.subject, ())))
+    return tasks
+
+
 def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
-              scheduler: str | None = None, progress: bool = True,
-              console: Any = None, plan: Any = None) -> list[ScanResult]:
-    """Run :func:`process_scan` for every scan, in-process or on dask.
+              scheduler: Any = None, progress: bool = True,
+              console: Any = None, plan: Any = None,
+              log: Callable[[str], None] | None = None, stages: Any = None
+              ) -> list[ScanResult]:
+    """Run the study's task graph (:func:`study_tasks`) on the compute engine.
 
     Parameters
     ----------
-    scheduler : None, "local" or "HOST:PORT"
-        ``None``: in this process, one scan after another. ``"local"``: a
-        dask ``distributed.LocalCluster`` (one single-threaded worker process
-        per CPU, at most one per scan). Anything else is the address of a
-        running dask scheduler (``distributed.Client(address)``).
+    scheduler : None or a ``--scheduler`` word
+        Any value of :func:`petbind.compute.parse_scheduler`; None: in this
+        process (``sync``), subjects first, then scans in order.
+        ``"local"``: one single-threaded worker process per CPU (at most one
+        per task); ``HOST:PORT``: a running dask scheduler.
     plan : PreprocessPlan, optional
-        Preprocess each scan first (see :func:`process_scan`).
+        Register each subject's T1w and preprocess each scan first (see
+        :func:`process_scan`).
+    log : callable, optional
+        Receives one line per subject registration.
+    stages : optional
+        Marks ``register_subjects`` done when the last registration finishes.
     """
-    results: list[ScanResult] = []
-    with _progress(progress, console) as bar:
-        task = bar.add_task("scans", total=len(scans))
-        if scheduler is None:
-            for s in scans:
-                bar.update(task, description=f"scan {s.stem}")
-                results.append(process_scan(s, config.tracers[s.tracer], out_dir, plan=plan,
-                                            pvc=config.pvc))
-                bar.advance(task)
-            bar.update(task, description="scans")
-            return results
-        from distributed import Client, LocalCluster, as_completed
+    from petbind.compute import open_engine
 
-        cluster = None
-        if scheduler == "local":
-            n = max(1, min(os.cpu_count() or 1, len(scans)))
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        else:
-            address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
-            try:
-                client = Client(address, timeout="10s")
-            except OSError as exc:
-                raise PetbindError(f"cannot reach the dask scheduler at {scheduler}: {exc}",
-                                   field="--scheduler",
-                                   fix="start it (dask scheduler) or use --scheduler local"
-                                   ) from exc
-        try:
-            futures = [client.submit(process_scan, s, config.tracers[s.tracer], out_dir,
-                                     plan=plan, pvc=config.pvc, pure=False,
-                                     key=f"petbind-scan-{s.stem}") for s in scans]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                bar.advance(task)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+    say = log or (lambda _m: None)
+    tasks = study_tasks(scans, config, out_dir, plan=plan)
+    n_subjects = sum(t.key.startswith("petbind-subject-") for t in tasks)
+    results: list[ScanResult] = []
+    with _progress(progress, console) as bar, \
+            open_engine(scheduler, n_tasks=len(tasks), default="sync") as engine:
+        task = bar.add_task("scans", total=len(tasks))
+        left = [n_subjects]
+
+        def on_done(t: Any, r: Any) -> None:
+            if isinstance(r, ScanResult):
+                results.append(r)
+                bar.update(task, description=f"scan {r.stem}")
+            else:
+                subject, skipped, seconds = r
+                say(f"sub-{subject}: T1w -> template "
+                    + ("transforms are current" if skipped else f"registered in {seconds:.0f} s"))
+                left[0] -= 1
+                if not left[0] and stages is not None:
+                    stages.done("register_subjects")
+            bar.advance(task)
+
+        engine.run(tasks, on_done)
+        bar.update(task, description="scans")
     order = {s.stem: i for i, s in enumerate(scans)}
     return sorted(results, key=lambda r: order[r.stem])
 
@@ -727,23 +758,17 @@ def _description(out_dir: Path, bids: Path) -> None:
         "SourceDatasets": [{"URL": bids.resolve().as_uri()}]})
 
 
-def _prepare_subjects(bids: Path, config: StudyConfig, scans: list[Scan], out: Path,
-                      say: Callable[[str], None], stages: Any) -> Any:
-    """Check the preprocessing inputs and register each subject's T1w to the template (cached)."""
-    from petbind.study.preprocess import make_plan, prepare_subject
+def _prepare_subjects(bids: Path, config: StudyConfig, scans: list[Scan]) -> Any:
+    """Check the preprocessing inputs (template, atlas, every T1w) before any long step.
+
+    The registrations themselves are tasks of the study graph (:func:`study_tasks`).
+    """
+    from petbind.study.preprocess import make_plan
 
     first: dict[str, Path] = {}
     for s in scans:
         first.setdefault(s.subject, s.pet)
-    plan = make_plan(bids, config.preprocess, sorted(first.items()))
-    for subject in sorted(first):
-        t = time.perf_counter()
-        _, skipped = prepare_subject(plan, subject, out)
-        say(f"sub-{subject}: T1w -> template "
-            + ("transforms are current" if skipped
-               else f"registered in {time.perf_counter() - t:.0f} s"))
-    stages.done("register_subjects")
-    return plan
+    return make_plan(bids, config.preprocess, sorted(first.items()))
 
 
 class _Stages:
@@ -776,7 +801,7 @@ class StudyResult:
 
 
 def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
-              out_dir: str | os.PathLike | None = None, scheduler: str | None = None,
+              out_dir: str | os.PathLike | None = None, scheduler: Any = None,
               progress: bool = True, console: Any = None,
               log: Callable[[str], None] | None = None) -> StudyResult:
     """Run the whole study: per-scan outputs, outcome table and statistics.
@@ -788,8 +813,9 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     config : StudyConfig
     out_dir : path, optional
         Output root; default ``BIDS_DIR/derivatives/petbind``.
-    scheduler : None, "local" or "HOST:PORT"
-        Where the per-scan tasks run (see :func:`run_scans`).
+    scheduler : None or a ``--scheduler`` word (:func:`petbind.compute.parse_scheduler`)
+        Where the subject and scan tasks run (see :func:`run_scans`); None: in
+        this process.
     progress : bool
         Show progress bars (rich).
     console : rich Console, optional
@@ -824,9 +850,9 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
 
     plan = None
     if config.preprocess.enabled:
-        plan = _prepare_subjects(bids, config, scans, out, say, stages)
+        plan = _prepare_subjects(bids, config, scans)
     results = run_scans(scans, config, out, scheduler=scheduler, progress=progress,
-                        console=console, plan=plan)
+                        console=console, plan=plan, log=say, stages=stages)
     stages.done("scans")
     for r in results:
         notes.extend(r.warnings)

@@ -1,0 +1,379 @@
+"""One compute adapter: where petbind's tasks run (in-process, threads, dask).
+
+Every command that fans work out (``petbind run``, ``petbind demo``,
+``petbind parametric``) takes the same ``--scheduler`` words, parsed here
+by :func:`parse_scheduler`, and runs its work through :func:`open_engine`:
+
+=====================  ====================================================
+word                   where the tasks run
+=====================  ====================================================
+``sync``               in this process, one after another (alias ``none``)
+``threads[:N]``        dask's threaded scheduler in this process, N threads
+                       (default: the usable CPUs)
+``local[:N]``          a dask ``LocalCluster`` on this machine: N worker
+                       processes of one thread each (default: the usable
+                       CPUs, at most one per task)
+``HOST:PORT``          a running ``dask scheduler`` at that address
+``tcp://HOST:PORT``    (workers started with ``dask worker ADDRESS``)
+=====================  ====================================================
+
+A library caller may also pass a ``distributed.Client``. Work is a list of
+:class:`Task` with dependencies (a scan's task waits for its subject's
+registration), run as one dask graph on threads or a cluster, or in
+topological order in-process, so the results do not depend on where they
+ran. Worker processes that this module starts run with one thread each for
+BLAS, OpenMP and ITK (``OMP_NUM_THREADS`` etc.), the pipeline's tasks keep
+SimpleITK single-threaded themselves (bit-identical registrations), and a
+task whose worker dies is rerun by the dask scheduler on another worker.
+
+dask and distributed are imported only when a dask kind is used, so a
+command that runs in-process does not pay for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from petbind.errors import PetbindError
+
+#: The ``--scheduler`` help text shared by every command.
+SCHEDULER_HELP = ("Where the work runs: 'sync' (this process), 'threads[:N]' (threads in this "
+                  "process), 'local[:N]' (N worker processes on this machine) or HOST:PORT / "
+                  "tcp://HOST:PORT of a running 'dask scheduler'.")
+#: Environment of worker processes started by ``local``: one thread per worker for every
+#: numerical library (the parallelism is across tasks; nested threads oversubscribe the CPUs
+#: and make ITK's registration metrics sum in a thread-dependent order).
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1", "NUMEXPR_NUM_THREADS": "1"}
+#: Seconds to wait for a scheduler at an address before giving up.
+CONNECT_TIMEOUT_S = 10.0
+_KINDS = ("sync", "threads", "local", "address", "client")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (``os.sched_getaffinity``, else ``os.cpu_count``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - platforms without affinity
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """A parsed ``--scheduler`` value.
+
+    Attributes
+    ----------
+    kind : str
+        ``sync``, ``threads``, ``local``, ``address`` or ``client``.
+    workers : int or None
+        Threads (``threads``) or worker processes (``local``); None = automatic.
+    address : str or None
+        ``tcp://HOST:PORT`` of a running scheduler (``address``).
+    client : distributed.Client or None
+        An existing client (``client``); not owned, never closed here.
+    """
+
+    kind: str
+    workers: int | None = None
+    address: str | None = None
+    client: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown scheduler kind {self.kind!r}")
+
+
+def _bad(value: Any, where: str) -> PetbindError:
+    return PetbindError(f"unknown scheduler {value!r}", field=where,
+                        fix="use 'sync', 'threads', 'threads:N', 'local', 'local:N', a dask "
+                            "scheduler address HOST:PORT / tcp://HOST:PORT, or (from Python) a "
+                            "distributed.Client")
+
+
+def parse_scheduler(value: Any, *, default: str = "sync",
+                    where: str = "--scheduler") -> Scheduler:
+    """The one parser of ``--scheduler`` words (see the module docstring).
+
+    Parameters
+    ----------
+    value : None, str, Scheduler or distributed.Client
+        None means ``default``.
+    default : str
+        The command's default word (``run``: ``sync``; ``parametric``: ``threads``).
+    where : str
+        Option or argument name for error messages.
+
+    Raises
+    ------
+    PetbindError
+        Unknown word, or a worker count that is not a positive integer.
+    """
+    if isinstance(value, Scheduler):
+        return value
+    if value is None:
+        value = default
+    if not isinstance(value, str):
+        if hasattr(value, "submit") and hasattr(value, "scatter"):
+            return Scheduler("client", client=value)
+        raise _bad(value, where)
+    s = value.strip()
+    low = s.lower()
+    if low in ("sync", "synchronous", "single-threaded", "none", "in-process"):
+        return Scheduler("sync")
+    head, _, tail = low.partition(":")
+    if head in ("threads", "local"):
+        if not tail:
+            return Scheduler(head)
+        if not tail.isdigit() or int(tail) < 1:
+            raise PetbindError(f"the number of {head} workers must be a positive integer, "
+                               f"got {tail!r}", field=where, fix=f"e.g. {head}:2")
+        return Scheduler(head, workers=int(tail))
+    if "://" in s:
+        return Scheduler("address", address=s)
+    host, sep, port = s.rpartition(":")
+    if sep and host and port.isdigit():
+        return Scheduler("address", address=f"tcp://{s}")
+    raise _bad(value, where)
+
+
+@dataclass
+class Task:
+    """One unit of work.
+
+    Attributes
+    ----------
+    key : str
+        Unique name (a dask key: shown on the dashboard and in errors).
+    func : callable
+        Called as ``func(*args, **kwargs)``; must be picklable for clusters.
+    args, kwargs
+        Its arguments.
+    after : tuple of str
+        Keys of tasks that must finish first (their results are not passed).
+    """
+
+    key: str
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+
+
+def _ordered(tasks: Sequence[Task]) -> list[Task]:
+    """Tasks in a dependency order, keeping the given order where free (Kahn's algorithm)."""
+    by_key = {t.key: t for t in tasks}
+    if len(by_key) != len(tasks):
+        raise ValueError("task keys must be unique")
+    for t in tasks:
+        for d in t.after:
+            if d not in by_key:
+                raise ValueError(f"task {t.key} waits for unknown task {d}")
+    done: set[str] = set()
+    out: list[Task] = []
+    pending = list(tasks)
+    while pending:
+        ready = [t for t in pending if all(d in done for d in t.after)]
+        if not ready:
+            raise ValueError("the tasks' dependencies form a cycle")
+        for t in ready:
+            out.append(t)
+            done.add(t.key)
+        pending = [t for t in pending if t.key not in done]
+    return out
+
+
+def _call_after(func: Callable[..., Any], args: tuple, kwargs: dict, *_after: Any) -> Any:
+    """Run ``func`` once the tasks it waits for (``_after``, ignored) are done."""
+    return func(*args, **kwargs)
+
+
+class Engine:
+    """An open place to run tasks (from :func:`open_engine`).
+
+    Attributes
+    ----------
+    scheduler : Scheduler
+    n_workers : int
+        Parallel workers (threads or processes) the tasks can use.
+    shares_memory : bool
+        True when tasks run in this process (``sync``, ``threads``), so a task
+        may write its results into arrays of the caller.
+    client : distributed.Client or None
+    """
+
+    def __init__(self, scheduler: Scheduler, n_workers: int, client: Any = None) -> None:
+        self.scheduler = scheduler
+        self.n_workers = n_workers
+        self.client = client
+        self.shares_memory = scheduler.kind in ("sync", "threads")
+
+    def describe(self) -> str:
+        """One line for logs and sidecars (e.g. ``dask threads (2 workers)``)."""
+        k = self.scheduler.kind
+        if k == "sync":
+            return "sync"
+        if k == "threads":
+            return f"dask threads ({self.n_workers} workers)"
+        if k == "local":
+            return f"dask local cluster ({self.n_workers} worker processes)"
+        return f"dask distributed ({self.client.scheduler.address})"
+
+    def scatter(self, obj: Any) -> Any:
+        """``obj`` ready to be passed to many tasks (sent once to every worker on a cluster)."""
+        if self.client is None:
+            return obj
+        [fut] = self.client.scatter([obj], broadcast=True)
+        return fut
+
+    def run(self, tasks: Sequence[Task],
+            on_done: Callable[[Task, Any], None] | None = None) -> dict[str, Any]:
+        """Run every task after the ones it waits for; ``{key: result}``.
+
+        ``on_done(task, result)`` is called in this thread as each task
+        finishes (in completion order on dask). The first task that raises
+        stops the run and its exception is raised here (a
+        :class:`~petbind.errors.PetbindError` keeps its message and fields).
+        """
+        order = _ordered(tasks)
+        results: dict[str, Any] = {}
+        if not order:
+            return results
+
+        def done(t: Task, r: Any) -> None:
+            results[t.key] = r
+            if on_done is not None:
+                on_done(t, r)
+
+        if self.scheduler.kind == "sync":
+            for t in order:
+                done(t, t.func(*t.args, **t.kwargs))
+            return results
+        if self.scheduler.kind == "threads":
+            self._run_threads(order, done)
+            return results
+        from distributed import as_completed
+
+        # one run's keys must not meet another's on a shared scheduler (same names)
+        run_id = uuid.uuid4().hex[:8]
+        futures: dict[str, Any] = {}
+        for t in order:
+            futures[t.key] = self.client.submit(
+                _call_after, t.func, t.args, t.kwargs, *[futures[d] for d in t.after],
+                key=f"{t.key}-{run_id}", pure=False)
+        by_fut = {f.key: t for t, f in zip(order, futures.values(), strict=True)}
+        try:
+            for fut in as_completed(list(futures.values()), loop=self.client.loop):
+                t = by_fut[fut.key]
+                done(t, fut.result())
+        finally:
+            for fut in futures.values():
+                fut.release()
+        return results
+
+    def _run_threads(self, order: list[Task], done: Callable[[Task, Any], None]) -> None:
+        # dask's threaded scheduler called directly: dask.compute would also import
+        # distributed (about a second) only to look for a default client
+        from dask.threaded import get as threaded_get
+
+        lock = threading.Lock()
+        by_key = {t.key: t for t in order}
+
+        def call(key: _Literal, *_after: Any) -> str:
+            t = by_key[key.value]
+            r = t.func(*t.args, **t.kwargs)
+            with lock:  # the result stays with us, not in dask's cache
+                done(t, r)
+            return t.key
+
+        # task arguments are given by index, never as dask keys or tuples dask would parse
+        names = {t.key: f"petbind-task-{i}" for i, t in enumerate(order)}
+        graph = {names[t.key]: (call, _Literal(t.key), *[names[d] for d in t.after])
+                 for t in order}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            threaded_get(graph, list(graph), num_workers=self.n_workers)
+
+
+class _Literal:
+    """A value that dask's graph must not interpret (a key, a tuple)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _connect(address: str, timeout_s: float) -> Any:
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=f"{timeout_s}s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise PetbindError(
+            f"cannot reach the dask scheduler at {address} (no answer within {timeout_s:g} s)",
+            field="--scheduler",
+            fix=f"start one on that machine ('dask scheduler', then 'dask worker {address}' "
+                "on each worker machine), check the host, port and firewall, or run on this "
+                "machine with --scheduler local (or sync)") from exc
+
+
+@contextlib.contextmanager
+def open_engine(scheduler: Any, *, n_tasks: int | None = None, default: str = "sync",
+                connect_timeout_s: float = CONNECT_TIMEOUT_S) -> Iterator[Engine]:
+    """An :class:`Engine` for ``scheduler`` (any value :func:`parse_scheduler` takes).
+
+    A ``local`` cluster is started (at most one worker per task, ``n_tasks``)
+    and shut down on exit; a client made for an address is closed on exit; a
+    client passed in is left open.
+
+    Raises
+    ------
+    PetbindError
+        Unknown scheduler word, or no scheduler answering at the address
+        (naming the address and how to start one).
+    """
+    spec = parse_scheduler(scheduler, default=default)
+    n_cpu = usable_cpus()
+    if spec.kind == "sync":
+        yield Engine(spec, 1)
+        return
+    if spec.kind == "threads":
+        yield Engine(spec, spec.workers or n_cpu)
+        return
+    if spec.kind == "client":
+        try:
+            n = sum(spec.client.nthreads().values())
+        except Exception:  # any client that cannot say: assume the local CPUs
+            n = n_cpu
+        yield Engine(spec, max(int(n), 1), spec.client)
+        return
+    if spec.kind == "address":
+        client = _connect(spec.address, connect_timeout_s)
+        try:
+            n = sum(client.nthreads().values()) or 1
+            yield Engine(spec, n, client)
+        finally:
+            client.close()
+        return
+    from distributed import Client, LocalCluster
+
+    n = spec.workers or n_cpu
+    if n_tasks is not None:
+        n = max(1, min(n, n_tasks))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None, env=dict(WORKER_ENV))
+    client = Client(cluster, set_as_default=False)
+    try:
+        yield Engine(spec, n, client)
+    finally:
+        client.close()
+        cluster.close()

@@ -1,0 +1,74 @@
+"""gzip streams for images: ISA-L (``isal``) when installed, else the standard library.
+
+Reading and writing ``.nii.gz`` is most of a parametric map's run time once the
+fit is fast: measured on a 1 M-voxel, 29-frame float32 image (117 MB raw,
+101 MB gzipped; 2 cores, other jobs running), decompressing took 4.8-7.2 s with
+``zlib`` and 2.1-4.9 s with ISA-L, and compressing one 4 MB float32 map at
+level 1 took 1.26 s with ``zlib`` and 0.20 s with ISA-L (smaller output: 3.24
+vs 3.32 MB). ``benchmarks/bench_parametric_cli.py`` measures the whole command.
+
+Both back-ends write standard RFC 1952 gzip that any reader accepts, with
+MTIME = 0 and no file name, so equal inputs give equal bytes (with the same
+back-end and level). Decompression errors of either back-end surface as
+``zlib.error`` / ``EOFError`` / ``OSError``, the exceptions the readers
+already turn into :class:`~petbind.errors.FileFormatError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from typing import IO, Any
+
+try:  # pragma: no branch - which one is installed decides
+    from isal import igzip as _igzip
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # pragma: no cover - isal is a dependency; the fallback stays correct
+    _igzip = None
+    _isal_zlib = None
+
+#: Which gzip implementation this process uses ("isal" or "zlib").
+BACKEND = "isal" if _igzip is not None else "zlib"
+#: gzip level of written images: 1 (the fastest level of both back-ends that still
+#: compresses; ISA-L level 1 was smaller than zlib level 1 on float32 maps).
+LEVEL = 1
+
+
+def open_write(fileobj: IO[bytes], level: int = LEVEL) -> Any:
+    """A gzip writer around ``fileobj`` (MTIME 0, no name: reproducible bytes)."""
+    if _igzip is not None:
+        return _igzip.IGzipFile(filename="", mode="wb", fileobj=fileobj, mtime=0,
+                                compresslevel=min(level, _isal_zlib.ISAL_BEST_COMPRESSION))
+    return gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, mtime=0,
+                         compresslevel=level)
+
+
+if _igzip is not None:
+    class _IsalReader(_igzip.IGzipFile):
+        """ISA-L reader whose errors are the standard library's (``zlib.error``)."""
+
+        def read(self, size: int = -1) -> bytes:
+            try:
+                return super().read(size)
+            except _isal_zlib.error as exc:
+                raise zlib.error(str(exc)) from None
+
+        def readinto(self, b: Any) -> int:
+            try:
+                return super().readinto(b)
+            except _isal_zlib.error as exc:
+                raise zlib.error(str(exc)) from None
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            try:
+                return super().seek(offset, whence)
+            except _isal_zlib.error as exc:
+                raise zlib.error(str(exc)) from None
+
+
+def open_read(path: str | os.PathLike) -> Any:
+    """A gzip reader of ``path`` (seekable forward, as :func:`gzip.open`)."""
+    if _igzip is not None:
+        return _IsalReader(os.fspath(path), "rb")
+    return gzip.open(path, "rb")

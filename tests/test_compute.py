@@ -1,0 +1,215 @@
+"""The compute adapter: one set of --scheduler words, dependencies honoured on every
+engine, an unreachable scheduler named, and a CLI that imports no heavy library."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from petbind.compute import Scheduler, Task, open_engine, parse_scheduler, usable_cpus
+from petbind.errors import PetbindError
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.mark.parametrize(("word", "expected"), [
+    (None, Scheduler("sync")),
+    ("sync", Scheduler("sync")),
+    ("none", Scheduler("sync")),
+    ("threads", Scheduler("threads")),
+    ("threads:3", Scheduler("threads", workers=3)),
+    ("local", Scheduler("local")),
+    ("LOCAL:2", Scheduler("local", workers=2)),
+    ("127.0.0.1:8786", Scheduler("address", address="tcp://127.0.0.1:8786")),
+    ("scheduler.example.org:8786", Scheduler("address",
+                                             address="tcp://scheduler.example.org:8786")),
+    ("tcp://10.0.0.5:8786", Scheduler("address", address="tcp://10.0.0.5:8786")),
+])
+def test_every_command_word_parses_to_one_scheduler(word, expected):
+    assert parse_scheduler(word) == expected
+
+
+def test_the_default_word_is_the_callers():
+    assert parse_scheduler(None, default="threads") == Scheduler("threads")
+
+
+@pytest.mark.parametrize("word", ["thread", "local:0", "threads:x", "8786", "cluster", 3.5])
+def test_unknown_words_are_errors_naming_the_option(word):
+    with pytest.raises(PetbindError) as e:
+        parse_scheduler(word)
+    assert e.value.field == "--scheduler"
+    assert e.value.fix
+
+
+def test_a_client_like_object_is_used_as_is():
+    class FakeClient:
+        def submit(self): ...
+        def scatter(self): ...
+
+    c = FakeClient()
+    spec = parse_scheduler(c)
+    assert spec.kind == "client" and spec.client is c
+
+
+def _graph(log: list[str], lock: threading.Lock, pause: float) -> list[Task]:
+    def work(name: str) -> str:
+        with lock:
+            log.append(f"start {name}")
+        time.sleep(pause)
+        with lock:
+            log.append(f"end {name}")
+        return name.upper()
+
+    # b and c wait for a; d waits for b and c; e is free
+    return [Task("d", work, ("d",), after=("b", "c")),
+            Task("b", work, ("b",), after=("a",)),
+            Task("a", work, ("a",)),
+            Task("c", work, ("c",), after=("a",)),
+            Task("e", work, ("e",))]
+
+
+@pytest.mark.parametrize("word", ["sync", "threads:3"])
+def test_tasks_start_only_after_the_tasks_they_wait_for(word):
+    log: list[str] = []
+    seen: list[tuple[str, str]] = []
+    with open_engine(word) as engine:
+        out = engine.run(_graph(log, threading.Lock(), 0.05),
+                         lambda t, r: seen.append((t.key, r)))
+    assert out == {k: k.upper() for k in "abcde"}
+    assert sorted(seen) == sorted(out.items())
+    pos = {e: i for i, e in enumerate(log)}
+    for task, waits in (("b", "a"), ("c", "a"), ("d", "b"), ("d", "c")):
+        assert pos[f"start {task}"] > pos[f"end {waits}"], log
+    if word == "sync":
+        # in-process: given order where the dependencies allow it, one at a time
+        assert [e for e in log if e.startswith("start")] == [
+            "start a", "start e", "start b", "start c", "start d"]
+
+
+def test_threads_run_independent_tasks_at_the_same_time():
+    log: list[str] = []
+    tasks = [Task(k, lambda k=k: (log.append(f"start {k}"), time.sleep(0.3),
+                                  log.append(f"end {k}"))) for k in "xy"]
+    with open_engine("threads:2") as engine:
+        engine.run(tasks)
+    assert log.index("start y") < log.index("end x") or log.index("start x") < log.index("end y")
+
+
+def test_a_cycle_or_an_unknown_dependency_is_refused():
+    with open_engine("sync") as engine:
+        with pytest.raises(ValueError, match="cycle"):
+            engine.run([Task("a", str, after=("b",)), Task("b", str, after=("a",))])
+        with pytest.raises(ValueError, match="unknown"):
+            engine.run([Task("a", str, after=("z",))])
+
+
+def test_a_failing_task_raises_its_own_error():
+    def bad() -> None:
+        raise PetbindError("broken scan", field="x", fix="y")
+
+    for word in ("sync", "threads:2"):
+        with open_engine(word) as engine, pytest.raises(PetbindError, match="broken scan"):
+            engine.run([Task("ok", int), Task("bad", bad, after=("ok",))])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_scheduler_is_an_error_naming_the_address_and_the_fix():
+    port = _free_port()
+    t = time.monotonic()
+    with pytest.raises(PetbindError) as e, open_engine(f"127.0.0.1:{port}",
+                                                       connect_timeout_s=1.0):
+        pass
+    assert time.monotonic() - t < 20
+    assert f"tcp://127.0.0.1:{port}" in str(e.value)
+    assert e.value.field == "--scheduler"
+    assert "dask scheduler" in e.value.fix and "--scheduler local" in e.value.fix
+
+
+@pytest.mark.parametrize("command", ["run", "parametric"])
+def test_cli_reports_an_unknown_scheduler_word_in_one_line_before_any_work(tmp_path, command):
+    env = {**os.environ, "PYTHONPATH": SRC}
+    args = {"run": [str(tmp_path / "no-such-dataset")],
+            "parametric": [str(tmp_path / "no_pet.nii.gz"), "--ref-tac", "x.tsv:cb"]}[command]
+    done = subprocess.run([sys.executable, "-m", "petbind", command, *args,
+                           "--scheduler", "bogus-word"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "unknown scheduler 'bogus-word'" in done.stderr and "--scheduler" in done.stderr
+
+
+def test_threads_default_to_the_usable_cpus():
+    with open_engine("threads") as engine:
+        assert engine.n_workers == usable_cpus()
+        assert engine.describe() == f"dask threads ({usable_cpus()} workers)"
+
+
+FORBIDDEN = ("dask", "distributed", "SimpleITK", "dipy", "matplotlib")
+
+
+def test_importing_the_cli_imports_no_heavy_library():
+    env = {**os.environ, "PYTHONPATH": SRC}
+    code = ("import sys, petbind.cli; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('petbind'))))")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    traced = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+              if line.startswith("import time:")}
+    assert "petbind.cli" in traced
+    # every command is registered (importlib.import_module is not traced by -X importtime)
+    assert {"petbind.commands.run", "petbind.commands.parametric"} <= set(done.stdout.split())
+    heavy = sorted(m for m in traced if m.split(".")[0] in FORBIDDEN)
+    assert not heavy, heavy
+    code = ("import sys, petbind.cli; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def _slow_value(v: int) -> int:
+    time.sleep(0.2)
+    return v
+
+
+def test_two_runs_with_the_same_task_names_on_one_cluster_keep_their_own_results():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client, \
+            open_engine(client) as engine:
+        assert engine.describe().startswith("dask distributed")
+
+        def one(v: int) -> dict:
+            return engine.run([Task("same-name", _slow_value, (v,))])
+
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(one, (1, 2))
+    assert a == {"same-name": 1} and b == {"same-name": 2}
+
+
+def test_a_local_cluster_runs_the_graph_in_worker_processes():
+    with open_engine("local:2", n_tasks=2) as engine:
+        assert engine.n_workers == 2 and not engine.shares_memory
+        out = engine.run([Task("a", os.getpid), Task("b", os.getpid, after=("a",)),
+                          Task("omp", os.getenv, ("OMP_NUM_THREADS",)),
+                          Task("itk", os.getenv, ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",))])
+    assert os.getpid() not in (out["a"], out["b"])
+    # one thread per worker for OpenMP/BLAS and ITK: parallelism is across tasks
+    assert out["omp"] == "1" and out["itk"] == "1"
