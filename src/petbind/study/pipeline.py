@@ -803,6 +803,9 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     outcomes = outcome_table(scans, out, truth)
     group = out / "group"
     write_text_atomic(group / "outcomes.tsv", _tsv(outcomes))
+    from petbind.study.qc import write_fit_qc  # fit QC + model comparison (stats owner)
+
+    write_fit_qc(scans, out)
     stats_in = _for_stats(outcomes)
     alpha = config.statistics.alpha
     roi_parts, mixed_parts = [], []
