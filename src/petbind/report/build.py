@@ -539,24 +539,6 @@ def _glance(study: StudyOutputs) -> list[dict[str, Any]]:
     return out
 
 
-def _power_sentences(study: StudyOutputs) -> list[str]:
-    rows = _primary_rows(study)
-    if rows is None or "power" not in rows:
-        return []
-    out = []
-    for (tracer, contrast), grp in rows.groupby(["tracer", "contrast"], sort=False):
-        pw = pd.to_numeric(grp["power"], errors="coerce")
-        if pw.notna().any():
-            best = grp.loc[pw.idxmax()]
-            out.append(
-                f"{tracer}, {contrast}: observed power ranges {_num(pw.min(), 2)} to "
-                f"{_num(pw.max(), 2)} across regions (highest in {best['region']}, "
-                f"d_z = {_num(best.get('cohen_dz'), 2)}, n = {_num(best.get('n'), 0)}; "
-                f"about {_num(best.get('n_for_80_power'), 0)} subjects would give 80 % power)."
-            )
-    return out
-
-
 def _truth_lookup(outcomes: pd.DataFrame | None,
                   column: str = "bp_nd_true") -> dict[tuple, float]:
     """(subject, condition, tracer, region) -> a truth column of ``outcomes.tsv``."""
@@ -1493,7 +1475,7 @@ def render_report(study: StudyOutputs) -> str:
     """
     import jinja2
 
-    from petbind.report import figures, preprocessing
+    from petbind.report import figures, preprocessing, stats_sections
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("petbind.report", "templates"),
@@ -1511,7 +1493,6 @@ def render_report(study: StudyOutputs) -> str:
         "simulated": study.simulated,
         "findings": _findings(study),
         "glance": _glance(study),
-        "power_sentences": _power_sentences(study),
         "warnings": [str(w) for w in study.summary.get("warnings") or []],
         "n_invalid": study.summary.get("n_invalid_fits"),
         "scans": _scan_sections(study, figures),
@@ -1525,6 +1506,8 @@ def render_report(study: StudyOutputs) -> str:
         "voxel": voxel,
         "volumes": volumes,
         "power": _power_rows(study),
+        "prospective_power": stats_sections.prospective_power_section(study, figures),
+        "stats_sections": stats_sections.stats_sections(study, figures),
         "methods": _methods(study, design),
         "provenance": _provenance(study),
         "css": _static_text("report.css"),
