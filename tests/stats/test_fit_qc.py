@@ -71,6 +71,11 @@ def test_fit_qc_flags_and_order():
     # k2' = k2 / R1: subject 04 has twice the study median
     assert "k2' x2.00" in f[("04", "srtm")]
     assert ("01", "srtm") not in f
+    # most severe first: invalid, then SE / k2', then the runs test alone
+    assert list(qc["severity"].iloc[:3]) == [3, 2, 2]
+    assert qc["flags"].iloc[0].startswith("invalid")
+    last_flag = qc[qc["flagged"]].iloc[-1]
+    assert last_flag["severity"] == 1 and last_flag["flags"].startswith("runs p")
     assert qc.loc[qc["model"] == "logan", "n_frames_used"].eq(10).all()
 
 

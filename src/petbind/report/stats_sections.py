@@ -86,11 +86,16 @@ def fit_qc_section(study: Any) -> Markup | None:
         return None
     flagged = qc["flagged"].astype(str).str.lower() == "true"
     n_flag = int(flagged.sum())
+    sev = pd.to_numeric(qc.get("severity", pd.Series(0, index=qc.index)), errors="coerce")
+    n3, n2, n1 = (int((sev == k).sum()) for k in (3, 2, 1))
     parts = [f'<p>{len(qc)} fits (scan x region x model); <b>{n_flag} flagged</b>: '
-             "invalid, at a bound, SE of BP_ND above 25 %, R² below 0.95, residual runs "
-             "test p below 0.05 (systematic misfit), or k2' outside 0.7-1.43 x the "
-             "tracer's median for that model. Flagged rows come first; the scan links "
-             "open its fit panel.</p>"]
+             f"{n3} invalid or at a bound, {n2} with SE of BP_ND above 25 %, R² below 0.95 "
+             "or k2' outside 0.7-1.43 x the tracer's median for that model, and "
+             f"{n1} by the residual runs test alone (p &lt; 0.05: residuals in long runs of "
+             "one sign, a systematic misfit; with the low noise of region curves it "
+             "exposes e.g. a one-tissue model fitted to two-tissue kinetics, usually no "
+             "reason to drop the fit). Most severe first; the scan links open its fit "
+             "panel.</p>"]
     rows, classes = [], []
     for _, r in qc.head(max(QC_ROWS, n_flag if n_flag <= 200 else 200)).iterrows():
         anc = _anchor(study, str(r["subject"]), str(r["condition"]), str(r["tracer"]),

@@ -17,7 +17,11 @@ One row per scan x region x model (``group/fit_qc.tsv``), from the scans'
   bad reference or k2' fit;
 - ``bound``, ``invalid_reason``: from the fits when the model records them;
 - ``flags``: which of the thresholds in :data:`THRESHOLDS` the row fails
-  (``;``-separated), flagged rows first.
+  (``;``-separated); ``severity`` 3 (invalid or at a bound), 2 (SE, R^2 or
+  k2'), 1 (runs test only), 0 (none); rows sorted by severity. The runs test
+  is the most sensitive: with the low noise of region curves it detects the
+  systematic misfit of a one-tissue model (SRTM, MRTM2) to two-tissue
+  kinetics, which is real but usually not a reason to drop the fit.
 
 Model comparison (``group/model_comparison.tsv``): Akaike weights (Burnham &
 Anderson 2002, ch. 2.9) ``w_i = exp(-D_i / 2) / sum_j exp(-D_j / 2)``,
@@ -141,33 +145,45 @@ def fit_qc(fits: pd.DataFrame, curves: pd.DataFrame | None = None,
         df["runs_p"], df["n_runs"], df["frames"], df["n_frames_total"] = (
             np.nan, np.nan, "", np.nan)
     lo, hi = th["k2prime_ratio"]
-    flags = []
+    flags, severity = [], []
     for r in df.itertuples(index=False):
         f = []
+        sev = 0
         if not r.valid:
             reason = r.invalid_reason if isinstance(r.invalid_reason, str) else ""
             f.append(f"invalid{(': ' + reason) if reason else ''}")
-        if isinstance(r.bound, str) and r.bound and r.bound.lower() not in ("n/a", "none"):
-            f.append(f"at bound {r.bound}")
+            sev = 3
+        b = r.bound
+        if isinstance(b, bool | np.bool_) and b:
+            f.append("at a bound")
+            sev = 3
+        elif isinstance(b, str) and b.strip().lower() not in ("", "n/a", "none", "false", "0"):
+            f.append("at a bound" if b.strip().lower() == "true" else f"at bound {b}")
+            sev = 3
         if np.isfinite(r.se_pct) and r.se_pct > th["se_pct"]:
             f.append(f"SE {r.se_pct:.0f} %")
         if np.isfinite(r.r2) and r.r2 < th["r2"]:
             f.append(f"R2 {r.r2:.3f}")
-        if np.isfinite(r.runs_p) and r.runs_p < th["runs_p"]:
-            f.append(f"runs p {r.runs_p:.3f}")
         if np.isfinite(r.k2prime_ratio) and not lo <= r.k2prime_ratio <= hi:
             f.append(f"k2' x{r.k2prime_ratio:.2f} of median")
+        if f and sev == 0:
+            sev = 2
+        if np.isfinite(r.runs_p) and r.runs_p < th["runs_p"]:
+            f.append(f"runs p {r.runs_p:.3f}")
+            sev = max(sev, 1)
         flags.append("; ".join(f))
+        severity.append(sev)
     df["flags"] = flags
+    df["severity"] = severity
     df["flagged"] = df["flags"] != ""
     cols = ["subject", "condition", "tracer", "run", "region", "model", "bp_nd", "bp_nd_se",
             "se_pct", "r2", "runs_p", "n_runs", "n_frames_used", "n_frames_total", "frames",
             "k2prime", "k2prime_ratio", "aic", "bound", "invalid_reason", "valid", "flags",
-            "flagged"]
+            "severity", "flagged"]
     for c in cols:
         if c not in df:
             df[c] = np.nan
-    df = df[cols].sort_values(["flagged", "tracer", "subject", "condition", "region", "model"],
+    df = df[cols].sort_values(["severity", "tracer", "subject", "condition", "region", "model"],
                               ascending=[False, True, True, True, True, True], kind="stable")
     return df.reset_index(drop=True)
 
