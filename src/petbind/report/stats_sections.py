@@ -96,24 +96,42 @@ def fit_qc_section(study: Any) -> Markup | None:
              "exposes e.g. a one-tissue model fitted to two-tissue kinetics, usually no "
              "reason to drop the fit). Most severe first; the scan links open its fit "
              "panel.</p>"]
-    rows, classes = [], []
-    for _, r in qc.head(max(QC_ROWS, n_flag if n_flag <= 200 else 200)).iterrows():
-        anc = _anchor(study, str(r["subject"]), str(r["condition"]), str(r["tracer"]),
-                      r.get("run"))
-        label = escape(f"sub-{r['subject']} {r['condition']} {r['tracer']}")
-        link = Markup(f'<a href="#scan-{anc}" class="open-scan">{label}</a>') if anc else label
-        rows.append([link, escape(r["region"]), escape(r["model"]), _f(r["bp_nd"]),
-                     _f(r["se_pct"], 1), _f(r["r2"], 3), _p(r["runs_p"]),
-                     f"{_f(r['n_frames_used'], 0)}/{_f(r['n_frames_total'], 0)}",
-                     _f(r["k2prime"], 3), _f(r["k2prime_ratio"], 2),
-                     escape(r["flags"]) if isinstance(r["flags"], str) else ""])
-        classes.append("invalid" if str(r["flagged"]).lower() == "true" else "")
-    parts.append(_table(["scan", "region", "model", "BP_ND", "SE %", "R²", "runs p",
-                         "frames", "k2' (1/min)", "k2' / median", "flags"], rows, left=3,
-                        row_class=classes))
-    if len(qc) > len(rows):
-        parts.append(f'<p class="note">{len(qc) - len(rows)} more unflagged rows in '
-                     "<code>group/fit_qc.tsv</code>.</p>")
+    header = ["scan", "region", "model", "flags", "BP_ND", "SE %", "R²", "runs p", "frames",
+              "k2' (1/min)", "k2' / median"]
+
+    def rows_of(sub: pd.DataFrame) -> tuple[list[list[Any]], list[str]]:
+        rows, classes = [], []
+        for _, r in sub.iterrows():
+            anc = _anchor(study, str(r["subject"]), str(r["condition"]), str(r["tracer"]),
+                          r.get("run"))
+            label = escape(f"sub-{r['subject']} {r['condition']} {r['tracer']}")
+            link = (Markup(f'<a href="#scan-{anc}" class="open-scan">{label}</a>') if anc
+                    else label)
+            rows.append([link, escape(r["region"]), escape(r["model"]),
+                         escape(r["flags"]) if isinstance(r["flags"], str) else "",
+                         _f(r["bp_nd"]), _f(r["se_pct"], 1), _f(r["r2"], 3), _p(r["runs_p"]),
+                         f"{_f(r['n_frames_used'], 0)}/{_f(r['n_frames_total'], 0)}",
+                         _f(r["k2prime"], 3), _f(r["k2prime_ratio"], 2)])
+            classes.append("invalid" if float(r.get("severity", 0) or 0) >= 3 else "")
+        return rows, classes
+
+    serious = qc[sev >= 2]
+    if len(serious):
+        rows, classes = rows_of(serious)
+        parts.append(_table(header, rows, left=4, row_class=classes))
+    else:
+        parts.append("<p>No fit is invalid, at a bound, imprecise (SE), poorly fitting "
+                     "(R²) or off the study's k2'.</p>")
+    runs_only = qc[sev == 1]
+    if len(runs_only):
+        rows, classes = rows_of(runs_only.head(QC_ROWS * 5))
+        more = (f" (first {len(rows)}; all in <code>group/fit_qc.tsv</code>)"
+                if len(runs_only) > len(rows) else "")
+        parts.append(Markup(f"<details><summary>{len(runs_only)} fits flagged by the runs "
+                            f"test alone{more}</summary>")
+                     + _table(header, rows, left=4) + Markup("</details>"))
+    parts.append(f'<p class="note">{int((sev == 0).sum())} unflagged fits are in '
+                 "<code>group/fit_qc.tsv</code>.</p>")
     comp = _tsv(root / "group" / "model_comparison.tsv")
     if comp is not None and len(comp):
         parts.append("<h3>Model comparison (AIC weights)</h3><p class=\"note\">Akaike weights "

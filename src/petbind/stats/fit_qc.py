@@ -169,7 +169,7 @@ def fit_qc(fits: pd.DataFrame, curves: pd.DataFrame | None = None,
         if f and sev == 0:
             sev = 2
         if np.isfinite(r.runs_p) and r.runs_p < th["runs_p"]:
-            f.append(f"runs p {r.runs_p:.3f}")
+            f.append("runs p < 0.001" if r.runs_p < 0.001 else f"runs p {r.runs_p:.3f}")
             sev = max(sev, 1)
         flags.append("; ".join(f))
         severity.append(sev)
