@@ -1145,18 +1145,26 @@ def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any
             if truth is None and (study.dataset / "derivatives" / "petbind-sim").is_dir():
                 why = ("The simulated truth is not shown: its maps are missing or on another "
                        "grid than this map.")
-    shown = np.where(mask, effect, 0.0)
-    vals = np.abs(shown[mask & np.isfinite(shown)])
-    top = float(np.percentile(vals, 98)) if vals.size else 1.0
+    from petbind.report.voxel_display import effect_display
+
+    base = _mean_map(study, tm["tracer"], tm["model"], effect.shape,
+                     _cfg_get(study.config, "statistics.baseline_condition",
+                              default="baseline"),
+                     space="template" if _in_template(study, tm, side) else None)
+    disp = effect_display(effect, mask, base)
+    top = disp.vmax
     unit = "% change (pp)" if "(" in contrast else "% change"
+    limits = {"vmin": disp.vmin, "vmax": disp.vmax, "p1": disp.p1, "p99": disp.p99}
     out = [{"label": "estimated mean % change", "figure": figures.figure_to_data_uri(
-        figures.ortho_slices(shown, zooms=zooms, cmap="RdBu_r", vmin=-top, vmax=top,
-                             label=unit, title=f"estimated: {contrast}"))}]
+        figures.ortho_slices(disp.shown, zooms=zooms, cmap="RdBu_r", vmin=-top, vmax=top,
+                             label=unit, title=f"estimated: {contrast}")),
+            **limits, "volume": disp.shown, "affine": effect_affine}]
     if truth is not None:
         out.append({"label": "simulated truth", "figure": figures.figure_to_data_uri(
-            figures.ortho_slices(np.where(mask, np.nan_to_num(truth), 0.0), zooms=zooms,
+            figures.ortho_slices(np.where(disp.keep, np.nan_to_num(truth), 0.0), zooms=zooms,
                                  cmap="RdBu_r", vmin=-top, vmax=top, label=unit,
-                                 title=f"truth: {contrast}"))})
+                                 title=f"truth: {contrast}")), **limits})
+    why = disp.note() + (f" {why}" if why else "")
     return out, why
 
 
@@ -1206,6 +1214,8 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
         }
         sec["effect"], sec["effect_note"] = _effect_figures(study, tm, side, contrast,
                                                              zooms, figures)
+        effect_volumes = [(e.pop("volume"), e.pop("affine")) for e in sec["effect"]
+                          if "volume" in e]
         out.append(sec)
         if under is not None and tm["tracer"] not in underlays:
             underlays[tm["tracer"]] = len(volumes)
@@ -1215,6 +1225,10 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                         "tracer": tm["tracer"], "threshold": thr,
                         "max": float(np.nanmax(np.abs(tmap))) if np.isfinite(tmap).any()
                         else 1.0})
+        for vol, aff in effect_volumes:  # the shown % change map, over the anatomy
+            volumes.append({"name": f"{tm['tracer']} ({tm['model']}): % change, {contrast}",
+                            "kind": "effect", "b64": _nifti_b64(vol, aff),
+                            "tracer": tm["tracer"], "max": sec["effect"][0]["vmax"]})
     # Parametric maps to browse: each tracer's mean BP_ND map per condition (in template
     # space when preprocessing brought the maps there, so they lie under the t maps).
     space = "template" if _cfg_get(study.config, "preprocess.enabled") is True else None
