@@ -1154,7 +1154,8 @@ def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any
     disp = effect_display(effect, mask, base)
     top = disp.vmax
     unit = "% change (pp)" if "(" in contrast else "% change"
-    limits = {"vmin": disp.vmin, "vmax": disp.vmax, "p1": disp.p1, "p99": disp.p99}
+    limits = {"vmin": disp.vmin, "vmax": disp.vmax, "p1": disp.p1, "p99": disp.p99,
+              "note": disp.note()}
     out = [{"label": "estimated mean % change", "figure": figures.figure_to_data_uri(
         figures.ortho_slices(disp.shown, zooms=zooms, cmap="RdBu_r", vmin=-top, vmax=top,
                              label=unit, title=f"estimated: {contrast}")),
@@ -1164,7 +1165,6 @@ def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any
             figures.ortho_slices(np.where(disp.keep, np.nan_to_num(truth), 0.0), zooms=zooms,
                                  cmap="RdBu_r", vmin=-top, vmax=top, label=unit,
                                  title=f"truth: {contrast}")), **limits})
-    why = disp.note() + (f" {why}" if why else "")
     return out, why
 
 
@@ -1225,10 +1225,11 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                         "tracer": tm["tracer"], "threshold": thr,
                         "max": float(np.nanmax(np.abs(tmap))) if np.isfinite(tmap).any()
                         else 1.0})
-        for vol, aff in effect_volumes:  # the shown % change map, over the anatomy
-            volumes.append({"name": f"{tm['tracer']} ({tm['model']}): % change, {contrast}",
-                            "kind": "effect", "b64": _nifti_b64(vol, aff),
-                            "tracer": tm["tracer"], "max": sec["effect"][0]["vmax"]})
+        # the shown % change maps, for the viewer (after the other volumes)
+        sec["effect_volumes"] = [
+            {"name": f"{tm['tracer']} ({tm['model']}): % change, {contrast}",
+             "kind": "effect", "b64": _nifti_b64(vol, aff), "tracer": tm["tracer"],
+             "max": sec["effect"][0]["vmax"]} for vol, aff in effect_volumes]
     # Parametric maps to browse: each tracer's mean BP_ND map per condition (in template
     # space when preprocessing brought the maps there, so they lie under the t maps).
     space = "template" if _cfg_get(study.config, "preprocess.enabled") is True else None
@@ -1518,6 +1519,7 @@ def render_report(study: StudyOutputs) -> str:
         "tac_grids": _tac_grids(study, figures),
         "groups": _group_sections(study, figures),
         "voxel": voxel,
+        "effect_volumes": [v for sec in voxel for v in sec.pop("effect_volumes", [])],
         "volumes": volumes,
         "power": _power_rows(study),
         "prospective_power": stats_sections.prospective_power_section(study, figures),

@@ -149,10 +149,6 @@ def fit_qc_section(study: Any) -> Markup | None:
                      + _table(["tracer", "region", "model", "scans", "frames",
                                "mean AIC weight", "best in", "compared with", "not compared"],
                               crow, left=3) + Markup("</details>"))
-    parts.append(Markup(
-        "<script>document.addEventListener('click',function(e){var a=e.target.closest("
-        "'a.open-scan');if(!a)return;var d=document.querySelector(a.getAttribute('href'));"
-        "if(d&&d.tagName==='DETAILS')d.open=true;});</script>"))
     return Markup("").join(Markup(p) if isinstance(p, str) else p for p in parts)
 
 

@@ -12,6 +12,13 @@
  * and window.petbindViewerState = {kind, layers, underlay, calMin, calMax, label}. */
 (function () {
   "use strict";
+  // fit QC table: a scan link opens the scan's (collapsed) fit panel
+  document.addEventListener("click", function (e) {
+    var a = e.target.closest && e.target.closest("a.open-scan");
+    if (!a) { return; }
+    var d = document.querySelector(a.getAttribute("href"));
+    if (d && d.tagName === "DETAILS") { d.open = true; }
+  });
   var status = document.getElementById("viewer-status");
   function done(state) {
     window.petbindViewer = state;
@@ -24,6 +31,8 @@
   if (!block) { done("failed: no volumes"); return; }
   if (typeof niivue === "undefined") { done("failed: viewer library missing"); return; }
   var vols = JSON.parse(block.textContent);
+  var effects = document.getElementById("petbind-effect-volumes");
+  if (effects) { vols = vols.concat(JSON.parse(effects.getAttribute("data-volumes"))); }
   var canvas = document.getElementById("viewer-canvas");
   var pick = document.getElementById("viewer-volume");
   var thr = document.getElementById("viewer-threshold");
