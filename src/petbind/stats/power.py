@@ -493,15 +493,23 @@ def prospective_power(sim_cfg: Any, study_cfg: Any, settings: PowerSettings, *,
                 progress(sum(len(p[f"{plan.tracers[0]}/truth"]) for p in parts),
                          len(seeds))
     else:
-        # waves of tasks so that progress can be shown between them
-        wave = max(1, settings.workers * 2)
-        for i in range(0, len(batches), wave):
-            tasks = [delayed(_batch)(sim_cfg, study_cfg, plan, b)
-                     for b in batches[i:i + wave]]
-            parts.extend(dask.compute(*tasks, scheduler="processes",
+        # one compute (one process pool: each worker builds the geometry once); progress
+        # from dask's scheduler callbacks as batches finish
+        from dask.callbacks import Callback
+
+        done = [0]
+
+        class _Progress(Callback):
+            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any
+                          ) -> None:
+                if isinstance(result, dict) and progress is not None:
+                    done[0] += len(next(iter(result.values())))
+                    progress(min(done[0], len(seeds)), len(seeds))
+
+        tasks = [delayed(_batch)(sim_cfg, study_cfg, plan, b) for b in batches]
+        with _Progress():
+            parts = list(dask.compute(*tasks, scheduler="processes",
                                       num_workers=settings.workers))
-            if progress is not None:
-                progress(min(len(seeds), (i + wave) * BATCH), len(seeds))
     estimates = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     t_sim = time.perf_counter() - t0
     table = summarise(estimates, plan, study_cfg.contrasts, sim_cfg, settings)
