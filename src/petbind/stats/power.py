@@ -513,7 +513,7 @@ def prospective_power(sim_cfg: Any, study_cfg: Any, settings: PowerSettings, *,
     estimates = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     t_sim = time.perf_counter() - t0
     table = summarise(estimates, plan, study_cfg.contrasts, sim_cfg, settings)
-    notes = ["region level: region curves are simulated as the atlas-region means of the "
+    notes = ["Region level: region curves are simulated as the atlas-region means of the "
              "blurred, noisy image without making the image (point-spread, voxel "
              "partial-volume mixing and counts-based noise included)"]
     if sim_cfg.motion:
