@@ -102,3 +102,21 @@ def test_prospective_power_on_the_simulator_region_path(tmp_path):
     assert nacc["pct_change_sd"] == pytest.approx(0.0, abs=1e-6)
     paths = write_power(res, tmp_path)
     assert {p.name for p in paths} == {"power.tsv", "power_n80.tsv", "power.json", "power.png"}
+
+
+def test_with_effects_sets_the_planned_change():
+    from petbind.errors import ConfigError
+    from petbind.simulate.config import load_config
+    from petbind.stats.power import _design_pct, with_effects
+
+    sim = with_effects(load_config(None), ["AZ10419369:ketamine:NAcc=15",
+                                           "DASB:ketamine:default=-3"])
+    c = Contrast.parse("ketamine - baseline")
+    assert _design_pct(sim, "AZ10419369", "NAcc", c) == pytest.approx(15.0)
+    assert _design_pct(sim, "AZ10419369", "VP", c) == pytest.approx(20.0)  # kept
+    assert _design_pct(sim, "DASB", "caudate", c) == pytest.approx(-3.0)
+    assert _design_pct(sim, "DASB", "NAcc", c) == pytest.approx(-20.0)  # named: kept
+    with pytest.raises(ConfigError, match="effect"):
+        with_effects(sim, ["AZ10419369-ketamine-NAcc=15"])
+    with pytest.raises(ConfigError, match="condition"):
+        with_effects(sim, ["AZ10419369:placebo:NAcc=15"])

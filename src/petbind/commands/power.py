@@ -57,6 +57,10 @@ def power(
     models: Annotated[str, typer.Option(
         "--models", help="'all' configured models or the 'primary' one.")] = "all",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated studies.")] = 0,
+    effect: Annotated[list[str] | None, typer.Option(
+        "--effect",
+        help="Effect to plan for, TRACER:CONDITION:REGION=PCT (% change of BP_ND), e.g. "
+             "AZ10419369:ketamine:NAcc=15; repeat for several.")] = None,
 ) -> None:
     """Prospective power vs number of subjects, by simulating the design."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -82,6 +86,11 @@ def power(
     notes: list[str] = []
     if from_study is not None:
         sim, notes = design_from_study(from_study, sim, study)
+    if effect:
+        from petbind.stats.power import with_effects
+
+        sim = with_effects(sim, effect)
+        notes.append("effects set on the command line: " + ", ".join(effect))
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   transient=False) as bar:

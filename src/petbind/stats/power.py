@@ -635,3 +635,41 @@ def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
                      f"{100 * total:.1f} % less the scan-to-scan part; the estimates' fit "
                      "error is counted in it too)")
     return dataclasses.replace(sim_cfg, **changes), notes
+
+
+def with_effects(sim_cfg: Any, specs: Sequence[str]) -> Any:
+    """The design with drug effects set from ``TRACER:CONDITION:REGION=PCT`` strings.
+
+    ``PCT`` is the % change of BP_ND in ``REGION`` under ``CONDITION``
+    (``REGION`` may be ``default``, the change of every region not named).
+    Other regions, conditions and R1 effects are kept.
+
+    Raises
+    ------
+    ConfigError
+        A malformed spec, or a tracer / condition the design does not have.
+    """
+    import re
+
+    from petbind.simulate.config import Effect
+
+    tracers = {t.name: t for t in sim_cfg.tracers}
+    for spec in specs:
+        m = re.fullmatch(r"\s*([^:\s]+):([^:\s]+):([^=\s]+)\s*=\s*([-+0-9.eE]+)\s*", spec)
+        if not m:
+            raise ConfigError(f"cannot read effect {spec!r}", field="--effect",
+                              fix="write TRACER:CONDITION:REGION=PCT, e.g. "
+                                  "AZ10419369:ketamine:NAcc=15")
+        tracer, cond, region, pct = m.groups()
+        if tracer not in tracers:
+            raise ConfigError(f"tracer {tracer!r} is not in the design", field="--effect",
+                              fix=f"use one of {sorted(tracers)}")
+        if cond not in sim_cfg.conditions:
+            raise ConfigError(f"condition {cond!r} is not in the design", field="--effect",
+                              fix=f"use one of {sim_cfg.conditions}")
+        tr = tracers[tracer]
+        old = tr.effect(cond)
+        bp = {**old.bp_nd_change_pct, region: float(pct)}
+        effects = {**tr.effects, cond: Effect(bp, dict(old.r1_change_pct))}
+        tracers[tracer] = dataclasses.replace(tr, effects=effects)
+    return dataclasses.replace(sim_cfg, tracers=[tracers[t.name] for t in sim_cfg.tracers])
