@@ -1352,14 +1352,15 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
         "were tested as differences of paired differences. p-values were corrected across "
         f"regions by Holm's method and by Benjamini-Hochberg (alpha = {alpha:g}). A linear "
         "mixed model (BP_ND ~ condition, random intercept per subject, REML) gave a "
-        "model-based check. Power of each paired test was computed at the observed effect "
-        "size d_z.")
+        "model-based check. Power at the observed effect size d_z is reported as descriptive "
+        "only.")
     cites += ["holm", "bh", "mixed"]
     if study.tmaps:
         fwhm = _cfg_get(cfg, "statistics.voxel.smoothing_fwhm_mm", "voxel.smoothing_fwhm_mm")
         parts.append(
             "Voxelwise, per-subject contrast maps of BP_ND"
-            + (f" (smoothed with a {fwhm} mm FWHM Gaussian)" if fwhm else "")
+            + (f" (smoothed with a {fwhm} mm FWHM Gaussian)" if fwhm
+               else " (not smoothed; neither were the 4-D PET images before the voxel fits)")
             + " were tested with paired t maps; family-wise error was controlled by sign-flip "
             "permutation of the subjects' contrast maps (maximum |t| and maximum cluster "
             "size).")
