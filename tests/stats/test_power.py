@@ -120,3 +120,45 @@ def test_with_effects_sets_the_planned_change():
         with_effects(sim, ["AZ10419369-ketamine-NAcc=15"])
     with pytest.raises(ConfigError, match="condition"):
         with_effects(sim, ["AZ10419369:placebo:NAcc=15"])
+
+
+@pytest.mark.slow
+def test_region_path_matches_region_means_of_simulated_images():
+    """The region-level noise model against the image path of the simulator itself.
+
+    Region means of a simulated noisy image, standardised by the region path's
+    predicted mean and SD, have mean ~0 and SD ~1 over every region x frame.
+    """
+    import dataclasses
+
+    from petbind.simulate.config import load_config
+    from petbind.simulate.phantom import REGIONS
+    from petbind.simulate.study import make_geometry, scan_image, scan_truth
+    from petbind.stats.power import RegionScanner
+
+    cfg = load_config(None, subjects=1, tracers=["AZ10419369"], conditions=["baseline"])
+    geo = make_geometry(cfg)
+    rs = RegionScanner(geo)
+    zs = []
+    for seed in (1, 2, 3):
+        c = dataclasses.replace(cfg, seed=seed)
+        truth = scan_truth(c, 0, 0, 0)
+        img, _ = scan_image(c, geo, truth)
+        region_of_voxel = np.concatenate([[-1], geo.label_region])[geo.dseg]
+        nf = rs.noisefree(truth.tacs)
+        lam = truth.tracer.isotope.decay_constant_per_min
+        noisy = rs.noisy(truth.tacs, c.timing, lam, c.noise, np.random.default_rng(seed))
+        label_tacs = truth.tacs[rs.label_region]
+        c_peak = float((rs.unique_rows @ label_tacs).max())
+        scale = c.noise**2 * c_peak * np.exp(lam * c.timing.mid) / c.timing.duration
+        pred_sd = np.sqrt(np.maximum(nf, 0) * scale / rs.counts[:, None])
+        assert np.isfinite(noisy[rs.counts > 0]).all()
+        for i, _name in enumerate(REGIONS):
+            vox = region_of_voxel == i
+            if rs.counts[i] == 0:
+                continue
+            mean = img[vox].mean(axis=0)
+            zs.append((mean - nf[i]) / pred_sd[i])
+    z = np.concatenate(zs)
+    print(f"z over {z.size} region x frame values: mean {z.mean():.3f}, SD {z.std():.3f}")
+    assert abs(z.mean()) < 0.15 and 0.85 < z.std() < 1.15, (z.mean(), z.std())
