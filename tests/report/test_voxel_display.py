@@ -75,3 +75,16 @@ def test_browser_colour_limits_within_percentiles_and_bpnd_map_over_anatomy(requ
             assert "BP_ND" in label and "anatomy" in label
         finally:
             ctx.close()
+
+
+def test_figures_cut_through_the_largest_cluster_peak():
+    import pandas as pd
+
+    from petbind.report.voxel_display import largest_cluster_peak
+
+    c = pd.DataFrame({"size_voxels": [3, 9, 5], "peak_i": [1, 4, 2], "peak_j": [1, 5, 2],
+                      "peak_k": [1, 6, 2]})
+    assert largest_cluster_peak(c, (10, 10, 10)) == (4, 5, 6)
+    assert largest_cluster_peak(c, (3, 3, 3)) is None  # outside this grid
+    assert largest_cluster_peak(c.iloc[:0], (10, 10, 10)) is None
+    assert largest_cluster_peak(None, (10, 10, 10)) is None

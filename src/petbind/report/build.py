@@ -1114,7 +1114,8 @@ def _in_template(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any]) 
 
 
 def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any],
-                    contrast: str, zooms: tuple[float, ...], figures: Any
+                    contrast: str, zooms: tuple[float, ...], figures: Any,
+                    cut: tuple[int, int, int] | None = None
                     ) -> tuple[list[dict], str | None]:
     """The estimated mean % change map and, for simulated data, the true one (same scale).
 
@@ -1158,13 +1159,13 @@ def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any
               "note": disp.note()}
     out = [{"label": "estimated mean % change", "figure": figures.figure_to_data_uri(
         figures.ortho_slices(disp.shown, zooms=zooms, cmap="RdBu_r", vmin=-top, vmax=top,
-                             label=unit, title=f"estimated: {contrast}")),
+                             label=unit, title=f"estimated: {contrast}", cut=cut)),
             **limits, "volume": disp.shown, "affine": effect_affine}]
     if truth is not None:
         out.append({"label": "simulated truth", "figure": figures.figure_to_data_uri(
             figures.ortho_slices(np.where(disp.keep, np.nan_to_num(truth), 0.0), zooms=zooms,
                                  cmap="RdBu_r", vmin=-top, vmax=top, label=unit,
-                                 title=f"truth: {contrast}")), **limits})
+                                 title=f"truth: {contrast}", cut=cut)), **limits})
     return out, why
 
 
@@ -1195,6 +1196,9 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                 contrast = str(hit["contrast"].iloc[0])
         title = f"{tm['tracer']} ({tm['model']}): t map, {contrast}"
         clusters = _maybe_tsv(tm["folder"] / f"{tm['prefix']}_clusters.tsv")
+        from petbind.report.voxel_display import largest_cluster_peak
+
+        cut = largest_cluster_peak(clusters, tmap.shape)  # slices through the largest cluster
         sec = {
             "title": title, "file": tm["path"].name, "threshold": _num(thr, 2),
             "underlay": under_label,
@@ -1205,7 +1209,7 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                         if k in side},
             "figure": figures.figure_to_data_uri(figures.ortho_slices(
                 tmap, zooms=zooms, underlay=under, cmap="RdBu_r", symmetric=True,
-                threshold=thr, label="t statistic", title=title)),
+                threshold=thr, label="t statistic", title=title, cut=cut)),
             "clusters": None if clusters is None else [
                 {k: (_num(v, 3) if isinstance(v, float) else str(v)) for k, v in row.items()}
                 for row in clusters.head(MAX_CLUSTERS).to_dict("records")],
@@ -1213,7 +1217,7 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
             "cluster_columns": None if clusters is None else list(clusters.columns),
         }
         sec["effect"], sec["effect_note"] = _effect_figures(study, tm, side, contrast,
-                                                             zooms, figures)
+                                                             zooms, figures, cut)
         effect_volumes = [(e.pop("volume"), e.pop("affine")) for e in sec["effect"]
                           if "volume" in e]
         out.append(sec)

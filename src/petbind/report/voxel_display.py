@@ -17,6 +17,7 @@ pale. So the report
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,3 +94,19 @@ def effect_display(effect: NDArray, mask: NDArray, baseline_bp: NDArray | None
         lim = 1.0
     return EffectDisplay(shown=np.where(keep, effect, 0.0), keep=keep, vmin=-lim, vmax=lim,
                          p1=p1, p99=p99, n_masked=n_masked)
+
+
+def largest_cluster_peak(clusters: Any, shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """Voxel indices of the peak of the largest cluster (the slices the figures show).
+
+    None (slices through the mask's centre) when there is no cluster table or
+    cluster, or the peak lies outside ``shape``.
+    """
+    if clusters is None or len(clusters) == 0 or not {"peak_i", "peak_j", "peak_k",
+                                                      "size_voxels"} <= set(clusters.columns):
+        return None
+    row = clusters.loc[clusters["size_voxels"].astype(float).idxmax()]
+    ijk = tuple(int(row[c]) for c in ("peak_i", "peak_j", "peak_k"))
+    if any(not 0 <= v < n for v, n in zip(ijk, shape[:3], strict=True)):
+        return None
+    return ijk  # type: ignore[return-value]
