@@ -162,3 +162,32 @@ def test_region_path_matches_region_means_of_simulated_images():
     z = np.concatenate(zs)
     print(f"z over {z.size} region x frame values: mean {z.mean():.3f}, SD {z.std():.3f}")
     assert abs(z.mean()) < 0.15 and 0.85 < z.std() < 1.15, (z.mean(), z.std())
+
+
+def test_design_from_study_takes_baseline_bp_and_between_subject_cv(tmp_path):
+    import pandas as pd
+
+    from petbind.simulate.config import load_config
+    from petbind.stats.power import design_from_study
+    from petbind.study.config import load_config as load_study
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(10):
+        f = 1 + 0.2 * rng.standard_normal()
+        for region, bp in (("NAcc", 2.0), ("VP", 1.0)):
+            rows.append({"subject": f"{s:02d}", "condition": "baseline",
+                         "tracer": "AZ10419369", "run": "n/a", "region": region,
+                         "model": "srtm", "bp_nd": bp * f, "valid": True})
+    (tmp_path / "group").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "group" / "outcomes.tsv", sep="\t", index=False)
+    sim = load_config(None)
+    new, notes = design_from_study(tmp_path, sim, load_study(None))
+    tr = new.tracers[0]
+    df = pd.DataFrame(rows)
+    assert tr.regions["NAcc"].bp_nd == pytest.approx(df[df.region == "NAcc"].bp_nd.mean())
+    assert tr.regions["caudate"].bp_nd == sim.tracers[0].regions["caudate"].bp_nd  # kept
+    cv = df[df.region == "NAcc"].bp_nd.std() / df[df.region == "NAcc"].bp_nd.mean()
+    expect = np.sqrt(cv**2 - sim.scan_cv_subcortex**2)
+    assert new.between_subject_cv == pytest.approx(expect, rel=1e-6)
+    assert any("no repeated baseline runs" in n for n in notes)
