@@ -277,6 +277,7 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
     """
     from petbind.models import make_model, model_spec
     from petbind.simulate.study import _NOISE, scan_truth
+    from petbind.study.config import K2PRIME_MODELS
     from petbind.study.pipeline import estimate_k2prime
     from petbind.tac import TACTable
 
@@ -316,7 +317,9 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
                     data = np.stack([tab.curve(r) for r in have])
                     for m in plan.models[t]:
                         kw = dict(tc.model_settings.get(m, {}))
-                        if k2 is not None and model_spec(m).k2prime == "required":
+                        # the rule of study.pipeline._fit_regions
+                        if (k2 is not None and m in K2PRIME_MODELS
+                                and model_spec(m).k2prime != "no"):
                             kw["k2prime"] = k2
                         with np.errstate(all="ignore"), warnings.catch_warnings():
                             warnings.simplefilter("ignore")
