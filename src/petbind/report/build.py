@@ -529,24 +529,6 @@ def _glance(study: StudyOutputs) -> list[dict[str, Any]]:
     return out
 
 
-def _power_sentences(study: StudyOutputs) -> list[str]:
-    rows = _primary_rows(study)
-    if rows is None or "power" not in rows:
-        return []
-    out = []
-    for (tracer, contrast), grp in rows.groupby(["tracer", "contrast"], sort=False):
-        pw = pd.to_numeric(grp["power"], errors="coerce")
-        if pw.notna().any():
-            best = grp.loc[pw.idxmax()]
-            out.append(
-                f"{tracer}, {contrast}: observed power ranges {_num(pw.min(), 2)} to "
-                f"{_num(pw.max(), 2)} across regions (highest in {best['region']}, "
-                f"d_z = {_num(best.get('cohen_dz'), 2)}, n = {_num(best.get('n'), 0)}; "
-                f"about {_num(best.get('n_for_80_power'), 0)} subjects would give 80 % power)."
-            )
-    return out
-
-
 def _truth_lookup(outcomes: pd.DataFrame | None,
                   column: str = "bp_nd_true") -> dict[tuple, float]:
     """(subject, condition, tracer, region) -> a truth column of ``outcomes.tsv``."""
@@ -1122,7 +1104,8 @@ def _in_template(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any]) 
 
 
 def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any],
-                    contrast: str, zooms: tuple[float, ...], figures: Any
+                    contrast: str, zooms: tuple[float, ...], figures: Any,
+                    cut: tuple[int, int, int] | None = None
                     ) -> tuple[list[dict], str | None]:
     """The estimated mean % change map and, for simulated data, the true one (same scale).
 
@@ -1153,18 +1136,26 @@ def _effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any
             if truth is None and (study.dataset / "derivatives" / "petbind-sim").is_dir():
                 why = ("The simulated truth is not shown: its maps are missing or on another "
                        "grid than this map.")
-    shown = np.where(mask, effect, 0.0)
-    vals = np.abs(shown[mask & np.isfinite(shown)])
-    top = float(np.percentile(vals, 98)) if vals.size else 1.0
+    from petbind.report.voxel_display import effect_display
+
+    base = _mean_map(study, tm["tracer"], tm["model"], effect.shape,
+                     _cfg_get(study.config, "statistics.baseline_condition",
+                              default="baseline"),
+                     space="template" if _in_template(study, tm, side) else None)
+    disp = effect_display(effect, mask, base)
+    top = disp.vmax
     unit = "% change (pp)" if "(" in contrast else "% change"
+    limits = {"vmin": disp.vmin, "vmax": disp.vmax, "p1": disp.p1, "p99": disp.p99,
+              "note": disp.note()}
     out = [{"label": "estimated mean % change", "figure": figures.figure_to_data_uri(
-        figures.ortho_slices(shown, zooms=zooms, cmap="RdBu_r", vmin=-top, vmax=top,
-                             label=unit, title=f"estimated: {contrast}"))}]
+        figures.ortho_slices(disp.shown, zooms=zooms, cmap="RdBu_r", vmin=-top, vmax=top,
+                             label=unit, title=f"estimated: {contrast}", cut=cut)),
+            **limits, "volume": disp.shown, "affine": effect_affine}]
     if truth is not None:
         out.append({"label": "simulated truth", "figure": figures.figure_to_data_uri(
-            figures.ortho_slices(np.where(mask, np.nan_to_num(truth), 0.0), zooms=zooms,
+            figures.ortho_slices(np.where(disp.keep, np.nan_to_num(truth), 0.0), zooms=zooms,
                                  cmap="RdBu_r", vmin=-top, vmax=top, label=unit,
-                                 title=f"truth: {contrast}"))})
+                                 title=f"truth: {contrast}", cut=cut)), **limits})
     return out, why
 
 
@@ -1195,6 +1186,9 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                 contrast = str(hit["contrast"].iloc[0])
         title = f"{tm['tracer']} ({tm['model']}): t map, {contrast}"
         clusters = _maybe_tsv(tm["folder"] / f"{tm['prefix']}_clusters.tsv")
+        from petbind.report.voxel_display import largest_cluster_peak
+
+        cut = largest_cluster_peak(clusters, tmap.shape)  # slices through the largest cluster
         sec = {
             "title": title, "file": tm["path"].name, "threshold": _num(thr, 2),
             "underlay": under_label,
@@ -1205,7 +1199,7 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                         if k in side},
             "figure": figures.figure_to_data_uri(figures.ortho_slices(
                 tmap, zooms=zooms, underlay=under, cmap="RdBu_r", symmetric=True,
-                threshold=thr, label="t statistic", title=title)),
+                threshold=thr, label="t statistic", title=title, cut=cut)),
             "clusters": None if clusters is None else [
                 {k: (_num(v, 3) if isinstance(v, float) else str(v)) for k, v in row.items()}
                 for row in clusters.head(MAX_CLUSTERS).to_dict("records")],
@@ -1213,7 +1207,9 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
             "cluster_columns": None if clusters is None else list(clusters.columns),
         }
         sec["effect"], sec["effect_note"] = _effect_figures(study, tm, side, contrast,
-                                                             zooms, figures)
+                                                             zooms, figures, cut)
+        effect_volumes = [(e.pop("volume"), e.pop("affine")) for e in sec["effect"]
+                          if "volume" in e]
         out.append(sec)
         if under is not None and tm["tracer"] not in underlays:
             underlays[tm["tracer"]] = len(volumes)
@@ -1223,6 +1219,11 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                         "tracer": tm["tracer"], "threshold": thr,
                         "max": float(np.nanmax(np.abs(tmap))) if np.isfinite(tmap).any()
                         else 1.0})
+        # the shown % change maps, for the viewer (after the other volumes)
+        sec["effect_volumes"] = [
+            {"name": f"{tm['tracer']} ({tm['model']}): % change, {contrast}",
+             "kind": "effect", "b64": _nifti_b64(vol, aff), "tracer": tm["tracer"],
+             "max": sec["effect"][0]["vmax"]} for vol, aff in effect_volumes]
     # Parametric maps to browse: each tracer's mean BP_ND map per condition (in template
     # space when preprocessing brought the maps there, so they lie under the t maps).
     space = "template" if _cfg_get(study.config, "preprocess.enabled") is True else None
@@ -1345,14 +1346,15 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
         "were tested as differences of paired differences. p-values were corrected across "
         f"regions by Holm's method and by Benjamini-Hochberg (alpha = {alpha:g}). A linear "
         "mixed model (BP_ND ~ condition, random intercept per subject, REML) gave a "
-        "model-based check. Power of each paired test was computed at the observed effect "
-        "size d_z.")
+        "model-based check. Power at the observed effect size d_z is reported as descriptive "
+        "only.")
     cites += ["holm", "bh", "mixed"]
     if study.tmaps:
         fwhm = _cfg_get(cfg, "statistics.voxel.smoothing_fwhm_mm", "voxel.smoothing_fwhm_mm")
         parts.append(
             "Voxelwise, per-subject contrast maps of BP_ND"
-            + (f" (smoothed with a {fwhm} mm FWHM Gaussian)" if fwhm else "")
+            + (f" (smoothed with a {fwhm} mm FWHM Gaussian)" if fwhm
+               else " (not smoothed; neither were the 4-D PET images before the voxel fits)")
             + " were tested with paired t maps; family-wise error was controlled by sign-flip "
             "permutation of the subjects' contrast maps (maximum |t| and maximum cluster "
             "size).")
@@ -1500,7 +1502,7 @@ def render_report(study: StudyOutputs) -> str:
     """
     import jinja2
 
-    from petbind.report import figures, preprocessing
+    from petbind.report import figures, preprocessing, stats_sections
     from petbind.report.pvc import pvc_section
 
     env = jinja2.Environment(
@@ -1519,7 +1521,6 @@ def render_report(study: StudyOutputs) -> str:
         "simulated": study.simulated,
         "findings": _findings(study),
         "glance": _glance(study),
-        "power_sentences": _power_sentences(study),
         "warnings": [str(w) for w in study.summary.get("warnings") or []],
         "n_invalid": study.summary.get("n_invalid_fits"),
         "invalid_reasons": study.summary.get("invalid_reasons") or {},
@@ -1533,8 +1534,11 @@ def render_report(study: StudyOutputs) -> str:
         "tac_grids": _tac_grids(study, figures),
         "groups": _group_sections(study, figures),
         "voxel": voxel,
+        "effect_volumes": [v for sec in voxel for v in sec.pop("effect_volumes", [])],
         "volumes": volumes,
         "power": _power_rows(study),
+        "prospective_power": stats_sections.prospective_power_section(study, figures),
+        "stats_sections": stats_sections.stats_sections(study, figures),
         "methods": _methods(study, design),
         "provenance": _provenance(study),
         "css": _static_text("report.css"),

@@ -28,6 +28,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from petbind.errors import ConfigError, DataError
+from petbind.stats.bootstrap import bootstrap_mean_ci
 
 _LABEL = r"([A-Za-z0-9]+)"
 _SIMPLE = re.compile(rf"^\s*{_LABEL}\s*-\s*{_LABEL}\s*$")
@@ -313,7 +314,9 @@ def roi_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast], *,
     DataFrame
         Columns of ``roi_stats.tsv`` (``docs/outputs.md``); ``p_holm`` and
         ``p_bh`` correct ``p`` across the regions of each tracer x model x
-        contrast.
+        contrast; ``pct_boot_low/high`` is the subject-bootstrap interval of
+        the mean % change (:func:`petbind.stats.bootstrap.bootstrap_mean_ci`;
+        NaN below 8 subjects, ``boot_method`` says which).
     """
     df = outcomes.copy()
     if "valid" in df:
@@ -334,6 +337,8 @@ def roi_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast], *,
             row = {"tracer": tracer, "model": model, "region": region, "contrast": c.expr,
                    "contrast_id": c.name, "kind": c.kind}
             row.update(paired_statistics(a, b, pct, alpha=alpha))
+            lo, hi, how = bootstrap_mean_ci(pct, alpha=alpha)
+            row.update(pct_boot_low=lo, pct_boot_high=hi, boot_method=how)
             if wide_true is not None:
                 ta, tb, tpct = c.pairs(wide_true)
                 row["pct_change_true"] = float(np.mean(tpct)) if tpct.size else np.nan
@@ -341,7 +346,8 @@ def roi_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast], *,
             rows.append(row)
     cols = ["tracer", "model", "region", "contrast", "contrast_id", "kind", "n", "mean_a",
             "mean_b", "mean_diff", "pct_change", "pct_ci_low", "pct_ci_high", "t", "df", "p",
-            "p_wilcoxon", "cohen_dz", "p_holm", "p_bh", "power", "n_for_80_power"]
+            "p_wilcoxon", "cohen_dz", "p_holm", "p_bh", "power", "n_for_80_power",
+            "pct_boot_low", "pct_boot_high", "boot_method"]
     if has_truth:
         cols += ["pct_change_true", "mean_diff_true"]
     out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "p_bh")])

@@ -97,6 +97,14 @@ alpha = 0.05                      # two-sided; CI level is 1 - alpha
 # Two runs of one subject x condition x tracer: "error" (default), "mean"
 # (average their BP_ND) or "first" (lowest run number).
 runs = "error"
+# Conditions scanned after a blocking drug: occupancy per region and the Lassen
+# plot against the baseline condition (group/occupancy.tsv, group/lassen.tsv).
+blocked_conditions = []
+# Mixed model: a participants.tsv column with each subject's group ("" = none)
+# and numeric covariates (columns of sub-*/sub-*_sessions.tsv, per session, or
+# of participants.tsv, per subject), e.g. ["dose_mg_per_kg"].
+group = ""
+covariates = []
 
 [statistics.voxel]
 enabled = true
@@ -323,6 +331,12 @@ class StatisticsConfig:
     alpha: float = 0.05
     runs: str = "error"
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
+    #: Conditions scanned after a blocking drug: occupancy + Lassen plot vs the baseline.
+    blocked_conditions: tuple[str, ...] = ()
+    #: participants.tsv column with the subjects' group (mixed model: condition x group).
+    group: str = ""
+    #: Numeric covariates of the mixed model (sessions.tsv or participants.tsv columns).
+    covariates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -392,6 +406,8 @@ class StudyConfig:
             "contrasts": [{"expr": c.expr, "name": c.name} for c in self.contrasts],
             "statistics": {
                 "baseline_condition": s.baseline_condition, "alpha": s.alpha, "runs": s.runs,
+                "blocked_conditions": list(s.blocked_conditions), "group": s.group,
+                "covariates": list(s.covariates),
                 "voxel": {"enabled": s.voxel.enabled,
                           "smoothing_fwhm_mm": s.voxel.smoothing_fwhm_mm,
                           "cluster_forming_p": s.voxel.cluster_forming_p,
@@ -621,7 +637,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
                       "give them different names")
 
     st = ck.table(data, "statistics", "statistics")
-    ck.unknown(st, "statistics", {"baseline_condition", "alpha", "runs", "voxel"})
+    ck.unknown(st, "statistics", {"baseline_condition", "alpha", "runs", "voxel",
+                                  "blocked_conditions", "group", "covariates"})
     vx = ck.table(st, "statistics.voxel", "voxel")
     ck.unknown(vx, "statistics.voxel", {"enabled", "smoothing_fwhm_mm", "cluster_forming_p",
                                         "n_permutations", "seed"})
@@ -640,6 +657,9 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
         alpha=float(ck.num(st, "statistics", "alpha", 0.05, 1e-6, 0.5)),
         runs=ck.str_(st, "statistics", "runs", "error", ("error", "mean", "first")),
         voxel=voxel,
+        blocked_conditions=ck.strs(st, "statistics", "blocked_conditions", ()),
+        group=ck.str_(st, "statistics", "group", ""),
+        covariates=ck.strs(st, "statistics", "covariates", ()),
     )
     used = {x for c in contrasts for x in c.conditions}
     if stats.baseline_condition not in used:

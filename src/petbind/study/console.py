@@ -53,15 +53,14 @@ def summary_tables(rows: Sequence[Mapping[str, Any]], *,
                       title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("tracer", overflow="fold")
         table.add_column("region", overflow="fold")
-        for name in (f"{unit} [95% CI]", "p", "p Holm", "power"):
+        for name in (f"{unit} [95% CI]", "p", "p Holm"):
             table.add_column(name, justify="right", no_wrap=True)
         if has_truth:
             table.add_column("truth", justify="right", no_wrap=True)
         for r in sel:
             pct = (f"{_num(r.get('pct_change'), '+.1f')} [{_num(r.get('pct_ci_low'), '+.1f')}, "
                    f"{_num(r.get('pct_ci_high'), '+.1f')}]")
-            cells = [r["tracer"], r["region"], pct, _p(r.get("p")), _p(r.get("p_holm")),
-                     _num(r.get("power"), ".2f")]
+            cells = [r["tracer"], r["region"], pct, _p(r.get("p")), _p(r.get("p_holm"))]
             if has_truth:
                 cells.append(_num(r.get("pct_change_true"), "+.1f"))
             table.add_row(*cells)

@@ -255,8 +255,8 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
     console.print("truth = the simulated tissue's change; small regions (NAcc, VP) lose "
                   "part of theirs to partial-volume mixing with neighbours (2.8 mm PSF). "
                   "n = 4 animals: the exact sign-flip voxel test cannot give FWE p below "
-                  "1/16, and the Wilcoxon test not below 0.125; see power in "
-                  "group/roi_stats.tsv.", highlight=False)
+                  "1/16, and the Wilcoxon test not below 0.125. How many animals a "
+                  "study of this design needs: `petbind power`.", highlight=False)
     if result.summary.get("pvc"):
         from petbind.pvc.summary import compare, describe, tables
 

@@ -859,8 +859,15 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
 
     truth = _truth_table(bids, config)
     outcomes = outcome_table(scans, out, truth)
+    from petbind.stats.design import attach_covariates  # group / covariate columns
+
+    outcomes = attach_covariates(outcomes, bids, group=config.statistics.group,
+                                 covariates=config.statistics.covariates)
     group = out / "group"
     write_text_atomic(group / "outcomes.tsv", _tsv(outcomes))
+    from petbind.study.stats_stage import write_fit_qc  # fit QC, model comparison
+
+    write_fit_qc(scans, out)
     stats_in = _for_stats(outcomes)
     alpha = config.statistics.alpha
     roi_parts, mixed_parts = [], []
@@ -879,6 +886,9 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     mixed = pd.concat(mixed_parts, ignore_index=True)
     write_text_atomic(group / "roi_stats.tsv", _tsv(roi))
     write_text_atomic(group / "mixed_model.tsv", _tsv(mixed))
+    from petbind.study.stats_stage import write_design_statistics
+
+    write_design_statistics(outcomes, stats_in, config, out, bids)
     stages.done("region_statistics")
 
     if config.statistics.voxel.enabled:

@@ -1,13 +1,24 @@
 /* petbind report viewer: NiiVue on volumes embedded in the page (base64 NIfTI).
  * No network: volumes come from the JSON block #petbind-volumes and are read
  * with NVImage.loadFromBase64 (browsers block fetch() of file:// URLs).
- * Overlays (t maps) are drawn over their tracer's underlay (mean BP_ND), shown
- * where |t| exceeds the threshold: positive values in the first colour map of
- * the pair, negative in the second. Maps (mean BP_ND per condition) are shown
- * alone from 0 to their 99th percentile.
- * Sets window.petbindViewer = "ready" | "failed: <reason>" for tests and users. */
+ * Every map is drawn over its tracer's underlay (the anatomy: mean T1w, else
+ * mean BP_ND) in grey. t maps are shown where |t| exceeds the threshold
+ * (positive values in the first colour map of the pair, negative in the
+ * second); % change maps from +-5 % of their limit to the limit (the report's
+ * robust limit, see report/voxel_display.py); BP_ND maps (mean per condition)
+ * from 5 % of their 99th percentile to it. The colour bar's quantity and range
+ * are written under the canvas (#viewer-colorbar-label).
+ * Sets window.petbindViewer = "ready" | "failed: <reason>" for tests and users,
+ * and window.petbindViewerState = {kind, layers, underlay, calMin, calMax, label}. */
 (function () {
   "use strict";
+  // fit QC table: a scan link opens the scan's (collapsed) fit panel
+  document.addEventListener("click", function (e) {
+    var a = e.target.closest && e.target.closest("a.open-scan");
+    if (!a) { return; }
+    var d = document.querySelector(a.getAttribute("href"));
+    if (d && d.tagName === "DETAILS") { d.open = true; }
+  });
   var status = document.getElementById("viewer-status");
   function done(state) {
     window.petbindViewer = state;
@@ -20,12 +31,15 @@
   if (!block) { done("failed: no volumes"); return; }
   if (typeof niivue === "undefined") { done("failed: viewer library missing"); return; }
   var vols = JSON.parse(block.textContent);
+  var effects = document.getElementById("petbind-effect-volumes");
+  if (effects) { vols = vols.concat(JSON.parse(effects.getAttribute("data-volumes"))); }
   var canvas = document.getElementById("viewer-canvas");
   var pick = document.getElementById("viewer-volume");
   var thr = document.getElementById("viewer-threshold");
   var thrOut = document.getElementById("viewer-threshold-value");
   var cmap = document.getElementById("viewer-colormap");
   var layout = document.getElementById("viewer-layout");
+  var cbLabel = document.getElementById("viewer-colorbar-label");
   var nv = new niivue.Niivue({
     isColorbar: true, show3Dcrosshair: false, backColor: [0, 0, 0, 1],
     crosshairColor: [0.1, 0.9, 0.1, 0.7], crosshairWidth: 0.25, crosshairWidthUnit: "mm",
@@ -48,8 +62,10 @@
     var n = nv.volumes.length;
     if (!n || current < 0) { return; }
     var top = nv.volumes[n - 1];
-    if (vols[current].kind === "overlay") {
-      if (n > 1) { nv.volumes[0].colormap = "gray"; nv.volumes[0].colorbarVisible = false; }
+    var kind = vols[current].kind;
+    var label;
+    if (n > 1) { nv.volumes[0].colormap = "gray"; nv.volumes[0].colorbarVisible = false; }
+    if (kind === "overlay") {
       top.colormap = pair[0];
       top.colormapNegative = pair[1] || pair[0];
       top.cal_min = t;
@@ -57,21 +73,41 @@
       top.cal_minNeg = NaN;
       top.cal_maxNeg = NaN;
       top.opacity = 1;
+      label = "t statistic: |t| from " + t.toFixed(1) + " to " + top.cal_max.toFixed(1) +
+        " (" + pair[0] + " positive, " + (pair[1] || pair[0]) + " negative)";
+    } else if (kind === "effect") {
+      top.colormap = pair[0];
+      top.colormapNegative = pair[1] || pair[0];
+      top.cal_max = vols[current].max;
+      top.cal_min = 0.05 * top.cal_max;
+      top.cal_minNeg = NaN;
+      top.cal_maxNeg = NaN;
+      top.opacity = 1;
+      label = "% change of BP_ND: |%| from " + top.cal_min.toPrecision(2) + " to " +
+        top.cal_max.toPrecision(3) + " (" + pair[0] + " increase, " + (pair[1] || pair[0]) +
+        " decrease); blank where the baseline BP_ND is low";
     } else {
-      // maps alone: a colour map that is black at 0, so the background stays black
+      // BP_ND maps: a colour map that is dark at 0, transparent below 5 % of the range
       top.colormap = { warm: "inferno", redyell: "hot" }[pair[0]] || pair[0];
       top.colormapNegative = "";
-      top.cal_min = 0;
       top.cal_max = vols[current].max;
+      top.cal_min = n > 1 ? 0.05 * top.cal_max : 0;
+      top.opacity = n > 1 ? 0.85 : 1;
+      label = "BP_ND: from " + top.cal_min.toFixed(2) + " to " + top.cal_max.toFixed(2) +
+        " (colour map " + top.colormap + ")";
     }
+    top.colorbarVisible = true;
+    if (cbLabel) { cbLabel.textContent = "Colour bar: " + label + (n > 1 ? "; grey: anatomy." : "."); }
+    window.petbindViewerState = {
+      kind: kind, layers: n, underlay: n > 1, calMin: top.cal_min, calMax: top.cal_max,
+      label: label
+    };
     nv.updateGLVolume();
   }
   async function show(i) {
     var layers = [];
-    if (vols[i].kind === "overlay") {
-      var u = underlayFor(i);
-      if (u >= 0) { layers.push(await load(u)); }
-    }
+    var u = underlayFor(i);
+    if (u >= 0 && u !== i) { layers.push(await load(u)); }
     layers.push(await load(i));
     while (nv.volumes.length) { nv.removeVolume(nv.volumes[0]); }
     layers.forEach(function (l) { nv.addVolume(l); });
