@@ -18,6 +18,7 @@ Conventions (BIDS 1.11, "Positron Emission Tomography"):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -46,7 +47,7 @@ from petbind.io.tables import read_json, sidecar_path
 from petbind.io.validate import Problem
 from petbind.io.verify import check_dynamic_shape, check_image_type, verify_gzip
 from petbind.isotopes import Isotope, get_isotope
-from petbind.timing import FrameTiming
+from petbind.timing import MINUTES_FIX, FrameTiming, frames_look_like_minutes
 from petbind.units import activity_factor
 
 PathLike = str | os.PathLike
@@ -168,10 +169,16 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
             f"the sidecar lists {timing.n_frames} frames but the image has {n_frames} "
             "(4th dimension)", "give one FrameTimesStart/FrameDuration entry per image frame")
     if timing is not None:
-        total_s = float(timing.end[-1] - timing.start[0]) * 60.0
-        if total_s < 5.0 and timing.n_frames > 1:
-            warn("FrameDuration", f"the whole scan lasts {total_s:g} s; were minutes written "
-                 "instead of seconds?", "BIDS frame times are in seconds")
+        half_life = None
+        with contextlib.suppress(PetbindError, TypeError, ValueError, KeyError):
+            half_life = get_isotope(str(side["TracerRadionuclide"])).half_life_s
+        # the acquisition's own span (from its first frame) is what minutes shrink
+        verdict = frames_look_like_minutes(timing.start_s - timing.start_s[0],
+                                           timing.duration_s, half_life_s=half_life)
+        if verdict is not None and verdict[0] == "error":
+            err(TimingError, "FrameDuration", verdict[1], MINUTES_FIX)
+        elif verdict is not None:
+            warn("FrameDuration", verdict[1], MINUTES_FIX)
         if float(np.median(timing.duration_s)) > 7200.0:
             warn("FrameDuration", "median frame lasts over 2 h; were milliseconds written "
                  "instead of seconds?", "BIDS frame times are in seconds")

@@ -23,6 +23,7 @@ https://www.turkupetcentre.net/formats/format_dft_1_0.html)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,10 +32,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from petbind.errors import DataError, FileFormatError, MetadataError, TimingError, UnitsError
+from petbind.errors import (
+    DataError,
+    FileFormatError,
+    MetadataError,
+    PetbindError,
+    TimingError,
+    UnitsError,
+)
 from petbind.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from petbind.isotopes import get_isotope
 from petbind.tac import FRAME_COLUMNS, TACTable
-from petbind.timing import FrameTiming
+from petbind.timing import FrameTiming, check_frames_in_seconds
 from petbind.units import activity_factor, time_factor
 
 PathLike = str | os.PathLike
@@ -143,6 +152,14 @@ def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     md = dict(table.metadata)
     md.setdefault("source_units", table.units)
     md["source_format"] = fmt
+    half_life = None
+    with contextlib.suppress(PetbindError, TypeError, ValueError, KeyError):
+        half_life = get_isotope(str(md["TracerRadionuclide"])).half_life_s
+    st = table.timing.start_s
+    note = check_frames_in_seconds(st - st[0], table.timing.duration_s, half_life_s=half_life,
+                                   path=str(path), field="frame_end")
+    if note:
+        md.setdefault("warnings", []).append(f"frame_end: {note}")
     f = activity_factor(table.units, path=path)
     return TACTable(table.timing, table.values * f, table.regions, "kBq/mL", md,
                     source=str(path))
@@ -358,5 +375,7 @@ def timing_from_frame_table(path: PathLike) -> FrameTiming:
     else:
         raise TimingError("neither 'frame_end' nor 'frame_duration' is given", path=p,
                           field="frame_end", fix="add frame_end or frame_duration (seconds)")
+    check_frames_in_seconds(vals["frame_start"] - vals["frame_start"][0], dur, path=str(p),
+                            field=dfield)
     return FrameTiming(vals["frame_start"], dur, unit="s", source=str(p),
                        start_field="frame_start", duration_field=dfield)
