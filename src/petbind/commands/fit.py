@@ -97,13 +97,35 @@ def select_regions(regions: str, names: list[str], path: Path) -> list[str]:
     return targets
 
 
-def refuse_overwrite(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
-    """Raise ConfigError when an output path (keyed by its option) is an input file."""
-    given = {p.resolve() for p in inputs}
-    for option, path in outputs.items():
-        if path is not None and path.resolve() in given:
-            raise ConfigError(f"{option} would overwrite the input {path.name}", path=path,
-                              field=option, fix="write the results to another file")
+def refuse_overwrite(outputs: dict[str, Any], inputs: list[Path]) -> None:
+    """Raise ConfigError when an output (keyed by its option) or its sidecar is an input
+    or an input's sidecar (:func:`petbind.io.guard.refuse_overwrite`)."""
+    from petbind.io.guard import refuse_overwrite as guard
+
+    guard(outputs, inputs)
+
+
+def plot_paths(folder: Path | None, regions: list[str], model: str) -> list[Path]:
+    """The PNG files ``--plots DIR`` will write (checked against the inputs first)."""
+    if folder is None:
+        return []
+    return [folder / f"{_safe_name(r)}_{model}.png" for r in regions]
+
+
+def choose_weights(option: str | None, table: Any, ignore_table: bool) -> tuple[Any, str]:
+    """The frame weights to fit with, and where they came from.
+
+    A ``weights`` column of the TAC table (``metadata["frame_weights"]``, as
+    kinfitr's data sets ship it) is used unless ``--weights`` names a scheme
+    or ``--ignore-table-weights`` is given; otherwise ``--weights`` (default
+    ``uniform``).
+    """
+    import numpy as np
+
+    shipped = table.metadata.get("frame_weights")
+    if shipped is not None and option is None and not ignore_table:
+        return np.asarray(shipped, dtype=float), "table"
+    return option or "uniform", "option" if option else "default"
 
 
 def _safe_name(s: str) -> str:
@@ -119,8 +141,10 @@ def save_figure(fig: Any, path: Path) -> Path:
     """Lay out a matplotlib figure, write it as PNG (atomically, 110 dpi) and close it."""
     import matplotlib.pyplot as plt
 
+    from petbind.figtext import literal_text
     from petbind.io.atomic import atomic_path
 
+    literal_text(fig)  # region names shown as written, never as mathtext
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -201,8 +225,13 @@ def register(app: typer.Typer) -> None:
         tstar: float | None = typer.Option(None, "--tstar", metavar="MIN",
                                            help="Logan t* in minutes (default: chosen per "
                                            "region by the 10 % max-error rule)."),
-        weights: str = typer.Option("uniform", "--weights",
-                                    help="uniform | duration | counts"),
+        weights: str | None = typer.Option(None, "--weights",
+                                           help="uniform | duration | counts (default: the "
+                                           "table's 'weights' column if it has one, else "
+                                           "uniform)"),
+        ignore_table_weights: bool = typer.Option(False, "--ignore-table-weights",
+                                                  help="Do not use the TAC table's 'weights' "
+                                                  "column."),
         isotope: str | None = typer.Option(None, "--isotope",
                                            help="Radionuclide for counts weights (default: "
                                            "TracerRadionuclide of the table's metadata)."),
@@ -213,8 +242,16 @@ def register(app: typer.Typer) -> None:
         regions: str | None = typer.Option(None, "--regions", metavar="A,B,...",
                                            help="Only these target regions (default: all "
                                            "but the reference)."),
-        blood: Path | None = typer.Option(None, "--blood", metavar="FILE",  # noqa: B008
-                                          help="Arterial input for plasma-input models."),
+        blood: list[Path] | None = typer.Option(  # noqa: B008
+            None, "--blood", metavar="FILE",
+            help="Arterial input for plasma-input models: a BIDS *_blood.tsv (read with its "
+            "own JSON sidecar only). Repeat for a manual and an autosampler recording."),
+        blood_tail: str = typer.Option("hold", "--blood-tail", metavar="hold|extrapolate",
+                                       help="Blood samples ending before the last frame: "
+                                       "hold the last value (kinfitr's choice) or extrapolate "
+                                       "a mono-exponential fitted to the last samples; "
+                                       "refused when they end more than 10 min or 20 % of "
+                                       "the scan early."),
         delay: str | None = typer.Option(None, "--delay", metavar="MIN|fit",
                                          help="Plasma models: input delay in minutes, or "
                                          "'fit' (per region, early-frame 1TCM pre-fit; "
@@ -238,22 +275,23 @@ def register(app: typer.Typer) -> None:
 
         spec = model_spec(model)
         if spec.input == "plasma":
-            if blood is None:
+            if not blood:
                 from petbind.errors import ModelError
 
                 raise ModelError(f"model {spec.name} needs --blood", field="--blood",
                                  fix="give the arterial input with --blood FILE")
             from petbind.commands.fit_plasma import fit_plasma
 
-            fit_plasma(spec, tacs, blood, ref=ref, regions=regions, tstar=tstar,
+            fit_plasma(spec, tacs, list(blood), ref=ref, regions=regions, tstar=tstar,
                        weights=weights, isotope=isotope, start=start, end=end, delay=delay,
-                       vb=vb, out=out, plots=plots)
+                       vb=vb, out=out, plots=plots, ignore_table_weights=ignore_table_weights,
+                       blood_tail=blood_tail)
             return
         if delay is not None or vb is not None:
             raise ConfigError("--delay and --vb apply to plasma-input models only",
                               field="--delay" if delay is not None else "--vb",
                               fix="drop the option or choose a plasma model")
-        if blood is not None:
+        if blood:
             raise ConfigError(f"model {spec.name} uses a reference region, not --blood",
                               field="--blood", fix="drop --blood or choose a plasma model")
         if ref is None:
@@ -265,6 +303,8 @@ def register(app: typer.Typer) -> None:
         refuse_overwrite({"--out": out}, [tacs])
 
         table = read_tacs(tacs)
+        refuse_overwrite({"--plots": plot_paths(plots, list(table.regions), spec.name)},
+                         [tacs])
         if ref not in table.regions:
             raise ConfigError(f"reference region {ref!r} is not in the table", path=tacs,
                               field="--ref", fix=f"use one of {', '.join(table.regions)}")
@@ -278,7 +318,8 @@ def register(app: typer.Typer) -> None:
         iso = isotope or table.metadata.get("TracerRadionuclide")
         ref_curve = table.curve(ref)
         y = np.stack([table.curve(r) for r in targets])
-        settings: dict[str, Any] = {"weights": weights, "start": start, "end": end,
+        w, w_source = choose_weights(weights, table, ignore_table_weights)
+        settings: dict[str, Any] = {"weights": w, "start": start, "end": end,
                                     "isotope": iso}
         k2 = _parse_k2prime(k2prime)
         k2_info: dict[str, Any] | None = None
@@ -301,6 +342,7 @@ def register(app: typer.Typer) -> None:
                    "Software": "petbind", "SoftwareVersion": __version__,
                    "Input": str(tacs), "ReferenceRegion": ref, "Regions": targets,
                    "Model": spec.name, "Settings": m.settings, "K2primeEstimate": k2_info,
+                   "WeightsSource": w_source,
                    "Units": {"bp_nd": "unitless", "dvr": "unitless", "r1": "unitless",
                              "k2": "1/min", "k2a": "1/min", "k2prime": "1/min",
                              "tstar": "min", "intercept": "min", "suvr": "unitless"},

@@ -105,11 +105,44 @@ def read_tsv(path: PathLike) -> pd.DataFrame:
                               "number of columns as the header") from None
     if df.shape[0] == 0:
         raise FileFormatError("no data rows", path=p, fix="write one row per frame")
+    check_header(_header_cells(p), p)
     unnamed = [c for c in df.columns if str(c).startswith("Unnamed:")]
     if unnamed:
         raise FileFormatError("a column has no name in the header", path=p, field=unnamed[0],
                               fix="name every column in the header line")
     return df
+
+
+def _header_cells(path: Path) -> list[str]:
+    """The cells of a TSV's first line, as written (pandas renames duplicates to ``x.1``)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            line = f.readline()
+    except UnicodeDecodeError:
+        raise FileFormatError("not a UTF-8 text file", path=path,
+                              fix="save the table as UTF-8 tab-separated text") from None
+    return line.rstrip("\r\n").split("\t")
+
+
+def check_header(names: list[str], path: PathLike, *, what: str = "column") -> None:
+    """Refuse empty or duplicate column names (never renamed silently to ``cortex.1``).
+
+    Raises
+    ------
+    FileFormatError
+        Field: the offending name (``header`` for an empty one).
+    """
+    for i, n in enumerate(names):
+        if not str(n).strip():
+            raise FileFormatError(f"{what} {i + 1} of the header has no name", path=path,
+                                  field="header", fix="name every column in the header line")
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise FileFormatError(f"{what} name {n!r} appears twice in the header", path=path,
+                                  field=n, fix="give every column a unique name (a region "
+                                  "measured twice needs two names)")
+        seen.add(n)
 
 
 def _tac_format(path: PathLike) -> str:
@@ -139,6 +172,8 @@ def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     -------
     TACTable
         Values in kBq/mL; ``metadata["source_units"]`` keeps the file's unit.
+        A ``weights`` column (per-frame weights, as kinfitr's data sets ship
+        them) is not a region: it goes to ``metadata["frame_weights"]``.
 
     Raises
     ------
@@ -148,7 +183,7 @@ def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     """
     fmt = _tac_format(path)
     reader = {"bids": _read_bids_tacs, "pmod": _read_pmod, "dft": _read_dft}[fmt]
-    table = reader(Path(path), units)
+    table = _split_weights(reader(Path(path), units), path)
     md = dict(table.metadata)
     md.setdefault("source_units", table.units)
     md["source_format"] = fmt
@@ -163,6 +198,35 @@ def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     f = activity_factor(table.units, path=path)
     return TACTable(table.timing, table.values * f, table.regions, "kBq/mL", md,
                     source=str(path))
+
+
+#: A TAC-table column of per-frame weights (as in kinfitr's data sets), not a region.
+WEIGHTS_COLUMN = "weights"
+
+
+def _split_weights(table: TACTable, path: PathLike) -> TACTable:
+    """Move a ``weights`` column out of the regions into ``metadata["frame_weights"]``.
+
+    Raises
+    ------
+    DataError
+        Weights that are not finite and >= 0, or all zero (field ``weights``).
+    """
+    if WEIGHTS_COLUMN not in table.regions:
+        return table
+    i = table.regions.index(WEIGHTS_COLUMN)
+    w = table.values[i]
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise DataError("frame weights must be finite, >= 0 and not all 0", path=path,
+                        field=WEIGHTS_COLUMN,
+                        fix="fix the weights column or remove it (then choose --weights)")
+    keep = [k for k in range(table.n_regions) if k != i]
+    if not keep:
+        raise DataError("no region columns besides the weights", path=path, field="columns",
+                        fix="add one column per region")
+    md = {**table.metadata, "frame_weights": w.tolist()}
+    return TACTable(table.timing, table.values[keep], [table.regions[k] for k in keep],
+                    table.units, md, source=table.source)
 
 
 def write_tacs(path: PathLike, table: TACTable) -> Path:
@@ -283,6 +347,7 @@ def _read_pmod(path: Path, units: str | None) -> TACTable:
     for c in rest:
         m = _BRACKET.match(c)
         names.append(m.group(1) if m else c)
+    check_header(names, path, what="region")
     out = pd.DataFrame({"frame_start": df[cols[0]], "frame_end": df[cols[1]]})
     for c, n in zip(rest, names, strict=True):
         out[n] = df[c]
@@ -334,6 +399,7 @@ def _read_dft(path: Path, units: str | None) -> TACTable:
                                   "(start, end and one per region)", path=path,
                                   fix="give every frame the same number of values")
         rows.append(["n/a" if t == "." else t for t in tok])
+    check_header(regions, path, what="region")
     df = pd.DataFrame(rows, columns=["frame_start", "frame_end", *regions], dtype=object)
     for col in FRAME_COLUMNS:
         num = pd.to_numeric(df[col], errors="coerce")
