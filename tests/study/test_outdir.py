@@ -1,0 +1,74 @@
+"""One output folder, one run, one config (issue 17): lock, temporary sweep, stale outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+
+import pytest
+
+from petbind.errors import PetbindError
+from petbind.io.atomic import atomic_path, is_temporary
+from petbind.study.config import load_config
+from petbind.study.outdir import lock_output, sweep_temporaries
+from petbind.study.pipeline import run_study
+
+
+@pytest.fixture
+def study_copy(noise_free_study, tmp_path):
+    """The noise-free study's outputs copied to a folder of this test."""
+    out = tmp_path / "out"
+    shutil.copytree(noise_free_study["out"], out)
+    return noise_free_study["bids"], noise_free_study["config"], out
+
+
+def test_second_run_on_a_locked_folder_fails_fast_naming_the_holder(study_copy):
+    bids, cfg, out = study_copy
+    with lock_output(out, command="petbind run (test holder)"):
+        with pytest.raises(PetbindError) as e:
+            run_study(bids, load_config(cfg), out_dir=out, progress=False)
+    msg = str(e.value)
+    assert e.value.field == "--out" and f"pid {os.getpid()}" in msg
+    assert socket.gethostname() in msg and "started" in msg and "test holder" in msg
+    # released: the next run goes through
+    run_study(bids, load_config(cfg), out_dir=out, progress=False)
+
+
+def test_temporaries_of_a_killed_run_are_swept(study_copy):
+    bids, cfg, out = study_copy
+    target = next(out.glob("sub-*/ses-*/pet/*_fits.tsv"))
+    ctx = atomic_path(target)
+    tmp = ctx.__enter__()  # a write that never finished (the process was killed)
+    tmp.write_text("partial")
+    assert is_temporary(tmp.name) and not is_temporary(target.name)
+    run_study(bids, load_config(cfg), out_dir=out, progress=False)
+    assert not tmp.exists()
+    assert not [p for p in out.rglob("*") if is_temporary(p.name)]
+    assert sweep_temporaries(out) == []
+
+
+def test_changed_config_removes_what_it_no_longer_produces(study_copy, tmp_path):
+    bids, cfg, out = study_copy
+    assert list(out.glob("sub-*/ses-*/pet/*_model-mrtm2_bpnd.nii.gz"))
+    assert list((out / "group" / "voxel").glob("*stat-t.nii.gz"))
+    (out / "report.html").write_text("<html>old report</html>")
+    text = cfg.read_text().replace('map_model = "mrtm2"\n', 'map_model = ""\n')
+    text = text.replace("[statistics.voxel]\n", "[statistics.voxel]\nenabled = false\n")
+    new_cfg = tmp_path / "study2.toml"
+    new_cfg.write_text(text)
+    run_study(bids, load_config(new_cfg), out_dir=out, progress=False)
+    assert not list(out.glob("sub-*/ses-*/pet/*_model-mrtm2_*"))
+    assert not list((out / "group").rglob("*voxel*/*"))
+    assert not (out / "report.html").exists()
+    prov = json.loads((out / "group" / "provenance.json").read_text())
+    removed = prov["removed_outputs"]
+    assert "report.html" in removed
+    assert any(r.endswith("_model-mrtm2_bpnd.nii.gz") for r in removed)
+    assert any(r.startswith("group/voxel/") for r in removed)
+    assert prov["previous_config_sha256"] != prov["config_sha256"]
+    # what the new config produces is all there
+    for f in out.glob("sub-*/ses-*/pet/*_provenance.json"):
+        for rel in json.loads(f.read_text())["outputs"]:
+            assert (out / rel).exists()
