@@ -38,8 +38,9 @@ def _stored_gzip_pet(tmp, fx, value=2.0):
 def _flip_data_byte(p):
     """Turn the first voxel's 2.0 into 4.0 inside the stored block; header and trailer kept.
 
-    A level-0 gzip member holds the raw bytes in stored deflate blocks. float32 2.0 is 00 00 00 40 little-endian, 4.0 is
-    00 00 80 40: a silently wrong number to a lazy reader, which never reaches the CRC.
+    A level-0 gzip member holds the raw bytes in a stored deflate block. float32
+    2.0 is 00 00 00 40 little-endian, 4.0 is 00 00 80 40: a silently wrong number
+    to a lazy reader, which never reaches the CRC.
     """
     b = bytearray(p.read_bytes())
     off = int(nib.load(str(p)).dataobj.offset)
@@ -50,7 +51,7 @@ def _flip_data_byte(p):
 
 
 def test_gzip_crc_error_in_data_fails_load_pet_and_validate(tmp_path, fx):
-    p, n_raw = _stored_gzip_pet(tmp_path, fx)
+    p, _ = _stored_gzip_pet(tmp_path, fx)
     _flip_data_byte(p)
     with pytest.raises(FileFormatError) as exc:
         img = load_pet(p)
@@ -62,7 +63,7 @@ def test_gzip_crc_error_in_data_fails_load_pet_and_validate(tmp_path, fx):
 
 
 def test_intact_stored_gzip_reads_and_verifies_once(tmp_path, fx):
-    p, n_raw = _stored_gzip_pet(tmp_path, fx)
+    p, _ = _stored_gzip_pet(tmp_path, fx)
     img = load_pet(p)
     assert np.allclose(img.voxel_curves(np.ones(img.spatial_shape, bool)), 2.0)
     assert verify_gzip(p) == 0  # remembered: not decompressed a second time
