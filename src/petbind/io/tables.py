@@ -41,6 +41,7 @@ from petbind.errors import (
     UnitsError,
 )
 from petbind.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from petbind.io.verify import check_activity_range
 from petbind.isotopes import get_isotope
 from petbind.tac import FRAME_COLUMNS, TACTable
 from petbind.timing import FrameTiming, check_frames_in_seconds
@@ -83,6 +84,10 @@ def read_json(path: PathLike, *, required: bool = True) -> dict:
     except UnicodeDecodeError:
         raise FileFormatError("not a UTF-8 text file", path=p,
                               fix="save the sidecar as UTF-8 JSON") from None
+    except RecursionError:
+        raise FileFormatError("JSON nested too deeply to read", path=p,
+                              fix="flatten the nesting; sidecars are a few levels deep") \
+            from None
     if not isinstance(obj, dict):
         raise FileFormatError("JSON sidecar must be an object ({...})", path=p,
                               fix="put the fields in a JSON object")
@@ -196,6 +201,8 @@ def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     if note:
         md.setdefault("warnings", []).append(f"frame_end: {note}")
     f = activity_factor(table.units, path=path)
+    for name, row in zip(table.regions, table.values * f, strict=True):
+        check_activity_range(row, path, name)
     return TACTable(table.timing, table.values * f, table.regions, "kBq/mL", md,
                     source=str(path))
 

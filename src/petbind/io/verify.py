@@ -121,3 +121,25 @@ def check_dynamic_shape(shape: tuple[int, ...], path: PathLike) -> int:
                               path=path, field="dim",
                               fix="re-export the image; it needs at least one slice and frame")
     return int(shape[3]) if len(shape) == 4 else 1
+
+
+#: Largest activity concentration (kBq/mL) accepted as a measurement: 1e9 kBq/mL is
+#: 1e12 Bq/mL (27 Ci/mL), orders of magnitude above any PET tracer. Larger values
+#: are unit or export errors, and near 1e308 they overflow the models' integrals.
+MAX_ACTIVITY_KBQ_ML = 1e9
+
+
+def check_activity_range(values: Any, path: PathLike | None, field: str) -> None:
+    """Refuse activity concentrations (kBq/mL) above :data:`MAX_ACTIVITY_KBQ_ML` or infinite.
+
+    NaN (``n/a``) is left to the caller.
+    """
+    v = np.asarray(values, dtype=float)
+    bad = np.flatnonzero(np.isinf(v) | (np.abs(np.nan_to_num(v)) > MAX_ACTIVITY_KBQ_ML))
+    if bad.size:
+        i = int(bad[0])
+        raise FileFormatError(
+            f"value {v.flat[i]:g} kBq/mL (row {i + 1}) is not a plausible activity "
+            f"concentration (limit {MAX_ACTIVITY_KBQ_ML:g} kBq/mL)", path=path, field=field,
+            fix="check the unit and the export; activity concentrations are at most a few "
+                "thousand kBq/mL")

@@ -49,6 +49,9 @@ def lock_output(out: Path, *, command: str = "petbind run") -> Iterator[dict[str
     """
     import fcntl
 
+    from petbind.io.guard import check_output_dir
+
+    check_output_dir(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

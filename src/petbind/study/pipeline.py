@@ -455,7 +455,7 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
             address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
             try:
                 client = Client(address, timeout="10s")
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # unreachable, or not HOST:PORT
                 raise PetbindError(f"cannot reach the dask scheduler at {scheduler}: {exc}",
                                    field="--scheduler",
                                    fix="start it (dask scheduler) or use --scheduler local"
