@@ -43,6 +43,7 @@ from petbind.errors import (
 )
 from petbind.image import DynamicImage
 from petbind.io.atomic import atomic_path, write_json_atomic
+from petbind.io.boundary import file_reader
 from petbind.io.tables import read_json, sidecar_path
 from petbind.io.validate import Problem
 from petbind.io.verify import check_dynamic_shape, check_image_type, verify_gzip
@@ -341,6 +342,7 @@ def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage) -> None:
                               fix="copy or re-export the file")
 
 
+@file_reader
 def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
     """Open a NIfTI/Analyze image lazily, refusing unreadable or truncated files."""
     p = Path(path)
@@ -408,6 +410,7 @@ def inherited_sidecars(nii_path: PathLike) -> list[Path]:
     return out
 
 
+@file_reader
 def read_pet_sidecar(nii_path: PathLike) -> tuple[dict, Path]:
     """Merged sidecar fields of a PET image (inheritance applied) and the file to name.
 
@@ -429,6 +432,7 @@ def read_pet_sidecar(nii_path: PathLike) -> tuple[dict, Path]:
     return side, (own if own.exists() else files[-1])
 
 
+@file_reader
 def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> DynamicImage:
     """Load a BIDS-PET image with its sidecar, validated, lazily.
 

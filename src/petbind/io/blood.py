@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from petbind.errors import DataError, MetadataError, TimingError, UnitsError
 from petbind.io.atomic import atomic_path, write_json_atomic
+from petbind.io.boundary import file_reader
 from petbind.io.tables import read_json, read_tsv, sidecar_path
 from petbind.io.verify import check_activity_range
 from petbind.units import activity_factor, time_factor
@@ -114,6 +115,7 @@ def _injection_start(path: Path) -> float | None:
     return None
 
 
+@file_reader
 def read_blood(path: str | os.PathLike, *, injection_start_s: float | None = None
                ) -> BloodRecording:
     """Read a BIDS blood recording.

@@ -16,6 +16,7 @@ import numpy as np
 from petbind.errors import DecayError
 from petbind.image import DynamicImage
 from petbind.io.bids import open_nifti
+from petbind.io.boundary import file_reader
 from petbind.io.tables import timing_from_frame_table
 from petbind.io.verify import check_dynamic_shape
 from petbind.isotopes import Isotope, get_isotope
@@ -23,6 +24,7 @@ from petbind.timing import FrameTiming
 from petbind.units import activity_factor
 
 
+@file_reader
 def load_nifti(
     path: str | os.PathLike,
     timing: FrameTiming | str | os.PathLike,

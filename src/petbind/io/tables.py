@@ -41,6 +41,7 @@ from petbind.errors import (
     UnitsError,
 )
 from petbind.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from petbind.io.boundary import file_reader
 from petbind.io.verify import check_activity_range
 from petbind.isotopes import get_isotope
 from petbind.tac import FRAME_COLUMNS, TACTable
@@ -60,6 +61,7 @@ def sidecar_path(path: PathLike) -> Path:
     return p.with_suffix(".json")
 
 
+@file_reader
 def read_json(path: PathLike, *, required: bool = True) -> dict:
     """Read a JSON object, naming the file, line and column of a syntax error.
 
@@ -94,6 +96,7 @@ def read_json(path: PathLike, *, required: bool = True) -> dict:
     return obj
 
 
+@file_reader
 def read_tsv(path: PathLike) -> pd.DataFrame:
     """Read a BIDS TSV as strings (``n/a`` kept), refusing ragged or empty files."""
     p = Path(path)
@@ -162,6 +165,7 @@ def _tac_format(path: PathLike) -> str:
                           fix="use a BIDS _tacs.tsv, a PMOD .tac or a Turku .dft file")
 
 
+@file_reader
 def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     """Read a TAC table and return it in kBq/mL with timing in minutes.
 
@@ -414,6 +418,7 @@ def _read_dft(path: Path, units: str | None) -> TACTable:
     return TACTable.from_frame(df, units=unit, metadata={}, source=str(path))
 
 
+@file_reader
 def timing_from_frame_table(path: PathLike) -> FrameTiming:
     """Frame timing from a TSV with ``frame_start`` and ``frame_end`` or ``frame_duration``.
 

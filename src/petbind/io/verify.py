@@ -6,9 +6,8 @@ uncompressed data in the member trailer) surfaces only when the end of the
 stream is read, and a flipped bit inside a stored (uncompressed) deflate
 block is never noticed at all: the image then yields wrong numbers without
 an error. :func:`verify_gzip` decompresses the whole stream once, checking
-every member's CRC-32 and length, and remembers files it has verified (by
-path, size and modification time) so that a file read twice in one process
-is decompressed for checking once.
+every member's CRC-32 and length (no memory of earlier checks: a file
+rewritten within one time-stamp tick keeps its size and mtime).
 
 :func:`check_image_type` refuses voxel types that are not one number per
 voxel (RGB, complex, structured); :func:`check_dynamic_shape` refuses
@@ -29,9 +28,6 @@ from petbind.errors import FileFormatError
 
 PathLike = str | os.PathLike
 
-#: Files already verified in this process: resolved path -> (size, mtime_ns).
-_VERIFIED: dict[str, tuple[int, int]] = {}
-
 #: Bytes decompressed per read while verifying.
 _CHUNK = 1 << 22
 
@@ -50,8 +46,7 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
     Returns
     -------
     int
-        Uncompressed size in bytes (0 when the file was verified before and
-        has not changed since).
+        Uncompressed size in bytes.
 
     Raises
     ------
@@ -60,11 +55,6 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
         or an uncompressed size other than ``expected_size`` (field ``data``).
     """
     p = Path(path)
-    st = p.stat()
-    key = str(p.resolve())
-    stamp = (st.st_size, st.st_mtime_ns)
-    if _VERIFIED.get(key) == stamp:
-        return 0
     total = 0
     try:
         with gzip.open(p, "rb") as f:
@@ -80,7 +70,6 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
         raise FileFormatError(
             f"the file decompresses to {total} bytes but its header needs {expected_size}",
             path=p, field="data", fix="copy or re-export the file")
-    _VERIFIED[key] = stamp
     return total
 
 
