@@ -55,11 +55,8 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
         or an uncompressed size other than ``expected_size`` (field ``data``).
     """
     p = Path(path)
-    total = 0
     try:
-        with gzip.open(p, "rb") as f:
-            while block := f.read(_CHUNK):
-                total += len(block)
+        total = _inflate_all(p)
     except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
         raise FileFormatError(
             f"the compressed file is damaged ({exc}); its data cannot be trusted",
@@ -70,6 +67,36 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
         raise FileFormatError(
             f"the file decompresses to {total} bytes but its header needs {expected_size}",
             path=p, field="data", fix="copy or re-export the file")
+    return total
+
+
+def _inflate_all(p: Path) -> int:
+    """Inflate every gzip member of ``p`` (zlib checks each CRC-32 and ISIZE); bytes out."""
+    total = 0
+    members = 0
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with open(p, "rb") as f:
+        while True:
+            buf = f.read(_CHUNK)
+            if not buf:
+                break
+            while buf:
+                if d.eof:  # the next member (RFC 1952 allows several)
+                    if not buf.strip(b"\x00"):
+                        buf = b""  # zero padding after the last member
+                        break
+                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                total += len(d.decompress(buf, _CHUNK))
+                buf = d.unconsumed_tail or d.unused_data
+                if d.eof:
+                    members += 1
+            while not d.eof and (out := d.decompress(b"", _CHUNK)):
+                total += len(out)
+    if not d.eof:
+        raise EOFError("the compressed stream ends before its end-of-stream marker "
+                       "(truncated)")
+    if members == 0:
+        raise gzip.BadGzipFile("no complete gzip member")
     return total
 
 
