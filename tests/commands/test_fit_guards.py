@@ -134,8 +134,9 @@ def test_blood_ending_before_last_frame_mid_is_bridged_with_a_warning(tmp_path, 
                  "--blood-tail", tail, "--out", str(out)]) == 0
     assert "blood samples end at 83.5 min" in capsys.readouterr().err
     vt = pd.read_csv(out, sep="\t")["vt"].iloc[0]
-    # the true input decays by exp(-0.0104 t) in its tail: holding it is 0.1 % off here
-    assert vt == pytest.approx(K1 / K2, rel=2e-3 if tail == "hold" else 5e-4)
+    # the true input decays by exp(-0.0104 t) in its tail: holding it costs ~0.02 % here
+    # (measured -0.019 %), the fitted tail ~nothing (-0.004 %, as with complete blood)
+    assert vt == pytest.approx(K1 / K2, rel=5e-4 if tail == "hold" else 1e-4)
 
 
 def test_blood_ending_far_before_the_scan_is_refused(tmp_path, capsys):
