@@ -177,3 +177,26 @@ def test_region_names_with_dollars_render_literally_in_report_figures():
     ax.set_title("cortex $x$ and $\\bad{")
     ax.legend()
     assert figure_to_data_uri(fig).startswith("data:image/png;base64,")
+
+
+def test_pet_name_without_sub_is_named(tmp_path):
+    from petbind.errors import MetadataError
+    from petbind.study.config import parse_config
+    from petbind.study.discover import discover_scans
+
+    bids = tmp_path / "bids"
+    pet = bids / "sub-01" / "ses-a" / "pet" / "ses-a_trc-X_pet.nii.gz"
+    pet.parent.mkdir(parents=True)
+    pet.write_bytes(b"")
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9"}')
+    atlas = bids / "derivatives" / "atlas" / "sub-01" / "ses-a" / "pet" / "ses-a_trc-X_dseg.nii.gz"
+    atlas.parent.mkdir(parents=True)
+    atlas.write_bytes(b"")
+    cfg = parse_config({"dataset": {"atlas": "derivatives/atlas"},
+                        "tracers": {"X": {"reference_region": "cerebellum",
+                                          "models": ["srtm"]}},
+                        "contrasts": [{"expr": "b - a"}],
+                        "statistics": {"baseline_condition": "a"}}, base_dir=bids)
+    with pytest.raises(MetadataError) as e:  # was KeyError: 'sub'
+        discover_scans(bids, cfg)
+    assert e.value.field == "sub" and pet.name in str(e.value)
