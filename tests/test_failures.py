@@ -200,3 +200,22 @@ def test_pet_name_without_sub_is_named(tmp_path):
     with pytest.raises(MetadataError) as e:  # was KeyError: 'sub'
         discover_scans(bids, cfg)
     assert e.value.field == "sub" and pet.name in str(e.value)
+
+
+def test_parametric_with_a_malformed_scheduler_address_is_named(tmp_path, capsys):
+    import nibabel as nib
+
+    t = (np.asarray(STARTS) + np.asarray(DURS) / 2) / 60.0
+    data = np.broadcast_to(10 * np.exp(-0.05 * t), (4, 4, 3, len(DURS))).astype(np.float32)
+    p = tmp_path / "sub-01_pet.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), np.eye(4)), str(p))
+    p.with_name("sub-01_pet.json").write_text(json.dumps({
+        "FrameTimesStart": list(STARTS), "FrameDuration": DURS, "Units": "kBq/mL",
+        "ImageDecayCorrected": True, "ImageDecayCorrectionTime": 0, "InjectionStart": 0,
+        "TracerRadionuclide": "C11"}))
+    mask = tmp_path / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.eye(4)), str(mask))
+    assert _run(["parametric", str(p), "--model", "suvr", "--ref-mask", str(mask),
+                 "--out", str(tmp_path / "maps"), "--scheduler", "foo:bar"]) == 2
+    err = capsys.readouterr().err
+    assert "--scheduler" in err and "foo:bar" in err and "Traceback" not in err

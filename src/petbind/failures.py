@@ -46,8 +46,10 @@ def as_petbind_error(exc: BaseException) -> PetbindError | None:
     if isinstance(exc, OSError):
         path = exc.filename if exc.filename is not None else exc.filename2
         what, fix = _OS.get(exc.errno or -1, (None, None))
-        if isinstance(exc, TimeoutError) or exc.errno == errno.ETIMEDOUT:
-            what, fix = "timed out", "check the address and that the service runs"
+        if (isinstance(exc, TimeoutError | ConnectionError) or exc.errno == errno.ETIMEDOUT
+                or "connect" in str(exc).lower()):
+            what = str(exc) or "connection failed"
+            fix = "check the address, and that the service (e.g. the dask scheduler) runs"
         if what is None:
             what = exc.strerror or str(exc) or type(exc).__name__
             fix = "check the path, the permissions and the free space"

@@ -724,7 +724,13 @@ def _run_chunks(
     from distributed import Client, as_completed
 
     own = not hasattr(client, "submit")
-    cl = Client(client) if own else client
+    try:
+        cl = Client(client) if own else client
+    except (OSError, ValueError) as exc:  # unreachable, or not HOST:PORT
+        raise PetbindError(f"cannot reach the dask scheduler at {client}: {exc}",
+                           field="--scheduler",
+                           fix="start it (dask scheduler), check HOST:PORT, or use "
+                               "--scheduler threads") from None
     try:
         desc = f"dask distributed ({cl.scheduler.address})"
         [m] = cl.scatter([model], broadcast=True)
