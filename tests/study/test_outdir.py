@@ -72,3 +72,30 @@ def test_changed_config_removes_what_it_no_longer_produces(study_copy, tmp_path)
     for f in out.glob("sub-*/ses-*/pet/*_provenance.json"):
         for rel in json.loads(f.read_text())["outputs"]:
             assert (out / rel).exists()
+
+
+def test_lock_held_by_another_process_makes_the_cli_run_fail_at_once(study_copy, capsys):
+    import subprocess
+    import sys
+    import time
+
+    from petbind.cli import main
+
+    bids, cfg, out = study_copy
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from petbind.study.outdir import lock_output\n"
+         f"with lock_output(Path({str(out)!r})):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.perf_counter()
+        with pytest.raises(SystemExit) as e:
+            main(["run", str(bids), "--config", str(cfg), "--out", str(out), "--no-progress"])
+        assert e.value.code == 2 and time.perf_counter() - t0 < 10
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and "another petbind run" in err
+    finally:
+        holder.kill()
+        holder.wait()
