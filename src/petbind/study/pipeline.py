@@ -116,11 +116,10 @@ def _scan_inputs(scan: Scan, out: Path, plan: Any = None) -> dict[str, Path]:
 def _atlas(scan: Scan, shape: tuple[int, ...], affine: np.ndarray
            ) -> tuple[np.ndarray, dict[int, str]]:
     """Label image and ``{index: region}`` of a scan's atlas, checked against the PET grid."""
-    import nibabel as nib
-
+    from petbind.io.bids import open_nifti
     from petbind.io.tables import read_tsv
 
-    img = nib.load(str(scan.dseg))
+    img = open_nifti(scan.dseg)  # verified (gzip CRC): a damaged atlas is refused
     labels = np.asanyarray(img.dataobj)
     if labels.shape != tuple(shape):
         raise DataError(f"atlas shape {labels.shape} differs from the PET grid {shape}",
