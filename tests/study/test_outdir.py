@@ -54,6 +54,7 @@ def test_changed_config_removes_what_it_no_longer_produces(study_copy, tmp_path)
     assert list(out.glob("sub-*/ses-*/pet/*_model-mrtm2_bpnd.nii.gz"))
     assert list((out / "group" / "voxel").glob("*stat-t.nii.gz"))
     (out / "report.html").write_text("<html>old report</html>")
+    os.utime(out / "report.html", (1e9, 1e9))  # built after the earlier run, before this one
     text = cfg.read_text().replace('map_model = "mrtm2"\n', 'map_model = ""\n')
     text = text.replace("[statistics.voxel]\n", "[statistics.voxel]\nenabled = false\n")
     new_cfg = tmp_path / "study2.toml"
@@ -99,3 +100,40 @@ def test_lock_held_by_another_process_makes_the_cli_run_fail_at_once(study_copy,
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_files_written_by_this_run_are_never_removed_as_stale(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from petbind.study.outdir import remove_stale_outputs
+
+    out = tmp_path / "out"
+    (out / "group" / "voxel").mkdir(parents=True)
+    old = out / "group" / "voxel" / "trc-X_model-logan_stat-t.nii.gz"
+    new = out / "group" / "power.tsv"  # another step's output, in no list
+    kept = out / "group" / "outcomes.tsv"
+    for f in (old, new, kept):
+        f.write_text("x")
+    t_run = time.time()
+    os.utime(old, (t_run - 3600, t_run - 3600))
+    os.utime(kept, (t_run - 3600, t_run - 3600))
+    scan_dir = out / "sub-01" / "pet"
+    scan_dir.mkdir(parents=True)
+    (scan_dir / "S_provenance.json").write_text(json.dumps({"outputs": {
+        "sub-01/pet/S_fits.tsv": "0"}}))
+    (scan_dir / "S_fits.tsv").write_text("x")
+    (scan_dir / "S_run-2_provenance.json").write_text(json.dumps({"outputs": {
+        "sub-01/pet/S_run-2_fits.tsv": "0"}}))
+    stale_map = scan_dir / "S_model-logan_bpnd.nii.gz"
+    other = scan_dir / "S_run-2_fits.tsv"  # another scan's (longer stem)
+    for f in (stale_map, other):
+        f.write_text("x")
+        os.utime(f, (t_run - 3600, t_run - 3600))
+    scans = [SimpleNamespace(rel_dir="sub-01/pet", stem="S"),
+             SimpleNamespace(rel_dir="sub-01/pet", stem="S_run-2")]
+    removed = remove_stale_outputs(out, scans, [kept], config_changed=False, started=t_run)
+    assert sorted(removed) == ["group/voxel/trc-X_model-logan_stat-t.nii.gz",
+                               "sub-01/pet/S_model-logan_bpnd.nii.gz"]
+    assert new.exists() and kept.exists() and other.exists()
+    assert not (out / "group" / "voxel").exists()  # emptied folder removed

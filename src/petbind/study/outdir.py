@@ -111,8 +111,13 @@ def _recorded_outputs(prov: Path, out: Path) -> set[Path]:
     return {out / rel for rel in rec.get("outputs", {})}
 
 
+#: Files modified less than this many seconds before the run started count as this run's
+#: (file-system time stamps can be coarse).
+MTIME_SLACK_S = 2.0
+
+
 def remove_stale_outputs(out: Path, scans: Iterable[Any], keep: Iterable[Path],
-                         *, config_changed: bool) -> list[str]:
+                         *, config_changed: bool, started: float | None = None) -> list[str]:
     """Delete earlier runs' outputs that the current run did not produce.
 
     Parameters
@@ -127,6 +132,11 @@ def remove_stale_outputs(out: Path, scans: Iterable[Any], keep: Iterable[Path],
     config_changed : bool
         The config differs from the folder's last one: a ``report.html`` at
         the root was built from the old outputs and is removed too.
+    started : float, optional
+        When the run started (epoch seconds). A file written since then
+        (modification time after ``started - MTIME_SLACK_S``) is this run's
+        and never removed, even when no list names it (an output another
+        step added); files older than the run and listed nowhere are stale.
 
     Returns
     -------
@@ -177,6 +187,8 @@ def remove_stale_outputs(out: Path, scans: Iterable[Any], keep: Iterable[Path],
     for f in sorted(stale):
         if any(part.startswith(".") for part in f.relative_to(out).parts):
             continue
+        if started is not None and f.exists() and f.stat().st_mtime > started - MTIME_SLACK_S:
+            continue  # written by this run
         with contextlib.suppress(FileNotFoundError):
             f.unlink()
             removed.append(f.relative_to(out).as_posix())

@@ -872,7 +872,8 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     removed = remove_stale_outputs(
         out, scans, [group / n for n in ("outcomes.tsv", "roi_stats.tsv", "mixed_model.tsv",
                                          "summary.json", "provenance.json")] + vwritten,
-        config_changed=previous is not None and previous != digest)
+        config_changed=previous is not None and previous != digest,
+        started=datetime.fromisoformat(started).timestamp())
     if removed:
         say(f"removed {len(removed)} output(s) of an earlier config (see provenance.json)")
     write_json_atomic(group / "summary.json", summary)
