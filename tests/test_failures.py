@@ -219,3 +219,38 @@ def test_parametric_with_a_malformed_scheduler_address_is_named(tmp_path, capsys
                  "--out", str(tmp_path / "maps"), "--scheduler", "foo:bar"]) == 2
     err = capsys.readouterr().err
     assert "--scheduler" in err and "foo:bar" in err and "Traceback" not in err
+
+
+def _valid_pet(tmp_path):
+    import nibabel as nib
+
+    t = (np.asarray(STARTS) + np.asarray(DURS) / 2) / 60.0
+    data = np.broadcast_to(10 * np.exp(-0.05 * t), (4, 4, 3, len(DURS))).astype(np.float32)
+    p = tmp_path / "in" / "sub-01_pet.nii.gz"
+    p.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), np.eye(4)), str(p))
+    p.with_name("sub-01_pet.json").write_text(json.dumps({
+        "FrameTimesStart": list(STARTS), "FrameDuration": DURS, "Units": "kBq/mL",
+        "ImageDecayCorrected": True, "ImageDecayCorrectionTime": 0, "InjectionStart": 0,
+        "TracerRadionuclide": "C11"}))
+    mask = tmp_path / "in" / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 3), np.uint8), np.eye(4)), str(mask))
+    return p, mask
+
+
+@pytest.mark.parametrize("command", ["simulate", "parametric"])
+def test_disk_full_on_other_commands_is_one_line(tmp_path, monkeypatch, capsys, command):
+    out = tmp_path / "out"
+    args = {"simulate": ["simulate", "--subjects", "1", "--out", str(out)]}
+    if command == "parametric":
+        p, mask = _valid_pet(tmp_path)
+        args["parametric"] = ["parametric", str(p), "--model", "suvr", "--ref-mask",
+                              str(mask), "--out", str(out), "--scheduler", "sync"]
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr("petbind.io.atomic.tempfile.mkstemp", full)
+    assert _run(args[command]) == 2
+    err = capsys.readouterr().err
+    assert "no space left" in err and str(out) in err and "Traceback" not in err
