@@ -254,3 +254,21 @@ def test_disk_full_on_other_commands_is_one_line(tmp_path, monkeypatch, capsys, 
     assert _run(args[command]) == 2
     err = capsys.readouterr().err
     assert "no space left" in err and str(out) in err and "Traceback" not in err
+
+
+def test_disk_full_during_write_names_the_output(tmp_path, monkeypatch, capsys):
+    tacs = _tacs(tmp_path)
+    out = tmp_path / "fits.tsv"
+    real = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name.startswith(".fits.tsv."):
+            raise OSError(errno.ENOSPC, "No space left on device")  # no file name, as write()
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert _run(["fit", str(tacs), "--model", "suvr", "--ref", "cerebellum",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no space left" in err and str(out) in err
+    assert not out.exists() and not list(tmp_path.glob(".fits.tsv.*"))
