@@ -137,3 +137,15 @@ def test_files_written_by_this_run_are_never_removed_as_stale(tmp_path):
                                "sub-01/pet/S_model-logan_bpnd.nii.gz"]
     assert new.exists() and kept.exists() and other.exists()
     assert not (out / "group" / "voxel").exists()  # emptied folder removed
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path):
+    out = tmp_path / "derivatives" / "mine"
+    with pytest.raises(RuntimeError), lock_output(out):
+        raise RuntimeError("discovery failed")
+    assert not out.exists()
+    out.mkdir(parents=True)
+    (out / "keep.txt").write_text("x")
+    with lock_output(out):
+        pass
+    assert (out / "keep.txt").exists()

@@ -52,6 +52,7 @@ def lock_output(out: Path, *, command: str = "petbind run") -> Iterator[dict[str
     from petbind.io.guard import check_output_dir
 
     check_output_dir(out, "--out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -74,6 +75,12 @@ def lock_output(out: Path, *, command: str = "petbind run") -> Iterator[dict[str
         os.ftruncate(fd, 0)  # done: no holder (a killed run's note is overwritten next time)
     finally:
         os.close(fd)  # closing releases the flock
+        if created and {p.name for p in out.iterdir()} <= {LOCK_NAME}:
+            # a run that failed before writing anything leaves no folder behind (an
+            # unknown non-empty folder under derivatives/ would later be taken for input)
+            with contextlib.suppress(OSError):
+                path.unlink()
+                out.rmdir()
 
 
 def _read_holder(fd: int) -> str:
