@@ -95,7 +95,8 @@ def test_unknown_model_settings_key_names_the_key(tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text('[tracers.DASB]\nreference_region = "cerebellum"\nmodels = ["srtm"]\n'
                    '[tracers.DASB.model_settings.srtm]\nbogus = 1\n'
-                   '[[contrasts]]\nexpr = "b - a"\n')
+                   '[[contrasts]]\nexpr = "b - a"\n'
+                   '[statistics]\nbaseline_condition = "a"\n')
     with pytest.raises(ConfigError) as e:
         load_config(cfg)
     assert e.value.field == "tracers.DASB.model_settings.srtm.bogus"

@@ -19,7 +19,7 @@ import numpy as np
 
 from petbind.blood import InputFunction
 from petbind.errors import ConfigError, DataError
-from petbind.models.convolution import PiecewiseLinear
+from petbind.numerics.convolution import PiecewiseLinear
 from petbind.timing import TIME_TOL_MIN, FrameTiming
 
 #: Longest gap (min) between the last blood sample and the end of the scan that is bridged.

@@ -44,8 +44,8 @@ from petbind.errors import (
 from petbind.image import DynamicImage
 from petbind.io.atomic import atomic_path, write_json_atomic
 from petbind.io.boundary import file_reader
+from petbind.io.problems import Problem
 from petbind.io.tables import read_json, sidecar_path
-from petbind.io.validate import Problem
 from petbind.io.verify import check_dynamic_shape, check_image_type, verify_gzip
 from petbind.isotopes import Isotope, get_isotope
 from petbind.timing import MINUTES_FIX, FrameTiming, frames_look_like_minutes

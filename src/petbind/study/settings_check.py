@@ -20,9 +20,15 @@ SUPPLIED = frozenset({"self", "timing", "ref", "blood", "args", "kwargs", "kw"})
 def accepted_settings(factory: Any) -> set[str] | None:
     """Keyword names a model factory accepts (every ``__init__`` up its class tree).
 
-    Returns None when the factory takes ``**kwargs`` that no class resolves
-    (then every key is allowed).
+    ``factory`` may be the catalogue's ``"module:Class"`` name. Returns None
+    when the factory takes ``**kwargs`` that no class resolves (then every key
+    is allowed).
     """
+    if isinstance(factory, str):
+        import importlib
+
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
     funcs = ([c.__init__ for c in inspect.getmro(factory) if "__init__" in vars(c)]
              if inspect.isclass(factory) else [factory])
     names: set[str] = set()
