@@ -46,14 +46,19 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning PetbindError into a one-line message."""
+    """Entry point: run the app, turning PetbindError (and expected OS failures,
+:func:`petbind.failures.as_petbind_error`) into a one-line message."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         app(args=argv, prog_name="petbind")
-    except PetbindError as exc:
-        if debug:
+    except (PetbindError, OSError, RecursionError, MemoryError) as exc:
+        # expected OS / library failures (full disk, permissions, ...) said for people
+        from petbind.failures import as_petbind_error
+
+        err = as_petbind_error(exc)
+        if debug or err is None:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
                           soft_wrap=True)
         sys.exit(2)
 

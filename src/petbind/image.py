@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from petbind.errors import DataError, FileFormatError, TimingError
+from petbind.errors import DataError, FileFormatError, PetbindError, TimingError
 from petbind.tac import TACTable
 from petbind.timing import FrameTiming
 
@@ -140,8 +140,11 @@ class DynamicImage:
         src = self.dataobj if dataobj is None else dataobj
         try:
             return np.array(take(src), dtype=np.float32)
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
-            raise FileFormatError(f"cannot read {what}: {exc}", path=self.path, field="data",
+        except Exception as exc:
+            if isinstance(exc, PetbindError):
+                raise
+            raise FileFormatError(f"cannot read {what}: {type(exc).__name__}: {exc}",
+                                  path=self.path, field="data",
                                   fix="the file may be truncated or corrupt; re-export it") \
                 from None
 

@@ -254,7 +254,9 @@ def _as_mask(mask: Any, image: Any, what: str) -> tuple[NDArray[np.bool_], str |
     if isinstance(mask, str | os.PathLike):
         path = str(mask)
         try:
-            img = nib.load(path)
+            from petbind.io.bids import open_nifti
+
+            img = open_nifti(path)  # verified: gzip CRC and length, scalar voxels
         except (OSError, nib.filebasedimages.ImageFileError) as exc:
             raise FileFormatError(f"cannot read the {what}: {exc}", path=path,
                                   fix="give a NIfTI image on the PET grid") from exc
@@ -410,7 +412,9 @@ def _label_mask(image: Any, atlas: Any, name: str) -> tuple[NDArray[np.bool_], s
     path = str(atlas) if isinstance(atlas, str | os.PathLike) else _image_path(atlas)
     if isinstance(atlas, str | os.PathLike):
         try:
-            aimg = nib.load(str(atlas))
+            from petbind.io.bids import open_nifti
+
+            aimg = open_nifti(atlas)  # verified: gzip CRC and length, scalar voxels
         except (OSError, nib.filebasedimages.ImageFileError) as exc:
             raise FileFormatError(f"cannot read the atlas: {exc}", path=path,
                                   fix="give a label (dseg) NIfTI on the PET grid") from exc

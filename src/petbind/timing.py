@@ -332,3 +332,79 @@ class FrameTiming:
         val = cum[..., j] + y[..., j] * h + 0.5 * slope * h * h
         n = self.n_frames
         return (val[..., n:] - val[..., :n]) / self._duration
+
+
+#: Shortest frame (s) of a real dynamic PET schedule; shorter frames are minutes misread.
+MIN_REAL_FRAME_S = 1.0
+
+
+def frames_look_like_minutes(start_s: ArrayLike, duration_s: ArrayLike, *,
+                             half_life_s: float | None = None
+                             ) -> tuple[Literal["error", "warning"], str] | None:
+    """Whether frame times stated in seconds are really minutes (the one shared check).
+
+    Every reader of frame timing in seconds (BIDS-PET sidecars, ``*_tacs.tsv``,
+    frame tables) and ``petbind validate`` call this, so that a schedule
+    written in minutes is refused before a model fits a 90-second "scan".
+
+    Parameters
+    ----------
+    start_s, duration_s : array_like
+        Frame starts and durations as read, in seconds.
+    half_life_s : float, optional
+        Half-life of the tracer's radionuclide (s), when known.
+
+    Returns
+    -------
+    ("error" | "warning", message) or None
+        ``"error"`` when a frame lasts under :data:`MIN_REAL_FRAME_S` (1 s)
+        and the whole scan under 10 min: real dynamic PET frames last at
+        least 1 s, while a schedule in minutes starts with 1/6-, 1/4- or
+        1/2-minute frames. ``"warning"`` when at least 8 frames span under
+        5 min and under a tenth of the half-life (or, half-life unknown, at
+        least 15 frames span under 3 min). ``None`` otherwise; real short
+        schedules such as 6 x 10 s, or [15O]water's 12 x 5 s + ..., pass.
+    """
+    s = np.atleast_1d(np.asarray(start_s, dtype=float))
+    d = np.atleast_1d(np.asarray(duration_s, dtype=float))
+    if s.size == 0 or d.size != s.size or not (np.all(np.isfinite(s))
+                                              and np.all(np.isfinite(d))):
+        return None
+    n = s.size
+    end = float(np.max(s + d))
+    shortest = float(np.min(d))
+    if n >= 2 and 0 < shortest < MIN_REAL_FRAME_S and end < 600.0:
+        return ("error", f"frame times look like minutes: read as seconds, the shortest of "
+                f"the {n} frames lasts {shortest:.3g} s and the whole scan {end:.4g} s")
+    if half_life_s is not None and half_life_s > 0:
+        if n >= 8 and end < 300.0 and end < 0.1 * half_life_s:
+            return ("warning", f"the {n} frames span only {end:.4g} s, under a tenth of the "
+                    f"half-life ({half_life_s:g} s); were minutes written instead of seconds?")
+    elif n >= 15 and end < 180.0:
+        return ("warning", f"the {n} frames span only {end:.4g} s; were minutes written "
+                "instead of seconds?")
+    return None
+
+
+def check_frames_in_seconds(start_s: ArrayLike, duration_s: ArrayLike, *,
+                            half_life_s: float | None = None, path: str | None = None,
+                            field: str = "FrameDuration") -> str | None:
+    """Raise :class:`TimingError` when :func:`frames_look_like_minutes` says ``"error"``.
+
+    Returns
+    -------
+    str or None
+        The warning message, if any, for the caller to pass on.
+    """
+    verdict = frames_look_like_minutes(start_s, duration_s, half_life_s=half_life_s)
+    if verdict is None:
+        return None
+    severity, message = verdict
+    if severity == "error":
+        raise TimingError(message, path=path, field=field, fix=MINUTES_FIX)
+    return message
+
+
+#: The fix named when frame times look like minutes.
+MINUTES_FIX = ("write frame times in seconds (minutes x 60); BIDS FrameTimesStart, "
+               "FrameDuration and TAC-table frame_start/frame_end are seconds")

@@ -17,8 +17,10 @@ import typer
 from petbind.commands.fit_common import (  # noqa: F401 - re-exported for their old home
     _safe_name,
     _tsv_text,
+    choose_weights,
     emit_table,
     parse_number_or,
+    plot_paths,
     refuse_overwrite,
     save_figure,
     select_regions,
@@ -111,8 +113,13 @@ def register(app: typer.Typer) -> None:
         tstar: float | None = typer.Option(None, "--tstar", metavar="MIN",
                                            help="Logan t* in minutes (default: chosen per "
                                            "region by the 10 % max-error rule)."),
-        weights: str = typer.Option("uniform", "--weights",
-                                    help="uniform | duration | counts"),
+        weights: str | None = typer.Option(None, "--weights",
+                                           help="uniform | duration | counts (default: the "
+                                           "table's 'weights' column if it has one, else "
+                                           "uniform)"),
+        ignore_table_weights: bool = typer.Option(False, "--ignore-table-weights",
+                                                  help="Do not use the TAC table's 'weights' "
+                                                  "column."),
         isotope: str | None = typer.Option(None, "--isotope",
                                            help="Radionuclide for counts weights (default: "
                                            "TracerRadionuclide of the table's metadata)."),
@@ -123,8 +130,16 @@ def register(app: typer.Typer) -> None:
         regions: str | None = typer.Option(None, "--regions", metavar="A,B,...",
                                            help="Only these target regions (default: all "
                                            "but the reference)."),
-        blood: Path | None = typer.Option(None, "--blood", metavar="FILE",  # noqa: B008
-                                          help="Arterial input for plasma-input models."),
+        blood: list[Path] | None = typer.Option(  # noqa: B008
+            None, "--blood", metavar="FILE",
+            help="Arterial input for plasma-input models: a BIDS *_blood.tsv (read with its "
+            "own JSON sidecar only). Repeat for a manual and an autosampler recording."),
+        blood_tail: str = typer.Option("hold", "--blood-tail", metavar="hold|extrapolate",
+                                       help="Blood samples ending before the last frame: "
+                                       "hold the last value (kinfitr's choice) or extrapolate "
+                                       "a mono-exponential fitted to the last samples; "
+                                       "refused when they end more than 10 min or 20 % of "
+                                       "the scan early."),
         delay: str | None = typer.Option(None, "--delay", metavar="MIN|fit",
                                          help="Plasma models: input delay in minutes, or "
                                          "'fit' (per region, early-frame 1TCM pre-fit; "
@@ -148,22 +163,23 @@ def register(app: typer.Typer) -> None:
 
         spec = model_spec(model)
         if spec.input == "plasma":
-            if blood is None:
+            if not blood:
                 from petbind.errors import ModelError
 
                 raise ModelError(f"model {spec.name} needs --blood", field="--blood",
                                  fix="give the arterial input with --blood FILE")
             from petbind.commands.fit_plasma import fit_plasma
 
-            fit_plasma(spec, tacs, blood, ref=ref, regions=regions, tstar=tstar,
+            fit_plasma(spec, tacs, list(blood), ref=ref, regions=regions, tstar=tstar,
                        weights=weights, isotope=isotope, start=start, end=end, delay=delay,
-                       vb=vb, out=out, plots=plots)
+                       vb=vb, out=out, plots=plots, ignore_table_weights=ignore_table_weights,
+                       blood_tail=blood_tail)
             return
         if delay is not None or vb is not None:
             raise ConfigError("--delay and --vb apply to plasma-input models only",
                               field="--delay" if delay is not None else "--vb",
                               fix="drop the option or choose a plasma model")
-        if blood is not None:
+        if blood:
             raise ConfigError(f"model {spec.name} uses a reference region, not --blood",
                               field="--blood", fix="drop --blood or choose a plasma model")
         if ref is None:
@@ -175,6 +191,8 @@ def register(app: typer.Typer) -> None:
         refuse_overwrite({"--out": out}, [tacs])
 
         table = read_tacs(tacs)
+        refuse_overwrite({"--plots": plot_paths(plots, list(table.regions), spec.name)},
+                         [tacs])
         if ref not in table.regions:
             raise ConfigError(f"reference region {ref!r} is not in the table", path=tacs,
                               field="--ref", fix=f"use one of {', '.join(table.regions)}")
@@ -188,7 +206,8 @@ def register(app: typer.Typer) -> None:
         iso = isotope or table.metadata.get("TracerRadionuclide")
         ref_curve = table.curve(ref)
         y = np.stack([table.curve(r) for r in targets])
-        settings: dict[str, Any] = {"weights": weights, "start": start, "end": end,
+        w, w_source = choose_weights(weights, table, ignore_table_weights)
+        settings: dict[str, Any] = {"weights": w, "start": start, "end": end,
                                     "isotope": iso}
         policy = _parse_k2prime(k2prime)
         k2_info: dict[str, Any] | None = None
@@ -215,6 +234,7 @@ def register(app: typer.Typer) -> None:
                    "Input": str(tacs), "ReferenceRegion": ref, "Regions": targets,
                    "Model": spec.name, "Settings": m.settings, "K2primeEstimate": k2_info,
                    "K2PrimePolicy": k2_info, "Citation": spec.citation,
+                   "WeightsSource": w_source,
                    "Units": parameter_units(spec.params),
                    "Columns": list(df.columns)}
         emit_table(df, out, sidecar)

@@ -80,13 +80,35 @@ def select_regions(regions: str, names: list[str], path: Path) -> list[str]:
     return targets
 
 
-def refuse_overwrite(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
-    """Raise ConfigError when an output path (keyed by its option) is an input file."""
-    given = {p.resolve() for p in inputs}
-    for option, path in outputs.items():
-        if path is not None and path.resolve() in given:
-            raise ConfigError(f"{option} would overwrite the input {path.name}", path=path,
-                              field=option, fix="write the results to another file")
+def refuse_overwrite(outputs: dict[str, Any], inputs: list[Path]) -> None:
+    """Raise ConfigError when an output (keyed by its option) or its sidecar is an input
+    or an input's sidecar (:func:`petbind.io.guard.refuse_overwrite`)."""
+    from petbind.io.guard import refuse_overwrite as guard
+
+    guard(outputs, inputs)
+
+
+def plot_paths(folder: Path | None, regions: list[str], model: str) -> list[Path]:
+    """The PNG files ``--plots DIR`` will write (checked against the inputs first)."""
+    if folder is None:
+        return []
+    return [folder / f"{_safe_name(r)}_{model}.png" for r in regions]
+
+
+def choose_weights(option: str | None, table: Any, ignore_table: bool) -> tuple[Any, str]:
+    """The frame weights to fit with, and where they came from.
+
+    A ``weights`` column of the TAC table (``metadata["frame_weights"]``, as
+    kinfitr's data sets ship it) is used unless ``--weights`` names a scheme
+    or ``--ignore-table-weights`` is given; otherwise ``--weights`` (default
+    ``uniform``).
+    """
+    import numpy as np
+
+    shipped = table.metadata.get("frame_weights")
+    if shipped is not None and option is None and not ignore_table:
+        return np.asarray(shipped, dtype=float), "table"
+    return option or "uniform", "option" if option else "default"
 
 
 def _safe_name(s: str) -> str:
@@ -106,8 +128,10 @@ def save_figure(fig: Any, path: Path) -> Path:
     """
     import sys
 
+    from petbind.figtext import literal_text
     from petbind.io.atomic import atomic_path
 
+    literal_text(fig)  # region names shown as written, never as mathtext
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

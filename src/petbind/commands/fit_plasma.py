@@ -2,12 +2,14 @@
 patlak, ma1).
 
 Not a command of its own: :mod:`petbind.commands.fit` hands plasma-input
-models to :func:`fit_plasma`. The blood file given with ``--blood`` is read
-with :func:`petbind.io.blood.read_blood`, together with the other recordings
-of the same scan in its folder (``..._recording-manual_blood.tsv`` beside
-``..._recording-autosampler_blood.tsv``), and turned into the input function
-by :func:`petbind.blood.input_from_recordings`. Output: one row per region
-with ``vt`` (NaN for irreversible models), ``ki`` (irreversible models), the
+models to :func:`fit_plasma`. Each blood file given with ``--blood`` (repeat
+the option for a manual and an autosampler recording) is read with
+:func:`petbind.io.blood.read_blood` (the file and its own sidecar only, never
+other recordings beside it) and turned into the input function by
+:func:`petbind.blood.input_from_recordings`. Blood that ends before the scan
+is held or extrapolated (``--blood-tail``, :func:`petbind.blood_tail.cover_scan`).
+Output: one row per region with ``vt`` (NaN for irreversible models), ``ki``
+(irreversible models), the
 model's other parameters, ``*_se`` and fit statistics; with ``--ref REGION``
 that region's V_T is V_ND, giving ``vnd``, ``bp_nd = V_T / V_ND - 1`` and
 ``bp_p = V_T - V_ND`` for the other regions. ``--plots DIR`` writes the input
@@ -26,8 +28,10 @@ from typing import Any
 
 from petbind.commands.fit_common import (
     _safe_name,
+    choose_weights,
     emit_table,
     parse_number_or,
+    plot_paths,
     refuse_overwrite,
     save_figure,
     select_regions,
@@ -37,16 +41,11 @@ from petbind.errors import ConfigError
 from petbind.models.catalogue import parameter_units
 
 
-def blood_recordings(path: Path) -> list[Any]:
-    """Read ``path`` and the other recordings of the same scan beside it."""
+def blood_recordings(paths: Path | list[Path]) -> list[Any]:
+    """Read exactly the given recordings (each with its own sidecar), nothing beside them."""
     from petbind.io.blood import read_blood
 
-    paths = [path]
-    if "_recording-" in path.name:
-        prefix = path.name.split("_recording-")[0]
-        paths += sorted(p for p in path.parent.glob(f"{prefix}_recording-*_blood.tsv")
-                        if p.resolve() != path.resolve())
-    return [read_blood(p) for p in paths]
+    return [read_blood(p) for p in ([paths] if isinstance(paths, Path) else paths)]
 
 
 def _parse_delay(value: str | None) -> float | str:
@@ -150,10 +149,10 @@ def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
 
 
 def fit_plasma(
-    spec: Any, tacs: Path, blood: Path, *, ref: str | None, regions: str | None,
-    tstar: float | None, weights: str, isotope: str | None, start: float | None,
+    spec: Any, tacs: Path, blood: Path | list[Path], *, ref: str | None, regions: str | None,
+    tstar: float | None, weights: str | None, isotope: str | None, start: float | None,
     end: float | None, delay: str | None, vb: str | None, out: Path | None,
-    plots: Path | None,
+    plots: Path | None, ignore_table_weights: bool = False, blood_tail: str = "hold",
 ) -> None:
     """Run a plasma-input model on a TAC table and write / print the table."""
     import numpy as np
@@ -161,6 +160,7 @@ def fit_plasma(
 
     from petbind import __version__
     from petbind.blood import input_from_recordings
+    from petbind.blood_tail import cover_scan
     from petbind.io.tables import read_tacs
     from petbind.models import get_model
     from petbind.models.plasma import add_binding
@@ -171,8 +171,13 @@ def fit_plasma(
                           field="--tstar", fix="use --start MIN to start the fit window")
     d = _parse_delay(delay)
     v = _parse_vb(vb, graphical)
-    refuse_overwrite({"--out": out, "--plots": plots}, [tacs, blood])
+    bloods = [blood] if isinstance(blood, Path) else list(blood)
+    refuse_overwrite({"--out": out}, [tacs, *bloods])
     table = read_tacs(tacs)
+    if plots is not None:
+        refuse_overwrite({"--plots": [plots / "input_function.png",
+                                      *plot_paths(plots, list(table.regions), spec.name)]},
+                         [tacs, *bloods])
     names = list(table.regions)
     if regions is not None:
         targets = select_regions(regions, names, tacs)
@@ -187,9 +192,16 @@ def fit_plasma(
         raise ConfigError(f"{spec.name} gives K_i, not V_T: --ref (V_ND region) does not apply",
                           field="--ref", fix="drop --ref or use 1tcm, 2tcm, logan-plasma, ma1")
     iso = isotope or table.metadata.get("TracerRadionuclide")
-    inp = input_from_recordings(blood_recordings(blood), isotope=iso)
+    inp = input_from_recordings(blood_recordings(bloods), isotope=iso)
+    scan = table.timing
+    if end is not None:
+        scan = scan.subset(scan.end <= end + 1e-4) if np.any(scan.end <= end + 1e-4) else scan
+    inp, tail_note = cover_scan(inp, scan, blood_tail)  # type: ignore[arg-type]
+    if tail_note:
+        typer.echo(f"warning: {tail_note}", err=True)
     y = np.stack([table.curve(r) for r in targets])
-    settings: dict[str, Any] = {"weights": weights, "start": start, "end": end,
+    w, w_source = choose_weights(weights, table, ignore_table_weights)
+    settings: dict[str, Any] = {"weights": w, "start": start, "end": end,
                                 "isotope": iso, "delay": d, "vb": v}
     if graphical:
         settings["tstar"] = tstar
@@ -203,7 +215,9 @@ def fit_plasma(
     if ref is not None:
         df["reference"] = ref  # trailing, as in the reference-model table
     sidecar = {"Description": f"petbind fit: {spec.description}", "Software": "petbind",
-               "SoftwareVersion": __version__, "Input": str(tacs), "Blood": str(blood),
+               "SoftwareVersion": __version__, "Input": str(tacs),
+               "Blood": [str(b) for b in bloods], "BloodTail": tail_note,
+               "WeightsSource": w_source,
                "ReferenceRegion": ref, "Regions": targets, "Model": spec.name,
                "Settings": result.settings,
                "Citation": spec.citation, "Units": parameter_units(df.columns),

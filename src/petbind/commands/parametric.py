@@ -109,6 +109,9 @@ def register(app: typer.Typer) -> None:
                 atlas, name = k2prime_region.rsplit(":", 1)
                 region = (atlas, name)
         out_dir = out if out is not None else Path("petbind-parametric")
+        from petbind.io.guard import check_output_dir
+
+        check_output_dir(out_dir, "--out")
         console = Console(stderr=True)
         with Progress(TextColumn("[bold]fitting[/] {task.description}"), BarColumn(),
                       MofNCompleteColumn(), TextColumn("voxels"),

@@ -51,6 +51,9 @@ def simulate(
     if no_noise and noise is not None:
         raise ConfigError("--noise and --no-noise contradict each other", field="--noise",
                           fix="give only one of them")
+    from petbind.io.guard import check_output_dir
+
+    check_output_dir(out, "--out")
     cfg = load_config(config, subjects=subjects, tracers=_split(tracers, "--tracers"),
                       conditions=_split(conditions, "--conditions"),
                       noise=0.0 if no_noise else noise, seed=seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,16 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
+
+
+#: Names of the temporary files :func:`atomic_path` makes: ``.<name>.<8 random>.part<suffixes>``
+#: (``tempfile.mkstemp`` draws the 8 characters from ``[a-z0-9_]``).
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.part(\..+)?$")
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of a temporary file left by :func:`atomic_path` (a killed run)."""
+    return bool(TEMP_NAME.match(name))
 
 
 @contextlib.contextmanager
@@ -47,9 +58,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(target)  # a full disk on write() names no file; say which
         raise
 
 

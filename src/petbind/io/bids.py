@@ -18,6 +18,7 @@ Conventions (BIDS 1.11, "Positron Emission Tomography"):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -42,10 +43,12 @@ from petbind.errors import (
 )
 from petbind.image import DynamicImage
 from petbind.io.atomic import atomic_path, write_json_atomic
+from petbind.io.boundary import file_reader
 from petbind.io.problems import Problem
 from petbind.io.tables import read_json, sidecar_path
+from petbind.io.verify import check_dynamic_shape, check_image_type, verify_gzip
 from petbind.isotopes import Isotope, get_isotope
-from petbind.timing import FrameTiming
+from petbind.timing import MINUTES_FIX, FrameTiming, frames_look_like_minutes
 from petbind.units import activity_factor
 
 PathLike = str | os.PathLike
@@ -167,10 +170,16 @@ def check_pet_sidecar(side: Mapping[str, Any], path: PathLike | None = None,
             f"the sidecar lists {timing.n_frames} frames but the image has {n_frames} "
             "(4th dimension)", "give one FrameTimesStart/FrameDuration entry per image frame")
     if timing is not None:
-        total_s = float(timing.end[-1] - timing.start[0]) * 60.0
-        if total_s < 5.0 and timing.n_frames > 1:
-            warn("FrameDuration", f"the whole scan lasts {total_s:g} s; were minutes written "
-                 "instead of seconds?", "BIDS frame times are in seconds")
+        half_life = None
+        with contextlib.suppress(PetbindError, TypeError, ValueError, KeyError):
+            half_life = get_isotope(str(side["TracerRadionuclide"])).half_life_s
+        # the acquisition's own span (from its first frame) is what minutes shrink
+        verdict = frames_look_like_minutes(timing.start_s - timing.start_s[0],
+                                           timing.duration_s, half_life_s=half_life)
+        if verdict is not None and verdict[0] == "error":
+            err(TimingError, "FrameDuration", verdict[1], MINUTES_FIX)
+        elif verdict is not None:
+            warn("FrameDuration", verdict[1], MINUTES_FIX)
         if float(np.median(timing.duration_s)) > 7200.0:
             warn("FrameDuration", "median frame lasts over 2 h; were milliseconds written "
                  "instead of seconds?", "BIDS frame times are in seconds")
@@ -312,11 +321,12 @@ def raise_first_error(problems: list[Problem]) -> None:
 
 
 def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage) -> None:
-    """Refuse a truncated NIfTI without reading the data.
+    """Refuse a truncated or damaged NIfTI.
 
-    For ``.nii`` the file must hold ``vox_offset + nbytes``; for ``.nii.gz`` the
-    gzip trailer (ISIZE, RFC 1952 section 2.3.1: uncompressed size mod 2**32)
-    must equal that size and the stream must end with a valid trailer.
+    For ``.nii`` the file must hold ``vox_offset + nbytes``; a ``.nii.gz`` is
+    decompressed once to check every gzip member's CRC-32 and length (RFC 1952
+    section 2.3.1) and that it decompresses to exactly that size
+    (:func:`petbind.io.verify.verify_gzip`).
     """
     hdr = img.header
     nbytes = int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
@@ -324,20 +334,15 @@ def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage) -> None:
     expected = int(hdr.get_data_offset() if offset is None else offset) + nbytes
     name = path.name.lower()
     if name.endswith(".gz"):
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            f.seek(max(size - 4, 0))
-            isize = int.from_bytes(f.read(4), "little")
-        if isize != expected % 2**32:
-            raise FileFormatError(
-                "the compressed image is truncated or corrupt (gzip size field does not "
-                "match the header)", path=path, fix="copy or re-export the file")
+        # the whole stream, every CRC-32 and length (a lazy read never checks them)
+        verify_gzip(path, expected_size=expected)
     elif name.endswith(".nii") and path.stat().st_size < expected:
         raise FileFormatError(f"the file holds {path.stat().st_size} bytes but the header "
                               f"needs {expected}: it is truncated", path=path,
                               fix="copy or re-export the file")
 
 
+@file_reader
 def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
     """Open a NIfTI/Analyze image lazily, refusing unreadable or truncated files."""
     p = Path(path)
@@ -351,6 +356,9 @@ def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
                               f"another format): {exc}", path=p,
                               fix="check that the file is a complete NIfTI image") from None
     if isinstance(img, nib.Nifti1Image | nib.Nifti2Image | nib.AnalyzeImage):
+        check_image_type(img, p)
+        if any(int(s) < 1 for s in img.shape):
+            check_dynamic_shape(tuple(img.shape), p)
         _check_nifti_size(p, img)
     return img
 
@@ -402,6 +410,7 @@ def inherited_sidecars(nii_path: PathLike) -> list[Path]:
     return out
 
 
+@file_reader
 def read_pet_sidecar(nii_path: PathLike) -> tuple[dict, Path]:
     """Merged sidecar fields of a PET image (inheritance applied) and the file to name.
 
@@ -423,6 +432,7 @@ def read_pet_sidecar(nii_path: PathLike) -> tuple[dict, Path]:
     return side, (own if own.exists() else files[-1])
 
 
+@file_reader
 def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> DynamicImage:
     """Load a BIDS-PET image with its sidecar, validated, lazily.
 
@@ -457,10 +467,7 @@ def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> Dy
         side, side_p = read_pet_sidecar(p)
     img = open_nifti(p)
     shape = img.shape
-    if len(shape) not in (3, 4):
-        raise FileFormatError(f"expected a 3D or 4D image, got shape {shape}", path=p,
-                              fix="give a dynamic (4D) PET image")
-    n_frames = shape[3] if len(shape) == 4 else 1
+    n_frames = check_dynamic_shape(tuple(shape), p)
     problems = check_pet_sidecar(side, side_p, n_frames)
     raise_first_error(problems)
     timing = FrameTiming.from_seconds(

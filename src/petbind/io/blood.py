@@ -29,7 +29,9 @@ from numpy.typing import NDArray
 
 from petbind.errors import DataError, MetadataError, TimingError, UnitsError
 from petbind.io.atomic import atomic_path, write_json_atomic
+from petbind.io.boundary import file_reader
 from petbind.io.tables import read_json, read_tsv, sidecar_path
+from petbind.io.verify import check_activity_range
 from petbind.units import activity_factor, time_factor
 
 RADIOACTIVITY_COLUMNS = ("whole_blood_radioactivity", "plasma_radioactivity")
@@ -113,6 +115,7 @@ def _injection_start(path: Path) -> float | None:
     return None
 
 
+@file_reader
 def read_blood(path: str | os.PathLike, *, injection_start_s: float | None = None
                ) -> BloodRecording:
     """Read a BIDS blood recording.
@@ -202,6 +205,11 @@ def read_blood(path: str | os.PathLike, *, injection_start_s: float | None = Non
         if np.any(v[~np.isnan(v)] < 0):
             raise DataError("negative radioactivity", path=p, field=col,
                             fix="check the well-counter data")
+        check_activity_range(v * f, p, col)
+        if col in RADIOACTIVITY_COLUMNS and not np.any(v[~np.isnan(v)] > 0):
+            raise DataError("every value is 0 (or n/a): no input function can be made", path=p,
+                            field=col, fix="check the well-counter export, or drop the column "
+                            "and its Avail flag")
         cols[col] = v * f
     for col, flag in AVAIL_FLAGS.items():
         if side.get(flag) is True and col not in cols:

@@ -31,6 +31,7 @@ import numpy as np
 
 from petbind.errors import DecayError, FileFormatError, IsotopeError, MetadataError, TimingError
 from petbind.image import DynamicImage
+from petbind.io.boundary import file_reader
 from petbind.isotopes import HALF_LIVES_S, Isotope, get_isotope
 from petbind.timing import FrameTiming
 from petbind.units import activity_factor
@@ -96,6 +97,7 @@ def _injection(ds, series_date: str, path: Path) -> dt.datetime:
     return _datetime(series_date, str(t), path=path, field="RadiopharmaceuticalStartTime")
 
 
+@file_reader
 def load_dicom(folder: str | os.PathLike) -> DynamicImage:
     """Load one dynamic PET DICOM series in kBq/mL, decay-corrected to injection.
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from petbind.errors import DecayError, FileFormatError, IsotopeError, TimingError, UnitsError
 from petbind.image import DynamicImage
+from petbind.io.boundary import file_reader
 from petbind.isotopes import get_isotope
 from petbind.timing import FrameTiming
 from petbind.units import activity_factor
@@ -41,6 +42,7 @@ def _text(v) -> str:
     return str(raw).strip()
 
 
+@file_reader
 def load_ecat(path: str | os.PathLike, *, injection_offset_s: float | None = None,
               units: str | None = None) -> DynamicImage:
     """Load an ECAT7 image in kBq/mL, decay-corrected to injection, times from injection.

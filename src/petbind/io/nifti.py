@@ -13,15 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from petbind.errors import DecayError, FileFormatError
+from petbind.errors import DecayError
 from petbind.image import DynamicImage
 from petbind.io.bids import open_nifti
+from petbind.io.boundary import file_reader
 from petbind.io.tables import timing_from_frame_table
+from petbind.io.verify import check_dynamic_shape
 from petbind.isotopes import Isotope, get_isotope
 from petbind.timing import FrameTiming
 from petbind.units import activity_factor
 
 
+@file_reader
 def load_nifti(
     path: str | os.PathLike,
     timing: FrameTiming | str | os.PathLike,
@@ -64,9 +67,7 @@ def load_nifti(
         timing = timing_from_frame_table(timing)
     img = open_nifti(p)
     shape = img.shape
-    if len(shape) not in (3, 4):
-        raise FileFormatError(f"expected a 3D or 4D image, got shape {shape}", path=p,
-                              fix="give a dynamic (4D) PET image")
+    check_dynamic_shape(tuple(shape), p)
     factor = activity_factor(units, path=p, field="units")
     iso = get_isotope(isotope) if isinstance(isotope, str) else isotope
     needs_iso = not decay_corrected or abs(decay_reference_min) > 0

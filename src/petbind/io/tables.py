@@ -23,6 +23,7 @@ https://www.turkupetcentre.net/formats/format_dft_1_0.html)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,11 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
-from petbind.errors import DataError, FileFormatError, MetadataError, TimingError, UnitsError
+from petbind.errors import (
+    DataError,
+    FileFormatError,
+    MetadataError,
+    PetbindError,
+    TimingError,
+    UnitsError,
+)
 from petbind.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from petbind.io.boundary import file_reader
+from petbind.io.verify import check_activity_range
+from petbind.isotopes import get_isotope
 from petbind.lazy import lazy_module
 from petbind.tac import FRAME_COLUMNS, TACTable
-from petbind.timing import FrameTiming
+from petbind.timing import FrameTiming, check_frames_in_seconds
 from petbind.units import activity_factor, time_factor
 
 pd = lazy_module("pandas")  # imported on first use: maps need no pandas
@@ -52,6 +63,7 @@ def sidecar_path(path: PathLike) -> Path:
     return p.with_suffix(".json")
 
 
+@file_reader
 def read_json(path: PathLike, *, required: bool = True) -> dict:
     """Read a JSON object, naming the file, line and column of a syntax error.
 
@@ -76,12 +88,17 @@ def read_json(path: PathLike, *, required: bool = True) -> dict:
     except UnicodeDecodeError:
         raise FileFormatError("not a UTF-8 text file", path=p,
                               fix="save the sidecar as UTF-8 JSON") from None
+    except RecursionError:
+        raise FileFormatError("JSON nested too deeply to read", path=p,
+                              fix="flatten the nesting; sidecars are a few levels deep") \
+            from None
     if not isinstance(obj, dict):
         raise FileFormatError("JSON sidecar must be an object ({...})", path=p,
                               fix="put the fields in a JSON object")
     return obj
 
 
+@file_reader
 def read_tsv(path: PathLike) -> pd.DataFrame:
     """Read a BIDS TSV as strings (``n/a`` kept), refusing ragged or empty files."""
     p = Path(path)
@@ -98,11 +115,44 @@ def read_tsv(path: PathLike) -> pd.DataFrame:
                               "number of columns as the header") from None
     if df.shape[0] == 0:
         raise FileFormatError("no data rows", path=p, fix="write one row per frame")
+    check_header(_header_cells(p), p)
     unnamed = [c for c in df.columns if str(c).startswith("Unnamed:")]
     if unnamed:
         raise FileFormatError("a column has no name in the header", path=p, field=unnamed[0],
                               fix="name every column in the header line")
     return df
+
+
+def _header_cells(path: Path) -> list[str]:
+    """The cells of a TSV's first line, as written (pandas renames duplicates to ``x.1``)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            line = f.readline()
+    except UnicodeDecodeError:
+        raise FileFormatError("not a UTF-8 text file", path=path,
+                              fix="save the table as UTF-8 tab-separated text") from None
+    return line.rstrip("\r\n").split("\t")
+
+
+def check_header(names: list[str], path: PathLike, *, what: str = "column") -> None:
+    """Refuse empty or duplicate column names (never renamed silently to ``cortex.1``).
+
+    Raises
+    ------
+    FileFormatError
+        Field: the offending name (``header`` for an empty one).
+    """
+    for i, n in enumerate(names):
+        if not str(n).strip():
+            raise FileFormatError(f"{what} {i + 1} of the header has no name", path=path,
+                                  field="header", fix="name every column in the header line")
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise FileFormatError(f"{what} name {n!r} appears twice in the header", path=path,
+                                  field=n, fix="give every column a unique name (a region "
+                                  "measured twice needs two names)")
+        seen.add(n)
 
 
 def _tac_format(path: PathLike) -> str:
@@ -117,6 +167,7 @@ def _tac_format(path: PathLike) -> str:
                           fix="use a BIDS _tacs.tsv, a PMOD .tac or a Turku .dft file")
 
 
+@file_reader
 def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     """Read a TAC table and return it in kBq/mL with timing in minutes.
 
@@ -132,6 +183,8 @@ def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     -------
     TACTable
         Values in kBq/mL; ``metadata["source_units"]`` keeps the file's unit.
+        A ``weights`` column (per-frame weights, as kinfitr's data sets ship
+        them) is not a region: it goes to ``metadata["frame_weights"]``.
 
     Raises
     ------
@@ -141,13 +194,52 @@ def read_tacs(path: PathLike, units: str | None = None) -> TACTable:
     """
     fmt = _tac_format(path)
     reader = {"bids": _read_bids_tacs, "pmod": _read_pmod, "dft": _read_dft}[fmt]
-    table = reader(Path(path), units)
+    table = _split_weights(reader(Path(path), units), path)
     md = dict(table.metadata)
     md.setdefault("source_units", table.units)
     md["source_format"] = fmt
+    half_life = None
+    with contextlib.suppress(PetbindError, TypeError, ValueError, KeyError):
+        half_life = get_isotope(str(md["TracerRadionuclide"])).half_life_s
+    st = table.timing.start_s
+    note = check_frames_in_seconds(st - st[0], table.timing.duration_s, half_life_s=half_life,
+                                   path=str(path), field="frame_end")
+    if note:
+        md.setdefault("warnings", []).append(f"frame_end: {note}")
     f = activity_factor(table.units, path=path)
+    for name, row in zip(table.regions, table.values * f, strict=True):
+        check_activity_range(row, path, name)
     return TACTable(table.timing, table.values * f, table.regions, "kBq/mL", md,
                     source=str(path))
+
+
+#: A TAC-table column of per-frame weights (as in kinfitr's data sets), not a region.
+WEIGHTS_COLUMN = "weights"
+
+
+def _split_weights(table: TACTable, path: PathLike) -> TACTable:
+    """Move a ``weights`` column out of the regions into ``metadata["frame_weights"]``.
+
+    Raises
+    ------
+    DataError
+        Weights that are not finite and >= 0, or all zero (field ``weights``).
+    """
+    if WEIGHTS_COLUMN not in table.regions:
+        return table
+    i = table.regions.index(WEIGHTS_COLUMN)
+    w = table.values[i]
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise DataError("frame weights must be finite, >= 0 and not all 0", path=path,
+                        field=WEIGHTS_COLUMN,
+                        fix="fix the weights column or remove it (then choose --weights)")
+    keep = [k for k in range(table.n_regions) if k != i]
+    if not keep:
+        raise DataError("no region columns besides the weights", path=path, field="columns",
+                        fix="add one column per region")
+    md = {**table.metadata, "frame_weights": w.tolist()}
+    return TACTable(table.timing, table.values[keep], [table.regions[k] for k in keep],
+                    table.units, md, source=table.source)
 
 
 def write_tacs(path: PathLike, table: TACTable) -> Path:
@@ -268,6 +360,7 @@ def _read_pmod(path: Path, units: str | None) -> TACTable:
     for c in rest:
         m = _BRACKET.match(c)
         names.append(m.group(1) if m else c)
+    check_header(names, path, what="region")
     out = pd.DataFrame({"frame_start": df[cols[0]], "frame_end": df[cols[1]]})
     for c, n in zip(rest, names, strict=True):
         out[n] = df[c]
@@ -319,6 +412,7 @@ def _read_dft(path: Path, units: str | None) -> TACTable:
                                   "(start, end and one per region)", path=path,
                                   fix="give every frame the same number of values")
         rows.append(["n/a" if t == "." else t for t in tok])
+    check_header(regions, path, what="region")
     df = pd.DataFrame(rows, columns=["frame_start", "frame_end", *regions], dtype=object)
     for col in FRAME_COLUMNS:
         num = pd.to_numeric(df[col], errors="coerce")
@@ -326,6 +420,7 @@ def _read_dft(path: Path, units: str | None) -> TACTable:
     return TACTable.from_frame(df, units=unit, metadata={}, source=str(path))
 
 
+@file_reader
 def timing_from_frame_table(path: PathLike) -> FrameTiming:
     """Frame timing from a TSV with ``frame_start`` and ``frame_end`` or ``frame_duration``.
 
@@ -360,5 +455,7 @@ def timing_from_frame_table(path: PathLike) -> FrameTiming:
     else:
         raise TimingError("neither 'frame_end' nor 'frame_duration' is given", path=p,
                           field="frame_end", fix="add frame_end or frame_duration (seconds)")
+    check_frames_in_seconds(vals["frame_start"] - vals["frame_start"][0], dur, path=str(p),
+                            field=dfield)
     return FrameTiming(vals["frame_start"], dur, unit="s", source=str(p),
                        start_field="frame_start", duration_field=dfield)

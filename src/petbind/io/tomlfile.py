@@ -35,7 +35,16 @@ def read_toml(path: str | os.PathLike, *, what: str = "config",
     except OSError as exc:
         raise ConfigError(f"cannot read the {what}: {exc.strerror}", path=path,
                           fix=read_fix) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the {what} is not UTF-8 text (byte {exc.start}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r})", path=path,
+                          field="encoding", fix="save the file as UTF-8 (TOML files must be "
+                          "UTF-8)") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=path, fix=syntax_fix) from exc
+    except RecursionError:
+        raise ConfigError(f"the {what} nests arrays or tables too deeply to read", path=path,
+                          fix="flatten the nesting; petbind configs are at most a few levels "
+                          "deep") from None

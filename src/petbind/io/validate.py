@@ -48,13 +48,13 @@ def validate_pet_image(path: PathLike, *, check_data: bool = True) -> list[Probl
         img = None
     n_frames = None
     if img is not None:
-        shape = img.shape
-        if len(shape) not in (3, 4):
-            out.append(Problem("error", str(p), "dim", f"expected a 3D or 4D image, got shape "
-                               f"{shape}", "give a dynamic (4D) PET image", FileFormatError))
+        from petbind.io.verify import check_dynamic_shape
+
+        try:
+            n_frames = check_dynamic_shape(tuple(img.shape), p)
+        except PetbindError as exc:
+            out.append(Problem.from_error(exc, p))
             img = None
-        else:
-            n_frames = shape[3] if len(shape) == 4 else 1
     if side is not None:
         out += check_pet_sidecar(side, side_p, n_frames)
     if img is not None and check_data:

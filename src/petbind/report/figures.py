@@ -67,6 +67,9 @@ def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
     str
         ``data:image/png;base64,...`` or ``data:image/svg+xml;base64,...``.
     """
+    from petbind.figtext import literal_text
+
+    literal_text(fig)  # region names shown as written, never as mathtext
     buf = io.BytesIO()
     meta = {"Software": None} if fmt == "png" else {"Date": None}
     fig.savefig(buf, format=fmt, dpi=dpi or DPI, metadata=meta)

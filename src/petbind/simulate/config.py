@@ -192,6 +192,9 @@ class _Reader:
         return list(v)
 
 
+#: Most subjects one simulation makes (each is a few MB of images on disk).
+MAX_SUBJECTS = 10_000
+
 _TOP = {"seed", "subjects", "conditions", "tracers", "reference", "frames", "phantom",
         "scanner", "motion", "anatomy", "variability", "tracer"}
 _TRACER = {"radionuclide", "injected_mbq", "injected_mass_ug", "k1prime", "k2prime", "k4",
@@ -314,6 +317,10 @@ def parse_config(raw: dict[str, Any], source: str | None = None) -> SimConfig:
     if isinstance(subj, int) and not isinstance(subj, bool):
         if subj < 1:
             raise r.error("subjects", f"empty design: {subj} subjects", "give at least 1")
+        if subj > MAX_SUBJECTS:  # the subject list alone would exhaust memory
+            raise r.error("subjects", f"{subj} subjects is more than petbind simulates "
+                          f"(at most {MAX_SUBJECTS})", f"give at most {MAX_SUBJECTS} subjects; "
+                          "simulate larger cohorts in batches (--seed per batch)")
         subjects = [f"{i:02d}" for i in range(1, subj + 1)]
     else:
         subjects = r.labels(subj, "subjects", "subject")

@@ -569,6 +569,9 @@ def _tracer(ck: _Checker, name: str, data: Any) -> TracerConfig:
         if not isinstance(s, dict):
             raise ck.fail(f"{key}.model_settings.{m}", "must be a table",
                           f"write [{key}.model_settings.{m}] with settings below it")
+    from petbind.study.settings_check import check_model_settings
+
+    check_model_settings(t.model_settings, f"{key}.model_settings", ck.source)
     return t
 
 

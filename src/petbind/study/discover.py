@@ -180,7 +180,7 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
     ent_name = config.condition_entity
     for pet in pets:
         ents, _ = parse_entities(pet.name)
-        for key, what in ((ent_name, "condition"), ("trc", "tracer")):
+        for key, what in (("sub", "subject"), (ent_name, "condition"), ("trc", "tracer")):
             if key not in ents:
                 raise MetadataError(
                     f"the file name has no '{key}-' entity, so its {what} is unknown",

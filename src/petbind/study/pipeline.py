@@ -119,11 +119,10 @@ def _scan_inputs(scan: Scan, out: Path, plan: Any = None) -> dict[str, Path]:
 def _atlas(scan: Scan, shape: tuple[int, ...], affine: np.ndarray
            ) -> tuple[np.ndarray, dict[int, str]]:
     """Label image and ``{index: region}`` of a scan's atlas, checked against the PET grid."""
-    import nibabel as nib
-
+    from petbind.io.bids import open_nifti
     from petbind.io.tables import read_tsv
 
-    img = nib.load(str(scan.dseg))
+    img = open_nifti(scan.dseg)  # verified (gzip CRC): a damaged atlas is refused
     labels = np.asanyarray(img.dataobj)
     if labels.shape != tuple(shape):
         raise DataError(f"atlas shape {labels.shape} differs from the PET grid {shape}",
@@ -825,8 +824,31 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     Returns
     -------
     StudyResult
+
+    Raises
+    ------
+    PetbindError
+        Another run holds the output folder (:func:`petbind.study.outdir.lock_output`).
     """
+    from petbind.study.outdir import lock_output, sweep_temporaries
+
+    out = Path(out_dir) if out_dir is not None else Path(bids_dir) / "derivatives" / "petbind"
+    check_output_location(Path(bids_dir), out)
+    with lock_output(out):
+        swept = sweep_temporaries(out)
+        if swept and log is not None:
+            log(f"removed {len(swept)} temporary file(s) of an interrupted run")
+        return _run_study(bids_dir, config, out_dir=out, scheduler=scheduler,
+                          progress=progress, console=console, log=log)
+
+
+def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
+               out_dir: str | os.PathLike | None = None, scheduler: str | None = None,
+               progress: bool = True, console: Any = None,
+               log: Callable[[str], None] | None = None) -> StudyResult:
+    """:func:`run_study`'s work, with the output folder locked."""
     from petbind.stats.roi import mixed_model_statistics, roi_statistics
+    from petbind.study.outdir import previous_config_digest, remove_stale_outputs
 
     say = log or (lambda _m: None)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -891,8 +913,9 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     write_design_statistics(outcomes, stats_in, config, out, bids)
     stages.done("region_statistics")
 
+    vwritten: list[Path] = []
     if config.statistics.voxel.enabled:
-        _, vnotes = voxel_statistics(scans, config, out, plan=plan)
+        vwritten, vnotes = voxel_statistics(scans, config, out, plan=plan)
         notes.extend(vnotes)
     stages.done("voxel_statistics")
 
@@ -922,11 +945,21 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         summary["pvc"] = pvc_statistics(scans, config, out, truth, _pvc_fns())
         summary["paths"].update({f"pvc_{k}": v for k, v in
                                  (summary["pvc"] or {}).get("paths", {}).items()})
+    previous = previous_config_digest(out)
+    digest = settings_digest(config.to_dict())
+    removed = remove_stale_outputs(
+        out, scans, [group / n for n in ("outcomes.tsv", "roi_stats.tsv", "mixed_model.tsv",
+                                         "summary.json", "provenance.json")] + vwritten,
+        config_changed=previous is not None and previous != digest,
+        started=datetime.fromisoformat(started).timestamp())
+    if removed:
+        say(f"removed {len(removed)} output(s) of an earlier config (see provenance.json)")
     write_json_atomic(group / "summary.json", summary)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
     write_json_atomic(group / "provenance.json", {
         **environment(), "command": sys.argv, "config": config.to_dict(),
-        "config_sha256": settings_digest(config.to_dict()),
+        "config_sha256": digest, "previous_config_sha256": previous,
+        "removed_outputs": removed,
         "dataset": str(bids.resolve()), "started": started, "finished": finished,
         "run_seconds": stages.wall, "run_cpu_seconds": stages.cpu,
         "skipped_scans": [r.stem for r in results if r.skipped],
