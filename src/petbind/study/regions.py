@@ -1,0 +1,172 @@
+"""Analysis regions from atlas labels: names and glob patterns, pooled volume-weighted.
+
+A study's ``[regions]`` table defines each analysis region as a list of atlas
+label names or shell-style patterns (``fnmatch``, case-sensitive)::
+
+    [regions]
+    cerebellum = ["Left-Cerebellum-Cortex", "Right-Cerebellum-Cortex"]
+    NAcc = ["*-Accumbens-area"]
+
+A region's curve is the volume-weighted mean of its labels' curves. With
+``m_l`` the mean of label ``l`` over its (fractional) volume ``V_l``, the
+pooled mean ``sum_l V_l m_l / sum_l V_l`` is exactly the mean over the union
+of the labels' voxels, so pooling after extraction equals extracting the
+union. Without volumes (a TAC table from elsewhere) the labels are weighted
+equally and the caller says so.
+
+``A+B`` (``petbind fit --ref A+B``) names the pool of the columns ``A`` and
+``B`` of a table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from petbind.errors import ConfigError, DataError
+from petbind.tac import TACTable
+
+
+def match_labels(patterns: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The label names matched by ``patterns`` (exact names or globs), in atlas order."""
+    hit = []
+    for n in names:
+        if any(n == p or fnmatch.fnmatchcase(n, p) for p in patterns):
+            hit.append(n)
+    return hit
+
+
+def resolve_regions(regions: Mapping[str, Sequence[str]], names: Sequence[str], *,
+                    source: str | None = None) -> dict[str, list[str]]:
+    """Each configured region's atlas labels.
+
+    Raises
+    ------
+    ConfigError
+        A region whose patterns match no label of the atlas (naming the region
+        and the labels there are).
+    """
+    out: dict[str, list[str]] = {}
+    for region, pats in regions.items():
+        hit = match_labels(pats, names)
+        if not hit:
+            shown = ", ".join(list(names)[:12]) + (" ..." if len(names) > 12 else "")
+            raise ConfigError(f"region {region!r} ({', '.join(pats)}) matches no atlas label",
+                              path=source, field=f"regions.{region}",
+                              fix=f"use label names or patterns of the atlas: {shown}")
+        out[region] = hit
+    return out
+
+
+def split_pool(name: str) -> list[str]:
+    """``"A+B"`` -> ``["A", "B"]`` (one name -> a list of one)."""
+    return [p.strip() for p in str(name).split("+") if p.strip()]
+
+
+def pool_curves(tacs: TACTable, groups: Mapping[str, Sequence[str]],
+                volumes: Mapping[str, float] | None = None) -> tuple[TACTable, list[str]]:
+    """Pool the table's columns into regions, volume-weighted where volumes are known.
+
+    Parameters
+    ----------
+    tacs : TACTable
+        Curves per label.
+    groups : mapping region -> label names (columns of ``tacs``)
+    volumes : mapping label -> volume (voxels or mL), optional
+        Default: ``tacs.metadata["n_voxels"]`` when present.
+
+    Returns
+    -------
+    TACTable
+        One curve per region, same timing and units; ``metadata["n_voxels"]``
+        holds the pooled volumes when known.
+    notes : list of str
+        One line per pool weighted equally for lack of volumes.
+
+    Raises
+    ------
+    DataError
+        A label that is not a column of the table.
+    """
+    vol = dict(volumes if volumes is not None else tacs.metadata.get("n_voxels") or {})
+    cols = list(tacs.regions)
+    values = []
+    notes = []
+    pooled_vol: dict[str, float] = {}
+    for region, labels in groups.items():
+        missing = [lab for lab in labels if lab not in cols]
+        if missing:
+            raise DataError(f"region {region!r} needs column(s) {missing} that the curves "
+                            "lack", path=tacs.source, field="region",
+                            fix=f"use columns of the table: {', '.join(cols)}")
+        rows = np.stack([tacs.curve(lab) for lab in labels])
+        if len(labels) > 1 and all(lab in vol for lab in labels):
+            w = np.array([float(vol[lab]) for lab in labels])
+            pooled_vol[region] = float(w.sum())
+        else:
+            w = np.ones(len(labels))
+            if len(labels) > 1:
+                notes.append(f"{region} = {' + '.join(labels)}: no region volumes in the "
+                             "table, so the columns were averaged with equal weights")
+            elif labels[0] in vol:
+                pooled_vol[region] = float(vol[labels[0]])
+        values.append((w @ rows) / w.sum())
+    md = {k: v for k, v in tacs.metadata.items() if k != "n_voxels"}
+    if pooled_vol:
+        md["n_voxels"] = pooled_vol
+    return TACTable(tacs.timing, np.stack(values), list(groups), tacs.units, md,
+                    source=tacs.source), notes
+
+
+def pool_named(tacs: TACTable, names: Sequence[str],
+               volumes: Mapping[str, float] | None = None) -> tuple[TACTable, list[str]]:
+    """Add ``A+B`` pools of ``names`` as columns (plain names pass through)."""
+    groups = {n: split_pool(n) for n in dict.fromkeys(names)}
+    return pool_curves(tacs, groups, volumes)
+
+
+def add_pools(tacs: TACTable, names: Sequence[str], *, field: str = "--ref"
+              ) -> tuple[TACTable, list[str]]:
+    """``tacs`` with a column for each ``A+B`` among ``names`` (volume-weighted pools).
+
+    Plain names are left to the caller. Volumes come from the table's
+    ``n_voxels`` metadata (``petbind run``'s ``_tacs.json`` holds them);
+    without them the pool is an equal-weight average and a note says so.
+
+    Raises
+    ------
+    ConfigError
+        A pooled name whose parts are not all columns of the table.
+    """
+    pools = [n for n in dict.fromkeys(names) if "+" in n and n not in tacs.regions]
+    if not pools:
+        return tacs, []
+    for n in pools:
+        missing = [p for p in split_pool(n) if p not in tacs.regions]
+        if missing:
+            raise ConfigError(f"{n!r}: region(s) {missing} are not in the table",
+                              path=tacs.source, field=field,
+                              fix=f"pool columns of the table: {', '.join(tacs.regions)}")
+    pooled, notes = pool_named(tacs, pools, _volumes(tacs))
+    md = dict(tacs.metadata)
+    if "n_voxels" in pooled.metadata and isinstance(md.get("n_voxels"), dict):
+        md["n_voxels"] = {**md["n_voxels"], **pooled.metadata["n_voxels"]}
+    both = TACTable(tacs.timing, np.vstack([tacs.values, pooled.values]),
+                    [*tacs.regions, *pooled.regions], tacs.units, md, source=tacs.source)
+    return both, notes
+
+
+def _volumes(tacs: TACTable) -> dict[str, float]:
+    """Region volumes of a table: its metadata, else its BIDS sidecar's ``n_voxels``."""
+    vol = tacs.metadata.get("n_voxels")
+    if isinstance(vol, dict):
+        return vol
+    if tacs.source and str(tacs.source).endswith(".tsv"):
+        from petbind.io.tables import read_json, sidecar_path
+
+        side = read_json(sidecar_path(tacs.source), required=False)
+        if isinstance(side.get("n_voxels"), dict):
+            return side["n_voxels"]
+    return {}
