@@ -21,6 +21,7 @@ _MODULES: list[str] = [
     "validate",
     "report",
     "preprocess",
+    "init",
 ]
 
 for _name in _MODULES:

@@ -148,6 +148,82 @@ def _atlas(scan: Scan, shape: tuple[int, ...], affine: np.ndarray
     return np.rint(labels).astype(np.int64), names
 
 
+def region_curves(scan: Scan, img: Any, regions: dict[str, tuple[str, ...]], plan: Any,
+                  out_root: Path) -> tuple[np.ndarray, dict[int, str], Any, dict[str, Any]]:
+    """Region curves of a scan, from its PET-space atlas or its subject's segmentation.
+
+    Without ``[regions]`` a PET-space atlas's labels are pooled by the
+    dseg.tsv ``region`` column (as before) and a segmentation's labels are
+    regions of their own. With ``[regions]`` the labels' curves are pooled
+    volume-weighted into the configured regions
+    (:func:`petbind.study.regions.pool_curves`).
+
+    Returns
+    -------
+    labels : ndarray (X, Y, Z)
+        Labels on the PET grid (majority label for a segmentation).
+    names : dict
+        Label -> analysis region (labels of no region left out), for masks.
+    tacs : TACTable
+        One curve per analysis region, ``metadata["n_voxels"]`` its volume.
+    info : dict
+        The atlas, how it reached PET space and the regions, for provenance
+        and Methods.
+    """
+    from petbind.study.regions import pool_curves, resolve_regions
+
+    shape, affine = tuple(img.dataobj.shape[:3]), np.asarray(img.affine)
+    seg = scan.segmentation
+    if seg is None:
+        labels, names = _atlas(scan, shape, affine)
+        present = set(np.unique(labels).tolist())
+        names = {k: v for k, v in names.items() if k in present}
+        info: dict[str, Any] = {"source": str(scan.dseg), "space": "PET"}
+        if not regions:
+            return labels, names, img.region_means(labels, names=names), info
+        from petbind.io.tables import read_tsv
+
+        table = read_tsv(scan.dseg_tsv)
+        by_name = {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True)
+                   if int(i) in present}
+        per_label = img.region_means(labels, names=by_name)
+    else:
+        from petbind.study.segmentation import label_curves, label_names
+
+        transform = None
+        if plan is not None:
+            from petbind.preprocess.register import load_transform
+            from petbind.study.preprocess import preprocess_files
+
+            transform = load_transform(preprocess_files(out_root, scan.rel_dir, scan.stem,
+                                                        plan.options.motion)["xfm_pet_t1w"])
+        wanted = None
+        if regions:
+            wanted = sorted({n for v in resolve_regions(regions, label_names(seg)).values()
+                             for n in v})
+        md = {k: v for k, v in img.metadata.items() if k in ("TracerName", "isotope")
+              and isinstance(v, str)}
+        per_label, labels, by_name = label_curves(
+            np.asarray(img.get_data(), np.float32), affine, seg, wanted, img.timing,
+            transform=transform, metadata=md)
+        info = {"source": str(seg.path), "table": str(seg.table), "space": "T1w",
+                "mapping": "PET-to-T1w registration" if plan is not None else "affines",
+                "method": "partial-volume fractions, 3x3x3 sub-samples",
+                "description": seg.describe(plan is not None)}
+        if not regions:
+            return labels, by_name, per_label, info
+    groups = resolve_regions(regions, list(dict.fromkeys(by_name.values())))
+    tacs, _ = pool_curves(per_label, groups)
+    names = {}
+    for k, n in by_name.items():
+        for region, members in groups.items():
+            if n in members:
+                names[k] = region
+                break
+    info["regions"] = groups
+    return labels, names, tacs, info
+
+
 def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
     ref = tracer.reference_region
     if ref not in regions:
@@ -280,7 +356,8 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
 
 
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
-                 map_scheduler: Any = "sync", plan: Any = None) -> ScanResult:
+                 map_scheduler: Any = "sync", plan: Any = None,
+                 regions: dict[str, tuple[str, ...]] | None = None) -> ScanResult:
     """All per-scan outputs of one scan, or nothing when its provenance is current.
 
     Parameters
@@ -299,6 +376,8 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         cached); then the motion-corrected image is fitted with the atlas in
         PET space that preprocessing wrote, and the BP_ND map and its mask are
         also written on the template grid (``STEM_space-template_model-<m>_*``).
+    regions : dict, optional
+        The study's ``[regions]`` (analysis region -> atlas labels/patterns).
 
     Returns
     -------
@@ -320,18 +399,17 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         prep_summary, prep_skipped = preprocess_study_scan(plan, scan, out_root)
     inputs = _scan_inputs(scan, out_root, plan)
     settings = _scan_settings(tracer)
+    if regions:
+        settings["regions"] = {k: list(v) for k, v in regions.items()}
     if plan is not None:
         settings["preprocess"] = plan.settings()
     if scan_is_current(prov, inputs, settings, out_root):
         return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
 
     img = load_pet(scan.fit_pet)
-    labels, names = _atlas(scan, tuple(img.dataobj.shape[:3]), np.asarray(img.affine))
-    present = set(np.unique(labels).tolist())
-    names = {k: v for k, v in names.items() if k in present}
-    tacs = img.region_means(labels, names=names)
-    regions = list(tacs.regions)
-    targets = _targets(scan, tracer, regions)
+    labels, names, tacs, atlas_info = region_curves(scan, img, regions or {}, plan, out_root)
+    regions_found = list(tacs.regions)
+    targets = _targets(scan, tracer, regions_found)
     written: list[Path] = []
     written.append(write_tacs(files.tacs, tacs))
     written.append(files.tacs_json)
@@ -371,6 +449,7 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     record = scan_record(inputs, settings, [p for p in written if p.exists()], out_root)
     record["k2prime"] = {"value_per_min": k2, **k2_info}
     record["models"] = models_used
+    record["atlas"] = atlas_info
     record["reference_region"] = tracer.reference_region
     record["scan"] = {"subject": scan.subject, "condition": scan.condition,
                       "tracer": scan.tracer, "run": scan.run}
@@ -476,7 +555,8 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
         if scheduler is None:
             for s in scans:
                 bar.update(task, description=f"scan {s.stem}")
-                results.append(process_scan(s, config.tracers[s.tracer], out_dir, plan=plan))
+                results.append(process_scan(s, config.tracers[s.tracer], out_dir, plan=plan,
+                                            regions=config.regions))
                 bar.advance(task)
             bar.update(task, description="scans")
             return results
@@ -499,7 +579,7 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                                    ) from exc
         try:
             futures = [client.submit(process_scan, s, config.tracers[s.tracer], out_dir,
-                                     plan=plan, pure=False,
+                                     plan=plan, regions=config.regions, pure=False,
                                      key=f"petbind-scan-{s.stem}") for s in scans]
             for fut in as_completed(futures):
                 results.append(fut.result())
@@ -645,8 +725,19 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                     from petbind.study.preprocess import template_atlas
 
                     atlas, names = template_atlas(plan, shape, aff)
+                elif s.segmentation is not None:
+                    from petbind.study.segmentation import labels_on_grid
+
+                    atlas, names = labels_on_grid(s.segmentation, shape, aff)
                 else:
                     atlas, names = _atlas(s, shape, aff)
+                if config.regions:
+                    from petbind.study.regions import resolve_regions
+
+                    groups = resolve_regions(config.regions, list(names.values()))
+                    names = {k: next(r for r, m in groups.items() if n in m)
+                             for k, n in names.items()
+                             if any(n in m for m in groups.values())}
                 analysis = np.isin(atlas, [k for k, v in names.items()
                                            if v not in tcfg.exclude_regions
                                            and v != tcfg.reference_region])
