@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from petbind.errors import DataError
+from petbind.errors import DataError, PetbindError
 
 _BASELINE = re.compile(r"^(baseline|base|bl|placebo|vehicle|veh|saline|control|ctrl|pre|"
                        r"pretreatment|rest|off|drugfree|test)$", re.IGNORECASE)
@@ -163,7 +163,7 @@ def survey(bids_dir: str | Path) -> DatasetSurvey:
             try:
                 side, _ = read_pet_sidecar(p)
                 sv.tracers[e["trc"]] = str(side.get("TracerName", ""))
-            except Exception:  # noqa: BLE001 - a bad sidecar is validate's business
+            except PetbindError:  # a bad sidecar is validate's business
                 sv.tracers[e["trc"]] = ""
     sv.subjects = sorted({e["sub"] for e in ents})
     col, values = _sessions_column(bids, sv.subjects)
@@ -198,7 +198,7 @@ def _find_anatomy(sv: DatasetSurvey) -> None:
         try:
             segs = [find_segmentation(sv.bids, s, rel) for s in sv.subjects]
             sv.labels = label_names(segs[0])
-        except Exception:  # noqa: BLE001 - not a segmentation folder; try the next
+        except PetbindError:  # not a segmentation folder; try the next
             continue
         sv.segmentation, sv.segmentation_kind = rel, segs[0].kind
         return
