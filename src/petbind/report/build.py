@@ -1486,6 +1486,10 @@ def _k2prime_text(tracer_cfg: dict[str, Any]) -> str | None:
     if isinstance(k2p, int | float):
         return f"fixed at {k2p:g} 1/min"
     region = tracer_cfg.get("k2prime_region")
+    if str(k2p).lower() == "median":
+        return ("estimated per scan as the median MRTM k2' over the target regions and fixed "
+                "in the models that need it (MRTM2, SRTM2, Logan reference) and in the "
+                "parametric maps")
     if str(k2p).lower() in ("pooled", "auto") and not region:
         return f"estimated ({k2p}) from the data of each scan"
     where = f" in {region}, a high-binding region," if region else ""
