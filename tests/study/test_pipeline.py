@@ -273,10 +273,9 @@ def test_counts_weights_take_the_sidecars_radionuclide_and_methods_say_so():
                                                                  "isotope": "F-18"}})
     assert model_kwargs(given, "srtm", tacs)["isotope"] == "F-18"
 
-    class _Study:
-        scans = [type("S", (), {"tracer": "DASB", "provenance": {"models": used}})()]
-
-    text = _settings_text(_Study(), "DASB", ["srtm"], {})
+    scan = type("S", (), {"tracer": "DASB", "provenance": {"models": used}})()
+    study = type("Study", (), {"scans": (scan,)})()
+    text = _settings_text(study, "DASB", ["srtm"], {})
     assert "Frames were weighted by counts" in text
     assert "radionuclide C11 taken from the sidecars' TracerRadionuclide" in text.replace(
         "C-11", "C11")

@@ -89,16 +89,17 @@ def test_label_fractions_on_a_coarser_pet_grid_are_exact_and_curves_their_weight
     f8 = np.array([1.0, 2 / 3, 0.0, 0.0])
     f47 = 1 - f8
     np.testing.assert_allclose(tacs.metadata["n_voxels"]["Left-Cerebellum-Cortex"], f8.sum())
+    # rtol 1e-7: the fractions are float32
     np.testing.assert_allclose(tacs.curve("Left-Cerebellum-Cortex"),
-                               [f8 @ vals / f8.sum(), 2 * f8 @ vals / f8.sum()], rtol=1e-7)  # float32 fractions
+                               [f8 @ vals / f8.sum(), 2 * f8 @ vals / f8.sum()], rtol=1e-7)
     np.testing.assert_allclose(tacs.curve("Right-Cerebellum-Cortex"),
-                               [f47 @ vals / f47.sum(), 2 * f47 @ vals / f47.sum()], rtol=1e-7)  # float32 fractions
+                               [f47 @ vals / f47.sum(), 2 * f47 @ vals / f47.sum()], rtol=1e-7)
     assert labels[:, 0, 0].tolist() == [8, 8, 47, 47]
     assert names == {8: "Left-Cerebellum-Cortex", 47: "Right-Cerebellum-Cortex"}
     # a registration (PET point -> T1w point, here -3 mm in x) moves the boundary one voxel
     move = np.eye(4)
     move[0, 3] = -3.0
-    moved, labels2, _ = label_curves(data, pet_aff, seg, None, timing, transform=move)
+    moved, _, _ = label_curves(data, pet_aff, seg, None, timing, transform=move)
     g8 = np.array([1.0, 1.0, 2 / 3, 0.0])
     np.testing.assert_allclose(moved.curve("Left-Cerebellum-Cortex")[0], g8 @ vals / g8.sum(),
                                rtol=1e-7)  # float32 fractions
