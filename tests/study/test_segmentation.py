@@ -113,3 +113,26 @@ def test_a_label_outside_the_pet_field_of_view_is_an_error(tmp_path):
     with pytest.raises(DataError) as e:
         label_curves(np.ones((2, 1, 1, 1)), np.diag([3.0, 3.0, 3.0, 1.0]), seg, None, timing)
     assert "Right-Cerebellum-Cortex" in str(e.value)
+
+
+def test_slab_by_slab_mapping_equals_the_whole_grid_at_once(tmp_path, monkeypatch):
+    import petbind.study.segmentation as segmod
+
+    rng = np.random.default_rng(0)
+    lab = rng.choice([8, 47], size=(12, 10, 14)).astype(np.int32)
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    aff[:3, 3] = [-0.4, 0.3, -0.7]
+    path = tmp_path / "sub-01" / "mri" / "aparc+aseg.mgz"
+    path.parent.mkdir(parents=True)
+    nib.save(nib.MGHImage(lab, aff), str(path))
+    _touch(tmp_path / "FreeSurferColorLUT.txt", LUT)
+    seg = find_segmentation(tmp_path, "01", ".")
+    pet_aff = np.diag([2.5, 2.5, 2.5, 1.0])
+    data = rng.uniform(1, 2, (4, 3, 5, 3))
+    timing = FrameTiming.from_seconds(np.array([0.0, 60.0, 120.0]), np.full(3, 60.0))
+    whole, lw, _ = label_curves(data, pet_aff, seg, None, timing)
+    monkeypatch.setattr(segmod, "FRACTION_BYTES", 1)  # one PET slice per slab
+    slabs, ls, _ = label_curves(data, pet_aff, seg, None, timing)
+    np.testing.assert_allclose(slabs.values, whole.values, rtol=1e-12)
+    assert slabs.metadata["n_voxels"] == pytest.approx(whole.metadata["n_voxels"])
+    np.testing.assert_array_equal(ls, lw)

@@ -44,6 +44,8 @@ from petbind.errors import ConfigError, DataError, FileFormatError, MetadataErro
 #: Subject-level segmentation file names, most preferred first (BIDS dseg patterns).
 _DESC_ORDER = ("aparcaseg", "aseg")
 _FS_FILES = ("aparc+aseg.mgz", "aseg.mgz")
+#: Bytes of label fractions held at once while mapping a segmentation onto a PET grid.
+FRACTION_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -319,18 +321,38 @@ def label_curves(data: np.ndarray, pet_affine: np.ndarray, seg: Segmentation,
         table = table[table["name"].isin(names)].reset_index(drop=True)
     atlas = Atlas(labels=lab, affine=affine,
                   table=table.assign(region=table["name"]), path=str(seg.path))
-    pet_labels, frac = atlas_to_pet(atlas, data.shape, pet_affine, transform,
-                                    method="fraction")
-    w = np.asarray(frac, np.float64).reshape(len(table), -1)
-    vol = w.sum(axis=1)
+    shape = tuple(int(n) for n in data.shape[:3])
+    n_lab, n_t = len(table), int(data.shape[3])
+    # slabs of PET slices keep the label fractions (labels x voxels) within FRACTION_BYTES;
+    # each voxel's sub-samples depend on its own position only, so slabs change nothing
+    per_slice = max(1, n_lab * shape[0] * shape[1] * 4)
+    step = max(1, min(shape[2], FRACTION_BYTES // per_slice))
+    pet_aff = np.asarray(pet_affine, float)
+    sums = np.zeros((n_lab, n_t))
+    vol = np.zeros(n_lab)
+    pet_labels = np.zeros(shape, np.int32)
+    for z0 in range(0, shape[2], step):
+        z1 = min(shape[2], z0 + step)
+        aff = pet_aff.copy()
+        aff[:3, 3] = pet_aff[:3, 3] + pet_aff[:3, 2] * z0
+        slab_labels, frac = atlas_to_pet(atlas, (shape[0], shape[1], z1 - z0), aff,
+                                         transform, method="fraction")
+        pet_labels[:, :, z0:z1] = slab_labels
+        block = np.asarray(data[:, :, z0:z1]).reshape(-1, n_t)
+        for k in range(n_lab):  # a loop over labels, not voxels
+            fk = frac[k].reshape(-1)
+            idx = np.flatnonzero(fk)
+            if idx.size:
+                w = fk[idx].astype(np.float64)
+                sums[k] += w @ block[idx].astype(np.float64)
+                vol[k] += w.sum()
     empty = [n for n, v in zip(table["name"], vol, strict=True) if v <= 0]
     if empty:
         raise DataError(f"labels {empty[:5]} of the segmentation fall outside the PET field "
                         "of view", path=seg.path, field="segmentation",
                         fix="check that PET and T1w are aligned (else enable [preprocess] "
                         "to register them) or leave these labels out of [regions]")
-    arr = np.asarray(data, np.float64).reshape(-1, data.shape[3])
-    values = (w @ arr) / vol[:, None]
+    values = sums / vol[:, None]
     md = dict(metadata or {})
     md["n_voxels"] = {str(n): float(v) for n, v in zip(table["name"], vol, strict=True)}
     tacs = TACTable(timing, values, [str(n) for n in table["name"]], "kBq/mL", md)
