@@ -321,3 +321,12 @@ def test_symlinked_image_reads_the_sidecar_beside_the_link_not_the_target(tmp_pa
     np.testing.assert_allclose(img.get_data(), ds["true"], rtol=2e-6, atol=1e-5)
     assert img.metadata.get("BodyPart") != "decoy"
     assert validate_path(bids) == []
+
+
+def test_a_link_to_annexed_content_not_fetched_says_to_get_it(tmp_path):
+    link = tmp_path / "sub-01_pet.nii.gz"
+    link.symlink_to(tmp_path / ".git" / "annex" / "objects" / "absent.nii.gz")
+    (tmp_path / "sub-01_pet.json").write_text("{}")  # sidecars live in git, not the annex
+    with pytest.raises(FileFormatError) as e:
+        load_pet(link)
+    assert "datalad get" in e.value.fix

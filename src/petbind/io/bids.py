@@ -342,6 +342,10 @@ def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
     """Open a NIfTI/Analyze image lazily, refusing unreadable or truncated files."""
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():
+            raise FileFormatError("the image is a symbolic link whose target is missing (an "
+                                  "annexed file whose content is not here)", path=p,
+                                  fix=f"fetch it (`datalad get {p}` or `git annex get`)")
         raise FileFormatError("file does not exist", path=p, fix="check the path")
     try:
         img = nib.load(str(p), keep_file_open=True)

@@ -179,6 +179,12 @@ def region_curves(scan: Scan, img: Any, regions: dict[str, tuple[str, ...]], pla
         present = set(np.unique(labels).tolist())
         names = {k: v for k, v in names.items() if k in present}
         info: dict[str, Any] = {"source": str(scan.dseg), "space": "PET"}
+        if plan is None:
+            info["description"] = (
+                f"Regions came from each scan's atlas in PET space ({scan.dseg.parent.name}/"
+                f"{scan.dseg.name} and the like)"
+                + ("; atlas labels were pooled into the configured regions weighted by "
+                   "their volumes" if regions else ""))
         if not regions:
             return labels, names, img.region_means(labels, names=names), info
         from petbind.io.tables import read_tsv
