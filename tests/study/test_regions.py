@@ -68,3 +68,38 @@ def test_config_regions_table_is_parsed_and_checked():
     with pytest.raises(ConfigError) as e:
         parse_config(tomllib.loads(base + "[regions]\nNAcc = []\n"))
     assert e.value.field == "regions.NAcc"
+
+
+def test_pipeline_pools_a_pet_space_atlas_into_configured_regions_by_voxel_count(tmp_path):
+    import nibabel as nib
+
+    from petbind.image import DynamicImage
+    from petbind.study.discover import Scan
+    from petbind.study.pipeline import region_curves
+
+    rng = np.random.default_rng(1)
+    labels = rng.choice([1, 2, 3], size=(6, 5, 4)).astype(np.int16)
+    dseg = tmp_path / "x_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(dseg))
+    (tmp_path / "x_dseg.tsv").write_text(
+        "index\tname\tregion\n1\tLeft-Putamen\tputamen\n2\tRight-Putamen\tputamen\n"
+        "3\tBrain-Stem\tbrainstem\n")
+    timing = FrameTiming.from_seconds(np.array([0.0, 60.0]), np.array([60.0, 60.0]))
+    data = rng.uniform(1, 9, (6, 5, 4, 2)).astype(np.float32)  # images are float32
+    img = DynamicImage(data, np.eye(4), timing)
+    scan = Scan(subject="01", condition="a", tracer="T", run=None, pet=tmp_path / "x.nii.gz",
+                dseg=dseg, stem="x", rel_dir=".")
+    # overlapping regions are fine: each is the mean over its own union of voxels
+    regions = {"striatum": ("*-Putamen",), "left": ("Left-Putamen",),
+               "all": ("*-Putamen", "Brain-Stem")}
+    _, names, tacs, info = region_curves(scan, img, regions, None, tmp_path)
+    for region, members in (("striatum", [1, 2]), ("left", [1]), ("all", [1, 2, 3])):
+        mask = np.isin(labels, members)
+        np.testing.assert_allclose(tacs.curve(region), data[mask].astype(float).mean(axis=0),
+                                   rtol=1e-12)
+        assert tacs.metadata["n_voxels"][region] == mask.sum()
+    assert info["regions"]["striatum"] == ["Left-Putamen", "Right-Putamen"]
+    assert names == {1: "striatum", 2: "striatum", 3: "all"}  # map mask: first region
+    # without [regions]: the dseg.tsv region column, as before
+    _, _, plain, _ = region_curves(scan, img, {}, None, tmp_path)
+    assert list(plain.regions) == ["putamen", "brainstem"]

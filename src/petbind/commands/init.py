@@ -40,14 +40,14 @@ def init(
     text = config_text(sv)
     write_text_atomic(out, text)
     for n in sv.notes:
-        err_console.print(f"note: {n}", markup=False, highlight=False)
+        err_console.print(f"note: {n}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {out}: {len(sv.tracers)} tracer(s) ({', '.join(sv.tracers)}), "
                   f"{len(sv.subjects)} subjects, conditions {', '.join(sv.conditions)} "
                   f"(baseline {sv.baseline}{', guessed' if sv.baseline_guessed else ''})"
                   + (f", segmentation {sv.segmentation}" if sv.segmentation else ""),
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
     console.print(f"next: read it, then `petbind run {bids_dir} --config {out}`",
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
