@@ -104,3 +104,25 @@ def test_run_without_config_says_to_run_init(tmp_path, capsys):
     _dataset(tmp_path)
     code, _, err = _cli(["run", str(tmp_path)], capsys)
     assert code == 2 and "petbind init" in err and "Traceback" not in err
+
+
+def test_a_static_reconstruction_beside_the_dynamic_one_is_deselected(tmp_path):
+    import shutil
+
+    from petbind.study.discover import discover_scans
+
+    _dataset(tmp_path)
+    for pet in list(tmp_path.glob("sub-*/ses-*/pet/*_rec-acdyn_pet.nii.gz")):
+        shutil.copy(pet, pet.with_name(pet.name.replace("acdyn", "acstat")))
+    sv = survey(tmp_path)
+    assert sv.select == {"rec": "acdyn"} and sv.n_scans == 4
+    cfg = parse_config(tomllib.loads(config_text(sv)))
+    assert cfg.data.select == {"rec": "acdyn"}
+    for pet in tmp_path.glob("sub-*/ses-*/pet/*_pet.nii.gz"):  # atlases for discovery
+        d = tmp_path / "derivatives" / "atlas" / pet.parent.relative_to(tmp_path)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / pet.name.replace("_pet.", "_dseg.")).write_bytes(b"")
+    plain = parse_config(tomllib.loads(config_text(sv).replace(
+        'segmentation = "derivatives/fs"', 'atlas = "derivatives/atlas"')))
+    scans, _ = discover_scans(tmp_path, plain)
+    assert len(scans) == 4 and all("rec-acdyn" in s.stem for s in scans)

@@ -59,6 +59,9 @@ segmentation = ""
 # Label names of FreeSurfer .mgz segmentations: your FreeSurferColorLUT.txt
 # ("" = $FREESURFER_HOME/FreeSurferColorLUT.txt or one in the segmentation folder).
 segmentation_labels = ""
+# Only scans whose file names carry these entity labels, e.g. {rec = "acdyn"}
+# when a session also holds a static reconstruction ({} = every scan).
+select = {}
 
 # One table per tracer (the trc- label of the PET files). Scans of tracers
 # that have no table here are skipped with a warning.
@@ -287,14 +290,17 @@ class DatasetConfig:
         table subject label -> file; "" = none.
     segmentation_labels : str
         FreeSurferColorLUT.txt for ``.mgz`` segmentations ("" = search).
+    select : dict of str -> str
+        Entity -> label that a scan's file name must carry (``{"rec": "acdyn"}``).
     """
 
     condition: str = ""
     segmentation: str | dict[str, str] = ""
     segmentation_labels: str = ""
+    select: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"condition": self.condition,
+        return {"condition": self.condition, "select": dict(self.select),
                 "segmentation": (dict(self.segmentation)
                                  if isinstance(self.segmentation, dict) else self.segmentation),
                 "segmentation_labels": self.segmentation_labels}
@@ -554,7 +560,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
                           "regions"})
     ds = ck.table(data, "dataset", "dataset")
     ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth", "condition",
-                               "segmentation", "segmentation_labels"})
+                               "segmentation", "segmentation_labels", "select"})
     path = ck.str_(ds, "dataset", "path", None)
     dataset = None
     if path:
@@ -649,7 +655,13 @@ def _dataset_extra(ck: _Checker, ds: dict) -> DatasetConfig:
         raise ck.fail("dataset.segmentation", f"must be a folder or a table, got {seg!r}",
                       'e.g. segmentation = "derivatives/freesurfer"')
     labels = ck.str_(ds, "dataset", "segmentation_labels", "") or ""
-    return DatasetConfig(condition=cond, segmentation=seg, segmentation_labels=labels)
+    select = ck.table(ds, "dataset.select", "select")
+    for k, v in select.items():
+        if not isinstance(v, str) or not v or k in ("sub", "trc"):
+            raise ck.fail(f"dataset.select.{k}", f"cannot select {k} = {v!r}",
+                          'give an entity and its label, e.g. select = {rec = "acdyn"}')
+    return DatasetConfig(condition=cond, segmentation=seg, segmentation_labels=labels,
+                         select={str(k): v for k, v in select.items()})
 
 
 def _regions(ck: _Checker, data: dict) -> dict[str, tuple[str, ...]]:

@@ -189,6 +189,8 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
     ent_name = config.condition_entity
     for pet in pets:
         ents, _ = parse_entities(pet.name)
+        if any(ents.get(k) != v for k, v in config.data.select.items()):
+            continue
         for key, what in ((ent_name, "condition"), ("trc", "tracer")):
             if key == ent_name and config.data.condition:
                 continue
@@ -197,7 +199,9 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
                     f"the file name has no '{key}-' entity, so its {what} is unknown",
                     path=pet, field=key,
                     fix=f"name PET files ..._{key}-<label>_pet.nii.gz"
-                    + (" or set dataset.condition_entity" if what == "condition" else ""))
+                    + (", set dataset.condition_entity, or take conditions from a table "
+                       "(dataset.condition = \"sessions.tsv:<column>\" or "
+                       "\"participants.tsv:<column>\")" if what == "condition" else ""))
         tracer = ents["trc"]
         if tracer not in config.tracers:
             skipped_tracers[tracer] = skipped_tracers.get(tracer, 0) + 1

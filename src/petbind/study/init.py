@@ -59,6 +59,7 @@ class DatasetSurvey:
     baseline: str = ""
     baseline_guessed: bool = False
     n_scans: int = 0
+    select: dict[str, str] = field(default_factory=dict)
     segmentation: str = ""
     segmentation_kind: str = ""
     labels: list[str] = field(default_factory=list)
@@ -103,6 +104,23 @@ def _sessions_column(bids: Path, subjects: list[str]) -> tuple[str, dict[tuple[s
             for sid, v in zip(t["session_id"].astype(str), t[col].astype(str), strict=True):
                 out[(s, sid.removeprefix("ses-"))] = v
     return col, out
+
+
+def _selection(ents: list[dict[str, str]]) -> dict[str, str]:
+    """``{entity: label}`` choosing one scan where a session holds several (rec-acdyn ...)."""
+    keys = ("sub", "ses", "trc", "run")
+    groups: dict[tuple, list[dict[str, str]]] = {}
+    for e in ents:
+        groups.setdefault(tuple(e.get(k) for k in keys), []).append(e)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for ent in sorted({k for e in members for k in e} - set(keys)):
+            labels = sorted({e.get(ent, "") for e in members})
+            if len(labels) == len(members):
+                dyn = [v for v in labels if "dyn" in v.lower()]
+                return {ent: (dyn or [v for v in labels if v] or labels)[0]}
+    return {}
 
 
 def region_groups(labels: list[str]) -> dict[str, list[str]]:
@@ -153,8 +171,13 @@ def survey(bids_dir: str | Path) -> DatasetSurvey:
     if not pets:
         raise DataError("no PET scans (sub-*/[ses-*/]pet/*_pet.nii.gz) found", path=bids,
                         field="sub-*/pet", fix="point to the root of a BIDS-PET dataset")
-    sv = DatasetSurvey(bids=bids, n_scans=len(pets))
+    sv = DatasetSurvey(bids=bids)
     ents = [_entities(p.name) for p in pets]
+    sv.select = _selection(ents)
+    keep = [all(e.get(k) == v for k, v in sv.select.items()) for e in ents]
+    pets = [p for p, k in zip(pets, keep, strict=True) if k]
+    ents = [e for e, k in zip(ents, keep, strict=True) if k]
+    sv.n_scans = len(pets)
     for p, e in zip(pets, ents, strict=True):
         if "trc" not in e:
             sv.notes.append(f"{p.name} has no trc- entity: it is left out")
@@ -265,6 +288,10 @@ def config_text(sv: DatasetSurvey) -> str:
     for n in sv.notes:
         out.append(f"# NOTE: {n}")
     out += ["[dataset]", f"path = {_toml_str(str(sv.bids.resolve()))}"]
+    if sv.select:
+        pairs = ", ".join(f"{k} = {_toml_str(v)}" for k, v in sv.select.items())
+        out += ["# sessions hold several reconstructions of one scan: use this one",
+                f"select = {{{pairs}}}"]
     if sv.condition_source:
         out += [f"# conditions: the {sv.condition_source.split(':')[1]!r} column of "
                 "sub-*/sub-*_sessions.tsv",

@@ -37,6 +37,8 @@ MEANING: dict[str, str] = {
                             " / `desc-aparcaseg`, FreeSurfer `mri/aparc+aseg.mgz`, "
                             "`aseg.mgz`) or a table `{\"01\" = \"path\"}`; `\"\"` = use "
                             "`atlas`",
+    "dataset.select": "only scans whose file names carry these entity labels, e.g. "
+                      "`{rec = \"acdyn\"}` beside a static reconstruction (`{}` = all)",
     "dataset.segmentation_labels": "your `FreeSurferColorLUT.txt` for `.mgz` segmentations "
                                    "(`\"\"` = in the folder, else `$FREESURFER_HOME`)",
     f"tracers.{TRACER}.reference_region": "required: the reference region (an atlas region "
@@ -101,7 +103,8 @@ def defaults() -> dict[str, Any]:
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and not prefix.endswith("model_settings"):
+        if (isinstance(node, dict) and (node or not prefix)
+                and not prefix.endswith("model_settings")):
             for k, v in node.items():
                 walk(v, f"{prefix}.{k}" if prefix else k)
         else:
