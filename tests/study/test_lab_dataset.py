@@ -56,6 +56,8 @@ def test_lab_dataset_from_init_to_a_complete_report_equal_to_the_simulator_layou
     assert "report.html" in out
     html = assert_complete_report(tmp_path / "out")
     assert "FreeSurfer segmentation in T1w space" in html and "images&#39; affines" in html
+    # dose and tracer from the sidecars beside the links, never the decoys beside the targets
+    assert "[11C]DASB" in html and "decoy" not in html
     lab_o = _outcomes(tmp_path / "out")
     assert set(lab_o["condition"]) == {"baseline", "ketamine"}
     assert len(lab_o.groupby(["subject", "condition"])) == 5

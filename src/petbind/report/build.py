@@ -684,10 +684,22 @@ def _schedule_text(durations_s: np.ndarray) -> str:
 
 
 def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
-    """Tracer and injected dose from the input PET sidecar named in provenance.json."""
+    """Tracer and injected dose from the input PET sidecar named in provenance.json.
+
+    The sidecar is read as the pipeline read it: BIDS inheritance applied, at
+    the image's own path (a DataLad link is not followed).
+    """
+    from petbind.errors import PetbindError
+    from petbind.io.bids import read_pet_sidecar
+
     ds = study.dataset
     pet = None
     for entry in study.provenance.get("scans") or []:
+        if entry.get("stem") is not None:
+            if str(entry.get("stem")) == scan.stem:
+                pet = entry.get("pet")
+                break
+            continue
         if (str(entry.get("subject")) == scan.subject
                 and str(entry.get("condition")) == scan.condition
                 and str(entry.get("tracer")) == scan.tracer
@@ -697,14 +709,10 @@ def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
     if pet is None or ds is None:
         return {}
     pet_path = Path(pet) if Path(pet).is_absolute() else ds / pet
-    name = pet_path.name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-    side = pet_path.with_name(name + ".json")
-    if not side.is_file():
+    try:
+        meta, _ = read_pet_sidecar(pet_path)
+    except PetbindError:
         return {}
-    meta = _maybe_json(side)
     return {k: meta.get(k) for k in (
         "TracerName", "TracerRadionuclide", "InjectedRadioactivity",
         "InjectedRadioactivityUnits", "InjectedMass", "InjectedMassUnits",
