@@ -136,3 +136,38 @@ def test_slab_by_slab_mapping_equals_the_whole_grid_at_once(tmp_path, monkeypatc
     np.testing.assert_allclose(slabs.values, whole.values, rtol=1e-12)
     assert slabs.metadata["n_voxels"] == pytest.approx(whole.metadata["n_voxels"])
     np.testing.assert_array_equal(ls, lw)
+
+
+def test_with_preprocessing_the_segmentation_goes_through_the_pet_to_t1w_registration(
+        tmp_path):
+    from types import SimpleNamespace
+
+    from petbind.image import DynamicImage
+    from petbind.preprocess.register import save_transform
+    from petbind.study.discover import Scan
+    from petbind.study.pipeline import region_curves
+    from petbind.study.preprocess import preprocess_files
+
+    seg = _half_space(tmp_path / "fs", 3.75)
+    pet_aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    timing = FrameTiming.from_seconds(np.array([0.0]), np.array([60.0]))
+    vals = np.array([1.0, 10.0, 100.0, 1000.0], np.float32)
+    img = DynamicImage(vals.reshape(4, 1, 1, 1), pet_aff, timing)
+    scan = Scan(subject="01", condition="a", tracer="T", run=None, pet=tmp_path / "x.nii.gz",
+                dseg=seg.path, stem="x", rel_dir="sub-01/pet", segmentation=seg)
+    out = tmp_path / "out"
+    move = np.eye(4)
+    move[0, 3] = -3.0  # PET point -> T1w point, 3 mm lower in x
+    save_transform(preprocess_files(out, scan.rel_dir, scan.stem, True)["xfm_pet_t1w"], move)
+    plan = SimpleNamespace(options=SimpleNamespace(motion=True))
+    _, _, tacs, info = region_curves(scan, img, {}, plan, out)
+    g8 = np.array([1.0, 1.0, 2 / 3, 0.0])
+    np.testing.assert_allclose(tacs.curve("Left-Cerebellum-Cortex")[0], g8 @ vals / g8.sum(),
+                               rtol=1e-6)
+    assert info["mapping"] == "PET-to-T1w registration"
+    assert "registration of preprocessing" in info["description"]
+    _, _, plain, info = region_curves(scan, img, {}, None, out)  # no [preprocess]: affines
+    f8 = np.array([1.0, 2 / 3, 0.0, 0.0])
+    np.testing.assert_allclose(plain.curve("Left-Cerebellum-Cortex")[0], f8 @ vals / f8.sum(),
+                               rtol=1e-6)
+    assert info["mapping"] == "affines"
