@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -38,7 +37,13 @@ import pandas as pd
 from petbind import __version__
 from petbind.errors import DataError, FileFormatError
 from petbind.io.atomic import write_text_atomic
-from petbind.study.layout import ScanOutputs, StudyLayout
+from petbind.study.layout import (
+    LABEL_COLUMNS,
+    ScanOutputs,
+    StudyLayout,
+    read_json,
+    read_table,
+)
 
 #: File name of the report at the output root.
 REPORT_NAME = "report.html"
@@ -101,32 +106,16 @@ _MODEL_CITATION = {
 
 
 #: Columns holding labels: read as text, so subject "01" stays "01".
-_LABEL_COLUMNS = ("subject", "condition", "tracer", "run", "region", "model", "contrast",
-                  "contrast_id", "kind", "peak_region")
+_LABEL_COLUMNS = LABEL_COLUMNS
 
 
 def _read_tsv(path: Path) -> pd.DataFrame:
     """Read a BIDS TSV: ``n/a`` is missing, other strings (``NA``, ``null``) are kept."""
-    try:
-        df = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
-                         dtype={c: str for c in _LABEL_COLUMNS})
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise FileFormatError(f"cannot read this table: {exc}", path=path,
-                              fix="rerun the pipeline to rewrite it") from exc
-    for col in df.columns:
-        if df[col].dtype == object:
-            low = df[col].astype(str).str.lower()
-            if low.isin(["true", "false"]).all() and len(df):
-                df[col] = low == "true"
-    return df
+    return read_table(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FileFormatError(f"cannot read this JSON file: {exc}", path=path,
-                              fix="rerun the pipeline to rewrite it") from exc
+    return read_json(path)
 
 
 def _maybe_json(path: Path) -> dict[str, Any]:

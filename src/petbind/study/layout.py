@@ -255,6 +255,34 @@ def _where(entry: dict[str, Any]) -> tuple[str | None, str]:
     return p.parent.as_posix(), p.name.removesuffix("_provenance.json")
 
 
+#: Columns holding labels: read as text, so subject "01" stays "01".
+LABEL_COLUMNS = ("subject", "condition", "tracer", "run", "region", "model", "contrast",
+                 "contrast_id", "kind", "peak_region")
+
+
+def read_table(path: str | os.PathLike) -> Any:
+    """A TSV the pipeline wrote, as a DataFrame: ``n/a`` is missing, labels stay text.
+
+    Other strings (``NA``, ``null``) are kept; columns holding only
+    ``true``/``false`` become booleans. Raises ``FileFormatError`` naming the
+    file.
+    """
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
+                         dtype={c: str for c in LABEL_COLUMNS})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise FileFormatError(f"cannot read this table: {exc}", path=path,
+                              fix="rerun the pipeline to rewrite it") from exc
+    for col in df.columns:
+        if df[col].dtype == object:
+            low = df[col].astype(str).str.lower()
+            if low.isin(["true", "false"]).all() and len(df):
+                df[col] = low == "true"
+    return df
+
+
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON object written by the pipeline (``FileFormatError`` naming the file)."""
     try:

@@ -46,7 +46,7 @@ from petbind.errors import DataError, PetbindError
 from petbind.io.atomic import write_json_atomic, write_text_atomic
 from petbind.study.config import StudyConfig, TracerConfig
 from petbind.study.discover import Scan, discover_scans
-from petbind.study.layout import OUTPUT_NAME, ScanOutputs, StudyLayout
+from petbind.study.layout import OUTPUT_NAME, ScanOutputs, StudyLayout, read_table
 from petbind.study.provenance import (
     environment,
     scan_is_current,
@@ -66,8 +66,8 @@ def _tsv(df: pd.DataFrame) -> str:
 
 
 def _read_tsv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
-                       dtype={"subject": str, "condition": str, "run": str, "region": str})
+    """A table the pipeline wrote (or the truth table), read by the layout's one policy."""
+    return read_table(path)
 
 
 # ----------------------------------------------------------------------------
