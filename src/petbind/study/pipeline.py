@@ -148,88 +148,6 @@ def _atlas(scan: Scan, shape: tuple[int, ...], affine: np.ndarray
     return np.rint(labels).astype(np.int64), names
 
 
-def region_curves(scan: Scan, img: Any, regions: dict[str, tuple[str, ...]], plan: Any,
-                  out_root: Path) -> tuple[np.ndarray, dict[int, str], Any, dict[str, Any]]:
-    """Region curves of a scan, from its PET-space atlas or its subject's segmentation.
-
-    Without ``[regions]`` a PET-space atlas's labels are pooled by the
-    dseg.tsv ``region`` column (as before) and a segmentation's labels are
-    regions of their own. With ``[regions]`` the labels' curves are pooled
-    volume-weighted into the configured regions
-    (:func:`petbind.study.regions.pool_curves`).
-
-    Returns
-    -------
-    labels : ndarray (X, Y, Z)
-        Labels on the PET grid (majority label for a segmentation).
-    names : dict
-        Label -> analysis region (labels of no region left out), for masks.
-    tacs : TACTable
-        One curve per analysis region, ``metadata["n_voxels"]`` its volume.
-    info : dict
-        The atlas, how it reached PET space and the regions, for provenance
-        and Methods.
-    """
-    from petbind.study.regions import pool_curves, resolve_regions
-
-    shape, affine = tuple(img.dataobj.shape[:3]), np.asarray(img.affine)
-    seg = scan.segmentation
-    if seg is None:
-        labels, names = _atlas(scan, shape, affine)
-        present = set(np.unique(labels).tolist())
-        names = {k: v for k, v in names.items() if k in present}
-        info: dict[str, Any] = {"source": str(scan.dseg), "space": "PET"}
-        if plan is None:
-            info["description"] = (
-                f"Regions came from each scan's atlas in PET space ({scan.dseg.parent.name}/"
-                f"{scan.dseg.name} and the like)"
-                + ("; atlas labels were pooled into the configured regions weighted by "
-                   "their volumes" if regions else ""))
-        if not regions:
-            return labels, names, img.region_means(labels, names=names), info
-        from petbind.io.tables import read_tsv
-
-        table = read_tsv(scan.dseg_tsv)
-        by_name = {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True)
-                   if int(i) in present}
-        per_label = img.region_means(labels, names=by_name)
-    else:
-        from petbind.study.segmentation import label_curves, label_names
-
-        transform = None
-        if plan is not None:
-            from petbind.preprocess.register import load_transform
-            from petbind.study.preprocess import preprocess_files
-
-            transform = load_transform(preprocess_files(out_root, scan.rel_dir, scan.stem,
-                                                        plan.options.motion)["xfm_pet_t1w"])
-        wanted = None
-        if regions:
-            wanted = sorted({n for v in resolve_regions(regions, label_names(seg)).values()
-                             for n in v})
-        md = {k: v for k, v in img.metadata.items() if k in ("TracerName", "isotope")
-              and isinstance(v, str)}
-        per_label, labels, by_name = label_curves(
-            np.asarray(img.get_data(), np.float32), affine, seg, wanted, img.timing,
-            transform=transform, metadata=md)
-        info = {"source": str(seg.path), "table": str(seg.table), "space": "T1w",
-                "mapping": "PET-to-T1w registration" if plan is not None else "affines",
-                "method": "partial-volume fractions, 3x3x3 sub-samples",
-                "description": seg.describe(plan is not None)}
-        if not regions:
-            return labels, by_name, per_label, info
-    groups = resolve_regions(regions, list(dict.fromkeys(by_name.values())))
-    tacs, _ = pool_curves(per_label, groups)
-    names = {}
-    for k, n in by_name.items():
-        for region, members in groups.items():
-            if n in members:
-                names[k] = region
-                break
-    info["regions"] = groups
-    return labels, names, tacs, info
-
-
 def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
     ref = tracer.reference_region
     if ref not in regions:
@@ -413,7 +331,10 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
 
     img = load_pet(scan.fit_pet)
-    labels, names, tacs, atlas_info = region_curves(scan, img, regions or {}, plan, out_root)
+    from petbind.study.regions import region_curves
+
+    labels, names, tacs, atlas_info = region_curves(scan, img, regions or {}, plan, out_root,
+                                                    read_atlas=_atlas)
     regions_found = list(tacs.regions)
     targets = _targets(scan, tracer, regions_found)
     written: list[Path] = []

@@ -15,13 +15,17 @@ union. Without volumes (a TAC table from elsewhere) the labels are weighted
 equally and the caller says so.
 
 ``A+B`` (``petbind fit --ref A+B``) names the pool of the columns ``A`` and
-``B`` of a table.
+``B`` of a table. :func:`region_curves` gives the pipeline a scan's region
+curves from its PET-space atlas or its subject's segmentation
+(:mod:`petbind.study.segmentation`), pooled by ``[regions]``.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -170,3 +174,88 @@ def _volumes(tacs: TACTable) -> dict[str, float]:
         if isinstance(side.get("n_voxels"), dict):
             return side["n_voxels"]
     return {}
+
+
+def region_curves(scan: Any, img: Any, regions: Mapping[str, Sequence[str]], plan: Any,
+                  out_root: Path, *, read_atlas: Callable[..., Any]
+                  ) -> tuple[np.ndarray, dict[int, str], TACTable, dict[str, Any]]:
+    """Region curves of a scan, from its PET-space atlas or its subject's segmentation.
+
+    ``read_atlas(scan, shape, affine)`` reads a PET-space atlas as
+    ``(labels, {index: region})`` (the pipeline's reader, checked against
+    the PET grid).
+
+    Without ``[regions]`` a PET-space atlas's labels are pooled by the
+    dseg.tsv ``region`` column (as before) and a segmentation's labels are
+    regions of their own. With ``[regions]`` the labels' curves are pooled
+    volume-weighted into the configured regions
+    (:func:`petbind.study.regions.pool_curves`).
+
+    Returns
+    -------
+    labels : ndarray (X, Y, Z)
+        Labels on the PET grid (majority label for a segmentation).
+    names : dict
+        Label -> analysis region (labels of no region left out), for masks.
+    tacs : TACTable
+        One curve per analysis region, ``metadata["n_voxels"]`` its volume.
+    info : dict
+        The atlas, how it reached PET space and the regions, for provenance
+        and Methods.
+    """
+    shape, affine = tuple(img.dataobj.shape[:3]), np.asarray(img.affine)
+    seg = scan.segmentation
+    if seg is None:
+        labels, names = read_atlas(scan, shape, affine)
+        present = set(np.unique(labels).tolist())
+        names = {k: v for k, v in names.items() if k in present}
+        info: dict[str, Any] = {"source": str(scan.dseg), "space": "PET"}
+        if plan is None:
+            info["description"] = (
+                f"Regions came from each scan's atlas in PET space ({scan.dseg.parent.name}/"
+                f"{scan.dseg.name} and the like)"
+                + ("; atlas labels were pooled into the configured regions weighted by "
+                   "their volumes" if regions else ""))
+        if not regions:
+            return labels, names, img.region_means(labels, names=names), info
+        from petbind.io.tables import read_tsv
+
+        table = read_tsv(scan.dseg_tsv)
+        by_name = {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True)
+                   if int(i) in present}
+        per_label = img.region_means(labels, names=by_name)
+    else:
+        from petbind.study.segmentation import label_curves, label_names
+
+        transform = None
+        if plan is not None:
+            from petbind.preprocess.register import load_transform
+            from petbind.study.preprocess import preprocess_files
+
+            transform = load_transform(preprocess_files(out_root, scan.rel_dir, scan.stem,
+                                                        plan.options.motion)["xfm_pet_t1w"])
+        wanted = None
+        if regions:
+            wanted = sorted({n for v in resolve_regions(regions, label_names(seg)).values()
+                             for n in v})
+        md = {k: v for k, v in img.metadata.items() if k in ("TracerName", "isotope")
+              and isinstance(v, str)}
+        per_label, labels, by_name = label_curves(
+            np.asarray(img.get_data(), np.float32), affine, seg, wanted, img.timing,
+            transform=transform, metadata=md)
+        info = {"source": str(seg.path), "table": str(seg.table), "space": "T1w",
+                "mapping": "PET-to-T1w registration" if plan is not None else "affines",
+                "method": "partial-volume fractions, 3x3x3 sub-samples",
+                "description": seg.describe(plan is not None)}
+        if not regions:
+            return labels, by_name, per_label, info
+    groups = resolve_regions(regions, list(dict.fromkeys(by_name.values())))
+    tacs, _ = pool_curves(per_label, groups)
+    names = {}
+    for k, n in by_name.items():
+        for region, members in groups.items():
+            if n in members:
+                names[k] = region
+                break
+    info["regions"] = groups
+    return labels, names, tacs, info
