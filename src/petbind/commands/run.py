@@ -56,7 +56,7 @@ def run(
 
     def log(message: str) -> None:
         said.add(message)
-        err_console.print(message, markup=False, highlight=False)
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     result = run_study(root, cfg, out_dir=out, scheduler=scheduler,
                        progress=not no_progress, console=err_console, log=log)
@@ -64,13 +64,14 @@ def run(
         console.print(table)
     for w in dict.fromkeys(result.warnings):
         if f"warning: {w}" not in said:  # discovery warnings were printed as they came
-            err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
-    console.print(f"outputs: {result.out_dir}", markup=False, highlight=False)
+            err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False,
+                              soft_wrap=True)
+    console.print(f"outputs: {result.out_dir}", markup=False, highlight=False, soft_wrap=True)
     if not no_report:
         from petbind.report import build_report
 
         console.print(f"report: {build_report(result.out_dir)}", markup=False,
-                      highlight=False)
+                      highlight=False, soft_wrap=True)  # a path is copied whole
 
 
 def register(app: typer.Typer) -> None:
