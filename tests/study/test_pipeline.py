@@ -265,8 +265,8 @@ def test_counts_weights_take_the_sidecars_radionuclide_and_methods_say_so():
     assert used["srtm"]["isotope"] == "C-11"
     assert used["srtm"]["isotope_source"] == "TracerRadionuclide"
     # the same fit as with the isotope given by hand, not the uniform one
-    by_hand = make_model("srtm", timing, ref, weights="counts", isotope="C-11").fit(tgt)
-    uniform = make_model("srtm", timing, ref).fit(tgt)
+    by_hand = make_model("srtm", timing, ref, weights="counts", isotope="C-11").fit(tgt[None])
+    uniform = make_model("srtm", timing, ref).fit(tgt[None])
     assert fits["bp_nd"].iloc[0] == pytest.approx(float(by_hand.to_frame(["p"])["bp_nd"][0]),
                                                   rel=1e-12)
     assert not np.allclose(by_hand.fitted, uniform.fitted, rtol=1e-9)

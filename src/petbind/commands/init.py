@@ -22,7 +22,7 @@ def init(
     labels grouped into regions (left and right pooled), a cerebellar-cortex
     reference, models per tracer and the contrasts against baseline.
     """
-    from petbind.cli import console, err_console
+    from petbind.commands.consoles import console, err_console
     from petbind.errors import PetbindError
     from petbind.io.atomic import write_text_atomic
     from petbind.study.init import config_text, survey

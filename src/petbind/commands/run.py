@@ -31,7 +31,7 @@ def run(
     """Run the whole study: region TACs, model fits, maps, statistics and the report."""
     from rich.markup import escape
 
-    from petbind.cli import console, err_console
+    from petbind.commands.consoles import console, err_console
 
     if print_config:
         from petbind.study.config import DEFAULT_CONFIG

@@ -22,13 +22,11 @@ def plot_motion(path: str | os.PathLike, motion: MotionResult, timing: FrameTimi
 
     Flagged frames (FD above the threshold) are marked in red on the FD panel.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     t = timing.mid
-    fig, axes = plt.subplots(3, 1, figsize=(7, 6), sharex=True, constrained_layout=True)
+    fig = Figure(figsize=(7, 6), constrained_layout=True)
+    axes = fig.subplots(3, 1, sharex=True)
     for k, name in enumerate(("x", "y", "z")):
         axes[0].plot(t, motion.params[:, k], marker=".", label=name)
         axes[1].plot(t, motion.params[:, 3 + k], marker=".", label=name)
@@ -51,7 +49,6 @@ def plot_motion(path: str | os.PathLike, motion: MotionResult, timing: FrameTimi
     target = Path(path)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
     return target
 
 
@@ -74,10 +71,7 @@ def plot_edges(path: str | os.PathLike, background: ArrayLike, overlay: ArrayLik
     Both images must be on the same grid (resample first). A good
     registration puts the overlay's edges on the background's boundaries.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     bg = np.asarray(background, dtype=float)
     ov = np.asarray(overlay, dtype=float)
@@ -87,7 +81,8 @@ def plot_edges(path: str | os.PathLike, background: ArrayLike, overlay: ArrayLik
     c = [s // 2 for s in bg.shape]
     slices = [(bg[c[0]], edges[c[0]]), (bg[:, c[1]], edges[:, c[1]]),
               (bg[:, :, c[2]], edges[:, :, c[2]])]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), constrained_layout=True)
+    fig = Figure(figsize=(9, 3.4), constrained_layout=True)
+    axes = fig.subplots(1, 3)
     vmax = np.percentile(bg, 99.5) or 1.0
     for ax, (b, e), name in zip(axes, slices, ("sagittal", "coronal", "axial"), strict=True):
         ax.imshow(b.T, origin="lower", cmap="gray", vmin=0, vmax=vmax)
@@ -99,5 +94,4 @@ def plot_edges(path: str | os.PathLike, background: ArrayLike, overlay: ArrayLik
     target = Path(path)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
     return target

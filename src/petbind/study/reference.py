@@ -52,8 +52,9 @@ MEANING: dict[str, str] = {
     f"tracers.{TRACER}.map_model": "model of the parametric BP_ND maps and voxel statistics "
                                    "(`\"\"` = no maps)",
     f"tracers.{TRACER}.k2prime": "k2' (1/min) for srtm2 / mrtm2 / logan: a number, `mrtm` or "
-                                 "`srtm` (fit of `k2prime_region`), or `median` (median MRTM "
-                                 "k2' over the targets)",
+                                 "`srtm` (fit of `k2prime_region`; also `\"mrtm@REGION\"`), "
+                                 "`median` (median k2' over the targets), `auto` (over their "
+                                 "higher-binding half) or `none` (Logan without k2')",
     f"tracers.{TRACER}.k2prime_region": "high-binding region of the `mrtm` / `srtm` k2' "
                                         "strategies",
     f"tracers.{TRACER}.model_settings": "per-model settings, e.g. `[tracers.X.model_settings."
@@ -88,6 +89,14 @@ MEANING: dict[str, str] = {
     "preprocess.template": "template T1w (required when enabled); relative to the BIDS root",
     "preprocess.atlas": "template-space dseg (`\"\"` = the `*_dseg.nii.gz` beside the "
                         "template)",
+    "pvc.method": "partial-volume correction of every scan: `none`, `gtm`, `sgtm`, `rbv`, "
+                  "`iy`, `mg` (docs/pvc.md); corrected `desc-pvc` outputs beside the others",
+    "pvc.fwhm_mm": "scanner PSF FWHM in mm: a number or `[x, y, z]`; `[]` = from the PET "
+                   "sidecar (`ScannerResolutionFWHM`, Gaussian `ReconFilterSize`)",
+    "pvc.atlas": "atlas of the correction: `\"\"` = each scan's own; or a dseg on the PET grid "
+                 "or a finer grid nested in it, relative to the BIDS root",
+    "pvc.iterations": "iterations of iterative Yang (`iy`)",
+    "pvc.non_grey": "regions Mueller-Gaertner (`mg`) does not treat as grey matter",
     f"regions.{REGION}": "an analysis region: atlas label names or glob patterns, pooled "
                          "volume-weighted, e.g. `NAcc = [\"*-Accumbens-area\"]`",
 }
@@ -146,7 +155,7 @@ def config_reference() -> str:
 
 
 def _order(key: str) -> tuple[int, str]:
-    tops = ["dataset", "regions", "tracers", "contrasts", "statistics", "preprocess"]
+    tops = ["dataset", "regions", "tracers", "contrasts", "statistics", "preprocess", "pvc"]
     top = key.split(".")[0]
     return (tops.index(top) if top in tops else len(tops)), key
 
