@@ -234,3 +234,30 @@ def test_fit_k2prime_none_is_refused_for_mrtm2(tacs, capsys):
     assert _run(["fit", str(tacs), "--model", "mrtm2", "--ref", "cerebellum", "--k2prime",
                  "none"]) == 2
     assert "k2'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("volumes", [True, False])
+def test_fit_pools_reference_columns_a_plus_b_volume_weighted(tmp_path, capsys, volumes):
+    # the reference split into a left (30 voxels, 0.9x) and a right (10 voxels, 1.3x) half:
+    # volume-weighted, 30 * 0.9 + 10 * 1.3 = 40 * 1.0, the original reference
+    cols = {"frame_start": TIMING.start_s, "frame_end": TIMING.start_s + TIMING.duration_s}
+    ref, cols["putamen"] = srtm_truth(TIMING.start, TIMING.end, 2.0, 1.1)
+    cols["cb_L"], cols["cb_R"] = 0.9 * ref, 1.3 * ref
+    path = tmp_path / "sub-01_tacs.tsv"
+    pd.DataFrame(cols).to_csv(path, sep="\t", index=False)
+    side = {"Units": "kBq/mL"}
+    if volumes:
+        side["n_voxels"] = {"cb_L": 30, "cb_R": 10, "putamen": 12}
+    path.with_suffix(".json").write_text(json.dumps(side))
+    out = tmp_path / "res.tsv"
+    assert _run(["fit", str(path), "--model", "srtm", "--ref", "cb_L+cb_R",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    df = pd.read_csv(out, sep="\t")
+    assert list(df["region"]) == ["putamen"] and (df["reference"] == "cb_L+cb_R").all()
+    if volumes:
+        assert df["bp_nd"].iloc[0] == pytest.approx(2.0, rel=1e-3)
+        assert "equal weights" not in err
+    else:  # equal weights: the reference is 1.1x too high, and the note says so
+        assert "equal weights" in err
+        assert df["bp_nd"].iloc[0] < 2.0 * 0.95

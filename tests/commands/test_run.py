@@ -38,3 +38,32 @@ def test_missing_dataset_exits_2_with_the_fix(capsys):
     code, _, err = _cli(["run"], capsys)
     assert code == 2 and "dataset.path" in err
 
+
+
+def test_warnings_keep_bracketed_text_and_print_once(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    import petbind.report
+    import petbind.study.pipeline as pipeline
+
+    cfg = tmp_path / "study.toml"
+    cfg.write_text('[tracers.DASB]\nreference_region = "cerebellum"\n'
+                   '[[contrasts]]\nexpr = "ketamine - baseline"\n')
+    said_early = "sub-03 [11C]DASB has no ketamine scan"
+    late = "sub-01 [bold]ketamine[/bold]: 1 invalid region fit(s): srtm/VP"
+
+    def fake_run_study(root, config, *, log, **kw):
+        log(f"warning: {said_early}")
+        return pipeline.StudyResult(out_dir=tmp_path / "out", outcomes=pd.DataFrame(),
+                                    roi_stats=pd.DataFrame(), mixed=pd.DataFrame(),
+                                    summary={"highlights": []}, warnings=[said_early, late],
+                                    seconds={})
+
+    monkeypatch.setattr(pipeline, "run_study", fake_run_study)
+    monkeypatch.setattr(petbind.report, "build_report", lambda out: out / "report.html")
+    code, out, err = _cli(["run", str(tmp_path), "--config", str(cfg)], capsys)
+    assert code == 0, err
+    text = " ".join((out + err).split())
+    assert text.count(said_early) == 1
+    assert text.count("[bold]ketamine[/bold]") == 1
+    assert "report.html" in text

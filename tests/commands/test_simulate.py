@@ -24,6 +24,11 @@ def test_print_config_shows_the_default_as_valid_toml(capsys):
     assert set(cfg["tracer"]) == {"AZ10419369", "DASB"}
 
 
+def test_print_config_suggests_a_name_other_than_the_study_configs(capsys):
+    _, out, _ = run(["simulate", "--print-config"], capsys)
+    assert "simulate.toml" in out and "study.toml" not in out
+
+
 def test_simulate_writes_the_requested_design(tmp_path, capsys):
     cfg = tmp_path / "study.toml"
     from petbind.simulate.config import default_config_text

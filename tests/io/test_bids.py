@@ -296,3 +296,37 @@ def pet_file(tmp_path_factory, fx):
     starts = [0.0, 60.0, 120.0, 180.0, 240.0]
     side = fx.pet_sidecar(starts, [60.0] * 5)
     return fx.write_pet(d / "sub-01_pet.nii.gz", np.ones(fx.SHAPE + (5,)), side), side
+
+
+def test_symlinked_image_reads_the_sidecar_beside_the_link_not_the_target(tmp_path, fx):
+    """DataLad / git-annex: the image is a link into an annex folder holding a decoy sidecar."""
+    from petbind.io.bids import inherited_sidecars
+    from petbind.io.validate import validate_path
+
+    bids = tmp_path / "bids"
+    ds = fx.make_bids_dataset(bids, units="kBq/mL")
+    pet = ds["pet"]
+    annex = tmp_path / "annex" / "objects"
+    annex.mkdir(parents=True)
+    target = annex / pet.name
+    pet.rename(target)
+    pet.symlink_to(target)
+    # a decoy with the same name beside the target: another unit and no radionuclide
+    (annex / pet.name.replace(".nii.gz", ".json")).write_text(
+        json.dumps({"Units": "MBq/mL", "BodyPart": "decoy"}))
+    (annex / "pet.json").write_text(json.dumps({"BodyPart": "decoy"}))
+    files = inherited_sidecars(pet)
+    assert files and all(f.parent == pet.parent or bids in f.parents for f in files)
+    img = load_pet(pet)
+    np.testing.assert_allclose(img.get_data(), ds["true"], rtol=2e-6, atol=1e-5)
+    assert img.metadata.get("BodyPart") != "decoy"
+    assert validate_path(bids) == []
+
+
+def test_a_link_to_annexed_content_not_fetched_says_to_get_it(tmp_path):
+    link = tmp_path / "sub-01_pet.nii.gz"
+    link.symlink_to(tmp_path / ".git" / "annex" / "objects" / "absent.nii.gz")
+    (tmp_path / "sub-01_pet.json").write_text("{}")  # sidecars live in git, not the annex
+    with pytest.raises(FileFormatError) as e:
+        load_pet(link)
+    assert "datalad get" in e.value.fix

@@ -126,7 +126,9 @@ def write_outputs(root: Path, *, voxel: bool = True) -> dict:
         'target_regions = ["NAcc", "VP", "<script>alert(1)</script>"]\n'
         'models = ["srtm", "logan"]\nprimary_model = "srtm"\nmap_model = "srtm"\n'
         'k2prime = "srtm"\nk2prime_region = "VP"\n'
-        f"[tracers.{TRACER}.model_settings]\n"
+        f"[tracers.{TRACER}.model_settings.srtm]\n"
+        'weights = "duration"\n'
+        f"[tracers.{TRACER}.model_settings.logan]\n"
         'weights = "duration"\n'
         "[[contrasts]]\n"
         'expr = "ketamine - baseline"\nname = "ketamineVsBaseline"\n'

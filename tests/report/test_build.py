@@ -543,7 +543,8 @@ def test_methods_describe_preprocessing_from_the_config_with_citations(tmp_path)
     study = load_outputs(paths["out"])
     assert "realignment" not in _methods(study, _design(study))["paragraph"]
     with (paths["out"] / "study_config.toml").open("a") as fh:
-        fh.write("[preprocess]\nenabled = true\nmotion = true\nmin_block_min = 2.0\n"
+        fh.write("[preprocess]\nenabled = true\ntemplate = \"tpl/tpl-x_T1w.nii.gz\"\n"
+                 "motion = true\nmin_block_min = 2.0\n"
                  "fd_threshold_mm = 0.4\nnonlinear = false\natlas_method = \"nearest\"\n")
     study = load_outputs(paths["out"])
     methods = _methods(study, _design(study))

@@ -265,7 +265,8 @@ def test_registration_metrics_from_scan_provenance_and_motion_switched_off(tmp_p
     (pet / f"{stem}_desc-motion_timeseries.tsv").unlink()
     (pet / f"{stem}_desc-motion_qc.png").unlink()
     with (out / "study_config.toml").open("a") as fh:
-        fh.write("[preprocess]\nenabled = true\nmotion = false\n")
+        fh.write("[preprocess]\nenabled = true\nmotion = false\n"
+                 "template = \"tpl/tpl-x_T1w.nii.gz\"\n")
     sec = preprocessing_section(load_outputs(out), figures)
     row = next(r for r in sec["rows"] if r["stem"] == stem)
     assert row["sentence"].startswith("motion correction is switched off")

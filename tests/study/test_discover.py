@@ -144,3 +144,55 @@ def test_outputs_in_derivatives_petbind_are_never_taken_for_atlases(tmp_path):
 def test_empty_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="no PET scans"):
         discover_scans(tmp_path, _config())
+
+
+def _lab_scan(root: Path, name: str, folder: str) -> Path:
+    pet = root / folder / "pet" / f"{name}_pet.nii.gz"
+    pet.parent.mkdir(parents=True, exist_ok=True)
+    pet.write_bytes(b"")
+    d = root / "derivatives" / "atlas" / folder / "pet"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}_dseg.nii.gz").write_bytes(b"")
+    return pet
+
+
+def test_conditions_come_from_a_sessions_tsv_column_and_stems_keep_every_entity(tmp_path):
+    for sub in ("01", "02"):
+        for ses in ("01", "02"):
+            _lab_scan(tmp_path, f"sub-{sub}_ses-{ses}_trc-DASB_rec-acdyn", f"sub-{sub}/ses-{ses}")
+        (tmp_path / f"sub-{sub}" / f"sub-{sub}_sessions.tsv").write_text(
+            "session_id\tcondition\tacq_time\nses-01\tbaseline\tx\nses-02\tketamine\ty\n")
+    cfg = parse_config({"dataset": {"condition": "sessions.tsv:condition"},
+                        "tracers": {"DASB": {"reference_region": "cerebellum"}},
+                        "contrasts": ["ketamine - baseline"]}, source="study.toml")
+    scans, warnings = discover_scans(tmp_path, cfg)
+    assert [(s.subject, s.condition, s.stem) for s in scans][:2] == [
+        ("01", "baseline", "sub-01_ses-01_trc-DASB_rec-acdyn"),
+        ("01", "ketamine", "sub-01_ses-02_trc-DASB_rec-acdyn")]
+    assert warnings == []
+    # a session the table does not list is an error naming the table and the row
+    (tmp_path / "sub-02" / "sub-02_sessions.tsv").write_text(
+        "session_id\tcondition\nses-01\tbaseline\n")
+    with pytest.raises(DataError) as e:
+        discover_scans(tmp_path, cfg)
+    assert "sub-02_sessions.tsv" in str(e.value.path) and "ses-02" in e.value.fix
+
+
+def test_conditions_from_participants_tsv_need_no_session_entity(tmp_path):
+    for sub in ("01", "02", "03", "04"):
+        _lab_scan(tmp_path, f"sub-{sub}_acq-hi_task-rest_trc-DASB", f"sub-{sub}")
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tgroup\nsub-01\tcontrol\nsub-02\tpatient\nsub-03\tcontrol\n"
+        "sub-04\tpatient\n")
+    cfg = parse_config({"dataset": {"condition": "participants.tsv:group"},
+                        "tracers": {"DASB": {"reference_region": "cerebellum"}},
+                        "contrasts": ["patient - control"],
+                        "statistics": {"baseline_condition": "control"}}, source="study.toml")
+    scans, _ = discover_scans(tmp_path, cfg)
+    assert [(s.subject, s.condition) for s in scans] == [
+        ("01", "control"), ("02", "patient"), ("03", "control"), ("04", "patient")]
+    assert scans[0].rel_dir == "sub-01/pet"
+    with pytest.raises(ConfigError):
+        parse_config({"dataset": {"condition": "groups.tsv"},
+                      "tracers": {"DASB": {"reference_region": "cerebellum"}},
+                      "contrasts": ["patient - control"]})

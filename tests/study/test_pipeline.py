@@ -196,7 +196,8 @@ def test_output_folders_under_derivatives_that_are_ours_or_new_are_allowed(tmp_p
 def test_sigkilled_run_resumes_to_identical_outputs(noise_free_study, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "petbind", "run", str(noise_free_study["bids"]),
-           "--config", str(noise_free_study["config"]), "--out", str(out), "--no-progress"]
+           "--config", str(noise_free_study["config"]), "--out", str(out), "--no-progress",
+           "--no-report"]  # the report shows run times; the fixture's run wrote none
     # kill once the first scan has finished, i.e. in the middle of the scans
     _, env = kill_when(cmd, out, "sub-*/ses-*/pet/*_provenance.json", 120)
     assert not (out / "group" / "summary.json").exists()
@@ -238,3 +239,44 @@ def test_cli_run_prints_the_tables_and_the_output_path(noise_free_study, tmp_pat
     stdout = captured.out
     assert "ketamine - baseline" in stdout and "truth" in stdout
     assert "outputs:" in stdout and out.name in stdout
+
+
+def test_counts_weights_take_the_sidecars_radionuclide_and_methods_say_so():
+    import dataclasses
+
+    from petbind.models import make_model
+    from petbind.report.build import _settings_text
+    from petbind.study.config import TracerConfig
+    from petbind.study.pipeline import _fit_regions, model_kwargs
+    from petbind.tac import TACTable
+    from petbind.timing import FrameTiming
+
+    timing = FrameTiming.from_seconds(np.arange(12) * 300.0, np.full(12, 300.0))
+    t = timing.mid
+    ref = 10 * t * np.exp(-t / 20)
+    tgt = 14 * t * np.exp(-t / 30)
+    tacs = TACTable(timing, np.stack([ref, tgt]), ["cerebellum", "putamen"],
+                    metadata={"isotope": "C-11"})
+    tracer = TracerConfig(name="DASB", reference_region="cerebellum", models=("srtm",),
+                          model_settings={"srtm": {"weights": "counts"}})
+    assert model_kwargs(tracer, "srtm", tacs)["isotope"] == "C-11"
+    used: dict = {}
+    fits, _ = _fit_regions(tracer, tacs, ["putamen"], None, used)
+    assert used["srtm"]["isotope"] == "C-11"
+    assert used["srtm"]["isotope_source"] == "TracerRadionuclide"
+    # the same fit as with the isotope given by hand, not the uniform one
+    by_hand = make_model("srtm", timing, ref, weights="counts", isotope="C-11").fit(tgt[None])
+    uniform = make_model("srtm", timing, ref).fit(tgt[None])
+    assert fits["bp_nd"].iloc[0] == pytest.approx(float(by_hand.to_frame(["p"])["bp_nd"][0]),
+                                                  rel=1e-12)
+    assert not np.allclose(by_hand.fitted, uniform.fitted, rtol=1e-9)
+    given = dataclasses.replace(tracer, model_settings={"srtm": {"weights": "counts",
+                                                                 "isotope": "F-18"}})
+    assert model_kwargs(given, "srtm", tacs)["isotope"] == "F-18"
+
+    scan = type("S", (), {"tracer": "DASB", "provenance": {"models": used}})()
+    study = type("Study", (), {"scans": (scan,)})()
+    text = _settings_text(study, "DASB", ["srtm"], {})
+    assert "Frames were weighted by counts" in text
+    assert "radionuclide C11 taken from the sidecars' TracerRadionuclide" in text.replace(
+        "C-11", "C11")

@@ -137,7 +137,8 @@ def test_rerun_skips_and_a_changed_method_recomputes(pvc_study, tmp_path):
 def test_sigkilled_run_with_pvc_resumes_to_identical_outputs(pvc_study, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "petbind", "run", str(pvc_study["bids"]),
-           "--config", str(pvc_study["config"]), "--out", str(out), "--no-progress"]
+           "--config", str(pvc_study["config"]), "--out", str(out), "--no-progress",
+           "--no-report"]  # the report shows run times; the fixture's run wrote none
     _, env = kill_when(cmd, out, "sub-*/ses-*/pet/*_desc-pvc_fits.tsv", 120)
     assert not (out / "group" / "summary.json").exists()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -23,6 +23,7 @@ _MODULES: list[str] = [
     "preprocess",
     "power",
     "pvc",
+    "init",
 ]
 
 

@@ -191,13 +191,19 @@ def register(app: typer.Typer) -> None:
         refuse_overwrite({"--out": out}, [tacs])
 
         table = read_tacs(tacs)
+        from petbind.study.regions import add_pools, split_pool
+
+        table, pool_notes = add_pools(table, [ref, *(regions or "").split(",")])
+        for note in pool_notes:
+            typer.echo(f"note: {note}", err=True)
         refuse_overwrite({"--plots": plot_paths(plots, list(table.regions), spec.name)},
                          [tacs])
         if ref not in table.regions:
             raise ConfigError(f"reference region {ref!r} is not in the table", path=tacs,
                               field="--ref", fix=f"use one of {', '.join(table.regions)}")
         if regions is None:
-            targets = [r for r in table.regions if r != ref]
+            targets = [r for r in table.regions
+                       if r != ref and r not in split_pool(ref) and "+" not in r]
         else:
             targets = select_regions(regions, list(table.regions), tacs)
         if not targets:

@@ -15,8 +15,8 @@ def run(
     bids_dir: Annotated[Path | None, typer.Argument(
         help="BIDS dataset root (default: dataset.path of the config).")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="Study config TOML (default: the founding ketamine study; "
-        "see --print-config).")] = None,
+        "--config", help="Study config TOML, as `petbind init BIDS_DIR` writes it "
+        "(see also --print-config).")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output folder (default: BIDS_DIR/derivatives/petbind).")] = None,
     scheduler: Annotated[str | None, typer.Option(
@@ -25,8 +25,12 @@ def run(
         "--print-config", help="Print the commented default study config and exit.")] = False,
     no_progress: Annotated[bool, typer.Option(
         "--no-progress", help="No progress bars.")] = False,
+    no_report: Annotated[bool, typer.Option(
+        "--no-report", help="Do not build OUT/report.html.")] = False,
 ) -> None:
-    """Run the whole study: region TACs, model fits, maps, outcome table, statistics."""
+    """Run the whole study: region TACs, model fits, maps, statistics and the report."""
+    from rich.markup import escape
+
     from petbind.commands.consoles import console, err_console
 
     if print_config:
@@ -41,19 +45,36 @@ def run(
     from petbind.study.console import summary_tables
     from petbind.study.pipeline import run_study
 
+    if config is None and bids_dir is not None:
+        raise ConfigError("no study config given", path=bids_dir, field="--config",
+                          fix=f"run `petbind init {bids_dir}` to write one for this dataset "
+                          f"(study.toml), read it, then `petbind run {bids_dir} --config "
+                          "study.toml`")
     cfg = load_config(config)
     root = bids_dir or cfg.dataset
     if root is None:
         raise ConfigError("no dataset given", path=config, field="dataset.path",
                           fix="pass BIDS_DIR or set dataset.path in the study config")
+    said: set[str] = set()
+
+    def log(message: str) -> None:
+        said.add(message)
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
     result = run_study(root, cfg, out_dir=out, scheduler=scheduler,
-                       progress=not no_progress, console=err_console,
-                       log=lambda m: err_console.print(m, highlight=False))
+                       progress=not no_progress, console=err_console, log=log)
     for table in summary_tables(result.summary["highlights"]):
         console.print(table)
-    for w in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    console.print(f"outputs: {result.out_dir}", highlight=False)
+    for w in dict.fromkeys(result.warnings):
+        if f"warning: {w}" not in said:  # discovery warnings were printed as they came
+            err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False,
+                              soft_wrap=True)
+    console.print(f"outputs: {result.out_dir}", markup=False, highlight=False, soft_wrap=True)
+    if not no_report:
+        from petbind.report import build_report
+
+        console.print(f"report: {build_report(result.out_dir)}", markup=False,
+                      highlight=False, soft_wrap=True)  # a path is copied whole
 
 
 def register(app: typer.Typer) -> None:

@@ -34,7 +34,8 @@ def simulate(
     no_noise: Annotated[bool, typer.Option("--no-noise", help="Noise-free images.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
     print_config: Annotated[bool, typer.Option(
-        "--print-config", help="Print the default config (a template for --config).")] = False,
+        "--print-config", help="Print the default simulation design (save it as simulate.toml, "
+        "a template for --config; not a study config).")] = False,
 ) -> None:
     """Simulate a PET challenge study with known truth, written as a BIDS dataset."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn

@@ -347,6 +347,10 @@ def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
     """Open a NIfTI/Analyze image lazily, refusing unreadable or truncated files."""
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():
+            raise FileFormatError("the image is a symbolic link whose target is missing (an "
+                                  "annexed file whose content is not here)", path=p,
+                                  fix=f"fetch it (`datalad get {p}` or `git annex get`)")
         raise FileFormatError("file does not exist", path=p, fix="check the path")
     try:
         img = nib.load(str(p), keep_file_open=True)
@@ -384,8 +388,13 @@ def inherited_sidecars(nii_path: PathLike) -> list[Path]:
     applies when its entities are a subset of the image's; deeper files
     override shallower ones. Without a dataset root only the sidecar beside
     the image is used.
+
+    A symbolic link (DataLad / git-annex datasets) is resolved at its own
+    path, never at its target: the sidecars and the dataset root are those
+    of the folder the link lies in, so a JSON file beside the annexed target
+    (another dataset's, or none) is never used.
     """
-    p = Path(nii_path).resolve()
+    p = Path(os.path.abspath(nii_path))
     ents, suffix = _entities(p.name)
     folders = []
     d = p.parent

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import math
 import re
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,6 +38,13 @@ from petbind import __version__
 from petbind.errors import DataError, FileFormatError
 from petbind.io.atomic import write_text_atomic
 from petbind.models.catalogue import CATALOGUE
+from petbind.study.layout import (
+    LABEL_COLUMNS,
+    ScanOutputs,
+    StudyLayout,
+    read_json,
+    read_table,
+)
 
 #: File name of the report at the output root.
 REPORT_NAME = "report.html"
@@ -91,32 +96,16 @@ _MODEL_CITATION = {spec.name.replace("-", ""): next(
 
 
 #: Columns holding labels: read as text, so subject "01" stays "01".
-_LABEL_COLUMNS = ("subject", "condition", "tracer", "run", "region", "model", "contrast",
-                  "contrast_id", "kind", "peak_region")
+_LABEL_COLUMNS = LABEL_COLUMNS
 
 
 def _read_tsv(path: Path) -> pd.DataFrame:
     """Read a BIDS TSV: ``n/a`` is missing, other strings (``NA``, ``null``) are kept."""
-    try:
-        df = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
-                         dtype={c: str for c in _LABEL_COLUMNS})
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise FileFormatError(f"cannot read this table: {exc}", path=path,
-                              fix="rerun the pipeline to rewrite it") from exc
-    for col in df.columns:
-        if df[col].dtype == object:
-            low = df[col].astype(str).str.lower()
-            if low.isin(["true", "false"]).all() and len(df):
-                df[col] = low == "true"
-    return df
+    return read_table(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FileFormatError(f"cannot read this JSON file: {exc}", path=path,
-                              fix="rerun the pipeline to rewrite it") from exc
+    return read_json(path)
 
 
 def _maybe_json(path: Path) -> dict[str, Any]:
@@ -152,8 +141,13 @@ class Scan:
     stem: str
     folder: Path
 
+    @property
+    def files(self) -> ScanOutputs:
+        """The scan's output files (:mod:`petbind.study.layout`)."""
+        return ScanOutputs(self.folder, ".", self.stem)
+
     def file(self, suffix: str) -> Path:
-        return self.folder / f"{self.stem}_{suffix}"
+        return self.files.file(suffix)
 
     @property
     def label(self) -> str:
@@ -162,23 +156,23 @@ class Scan:
 
     @cached_property
     def tacs(self) -> pd.DataFrame | None:
-        return _maybe_tsv(self.file("tacs.tsv"))
+        return _maybe_tsv(self.files.tacs)
 
     @cached_property
     def tacs_meta(self) -> dict[str, Any]:
-        return _maybe_json(self.file("tacs.json"))
+        return _maybe_json(self.files.tacs_json)
 
     @cached_property
     def fits(self) -> pd.DataFrame | None:
-        return _maybe_tsv(self.file("fits.tsv"))
+        return _maybe_tsv(self.files.fits)
 
     @cached_property
     def fitted(self) -> pd.DataFrame | None:
-        return _maybe_tsv(self.file("desc-fitted_tacs.tsv"))
+        return _maybe_tsv(self.files.fitted)
 
     @cached_property
     def provenance(self) -> dict[str, Any]:
-        return _maybe_json(self.file("provenance.json"))
+        return _maybe_json(self.files.provenance)
 
     def maps(self, param: str, space: str | None = None) -> dict[str, Path]:
         """Parametric maps of ``param`` by model (``STEM_model-<m>_<param>.nii.gz``).
@@ -186,23 +180,14 @@ class Scan:
         With ``space`` (e.g. ``"template"``), the maps resampled to that space
         by preprocessing (``STEM_space-<space>_model-<m>_<param>.nii.gz``).
         """
-        head = f"{self.stem}_space-{space}_model-" if space else f"{self.stem}_model-"
-        out = {}
-        for p in sorted(self.folder.glob(f"{head}*_{param}.nii*")):
-            model = p.name[len(head):].split("_", 1)[0]
-            out[model] = p
-        return out
+        return self.files.maps(param, space)
 
 
 def _discover_scans(out: Path) -> list[Scan]:
-    scans = []
-    for tsv in sorted(out.glob("sub-*/ses-*/pet/*_tacs.tsv")):
-        stem = tsv.name[: -len("_tacs.tsv")]
-        m = _STEM_RE.match(stem)
-        if m is None:  # e.g. STEM_desc-fitted_tacs.tsv
-            continue
-        scans.append(Scan(folder=tsv.parent, stem=stem, **m.groupdict()))
-    return scans
+    """The scans the run lists (any BIDS entities in the stems), with curves on disk."""
+    return [Scan(subject=e.subject, condition=e.condition, tracer=e.tracer, run=e.run,
+                 stem=e.stem, folder=e.files.folder)
+            for e in StudyLayout(out).scans() if e.files.tacs.is_file()]
 
 
 @dataclass
@@ -220,6 +205,9 @@ class StudyOutputs:
     roi_stats: pd.DataFrame | None
     mixed: pd.DataFrame | None
     tmaps: list[dict[str, Any]] = field(default_factory=list)
+    #: The run's config as :func:`petbind.study.config.parse_config` reads it (``config``
+    #: is its ``to_dict()``, every default filled in); None without study_config.toml.
+    study_config: Any = None
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -310,23 +298,19 @@ def load_outputs(out_dir: str | Path) -> StudyOutputs:
     nested = root / "derivatives" / "petbind"
     if not (root / "group").is_dir() and not any(root.glob("sub-*")) and nested.is_dir():
         root = nested  # `petbind demo --out DIR` puts the outputs under DIR/derivatives/petbind
-    group = root / "group"
+    lay = StudyLayout(root)
+    group = lay.group
     scans = _discover_scans(root)
     if not scans and not group.is_dir():
         raise DataError(
-            "no pipeline output here (no sub-*/ses-*/pet/*_tacs.tsv and no group/ folder)",
+            "no pipeline output here (no scan outputs and no group/ folder)",
             path=root, field="out_dir",
             fix="run `petbind run BIDS_DIR` (or `petbind demo`) first and give its output folder",
         )
-    config_path = root / "study_config.toml"
-    config_text = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
-    try:
-        config = tomllib.loads(config_text) if config_text else {}
-    except tomllib.TOMLDecodeError as exc:
-        raise FileFormatError(f"invalid TOML: {exc}", path=config_path,
-                              fix="rerun the pipeline to rewrite it") from exc
+    study_config, config_text = lay.read_config()
+    config = study_config.to_dict() if study_config is not None else {}
     tmaps = []
-    for p in sorted((group / "voxel").glob("trc-*_stat-t.nii*")):
+    for p in sorted(lay.voxel.glob("trc-*_stat-t.nii*")):
         m = _TMAP_RE.match(p.name)
         if m:
             prefix = p.name.split("_stat-t.nii")[0]
@@ -340,16 +324,17 @@ def load_outputs(out_dir: str | Path) -> StudyOutputs:
                               t["contrast"]))
     return StudyOutputs(
         root=root,
-        summary=_maybe_json(group / "summary.json"),
-        provenance=_maybe_json(group / "provenance.json"),
+        summary=_maybe_json(lay.summary),
+        provenance=_maybe_json(lay.provenance),
         config=config,
         config_text=config_text,
-        description=_maybe_json(root / "dataset_description.json"),
+        description=_maybe_json(lay.description),
         scans=scans,
-        outcomes=_maybe_tsv(group / "outcomes.tsv"),
-        roi_stats=_maybe_tsv(group / "roi_stats.tsv"),
-        mixed=_maybe_tsv(group / "mixed_model.tsv"),
+        outcomes=_maybe_tsv(lay.outcomes),
+        roi_stats=_maybe_tsv(lay.roi_stats),
+        mixed=_maybe_tsv(lay.mixed_model),
         tmaps=tmaps,
+        study_config=study_config,
     )
 
 
@@ -660,10 +645,22 @@ def _schedule_text(durations_s: np.ndarray) -> str:
 
 
 def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
-    """Tracer and injected dose from the input PET sidecar named in provenance.json."""
+    """Tracer and injected dose from the input PET sidecar named in provenance.json.
+
+    The sidecar is read as the pipeline read it: BIDS inheritance applied, at
+    the image's own path (a DataLad link is not followed).
+    """
+    from petbind.errors import PetbindError
+    from petbind.io.bids import read_pet_sidecar
+
     ds = study.dataset
     pet = None
     for entry in study.provenance.get("scans") or []:
+        if entry.get("stem") is not None:
+            if str(entry.get("stem")) == scan.stem:
+                pet = entry.get("pet")
+                break
+            continue
         if (str(entry.get("subject")) == scan.subject
                 and str(entry.get("condition")) == scan.condition
                 and str(entry.get("tracer")) == scan.tracer
@@ -673,14 +670,10 @@ def _injected(study: StudyOutputs, scan: Scan) -> dict[str, Any]:
     if pet is None or ds is None:
         return {}
     pet_path = Path(pet) if Path(pet).is_absolute() else ds / pet
-    name = pet_path.name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-    side = pet_path.with_name(name + ".json")
-    if not side.is_file():
+    try:
+        meta, _ = read_pet_sidecar(pet_path)
+    except PetbindError:
         return {}
-    meta = _maybe_json(side)
     return {k: meta.get(k) for k in (
         "TracerName", "TracerRadionuclide", "InjectedRadioactivity",
         "InjectedRadioactivityUnits", "InjectedMass", "InjectedMassUnits",
@@ -1323,10 +1316,10 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
         k2p = _k2prime_text(tr if isinstance(tr, dict) else {})
         if k2p:
             txt += f"; k2' was {k2p}"
-        weights = _cfg_get(tr if isinstance(tr, dict) else {}, "model_settings.weights",
-                           "weights") or _cfg_get(cfg, "weights")
-        txt += (f". Frames were weighted by {_describe(weights)}" if weights
-                else ". Frames were weighted uniformly (the models' default)")
+        txt += ". " + _settings_text(study, tracer, models, tr if isinstance(tr, dict) else {})
+        atlas = _atlas_text(study, tracer)
+        if atlas:
+            txt += ". " + atlas
         parts.append(txt + ".")
         for m in [*models, map_model]:
             c = _MODEL_CITATION.get(str(m).lower().replace("-", "")) if m else None
@@ -1365,6 +1358,79 @@ def _methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
     parts.append(f"Analyses used petbind {prov.get('petbind_version', __version__)}"
                  + (f" ({versions})" if versions else "") + ".")
     return {"paragraph": " ".join(parts), "citations": [CITATIONS[c] for c in cites]}
+
+
+def _used_settings(study: StudyOutputs, tracer: str) -> dict[str, Any]:
+    """The first scan's provenance record of ``tracer`` (what the fits actually used)."""
+    for scan in study.scans:
+        if scan.tracer == tracer and scan.provenance.get("models"):
+            return scan.provenance
+    return {}
+
+
+def _settings_text(study: StudyOutputs, tracer: str, models: list[str],
+                   tr: dict[str, Any]) -> str:
+    """Weights, fit window, t* and isotope of each model as the fits used them.
+
+    From the scans' provenance (``models``: each model's ``settings``); a run
+    without it (older outputs) falls back to the config's ``model_settings``.
+    """
+    used = _used_settings(study, tracer).get("models") or {}
+    conf = tr.get("model_settings") or {}
+    per: dict[str, dict[str, Any]] = {}
+    for m in models:
+        st = used.get(m)
+        if not isinstance(st, dict):
+            cm = conf.get(m) if isinstance(conf.get(m), dict) else {}
+            st = {"weights": cm.get("weights", "uniform"), "start_min": cm.get("start"),
+                  "end_min": cm.get("end"), "isotope": cm.get("isotope"),
+                  "tstar_min": cm.get("tstar")}
+        per[m] = st
+
+    def weights(st: dict[str, Any]) -> str:
+        w = str(st.get("weights") or "uniform")
+        text = {"uniform": "uniformly", "duration": "duration",
+                "counts": "counts (frame duration x decay-uncorrected activity)"}.get(w, w)
+        if w == "counts" and st.get("isotope"):
+            src = (" taken from the sidecars' TracerRadionuclide"
+                   if st.get("isotope_source") == "TracerRadionuclide" else "")
+            text += f", with the radionuclide {st['isotope']}{src}"
+        return text
+
+    def window(st: dict[str, Any]) -> str:
+        a, b = st.get("start_min"), st.get("end_min")
+        if a is None and b is None:
+            return "the whole scan"
+        return (f"{'injection' if a is None else f'{float(a):g} min'} to "
+                f"{'the end of the scan' if b is None else f'{float(b):g} min'}")
+
+    def grouped(fn: Any) -> str:
+        texts = {m: fn(st) for m, st in per.items()}
+        if len(set(texts.values())) <= 1:
+            return next(iter(texts.values()), "")
+        return "; ".join(f"{v} ({m.upper()})" for m, v in texts.items())
+
+    if not per:
+        return "Frames were weighted uniformly (the models' default)"
+    w = grouped(weights)
+    out = (f"Frames were weighted by {w}" if w != "uniformly"
+           else "Frames were weighted uniformly (the models' default)")
+    out += f"; the fit window was {grouped(window)}"
+    for m, st in per.items():
+        if "tstar_min" in st or "tstar_rule" in st:
+            t = st.get("tstar_min")
+            out += (f"; {m.upper()} t* was {float(t):g} min" if t is not None
+                    else f"; {m.upper()} t* was chosen per curve ({st.get('tstar_rule')})"
+                    if st.get("tstar_rule") else "")
+    return out
+
+
+def _atlas_text(study: StudyOutputs, tracer: str) -> str | None:
+    """Where the regions came from and how the segmentation reached PET space."""
+    atlas = _used_settings(study, tracer).get("atlas")
+    if not isinstance(atlas, dict) or not atlas.get("description"):
+        return None
+    return str(atlas["description"])
 
 
 def _preprocess_methods(cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
@@ -1571,6 +1637,6 @@ def build_report(out_dir: str | Path) -> Path:
     """
     study = load_outputs(out_dir)
     html = render_report(study)
-    path = write_text_atomic(study.root / REPORT_NAME, html)
+    path = write_text_atomic(StudyLayout(study.root).report, html)
     path.chmod(0o644)  # the atomic writer's temporary file is private (0600); a report is shared
     return path

@@ -216,6 +216,15 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
     if not found:
         return None
     scans = {s.stem: s for s in study.scans}
+
+    def _ents(st: str) -> dict[str, str | None]:
+        """The run's own record of a scan (any entities in its stem), else the stem's."""
+        s = scans.get(st)
+        if s is None:
+            return _entities(st)
+        return {"subject": s.subject, "condition": s.condition, "tracer": s.tracer,
+                "run": s.run}
+
     order = {c: i for i, c in enumerate(study.conditions)}
     default_thr = _cfg_get(study.config, "preprocess.fd_threshold_mm")
     try:
@@ -224,14 +233,14 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
         default_thr = None
     motion_off = _cfg_get(study.config, "preprocess.motion") is False
     stems = sorted(set(found) | set(scans), key=lambda st: (
-        str(_entities(st)["subject"]), order.get(str(_entities(st)["condition"]), 99),
-        str(_entities(st)["tracer"]), _run_label(_entities(st)["run"]), st))
+        str(_ents(st)["subject"]), order.get(str(_ents(st)["condition"]), 99),
+        str(_ents(st)["tracer"]), _run_label(_ents(st)["run"]), st))
     rows: list[dict[str, Any]] = []
     traces: list[tuple[str, np.ndarray, np.ndarray]] = []
     thresholds: set[float] = set()
     for stem in stems:
         files = found.get(stem, {})
-        ent = _entities(stem)
+        ent = _ents(stem)
         scan = scans.get(stem)
         label = scan.label if scan is not None else stem
         n_frames = len(scan.tacs) if scan is not None and scan.tacs is not None else None

@@ -48,6 +48,22 @@ atlas = "auto"
 # Simulated truth (subject, condition, tracer, region, bp_nd, r1 ...): "auto"
 # uses derivatives/petbind-sim/truth.tsv when present; "none" ignores it.
 truth = "auto"
+# Conditions from a table instead of the file names: "sessions.tsv:<column>"
+# (sub-*/sub-*_sessions.tsv, per session) or "participants.tsv:<column>"
+# (between subjects); "" = the label of condition_entity.
+condition = ""
+# A segmentation per subject in T1w space instead of a PET-space atlas per
+# scan: a derivatives folder holding sub-*/**/anat/*_dseg.nii[.gz] + _dseg.tsv
+# (PETPrep/PETSurfer space-T1w, desc-aparcaseg) or FreeSurfer
+# sub-*/mri/aparc+aseg.mgz / aseg.mgz; or a table {"01" = "path", ...}.
+# "" = none (use `atlas`).
+segmentation = ""
+# Label names of FreeSurfer .mgz segmentations: your FreeSurferColorLUT.txt
+# ("" = $FREESURFER_HOME/FreeSurferColorLUT.txt or one in the segmentation folder).
+segmentation_labels = ""
+# Only scans whose file names carry these entity labels, e.g. {rec = "acdyn"}
+# when a session also holds a static reconstruction ({} = every scan).
+select = {}
 
 # One table per tracer (the trc- label of the PET files). Scans of tracers
 # that have no table here are skipped with a warning.
@@ -340,6 +356,36 @@ class StatisticsConfig:
 
 
 @dataclass(frozen=True)
+class DatasetConfig:
+    """Where conditions and anatomy come from (``[dataset]`` keys beyond the paths).
+
+    Attributes
+    ----------
+    condition : str
+        ``"sessions.tsv:<column>"`` or ``"participants.tsv:<column>"``; "" = the
+        label of ``condition_entity``.
+    segmentation : str or dict of str -> str
+        Subject-level T1w-space segmentation: a derivatives folder, or a
+        table subject label -> file; "" = none.
+    segmentation_labels : str
+        FreeSurferColorLUT.txt for ``.mgz`` segmentations ("" = search).
+    select : dict of str -> str
+        Entity -> label that a scan's file name must carry (``{"rec": "acdyn"}``).
+    """
+
+    condition: str = ""
+    segmentation: str | dict[str, str] = ""
+    segmentation_labels: str = ""
+    select: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"condition": self.condition, "select": dict(self.select),
+                "segmentation": (dict(self.segmentation)
+                                 if isinstance(self.segmentation, dict) else self.segmentation),
+                "segmentation_labels": self.segmentation_labels}
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A validated study configuration.
 
@@ -373,6 +419,11 @@ class StudyConfig:
     truth: str = "auto"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     source: str | None = None
+    #: ``[dataset]`` condition table and subject segmentation.
+    data: DatasetConfig = field(default_factory=DatasetConfig)
+    #: ``[regions]``: analysis region -> atlas label names or glob patterns, pooled
+    #: volume-weighted (:mod:`petbind.study.regions`); empty = the atlas's regions.
+    regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pvc: PvcConfig = field(default_factory=PvcConfig)
 
     @property
@@ -397,7 +448,7 @@ class StudyConfig:
             }
         s = self.statistics
         dataset = {"condition_entity": self.condition_entity, "atlas": self.atlas,
-                   "truth": self.truth}
+                   "truth": self.truth, **self.data.to_dict()}
         if self.dataset is not None:
             dataset["path"] = str(self.dataset)
         return {
@@ -414,6 +465,7 @@ class StudyConfig:
                           "n_permutations": s.voxel.n_permutations, "seed": s.voxel.seed},
             },
             "preprocess": self.preprocess.to_dict(),
+            "regions": {k: list(v) for k, v in self.regions.items()},
             "pvc": self.pvc.to_dict(),
         }
 
@@ -595,9 +647,10 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
     """
     ck = _Checker(source)
     ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess",
-                          "pvc"})
+                          "regions", "pvc"})
     ds = ck.table(data, "dataset", "dataset")
-    ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth"})
+    ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth", "condition",
+                               "segmentation", "segmentation_labels", "select"})
     path = ck.str_(ds, "dataset", "path", None)
     dataset = None
     if path:
@@ -672,8 +725,55 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
     prep = _preprocess(ck, ck.table(data, "preprocess", "preprocess"))
     return StudyConfig(tracers=tracers, contrasts=tuple(contrasts), statistics=stats,
                        dataset=dataset, condition_entity=entity, atlas=atlas, truth=truth,
-                       preprocess=prep, source=source,
+                       preprocess=prep, source=source, data=_dataset_extra(ck, ds),
+                       regions=_regions(ck, ck.table(data, "regions", "regions")),
                        pvc=_pvc(ck, ck.table(data, "pvc", "pvc")))
+
+
+def _dataset_extra(ck: _Checker, ds: dict) -> DatasetConfig:
+    """``dataset.condition``, ``dataset.segmentation`` and ``dataset.segmentation_labels``."""
+    cond = ck.str_(ds, "dataset", "condition", "") or ""
+    if cond:
+        table, _, column = cond.partition(":")
+        if table not in ("sessions.tsv", "participants.tsv") or not column:
+            raise ck.fail("dataset.condition", f"{cond!r} is not <table>:<column>",
+                          'e.g. condition = "sessions.tsv:condition" or '
+                          '"participants.tsv:group"')
+    seg = ds.get("segmentation", "")
+    if isinstance(seg, dict):
+        bad = [k for k, v in seg.items() if not isinstance(v, str) or not v]
+        if bad:
+            raise ck.fail(f"dataset.segmentation.{bad[0]}", "must be a file path",
+                          'e.g. segmentation = {"01" = "derivatives/fs/sub-01/mri/aseg.mgz"}')
+        seg = {str(k).removeprefix("sub-"): v for k, v in seg.items()}
+    elif not isinstance(seg, str):
+        raise ck.fail("dataset.segmentation", f"must be a folder or a table, got {seg!r}",
+                      'e.g. segmentation = "derivatives/freesurfer"')
+    labels = ck.str_(ds, "dataset", "segmentation_labels", "") or ""
+    select = ck.table(ds, "dataset.select", "select")
+    for k, v in select.items():
+        if not isinstance(v, str) or not v or k in ("sub", "trc"):
+            raise ck.fail(f"dataset.select.{k}", f"cannot select {k} = {v!r}",
+                          'give an entity and its label, e.g. select = {rec = "acdyn"}')
+    return DatasetConfig(condition=cond, segmentation=seg, segmentation_labels=labels,
+                         select={str(k): v for k, v in select.items()})
+
+
+def _regions(ck: _Checker, data: dict) -> dict[str, tuple[str, ...]]:
+    """``[regions]``: name -> label names / glob patterns (a string is one pattern)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, value in data.items():
+        key = f"regions.{name}"
+        if "+" in name or not name.strip():
+            raise ck.fail(key, f"{name!r} is not a usable region name",
+                          "use letters, digits, '_' or '-' (no '+')")
+        pats = [value] if isinstance(value, str) else value
+        if (not isinstance(pats, list) or not pats
+                or not all(isinstance(p, str) and p for p in pats)):
+            raise ck.fail(key, f"must be a label name or a list of names/patterns, got "
+                          f"{value!r}", f'e.g. {name} = ["Left-{name}", "Right-{name}"]')
+        out[str(name)] = tuple(pats)
+    return out
 
 
 def _pvc(ck: _Checker, data: dict) -> PvcConfig:

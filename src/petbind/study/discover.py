@@ -21,6 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from petbind.errors import ConfigError, DataError, MetadataError
 from petbind.study.config import StudyConfig
@@ -82,6 +83,9 @@ class Scan:
     entities: dict[str, str] = field(default_factory=dict, compare=False)
     image: Path | None = None
     noisefree: Path | None = None
+    #: The subject's T1w-space segmentation (:class:`petbind.study.segmentation.Segmentation`)
+    #: when ``dataset.segmentation`` is set; then ``dseg`` is its label image.
+    segmentation: Any = None
 
     @property
     def fit_pet(self) -> Path:
@@ -96,7 +100,9 @@ class Scan:
 
     @property
     def dseg_tsv(self) -> Path:
-        """The label table beside the atlas."""
+        """The label table beside the atlas (the segmentation's table when there is one)."""
+        if self.segmentation is not None:
+            return Path(self.segmentation.table)
         return self.dseg.with_name(self.dseg.name.split(".", 1)[0] + ".tsv")
 
     @property
@@ -173,20 +179,29 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
                         field="sub-*/pet", fix="point to the root of a BIDS-PET dataset")
     prep = config.preprocess.enabled
     out_root = Path(out_dir) if out_dir is not None else bids / "derivatives" / "petbind"
-    roots = [] if prep else _atlas_roots(bids, config, out_dir)
+    own_seg = bool(config.data.segmentation)
+    roots = [] if prep or own_seg else _atlas_roots(bids, config, out_dir)
+    segs: dict[str, Any] = {}
+    conditions = ConditionTable(bids, config)
     warnings: list[str] = []
     scans: list[Scan] = []
     skipped_tracers: dict[str, int] = {}
     ent_name = config.condition_entity
     for pet in pets:
         ents, _ = parse_entities(pet.name)
+        if any(ents.get(k) != v for k, v in config.data.select.items()):
+            continue
         for key, what in (("sub", "subject"), (ent_name, "condition"), ("trc", "tracer")):
+            if key == ent_name and config.data.condition:
+                continue
             if key not in ents:
                 raise MetadataError(
                     f"the file name has no '{key}-' entity, so its {what} is unknown",
                     path=pet, field=key,
                     fix=f"name PET files ..._{key}-<label>_pet.nii.gz"
-                    + (" or set dataset.condition_entity" if what == "condition" else ""))
+                    + (", set dataset.condition_entity, or take conditions from a table "
+                       "(dataset.condition = \"sessions.tsv:<column>\" or "
+                       "\"participants.tsv:<column>\")" if what == "condition" else ""))
         tracer = ents["trc"]
         if tracer not in config.tracers:
             skipped_tracers[tracer] = skipped_tracers.get(tracer, 0) + 1
@@ -199,6 +214,16 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
 
             files = preprocess_files(out_root, rel, stem, config.preprocess.motion)
             dseg, image = files["dseg"], files.get("pet_mc")
+        seg = None
+        if own_seg:
+            from petbind.study.segmentation import find_segmentation
+
+            if ents["sub"] not in segs:
+                segs[ents["sub"]] = find_segmentation(bids, ents["sub"],
+                                                      config.data.segmentation,
+                                                      config.data.segmentation_labels)
+            seg = segs[ents["sub"]]
+            dseg = seg.path
         for root in roots:
             for ext in (".nii.gz", ".nii"):
                 cand = root / rel / f"{stem}_dseg{ext}"
@@ -214,9 +239,9 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
                             fix="put the scan's *_dseg.nii.gz (+ _dseg.tsv) in PET space "
                             "under derivatives/<pipeline>/ with the same folder and stem")
         noisefree = bids / "derivatives" / "petbind-sim" / rel / f"{stem}_desc-noisefree_tacs.tsv"
-        scans.append(Scan(subject=ents["sub"], condition=ents[ent_name], tracer=tracer,
-                          run=ents.get("run"), pet=pet, dseg=dseg, stem=stem, rel_dir=rel,
-                          entities=ents, image=image,
+        scans.append(Scan(subject=ents["sub"], condition=conditions.of(pet, ents),
+                          tracer=tracer, run=ents.get("run"), pet=pet, dseg=dseg, stem=stem,
+                          rel_dir=rel, entities=ents, image=image, segmentation=seg,
                           noisefree=(noisefree if config.truth != "none" and noisefree.is_file()
                                      else None)))
     for t, n in sorted(skipped_tracers.items()):
@@ -283,3 +308,64 @@ def _check_design(scans: list[Scan], config: StudyConfig, warnings: list[str]) -
             for cond in sorted(used - mine):
                 warnings.append(f"sub-{subj} has no {cond} scan of tracer {tracer}: it is "
                                 f"left out of the contrasts that use {cond}")
+
+
+class ConditionTable:
+    """The condition of each scan: ``dataset.condition`` (a table column) or the entity label.
+
+    ``"sessions.tsv:<column>"`` reads ``sub-<label>/sub-<label>_sessions.tsv``
+    (rows by ``session_id``, e.g. ``ses-01``); ``"participants.tsv:<column>"``
+    reads the dataset's ``participants.tsv`` (rows by ``participant_id``), for
+    between-subject designs. Tables are read at their own path (a symbolic
+    link is not followed to another dataset's folder).
+    """
+
+    def __init__(self, bids: Path, config: StudyConfig) -> None:
+        self.bids = bids
+        self.entity = config.condition_entity
+        self.table, _, self.column = config.data.condition.partition(":")
+        self._cache: dict[Path, Any] = {}
+        self.source = config.source
+
+    def _read(self, path: Path) -> Any:
+        from petbind.io.tables import read_tsv
+
+        if path not in self._cache:
+            if not path.is_file():
+                raise DataError(f"dataset.condition reads {self.table}, which does not exist",
+                                path=path, field="dataset.condition",
+                                fix=f"write {path.name} with a {self.column!r} column, or "
+                                "remove dataset.condition to use the ses- labels")
+            t = read_tsv(path)
+            key = "session_id" if self.table == "sessions.tsv" else "participant_id"
+            for col in (key, self.column):
+                if col not in t.columns:
+                    raise DataError(f"{path.name} has no {col!r} column", path=path,
+                                    field="dataset.condition",
+                                    fix=f"use one of its columns: {', '.join(t.columns)}")
+            self._cache[path] = dict(zip(t[key].astype(str), t[self.column].astype(str),
+                                         strict=True))
+        return self._cache[path]
+
+    def of(self, pet: Path, ents: dict[str, str]) -> str:
+        """The condition of the scan ``pet`` with entities ``ents``."""
+        if not self.table:
+            return ents[self.entity]
+        sub = ents["sub"]
+        if self.table == "participants.tsv":
+            rows, key, path = (self._read(self.bids / "participants.tsv"), f"sub-{sub}",
+                               self.bids / "participants.tsv")
+        else:
+            if "ses" not in ents:
+                raise MetadataError("dataset.condition reads sessions.tsv but the file name "
+                                    "has no ses- entity", path=pet, field="ses",
+                                    fix="name the sessions (ses-<label>) or use "
+                                    "participants.tsv:<column>")
+            path = self.bids / f"sub-{sub}" / f"sub-{sub}_sessions.tsv"
+            rows, key = self._read(path), f"ses-{ents['ses']}"
+        value = rows.get(key)
+        if value is None or value in ("", "n/a", "nan"):
+            raise DataError(f"{path.name} gives no {self.column!r} for {key}", path=path,
+                            field="dataset.condition",
+                            fix=f"add the row {key} with its {self.column}")
+        return value

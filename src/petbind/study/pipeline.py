@@ -48,6 +48,7 @@ from petbind.errors import DataError, PetbindError
 from petbind.io.atomic import write_json_atomic, write_text_atomic
 from petbind.study.config import K2PRIME_MODELS, StudyConfig, TracerConfig
 from petbind.study.discover import Scan, discover_scans
+from petbind.study.layout import OUTPUT_NAME, ScanOutputs, StudyLayout, read_table
 from petbind.study.provenance import (
     environment,
     scan_is_current,
@@ -56,8 +57,6 @@ from petbind.study.provenance import (
     write_scan_record,
 )
 
-#: ``Name`` of the outputs' dataset_description.json (marks a folder as ours).
-OUTPUT_NAME = "petbind outputs"
 #: Columns of ``outcomes.tsv`` taken from the region fits (when the model gives them).
 OUTCOME_PARAMS = ("bp_nd", "bp_nd_se", "r1", "k2", "k2prime", "aic", "r2", "valid",
                   "invalid_reason")
@@ -70,8 +69,8 @@ def _tsv(df: pd.DataFrame) -> str:
 
 
 def _read_tsv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
-                       dtype={"subject": str, "condition": str, "run": str, "region": str})
+    """A table the pipeline wrote (or the truth table), read by the layout's one policy."""
+    return read_table(path)
 
 
 # ----------------------------------------------------------------------------
@@ -89,7 +88,12 @@ class ScanResult:
 
 def scan_dir(out_dir: Path, scan: Scan) -> Path:
     """Output folder of a scan (mirrors the input's ``sub-*/ses-*/pet``)."""
-    return out_dir / scan.rel_dir
+    return scan_outputs(out_dir, scan).folder
+
+
+def scan_outputs(out_dir: Path, scan: Scan) -> ScanOutputs:
+    """The output files of a scan (:mod:`petbind.study.layout`)."""
+    return StudyLayout(Path(out_dir)).scan(scan.rel_dir, scan.stem)
 
 
 def _scan_settings(tracer: TracerConfig) -> dict[str, Any]:
@@ -163,6 +167,20 @@ def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
     return [r for r in regions if r != ref and r not in tracer.exclude_regions]
 
 
+def model_kwargs(tracer: TracerConfig, model: str, tacs: Any) -> dict[str, Any]:
+    """The tracer's ``model_settings`` of ``model``, with the sidecar's isotope for counts weights.
+
+    Counts weighting of decay-corrected data needs the radionuclide
+    (:func:`petbind.models.weights.frame_weights`); every BIDS-PET sidecar
+    states it (``TracerRadionuclide``), so it is taken from there unless the
+    settings name an isotope.
+    """
+    kw = dict(tracer.model_settings.get(model, {}))
+    if kw.get("weights") == "counts" and "isotope" not in kw and tacs.metadata.get("isotope"):
+        kw["isotope"] = tacs.metadata["isotope"]
+    return kw
+
+
 def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
                      where: str) -> tuple[float | None, dict[str, Any]]:
     """k2' (1/min) by the tracer's policy, from region curves.
@@ -202,7 +220,7 @@ def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
             warnings.simplefilter("ignore")
             value, info = k2prime_for_regions(
                 policy, tacs.timing, ref, curves, targets, for_models=used,
-                settings=tracer.model_settings.get(model, {}),
+                settings=model_kwargs(tracer, model, tacs),
                 field=f"tracers.{tracer.name}.k2prime")
     except ModelError as exc:
         names = policy.region if policy.kind == "region" else ", ".join(targets)
@@ -213,9 +231,15 @@ def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
     return value, info
 
 
-def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float | None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every configured model on the target curves: (fits table, fitted-curves table)."""
+def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float | None,
+                 used: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every configured model on the target curves: (fits table, fitted-curves table).
+
+    ``counts`` weights take the radionuclide of the scan's sidecar
+    (``TracerRadionuclide``) unless the model settings name one. ``used``,
+    when given, receives each model's settings as the model applied them
+    (weights, window, isotope, t* rule ...), for the provenance and Methods.
+    """
     from petbind.models import make_model, model_spec
 
     timing = tacs.timing
@@ -226,9 +250,19 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
         kw = dict(tracer.model_settings.get(name, {}))
         if k2 is not None and name in K2PRIME_MODELS and model_spec(name).k2prime != "no":
             kw["k2prime"] = k2
+        iso_from_sidecar = (kw.get("weights") == "counts" and "isotope" not in kw
+                            and bool(tacs.metadata.get("isotope")))
+        if iso_from_sidecar:
+            kw["isotope"] = tacs.metadata["isotope"]
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = make_model(name, timing, ref, **kw).fit(data)
+            model = make_model(name, timing, ref, **kw)
+            fit = model.fit(data)
+        if used is not None:
+            used[name] = {**model.settings,
+                          "isotope_source": ("TracerRadionuclide" if iso_from_sidecar
+                                             else "model_settings" if "isotope" in kw
+                                             else None)}
         frame = fit.to_frame(names=targets)
         if "k2prime" in kw and "k2prime" not in frame.columns:
             frame["k2prime"] = kw["k2prime"]
@@ -249,7 +283,8 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
 
 
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
-                 map_scheduler: Any = "sync", plan: Any = None, pvc: Any = None) -> ScanResult:
+                 map_scheduler: Any = "sync", plan: Any = None, pvc: Any = None,
+                 regions: dict[str, tuple[str, ...]] | None = None) -> ScanResult:
     """All per-scan outputs of one scan, or nothing when its provenance is current.
 
     Parameters
@@ -271,6 +306,8 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     pvc : PvcConfig, optional
         Partial-volume correction (``[pvc]``); when enabled the corrected
         ``desc-pvc`` outputs are written too (:mod:`petbind.study.pvc`).
+    regions : dict, optional
+        The study's ``[regions]`` (analysis region -> atlas labels/patterns).
 
     Returns
     -------
@@ -281,8 +318,9 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
 
     t0 = time.perf_counter()
     out_root = Path(out_dir)
-    folder = scan_dir(out_root, scan)
-    prov = folder / f"{scan.stem}_provenance.json"
+    files = scan_outputs(out_root, scan)
+    folder = files.folder
+    prov = files.provenance
     prep_summary: dict[str, Any] | None = None
     prep_skipped = True
     if plan is not None:
@@ -291,6 +329,8 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         prep_summary, prep_skipped = preprocess_study_scan(plan, scan, out_root)
     inputs = _scan_inputs(scan, out_root, plan)
     settings = _scan_settings(tracer)
+    if regions:
+        settings["regions"] = {k: list(v) for k, v in regions.items()}
     if plan is not None:
         settings["preprocess"] = plan.settings()
     if pvc is not None and pvc.enabled:
@@ -302,21 +342,21 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
 
     img = load_pet(scan.fit_pet)
-    labels, names = _atlas(scan, tuple(img.dataobj.shape[:3]), np.asarray(img.affine))
-    present = set(np.unique(labels).tolist())
-    names = {k: v for k, v in names.items() if k in present}
-    tacs = img.region_means(labels, names=names)
-    regions = list(tacs.regions)
-    targets = _targets(scan, tracer, regions)
+    from petbind.study.regions import region_curves
+
+    labels, names, tacs, atlas_info = region_curves(scan, img, regions or {}, plan, out_root,
+                                                    read_atlas=_atlas)
+    regions_found = list(tacs.regions)
+    targets = _targets(scan, tracer, regions_found)
     written: list[Path] = []
-    written.append(write_tacs(folder / f"{scan.stem}_tacs.tsv", tacs))
-    written.append(folder / f"{scan.stem}_tacs.json")
+    written.append(write_tacs(files.tacs, tacs))
+    written.append(files.tacs_json)
 
     k2, k2_info = estimate_k2prime(tracer, tacs, targets, str(scan.dseg_tsv))
-    fits, curves = _fit_regions(tracer, tacs, targets, k2)
-    written.append(write_text_atomic(folder / f"{scan.stem}_fits.tsv", _tsv(fits)))
-    written.append(write_text_atomic(folder / f"{scan.stem}_desc-fitted_tacs.tsv",
-                                     _tsv(curves)))
+    models_used: dict[str, Any] = {}
+    fits, curves = _fit_regions(tracer, tacs, targets, k2, models_used)
+    written.append(write_text_atomic(files.fits, _tsv(fits)))
+    written.append(write_text_atomic(files.fitted, _tsv(curves)))
     if scan.noisefree is not None:
         written.append(_noisefree_fits(scan, tracer, targets, k2, folder, tacs.timing))
     pvc_info = None
@@ -342,7 +382,7 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
             img, model=tracer.map_model, ref_curve=tacs.curve(tracer.reference_region),
             mask=brain, k2prime=k2 if tracer.map_model in K2PRIME_MODELS else None,
             scheduler=map_scheduler,
-            model_settings=tracer.model_settings.get(tracer.map_model, {}))
+            model_settings=model_kwargs(tracer, tracer.map_model, tacs))
         extra = {"K2PrimeStrategy": k2_info, "Atlas": str(scan.dseg)}
         written.extend(write_maps(result, folder, scan.stem, extra, entity="model"))
         if plan is not None:
@@ -353,6 +393,9 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
 
     record = scan_record(inputs, settings, [p for p in written if p.exists()], out_root)
     record["k2prime"] = {"value_per_min": k2, **k2_info}
+    record["models"] = models_used
+    record["atlas"] = atlas_info
+    record["reference_region"] = tracer.reference_region
     record["scan"] = {"subject": scan.subject, "condition": scan.condition,
                       "tracer": scan.tracer, "run": scan.run}
     if pvc_info is not None:
@@ -400,7 +443,8 @@ def _noisefree_fits(scan: Scan, tracer: TracerConfig, targets: list[str], k2: fl
                         fix="use the simulator's region names in the study config")
     one = dataclasses.replace(tracer, models=(tracer.primary_model,))
     fits, _ = _fit_regions(one, nf, names, k2)
-    return write_text_atomic(folder / f"{scan.stem}_desc-noisefree_fits.tsv", _tsv(fits))
+    return write_text_atomic(StudyLayout(folder).scan(".", scan.stem).noisefree_fits,
+                             _tsv(fits))
 
 
 def _template_maps(scan: Scan, model: str, folder: Path, affine: np.ndarray, plan: Any,
@@ -411,21 +455,20 @@ def _template_maps(scan: Scan, model: str, folder: Path, affine: np.ndarray, pla
     from petbind.io.bids import save_image
     from petbind.study.preprocess import maps_to_template, preprocess_files, subject_files
 
-    bp = np.asarray(nib.load(str(folder / f"{scan.stem}_model-{model}_bpnd.nii.gz")).dataobj)
-    valid = np.asarray(nib.load(str(folder / f"{scan.stem}_model-{model}_mask.nii.gz")).dataobj)
+    so = StudyLayout(folder).scan(".", scan.stem)
+    bp = np.asarray(nib.load(str(so.map(model, "bpnd"))).dataobj)
+    valid = np.asarray(nib.load(str(so.map(model, "mask"))).dataobj)
     files = preprocess_files(out_root, scan.rel_dir, scan.stem, plan.options.motion)
     xfm = subject_files(out_root, scan.subject)["xfm_t1w_template"]
     tbp, tmask, taff = maps_to_template(bp, valid, affine, plan, files, xfm)
     side = {**extra, "Model": model, "Space": "template", "Template": str(plan.template),
-            "Sources": [f"{scan.stem}_model-{model}_bpnd.nii.gz",
-                        f"{scan.stem}_model-{model}_mask.nii.gz"],
+            "Sources": [so.map(model, "bpnd").name, so.map(model, "mask").name],
             "Transforms": [str(xfm), str(files["xfm_pet_t1w"])],
             "Resampling": "linear; NaN where under half of the neighbourhood was valid or "
                           "outside the PET field of view"}
-    pre = folder / f"{scan.stem}_space-template_model-{model}"
-    return [save_image(Path(f"{pre}_bpnd.nii.gz"), tbp.astype(np.float32), taff,
+    return [save_image(so.map(model, "bpnd", "template"), tbp.astype(np.float32), taff,
                        {**side, "Units": "unitless", "Description": "BP_ND"}),
-            save_image(Path(f"{pre}_mask.nii.gz"), tmask, taff,
+            save_image(so.map(model, "mask", "template"), tmask, taff,
                        {**side, "Description": "1 = valid BP_ND in template space"})]
 
 
@@ -476,7 +519,7 @@ def study_tasks(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     for s in scans:
         tasks.append(Task(f"petbind-scan-{s.stem}", process_scan,
                           (s, config.tracers[s.tracer], out_dir),
-                          {"plan": plan, "pvc": config.pvc},
+                          {"plan": plan, "pvc": config.pvc, "regions": config.regions},
                           after=after.get(s.subject, ())))
     return tasks
 
@@ -561,7 +604,7 @@ def outcome_table(scans: list[Scan], out_dir: Path,
     """The tidy outcome table from every scan's ``_fits.tsv`` (docs/outputs.md)."""
     frames = []
     for s in scans:
-        f = _read_tsv(scan_dir(out_dir, s) / f"{s.stem}_fits.tsv")
+        f = _read_tsv(scan_outputs(out_dir, s).fits)
         f.insert(0, "run", s.run if s.run is not None else np.nan)
         f.insert(0, "tracer", s.tracer)
         f.insert(0, "condition", s.condition)
@@ -592,7 +635,7 @@ def _image_truth(scans: list[Scan], out_dir: Path) -> pd.DataFrame | None:
     """``bp_nd_true_image`` of every scan with a ``_desc-noisefree_fits.tsv`` (else None)."""
     frames = []
     for s in scans:
-        p = scan_dir(out_dir, s) / f"{s.stem}_desc-noisefree_fits.tsv"
+        p = scan_outputs(out_dir, s).noisefree_fits
         if s.noisefree is None or not p.exists():
             continue
         f = _read_tsv(p)[["region", "model", "bp_nd"]].rename(
@@ -646,7 +689,7 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     vx = config.statistics.voxel
     written: list[Path] = []
     notes: list[str] = []
-    vdir = out_dir / "group" / "voxel"
+    lay = StudyLayout(out_dir)
     for tracer, tcfg in config.tracers.items():
         mine = [s for s in scans if s.tracer == tracer]
         if not tcfg.map_model or not mine:
@@ -655,19 +698,30 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
         maps: dict[tuple[str, str], list[np.ndarray]] = {}
         affine = None
         shape = None
-        space = "space-template_" if plan is not None else ""
+        space = "template" if plan is not None else None
         for s in mine:
-            d = scan_dir(out_dir, s)
-            bp, aff = _load_map(d / f"{s.stem}_{space}model-{model}_bpnd.nii.gz")
-            valid, _ = _load_map(d / f"{s.stem}_{space}model-{model}_mask.nii.gz")
+            so = scan_outputs(out_dir, s)
+            bp, aff = _load_map(so.map(model, "bpnd", space))
+            valid, _ = _load_map(so.map(model, "mask", space))
             if shape is None:
                 shape, affine = bp.shape, aff
                 if plan is not None:
                     from petbind.study.preprocess import template_atlas
 
                     atlas, names = template_atlas(plan, shape, aff)
+                elif s.segmentation is not None:
+                    from petbind.study.segmentation import labels_on_grid
+
+                    atlas, names = labels_on_grid(s.segmentation, shape, aff)
                 else:
                     atlas, names = _atlas(s, shape, aff)
+                if config.regions:
+                    from petbind.study.regions import resolve_regions
+
+                    groups = resolve_regions(config.regions, list(names.values()))
+                    names = {k: next(r for r, m in groups.items() if n in m)
+                             for k, n in names.items()
+                             if any(n in m for m in groups.values())}
                 analysis = np.isin(atlas, [k for k, v in names.items()
                                            if v not in tcfg.exclude_regions
                                            and v != tcfg.reference_region])
@@ -697,7 +751,7 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                 cluster_forming_p=vx.cluster_forming_p, n_permutations=vx.n_permutations,
                 seed=vx.seed, smoothing_fwhm_mm=vx.smoothing_fwhm_mm, atlas=atlas,
                 atlas_names=names)
-            pre = vdir / f"trc-{tracer}_model-{model}_contrast-{c.name}"
+            pre = lay.voxel_prefix(tracer, model, c.name)
             side = {"Tracer": tracer, "Model": model, "Contrast": c.expr,
                     "Subjects": subj, **res.info,
                     "Note": (f"sign-flip permutation over {res.info['n_flips']} flips "
@@ -751,7 +805,7 @@ def check_output_location(bids: Path, out_dir: Path) -> None:
 def _description(out_dir: Path, bids: Path) -> None:
     from petbind import __version__
 
-    write_json_atomic(out_dir / "dataset_description.json", {
+    write_json_atomic(StudyLayout(out_dir).description, {
         "Name": OUTPUT_NAME, "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "petbind", "Version": __version__}],
         "SourceDatasets": [{"URL": bids.resolve().as_uri()}]})
@@ -862,7 +916,7 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         say(f"warning: {n}")
     out.mkdir(parents=True, exist_ok=True)
     _description(out, bids)
-    write_text_atomic(out / "study_config.toml", config.to_toml())
+    write_text_atomic(StudyLayout(out).config, config.to_toml())
     if config.pvc.enabled:
         from petbind.study.pvc import resolve_config
 
@@ -886,7 +940,8 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     outcomes = attach_covariates(outcomes, bids, group=config.statistics.group,
                                  covariates=config.statistics.covariates)
     group = out / "group"
-    write_text_atomic(group / "outcomes.tsv", _tsv(outcomes))
+    lay = StudyLayout(out)
+    write_text_atomic(lay.outcomes, _tsv(outcomes))
     from petbind.study.stats_stage import write_fit_qc  # fit QC, model comparison
 
     write_fit_qc(scans, out)
@@ -906,8 +961,8 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
             baseline=config.statistics.baseline_condition, alpha=alpha, regions=regions))
     roi = pd.concat(roi_parts, ignore_index=True)
     mixed = pd.concat(mixed_parts, ignore_index=True)
-    write_text_atomic(group / "roi_stats.tsv", _tsv(roi))
-    write_text_atomic(group / "mixed_model.tsv", _tsv(mixed))
+    write_text_atomic(lay.roi_stats, _tsv(roi))
+    write_text_atomic(lay.mixed_model, _tsv(mixed))
     from petbind.study.stats_stage import write_design_statistics
 
     write_design_statistics(outcomes, stats_in, config, out, bids)
@@ -936,8 +991,10 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         "warnings": notes, "n_invalid_fits": n_invalid, "invalid_reasons": invalid_reasons,
         "simulated": truth is not None,
         "highlights": primary.replace({np.nan: None}).to_dict(orient="records"),
-        "paths": {"outcomes": "group/outcomes.tsv", "roi_stats": "group/roi_stats.tsv",
-                  "mixed_model": "group/mixed_model.tsv", "voxel": "group/voxel"},
+        "paths": {"outcomes": lay.relative(lay.outcomes),
+                  "roi_stats": lay.relative(lay.roi_stats),
+                  "mixed_model": lay.relative(lay.mixed_model),
+                  "voxel": lay.relative(lay.voxel)},
     }
     if config.pvc.enabled:
         from petbind.study.pvc import pvc_statistics
@@ -954,19 +1011,17 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         started=datetime.fromisoformat(started).timestamp())
     if removed:
         say(f"removed {len(removed)} output(s) of an earlier config (see provenance.json)")
-    write_json_atomic(group / "summary.json", summary)
+    write_json_atomic(lay.summary, summary)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
-    write_json_atomic(group / "provenance.json", {
+    write_json_atomic(lay.provenance, {
         **environment(), "command": sys.argv, "config": config.to_dict(),
         "config_sha256": digest, "previous_config_sha256": previous,
         "removed_outputs": removed,
         "dataset": str(bids.resolve()), "started": started, "finished": finished,
         "run_seconds": stages.wall, "run_cpu_seconds": stages.cpu,
         "skipped_scans": [r.stem for r in results if r.skipped],
-        "scans": [{"subject": s.subject, "condition": s.condition, "tracer": s.tracer,
-                   "run": s.run, "pet": s.pet.relative_to(bids).as_posix(),
-                   "provenance": (Path(s.rel_dir) / f"{s.stem}_provenance.json").as_posix()}
-                  for s in scans],
+        "scans": [lay.scan_entry(s.subject, s.condition, s.tracer, s.run, s.rel_dir, s.stem,
+                                 s.pet.relative_to(bids).as_posix()) for s in scans],
         "seed": config.statistics.voxel.seed})
     return StudyResult(out_dir=out, outcomes=outcomes, roi_stats=roi, mixed=mixed,
                        summary=summary, warnings=notes, seconds=stages.wall,
