@@ -15,7 +15,8 @@ def _scans():
 
 
 def test_with_preprocessing_each_scan_waits_for_its_subjects_registration():
-    config = SimpleNamespace(tracers={"X": "tracer-config"}, pvc="pvc-config")
+    config = SimpleNamespace(tracers={"X": "tracer-config"}, pvc="pvc-config",
+                             regions="regions-config")
     plan = object()
     tasks = study_tasks(_scans(), config, "OUT", plan=plan)
     keys = [t.key for t in tasks]
@@ -26,21 +27,21 @@ def test_with_preprocessing_each_scan_waits_for_its_subjects_registration():
         assert t.func is process_scan
         assert t.after == (f"petbind-subject-{sub}",)
         assert t.args[1:] == ("tracer-config", "OUT")
-        assert t.kwargs == {"plan": plan, "pvc": "pvc-config"}
+        assert t.kwargs == {"plan": plan, "pvc": "pvc-config", "regions": "regions-config"}
     for t in tasks[:2]:
         assert t.after == () and t.args[0] is plan and t.args[2] == "OUT"
 
 
 def test_without_preprocessing_scans_are_independent_tasks_in_discovery_order():
     scans = _scans()
-    tasks = study_tasks(scans, SimpleNamespace(tracers={"X": None}, pvc=None), "OUT")
+    tasks = study_tasks(scans, SimpleNamespace(tracers={"X": None}, pvc=None, regions={}), "OUT")
     assert [t.key for t in tasks] == [f"petbind-scan-{s.stem}" for s in scans]
     assert all(t.after == () for t in tasks)
 
 
 def test_in_process_every_registration_runs_before_the_scans():
     seen = []
-    config = SimpleNamespace(tracers={"X": None}, pvc=None)
+    config = SimpleNamespace(tracers={"X": None}, pvc=None, regions={})
     tasks = study_tasks(_scans(), config, "OUT", plan=object())
     for t in tasks:  # record the order instead of doing the work
         t.func, t.args, t.kwargs = seen.append, (t.key,), {}
