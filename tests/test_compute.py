@@ -156,7 +156,7 @@ def test_threads_default_to_the_usable_cpus():
         assert engine.describe() == f"dask threads ({usable_cpus()} workers)"
 
 
-FORBIDDEN = ("dask", "distributed", "SimpleITK", "dipy", "matplotlib")
+FORBIDDEN = ("dask", "distributed", "SimpleITK", "dipy", "matplotlib", "pandas")
 
 
 def test_importing_the_cli_imports_no_heavy_library():

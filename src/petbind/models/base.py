@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError, ModelError
+from petbind.lazy import lazy_module
 from petbind.timing import FrameTiming
+
+pd = lazy_module("pandas")  # imported on first use: `petbind --help` needs no pandas
 
 #: Why a fit is invalid (the ``invalid_reason`` column), by code; 0 = valid. The
 #: rules are judged in this order and the first that applies is the reason.

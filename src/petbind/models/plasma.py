@@ -74,18 +74,20 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 from petbind.blood import InputFunction
 from petbind.errors import ModelError
+from petbind.lazy import lazy_module
 from petbind.models.base import Fit, Model, at_bounds, judge
 from petbind.models.delay import DelayFit, fit_delay
 from petbind.models.weights import frame_weights, window_mask
 from petbind.numerics.convolution import MIN_RATE, PiecewiseLinear, running_integral_frame_means
 from petbind.numerics.optimize import levenberg_marquardt
 from petbind.timing import TIME_TOL_MIN, FrameTiming
+
+pd = lazy_module("pandas")  # imported on first use: `petbind --help` needs no pandas
 
 __all__ = [
     "MA1",
