@@ -113,7 +113,7 @@ def atlas() -> np.ndarray:
 
 
 def _write_gz(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
-    from petbind.io.gz import open_write
+    from petbind.gz import open_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(data, affine)

@@ -280,7 +280,7 @@ class DynamicImage:
         with tempfile.TemporaryDirectory(prefix="petbind-") as tmp:
             plain = Path(tmp) / "image.nii"
             try:
-                from petbind.io.gz import open_read
+                from petbind.gz import open_read
 
                 with open_read(src) as fin, open(plain, "wb") as fout:
                     shutil.copyfileobj(fin, fout, 1 << 24)

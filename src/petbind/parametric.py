@@ -214,7 +214,7 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
         spec = (dataobj.shape, dataobj.dtype, dataobj.offset, dataobj.slope, dataobj.inter)
         try:
             if str(file_like).endswith(".gz"):
-                from petbind.io.gz import open_read
+                from petbind.gz import open_read
 
                 opener = open_read(file_like)  # ISA-L when installed: ~2x zlib's speed
             else:

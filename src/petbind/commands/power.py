@@ -65,7 +65,7 @@ def power(
     """Prospective power vs number of subjects, by simulating the design."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from petbind.cli import console
+    from petbind.commands.consoles import console
     from petbind.simulate.config import load_config as load_sim
     from petbind.stats.power import PowerSettings, design_from_study, prospective_power
     from petbind.stats.power_output import write_power

@@ -556,7 +556,7 @@ def save_image(path: PathLike, data: ArrayLike, affine: ArrayLike,
 
 
 #: gzip level of written images (nibabel's default; level 6 is ~3x slower, ~10 % smaller);
-#: written through ISA-L when installed (petbind.io.gz: about 6x faster than zlib).
+#: written through ISA-L when installed (petbind.gz: about 6x faster than zlib).
 GZIP_LEVEL = 1
 
 
@@ -565,7 +565,7 @@ def _write_nifti(img: nib.Nifti1Image, path: Path) -> None:
     give equal bytes (RFC 1952 MTIME = 0)."""
     with open(path, "wb") as raw:
         if path.name.endswith(".gz"):
-            from petbind.io.gz import open_write
+            from petbind.gz import open_write
 
             with open_write(raw, GZIP_LEVEL) as gz:
                 img.to_stream(gz)

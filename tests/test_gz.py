@@ -1,4 +1,4 @@
-"""petbind.io.gz: the fast gzip path writes standard, reproducible gzip and reads it back;
+"""petbind.gz: the fast gzip path writes standard, reproducible gzip and reads it back;
 broken streams fail with the standard library's exceptions."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from petbind.io import gz
+from petbind import gz
 
 
 def _payload() -> bytes:
