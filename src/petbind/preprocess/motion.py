@@ -166,10 +166,13 @@ def estimate_motion(
     fd_radius_mm: float = 50.0,
     mask_threshold: float = 0.05,
     metric: str = "mattes",
-    iterations: int = 60,
+    iterations: int = 30,
     sampling: float = 0.25,
     seed: int = 0,
     source: str | os.PathLike | None = None,
+    shrink: tuple[int, ...] = (4, 2),
+    smooth_mm: tuple[float, ...] = (4.0, 2.0),
+    refine_iterations: int | None = 15,
 ) -> MotionResult:
     """Estimate rigid head motion of every frame of a dynamic PET scan.
 
@@ -209,6 +212,11 @@ def estimate_motion(
         Sampler seed (results are reproducible).
     source : str, optional
         File name for error messages.
+    shrink, smooth_mm : tuples
+        Pyramid of the first pass: shrink factor and Gaussian sigma (mm) per level.
+    refine_iterations : int, optional
+        Optimiser iterations of the later, full-resolution passes (default
+        ``iterations``).
 
     Returns
     -------
@@ -253,12 +261,13 @@ def estimate_motion(
         mask = reference > thr
         # the first pass runs the whole pyramid; later passes start at the previous
         # solution and only refine at full resolution against the sharper reference
-        levels = ((4, 2, 1), (4.0, 2.0, 1.0)) if p == 0 else ((1,), (1.0,))
+        levels = (tuple(shrink), tuple(smooth_mm)) if p == 0 else ((1,), (1.0,))
+        n_iter = iterations if p == 0 or refine_iterations is None else refine_iterations
         for b in range(n_blocks):  # one registration per block (frames, not voxels)
             reg = register_linear(reference, aff, block_imgs[b], aff, kind="rigid",
                                   metric=metric, initial=block_m[b], center=center,
                                   shrink=levels[0], smooth_mm=levels[1],
-                                  iterations=iterations, sampling=sampling, bins=32,
+                                  iterations=n_iter, sampling=sampling, bins=32,
                                   fixed_mask=mask, seed=seed)
             block_m[b] = reg.matrix
             values[b] = reg.metric
@@ -281,6 +290,8 @@ def estimate_motion(
                   "min_block_min": min_block_min, "passes": passes,
                   "fd_threshold_mm": fd_threshold_mm, "fd_radius_mm": fd_radius_mm,
                   "metric": metric, "iterations": iterations, "sampling": sampling,
+                  "shrink": list(shrink), "smooth_mm": list(smooth_mm),
+                  "refine_iterations": refine_iterations,
                   "seed": seed, "rotation_convention": "R = Rz Ry Rx about center, deg",
                   "center_ras_mm": center.tolist()})
 
@@ -308,6 +319,42 @@ def apply_motion(data: ArrayLike, affine: ArrayLike, motion: MotionResult) -> ND
         m = motion.matrices[t]
         out[..., t] = (frame if np.allclose(m, np.eye(4), atol=1e-9)
                        else resample(frame, aff, frame.shape, aff, m, interpolation="bspline"))
+    return out
+
+
+def realigned_mean(data: ArrayLike, affine: ArrayLike, motion: MotionResult,
+                   weights: ArrayLike) -> NDArray:
+    """Weighted mean of the realigned frames, one (linear) resampling per block.
+
+    Frames of a block share a transform, so the mean of the realigned frames
+    is the sum over blocks of each block's weighted frame sum, resampled
+    once: a few resamplings instead of one per frame, for the image that the
+    PET -> T1w registration needs (not for quantification).
+
+    Parameters
+    ----------
+    data : array_like (X, Y, Z, T)
+    affine : array_like (4, 4)
+    motion : MotionResult
+    weights : array_like (T,)
+        Frame weights (e.g. durations); normalised here.
+
+    Returns
+    -------
+    ndarray (X, Y, Z) float32
+    """
+    aff = np.asarray(affine, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    w = (w / w.sum()).astype(np.float32)
+    shape = tuple(data.shape[:3])
+    out = np.zeros(shape, dtype=np.float32)
+    for b in np.unique(motion.block):  # a loop over blocks (frames, not voxels)
+        frames = np.flatnonzero(motion.block == b)
+        part = np.tensordot(np.asarray(data[..., frames], dtype=np.float32), w[frames],
+                            axes=([-1], [0]))
+        m = motion.matrices[frames[0]]
+        out += part if np.allclose(m, np.eye(4), atol=1e-9) else resample(
+            part, aff, shape, aff, m)
     return out
 
 
