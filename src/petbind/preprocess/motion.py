@@ -166,13 +166,13 @@ def estimate_motion(
     fd_radius_mm: float = 50.0,
     mask_threshold: float = 0.05,
     metric: str = "mattes",
-    iterations: int = 30,
+    iterations: int = 60,
     sampling: float = 0.25,
     seed: int = 0,
     source: str | os.PathLike | None = None,
-    shrink: tuple[int, ...] = (4, 2),
-    smooth_mm: tuple[float, ...] = (4.0, 2.0),
-    refine_iterations: int | None = 15,
+    shrink: tuple[int, ...] = (4, 2, 1),
+    smooth_mm: tuple[float, ...] = (4.0, 2.0, 1.0),
+    refine_iterations: int | None = 30,
 ) -> MotionResult:
     """Estimate rigid head motion of every frame of a dynamic PET scan.
 
@@ -213,10 +213,16 @@ def estimate_motion(
     source : str, optional
         File name for error messages.
     shrink, smooth_mm : tuples
-        Pyramid of the first pass: shrink factor and Gaussian sigma (mm) per level.
+        Pyramid of the first pass: shrink factor and Gaussian sigma (mm) per
+        level. Stopping the first pass at shrink 2 (the second pass refines at
+        full resolution anyway) saved a third of the time and was as accurate
+        on the simulator's 1.5 mm / 1.5 deg motion, but left 0.47-0.94 deg
+        errors on the test phantom's 4-degree jumps (0.30 with the full
+        pyramid), so the full pyramid stays.
     refine_iterations : int, optional
-        Optimiser iterations of the later, full-resolution passes (default
-        ``iterations``).
+        Optimiser iterations of the later, full-resolution passes (None:
+        ``iterations``). 30 gave the accuracy of 60 (0.31 deg on the test
+        phantom), 15 did not (0.39-0.94 deg).
 
     Returns
     -------
