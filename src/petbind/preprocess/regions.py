@@ -168,14 +168,15 @@ def atlas_to_pet(atlas: Atlas, pet_shape: Sequence[int], pet_affine: ArrayLike,
     supersample : int or (int, int, int), optional
         Sub-samples per axis for ``fraction``. Default
         (:func:`atlas_supersample`): the PET voxel edge over the atlas voxel
-        edge along each axis, at least 2, so that the sub-samples sit at the
-        atlas's own resolution (2 mm PET, 1 mm atlas: 2 x 2 x 2, each
-        sub-sample at the centre of a 1 mm sub-voxel). An odd count on an
-        even ratio (3 x 3 x 3 on 2 mm / 1 mm, the old default) puts the
-        middle sub-sample on the boundary between two atlas voxels, where
-        nearest-neighbour rounds one way: in an aligned pose that shifted
-        every region by a sixth of a PET voxel and biased region BP_ND by up
-        to +3 % (docs/preprocessing.md, "Where the chain lost BP_ND").
+        edge along each axis when that is 2 or more, so that the sub-samples
+        sit at the atlas's own resolution (2 mm PET, 1 mm atlas: 2 x 2 x 2,
+        each sub-sample at the centre of a 1 mm sub-voxel), else 3. An odd
+        count on an even ratio (3 x 3 x 3 on 2 mm / 1 mm, the old default)
+        puts the middle sub-sample on the boundary between two atlas voxels,
+        where nearest-neighbour rounds one way: in an aligned pose that
+        shifted every region by a sixth of a PET voxel and biased region
+        BP_ND by up to +3 % (docs/preprocessing.md, "Where the chain lost
+        BP_ND").
 
     Returns
     -------
@@ -208,7 +209,7 @@ def atlas_to_pet(atlas: Atlas, pet_shape: Sequence[int], pet_affine: ArrayLike,
     fine = resample(atlas.labels, atlas.affine, fine_shape, fine_aff, transform,
                     interpolation="nearest")
     idx = atlas.table["index"].to_numpy()
-    lut = np.full(max(int(idx.max()), int(fine.max())) + 1, -1, dtype=np.int64)
+    lut = np.full(max(int(idx.max()), int(atlas.labels.max())) + 1, -1, dtype=np.int64)
     lut[idx] = np.arange(idx.size)
     row = lut[fine].reshape(shape[0], s3[0], shape[1], s3[1], shape[2], s3[2])
     frac = np.stack([(row == k).mean(axis=(1, 3, 5)) for k in range(idx.size)]
@@ -231,12 +232,18 @@ def atlas_supersample(pet_affine: ArrayLike, atlas_affine: ArrayLike) -> tuple[i
     Returns
     -------
     (int, int, int)
-        ``round(PET voxel edge / atlas voxel edge)`` per PET axis (the atlas
-        voxel edge is the mean of its three), at least 2.
+        Per PET axis ``r = round(PET voxel edge / atlas voxel edge)`` (the
+        atlas voxel edge is the mean of its three) when ``r >= 2``: one
+        sub-sample per atlas voxel, at the atlas voxel centres when the grids
+        are aligned. 3 when ``r <= 1``: the centre and +-1/3 of a voxel, inside
+        the atlas voxel when aligned. Either way no sub-sample of an aligned
+        grid falls on a boundary between atlas voxels, where nearest neighbour
+        would round one way.
     """
     pet = np.linalg.norm(np.asarray(pet_affine, float)[:3, :3], axis=0)
     at = float(np.mean(np.linalg.norm(np.asarray(atlas_affine, float)[:3, :3], axis=0)))
-    s = np.maximum(2, np.rint(pet / at)).astype(int)
+    r = np.rint(pet / at).astype(int)
+    s = np.where(r >= 2, r, 3)
     return int(s[0]), int(s[1]), int(s[2])
 
 
