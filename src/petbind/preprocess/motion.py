@@ -24,8 +24,8 @@ Method
    the six parameters between consecutive frames, rotations converted to arc
    length on a sphere of ``fd_radius_mm``. Frames whose FD exceeds
    ``fd_threshold_mm`` are flagged.
-5. **Correction.** Each frame is resampled once (trilinear) through its
-   transform onto the reference grid.
+5. **Correction.** Each frame is resampled once (quintic B-spline,
+   :func:`apply_motion`) through its transform onto the reference grid.
 
 References
 ----------
@@ -302,14 +302,21 @@ def estimate_motion(
                   "center_ras_mm": center.tolist()})
 
 
-def apply_motion(data: ArrayLike, affine: ArrayLike, motion: MotionResult) -> NDArray:
-    """Realign every frame onto the reference grid (cubic B-spline, one resampling).
+def apply_motion(data: ArrayLike, affine: ArrayLike, motion: MotionResult,
+                 interpolation: str = "bspline5") -> NDArray:
+    """Realign every frame onto the reference grid (one resampling per frame).
 
     Parameters
     ----------
     data : array_like (X, Y, Z, T)
     affine : array_like (4, 4)
     motion : MotionResult
+    interpolation : {"bspline5", "bspline", "linear"}
+        Quintic B-spline by default: undoing the simulator's known motion of a
+        noise-free DASB scan it lost NAcc/VP BP_ND -1.05 / -0.53 %, against
+        -1.68 / -1.43 % for cubic and -9 / -10 % for trilinear, at 2.5 times
+        the cubic's time (3.1 s CPU for 29 frames of 48 x 58 x 46); a
+        Lanczos windowed sinc was as good as quintic and 20 times slower.
 
     Returns
     -------
@@ -324,7 +331,8 @@ def apply_motion(data: ArrayLike, affine: ArrayLike, motion: MotionResult) -> ND
         frame = np.asarray(arr[..., t], dtype=np.float32)
         m = motion.matrices[t]
         out[..., t] = (frame if np.allclose(m, np.eye(4), atol=1e-9)
-                       else resample(frame, aff, frame.shape, aff, m, interpolation="bspline"))
+                       else resample(frame, aff, frame.shape, aff, m,
+                                     interpolation=interpolation))  # type: ignore[arg-type]
     return out
 
 

@@ -46,9 +46,9 @@ from petbind.io.atomic import atomic_path
 #: RAS <-> LPS flip (its own inverse).
 FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-Interpolation = Literal["linear", "nearest", "bspline"]
+Interpolation = Literal["linear", "nearest", "bspline", "bspline5"]
 _INTERP = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
-           "bspline": sitk.sitkBSpline}
+           "bspline": sitk.sitkBSpline, "bspline5": sitk.sitkBSpline5}
 
 
 # --------------------------------------------------------------------------
@@ -253,8 +253,9 @@ def resample(data: ArrayLike, affine: ArrayLike, ref_shape: Sequence[int],
         Output grid.
     transform : sitk.Transform or 4x4 RAS matrix or None
         Maps output-space points to input-space points (identity if None).
-    interpolation : {"linear", "nearest", "bspline"}
-        ``nearest`` for label images.
+    interpolation : {"linear", "nearest", "bspline", "bspline5"}
+        ``nearest`` for label images; ``bspline`` is cubic, ``bspline5``
+        quintic B-spline.
     fill : float
         Value outside the input field of view.
 
