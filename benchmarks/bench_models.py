@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "models"))
 from _kinetic_truth import DEMO_SCHEDULE, REF, srtm_truth  # noqa: E402
 
 from petbind.models import get_model  # noqa: E402
-from petbind.models.convolution import ExpConvTable, PiecewiseLinear  # noqa: E402
+from petbind.numerics.convolution import ExpConvTable, PiecewiseLinear  # noqa: E402
 from petbind.timing import FrameTiming  # noqa: E402
 
 TIMING = FrameTiming.from_schedule(DEMO_SCHEDULE)

@@ -10,13 +10,12 @@ from petbind.blood import (
     check_samples,
     correct_dispersion,
     decay_correct_samples,
-    fit_delay,
     fit_parent_fraction,
     merge_samples,
     shift_curve,
 )
 from petbind.errors import DataError
-from petbind.models.convolution import PiecewiseLinear
+from petbind.numerics.convolution import PiecewiseLinear
 from petbind.timing import FrameTiming
 
 T_PF = np.array([2.5, 5, 10, 15, 20, 30, 40, 50, 60, 75, 90.0])
@@ -132,45 +131,6 @@ def test_shift_curve_delays_exactly_both_ways():
                                    atol=1e-12)
 
 
-def _delayed_1tcm(true_delay, k1=0.4, k2=0.2, vb=0.04):
-    """Input, frames and early 1TCM + v_B frame means with the input delayed."""
-    t = np.arange(0, 12, 0.01)
-    cpl = PiecewiseLinear(t, 50 * t * np.exp(-2 * t) + 2 * np.exp(-0.05 * t))
-    inp = build_input_function(plasma=(t, cpl.y))
-    tm = FrameTiming.from_schedule([(12, 10), (6, 30), (4, 60)])
-    # independent truth: 1TCM by explicit Euler-free exact recursion on a 1e-3 grid
-    fine = np.arange(0, 10.0005, 1e-3)
-    cin = np.where(fine - true_delay >= 0, cpl.interp(np.maximum(fine - true_delay, 0)), 0)
-    ct = np.zeros_like(fine)
-    e = np.exp(-k2 * 1e-3)
-    for i in range(1, fine.size):
-        ct[i] = ct[i - 1] * e + k1 * 0.5e-3 * (cin[i] + cin[i - 1] * e)
-    return inp, tm, tm.frame_means(fine, (1 - vb) * ct + vb * cin)
-
-
-def test_fit_delay_finds_the_shift_of_a_1tcm_curve_within_one_step():
-    step = 1 / 60
-    true = 0.15
-    inp, tm, data = _delayed_1tcm(true)
-    out = fit_delay(inp, tm, data[None], step_min=step)
-    assert abs(out.delay[0] - true) <= step
-
-
-def test_fit_delay_reports_the_blood_volume_and_rates_of_its_1tcm_fit():
-    inp, tm, data = _delayed_1tcm(0.15, k1=0.3, k2=0.1, vb=0.06)
-    out = fit_delay(inp, tm, np.stack([data, data]), step_min=1 / 60)
-    assert out.vb.shape == out.k1.shape == out.k2.shape == (2,)
-    np.testing.assert_allclose(out.vb, 0.06, atol=1e-3)
-    np.testing.assert_allclose(out.k1, 0.3, rtol=1e-2)
-    np.testing.assert_allclose(out.k2, 0.1, rtol=3e-2)
-    # with no delay range (here the true one, 0) only v_B and the rates are fitted
-    inp, tm, data = _delayed_1tcm(0.0, k1=0.3, k2=0.1, vb=0.06)
-    fixed = fit_delay(inp, tm, data[None], search_min=(0.0, 0.0))
-    assert fixed.delay[0] == 0.0 and list(fixed.candidates) == [0.0]
-    np.testing.assert_allclose(fixed.vb, 0.06, atol=1e-3)
-    np.testing.assert_allclose(fixed.k1, 0.3, rtol=1e-2)
-
-
 @pytest.mark.parametrize(("kw", "field", "text"), [
     ({"t": [0, 2, 1], "y": [1, 2, 3]}, "time", "not strictly increasing"),
     ({"t": [0, 1, 2], "y": [1, -2, 3]}, "whole_blood_radioactivity", "negative"),
@@ -254,13 +214,12 @@ def test_input_from_recordings_decay_corrects_uncorrected_blood_to_injection():
     np.testing.assert_allclose(inp.blood.interp(t), wb(t), rtol=1e-3)
 
 
-def test_fit_delay_in_blocks_equals_one_block():
-    inp, tm, data = _delayed_1tcm(0.1)
-    scales = np.array([[1.0], [0.5], [2.0]])
-    batch = (data[None] * scales).reshape(3, 1, -1)  # any batch shape
-    whole = fit_delay(inp, tm, batch)
-    blocks = fit_delay(inp, tm, batch, chunk=2)
-    assert blocks.delay.shape == (3, 1) and blocks.wrss.shape == whole.wrss.shape
-    for name in ("delay", "vb", "k1", "k2", "wrss"):
-        np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), rtol=1e-10)
-    np.testing.assert_allclose(blocks.delay, 0.1, atol=1 / 60)
+def test_a_delayed_input_that_does_not_start_at_zero_steps_up_at_the_delay():
+    # C is 0 before its first sample: C(t - d) is 0 until d, not a ramp from injection
+    # (the ramp put the delay pre-fit two steps off on such an input)
+    c = PiecewiseLinear(np.array([0.0, 1, 2]), np.array([2.0, 4, 1]))
+    s = shift_curve(c, 0.5)
+    np.testing.assert_allclose(s.interp(np.array([0.0, 0.25, 0.4999])), 0.0, atol=1e-12)
+    np.testing.assert_allclose(s.interp(np.array([0.5, 1.0, 1.5, 2.5])), [2.0, 3.0, 4.0, 1.0])
+    # area before the delay: only the 1e-4 min ramp standing for the step
+    assert float(s.integral(np.array([0.5]))[0]) == pytest.approx(1e-4, rel=1e-6)

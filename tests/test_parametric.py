@@ -483,3 +483,22 @@ def test_working_memory_of_a_chunk_fit_stays_within_its_stated_budget(model):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak <= WORK_BYTES[model] * curves.size
+
+
+def test_logan_map_without_k2prime_is_what_the_docstring_says():
+    # parametric_maps(model="logan", k2prime=None) documented Logan without k2' and
+    # raised (review, problem 1); truth: voxels that are c x the reference curve have
+    # DVR = c exactly in the no-k2' plot, for any t*
+    _data, _bp, _r1, ref_mask, brain = make_image()
+    shape = ref_mask.shape
+    c = np.where(ref_mask, 1.0, 1.0 + (np.arange(np.prod(shape)).reshape(shape) % 9) / 4.0)
+    data = (c[..., None] * REF).astype(np.float64)
+    data[0] = 0.0
+    for k2prime in (None, "none"):
+        res = parametric_maps(dyn(data), model="logan", ref_curve=ref_mask,
+                              mask=brain & ~ref_mask, k2prime=k2prime,
+                              model_settings={"tstar": 20.0}, scheduler="sync")
+        fitted = brain & ~ref_mask
+        assert res.valid[fitted].all() and res.k2prime is None
+        np.testing.assert_allclose(res.maps["dvr"][fitted], c[fitted], rtol=1e-5)
+        assert res.settings["k2prime_estimate"]["policy"] == "none"

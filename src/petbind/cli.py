@@ -3,8 +3,8 @@
 Each sub-command is a thin layer over the library. Errors derived from
 :class:`~petbind.errors.PetbindError` are printed in one or two lines without a
 traceback and exit with status 2 (``--debug`` shows the traceback).
-Sub-commands register themselves on :data:`app` from their own modules,
-imported at the bottom of this file.
+Sub-commands live in :mod:`petbind.commands` and are registered on :data:`app`
+by :func:`petbind.commands.register_all`; they never import this module.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from petbind import __version__
+from petbind.commands import register_all
+from petbind.commands.consoles import console, err_console
 from petbind.errors import PetbindError
 
 app = typer.Typer(
@@ -25,10 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-_STATE = {"debug": False}
+__all__ = ["app", "console", "err_console", "main"]
 
 
 def _version(value: bool) -> None:
@@ -44,7 +42,7 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """petbind: PET receptor binding, from scans to statistics."""
-    _STATE["debug"] = debug
+    # --debug is read by main() from argv (it must be known before typer parses)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,5 +58,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-# Sub-commands live with the code they drive; importing registers them on `app`.
-from petbind import commands  # noqa: E402,F401
+# Sub-commands live with the code they drive (petbind.commands); register them on `app`.
+register_all(app)

@@ -23,7 +23,9 @@ Rules that this module states and the sidecars record:
   reports as invalid, or with a non-finite parameter, are ``n_fit_failed``.
   None of them gets a number in any map; warnings from numerical edge cases
   are silenced and counted instead.
-- **k2' for MRTM2 / SRTM2** (:func:`estimate_k2prime`): a user value, or
+- **k2' for MRTM2 / SRTM2 / Logan** (the policy vocabulary of
+  :mod:`petbind.models.k2prime`; :func:`estimate_k2prime`): a user value,
+  ``None`` / ``"none"`` (Logan without its k2' term), or
   ``"auto"``: MRTM (SRTM for ``srtm2``) fitted to the mean curve of a
   high-binding region: a region the user gives (mask, or atlas label), else
   the :data:`K2PRIME_TOP_FRACTION` (2 %) of fitted voxels with the highest
@@ -61,12 +63,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind import __version__
 from petbind.errors import DataError, FileFormatError, ModelError, PetbindError
+from petbind.models.catalogue import CATALOGUE, model_names, parameter_units
 from petbind.timing import FrameTiming
 
-#: Models a parametric map can use (names as in the model registry).
-MAP_MODELS = ("mrtm2", "srtm2", "bfsrtm", "srtm", "mrtm", "logan", "suvr")
-#: Models that need k2' (fixed) to be given or estimated.
-K2PRIME_MODELS = ("mrtm2", "srtm2", "logan")
+#: Models a parametric map can use (the catalogue's models with ``work_bytes``).
+MAP_MODELS = model_names("reference", mappable=True)
+#: Models given the map's k2' (fixed or estimated) unless it is None / "none".
+K2PRIME_MODELS = tuple(s.name for s in CATALOGUE if s.mappable and s.k2prime_by_default)
 #: Fraction of voxels (highest late tissue/reference ratio) forming the default
 #: high-binding region for k2' "auto" / "pooled".
 K2PRIME_TOP_FRACTION = 0.02
@@ -75,12 +78,8 @@ MAX_CHUNK_VOXELS = 100_000
 #: Smallest number of voxels per chunk chosen automatically (per-call overhead).
 MIN_CHUNK_VOXELS = 2_000
 #: Working memory of one model fit, bytes per voxel and frame, beyond the float32
-#: curves (tracemalloc peak of ``_fit_chunk`` at 29 frames, rounded up: MRTM2 7,
-#: BF-SRTM 12, MRTM 22, Logan 93, SRTM2 123, SRTM 128). MRTM2 and BF-SRTM read the
-#: float32 view block by block and keep only per-voxel results; the others fit a
-#: float64 copy of the chunk.
-WORK_BYTES = {"mrtm2": 10, "suvr": 32, "logan": 100, "mrtm": 32, "bfsrtm": 16,
-              "srtm2": 140, "srtm": 140}
+#: curves (``ModelSpec.work_bytes`` of the catalogue, which says how it was measured).
+WORK_BYTES = {s.name: int(s.work_bytes) for s in CATALOGUE if s.work_bytes is not None}
 #: Floor of the working-memory budget (bytes) for small images.
 MIN_WORK_BUDGET = 64 * 2**20
 
@@ -514,7 +513,7 @@ def estimate_k2prime(
     (a user region, else the top ``top_fraction`` by late tissue/reference
     ratio, never an unusable row) and whether they are averaged (``auto``)
     or fitted one by one (``pooled``). The fit and the pooling are the
-    engine's :func:`petbind.models.reference.estimate_k2prime`, the same
+    engine's :func:`petbind.models.k2prime.estimate_k2prime`, the same
     function the region-level pipeline calls.
 
     Parameters
@@ -573,9 +572,12 @@ def estimate_k2prime(
     if sel.size == 0:
         raise DataError("the high-binding region for k2' has no voxels", field="k2prime",
                         fix="give k2' as a number or a larger region")
-    from petbind.models.reference import estimate_k2prime as engine_estimate
+    from petbind.models.k2prime import K2PrimePolicy
+    from petbind.models.k2prime import estimate_k2prime as engine_estimate
 
-    est_model = "srtm" if model == "srtm2" else "mrtm"
+    # the catalogue's estimator for ``model``; "mrtm" / "srtm" name it directly
+    est_model = K2PrimePolicy("auto").estimator(model) if model not in ("mrtm", "srtm") \
+        else model
     kw = dict(settings or {})
     kw.pop("k2prime", None)
     info: dict[str, Any] = {"method": method, "model": est_model, "region_rule": rule,
@@ -824,10 +826,14 @@ def parametric_maps(
     mask : array_like, nibabel image or path, optional
         Brain mask on the PET grid (same shape and affine). Default: derived
         by :func:`brain_mask` with ``mask_fraction``.
-    k2prime : float, "auto", "pooled" or None
-        k2' in 1/min for ``mrtm2``/``srtm2``/``logan`` (ignored by the other
-        models); ``"auto"`` / ``"pooled"`` estimate it (:func:`estimate_k2prime`).
-        ``None`` lets ``logan`` run without the k2' term.
+    k2prime : float, "auto", "pooled", "median", "mrtm@...", "none" or None
+        The k2' policy (:mod:`petbind.models.k2prime`) for ``mrtm2``/``srtm2``/
+        ``logan`` (ignored by the other models): k2' in 1/min; ``"auto"`` /
+        ``"pooled"`` (= ``"median"``) estimate it (:func:`estimate_k2prime`);
+        ``"mrtm"`` / ``"srtm"`` fit that model to the mean curve of
+        ``k2prime_region``. ``None`` or ``"none"`` runs ``logan`` without the
+        k2' term (and is refused for ``mrtm2``/``srtm2``). The policy is
+        recorded in the sidecars (``K2PrimeSource``).
     k2prime_region : array_like, image, path or (atlas, name), optional
         A high-binding region for ``"auto"`` / ``"pooled"``: a mask on the PET
         grid or an atlas label as for :class:`RefCurve`; default: the top 2 %
@@ -919,8 +925,13 @@ def parametric_maps(
     # -- k2'
     k2_used: float | None = None
     k2_info: dict[str, Any] = {}
-    if model in K2PRIME_MODELS and k2prime is not None:
-        if isinstance(k2prime, str):
+    policy = _map_policy(k2prime)
+    if model in K2PRIME_MODELS and policy.kind != "none":
+        if policy.estimates:
+            if policy.kind == "region" and k2prime_region is None:
+                raise ModelError(f"k2' policy {policy.text!r} needs a region", field="k2prime",
+                                 fix="give k2prime_region (--k2prime-region): a mask or an "
+                                 "atlas label")
             region = None
             if k2prime_region is not None:
                 if isinstance(k2prime_region, tuple):
@@ -930,18 +941,19 @@ def parametric_maps(
                 paths.append(rpath)
                 region = rmask[bmask]
             # a view of all mask voxels (no filtered copy), unusable rows excluded
+            method = "pooled" if policy.kind == "median" else "auto"
             k2_used, k2_info = estimate_k2prime(
-                curves_t.T, ref, timing, model=model, method=k2prime, region=region,
-                usable=good, settings=settings_m)
+                curves_t.T, ref, timing, model=policy.model or model, method=method,
+                region=region, usable=good, settings=settings_m)
+            k2_info = policy.describe(**k2_info)
         else:
-            k2_used = float(k2prime)
-            if not np.isfinite(k2_used) or k2_used <= 0:
-                raise ModelError(f"k2' must be a positive rate (1/min), got {k2prime}",
-                                 field="k2prime", fix="e.g. --k2prime 0.1, or 'auto'")
-            k2_info = {"method": "user"}
-    elif model in ("mrtm2", "srtm2"):
+            k2_used = policy.value
+            k2_info = policy.describe(method="user")
+    elif model_spec(model).k2prime == "required":
         raise ModelError(f"{model} needs k2'", field="k2prime",
                          fix="give --k2prime VALUE, 'auto' or 'pooled'")
+    elif model in K2PRIME_MODELS:
+        k2_info = policy.describe()
 
     fmodel = _make_model(model, timing, ref, k2_used, settings_m)
     drop = ("k2prime",) if k2_used is not None else ()
@@ -1020,6 +1032,20 @@ def parametric_maps(
         inputs=_hash_inputs(paths), elapsed_s=elapsed, cpu_s=cpu)
 
 
+def _map_policy(k2prime: Any) -> Any:
+    """The map's k2' policy (:func:`petbind.models.k2prime.parse_k2prime`)."""
+    from petbind.models.k2prime import parse_k2prime
+
+    return parse_k2prime(k2prime, field="k2prime")
+
+
+def model_spec(name: str) -> Any:
+    """The catalogue entry of a map model (:func:`petbind.models.model_spec`)."""
+    from petbind.models.registry import model_spec as spec
+
+    return spec(name)
+
+
 def _ref_from_any(ref: Any) -> RefCurve:
     if isinstance(ref, str | os.PathLike):
         return RefCurve(mask=ref)
@@ -1032,10 +1058,8 @@ def _ref_from_any(ref: Any) -> RefCurve:
 # ----------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------
-#: Units of the parameters a map can hold (written in the sidecars).
-PARAM_UNITS = {"bp_nd": "unitless", "dvr": "unitless", "r1": "unitless", "suvr": "unitless",
-               "k2": "1/min", "k2prime": "1/min", "k2a": "1/min", "theta3": "1/min",
-               "intercept": "min", "tstar": "min"}
+#: Units of the parameters a map can hold (written in the sidecars; from the catalogue).
+PARAM_UNITS = parameter_units()
 
 
 def write_maps(

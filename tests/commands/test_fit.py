@@ -194,3 +194,43 @@ def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert fig.number not in plt.get_fignums()
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_fit_logan_runs_without_k2prime_and_records_the_policy(tacs, tmp_path):
+    # issue 17: Logan reference without k2' (the usual [11C]PiB variant) is not refused
+    out = tmp_path / "logan.tsv"
+    plots = tmp_path / "plots"
+    assert _run(["fit", str(tacs), "--model", "logan", "--ref", "cerebellum", "--tstar", "40",
+                 "--out", str(out), "--plots", str(plots)]) == 0
+    # the Logan plot is drawn from the coordinates its catalogue entry names
+    assert sorted(p.name for p in plots.iterdir()) == sorted(f"{r}_logan.png" for r in TRUTH)
+    df = pd.read_csv(out, sep="\t", keep_default_na=False, na_values=["n/a"])
+    assert df["valid"].all() and (df["invalid_reason"] == "").all()
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["Settings"]["k2prime"] is None and side["K2PrimePolicy"]["policy"] == "none"
+    for _, row in df.iterrows():  # without the k2' term DVR is off by < 3 % at t* 40 here
+        assert row["dvr"] == pytest.approx(TRUTH[row["region"]][0] + 1, rel=0.03)
+    assert side["Units"]["dvr"] == "unitless" and "Logan J" in side["Citation"]
+
+
+@pytest.mark.parametrize(("policy", "model", "regions"), [
+    ("median", "mrtm", ["putamen", "thalamus", "cortex"]),
+    ("mrtm@putamen", "mrtm", ["putamen"]),
+    ("srtm@thalamus", "srtm", ["thalamus"])])
+def test_fit_k2prime_policies_recover_k2prime_and_say_how(tacs, tmp_path, policy, model,
+                                                          regions):
+    out = tmp_path / "r.tsv"
+    assert _run(["fit", str(tacs), "--model", "mrtm2", "--ref", "cerebellum", "--k2prime",
+                 policy, "--out", str(out)]) == 0
+    df = pd.read_csv(out, sep="\t")
+    np.testing.assert_allclose(df["k2prime"], 0.15, rtol=2e-3)
+    side = json.loads(out.with_suffix(".json").read_text())
+    rec = side["K2PrimePolicy"]
+    assert rec["policy"] == policy and rec["model"] == model
+    assert sorted(rec["regions"]) == sorted(regions)
+
+
+def test_fit_k2prime_none_is_refused_for_mrtm2(tacs, capsys):
+    assert _run(["fit", str(tacs), "--model", "mrtm2", "--ref", "cerebellum", "--k2prime",
+                 "none"]) == 2
+    assert "k2'" in capsys.readouterr().err

@@ -131,7 +131,7 @@ def test_graphical_columns_stay_the_contract_without_fitted_delay_or_vb(files, t
                  "--tstar", "30", "--vb", str(VB), "--out", str(out)]) == 0
     assert list(pd.read_csv(out, sep="\t").columns) == [
         "region", "model", "vt", "intercept", "tstar", "vt_se", "intercept_se", "aic", "r2",
-        "n_frames_used", "valid"]
+        "n_frames_used", "valid", "bound", "invalid_reason"]  # the last two: issue 17
 
 
 def test_graphical_vb_fit_from_the_command_recovers_vb_and_vt(files, tmp_path):

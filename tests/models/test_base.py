@@ -35,8 +35,47 @@ def test_weighted_rss_aic_and_r2_by_hand():
 def test_tidy_table_and_attribute_access():
     fit = _fit()
     df = fit.to_frame(["a", "b"])
+    # bound and invalid_reason: columns issue 17 adds to the contract
     assert list(df.columns) == ["region", "model", "bp_nd", "bp_nd_se", "aic", "r2",
-                                "n_frames_used", "valid"]
+                                "n_frames_used", "valid", "bound", "invalid_reason"]
     assert df["valid"].tolist() == [True, False]
     assert fit.bp_nd.tolist() == [1.0, 2.0]
     assert np.isnan(fit.residuals[0, 3])
+
+
+def test_goodness_of_fit_rule_by_hand():
+    # a prediction worse than the curve's own mean: R^2 = 1 - 8/5 < 0
+    data = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
+    fitted = np.array([[3.0, 2.0, 1.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
+    kw = {"timing": TIMING, "params": {"bp_nd": np.array([1.0, 2.0])}, "data": data,
+          "fitted": fitted, "weights": np.ones(4), "valid": np.array([True, True]),
+          "n_params": 1}
+    srtm = Fit(model="srtm", **kw)
+    assert np.isclose(srtm.r2[0], 1 - 8 / 5)
+    # constant curve: TSS = 0, R^2 not finite
+    assert srtm.invalid_reason.tolist() == ["poor fit: R2 < 0", "poor fit: R2 not finite"]
+    df = srtm.to_frame(["a", "b"])
+    assert df["valid"].tolist() == [False, False] and df["bp_nd"].isna().all()
+    # a ratio's "fit" is not fitted to the curve: only the finite rule applies
+    suvr = Fit(model="suvr", **kw)
+    assert suvr.invalid_reason.tolist() == ["", "poor fit: R2 not finite"]
+
+
+def test_judge_orders_the_reasons_and_names_bounds():
+    from petbind.models.base import REASONS, judge
+
+    usable = np.array([False, True, True, True, True])
+    solved = np.array([False, False, False, False, True])
+    n_used = np.array([5, 3, 5, 5, 5])
+    bound = {"k1": np.array([True, True, True, False, False]),
+             "vb": np.array([False, False, True, False, False])}
+    valid, reason, mask, names = judge(usable, solved, n_used, 3, bound)
+    assert [REASONS[r] for r in reason] == [
+        "unusable curve", "no residual degree of freedom", "parameter at bound", "fit failed",
+        ""]
+    assert valid.tolist() == [False, False, False, False, True]
+    fit = Fit(model="toy", timing=TIMING, params={}, data=np.zeros((5, 4)),
+              fitted=np.zeros((5, 4)), weights=np.ones(4), valid=valid, n_params=3,
+              reason=reason, bound_mask=mask, bound_names=names)
+    assert fit.bound.tolist() == ["k1", "k1", "k1,vb", "", ""]
+    assert fit.invalid_reason[2] == "parameter at bound: k1,vb"

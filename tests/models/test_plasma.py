@@ -132,7 +132,7 @@ def test_generator_convolution_matches_solve_ivp():
 
 
 def test_plasma_frame_terms_are_exact_for_a_piecewise_linear_curve():
-    from petbind.models.convolution import PiecewiseLinear
+    from petbind.numerics.convolution import PiecewiseLinear
     curve = PiecewiseLinear(np.array([0.0, 1.0, 3.0]), np.array([0.0, 2.0, 1.0]))
     tm = FrameTiming.from_minutes([0.0, 2.0], [2.0, 3.0])
     m, mi = plasma_frame_terms(curve, tm)
@@ -484,3 +484,58 @@ def test_a_nan_curve_in_the_batch_does_not_stop_the_prefit_of_the_others(model):
     assert fit.valid.tolist() == [True, True, True, False]
     np.testing.assert_allclose(fit.vt[:3], [vt_of(p) for p in ONE], rtol=2e-3)
     assert np.isnan(fit.vt[3]) and np.isnan(fit.params["delay"][3])
+
+
+# ---------------------------------------------------------------- honest validity (issue 17)
+def test_1tcm_with_k1_on_its_upper_bound_is_invalid_and_says_which():
+    # seen: input 50x too low (a units slip), K1 pinned at its 10 mL/cm3/min bound,
+    # R^2 -5.4, V_T 9.4 against 3.0 - and marked valid. Now: invalid, bound = k1
+    low = cp(SAMPLES) / 50
+    bad_input = build_input_function(plasma=(SAMPLES, low), whole_blood=(SAMPLES, low / RATIO),
+                                     source="sub-01_blood.tsv")
+    data = np.stack([pet((0.3, 0.1)), pet((0.6, 0.3))])
+    fit = get_model("1tcm", timing=TIMING, blood=bad_input).fit(data)
+    assert not fit.valid.any()
+    assert fit.bound.tolist() == ["k1", "k1"]
+    assert fit.invalid_reason.tolist() == ["parameter at bound: k1"] * 2
+    df = fit.to_frame(["a", "b"])
+    assert not df["valid"].any() and df["vt"].isna().all()
+    assert df["invalid_reason"].tolist() == ["parameter at bound: k1"] * 2
+    good = get_model("1tcm", timing=TIMING, blood=INPUT).fit(data)
+    assert good.valid.all() and good.bound.tolist() == ["", ""]
+    np.testing.assert_allclose(good.vt, [3.0, 2.0], rtol=1e-3)
+    assert good.to_frame(["a", "b"])["invalid_reason"].tolist() == ["", ""]
+
+
+def test_compartment_fit_without_a_spare_frame_is_refused_or_invalid():
+    # 1TCM + fitted v_B: 3 parameters. A window of 3 frames is refused up front; 4
+    # frames of which one is missing (NaN, weight 0) leave no degree of freedom
+    data = pet((0.3, 0.1))
+    with pytest.raises(ModelError, match="at least 4"):
+        get_model("1tcm", timing=TIMING, blood=INPUT, start=float(TIMING.start[11]),
+                  end=float(TIMING.end[13])).fit(data)
+    gap = data.copy()
+    gap[12] = np.nan
+    w = np.stack([np.where(np.isfinite(gap), 1.0, 0.0), np.ones_like(data)])
+    model = get_model("1tcm", timing=TIMING, blood=INPUT, start=float(TIMING.start[11]),
+                      end=float(TIMING.end[14]), weights=w)
+    fit = model.fit(np.stack([gap, data]))
+    assert fit.invalid_reason.tolist() == ["no residual degree of freedom", ""]
+
+
+def test_graphical_models_take_the_reference_logans_keyword_names():
+    data = pet((0.3, 0.15))[None]
+    new = get_model("logan-plasma", timing=TIMING, blood=INPUT, max_error=0.05, min_points=4)
+    fit = new.fit(data)
+    assert fit.settings["max_error"] == 0.05 and fit.settings["min_points"] == 4
+    with pytest.warns(DeprecationWarning, match="max_error"):
+        old = get_model("logan-plasma", timing=TIMING, blood=INPUT, max_err=0.05, min_frames=4)
+    np.testing.assert_array_equal(old.fit(data).vt, fit.vt)
+
+
+def test_wrong_number_of_frames_is_the_same_data_error_in_every_family():
+    from petbind.errors import DataError
+
+    for name in ("1tcm", "logan-plasma"):
+        with pytest.raises(DataError, match="expected"):
+            get_model(name, timing=TIMING, blood=INPUT).fit(np.ones((2, TIMING.n_frames - 1)))

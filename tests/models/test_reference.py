@@ -8,7 +8,6 @@ from _kinetic_truth import DEMO_SCHEDULE, REF, frame_means, one_tissue, srtm_tru
 
 from petbind.errors import DataError, ModelError
 from petbind.models import get_model
-from petbind.models.reference import estimate_k2prime
 from petbind.timing import FrameTiming
 
 TIMING = FrameTiming.from_schedule(DEMO_SCHEDULE)
@@ -163,9 +162,14 @@ def test_wrong_number_of_frames_is_a_clear_error(truth):
 
 
 def test_fixed_k2prime_models_refuse_to_run_without_it(truth):
-    for name in ("srtm2", "mrtm2", "logan"):
+    # Logan is no longer among them: issue 17 asks for Logan reference without k2'
+    # (test_logan_without_k2prime_* below); a k2' that is not a positive rate is still refused
+    for name in ("srtm2", "mrtm2"):
         with pytest.raises(ModelError, match="k2'"):
             get_model(name, timing=TIMING, ref=truth[0])
+    for bad in (0.0, -0.1, float("nan")):
+        with pytest.raises(ModelError, match="k2'"):
+            get_model("logan", timing=TIMING, ref=truth[0], k2prime=bad)
 
 
 @pytest.mark.parametrize("name", ["srtm", "srtm2"])
@@ -196,15 +200,6 @@ def test_srtm_flags_a_theta3_bound_as_invalid(truth):
     theta3 = REF["k2"] * np.repeat([0.7, 1.0, 1.4], 1)[None, :] / (1 + BPS[:, None])
     expect = (theta3 > 0.05).ravel()
     assert fit.valid.tolist() == expect.tolist()
-
-
-def test_estimate_k2prime_pools_high_binding_regions(truth):
-    ref, curves, _, _ = truth
-    for method in ("mrtm", "srtm"):
-        value, info = estimate_k2prime(TIMING, ref, curves, method=method)
-        assert value == pytest.approx(REF["k2"], rel=2e-3)
-        assert len(info["selected"]) >= 4
-        assert all(info["bp_nd"][i] >= np.median(info["bp_nd"]) for i in info["selected"])
 
 
 def test_logan_picks_tstar_by_the_max_error_rule_and_honours_a_given_one(truth):
@@ -339,10 +334,88 @@ def test_garbage_curves_give_finite_or_flagged_results_without_warnings(truth, n
     np.testing.assert_allclose(same, 0.0, atol=1e-3)
 
 
-def test_estimate_k2prime_honours_given_high_binding_curves(truth):
+# ---------------------------------------------------------------- Logan without k2' (issue 17)
+def _logan_plot_by_hand(bp: float, tstar: float) -> float:
+    """DVR of the no-k2' Logan plot computed independently of petbind.
+
+    Analytic 1TCM curves (Feng input) on a 1 ms grid, running integrals by the
+    trapezoid rule, frame means by averaging the grid, then an unweighted
+    straight line (numpy.polyfit) through the frames starting at or after t*.
+    """
+    t = np.linspace(0.0, TIMING.end[-1], 240001)
+    cr = one_tissue(t, REF["k1"], REF["k2"])
+    ct = one_tissue(t, REF["k1"], REF["k2"] / (1 + bp))
+
+    def running(c):
+        return np.concatenate([[0.0], np.cumsum((c[1:] + c[:-1]) / 2 * np.diff(t))])
+
+    def means(c):
+        return np.array([c[(t >= a) & (t <= b)].mean() for a, b in zip(TIMING.start,
+                                                                        TIMING.end, strict=True)])
+
+    late = TIMING.start >= tstar - 1e-9
+    x = means(running(cr))[late] / means(ct)[late]
+    y = means(running(ct))[late] / means(ct)[late]
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def test_logan_without_k2prime_is_exact_for_curves_in_a_constant_ratio(truth):
+    # C_T = c C_R at every time: the plot is y = c x exactly (x = J(C_R)/C_T,
+    # y = J(C_T)/C_T = J(C_R)/C_R), so DVR = c and the intercept is 0 for any t*
+    ref = truth[0]
+    c = np.array([0.8, 1.5, 3.0])
+    for tstar in (5.0, 30.0, None):
+        fit = get_model("logan", timing=TIMING, ref=ref, tstar=tstar).fit(c[:, None] * ref)
+        assert fit.valid.all()
+        np.testing.assert_allclose(fit.dvr, c, rtol=1e-9)
+        np.testing.assert_allclose(fit.intercept, 0.0, atol=1e-8)
+    assert fit.settings["k2prime"] is None and fit.settings["k2prime_term"] is False
+
+
+@pytest.mark.parametrize("bp", [0.2, 1.0, 4.0])
+@pytest.mark.parametrize("tstar", [20.0, 40.0])
+def test_logan_without_k2prime_matches_the_graphical_truth(bp, tstar):
+    # one-tissue target and reference: petbind's frame-exact plot agrees with an
+    # independent fine-grid plot to 0.05 %; both lie below the true DVR by the
+    # known bias of dropping C_R/k2' (Logan 1996: it vanishes as C_R/C_T settles,
+    # so it shrinks with t* and grows with binding)
+    ref, tgt = srtm_truth(TIMING.start, TIMING.end, bp, 1.0)
+    fit = get_model("logan", timing=TIMING, ref=ref, tstar=tstar).fit(tgt[None])
+    assert fit.valid.all()
+    by_hand = _logan_plot_by_hand(bp, tstar)
+    np.testing.assert_allclose(fit.dvr[0], by_hand, rtol=5e-4)
+    assert fit.dvr[0] <= (1 + bp) * (1 + 1e-3)
+    assert abs(fit.dvr[0] / (1 + bp) - 1) < (0.07 if tstar == 20.0 else 0.03)
+
+
+def test_logan_without_k2prime_bias_shrinks_with_tstar():
+    ref, tgt = srtm_truth(TIMING.start, TIMING.end, 4.0, 1.0)
+    err = [abs(float(get_model("logan", timing=TIMING, ref=ref, tstar=ts).fit(tgt).dvr) - 5.0)
+           for ts in (20.0, 30.0, 40.0)]
+    assert err[0] > err[1] > err[2]
+
+
+# ---------------------------------------------------------------- honest validity (issue 17)
+def test_srtm_on_three_frames_has_no_spare_degree_of_freedom_and_is_invalid():
+    # seen: SRTM (3 parameters) on a 3-frame table reported a valid BP_ND
+    timing = FrameTiming.from_schedule([(1, 600), (1, 1200), (1, 1800)])
+    ref, tgt = srtm_truth(timing.start, timing.end, 1.0, 1.0)
+    fit = get_model("srtm", timing=timing, ref=ref).fit(tgt[None])
+    assert not fit.valid[0] and np.isnan(fit.bp_nd[0])
+    assert fit.invalid_reason[0] == "no residual degree of freedom"
+    df = fit.to_frame(["t"])
+    assert df["valid"].tolist() == [False]
+    assert df["invalid_reason"].tolist() == ["no residual degree of freedom"]
+    # two parameters on the same three frames leave one: SRTM2 is judged on its fit
+    two = get_model("srtm2", timing=timing, ref=ref, k2prime=REF["k2"]).fit(tgt[None])
+    assert two.invalid_reason[0] != "no residual degree of freedom"
+
+
+def test_a_solution_on_the_theta3_bound_names_k2a(truth):
     ref, curves, _, _ = truth
-    value, info = estimate_k2prime(TIMING, ref, curves, high_binding=[0, 1])
-    assert info["selected"] == [0, 1]
-    assert value == pytest.approx(REF["k2"], rel=2e-3)
-    with pytest.raises(ModelError, match="k2'"):
-        estimate_k2prime(TIMING, ref, curves, method="logan")
+    fit = get_model("srtm", timing=TIMING, ref=ref, theta3_bounds=(0.05, 2.0)).fit(curves)
+    low = ~fit.valid
+    assert low.any()
+    assert set(fit.bound[low]) == {"k2a"}
+    assert set(fit.invalid_reason[low]) == {"parameter at bound: k2a"}
+    assert set(fit.bound[~low]) == {""} and set(fit.invalid_reason[~low]) == {""}

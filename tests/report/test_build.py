@@ -550,3 +550,18 @@ def test_methods_describe_preprocessing_from_the_config_with_citations(tmp_path)
             "were computed in template space.") in methods["paragraph"]
     cited = " ".join(methods["citations"])
     assert "Power JD" in cited and "Mattes D" in cited and "Avants BB" not in cited
+
+
+def test_report_names_why_fits_were_invalid(tmp_path):
+    # issue 17: the reason of every invalid fit is counted in summary.json and shown
+    import json
+
+    out = write_outputs(tmp_path)["out"]
+    path = out / "group" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary.update(n_invalid_fits=3, invalid_reasons={
+        "no residual degree of freedom": 1, "parameter at bound: k1": 2})
+    path.write_text(json.dumps(summary))
+    html = build_report(out).read_text()
+    assert ("3 fit(s) were invalid and left out of the statistics (1 no residual degree of "
+            "freedom; 2 parameter at bound: k1).") in html

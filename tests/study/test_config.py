@@ -83,3 +83,22 @@ def test_unreadable_and_non_toml_files_are_named(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML") as e:
         load_config(bad)
     assert str(bad) in str(e.value)
+
+
+def test_k2prime_takes_the_one_policy_vocabulary():
+    # the words of petbind.models.k2prime, shared with petbind fit / parametric
+    d = _default()
+    d["tracers"]["DASB"].update(k2prime="srtm@midbrain", k2prime_region="")
+    policy = parse_config(d).tracers["DASB"].k2prime_policy
+    assert (policy.kind, policy.model, policy.region) == ("region", "srtm", "midbrain")
+    d["tracers"]["DASB"].update(k2prime="auto")
+    assert parse_config(d).tracers["DASB"].k2prime_policy.kind == "auto"
+    # Logan without k2' (issue 17): allowed when no configured model requires k2'
+    d["tracers"]["DASB"].update(k2prime="none", models=["srtm", "logan"], map_model="logan",
+                                primary_model="srtm")
+    t = parse_config(d).tracers["DASB"]
+    assert not t.needs_k2prime and t.k2prime_policy.kind == "none"
+    d["tracers"]["DASB"].update(models=["srtm", "mrtm2"], map_model="")
+    with pytest.raises(ConfigError) as err:
+        parse_config(d)
+    assert err.value.field == "tracers.DASB.k2prime" and "mrtm2" in err.value.message

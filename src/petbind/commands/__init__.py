@@ -1,16 +1,16 @@
-"""Registration of every sub-command on :data:`petbind.cli.app`.
+"""Registration of every sub-command on the app of :mod:`petbind.cli`.
 
 Each command lives in its own module here (``commands/fit.py`` ...) exposing
 ``register(app)``; add its module name to ``_MODULES`` when it lands. Modules
 import the heavy library parts inside the command functions, so
-``petbind --help`` stays fast.
+``petbind --help`` stays fast. Commands print through
+:mod:`petbind.commands.consoles` and never import :mod:`petbind.cli`.
 """
 
 from __future__ import annotations
 
 import importlib
-
-from petbind.cli import app
+from typing import Any
 
 _MODULES: list[str] = [
     "parametric",
@@ -21,7 +21,12 @@ _MODULES: list[str] = [
     "validate",
     "report",
     "preprocess",
+    "pvc",
 ]
 
-for _name in _MODULES:
-    importlib.import_module(f"petbind.commands.{_name}").register(app)
+
+
+def register_all(app: Any) -> None:
+    """Add every command of :data:`_MODULES` to the typer ``app``."""
+    for name in _MODULES:
+        importlib.import_module(f"petbind.commands.{name}").register(app)

@@ -25,7 +25,7 @@ def demo(
         "answer with the default demo's. Takes several minutes.")] = False,
 ) -> None:
     """Simulate the ketamine 5-HT1B / SERT macaque study and analyse it end to end."""
-    from petbind.cli import console, err_console
+    from petbind.commands.consoles import console, err_console
     from petbind.study.demo import run_demo
 
     result = run_demo(out, scheduler=scheduler, report=not no_report,

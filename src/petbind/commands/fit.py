@@ -9,160 +9,54 @@ per region.
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from petbind.commands.fit_common import (  # noqa: F401 - re-exported for their old home
+    _safe_name,
+    _tsv_text,
+    emit_table,
+    parse_number_or,
+    refuse_overwrite,
+    save_figure,
+    select_regions,
+    warn_invalid,
+)
 from petbind.errors import ConfigError
-
-#: Reference-tissue models of the command's contract (plasma models register their own).
-REFERENCE_MODELS = ("srtm", "srtm2", "bfsrtm", "mrtm", "mrtm2", "logan", "suvr")
+from petbind.models.catalogue import model_choices, parameter_units
 
 
-def parse_number_or(value: str, option: str, keyword: str, *, what: str, example: str
-                    ) -> float | str:
-    """A command-line value that is either ``keyword`` (any case) or a finite number.
+def _parse_k2prime(value: str | None) -> Any:
+    """The ``--k2prime`` policy (:func:`petbind.models.k2prime.parse_k2prime`), as a ConfigError."""
+    from petbind.errors import ModelError
+    from petbind.models.k2prime import parse_k2prime
 
-    Parameters
-    ----------
-    value : str
-        The text given on the command line.
-    option : str
-        The option's name (``--k2prime``), named in the error.
-    keyword : str
-        The word accepted instead of a number (``auto``, ``fit``).
-    what : str
-        What the number is, with its unit (``"minutes"``), for the error.
-    example : str
-        The fix shown in the error (``"e.g. --delay -0.1 or --delay fit"``).
-
-    Returns
-    -------
-    float or str
-        The number, or ``keyword`` itself.
-
-    Raises
-    ------
-    ConfigError
-        When ``value`` is neither (field: the option).
-    """
-    if value.strip().lower() == keyword:
-        return keyword
     try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is None or not math.isfinite(number):
-        raise ConfigError(f"{option} must be {what} or '{keyword}', got {value!r}",
-                          field=option, fix=example)
-    return number
-
-
-def _parse_k2prime(value: str | None) -> float | str | None:
-    if value is None:
-        return None
-    k = parse_number_or(value, "--k2prime", "auto", what="a number (1/min)",
-                        example="e.g. --k2prime 0.12 or --k2prime auto")
-    if k != "auto" and not k > 0:
-        raise ConfigError(f"--k2prime must be positive, got {value}", field="--k2prime",
-                          fix="give k2' in 1/min, e.g. 0.12")
-    return k
-
-
-def select_regions(regions: str, names: list[str], path: Path) -> list[str]:
-    """The regions named in ``--regions A,B,...``, each checked against the table.
-
-    Parameters
-    ----------
-    regions : str
-        Comma-separated names (blanks around names are dropped).
-    names : list of str
-        The regions of the TAC table.
-    path : Path
-        The table, named in the error.
-
-    Raises
-    ------
-    ConfigError
-        When a name is not a region of the table (field ``--regions``).
-    """
-    targets = [r.strip() for r in regions.split(",") if r.strip()]
-    missing = [r for r in targets if r not in names]
-    if missing:
-        raise ConfigError(f"regions {missing} are not in the table", path=path,
-                          field="--regions", fix=f"use names from {', '.join(names)}")
-    return targets
-
-
-def refuse_overwrite(outputs: dict[str, Path | None], inputs: list[Path]) -> None:
-    """Raise ConfigError when an output path (keyed by its option) is an input file."""
-    given = {p.resolve() for p in inputs}
-    for option, path in outputs.items():
-        if path is not None and path.resolve() in given:
-            raise ConfigError(f"{option} would overwrite the input {path.name}", path=path,
-                              field=option, fix="write the results to another file")
-
-
-def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "region"
-
-
-def _tsv_text(df: Any) -> str:
-    return df.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g",
-                     lineterminator="\n")
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Lay out a matplotlib figure, write it as PNG (atomically, 110 dpi) and close it."""
-    import matplotlib.pyplot as plt
-
-    from petbind.io.atomic import atomic_path
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
-
-def emit_table(df: Any, out: Path | None, sidecar: dict[str, Any]) -> None:
-    """Print the results table, or write it to ``out`` with its JSON sidecar."""
-    from petbind.io.atomic import write_json_atomic, write_text_atomic
-
-    text = _tsv_text(df)
-    if out is None:
-        typer.echo(text, nl=False)
-    else:
-        write_text_atomic(out, text)
-        write_json_atomic(out.with_suffix(".json"), sidecar)
-        typer.echo(f"wrote {out} ({len(df)} regions, {int(df['valid'].sum())} valid)")
-
-
-def warn_invalid(df: Any) -> None:
-    """Name the regions without a valid fit on stderr."""
-    n_bad = int((~df["valid"]).sum())
-    if n_bad:
-        bad = ", ".join(df.loc[~df["valid"], "region"].astype(str))
-        typer.echo(f"warning: {n_bad} region(s) gave no valid fit: {bad}", err=True)
+        return parse_k2prime(value, field="--k2prime")
+    except ModelError as exc:
+        raise ConfigError(exc.message, field="--k2prime", fix=exc.fix) from exc
 
 
 def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str,
                folder: Path) -> list[Path]:
-    """One PNG per region: data, fit and reference over time, and weighted residuals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One PNG per region: data, fit and reference over time, weighted residuals, and
+    the linear plot of a graphical model (coordinates named by its catalogue entry)."""
     import numpy as np
+    from matplotlib.figure import Figure
 
+    from petbind.models import model_spec
+
+    coords = model_spec(fit.model).plot
     t = fit.timing.mid
     written = []
     for i, name in enumerate(regions):
-        fig, (ax, axr) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1]})
+        fig = Figure(figsize=(6.4, 8.0 if coords else 5.6))
+        axes = fig.subplots(3 if coords else 2, 1,
+                            gridspec_kw={"height_ratios": [3, 1, 3] if coords else [3, 1]})
+        ax, axr = axes[0], axes[1]
+        axr.sharex(ax)
         ax.plot(t, ref, "s", ms=3, color="0.55", label=f"reference ({ref_name})")
         ax.plot(t, fit.data[i], "o", ms=4, color="C0", label=f"{name} (data)")
         ok = np.isfinite(fit.fitted[i])
@@ -176,6 +70,21 @@ def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str
         axr.plot(t[ok], fit.residuals[i][ok], "o-", ms=3, color="C0")
         axr.set_xlabel("time after injection (min)")
         axr.set_ylabel("residual")
+        if coords:
+            x, y = fit.extra[coords.x][i], fit.extra[coords.y][i]
+            fin = np.isfinite(x) & np.isfinite(y) & (x != 0)
+            axg = axes[2]
+            axg.plot(x[fin], y[fin], "o", ms=4, color="0.5", label="all frames")
+            used = np.asarray(fit.extra["used"][i]) if "used" in fit.extra else fin
+            dvr, b = float(fit.params["dvr"][i]), float(fit.params["intercept"][i])
+            if np.isfinite(dvr) and used.any():
+                xs = np.sort(x[used])
+                tstar = float(fit.params["tstar"][i])
+                axg.plot(xs, dvr * xs + b, "-", color="C3",
+                         label=f"slope (DVR) {dvr:.3g}, t* = {tstar:.3g} min")
+            axg.set_xlabel(coords.x_label)
+            axg.set_ylabel(coords.y_label)
+            axg.legend(frameon=False, fontsize=8)
         written.append(save_figure(fig, folder / f"{_safe_name(name)}_{fit.model}.png"))
     return written
 
@@ -188,16 +97,17 @@ def register(app: typer.Typer) -> None:
         tacs: Path = typer.Argument(..., help="TAC table: BIDS _tacs.tsv (frame_start, "  # noqa: B008
                                     "frame_end in s), PMOD .tac or Turku .dft."),
         model: str = typer.Option(..., "--model", "-m",
-                                  help="srtm | srtm2 | bfsrtm | mrtm | mrtm2 | logan | suvr; "
-                                  "with --blood: 1tcm | 2tcm | 2tcm-irr | logan-plasma | "
-                                  "patlak | ma1"),
+                                  help=f"{model_choices('reference')}; with --blood: "
+                                  f"{model_choices('plasma')}"),
         ref: str | None = typer.Option(None, "--ref", metavar="REGION",
                                        help="Reference region (a column of TACS)."),
-        k2prime: str | None = typer.Option(None, "--k2prime", metavar="VALUE|auto",
-                                           help="Fixed k2' (1/min) for srtm2, mrtm2, logan "
-                                           "(optional for bfsrtm), or 'auto': median k2' "
-                                           "(SRTM for srtm2/bfsrtm, else MRTM) of the "
-                                           "higher-binding half of the regions."),
+        k2prime: str | None = typer.Option(None, "--k2prime", metavar="POLICY",
+                                           help="k2' for srtm2, mrtm2 (required), logan, "
+                                           "bfsrtm (optional): a number (1/min); 'auto': "
+                                           "median k2' (SRTM for srtm2/bfsrtm, else MRTM) "
+                                           "of the higher-binding half of the regions; "
+                                           "'median': over all target regions; "
+                                           "'mrtm@REGION' / 'srtm@REGION'; 'none'."),
         tstar: float | None = typer.Option(None, "--tstar", metavar="MIN",
                                            help="Logan t* in minutes (default: chosen per "
                                            "region by the 10 % max-error rule)."),
@@ -234,7 +144,7 @@ def register(app: typer.Typer) -> None:
         from petbind import __version__
         from petbind.io.tables import read_tacs
         from petbind.models import get_model, model_spec
-        from petbind.models.reference import estimate_k2prime
+        from petbind.models.k2prime import k2prime_for_regions
 
         spec = model_spec(model)
         if spec.input == "plasma":
@@ -280,15 +190,18 @@ def register(app: typer.Typer) -> None:
         y = np.stack([table.curve(r) for r in targets])
         settings: dict[str, Any] = {"weights": weights, "start": start, "end": end,
                                     "isotope": iso}
-        k2 = _parse_k2prime(k2prime)
+        policy = _parse_k2prime(k2prime)
         k2_info: dict[str, Any] | None = None
-        if k2 == "auto":
-            # SRTM-family models take k2' from an SRTM pass (Wu & Carson 2002), the
-            # others from MRTM (Ichise et al. 2003)
-            method = "srtm" if spec.name in ("srtm2", "bfsrtm") else "mrtm"
-            k2, k2_info = estimate_k2prime(table.timing, ref_curve, y, method=method,
-                                           **settings)
-            k2_info["regions"] = [targets[i] for i in k2_info["selected"]]
+        if policy.estimates:
+            # the catalogue names the estimator: SRTM for srtm2/bfsrtm (Wu & Carson
+            # 2002), MRTM otherwise (Ichise et al. 2003)
+            curves = {r: table.curve(r) for r in table.regions}
+            k2, k2_info = k2prime_for_regions(policy, table.timing, ref_curve, curves,
+                                              targets, for_models=spec.name,
+                                              settings=dict(settings), field="--k2prime")
+        else:
+            k2 = policy.value
+            k2_info = policy.describe()
         if k2 is not None:
             settings["k2prime"] = k2
         if tstar is not None:
@@ -301,9 +214,8 @@ def register(app: typer.Typer) -> None:
                    "Software": "petbind", "SoftwareVersion": __version__,
                    "Input": str(tacs), "ReferenceRegion": ref, "Regions": targets,
                    "Model": spec.name, "Settings": m.settings, "K2primeEstimate": k2_info,
-                   "Units": {"bp_nd": "unitless", "dvr": "unitless", "r1": "unitless",
-                             "k2": "1/min", "k2a": "1/min", "k2prime": "1/min",
-                             "tstar": "min", "intercept": "min", "suvr": "unitless"},
+                   "K2PrimePolicy": k2_info, "Citation": spec.citation,
+                   "Units": parameter_units(spec.params),
                    "Columns": list(df.columns)}
         emit_table(df, out, sidecar)
         if plots is not None:

@@ -15,7 +15,7 @@ function and a fit + residual figure per region.
 
 ``--delay fit`` and, for the graphical methods, ``--vb fit`` take the delay
 and v_B per region from an early-frame 1TCM + v_B pre-fit
-(:func:`petbind.blood.fit_delay`) and add ``delay`` / ``vb`` columns; the
+(:func:`petbind.models.delay.fit_delay`) and add ``delay`` / ``vb`` columns; the
 compartment models fit v_B with their rates.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from petbind.commands.fit import (
+from petbind.commands.fit_common import (
     _safe_name,
     emit_table,
     parse_number_or,
@@ -34,12 +34,7 @@ from petbind.commands.fit import (
     warn_invalid,
 )
 from petbind.errors import ConfigError
-
-#: Units of the output columns, for the sidecar.
-UNITS = {"k1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vb": "unitless",
-         "delay": "min", "vt": "mL/cm3", "vnd": "mL/cm3", "vnd_2tcm": "mL/cm3",
-         "bp_nd": "unitless", "bp_p": "mL/cm3", "ki": "mL/cm3/min", "v0": "mL/cm3",
-         "intercept": "min", "b": "min", "tstar": "min"}
+from petbind.models.catalogue import parameter_units
 
 
 def blood_recordings(path: Path) -> list[Any]:
@@ -75,16 +70,13 @@ def _parse_vb(value: str | None, graphical: bool) -> float | str:
 
 def plot_input(inp: Any, timing: Any, folder: Path) -> Path:
     """Input-function figure: parent plasma and whole blood, early and whole scan."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     t, cp, cb = inp.on_grid(0.01, t_end=max(float(timing.end[-1]), 1.0))
     pf = inp.parent
-    fig, axes = plt.subplots(1, 3 if pf is not None else 2,
-                             figsize=(14.0 if pf is not None else 9.6, 3.8))
+    fig = Figure(figsize=(14.0 if pf is not None else 9.6, 3.8))
+    axes = fig.subplots(1, 3 if pf is not None else 2)
     if pf is not None:
         ax = axes[2]
         ax.plot(pf.t, pf.fraction, "o", ms=4, color="0.4", label="measured")
@@ -114,19 +106,20 @@ def plot_input(inp: Any, timing: Any, folder: Path) -> Path:
 
 def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
     """One PNG per region: data and fit, weighted residuals, and the linear plot if any."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
+    from petbind.models import model_spec
+
+    coords = model_spec(fit.model).plot  # the catalogue names the line's Fit.extra keys
     t = fit.timing.mid
-    x_all = fit.extra.get("x")
+    x_all = fit.extra.get(coords.x) if coords else None
     written = []
     for i, name in enumerate(regions):
         graph = x_all is not None
-        fig, axes = plt.subplots(3 if graph else 2, 1, figsize=(6.4, 8.0 if graph else 5.6),
-                                 gridspec_kw={"height_ratios": [3, 1, 3] if graph else [3, 1]})
+        fig = Figure(figsize=(6.4, 8.0 if graph else 5.6))
+        axes = fig.subplots(3 if graph else 2, 1,
+                            gridspec_kw={"height_ratios": [3, 1, 3] if graph else [3, 1]})
         ax, axr = axes[0], axes[1]
         ax.plot(t, fit.data[i], "o", ms=4, color="C0", label=f"{name} (data)")
         ok = np.isfinite(fit.fitted[i])
@@ -143,7 +136,7 @@ def plot_fits(fit: Any, regions: list[str], folder: Path) -> list[Path]:
         axr.set_ylabel("residual")
         if graph:
             axg = axes[2]
-            x, y, yf = x_all[i], fit.extra["y"][i], fit.extra["y_fit"][i]
+            x, y, yf = x_all[i], fit.extra[coords.y][i], fit.extra["y_fit"][i]
             fin = np.isfinite(x) & np.isfinite(y)
             axg.plot(x[fin], y[fin], "o", ms=4, color="0.5", label="all frames")
             used = np.isfinite(yf)
@@ -172,7 +165,7 @@ def fit_plasma(
     from petbind.models import get_model
     from petbind.models.plasma import add_binding
 
-    graphical = spec.name in ("logan-plasma", "patlak", "ma1")
+    graphical = spec.plot is not None
     if tstar is not None and not graphical:
         raise ConfigError("--tstar applies to logan-plasma, patlak and ma1 only",
                           field="--tstar", fix="use --start MIN to start the fit window")
@@ -213,7 +206,7 @@ def fit_plasma(
                "SoftwareVersion": __version__, "Input": str(tacs), "Blood": str(blood),
                "ReferenceRegion": ref, "Regions": targets, "Model": spec.name,
                "Settings": result.settings,
-               "Units": {c: UNITS[c] for c in df.columns if c in UNITS},
+               "Citation": spec.citation, "Units": parameter_units(df.columns),
                "Columns": list(df.columns)}
     emit_table(df, out, sidecar)
     if plots is not None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from petbind.errors import ConfigError
+from petbind.models.catalogue import model_choices
 
 
 def _stem(pet: Path) -> str:
@@ -28,7 +29,7 @@ def register(app: typer.Typer) -> None:
         pet: Annotated[Path, typer.Argument(
             help="4D PET image (BIDS NIfTI with its JSON sidecar).")],
         model: Annotated[str, typer.Option(
-            "--model", help="mrtm2 | srtm2 | bfsrtm | srtm | logan | suvr")] = "mrtm2",
+            "--model", help=model_choices("reference", mappable=True))] = "mrtm2",
         ref_mask: Annotated[Path | None, typer.Option(
             "--ref-mask", metavar="FILE",
             help="Reference-region mask on the PET grid.")] = None,
@@ -45,9 +46,11 @@ def register(app: typer.Typer) -> None:
             help="Brain mask on the PET grid (default: duration-weighted mean image "
                  "> 0.1 x its 99th percentile).")] = None,
         k2prime: Annotated[str, typer.Option(
-            "--k2prime", metavar="VALUE|auto|pooled",
+            "--k2prime", metavar="POLICY",
             help="k2' in 1/min for mrtm2/srtm2/logan, or 'auto' (fit of the "
-                 "high-binding region) / 'pooled' (median of voxel estimates).")] = "auto",
+                 "high-binding region) / 'pooled' or 'median' (median of voxel "
+                 "estimates) / 'mrtm' or 'srtm' (that model on --k2prime-region) / "
+                 "'none' (logan without the k2' term).")] = "auto",
         k2prime_region: Annotated[str | None, typer.Option(
             "--k2prime-region", metavar="FILE|ATLAS:NAME",
             help="High-binding region for --k2prime auto/pooled: a mask, or an atlas "
@@ -86,16 +89,16 @@ def register(app: typer.Typer) -> None:
                               "--ref-tac", field="--ref-mask",
                               fix="e.g. --ref-label dseg.nii.gz:cerebellum")
         ref = RefCurve.from_spec(given[0][0], str(given[0][1]))
-        k2: float | str
-        if k2prime.lower() in ("auto", "pooled"):
-            k2 = k2prime.lower()
-        else:
-            try:
-                k2 = float(k2prime)
-            except ValueError:
-                raise ConfigError(f"--k2prime must be a number, 'auto' or 'pooled', got "
-                                  f"{k2prime!r}", field="--k2prime",
-                                  fix="e.g. --k2prime 0.1") from None
+        from petbind.errors import ModelError
+        from petbind.models.k2prime import parse_k2prime
+
+        try:
+            policy = parse_k2prime(k2prime, field="--k2prime")
+        except ModelError as exc:
+            raise ConfigError(f"--k2prime must be a number, 'auto' or 'pooled', got "
+                              f"{k2prime!r} ({exc.message})", field="--k2prime",
+                              fix="e.g. --k2prime 0.1") from None
+        k2: float | str = policy.value if policy.value is not None else k2prime.lower()
         region: Path | tuple[str, str] | None = None
         if k2prime_region is not None:
             if Path(k2prime_region).exists() or ":" not in k2prime_region:

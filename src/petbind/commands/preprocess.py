@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         """
         from rich.table import Table
 
-        from petbind.cli import console
+        from petbind.commands.consoles import console
         from petbind.preprocess.scan import (
             PreprocessOptions,
             SubjectRegistration,

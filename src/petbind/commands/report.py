@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write OUTDIR/report.html: summary, data quality, fits, group results,
         voxelwise maps, power, methods and provenance, readable offline."""
-        from petbind.cli import console
+        from petbind.commands.consoles import console
         from petbind.report import build_report
 
         path = build_report(outdir)

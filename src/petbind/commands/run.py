@@ -27,7 +27,7 @@ def run(
         "--no-progress", help="No progress bars.")] = False,
 ) -> None:
     """Run the whole study: region TACs, model fits, maps, outcome table, statistics."""
-    from petbind.cli import console, err_console
+    from petbind.commands.consoles import console, err_console
 
     if print_config:
         from petbind.study.config import DEFAULT_CONFIG

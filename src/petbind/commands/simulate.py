@@ -39,7 +39,7 @@ def simulate(
     """Simulate a PET challenge study with known truth, written as a BIDS dataset."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from petbind.cli import console
+    from petbind.commands.consoles import console
     from petbind.simulate import default_config_text, load_config, simulate_study
 
     if print_config:

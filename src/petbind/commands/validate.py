@@ -23,7 +23,7 @@ def validate(
     """
     from rich.table import Table
 
-    from petbind.cli import console
+    from petbind.commands.consoles import console
     from petbind.io.validate import validate_path
 
     problems = validate_path(path, check_data=not no_data)

@@ -42,8 +42,8 @@ from petbind.errors import (
 )
 from petbind.image import DynamicImage
 from petbind.io.atomic import atomic_path, write_json_atomic
+from petbind.io.problems import Problem
 from petbind.io.tables import read_json, sidecar_path
-from petbind.io.validate import Problem
 from petbind.isotopes import Isotope, get_isotope
 from petbind.timing import FrameTiming
 from petbind.units import activity_factor

@@ -6,7 +6,7 @@ piecewise linear) and fit a batch of tissue curves shaped ``(..., n_frames)``
 (kBq/mL, decay-corrected to injection; times in minutes) in one call.
 
 Compartment models (non-linear, batched Levenberg-Marquardt from
-:mod:`petbind.models.optimize`, started from a basis-function grid):
+:mod:`petbind.numerics.optimize`, started from a basis-function grid):
 
 ``1tcm``
     ``C_T = K1 C_P * exp(-k2 t)``; ``V_T = K1 / k2``.
@@ -25,7 +25,7 @@ The measured curve is ``C_PET = (1 - v_B) C_T + v_B C_B`` (v_B fitted or
 fixed). Each convolution is the exact frame average of the piecewise-linear
 input convolved with an exponential
 (:meth:`PiecewiseLinear.exp_conv_frame_means`), so the model is exact over
-frames. An optional input delay is fitted per curve (:func:`petbind.blood.fit_delay`),
+frames. An optional input delay is fitted per curve (:func:`petbind.models.delay.fit_delay`),
 checked against its neighbours with the full model, and then held fixed.
 
 Graphical methods (linear, fit voxels as easily as regions; ``t*`` given or
@@ -41,9 +41,9 @@ chosen by the max-error rule):
 Every relation is averaged over each frame: the plasma terms exactly (from
 the piecewise-linear input) and the tissue running integral from the
 mean-preserving continuous form of the frame data
-(:func:`petbind.models.convolution.running_integral_frame_means`).
+(:func:`petbind.numerics.convolution.running_integral_frame_means`).
 The input delay and v_B are given, or (``"fit"``) taken per curve from the
-early-frame 1TCM + v_B pre-fit of :func:`petbind.blood.fit_delay`.
+early-frame 1TCM + v_B pre-fit of :func:`petbind.models.delay.fit_delay`.
 
 References
 ----------
@@ -68,6 +68,7 @@ Automat Control 1974;19:716-723.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -77,13 +78,13 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from petbind.blood import DelayFit, InputFunction, fit_delay
+from petbind.blood import InputFunction
 from petbind.errors import ModelError
-from petbind.models.base import Fit
-from petbind.models.convolution import MIN_RATE, PiecewiseLinear, running_integral_frame_means
-from petbind.models.optimize import levenberg_marquardt
-from petbind.models.registry import register_model
+from petbind.models.base import Fit, Model, at_bounds, judge
+from petbind.models.delay import DelayFit, fit_delay
 from petbind.models.weights import frame_weights, window_mask
+from petbind.numerics.convolution import MIN_RATE, PiecewiseLinear, running_integral_frame_means
+from petbind.numerics.optimize import levenberg_marquardt
 from petbind.timing import TIME_TOL_MIN, FrameTiming
 
 __all__ = [
@@ -195,7 +196,7 @@ def _weighted_lstsq(x: NDArray, y: NDArray, w: NDArray
     return beta, cov, np.where(ok, wrss, np.nan)
 
 
-class _PlasmaModelBase:
+class _PlasmaModelBase(Model):
     """Settings shared by every plasma-input model (stored and checked, not processed).
 
     ``vb`` and ``delay`` are numbers or ``"fit"``; what ``"fit"`` means is
@@ -246,7 +247,7 @@ class _PlasmaModelBase:
         self.check_blood = check_blood
 
     def _prefit(self, y2: NDArray, w2: NDArray, *, fit_delay_too: bool) -> DelayFit:
-        """The early-frame 1TCM + v_B fit of :func:`petbind.blood.fit_delay`.
+        """The early-frame 1TCM + v_B fit of :func:`petbind.models.delay.fit_delay`.
 
         With ``fit_delay_too`` the delay is searched over ``delay_search_min``;
         otherwise it is held at the model's given delay (and only v_B, K1, k2
@@ -297,14 +298,11 @@ class _PlasmaModelBase:
 
         Returns ``(y, y2, window, w2)``: ``y`` as given (float), ``y2`` shaped
         (B, n_frames), the window mask (n_frames,) and writable weights (B,
-        n_frames). Raises ModelError when the curves do not match the frames
-        or the window holds fewer than ``min_frames`` frames.
+        n_frames). Raises DataError when the curves do not match the frames
+        (as every model) and ModelError when the window holds fewer than
+        ``min_frames`` frames.
         """
-        y = np.asarray(tacs, dtype=float)
-        if y.shape[-1] != self.timing.n_frames:
-            raise ModelError(f"curves have {y.shape[-1]} frames, timing has "
-                             f"{self.timing.n_frames}", field="tacs",
-                             fix="give curves shaped (..., n_frames)")
+        y = self._curves(tacs)
         y2 = y.reshape(-1, y.shape[-1])
         win = self._window(min_frames=min_frames)
         return y, y2, win, np.array(self._weights(y2, weights, win))
@@ -349,9 +347,6 @@ class _CompartmentModel(_PlasmaModelBase):
 
     def _basis_pairs(self) -> NDArray:
         """Grid rate combinations (G, m) used for the starting values."""
-        raise NotImplementedError
-
-    def _derived(self, p: NDArray) -> dict[str, NDArray]:
         raise NotImplementedError
 
     # -- engine ---------------------------------------------------------------
@@ -484,7 +479,13 @@ class _CompartmentModel(_PlasmaModelBase):
                 delays[rows] = d
             if not j:
                 first = params.copy()
-        valid = finite & np.all(np.isfinite(params), axis=-1)
+        lo = list(self.lower) + ([0.0] if self._fit_vb else [])
+        hi = list(self.upper) + ([0.9] if self._fit_vb else [])
+        n_params = n_p + (1 if self.delay == "fit" else 0)
+        judged = {"usable": finite, "solved": np.all(np.isfinite(params), axis=-1),
+                  "n_used": np.sum((w2 > 0) & win, axis=-1), "n_params": n_params,
+                  "bound": at_bounds(params, self.param_names, lo, hi)}
+        valid = judge(**judged)[0]
         out: dict[str, NDArray] = {}
         se: dict[str, NDArray] = {}
         for i, name in enumerate(self.param_names):
@@ -497,22 +498,16 @@ class _CompartmentModel(_PlasmaModelBase):
             for name, func in self._derived_funcs().items():
                 out[name] = func(params)
                 se[name] = _delta_se(func, params, cov)
-        for k in out:
-            out[k] = np.where(valid, out[k], np.nan).reshape(batch)
-        for k in se:
-            se[k] = np.where(valid, se[k], np.nan).reshape(batch)
         fitted = np.where(win & valid[:, None], fitted, np.nan)
         settings = {**self._base_settings(), "vb": self.vb, "delay": self.delay,
                     "delay_search_min": list(self.delay_search_min),
                     "delay_step_min": self.delay_step_min,
                     "delay_end_min": self.delay_end_min, "delay_refine": self.delay_refine,
                     "param_names": self.param_names}
-        n_params = n_p + (1 if self.delay == "fit" else 0)
-        return Fit(model=self.name, timing=self.timing, params=out,
-                   data=np.asarray(tacs, dtype=float), fitted=fitted.reshape(y.shape),
-                   weights=w2.reshape(y.shape), valid=valid.reshape(batch),
-                   n_params=n_params, se=se, settings=settings,
-                   extra={"converged": conv.reshape(batch)})
+        return self._assemble(batch=batch, params=out, se=se, data=y,
+                              fitted=fitted.reshape(y.shape), weights=w2.reshape(y.shape),
+                              settings=settings, extra={"converged": conv.reshape(batch)},
+                              **judged)
 
     def _derived_funcs(self) -> dict[str, Callable[[NDArray], NDArray]]:
         raise NotImplementedError
@@ -531,7 +526,7 @@ class OneTCM(_CompartmentModel):
         Blood volume fraction: fitted (default) or fixed in [0, 1).
     delay : float or "fit"
         Input delay in minutes, or ``"fit"``: per curve, a 1TCM + v_B pre-fit
-        (:func:`petbind.blood.fit_delay`: grid over ``delay_search_min`` with
+        (:func:`petbind.models.delay.fit_delay`: grid over ``delay_search_min`` with
         step ``delay_step_min`` on the frames ending by ``delay_end_min``),
         then this model fitted at that delay and at ``delay_refine`` steps
         either side, keeping the delay of least WRSS over the fit window.
@@ -666,19 +661,22 @@ class _GraphicalModel(_PlasmaModelBase):
     tstar : float, optional
         Start (min) of the linear phase: frames starting at or after it are
         fitted. ``None`` chooses it per curve: the earliest frame start from
-        which every fitted point lies within ``max_err`` (relative) of the
-        regression line, with at least ``min_frames`` frames (the max-error
+        which every fitted point lies within ``max_error`` (relative) of the
+        regression line, with at least ``min_points`` frames (the max-error
         rule of PMOD and kinfitr); if no start qualifies, the one with the
         smallest maximum error.
-    max_err : float
+    max_error : float
         Tolerance of the automatic t* rule (default 0.1).
-    min_frames : int
+    min_points : int
         Fewest frames in the linear phase (default 3).
+    max_err, min_frames
+        Deprecated names of ``max_error`` and ``min_points`` (the reference
+        Logan's names, now shared).
     vb : float or "fit"
         Blood volume fraction; the tissue curve is taken as
         ``(C_PET - v_B C_B) / (1 - v_B)`` (default 0: no correction).
         ``"fit"`` takes v_B per curve from the early-frame 1TCM + v_B pre-fit
-        of :func:`petbind.blood.fit_delay` (frames ending by
+        of :func:`petbind.models.delay.fit_delay` (frames ending by
         ``delay_end_min``), reported as the parameter ``vb``.
     delay : float or "fit"
         Input delay (min) applied before fitting, or ``"fit"``: per curve,
@@ -709,12 +707,21 @@ class _GraphicalModel(_PlasmaModelBase):
     coef_names: tuple[str, str] = ("", "")
 
     def __init__(self, timing: FrameTiming, blood: InputFunction, *,
-                 tstar: float | None = None, max_err: float = 0.1, min_frames: int = 3,
-                 vb: float | str = 0.0, **kw: Any) -> None:
+                 tstar: float | None = None, max_error: float = 0.1, min_points: int = 3,
+                 vb: float | str = 0.0, max_err: float | None = None,
+                 min_frames: int | None = None, **kw: Any) -> None:
+        # max_err / min_frames: the names before the reference Logan's were adopted
+        for old, new, value in (("max_err", "max_error", max_err),
+                                ("min_frames", "min_points", min_frames)):
+            if value is not None:
+                warnings.warn(f"{old}= is deprecated, use {new}=", DeprecationWarning,
+                              stacklevel=2)
+        max_error = max_error if max_err is None else max_err
+        min_points = min_points if min_frames is None else min_frames
         super().__init__(timing, blood, vb=vb, **kw)
         self.tstar = tstar
-        self.max_err = max_err
-        self.min_frames = min_frames
+        self.max_error = float(max_error)
+        self.min_points = int(min_points)
         self.vb = vb if _is_fit(vb) else float(vb)
 
     def _delay_and_vb(self, y2: NDArray, w2: NDArray) -> tuple[NDArray, NDArray]:
@@ -767,7 +774,7 @@ class _GraphicalModel(_PlasmaModelBase):
             plot coordinates ``x``, ``y`` and the line ``y_fit`` (NaN off the
             linear phase).
         """
-        y, y2, _, w2 = self._prepare(tacs, weights, min_frames=self.min_frames)
+        y, y2, _, w2 = self._prepare(tacs, weights, min_frames=self.min_points)
         batch = y.shape[:-1]
         n_b = y2.shape[0]
         delays, vbs = self._delay_and_vb(y2, w2)
@@ -787,24 +794,25 @@ class _GraphicalModel(_PlasmaModelBase):
             tstar = np.full(n_b, float(self.tstar))
         else:
             beta, cov, wsel, tstar = self._auto_tstar(x, target, base_w)
-        enough = np.sum(wsel > 0, axis=-1) >= self.min_frames
-        valid = finite & enough & np.all(np.isfinite(beta), axis=-1)
+        enough = np.sum(wsel > 0, axis=-1) >= self.min_points
+        n_prefit = int(_is_fit(self.vb)) + int(_is_fit(self.delay))
+        judged = {"usable": finite, "solved": enough & np.all(np.isfinite(beta), axis=-1),
+                  "n_used": np.sum(wsel > 0, axis=-1), "n_params": self.n_coef + n_prefit}
+        valid = judge(**judged)[0]
         out, se = self._outcomes(beta, cov)
         out["tstar"] = tstar
         if _is_fit(self.vb):
             out["vb"] = vbs
         if _is_fit(self.delay):
             out["delay"] = delays
-        out = {k: np.where(valid, v, np.nan).reshape(batch) for k, v in out.items()}
-        se = {k: np.where(valid, v, np.nan).reshape(batch) for k, v in se.items()}
         used = (wsel > 0) & valid[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             tissue = self._tissue_fit(beta, ct, ict, cp, icp)
         fitted = np.where(used, (1.0 - vb) * tissue + vb * cb, np.nan)
         line = np.where(used, np.einsum("bfp,bp->bf", np.nan_to_num(x), beta), np.nan)
-        settings = {**self._base_settings(), "tstar_min": self.tstar, "max_err": self.max_err,
-                    "min_frames": self.min_frames, "vb": self.vb, "delay_min": self.delay}
-        n_prefit = int(_is_fit(self.vb)) + int(_is_fit(self.delay))
+        settings = {**self._base_settings(), "tstar_min": self.tstar,
+                    "max_error": self.max_error, "min_points": self.min_points, "vb": self.vb,
+                    "delay_min": self.delay}
         if n_prefit:
             settings["prefit"] = {"model": "1tcm+vb", "end_min": self.delay_end_min,
                                   "delay_search_min": list(self.delay_search_min)
@@ -812,10 +820,9 @@ class _GraphicalModel(_PlasmaModelBase):
                                   "delay_step_min": self.delay_step_min}
         extra = {"x": x[..., 0].reshape(y.shape) if self.name != "ma1" else None,
                  "y": target.reshape(y.shape), "y_fit": line.reshape(y.shape)}
-        return Fit(model=self.name, timing=self.timing, params=out, data=y,
-                   fitted=fitted.reshape(y.shape), weights=wsel.reshape(y.shape),
-                   valid=valid.reshape(batch), n_params=self.n_coef + n_prefit, se=se,
-                   settings=settings, extra=extra)
+        return self._assemble(batch=batch, params=out, se=se, data=y,
+                              fitted=fitted.reshape(y.shape), weights=wsel.reshape(y.shape),
+                              settings=settings, extra=extra, **judged)
 
     def _auto_tstar(self, x: NDArray, target: NDArray, w: NDArray):
         """Per-curve t* by the max-error rule; one batched regression per candidate frame."""
@@ -829,20 +836,20 @@ class _GraphicalModel(_PlasmaModelBase):
             with np.errstate(divide="ignore", invalid="ignore"):
                 rel = np.abs(target - pred) / np.abs(pred)
             err = np.max(np.where(wk > 0, rel, 0.0), axis=-1)
-            err = np.where((np.sum(wk > 0, axis=-1) >= self.min_frames) & np.isfinite(err),
+            err = np.where((np.sum(wk > 0, axis=-1) >= self.min_points) & np.isfinite(err),
                            err, np.inf)
             if best is None:
                 best = {"beta": beta, "cov": cov, "w": wk, "tstar": np.full(n_b, starts[k]),
-                        "err": err, "done": err <= self.max_err}
+                        "err": err, "done": err <= self.max_error}
                 continue
             # take this start where no earlier start met the rule and it is better
-            take = ~best["done"] & ((err <= self.max_err) | (err < best["err"]))
+            take = ~best["done"] & ((err <= self.max_error) | (err < best["err"]))
             best["beta"] = np.where(take[:, None], beta, best["beta"])
             best["cov"] = np.where(take[:, None, None], cov, best["cov"])
             best["w"] = np.where(take[:, None], wk, best["w"])
             best["tstar"] = np.where(take, starts[k], best["tstar"])
             best["err"] = np.where(take, err, best["err"])
-            best["done"] |= err <= self.max_err
+            best["done"] |= err <= self.max_error
         return best["beta"], best["cov"], best["w"], best["tstar"]
 
 
@@ -1003,19 +1010,3 @@ def compare_fits(simple: Fit, complex_: Fit) -> pd.DataFrame:
     pref = np.where(a_c < a_s, complex_.model, simple.model)
     return pd.DataFrame({f"aic_{simple.model}": a_s, f"aic_{complex_.model}": a_c,
                          "preferred": pref, "f": np.ravel(f), "p_f": np.ravel(p)})
-
-
-# ----------------------------------------------------------------------------
-# registry
-# ----------------------------------------------------------------------------
-for _cls, _desc, _params in (
-    (OneTCM, "one-tissue compartment model, plasma input (V_T)", ("k1", "k2", "vb", "vt")),
-    (TwoTCM, "reversible two-tissue compartment model, plasma input (V_T, BP_ND)",
-     ("k1", "k2", "k3", "k4", "vb", "vt", "bp_nd")),
-    (TwoTCMIrreversible, "irreversible two-tissue compartment model, plasma input (K_i)",
-     ("k1", "k2", "k3", "vb", "ki", "vt")),
-    (LoganPlasma, "Logan graphical analysis, plasma input (V_T)", ("vt", "intercept")),
-    (Patlak, "Patlak plot, plasma input (K_i)", ("ki", "v0", "vt")),
-    (MA1, "Ichise multilinear analysis MA1, plasma input (V_T)", ("vt", "b")),
-):
-    register_model(_cls.name, _cls, input="plasma", description=_desc, params=_params)

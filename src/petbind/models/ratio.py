@@ -20,7 +20,6 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError
 from petbind.models.reference import ReferenceModel, _Result
-from petbind.models.registry import register_model
 from petbind.timing import FrameTiming
 
 
@@ -62,7 +61,3 @@ class TissueRatio(ReferenceModel):
         fitted = ratio[:, None] * self.ref
         params = {"suvr": ratio, "bp_nd": ratio - 1.0, "dvr": ratio}
         return _Result(params, {}, fitted, np.isfinite(ratio) & (mean_t > 0))
-
-
-register_model("suvr", TissueRatio, input="reference", params=("suvr", "bp_nd", "dvr"),
-               description="target/reference ratio over a late window (SUVR - 1 as BP_ND)")

@@ -8,18 +8,18 @@ Continuous form and frame integration
 -------------------------------------
 The reference curve (and, for the linearised methods, each target curve) is
 given the *mean-preserving piecewise-linear* form of
-:meth:`~petbind.models.convolution.PiecewiseLinear.mean_preserving`: zero at
+:meth:`~petbind.numerics.convolution.PiecewiseLinear.mean_preserving`: zero at
 injection, knots at each frame's start, mid-point and end, whose average over
 every frame equals the measured frame mean. Then
 
 - SRTM-family predictions are exact frame averages of the continuous model:
   ``R1 * mean(C_R) + (k2 - R1 theta3) * mean(C_R (*) exp(-theta3 t))`` with the
-  convolution done analytically (:mod:`petbind.models.convolution`).
+  convolution done analytically (:mod:`petbind.numerics.convolution`).
 - MRTM, MRTM2 and Logan use their operational equations *averaged over each
   frame*, e.g. for MRTM
   ``mean(C_T) = g1 J(C_R) + g2 J(C_T) + g3 mean(C_R)`` where
   ``J_i = (1/d_i) int_frame int_0^t C`` is computed exactly for that form
-  (:func:`~petbind.models.convolution.running_integral_frame_means`). For a
+  (:func:`~petbind.numerics.convolution.running_integral_frame_means`). For a
   target and a reference that both follow one-tissue kinetics these
   equations hold exactly, frame by frame.
 
@@ -53,15 +53,14 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError, ModelError
 from petbind.isotopes import Isotope
-from petbind.models.base import Fit
-from petbind.models.convolution import (
+from petbind.models.base import Fit, Model, judge
+from petbind.models.weights import frame_weights, window_mask
+from petbind.numerics.convolution import (
     ExpConvTable,
     PiecewiseLinear,
     running_integral_frame_means,
 )
-from petbind.models.optimize import inv_sym, levenberg_marquardt, normal_equations
-from petbind.models.registry import register_model
-from petbind.models.weights import frame_weights, window_mask
+from petbind.numerics.optimize import inv_sym, levenberg_marquardt, normal_equations
 from petbind.timing import FrameTiming
 
 #: Default theta3 = k2 / (1 + BP_ND) range (1/min) for the SRTM family.
@@ -91,6 +90,8 @@ class _Result:
     #: (models with ``screens = True``, shared weights): the duration-weighted sum
     #: over the window and the plain sum over all frames (non-finite if any frame is).
     screen: tuple[NDArray, NDArray] | None = None
+    #: per parameter name, where the solution sits on a bound of the search box
+    bound: dict[str, NDArray] | None = None
 
 
 def _quad_inv(a: NDArray, grads: list[list[Any]]) -> list[NDArray]:
@@ -99,7 +100,7 @@ def _quad_inv(a: NDArray, grads: list[list[Any]]) -> list[NDArray]:
     Each gradient is a list of p entries (arrays (V,) or scalars; ``0`` for a
     zero entry). Computed from the cofactors of ``A`` with one division, so no
     inverse matrix is formed; NaN where ``A`` is singular (the test of
-    :func:`petbind.models.optimize.inv_sym`).
+    :func:`petbind.numerics.optimize.inv_sym`).
     """
     p = a.shape[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -148,7 +149,7 @@ def _se_of(grad: NDArray, cov: NDArray) -> NDArray:
         return np.sqrt(np.einsum("...i,...ij,...j->...", grad, cov, grad))
 
 
-class ReferenceModel:
+class ReferenceModel(Model):
     """Base of the reference-tissue models: validated input, weights, window.
 
     Parameters
@@ -239,13 +240,8 @@ class ReferenceModel:
             a duration-weighted mean <= 0 over the window are invalid (NaN
             parameters). ``fitted`` is computed on first access.
         """
-        y = np.asarray(tacs)
-        if y.dtype != np.float32 or not self.screens:
-            y = y.astype(np.float64, copy=False)
+        y = self._curves(tacs, keep_float32=self.screens)
         n = self.timing.n_frames
-        if y.ndim == 0 or y.shape[-1] != n:
-            raise DataError(f"curves have shape {y.shape}, expected (..., {n})", field="tacs",
-                            fix="give one value per frame on the last axis")
         if weights is None:
             w = self.weights
         else:
@@ -278,18 +274,10 @@ class ReferenceModel:
             yf = y2 if bool(ok.all()) else np.where(ok[:, None], y2, 0.0)
             with np.errstate(all="ignore"):
                 res = self._fit(yf, w2)
-        valid = ok & res.valid
-        # the arrays of a _Result belong to it: invalid entries become NaN in place
-        bad = ~valid
-        any_bad = bool(bad.any())
-        for d in (res.params, res.se):
-            for k, v in d.items():
-                v = np.asarray(v, dtype=np.float64)
-                if any_bad:
-                    if not v.flags.writeable:
-                        v = v.copy()
-                    v[bad] = np.nan
-                d[k] = v.reshape(batch)
+        wpos = (w2 > 0) & self.window
+        n_used = int(np.count_nonzero(wpos)) if wpos.ndim == 1 else np.sum(wpos, axis=-1)
+        judged = judge(ok, res.valid, n_used, self.n_params, res.bound)
+        valid = judged[0]
         window = self.window
 
         def fitted() -> NDArray:
@@ -301,10 +289,12 @@ class ReferenceModel:
         extra = {k: (v.reshape(batch + v.shape[1:]) if isinstance(v, np.ndarray)
                      and v.ndim >= 1 and v.shape[0] == y2.shape[0] else v)
                  for k, v in res.extra.items()}
-        return Fit(model=self.name, timing=self.timing, params=res.params, data=y,
-                   fitted=fitted, weights=w if w.ndim == 1 else w.reshape(y.shape),
-                   valid=valid.reshape(batch), n_params=self.n_params, se=res.se,
-                   settings=self.settings, extra=extra)
+        # the arrays of a _Result belong to it: invalid entries become NaN in place
+        return self._assemble(batch=batch, params=res.params, se=res.se, data=y,
+                              fitted=fitted, weights=w if w.ndim == 1 else w.reshape(y.shape),
+                              usable=ok, solved=res.valid, n_used=n_used,
+                              n_params=self.n_params, bound=res.bound,
+                              settings=self.settings, extra=extra, judged=judged)
 
     def _fit(self, y: NDArray, w: NDArray) -> _Result:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -565,7 +555,8 @@ class _SRTMBase(ReferenceModel):
                                     for q in _quad_inv(a, [g_bp, g_r1, g_k2]))
             se = {"bp_nd": q_bp, "r1": q_r1, "k2": q_k2}
         valid = ok & ~at_bound & np.isfinite(bp) & (k2 > 0) & (r1 > 0)
-        return _Result(params, se, pred, valid, {"at_bound": at_bound})
+        return _Result(params, se, pred, valid, {"at_bound": at_bound},
+                       bound={"k2a": at_bound})
 
 
 class BFSRTM(_SRTMBase):
@@ -753,6 +744,10 @@ class SRTM(_SRTMBase):
         at_bound = (p[:, -1] <= lo[-1] * (1 + tol)) | (p[:, -1] >= hi[-1] * (1 - tol))
         res = self._outputs(p, y, w, conv, at_bound)
         res.extra["converged"] = conv
+        # R1 on its upper bound (its lower bound 0 is already invalid: R1 > 0)
+        r1_at = p[:, 0] >= hi[0] * (1 - tol)
+        res.bound = {**(res.bound or {}), "r1": r1_at}
+        res.valid = res.valid & ~r1_at
         return res
 
 
@@ -1013,17 +1008,22 @@ class MRTM2(_Linearised):
 
 
 class LoganRef(_Linearised):
-    """Logan reference-region graphical analysis with the k2' term (Logan et al. 1996).
+    """Logan reference-region graphical analysis, with or without the k2' term (Logan 1996).
 
     For frames after t*:
     ``J(C_T)/mean(C_T) = DVR [J(C_R) + mean(C_R)/k2'] / mean(C_T) + b``,
     fitted by weighted linear regression; ``BP_ND = DVR - 1``. (For one-tissue
     target and reference the frame-averaged relation is exact with
-    ``b = -1/k2a``.) ``tstar`` (minutes): frames starting at or after it are
-    used; if None, t* is chosen per curve as the earliest frame start from
-    which, with at least ``min_points`` frames, the largest relative deviation
-    of the plot from its regression line is at most ``max_error`` (default
-    10 %; Ichise et al. 2002, as in PMOD's Logan plot).
+    ``b = -1/k2a``.) With ``k2prime=None`` the ``mean(C_R)/k2'`` term is
+    dropped: ``J(C_T)/mean(C_T) = DVR J(C_R)/mean(C_T) + b'``, the usual
+    variant for [11C]PiB (tpcclib ``logan``, tacmagic, dynamicpet), which
+    holds once ``C_R / C_T`` is constant (Logan et al. 1996): exact for curves
+    in a constant ratio, otherwise biased while that ratio still drifts.
+    ``tstar`` (minutes): frames starting at or after it are used; if None, t*
+    is chosen per curve as the earliest frame start from which, with at least
+    ``min_points`` frames, the largest relative deviation of the plot from its
+    regression line is at most ``max_error`` (default 10 %; Ichise et al. 2002,
+    as in PMOD's Logan plot).
 
     Output parameters: ``dvr``, ``bp_nd``, ``intercept`` (min), ``tstar`` (min).
     ``fitted`` is the target curve implied by the line
@@ -1035,24 +1035,27 @@ class LoganRef(_Linearised):
     n_params = 2
     min_frames = 3
 
-    def __init__(self, timing: FrameTiming, ref: ArrayLike, *, k2prime: float,
+    def __init__(self, timing: FrameTiming, ref: ArrayLike, *, k2prime: float | None = None,
                  tstar: float | None = None, max_error: float = 0.10, min_points: int = 3,
                  **kw: Any) -> None:
-        if k2prime is None or not (np.isfinite(k2prime) and k2prime > 0):
-            raise ModelError(f"logan needs a positive k2', got {k2prime}", field="k2prime",
-                             fix="give --k2prime VALUE (1/min) or auto")
+        if k2prime is not None and not (np.isfinite(k2prime) and k2prime > 0):
+            raise ModelError(f"logan needs a positive k2' (or none), got {k2prime}",
+                             field="k2prime",
+                             fix="give --k2prime VALUE (1/min), auto, or leave it out")
         super().__init__(timing, ref, **kw)
-        self.k2prime = float(k2prime)
+        self.k2prime = None if k2prime is None else float(k2prime)
         self.tstar = None if tstar is None else float(tstar)
         self.max_error = float(max_error)
         self.min_points = int(min_points)
         if self.tstar is not None:
             window_mask(timing, max(self.tstar, self.start or self.tstar), self.end,
                         min_frames=self.min_points)
-        self.xnum = self.ref_int + self.ref / self.k2prime
+        self.xnum = self.ref_int if self.k2prime is None \
+            else self.ref_int + self.ref / self.k2prime
 
     def _settings(self) -> dict[str, Any]:
-        return {**super()._settings(), "k2prime": self.k2prime, "tstar_min": self.tstar,
+        return {**super()._settings(), "k2prime": self.k2prime,
+                "k2prime_term": self.k2prime is not None, "tstar_min": self.tstar,
                 "tstar_rule": "given" if self.tstar is not None else
                 f"earliest start with max relative error <= {self.max_error:g}",
                 "min_points": self.min_points}
@@ -1116,92 +1119,3 @@ class LoganRef(_Linearised):
         npts = np.sum(use, -1)
         valid = np.isfinite(slope) & (npts >= self.min_points)
         return _Result(params, se, fitted, valid, {"logan_x": x, "logan_y": yy, "used": use})
-
-
-# ----------------------------------------------------------------------------
-# k2' helpers
-# ----------------------------------------------------------------------------
-def k2prime_from_fit(fit: Fit) -> NDArray:
-    """k2' (1/min) implied by an MRTM or SRTM fit (``k2 / R1``), NaN where invalid."""
-    if "k2prime" in fit.params:
-        return np.asarray(fit.params["k2prime"], dtype=float)
-    raise ModelError(f"a {fit.model} fit does not estimate k2'", field="model",
-                     fix="use MRTM or SRTM to estimate k2'")
-
-
-def estimate_k2prime(timing: FrameTiming, ref: ArrayLike, tacs: ArrayLike, *,
-                     method: str = "mrtm", high_binding: ArrayLike | None = None,
-                     **settings: Any) -> tuple[float, dict[str, Any]]:
-    """k2' from MRTM or SRTM on high-binding regions, pooled by the median.
-
-    Parameters
-    ----------
-    timing : FrameTiming
-        Frames (minutes).
-    ref : array_like, shape (n_frames,)
-        Reference-region curve (kBq/mL).
-    tacs : array_like, shape (R, n_frames)
-        Candidate target curves (regions, or a region's mean voxel curve).
-    method : {"mrtm", "srtm"}
-        Model that estimates k2' (= k2 / R1).
-    high_binding : array_like of bool or int, optional
-        Which curves to pool. Default: the valid fits whose BP_ND is at least
-        the median BP_ND of the valid fits (the higher-binding half), since
-        k2' is best determined where binding is high (Ichise et al. 2003).
-    **settings
-        Passed to the model (weights, start, end, ...).
-
-    Returns
-    -------
-    k2prime : float
-        Median of the selected k2' values (1/min).
-    info : dict
-        ``method``, ``values`` (all k2'), ``bp_nd``, ``selected`` (indices).
-
-    Raises
-    ------
-    ModelError
-        If no selected fit is valid or the pooled value is not positive.
-    """
-    if method not in ("mrtm", "srtm"):
-        raise ModelError(f"unknown k2' method {method!r}", field="k2prime_method",
-                         fix="use 'mrtm' or 'srtm'")
-    y = np.atleast_2d(np.asarray(tacs, dtype=float))
-    model = (MRTM if method == "mrtm" else SRTM)(timing, ref, **settings)
-    fit = model.fit(y)
-    k2p = k2prime_from_fit(fit)
-    bp = np.asarray(fit.params["bp_nd"])
-    ok = np.asarray(fit.valid) & np.isfinite(k2p) & (k2p > 0)
-    if high_binding is None:
-        sel = ok & (bp >= np.median(bp[ok])) if ok.any() else ok
-    else:
-        hb = np.asarray(high_binding)
-        mask = np.zeros(y.shape[0], dtype=bool)
-        mask[hb] = True
-        sel = ok & mask
-    if not sel.any():
-        raise ModelError(f"no valid {method.upper()} fit to estimate k2' from",
-                         field="k2prime", fix="give --k2prime VALUE (1/min)")
-    value = float(np.median(k2p[sel]))
-    info = {"method": method, "values": k2p.tolist(), "bp_nd": bp.tolist(),
-            "selected": np.flatnonzero(sel).tolist(), "k2prime": value, "pool": "median"}
-    return value, info
-
-
-# ----------------------------------------------------------------------------
-# registry
-# ----------------------------------------------------------------------------
-_SRTM_PARAMS = ("bp_nd", "r1", "k2", "k2a", "k2prime", "dvr")
-register_model("srtm", SRTM, input="reference", params=_SRTM_PARAMS,
-               description="simplified reference tissue model, non-linear (Lammertsma 1996)")
-register_model("srtm2", SRTM2, input="reference", params=_SRTM_PARAMS, k2prime="required",
-               description="SRTM with fixed k2' (Wu & Carson 2002)")
-register_model("bfsrtm", BFSRTM, input="reference", params=_SRTM_PARAMS, k2prime="optional",
-               description="basis-function SRTM (Gunn 1997); fixed-k2' variant with k2prime")
-register_model("mrtm", MRTM, input="reference", params=_SRTM_PARAMS,
-               description="multilinear reference tissue model (Ichise 2003)")
-register_model("mrtm2", MRTM2, input="reference", params=_SRTM_PARAMS, k2prime="required",
-               description="MRTM with fixed k2' (Ichise 2003)")
-register_model("logan", LoganRef, input="reference", k2prime="required",
-               params=("bp_nd", "dvr", "intercept", "tstar"),
-               description="Logan reference graphical analysis with k2' (Logan 1996)")

@@ -1,9 +1,8 @@
-"""The model registry: one name -> one factory, shared by the CLI, maps and pipeline.
+"""The model registry: one name -> one :class:`ModelSpec`, shared by the CLI, maps and pipeline.
 
-Reference-tissue models (:mod:`petbind.models.reference`,
-:mod:`petbind.models.ratio`) and plasma-input models
-(:mod:`petbind.models.plasma`) register themselves here when imported;
-:func:`get_model` imports them on first use.
+The built-in models are the entries of :data:`petbind.models.catalogue.CATALOGUE`
+(their code is imported when a model is first built, not when it is looked
+up); :func:`register_model` adds others at run time.
 
 Example
 -------
@@ -15,86 +14,36 @@ Example
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from petbind.errors import ModelError
+from petbind.models.catalogue import CATALOGUE, InputKind, K2Need, ModelSpec, PlotCoords
 from petbind.timing import FrameTiming
 
-InputKind = Literal["reference", "plasma"]
+__all__ = ["InputKind", "ModelSpec", "PlotCoords", "available_models", "get_model",
+           "make_model", "model_spec", "register_model"]
 
-#: Modules that register models when imported (missing optional ones are skipped).
-_BUILTIN_MODULES = ("petbind.models.reference", "petbind.models.ratio",
-                    "petbind.models.plasma")
+_REGISTRY: dict[str, ModelSpec] = {s.name: s for s in CATALOGUE}
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the registry knows about a model.
+def register_model(name: str, factory: Callable[..., Any] | str, *, input: InputKind,
+                   description: str, params: tuple[str, ...] = (), k2prime: K2Need = "no",
+                   **spec: Any) -> None:
+    """Add a model to the registry (re-registering a name replaces it).
 
-    Attributes
-    ----------
-    name : str
-        Registry name (``"srtm"``).
-    factory : callable
-        ``factory(timing, **kwargs)`` -> a model with ``fit(tacs, weights=None)``.
-    input : {"reference", "plasma"}
-        Which input curve the model needs (``ref=`` or ``blood=``).
-    description : str
-        One line for help texts.
-    params : tuple of str
-        Parameter names of its fits (uniform across models).
-    k2prime : {"no", "optional", "required"}
-        Whether the model takes a fixed reference efflux rate k2' (1/min).
+    ``spec`` takes the other fields of :class:`ModelSpec` (``citation``,
+    ``k2prime_estimator``, ``work_bytes``, ...).
     """
-
-    name: str
-    factory: Callable[..., Any]
-    input: InputKind
-    description: str
-    params: tuple[str, ...] = ()
-    k2prime: Literal["no", "optional", "required"] = "no"
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-_LOADED: set[str] = set()
-
-
-def register_model(name: str, factory: Callable[..., Any], *, input: InputKind,
-                   description: str, params: tuple[str, ...] = (),
-                   k2prime: Literal["no", "optional", "required"] = "no") -> None:
-    """Add a model to the registry (re-registering a name replaces it)."""
     if input not in ("reference", "plasma"):
         raise ModelError(f"model {name!r}: input must be 'reference' or 'plasma'",
                          field="input", fix="register with input='reference' or 'plasma'")
     _REGISTRY[name.lower()] = ModelSpec(name.lower(), factory, input, description,
-                                        tuple(params), k2prime)
-
-
-def _load_builtins(until: str | None = None) -> None:
-    """Import the built-in model modules: all of them, or until ``until`` is registered.
-
-    Looking up a reference model then does not import the plasma models (and
-    scipy.stats with them), which costs seconds per command.
-    """
-    for mod in _BUILTIN_MODULES:
-        if until is not None and until in _REGISTRY:
-            return
-        if mod in _LOADED:
-            continue
-        _LOADED.add(mod)
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+                                        tuple(params), k2prime, **spec)
 
 
 def available_models(input: InputKind | None = None) -> list[str]:
     """Registered model names (optionally only those taking ``input``)."""
-    _load_builtins()
     return sorted(k for k, s in _REGISTRY.items() if input is None or s.input == input)
 
 
@@ -106,9 +55,7 @@ def model_spec(name: str) -> ModelSpec:
     ModelError
         If no model of that name is registered.
     """
-    key = str(name).lower()
-    _load_builtins(until=key)
-    spec = _REGISTRY.get(key)
+    spec = _REGISTRY.get(str(name).lower())
     if spec is None:
         raise ModelError(f"unknown model {name!r}", field="model",
                          fix=f"use one of {', '.join(available_models())}")
@@ -149,7 +96,7 @@ def get_model(name: str, *, timing: FrameTiming, **settings: Any) -> Any:
                          fix="drop --k2prime or use a model such as mrtm2/srtm2")
     if spec.k2prime == "no":
         settings.pop("k2prime", None)
-    return spec.factory(timing, **settings)
+    return spec.build(timing, **settings)
 
 
 def make_model(name: str, timing: FrameTiming, ref: Any, **settings: Any) -> Any:

@@ -30,8 +30,6 @@ All schemes are normalised to mean 1 over the frames used.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -39,7 +37,6 @@ from petbind.errors import ModelError
 from petbind.isotopes import Isotope
 from petbind.timing import FrameTiming
 
-WeightScheme = Literal["uniform", "duration", "counts"]
 #: Names accepted by :func:`frame_weights`.
 SCHEMES: tuple[str, ...] = ("uniform", "duration", "counts")
 

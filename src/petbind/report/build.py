@@ -39,6 +39,7 @@ import pandas as pd
 from petbind import __version__
 from petbind.errors import DataError, FileFormatError
 from petbind.io.atomic import write_text_atomic
+from petbind.models.catalogue import CATALOGUE
 
 #: File name of the report at the output root.
 REPORT_NAME = "report.html"
@@ -53,21 +54,10 @@ _TMAP_RE = re.compile(
     r"^trc-(?P<tracer>[^_]+)(?:_space-(?P<space>[^_]+))?_model-(?P<model>[^_]+)_contrast-(?P<contrast>[^_]+)_stat-t\.nii(\.gz)?$"
 )
 
-#: Published sources of the models and methods the methods paragraph can name.
+#: Published sources of the models (from the model catalogue) and of the methods
+#: the methods paragraph can name.
 CITATIONS: dict[str, str] = {
-    "srtm": "Lammertsma AA, Hume SP. Simplified reference tissue model for PET receptor "
-            "studies. NeuroImage 1996;4:153-158.",
-    "srtm2": "Wu Y, Carson RE. Noise reduction in the simplified reference tissue model for "
-             "neuroreceptor functional imaging. J Cereb Blood Flow Metab 2002;22:1440-1452.",
-    "bfsrtm": "Gunn RN, Lammertsma AA, Hume SP, Cunningham VJ. Parametric imaging of "
-              "ligand-receptor binding in PET using a simplified reference region model. "
-              "NeuroImage 1997;6:279-287.",
-    "mrtm": "Ichise M, Liow JS, Lu JQ, et al. Linearized reference tissue parametric imaging "
-            "methods: application to [11C]DASB PET studies of the serotonin transporter in "
-            "human brain. J Cereb Blood Flow Metab 2003;23:1096-1112.",
-    "logan": "Logan J, Fowler JS, Volkow ND, et al. Distribution volume ratios without blood "
-             "sampling from graphical analysis of PET data. J Cereb Blood Flow Metab "
-             "1996;16:834-840.",
+    **{spec.name: spec.citation for spec in CATALOGUE if spec.citation},
     "nomenclature": "Innis RB, Cunningham VJ, Delforge J, et al. Consensus nomenclature for "
                     "in vivo imaging of reversibly binding radioligands. J Cereb Blood Flow "
                     "Metab 2007;27:1533-1539.",
@@ -90,11 +80,11 @@ CITATIONS: dict[str, str] = {
              "Python. Proc 9th Python in Science Conf 2010.",
 }
 
-_MODEL_CITATION = {
-    "srtm": "srtm", "srtm2": "srtm2", "bfsrtm": "bfsrtm", "bf_srtm": "bfsrtm",
-    "srtm_bf": "bfsrtm", "mrtm": "mrtm", "mrtm2": "mrtm", "logan": "logan",
-    "logan_ref": "logan", "loganref": "logan",
-}
+#: Model name (as the config writes it, ``-`` dropped) -> its key in :data:`CITATIONS`;
+#: models that share a citation (MRTM2 is Ichise 2003, as MRTM) name it once.
+_MODEL_CITATION = {spec.name.replace("-", ""): next(
+    o.name for o in CATALOGUE if o.citation == spec.citation) for spec in CATALOGUE
+    if spec.citation}
 
 
 # --------------------------------------------------------------------------- reading
@@ -1494,6 +1484,7 @@ def render_report(study: StudyOutputs) -> str:
     import jinja2
 
     from petbind.report import figures, preprocessing
+    from petbind.report.pvc import pvc_section
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("petbind.report", "templates"),
@@ -1514,9 +1505,11 @@ def render_report(study: StudyOutputs) -> str:
         "power_sentences": _power_sentences(study),
         "warnings": [str(w) for w in study.summary.get("warnings") or []],
         "n_invalid": study.summary.get("n_invalid_fits"),
+        "invalid_reasons": study.summary.get("invalid_reasons") or {},
         "scans": _scan_sections(study, figures),
         "preprocessing": preprocessing.preprocessing_section(study, figures),
         "preprocessing_width": preprocessing.QC_WIDTH,
+        "pvc": pvc_section(study),
         "map_grids": _map_grids(study, figures),
         "truth_image": _has_image_truth(study),
         "truth_note": _truth_note(study),

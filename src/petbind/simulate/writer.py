@@ -27,7 +27,7 @@ from petbind.tac import TACTable
 if TYPE_CHECKING:
     from petbind.simulate.config import SimConfig
     from petbind.simulate.phantom import Phantom
-    from petbind.simulate.study import Geometry, ScanTruth, SubjectAnatomy
+    from petbind.simulate.records import Geometry, ScanTruth, SubjectAnatomy
 
 BIDS_VERSION = "1.10.0"
 #: gzip level for NIfTI files (1 is about 3x faster than 6 and 10 % larger on noisy PET).

@@ -19,14 +19,16 @@ from typing import Any
 
 from petbind.errors import ConfigError
 from petbind.io.tomlfile import read_toml
+from petbind.models.catalogue import CATALOGUE, model_names
 from petbind.stats.roi import Contrast
 
-#: Models the pipeline can fit to region curves (names of the model registry).
-REGION_MODELS = ("srtm", "srtm2", "bfsrtm", "mrtm", "mrtm2", "logan", "suvr")
-#: Models that need k2' (1/min), given or estimated by the tracer's ``k2prime`` strategy.
-K2PRIME_MODELS = ("srtm2", "mrtm2", "logan")
-#: k2' strategies: a number (1/min) or one of these.
-K2PRIME_STRATEGIES = ("mrtm", "srtm", "median")
+#: Models the pipeline can fit to region curves (from the model catalogue).
+REGION_MODELS = model_names("reference")
+#: Models given the tracer's k2' (1/min) unless its policy is "none" (from the catalogue).
+K2PRIME_MODELS = tuple(s.name for s in CATALOGUE
+                       if s.input == "reference" and s.k2prime_by_default)
+#: k2' policy words (petbind.models.k2prime); also a number or "mrtm@REGION".
+K2PRIME_STRATEGIES = ("mrtm", "srtm", "median", "auto", "none")
 
 DEFAULT_CONFIG = '''\
 # petbind study configuration (TOML). Every key is optional unless marked.
@@ -61,7 +63,10 @@ models = ["srtm", "mrtm2", "logan"]
 primary_model = "srtm"            # the model of the summary table
 map_model = "mrtm2"               # parametric maps and voxel statistics ("" = none)
 # k2' (1/min) for srtm2 / mrtm2 / logan: a number, or "mrtm" / "srtm" (fit of
-# `k2prime_region`, k2' = k2 / R1), or "median" (median MRTM k2' of the targets).
+# `k2prime_region`, k2' = k2 / R1; also written "mrtm@VP"), "median" (median
+# k2' of the targets: MRTM, SRTM for srtm2 alone), "auto" (median over their
+# higher-binding half), or
+# "none" (Logan without its k2' term; not for srtm2 / mrtm2).
 k2prime = "mrtm"
 k2prime_region = "VP"
 
@@ -122,6 +127,21 @@ grey_matter = false
 # relative to the BIDS root, like dataset.atlas and dataset.truth.
 template = ""
 atlas = ""                        # template-space dseg; "" = *_dseg.nii.gz beside the template
+
+# Partial-volume correction (docs/pvc.md): "none", or "gtm" / "sgtm" (region
+# curves), "rbv" / "iy" / "mg" (a corrected 4D image, its region curves and maps).
+# Outputs carry desc-pvc beside the uncorrected ones.
+[pvc]
+method = "none"
+# Scanner PSF FWHM in mm: one number, or [x, y, z]; [] = from the PET sidecar
+# (ScannerResolutionFWHM and/or a Gaussian ReconFilterSize).
+fwhm_mm = []
+# Atlas for the correction: "" = each scan's own atlas (PET grid); or a dseg on
+# the PET grid or on a finer grid aligned with it (partial-volume aware, e.g.
+# a 1 mm atlas for 2 mm PET), relative to the BIDS root, its _dseg.tsv beside it.
+atlas = ""
+iterations = 10                   # iterative Yang
+non_grey = ["white_matter", "csf"]  # regions Mueller-Gaertner does not treat as grey matter
 '''
 
 
@@ -145,7 +165,8 @@ class TracerConfig:
     map_model : str or None
         Model of the parametric maps; ``None`` for no maps.
     k2prime : float or str
-        k2' in 1/min, or a strategy of :data:`K2PRIME_STRATEGIES`.
+        k2' in 1/min, or a policy of :mod:`petbind.models.k2prime`
+        (:data:`K2PRIME_STRATEGIES`, ``"mrtm@REGION"``); see :attr:`k2prime_policy`.
     k2prime_region : str or None
         High-binding region for the ``mrtm`` / ``srtm`` strategies.
     model_settings : dict
@@ -165,9 +186,19 @@ class TracerConfig:
 
     @property
     def needs_k2prime(self) -> bool:
-        """True when a region model or the map model needs k2'."""
+        """True when a region model or the map model takes the tracer's k2'."""
+        if isinstance(self.k2prime, str) and self.k2prime.strip().lower() == "none":
+            return False
         used = set(self.models) | ({self.map_model} if self.map_model else set())
         return bool(used & set(K2PRIME_MODELS))
+
+    @property
+    def k2prime_policy(self) -> Any:
+        """:class:`petbind.models.k2prime.K2PrimePolicy` of ``k2prime`` / ``k2prime_region``."""
+        from petbind.models.k2prime import parse_k2prime
+
+        return parse_k2prime(self.k2prime, self.k2prime_region,
+                             field=f"tracers.{self.name}.k2prime")
 
 
 @dataclass(frozen=True)
@@ -251,6 +282,40 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class PvcConfig:
+    """The ``[pvc]`` section: partial-volume correction (docs/pvc.md).
+
+    Attributes
+    ----------
+    method : {"none", "gtm", "sgtm", "rbv", "iy", "mg"}
+    fwhm_mm : (float, float, float) or None
+        PSF FWHM (mm) along x, y, z; None: from the PET sidecar.
+    atlas : str
+        Atlas for the correction ("" = each scan's atlas); relative to the BIDS root.
+    iterations : int
+        Iterations of iterative Yang.
+    non_grey : tuple of str
+        Regions that Mueller-Gaertner does not treat as grey matter.
+    """
+
+    method: str = "none"
+    fwhm_mm: tuple[float, float, float] | None = None
+    atlas: str = ""
+    iterations: int = 10
+    non_grey: tuple[str, ...] = ("white_matter", "csf")
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the section (TOML / JSON serialisable)."""
+        return {"method": self.method, "fwhm_mm": list(self.fwhm_mm or []),
+                "atlas": self.atlas, "iterations": self.iterations,
+                "non_grey": list(self.non_grey)}
+
+
+@dataclass(frozen=True)
 class StatisticsConfig:
     """Region statistics options."""
 
@@ -279,6 +344,8 @@ class StudyConfig:
         ``"auto"``, ``"none"`` or a path of a truth table.
     preprocess : PreprocessConfig
         Motion correction, registration and template atlas of raw scans.
+    pvc : PvcConfig
+        Partial-volume correction.
     source : str or None
         File the configuration came from.
     """
@@ -292,6 +359,7 @@ class StudyConfig:
     truth: str = "auto"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     source: str | None = None
+    pvc: PvcConfig = field(default_factory=PvcConfig)
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -330,6 +398,7 @@ class StudyConfig:
                           "n_permutations": s.voxel.n_permutations, "seed": s.voxel.seed},
             },
             "preprocess": self.preprocess.to_dict(),
+            "pvc": self.pvc.to_dict(),
         }
 
     def to_toml(self) -> str:
@@ -409,21 +478,15 @@ class _Checker:
 
 
 def _model_names() -> tuple[str, ...]:
-    """Region models the registry knows (falls back to :data:`REGION_MODELS`)."""
-    try:
-        from petbind.models import available_models
-    except ImportError:  # pragma: no cover - model engine not installed
-        return REGION_MODELS
-    return tuple(available_models("reference")) or REGION_MODELS
+    """Region models the registry knows (the catalogue's and any registered later)."""
+    from petbind.models.registry import available_models
+
+    return tuple(available_models("reference"))
 
 
 def _map_models() -> tuple[str, ...]:
-    """Models :mod:`petbind.parametric` can map."""
-    try:
-        from petbind.parametric import MAP_MODELS
-    except ImportError:  # pragma: no cover - parametric maps not installed
-        return REGION_MODELS
-    return tuple(MAP_MODELS)
+    """Models :mod:`petbind.parametric` can map (the catalogue's mappable models)."""
+    return model_names("reference", mappable=True)
 
 
 def _tracer(ck: _Checker, name: str, data: Any) -> TracerConfig:
@@ -459,13 +522,21 @@ def _tracer(ck: _Checker, name: str, data: Any) -> TracerConfig:
         if map_model not in _map_models():
             raise ck.fail(f"{key}.map_model", f"unknown map model {map_model!r}",
                           f"use one of: {', '.join(_map_models())}, or \"\" for no maps")
+    from petbind.errors import ModelError
+    from petbind.models.k2prime import check_policy_for, parse_k2prime
+
     k2 = data.get("k2prime", "mrtm")
     if isinstance(k2, bool) or not isinstance(k2, int | float | str):
         raise ck.fail(f"{key}.k2prime", f"must be a number or a strategy, got {k2!r}",
                       f"a rate in 1/min or one of {', '.join(K2PRIME_STRATEGIES)}")
-    if isinstance(k2, str) and k2 not in K2PRIME_STRATEGIES:
-        raise ck.fail(f"{key}.k2prime", f"unknown strategy {k2!r}",
-                      f"a rate in 1/min or one of {', '.join(K2PRIME_STRATEGIES)}")
+    if isinstance(k2, str):
+        try:
+            policy = parse_k2prime(k2, field=f"{key}.k2prime")
+            check_policy_for(policy, [*models, *([map_model] if map_model else [])])
+        except ModelError as exc:
+            raise ck.fail(f"{key}.k2prime", exc.message,
+                          f"a rate in 1/min or one of {', '.join(K2PRIME_STRATEGIES)}, "
+                          'or "mrtm@REGION"') from exc
     if not isinstance(k2, str) and not 0 < k2 < 10:
         raise ck.fail(f"{key}.k2prime", f"{k2} 1/min is not a plausible rate",
                       "give k2' in 1/min, e.g. 0.1")
@@ -475,7 +546,7 @@ def _tracer(ck: _Checker, name: str, data: Any) -> TracerConfig:
                      map_model=map_model, k2prime=float(k2) if not isinstance(k2, str) else k2,
                      k2prime_region=k2_region,
                      model_settings=ck.table(data, key, "model_settings"))
-    if t.needs_k2prime and t.k2prime in ("mrtm", "srtm") and t.k2prime_region is None:
+    if t.needs_k2prime and t.k2prime_policy.kind == "region" and t.k2prime_policy.region is None:
         raise ck.fail(f"{key}.k2prime_region", f"k2prime = {t.k2prime!r} needs a "
                       "high-binding region", 'e.g. k2prime_region = "putamen"')
     for m, s in t.model_settings.items():
@@ -504,7 +575,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
         Naming the file and the offending key.
     """
     ck = _Checker(source)
-    ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess"})
+    ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess",
+                          "pvc"})
     ds = ck.table(data, "dataset", "dataset")
     ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth"})
     path = ck.str_(ds, "dataset", "path", None)
@@ -577,7 +649,23 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
     prep = _preprocess(ck, ck.table(data, "preprocess", "preprocess"))
     return StudyConfig(tracers=tracers, contrasts=tuple(contrasts), statistics=stats,
                        dataset=dataset, condition_entity=entity, atlas=atlas, truth=truth,
-                       preprocess=prep, source=source)
+                       preprocess=prep, source=source,
+                       pvc=_pvc(ck, ck.table(data, "pvc", "pvc")))
+
+
+def _pvc(ck: _Checker, data: dict) -> PvcConfig:
+    from petbind.pvc.psf import as_fwhm
+    from petbind.pvc.scan import METHODS
+
+    key = "pvc"
+    ck.unknown(data, key, {"method", "fwhm_mm", "atlas", "iterations", "non_grey"})
+    fwhm = data.get("fwhm_mm", [])
+    return PvcConfig(
+        method=ck.str_(data, key, "method", "none", ("none", *METHODS)),
+        fwhm_mm=None if fwhm == [] else as_fwhm(fwhm, field=f"{key}.fwhm_mm", path=ck.source),
+        atlas=ck.str_(data, key, "atlas", "") or "",
+        iterations=int(ck.num(data, key, "iterations", 10, 1, 1000, integer=True)),
+        non_grey=ck.strs(data, key, "non_grey", ("white_matter", "csf")))
 
 
 def _preprocess(ck: _Checker, data: dict) -> PreprocessConfig:

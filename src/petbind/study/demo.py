@@ -226,6 +226,9 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
         cpu[f"{prefix}simulate"] = time.process_time() - c
         if not simulated:
             err_console.print(f"using the simulated dataset already in {bids}", highlight=False)
+        from petbind.pvc.summary import with_simulator_psf
+
+        cfg = with_simulator_psf(cfg, sim)
         res = run_study(bids, cfg, out_dir=folder / "derivatives" / "petbind",
                         scheduler=scheduler, progress=progress, console=err_console,
                         log=lambda m: err_console.print(m, highlight=False))
@@ -254,6 +257,13 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
                   "n = 4 animals: the exact sign-flip voxel test cannot give FWE p below "
                   "1/16, and the Wilcoxon test not below 0.125; see power in "
                   "group/roi_stats.tsv.", highlight=False)
+    if result.summary.get("pvc"):
+        from petbind.pvc.summary import compare, describe, tables
+
+        for table in tables(compare(result.summary["highlights"],
+                                    result.summary["pvc"]["highlights"], DEMO_REGIONS)):
+            console.print(table)
+        console.print(describe(result.summary["pvc"]), highlight=False)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     comparison: list[dict[str, Any]] = []

@@ -44,7 +44,7 @@ import pandas as pd
 
 from petbind.errors import DataError, PetbindError
 from petbind.io.atomic import write_json_atomic, write_text_atomic
-from petbind.study.config import StudyConfig, TracerConfig
+from petbind.study.config import K2PRIME_MODELS, StudyConfig, TracerConfig
 from petbind.study.discover import Scan, discover_scans
 from petbind.study.provenance import (
     environment,
@@ -57,7 +57,8 @@ from petbind.study.provenance import (
 #: ``Name`` of the outputs' dataset_description.json (marks a folder as ours).
 OUTPUT_NAME = "petbind outputs"
 #: Columns of ``outcomes.tsv`` taken from the region fits (when the model gives them).
-OUTCOME_PARAMS = ("bp_nd", "bp_nd_se", "r1", "k2", "k2prime", "aic", "r2", "valid")
+OUTCOME_PARAMS = ("bp_nd", "bp_nd_se", "r1", "k2", "k2prime", "aic", "r2", "valid",
+                  "invalid_reason")
 
 
 def _tsv(df: pd.DataFrame) -> str:
@@ -163,51 +164,52 @@ def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
 
 def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
                      where: str) -> tuple[float | None, dict[str, Any]]:
-    """k2' (1/min) by the tracer's strategy, from region curves.
+    """k2' (1/min) by the tracer's policy, from region curves.
 
-    Strategies: a number (used as is); ``"mrtm"`` / ``"srtm"``: that model
-    fitted to ``k2prime_region``, k2' = k2 / R1 (Ichise et al. 2003; Wu &
-    Carson 2002); ``"median"``: the median MRTM k2' over the valid targets.
-    The fits are :func:`petbind.models.reference.estimate_k2prime` (every
-    selected curve pooled by the median).
+    The policy and its vocabulary are :mod:`petbind.models.k2prime`'s (the
+    same as ``petbind fit --k2prime``): a number; ``"mrtm"`` / ``"srtm"`` with
+    ``k2prime_region`` (or ``"mrtm@REGION"``): that model fitted to the region,
+    k2' = k2 / R1 (Ichise et al. 2003; Wu & Carson 2002); ``"median"``: the
+    median k2' over the valid targets; ``"auto"``: over their higher-binding
+    half; ``"none"``: no k2' (Logan without its k2' term).
 
     Returns
     -------
     k2prime : float or None
-        None when no configured model needs k2'.
+        None when no configured model takes k2', or for ``"none"``.
     info : dict
-        How it was obtained, for the sidecars.
+        The policy and how k2' was obtained, for the sidecars.
     """
     from petbind.errors import ModelError
-    from petbind.models.reference import estimate_k2prime as fit_k2prime
+    from petbind.models.k2prime import k2prime_for_regions
 
     if not tracer.needs_k2prime:
-        return None, {}
-    if not isinstance(tracer.k2prime, str):
-        return float(tracer.k2prime), {"method": "config value"}
+        return None, ({} if tracer.k2prime != "none" else tracer.k2prime_policy.describe())
+    policy = tracer.k2prime_policy
+    if policy.kind == "value":
+        return policy.value, policy.describe(method="config value")
+    if policy.kind == "region" and policy.region not in tacs.regions:
+        raise DataError(f"k2prime_region {policy.region!r} is not in the atlas",
+                        path=where, field=f"tracers.{tracer.name}.k2prime_region",
+                        fix=f"use one of: {', '.join(tacs.regions)}")
+    used = [m for m in (*tracer.models, tracer.map_model) if m in K2PRIME_MODELS]
+    model = policy.estimator(used or tracer.models)
+    curves = {n: tacs.curve(n) for n in tacs.regions}
     ref = tacs.curve(tracer.reference_region)
-    if tracer.k2prime == "median":
-        names, model = targets, "mrtm"
-    else:
-        names, model = [tracer.k2prime_region], tracer.k2prime
-        if tracer.k2prime_region not in tacs.regions:
-            raise DataError(f"k2prime_region {tracer.k2prime_region!r} is not in the atlas",
-                            path=where, field=f"tracers.{tracer.name}.k2prime_region",
-                            fix=f"use one of: {', '.join(tacs.regions)}")
-    curves = np.stack([tacs.curve(n) for n in names])
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            value, _ = fit_k2prime(tacs.timing, ref, curves, method=model,
-                                   high_binding=np.arange(len(names)),
-                                   **tracer.model_settings.get(model, {}))
+            value, info = k2prime_for_regions(
+                policy, tacs.timing, ref, curves, targets, for_models=used,
+                settings=tracer.model_settings.get(model, {}),
+                field=f"tracers.{tracer.name}.k2prime")
     except ModelError as exc:
-        raise ModelError(f"k2' could not be estimated by {model} on {', '.join(names)}",
+        names = policy.region if policy.kind == "region" else ", ".join(targets)
+        raise ModelError(f"k2' could not be estimated by {model} on {names}",
                          path=where, field=f"tracers.{tracer.name}.k2prime",
                          fix="give k2' as a number (1/min) or another k2prime_region"
                          ) from exc
-    return value, {"method": tracer.k2prime, "model": model, "regions": names,
-                   "value_per_min": value}
+    return value, info
 
 
 def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float | None
@@ -221,7 +223,7 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
     fits, curves = [], []
     for name in tracer.models:
         kw = dict(tracer.model_settings.get(name, {}))
-        if k2 is not None and model_spec(name).k2prime == "required":
+        if k2 is not None and name in K2PRIME_MODELS and model_spec(name).k2prime != "no":
             kw["k2prime"] = k2
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -246,7 +248,7 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
 
 
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
-                 map_scheduler: Any = "sync", plan: Any = None) -> ScanResult:
+                 map_scheduler: Any = "sync", plan: Any = None, pvc: Any = None) -> ScanResult:
     """All per-scan outputs of one scan, or nothing when its provenance is current.
 
     Parameters
@@ -265,6 +267,9 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         cached); then the motion-corrected image is fitted with the atlas in
         PET space that preprocessing wrote, and the BP_ND map and its mask are
         also written on the template grid (``STEM_space-template_model-<m>_*``).
+    pvc : PvcConfig, optional
+        Partial-volume correction (``[pvc]``); when enabled the corrected
+        ``desc-pvc`` outputs are written too (:mod:`petbind.pvc.study`).
 
     Returns
     -------
@@ -287,6 +292,11 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     settings = _scan_settings(tracer)
     if plan is not None:
         settings["preprocess"] = plan.settings()
+    if pvc is not None and pvc.enabled:
+        from petbind.pvc.study import scan_inputs
+
+        inputs.update(scan_inputs(pvc))
+        settings["pvc"] = pvc.to_dict()
     if scan_is_current(prov, inputs, settings, out_root):
         return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
 
@@ -308,6 +318,13 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
                                      _tsv(curves)))
     if scan.noisefree is not None:
         written.append(_noisefree_fits(scan, tracer, targets, k2, folder, tacs.timing))
+    pvc_info = None
+    if pvc is not None and pvc.enabled:
+        from petbind.pvc.study import correct_scan_outputs
+
+        pvc_written, pvc_info = correct_scan_outputs(scan, tracer, pvc, img, labels, names,
+                                                     targets, folder)
+        written.extend(pvc_written)
     notes: list[str] = []
     n_bad = int((~fits["valid"].astype(bool)).sum())
     if n_bad:
@@ -337,6 +354,8 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     record["k2prime"] = {"value_per_min": k2, **k2_info}
     record["scan"] = {"subject": scan.subject, "condition": scan.condition,
                       "tracer": scan.tracer, "run": scan.run}
+    if pvc_info is not None:
+        record["pvc"] = pvc_info
     if prep_summary is not None:
         record["preprocess"] = prep_summary
         flagged = prep_summary.get("flagged_frames") or []
@@ -439,7 +458,8 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
         if scheduler is None:
             for s in scans:
                 bar.update(task, description=f"scan {s.stem}")
-                results.append(process_scan(s, config.tracers[s.tracer], out_dir, plan=plan))
+                results.append(process_scan(s, config.tracers[s.tracer], out_dir, plan=plan,
+                                            pvc=config.pvc))
                 bar.advance(task)
             bar.update(task, description="scans")
             return results
@@ -462,7 +482,7 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                                    ) from exc
         try:
             futures = [client.submit(process_scan, s, config.tracers[s.tracer], out_dir,
-                                     plan=plan, pure=False,
+                                     plan=plan, pvc=config.pvc, pure=False,
                                      key=f"petbind-scan-{s.stem}") for s in scans]
             for fut in as_completed(futures):
                 results.append(fut.result())
@@ -787,6 +807,10 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     out.mkdir(parents=True, exist_ok=True)
     _description(out, bids)
     write_text_atomic(out / "study_config.toml", config.to_toml())
+    if config.pvc.enabled:
+        from petbind.pvc.study import resolve_config
+
+        config = resolve_config(config, bids)
     stages.done("discover")
     say(f"{len(scans)} scans of {len({s.subject for s in scans})} subjects")
 
@@ -831,6 +855,9 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
                          for tr, tc in config.tracers.items()], ignore_index=True)
     n_invalid = int((~outcomes["valid"]).sum())
+    reasons = outcomes.loc[~outcomes["valid"], "invalid_reason"].fillna("").astype(str)
+    invalid_reasons = {r or "not recorded": int(n) for r, n in
+                       reasons.value_counts().sort_index().items()}
     summary = {
         "n_scans": len(scans), "n_subjects": len({s.subject for s in scans}),
         "conditions": sorted({s.condition for s in scans}),
@@ -839,11 +866,18 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         "primary_models": {tr: tc.primary_model for tr, tc in config.tracers.items()},
         "contrasts": [{"expr": c.expr, "name": c.name, "kind": c.kind}
                       for c in config.contrasts],
-        "warnings": notes, "n_invalid_fits": n_invalid, "simulated": truth is not None,
+        "warnings": notes, "n_invalid_fits": n_invalid, "invalid_reasons": invalid_reasons,
+        "simulated": truth is not None,
         "highlights": primary.replace({np.nan: None}).to_dict(orient="records"),
         "paths": {"outcomes": "group/outcomes.tsv", "roi_stats": "group/roi_stats.tsv",
                   "mixed_model": "group/mixed_model.tsv", "voxel": "group/voxel"},
     }
+    if config.pvc.enabled:
+        from petbind.pvc.study import pvc_statistics
+
+        summary["pvc"] = pvc_statistics(scans, config, out, truth)
+        summary["paths"].update({f"pvc_{k}": v for k, v in
+                                 (summary["pvc"] or {}).get("paths", {}).items()})
     write_json_atomic(group / "summary.json", summary)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
     write_json_atomic(group / "provenance.json", {

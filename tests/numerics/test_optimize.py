@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from petbind.models.optimize import levenberg_marquardt
+from petbind.numerics.optimize import levenberg_marquardt
 
 T = np.linspace(0.0, 10.0, 30)
 

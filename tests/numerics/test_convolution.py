@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.signal import fftconvolve
 
-from petbind.models.convolution import (
+from petbind.numerics.convolution import (
     ExpConvTable,
     PiecewiseLinear,
     mean_preserving_matrix,

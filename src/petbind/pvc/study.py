@@ -1,0 +1,320 @@
+"""Partial-volume correction inside ``petbind run`` (the ``[pvc]`` section).
+
+Per scan (:func:`correct_scan_outputs`, called by
+:func:`petbind.study.pipeline.process_scan` after the uncorrected fits), with
+the scan's image and atlas:
+
+- ``STEM_desc-pvc_tacs.tsv`` (+ ``.json``: method, PSF, GTM condition number,
+  each region's recovery coefficient): the corrected region curves. For
+  ``gtm`` / ``sgtm`` the GTM's label activities pooled by region; for the
+  voxel methods the region means of the corrected image over the scan's atlas;
+- ``STEM_desc-pvc_fits.tsv`` and ``STEM_desc-pvcfitted_tacs.tsv``: every
+  configured model on the corrected curves, k2' estimated again from them;
+- voxel methods only: ``STEM_desc-pvc_pet.nii.gz`` (the corrected 4D image)
+  and the parametric maps of the tracer's ``map_model`` on it
+  (``STEM_desc-pvc_model-<m>_*.nii.gz``).
+
+Per study (:func:`pvc_statistics`): ``group/desc-pvc_outcomes.tsv`` and
+``group/desc-pvc_roi_stats.tsv`` in the columns of the uncorrected tables,
+and the primary models' rows in ``summary.json`` under ``pvc``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from petbind.errors import DataError
+
+#: ``desc`` label of every corrected output.
+DESC = "pvc"
+
+
+def resolve_config(config: Any, bids: Path) -> Any:
+    """``config`` with ``pvc.atlas`` made absolute (relative paths are relative to ``bids``).
+
+    With ``[preprocess] enabled`` the scans lie in their native positions, where
+    a ``pvc.atlas`` (a template-space atlas) does not fit: each scan's atlas
+    from preprocessing is used instead (``pvc.atlas`` set to ``""``; the
+    summary says so).
+    """
+    pvc = config.pvc
+    if pvc.enabled and pvc.atlas and config.preprocess.enabled:
+        return dataclasses.replace(config, pvc=dataclasses.replace(pvc, atlas=""))
+    if not pvc.enabled or not pvc.atlas or Path(pvc.atlas).expanduser().is_absolute():
+        return config
+    return dataclasses.replace(config, pvc=dataclasses.replace(
+        pvc, atlas=str((Path(bids) / pvc.atlas).resolve())))
+
+
+def atlas_table_path(atlas: Path) -> Path:
+    """The ``_dseg.tsv`` beside a ``_dseg.nii[.gz]``."""
+    name = atlas.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return atlas.with_name(name[: -len(ext)] + ".tsv")
+    return atlas.with_suffix(".tsv")
+
+
+def read_atlas(path: Path, tsv: Path | None = None
+               ) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
+    """Labels, ``{index: region}`` and affine of a dseg image and its label table.
+
+    ``tsv`` defaults to the ``_dseg.tsv`` beside the image.
+
+    Raises
+    ------
+    DataError
+        When the image or table is missing or the table lacks ``index`` /
+        ``region`` (or ``name``).
+    """
+    import nibabel as nib
+
+    from petbind.io.tables import read_tsv
+
+    if not Path(path).exists():
+        raise DataError("the partial-volume-correction atlas does not exist", path=path,
+                        field="pvc.atlas", fix="give an existing *_dseg.nii.gz, or \"\" for "
+                        "each scan's own atlas")
+    tsv = atlas_table_path(Path(path)) if tsv is None else Path(tsv)
+    if not tsv.exists():
+        raise DataError("the atlas has no label table", path=tsv, field="dseg.tsv",
+                        fix="write the BIDS _dseg.tsv (index, name, region) beside the atlas")
+    img = nib.load(str(path))
+    table = read_tsv(tsv)
+    col = "region" if "region" in table.columns else "name"
+    if "index" not in table.columns or col not in table.columns:
+        raise DataError("label table needs 'index' and 'region' (or 'name') columns",
+                        path=tsv, field="index", fix="use BIDS dseg columns: index, name, region")
+    names = {int(i): str(r) for i, r in zip(table["index"], table[col], strict=True)}
+    return np.rint(np.asanyarray(img.dataobj)).astype(np.int64), names, np.asarray(img.affine)
+
+
+def corrected_sidecar(original: dict[str, Any], timing: Any, info: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """BIDS-PET sidecar of a corrected image: kBq/mL, decay-corrected to injection at t = 0.
+
+    The image handed to the correction is :func:`petbind.io.bids.load_pet`'s
+    (kBq/mL, decay-corrected to injection, frames relative to injection), so
+    the sidecar says so: ``InjectionStart`` 0 (the injection is the time
+    zero), frames from ``timing``, ``ScanStart`` moved by the old
+    ``InjectionStart``, and the correction's record under
+    ``PartialVolumeCorrection``.
+    """
+    side = dict(original)
+    inj = float(side.get("InjectionStart", 0.0) or 0.0)
+    if isinstance(side.get("ScanStart"), int | float):
+        side["ScanStart"] = float(side["ScanStart"]) - inj
+    side.update(timing.to_bids())
+    side.update({"InjectionStart": 0.0, "ImageDecayCorrected": True,
+                 "ImageDecayCorrectionTime": 0.0, "Units": "kBq/mL",
+                 "PartialVolumeCorrection": info})
+    return side
+
+
+def scan_inputs(pvc: Any) -> dict[str, Path]:
+    """Input files the correction adds to a scan's provenance."""
+    if pvc is None or not pvc.enabled or not pvc.atlas:
+        return {}
+    return {"pvc_atlas": Path(pvc.atlas), "pvc_atlas_tsv": atlas_table_path(Path(pvc.atlas))}
+
+
+def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.ndarray,
+                         names: dict[int, str], targets: list[str], folder: Path
+                         ) -> tuple[list[Path], dict[str, Any]]:
+    """Partial-volume-correct one scan and fit the corrected curves (files above).
+
+    Parameters
+    ----------
+    scan : petbind.study.discover.Scan
+    tracer : petbind.study.config.TracerConfig
+    pvc : petbind.study.config.PvcConfig
+        With ``atlas`` absolute (:func:`resolve_config`).
+    img : DynamicImage
+        The image the uncorrected fits used.
+    labels, names : the scan's atlas on the PET grid and ``{index: region}``.
+    targets : list of str
+        Target regions of the uncorrected fits (the corrected fits take the
+        tracer's targets among the corrected curves' regions, which with a
+        finer atlas may include regions no PET voxel is mostly made of).
+    folder : Path
+        The scan's output folder.
+
+    Returns
+    -------
+    written : list of Path
+    info : dict
+        What the correction assumed and found (for the provenance record).
+    """
+    from petbind.image import DynamicImage
+    from petbind.io.atomic import write_text_atomic
+    from petbind.io.bids import pet_sidecar, save_image
+    from petbind.io.tables import write_tacs
+    from petbind.pvc.psf import resolve_psf
+    from petbind.pvc.scan import VOXEL_METHODS, correct_image
+    from petbind.study.pipeline import _fit_regions, _targets, _tsv, estimate_k2prime
+    from petbind.tac import TACTable
+
+    psf = resolve_psf(pvc.fwhm_mm, img.metadata, sidecar_path=pet_sidecar(img.path),
+                      config_field="pvc.fwhm_mm")
+    if pvc.atlas:
+        lab, nm, laff = read_atlas(Path(pvc.atlas))
+    else:
+        lab, nm, laff = labels, names, np.asarray(img.affine)
+    data = img.get_data()
+    res = correct_image(data, img.affine, lab, nm, psf, pvc.method, labels_affine=laff,
+                        n_iter=pvc.iterations, non_grey=pvc.non_grey)
+    info = {**res.info, "Atlas": str(pvc.atlas or scan.dseg)}
+    stem = f"{scan.stem}_desc-{DESC}"
+    written: list[Path] = []
+    if pvc.method in VOXEL_METHODS:
+        assert res.image is not None
+        from petbind.io.bids import read_pet_sidecar
+
+        side = corrected_sidecar(read_pet_sidecar(scan.fit_pet)[0], img.timing, info)
+        written.append(save_image(folder / f"{stem}_pet.nii.gz", res.image, img.affine, side))
+        corrected = DynamicImage(res.image, img.affine, img.timing, img.metadata)
+        tacs = corrected.region_means(labels, names=names)
+    else:
+        tacs = TACTable(img.timing, res.tacs, res.regions)
+    tacs = TACTable(tacs.timing, tacs.values, list(tacs.regions),
+                    metadata={"PartialVolumeCorrection": info})
+    written.append(write_tacs(folder / f"{stem}_tacs.tsv", tacs))
+    written.append(folder / f"{stem}_tacs.json")
+    # the corrected curves may hold regions too small for a majority voxel of the scan's atlas
+    targets = _targets(scan, tracer, list(tacs.regions))
+    k2, k2_info = estimate_k2prime(tracer, tacs, targets, str(scan.dseg_tsv))
+    fits, curves = _fit_regions(tracer, tacs, targets, k2)
+    written.append(write_text_atomic(folder / f"{stem}_fits.tsv", _tsv(fits)))
+    written.append(write_text_atomic(folder / f"{scan.stem}_desc-{DESC}fitted_tacs.tsv",
+                                     _tsv(curves)))
+    if pvc.method in VOXEL_METHODS and tracer.map_model:
+        from petbind.parametric import K2PRIME_MODELS, parametric_maps, write_maps
+
+        brain = np.isin(labels, [k for k, v in names.items()
+                                 if v not in tracer.exclude_regions])
+        result = parametric_maps(
+            corrected, model=tracer.map_model, ref_curve=tacs.curve(tracer.reference_region),
+            mask=brain, k2prime=k2 if tracer.map_model in K2PRIME_MODELS else None,
+            scheduler="sync", model_settings=tracer.model_settings.get(tracer.map_model, {}))
+        maps = write_maps(result, folder, stem, {"K2PrimeStrategy": k2_info,
+                                                 "PartialVolumeCorrection": info},
+                          entity="model")
+        written.extend(maps)
+        written.extend(p.with_name(p.name.removesuffix(".nii.gz") + ".json")
+                       for p in maps if p.name.endswith(".nii.gz"))
+    info["k2prime"] = {"value_per_min": k2, **k2_info}
+    return written, info
+
+
+def pvc_outcomes(scans: list[Any], out_dir: Path, truth: pd.DataFrame | None
+                 ) -> pd.DataFrame | None:
+    """The outcome table of the corrected fits (columns of ``outcomes.tsv``), or None."""
+    from petbind.study.pipeline import OUTCOME_PARAMS, _read_tsv, scan_dir
+
+    frames = []
+    for s in scans:
+        p = scan_dir(out_dir, s) / f"{s.stem}_desc-{DESC}_fits.tsv"
+        if not p.exists():
+            return None
+        f = _read_tsv(p)
+        f.insert(0, "run", s.run if s.run is not None else np.nan)
+        f.insert(0, "tracer", s.tracer)
+        f.insert(0, "condition", s.condition)
+        f.insert(0, "subject", s.subject)
+        frames.append(f)
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True)
+    for c in OUTCOME_PARAMS:
+        if c not in df.columns:
+            df[c] = np.nan
+    df["valid"] = df["valid"].astype(str).str.lower().isin(["true", "1"])
+    df = df[["subject", "condition", "tracer", "run", "region", "model", *OUTCOME_PARAMS]]
+    if truth is not None:
+        df = df.merge(truth, on=["subject", "condition", "tracer", "region"], how="left")
+    return df
+
+
+def _scan_infos(scans: list[Any], out_dir: Path) -> dict[str, Any]:
+    """PSF(s), GTM condition numbers and mean recovery per region over the scans' sidecars."""
+    import json
+
+    from petbind.study.pipeline import scan_dir
+
+    psfs, conds, rec = [], [], {}
+    for s in scans:
+        p = scan_dir(out_dir, s) / f"{s.stem}_desc-{DESC}_tacs.json"
+        try:
+            info = json.loads(p.read_text(encoding="utf-8"))["PartialVolumeCorrection"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if info["PSF"] not in psfs:
+            psfs.append(info["PSF"])
+        conds.append(float(info["GTMConditionNumber"]))
+        for r, v in info["RecoveryCoefficient"].items():
+            rec.setdefault(r, []).append(float(v))
+    return {"psf": psfs, "assumes": _assumes(scans, out_dir),
+            "condition_number": [min(conds), max(conds)] if conds else None,
+            "recovery": {r: float(np.mean(v)) for r, v in rec.items()}}
+
+
+def _assumes(scans: list[Any], out_dir: Path) -> str | None:
+    import json
+
+    from petbind.study.pipeline import scan_dir
+
+    for s in scans:
+        p = scan_dir(out_dir, s) / f"{s.stem}_desc-{DESC}_tacs.json"
+        if p.exists():
+            return json.loads(p.read_text(encoding="utf-8"))["PartialVolumeCorrection"].get(
+                "Assumes")
+    return None
+
+
+def pvc_statistics(scans: list[Any], config: Any, out_dir: Path,
+                   truth: pd.DataFrame | None) -> dict[str, Any] | None:
+    """``group/desc-pvc_outcomes.tsv`` and ``group/desc-pvc_roi_stats.tsv``; summary entry.
+
+    Returns
+    -------
+    dict or None
+        ``{"method", "psf", "assumes", "condition_number", "recovery", "atlas",
+        "highlights", "paths"}`` for ``summary.json``
+        (None when the correction is off or some scan has no corrected fits).
+    """
+    from petbind.io.atomic import write_text_atomic
+    from petbind.stats.roi import roi_statistics
+    from petbind.study.pipeline import _for_stats, _tsv
+
+    if not config.pvc.enabled:
+        return None
+    outcomes = pvc_outcomes(scans, out_dir, truth)
+    if outcomes is None:
+        return None
+    group = out_dir / "group"
+    write_text_atomic(group / f"desc-{DESC}_outcomes.tsv", _tsv(outcomes))
+    stats_in = _for_stats(outcomes)
+    parts = []
+    for tracer in config.tracers:
+        sub = stats_in[stats_in["tracer"] == tracer]
+        if sub.empty:
+            continue
+        parts.append(roi_statistics(sub, config.contrasts, alpha=config.statistics.alpha,
+                                    regions=sorted(set(sub["region"])),
+                                    truth="bp_nd_true" if truth is not None else None))
+    roi = pd.concat(parts, ignore_index=True)
+    write_text_atomic(group / f"desc-{DESC}_roi_stats.tsv", _tsv(roi))
+    primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
+                         for tr, tc in config.tracers.items()], ignore_index=True)
+    return {"method": config.pvc.method, **_scan_infos(scans, out_dir),
+            "atlas": config.pvc.atlas or (
+                "each scan's atlas from preprocessing (pvc.atlas is not used with "
+                "preprocessing)" if config.preprocess.enabled else "each scan's atlas"),
+            "highlights": primary.replace({np.nan: None}).to_dict(orient="records"),
+            "paths": {"outcomes": f"group/desc-{DESC}_outcomes.tsv",
+                      "roi_stats": f"group/desc-{DESC}_roi_stats.tsv"}}
