@@ -10,6 +10,7 @@ import pytest
 from petbind.errors import DataError, MetadataError
 from petbind.preprocess.regions import (
     Atlas,
+    atlas_supersample,
     atlas_to_pet,
     grey_matter_mask,
     load_atlas,
@@ -43,6 +44,30 @@ def test_fraction_resampling_gives_exact_partial_volumes_on_a_coarse_grid():
     np.testing.assert_allclose(frac[1, 4, 2, 2], 1.0)
     nearest, none = atlas_to_pet(atlas, (6, 6, 6), aff, None, method="nearest")
     assert none is None and nearest[2, 2, 2] == 1 and nearest[4, 2, 2] == 2
+
+
+def test_default_sub_samples_sit_at_the_atlas_resolution_off_its_voxel_boundaries():
+    def aff(v):
+        return np.diag([v, v, v, 1.0])
+
+    assert atlas_supersample(aff(2.0), aff(1.0)) == (2, 2, 2)
+    assert atlas_supersample(aff(3.0), aff(1.0)) == (3, 3, 3)
+    assert atlas_supersample(aff(2.0), aff(2.0)) == (3, 3, 3)
+    assert atlas_supersample(np.diag([2.0, 2.0, 4.0, 1.0]), aff(1.0)) == (2, 2, 4)
+    # 2 mm PET voxels over the 1 mm atlas, aligned (PET voxel i covers atlas voxels 2i,
+    # 2i+1; label 1 ends between atlas voxels 9 and 10 = inside PET voxel 4 at x 9.5 mm is
+    # not a boundary case) -- shift label 1's end to atlas voxel 8: PET voxel 4 (atlas
+    # voxels 8, 9) is exactly half label 1, half label 2. The default gives 0.5 / 0.5;
+    # 3 x 3 x 3 puts its middle sub-sample on the boundary at x = 8.5 mm and gives 1/3 : 2/3
+    atlas = two_box_atlas()
+    atlas.labels[9] = 2
+    pet = aff(2.0)
+    pet[:3, 3] = 0.5
+    _, frac = atlas_to_pet(atlas, (10, 10, 10), pet, None)
+    np.testing.assert_allclose(frac[:, 4, 5, 5], [0.5, 0.5])
+    np.testing.assert_allclose(frac[:, 3, 5, 5], [1.0, 0.0])
+    _, frac3 = atlas_to_pet(atlas, (10, 10, 10), pet, None, supersample=3)
+    assert not np.allclose(frac3[:, 4, 5, 5], [0.5, 0.5])
 
 
 def test_region_tacs_pool_labels_by_region_with_fraction_weights():

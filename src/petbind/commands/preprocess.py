@@ -127,6 +127,7 @@ def register(app: typer.Typer) -> None:
             reg = save_subject_registration(subjects[anat], dest, sub)
             res = preprocess_scan(pet, anat, template, dest, atlas_path=atlas, options=opts,
                                   subject=reg)
+            subjects[anat].qc = res.outputs["t1w_template_qc"]  # later scans copy the figure
             s = res.summary
             fd = s.get("max_fd_mm")
             table.add_row(pet.name, "-" if fd is None else f"{fd:.2f}",

@@ -24,8 +24,8 @@ Method
    the six parameters between consecutive frames, rotations converted to arc
    length on a sphere of ``fd_radius_mm``. Frames whose FD exceeds
    ``fd_threshold_mm`` are flagged.
-5. **Correction.** Each frame is resampled once (trilinear) through its
-   transform onto the reference grid.
+5. **Correction.** Each frame is resampled once (quintic B-spline,
+   :func:`apply_motion`) through its transform onto the reference grid.
 
 References
 ----------
@@ -170,6 +170,9 @@ def estimate_motion(
     sampling: float = 0.25,
     seed: int = 0,
     source: str | os.PathLike | None = None,
+    shrink: tuple[int, ...] = (4, 2, 1),
+    smooth_mm: tuple[float, ...] = (4.0, 2.0, 1.0),
+    refine_iterations: int | None = 30,
 ) -> MotionResult:
     """Estimate rigid head motion of every frame of a dynamic PET scan.
 
@@ -209,6 +212,17 @@ def estimate_motion(
         Sampler seed (results are reproducible).
     source : str, optional
         File name for error messages.
+    shrink, smooth_mm : tuples
+        Pyramid of the first pass: shrink factor and Gaussian sigma (mm) per
+        level. Stopping the first pass at shrink 2 (the second pass refines at
+        full resolution anyway) saved a third of the time and was as accurate
+        on the simulator's 1.5 mm / 1.5 deg motion, but left 0.47-0.94 deg
+        errors on the test phantom's 4-degree jumps (0.30 with the full
+        pyramid), so the full pyramid stays.
+    refine_iterations : int, optional
+        Optimiser iterations of the later, full-resolution passes (None:
+        ``iterations``). 30 gave the accuracy of 60 (0.31 deg on the test
+        phantom), 15 did not (0.39-0.94 deg).
 
     Returns
     -------
@@ -253,12 +267,13 @@ def estimate_motion(
         mask = reference > thr
         # the first pass runs the whole pyramid; later passes start at the previous
         # solution and only refine at full resolution against the sharper reference
-        levels = ((4, 2, 1), (4.0, 2.0, 1.0)) if p == 0 else ((1,), (1.0,))
+        levels = (tuple(shrink), tuple(smooth_mm)) if p == 0 else ((1,), (1.0,))
+        n_iter = iterations if p == 0 or refine_iterations is None else refine_iterations
         for b in range(n_blocks):  # one registration per block (frames, not voxels)
             reg = register_linear(reference, aff, block_imgs[b], aff, kind="rigid",
                                   metric=metric, initial=block_m[b], center=center,
                                   shrink=levels[0], smooth_mm=levels[1],
-                                  iterations=iterations, sampling=sampling, bins=32,
+                                  iterations=n_iter, sampling=sampling, bins=32,
                                   fixed_mask=mask, seed=seed)
             block_m[b] = reg.matrix
             values[b] = reg.metric
@@ -281,18 +296,27 @@ def estimate_motion(
                   "min_block_min": min_block_min, "passes": passes,
                   "fd_threshold_mm": fd_threshold_mm, "fd_radius_mm": fd_radius_mm,
                   "metric": metric, "iterations": iterations, "sampling": sampling,
+                  "shrink": list(shrink), "smooth_mm": list(smooth_mm),
+                  "refine_iterations": refine_iterations,
                   "seed": seed, "rotation_convention": "R = Rz Ry Rx about center, deg",
                   "center_ras_mm": center.tolist()})
 
 
-def apply_motion(data: ArrayLike, affine: ArrayLike, motion: MotionResult) -> NDArray:
-    """Realign every frame onto the reference grid (cubic B-spline, one resampling).
+def apply_motion(data: ArrayLike, affine: ArrayLike, motion: MotionResult,
+                 interpolation: str = "bspline5") -> NDArray:
+    """Realign every frame onto the reference grid (one resampling per frame).
 
     Parameters
     ----------
     data : array_like (X, Y, Z, T)
     affine : array_like (4, 4)
     motion : MotionResult
+    interpolation : {"bspline5", "bspline", "linear"}
+        Quintic B-spline by default: undoing the simulator's known motion of a
+        noise-free DASB scan it lost NAcc/VP BP_ND -1.05 / -0.53 %, against
+        -1.68 / -1.43 % for cubic and -9 / -10 % for trilinear, at 2.5 times
+        the cubic's time (3.1 s CPU for 29 frames of 48 x 58 x 46); a
+        Lanczos windowed sinc was as good as quintic and 20 times slower.
 
     Returns
     -------
@@ -307,7 +331,44 @@ def apply_motion(data: ArrayLike, affine: ArrayLike, motion: MotionResult) -> ND
         frame = np.asarray(arr[..., t], dtype=np.float32)
         m = motion.matrices[t]
         out[..., t] = (frame if np.allclose(m, np.eye(4), atol=1e-9)
-                       else resample(frame, aff, frame.shape, aff, m, interpolation="bspline"))
+                       else resample(frame, aff, frame.shape, aff, m,
+                                     interpolation=interpolation))  # type: ignore[arg-type]
+    return out
+
+
+def realigned_mean(data: ArrayLike, affine: ArrayLike, motion: MotionResult,
+                   weights: ArrayLike) -> NDArray:
+    """Weighted mean of the realigned frames, one (linear) resampling per block.
+
+    Frames of a block share a transform, so the mean of the realigned frames
+    is the sum over blocks of each block's weighted frame sum, resampled
+    once: a few resamplings instead of one per frame, for the image that the
+    PET -> T1w registration needs (not for quantification).
+
+    Parameters
+    ----------
+    data : array_like (X, Y, Z, T)
+    affine : array_like (4, 4)
+    motion : MotionResult
+    weights : array_like (T,)
+        Frame weights (e.g. durations); normalised here.
+
+    Returns
+    -------
+    ndarray (X, Y, Z) float32
+    """
+    aff = np.asarray(affine, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    w = (w / w.sum()).astype(np.float32)
+    shape = tuple(data.shape[:3])
+    out = np.zeros(shape, dtype=np.float32)
+    for b in np.unique(motion.block):  # a loop over blocks (frames, not voxels)
+        frames = np.flatnonzero(motion.block == b)
+        part = np.tensordot(np.asarray(data[..., frames], dtype=np.float32), w[frames],
+                            axes=([-1], [0]))
+        m = motion.matrices[frames[0]]
+        out += part if np.allclose(m, np.eye(4), atol=1e-9) else resample(
+            part, aff, shape, aff, m)
     return out
 
 

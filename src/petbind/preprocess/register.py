@@ -46,9 +46,9 @@ from petbind.io.atomic import atomic_path
 #: RAS <-> LPS flip (its own inverse).
 FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-Interpolation = Literal["linear", "nearest", "bspline"]
+Interpolation = Literal["linear", "nearest", "bspline", "bspline5"]
 _INTERP = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
-           "bspline": sitk.sitkBSpline}
+           "bspline": sitk.sitkBSpline, "bspline5": sitk.sitkBSpline5}
 
 
 # --------------------------------------------------------------------------
@@ -253,8 +253,9 @@ def resample(data: ArrayLike, affine: ArrayLike, ref_shape: Sequence[int],
         Output grid.
     transform : sitk.Transform or 4x4 RAS matrix or None
         Maps output-space points to input-space points (identity if None).
-    interpolation : {"linear", "nearest", "bspline"}
-        ``nearest`` for label images.
+    interpolation : {"linear", "nearest", "bspline", "bspline5"}
+        ``nearest`` for label images; ``bspline`` is cubic, ``bspline5``
+        quintic B-spline.
     fill : float
         Value outside the input field of view.
 
@@ -512,6 +513,7 @@ def register_nonlinear(
     level_iters: Sequence[int] = (20, 10, 5),
     cc_radius: int = 2,
     sigma_diff: float = 2.0,
+    grid_factor: int = 1,
 ) -> NonlinearRegistration:
     """Symmetric diffeomorphic (SyN) registration after a linear prealignment.
 
@@ -529,6 +531,12 @@ def register_nonlinear(
         Neighbourhood radius (voxels) of the local cross-correlation metric.
     sigma_diff : float
         Gaussian smoothing (voxels) of the update field.
+    grid_factor : int
+        Run SyN on both images block-averaged by this factor per axis (2: a
+        1 mm template and T1w at 2 mm), so the finest level and the
+        displacement fields are on that coarser grid (8 times fewer voxels
+        for 2). The fields are smooth (``sigma_diff``), so for atlas mapping
+        into a 2 mm PET the coarse grid loses little (docs/preprocessing.md).
 
     Returns
     -------
@@ -545,15 +553,45 @@ def register_nonlinear(
     sdr = SymmetricDiffeomorphicRegistration(CCMetric(3, sigma_diff=sigma_diff,
                                                       radius=cc_radius),
                                              level_iters=list(level_iters))
-    fix = np.asarray(fixed, dtype=np.float64)
-    mov = np.asarray(moving, dtype=np.float64)
-    mapping = sdr.optimize(fix, mov, static_grid2world=fa,
-                           moving_grid2world=np.asarray(moving_affine, dtype=float), prealign=p)
+    ma = np.asarray(moving_affine, dtype=float)
+    fix, fa = block_average(np.asarray(fixed, dtype=np.float64), fa, grid_factor)
+    mov, ma = block_average(np.asarray(moving, dtype=np.float64), ma, grid_factor)
+    mapping = sdr.optimize(fix, mov, static_grid2world=fa, moving_grid2world=ma, prealign=p)
     forward, inverse = _dipy_to_itk(mapping)
     return NonlinearRegistration(
         forward=forward, inverse=inverse, affine=p, mapping=mapping,
         settings={"engine": "dipy SyN", "metric": "CC", "level_iters": list(level_iters),
-                  "cc_radius": cc_radius, "sigma_diff": sigma_diff})
+                  "cc_radius": cc_radius, "sigma_diff": sigma_diff,
+                  "grid_factor": grid_factor})
+
+
+def block_average(data: NDArray, affine: ArrayLike, factor: int) -> tuple[NDArray, NDArray]:
+    """Average non-overlapping ``factor^3`` blocks; the grid keeps its field of view.
+
+    Parameters
+    ----------
+    data : ndarray (X, Y, Z)
+    affine : array_like (4, 4)
+        Voxel-to-world (RAS mm).
+    factor : int
+        Block edge in voxels (1: unchanged). The image is cropped at the high
+        end to a multiple of ``factor``.
+
+    Returns
+    -------
+    data : ndarray (X // f, Y // f, Z // f)
+    affine : ndarray (4, 4)
+        Voxel ``i`` of the result is centred on voxels ``f i .. f i + f - 1``.
+    """
+    f = int(factor)
+    a = np.asarray(affine, dtype=float)
+    if f <= 1:
+        return data, a
+    nx, ny, nz = (n // f for n in data.shape[:3])
+    v = data[: nx * f, : ny * f, : nz * f].reshape(nx, f, ny, f, nz, f)
+    scale = np.diag([f, f, f, 1.0])
+    scale[:3, 3] = (f - 1) / 2.0
+    return v.mean(axis=(1, 3, 5)), a @ scale
 
 
 def compose(*transforms: sitk.Transform | ArrayLike) -> sitk.CompositeTransform:

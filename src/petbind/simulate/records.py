@@ -78,6 +78,13 @@ class Geometry:
         Atlas in PET space (majority label per voxel).
     label_region : ndarray of int, shape (n_labels,)
         Row of :data:`REGIONS` for each label 1..n.
+    pose : ndarray, shape (4, 4), or None
+        World transform template -> this geometry's object (native position);
+        None for template position.
+    blurred : list or None
+        :func:`~petbind.simulate.scanner.blurred_indicators` of the phantom in
+        template pose, kept when head motion is simulated (each moved frame
+        is rendered from them, :func:`petbind.simulate.study.scan_image`).
     """
 
     phantom: Phantom
@@ -86,6 +93,8 @@ class Geometry:
     weights: NDArray[np.float32]
     dseg: NDArray[np.int16]
     label_region: NDArray[np.intp]
+    pose: NDArray | None = None
+    blurred: list | None = None
 
 
 @dataclass(frozen=True)

@@ -108,21 +108,8 @@ def _label_weights(labels: NDArray, n_labels: int, sigma: float, factor: int,
     shape = np.array(labels.shape[:3])
     pet_shape = shape // factor
     out = np.zeros((*pet_shape, n_labels), dtype=np.float32)
-    reach = int(3.5 * sigma + 0.5) + 1 if sigma > 0 else 1
-    for lab in range(1, n_labels + 1):
-        ind = labels == lab
-        if not ind.any():
-            continue
-        nz = [np.flatnonzero(ind.any(axis=tuple(j for j in range(3) if j != i)))
-              for i in range(3)]
-        lo = np.maximum([v[0] - reach for v in nz], 0)
-        hi = np.minimum([v[-1] + reach + 1 for v in nz], shape)
-        if vox is None:
-            lo = lo // factor * factor
-            hi = np.minimum(-(-hi // factor) * factor, shape)
-        sub = ind[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32)
-        if sigma > 0:
-            sub = ndimage.gaussian_filter(sub, sigma, mode="constant", truncate=3.5)
+    for lab, lo, hi, sub in blurred_indicators(labels, n_labels, sigma,
+                                               factor if vox is None else 1):
         if vox is None:
             top = np.minimum(hi, pet_shape * factor)
             if np.any(top <= lo):
@@ -148,6 +135,117 @@ def _label_weights(labels: NDArray, n_labels: int, sigma: float, factor: int,
         b_lo, b_hi = o_lo // factor, o_hi // factor
         out[b_lo[0]:b_hi[0], b_lo[1]:b_hi[1], b_lo[2]:b_hi[2], lab - 1] = block_mean(
             moved, factor)
+    return out
+
+
+def blurred_indicators(labels: NDArray, n_labels: int, sigma: float, align: int = 1
+                       ) -> list[tuple[int, NDArray, NDArray, NDArray[np.float32]]]:
+    """Each label's indicator blurred by the PSF, inside its bounding box.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (X, Y, Z)
+        Phantom labels (0 = background).
+    n_labels : int
+        Highest label index.
+    sigma : float
+        Gaussian sigma in phantom voxels (0: no blur).
+    align : int
+        Round the boxes outwards to multiples of this (the PET factor, so
+        that a box block-averages into whole PET voxels).
+
+    Returns
+    -------
+    list of (label, lo, hi, blurred)
+        ``blurred`` (float32) is the label's blurred indicator on
+        ``labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]``; the box is the
+        label's bounding box widened by the kernel's support (3.5 sigma, where
+        it is truncated), so the blurred indicator is exactly 0 outside it.
+    """
+    from scipy import ndimage
+
+    shape = np.array(labels.shape[:3])
+    reach = int(3.5 * sigma + 0.5) + 1 if sigma > 0 else 1
+    boxes = []
+    for lab in range(1, n_labels + 1):  # a loop over labels
+        ind = labels == lab
+        if not ind.any():
+            continue
+        nz = [np.flatnonzero(ind.any(axis=tuple(j for j in range(3) if j != i)))
+              for i in range(3)]
+        lo = np.maximum([v[0] - reach for v in nz], 0)
+        hi = np.minimum([v[-1] + reach + 1 for v in nz], shape)
+        if align > 1:
+            lo = lo // align * align
+            hi = np.minimum(-(-hi // align) * align, shape)
+        sub = ind[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32)
+        if sigma > 0:
+            sub = ndimage.gaussian_filter(sub, sigma, mode="constant", truncate=3.5)
+        boxes.append((lab, lo, hi, sub))
+    return boxes
+
+
+def moved_object_frames(boxes: list[tuple[int, NDArray, NDArray, NDArray[np.float32]]],
+                        phantom_shape: tuple[int, ...], phantom_affine: NDArray, factor: int,
+                        label_tacs: NDArray, poses: NDArray) -> NDArray[np.float32]:
+    """PET frames of an object that moves between frames, moved before the scanner sees it.
+
+    A head that moves during a scan moves *before* the scanner blurs and
+    voxelises it: each frame is the moved object, blurred by the PSF and
+    averaged into PET voxels. Resampling the already-voxelised frame
+    (:func:`apply_rigid_motion`) would add the interpolation's blur on top,
+    which no realignment can undo (trilinear on 2 mm voxels lowered NAcc
+    BP_ND by 9 % in the chain test). Here, per frame, the blurred label
+    indicators (PSF applied on the fine phantom grid, where blur and rigid
+    motion commute for an isotropic PSF) are weighted by the label curves,
+    moved by the frame's pose on the phantom grid (trilinear at phantom
+    resolution, as the native pose's weights are) and block-averaged.
+
+    Parameters
+    ----------
+    boxes : list
+        :func:`blurred_indicators` of the phantom in template pose (``align=1``).
+    phantom_shape : tuple of int
+        Phantom grid shape (X, Y, Z).
+    phantom_affine : ndarray, shape (4, 4)
+        Phantom voxel to world (mm).
+    factor : int
+        PET voxel edge in phantom voxels.
+    label_tacs : ndarray, shape (n_labels, n_frames)
+        Curve of each label 1..n (kBq/mL).
+    poses : ndarray, shape (n_frames, 4, 4)
+        World transform of the object in each frame (template point ->
+        point seen by the scanner, e.g. ``motion @ native``).
+
+    Returns
+    -------
+    ndarray of float32, shape (x, y, z, n_frames)
+        On the PET grid of :func:`pet_grid`.
+    """
+    from scipy import ndimage
+
+    shape = np.array(phantom_shape[:3])
+    pet_shape = shape // factor
+    a = np.asarray(phantom_affine, dtype=float)
+    a_inv = np.linalg.inv(a)
+    tac = np.asarray(label_tacs, dtype=np.float32)
+    out = np.empty((*pet_shape, tac.shape[1]), dtype=np.float32)
+    lo_all = np.min([b[1] for b in boxes], axis=0)
+    hi_all = np.max([b[2] for b in boxes], axis=0)
+    src = np.zeros(tuple(int(n) for n in hi_all - lo_all), dtype=np.float32)
+    top = pet_shape * factor
+    for f in range(tac.shape[1]):  # a loop over frames
+        src[...] = 0.0
+        for lab, lo, hi, sub in boxes:  # a loop over labels
+            o, e = lo - lo_all, hi - lo_all
+            src[o[0]:e[0], o[1]:e[1], o[2]:e[2]] += tac[lab - 1, f] * sub
+        # output phantom voxel -> input phantom voxel (inverse pose), then into the box
+        vox = a_inv @ np.linalg.inv(np.asarray(poses[f], dtype=float)) @ a
+        offset = vox[:3, 3] - lo_all
+        fine = ndimage.affine_transform(src, vox[:3, :3], offset=offset,
+                                        output_shape=tuple(int(n) for n in top), order=1,
+                                        mode="constant")
+        out[..., f] = block_mean(fine, factor)
     return out
 
 

@@ -40,9 +40,10 @@ from petbind.simulate.phantom import CORTICAL, REGIONS, Phantom, make_phantom
 from petbind.simulate.records import Geometry, ScanTruth, SubjectAnatomy
 from petbind.simulate.scanner import (
     FWHM_PER_SIGMA,
-    apply_rigid_motion,
+    blurred_indicators,
     majority_labels,
     move_rigid,
+    moved_object_frames,
     noise_sd,
     partial_volume_weights,
     pet_grid,
@@ -135,8 +136,14 @@ def phantom_geometry(cfg: SimConfig, ph: Phantom, matrix: NDArray | None = None)
     labels = ph.labels if matrix is None else move_rigid(ph.labels, ph.affine, matrix, order=0)
     dseg = majority_labels(labels, n_labels, f)
     label_region = np.array([REGIONS.index(r) for _, _, r in ph.table])
+    blurred = None
+    if cfg.motion:
+        sigma = cfg.fwhm_mm / FWHM_PER_SIGMA / ph.voxel_mm
+        blurred = blurred_indicators(ph.labels, n_labels, sigma)
     return Geometry(phantom=ph, shape=shape, affine=affine,
-                    weights=w.reshape(-1, n_labels), dseg=dseg, label_region=label_region)
+                    weights=w.reshape(-1, n_labels), dseg=dseg, label_region=label_region,
+                    pose=None if matrix is None else np.asarray(matrix, dtype=float),
+                    blurred=blurred)
 
 
 def noisefree_tacs(geo: Geometry, tacs: NDArray) -> NDArray[np.float64]:
@@ -255,7 +262,11 @@ def scan_image(cfg: SimConfig, geo: Geometry, truth: ScanTruth
                ) -> tuple[NDArray[np.float32], NDArray | None]:
     """The 4-D PET image of one scan, as the scanner would reconstruct it.
 
-    Noise-free image ``W @ TAC``; then head motion (when enabled), counts-based
+    Noise-free image ``W @ TAC``; with head motion (when enabled) each moved
+    frame is instead rendered from the moved object (the PSF-blurred label
+    indicators moved on the 1 mm phantom grid, then voxelised:
+    :func:`~petbind.simulate.scanner.moved_object_frames`), as a scanner sees
+    a moving head, not by resampling the voxelised frame; then counts-based
     noise (when ``cfg.noise > 0``) and, when images are not decay-corrected,
     physical decay.
 
@@ -273,7 +284,19 @@ def scan_image(cfg: SimConfig, geo: Geometry, truth: ScanTruth
     if cfg.motion:
         motion = random_motion(timing, cfg.max_translation_mm, cfg.max_rotation_deg,
                                truth.rng(cfg, _MOTION), cfg.motion_start_min)
-        img = apply_rigid_motion(img, geo.affine, motion)
+        moving = np.flatnonzero(np.any(motion != 0, axis=1))
+        if moving.size:
+            blurred = geo.blurred
+            if blurred is None:  # a Geometry built without motion in its config
+                ph = geo.phantom
+                blurred = blurred_indicators(ph.labels, len(ph.table),
+                                             cfg.fwhm_mm / FWHM_PER_SIGMA / ph.voxel_mm)
+            centre = fov_centre(geo.shape, geo.affine)
+            pose = np.eye(4) if geo.pose is None else geo.pose
+            poses = np.stack([rigid_matrix(motion[f], centre) @ pose for f in moving])
+            img[..., moving] = moved_object_frames(
+                blurred, geo.phantom.labels.shape, geo.phantom.affine, cfg.pet_factor,
+                tac_labels[:, moving], poses)
     if cfg.noise > 0:
         lam = truth.tracer.isotope.decay_constant_per_min
         sd = noise_sd(img, timing, lam, cfg.noise)

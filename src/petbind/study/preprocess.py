@@ -153,6 +153,7 @@ def prepare_subject(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLi
 
     from petbind.preprocess.scan import (
         load_subject_registration,
+        plot_subject_qc,
         register_subject,
         save_subject_registration,
     )
@@ -168,7 +169,9 @@ def prepare_subject(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLi
     with _quiet_dipy(plan.options.nonlinear):
         reg = register_subject(plan.t1w[subject], plan.template, plan.options)
     reg = save_subject_registration(reg, folder, f"sub-{subject}")
-    record = scan_record(inputs, settings, list(reg.paths.values()), out)
+    # the T1w-on-template QC figure once per subject; each scan copies it
+    reg = plot_subject_qc(reg, plan.t1w[subject], plan.template, folder, f"sub-{subject}")
+    record = scan_record(inputs, settings, [*reg.paths.values(), reg.qc], out)
     record["metric"] = reg.metric
     write_scan_record(prov, record)
     return reg, False
