@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 DASK = [sys.executable, "-m", "dask"]
 #: Files that differ between runs by design (timestamps, wall times, the command line).
-SKIP = ("group/provenance.json",)
+SKIP = ("group/provenance.json", ".petbind.lock")  # the lock: the run's, not an output
 
 
 _BY_CONTENT = (".h5", ".json")
@@ -180,7 +180,7 @@ def test_a_worker_killed_mid_run_does_not_corrupt_the_outputs(study, cluster, tm
     (study["root"] / "study.toml").write_text(ds.STUDY + ds.PREPROCESS)
     cmd = [sys.executable, "-m", "petbind", "run", str(study["raw"]), "--config",
            str(study["root"] / "study.toml"), "--out", str(out), "--no-progress",
-           "--scheduler", cluster.address]
+           "--no-report", "--scheduler", cluster.address]
     env = {**os.environ, "PYTHONPATH": SRC}
     run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)

@@ -68,6 +68,13 @@ MEANING: dict[str, str] = {
     "statistics.alpha": "two-sided level; confidence intervals are 1 - alpha",
     "statistics.runs": "two runs of one subject x condition x tracer: `error`, `mean` "
                        "(average BP_ND) or `first`",
+    "statistics.blocked_conditions": "conditions given with a blocking drug: occupancy per "
+                                     "region and subject against the baseline, and the Lassen "
+                                     "plot (`group/occupancy.tsv`, `group/lassen.tsv`)",
+    "statistics.group": "`participants.tsv` column with each subject's group (mixed model "
+                        "condition x group); `\"\"` = none",
+    "statistics.covariates": "numeric covariates of the mixed model: columns of "
+                             "`sub-*_sessions.tsv` (per session) or `participants.tsv`",
     "statistics.voxel.enabled": "voxel statistics on the parametric maps",
     "statistics.voxel.smoothing_fwhm_mm": "Gaussian smoothing of the contrast maps (mm FWHM)",
     "statistics.voxel.cluster_forming_p": "two-sided uncorrected p that forms clusters",
