@@ -136,6 +136,25 @@ def _atlas_roots(bids: Path, config: StudyConfig, out_dir: Path | None) -> list[
             if d.is_dir() and d.resolve() not in skip]
 
 
+def find_pet_files(bids: Path) -> list[Path]:
+    """Every PET image (``sub-*/[ses-*/]pet/*_pet.nii[.gz]``) of a BIDS dataset, sorted.
+
+    Raises
+    ------
+    DataError
+        When ``bids`` is not a folder or holds no PET image.
+    """
+    if not bids.is_dir():
+        raise DataError("the BIDS dataset folder does not exist", path=bids,
+                        fix="give the folder holding dataset_description.json and sub-*/")
+    pets = sorted(p for p in bids.glob("sub-*/**/pet/*_pet.nii*")
+                  if p.name.endswith((".nii", ".nii.gz")))
+    if not pets:
+        raise DataError("no PET scans (sub-*/[ses-*/]pet/*_pet.nii.gz) found", path=bids,
+                        field="sub-*/pet", fix="point to the root of a BIDS-PET dataset")
+    return pets
+
+
 def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
                    out_dir: str | os.PathLike | None = None) -> tuple[list[Scan], list[str]]:
     """The study's scans and the warnings about its design.
@@ -169,14 +188,7 @@ def discover_scans(bids_dir: str | os.PathLike, config: StudyConfig, *,
         A contrast naming a condition no scan of a tracer has.
     """
     bids = Path(bids_dir)
-    if not bids.is_dir():
-        raise DataError("the BIDS dataset folder does not exist", path=bids,
-                        fix="give the folder holding dataset_description.json and sub-*/")
-    pets = sorted(p for p in bids.glob("sub-*/**/pet/*_pet.nii*")
-                  if p.name.endswith((".nii", ".nii.gz")))
-    if not pets:
-        raise DataError("no PET scans (sub-*/[ses-*/]pet/*_pet.nii.gz) found", path=bids,
-                        field="sub-*/pet", fix="point to the root of a BIDS-PET dataset")
+    pets = find_pet_files(bids)
     prep = config.preprocess.enabled
     out_root = Path(out_dir) if out_dir is not None else bids / "derivatives" / "petbind"
     own_seg = bool(config.data.segmentation)

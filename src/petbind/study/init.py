@@ -161,16 +161,10 @@ def survey(bids_dir: str | Path) -> DatasetSurvey:
         Not a folder, or no PET scans.
     """
     from petbind.io.bids import read_pet_sidecar
+    from petbind.study.discover import find_pet_files
 
     bids = Path(bids_dir)
-    if not bids.is_dir():
-        raise DataError("the BIDS dataset folder does not exist", path=bids,
-                        fix="give the folder holding dataset_description.json and sub-*/")
-    pets = sorted(p for p in bids.glob("sub-*/**/pet/*_pet.nii*")
-                  if p.name.endswith((".nii", ".nii.gz")))
-    if not pets:
-        raise DataError("no PET scans (sub-*/[ses-*/]pet/*_pet.nii.gz) found", path=bids,
-                        field="sub-*/pet", fix="point to the root of a BIDS-PET dataset")
+    pets = find_pet_files(bids)
     sv = DatasetSurvey(bids=bids)
     ents = [_entities(p.name) for p in pets]
     sv.select = _selection(ents)
