@@ -38,6 +38,7 @@ from petbind import __version__
 from petbind.errors import DataError, FileFormatError
 from petbind.io.atomic import write_text_atomic
 from petbind.models.catalogue import CATALOGUE
+from petbind.report.formatting import number, pvalue
 from petbind.study.layout import (
     LABEL_COLUMNS,
     ScanOutputs,
@@ -341,28 +342,8 @@ def load_outputs(out_dir: str | Path) -> StudyOutputs:
 # --------------------------------------------------------------------------- formatting
 
 
-def _num(x: Any, digits: int = 2) -> str:
-    """A number for people: fixed decimals, ``n/a`` for missing."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a" if x is None else str(x)
-    if not math.isfinite(v):
-        return "n/a"
-    return f"{v:.{digits}f}"
-
-
-def _pval(p: Any) -> str:
-    """A p-value: three significant digits, ``< 0.001`` below that."""
-    try:
-        v = float(p)
-    except (TypeError, ValueError):
-        return "n/a"
-    if not math.isfinite(v):
-        return "n/a"
-    if v < 0.001:
-        return "< 0.001"
-    return f"{v:.3f}"
+_num = number
+_pval = pvalue
 
 
 def _peq(p: Any) -> str:

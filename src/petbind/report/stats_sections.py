@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
+from petbind.report.formatting import number, pvalue
+
 #: Fit QC rows shown before "show all".
 QC_ROWS = 40
 
@@ -35,23 +37,11 @@ def _tsv(path: Path) -> pd.DataFrame | None:
 
 
 def _f(x: Any, digits: int = 2) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return escape(str(x)) if x is not None else "n/a"
-    if not math.isfinite(v):
-        return "n/a"
-    return f"{v:.{digits}f}"
+    """:func:`petbind.report.formatting.number`, escaped for HTML cells."""
+    return escape(number(x, digits))
 
 
-def _p(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    if not math.isfinite(v):
-        return "n/a"
-    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+_p = pvalue
 
 
 def _table(header: list[str], rows: list[list[Any]], *, left: int = 1,
