@@ -60,7 +60,7 @@ def main() -> None:
     from rich.console import Console
 
     from petbind import __version__
-    from petbind.study.demo import run_demo
+    from petbind.commands.demo import run_demo
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_demo_"))
     root = args.keep or tmp / "demo"

@@ -54,7 +54,8 @@ def main() -> None:
     from rich.console import Console
 
     from petbind import __version__
-    from petbind.study.demo import realistic_configs, run_demo
+    from petbind.commands.demo import run_demo
+    from petbind.study.demo import realistic_configs
     from petbind.study.pipeline import run_study
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_demo_realistic_"))

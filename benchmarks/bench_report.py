@@ -106,7 +106,7 @@ def main() -> None:
     from petbind.report import build, figures, preprocessing
 
     if args.out is None:
-        from petbind.study.demo import run_demo
+        from petbind.commands.demo import run_demo
 
         tmp = Path(tempfile.mkdtemp(prefix="bench_report_"))
         run_demo(tmp, report=False, progress=False)

@@ -1,6 +1,8 @@
-"""`petbind demo` is registered with the options the README and Makefile use."""
+"""`petbind demo`: the options the README and Makefile use; the whole demo on a small study."""
 
 from __future__ import annotations
+
+import io
 
 import pytest
 
@@ -15,3 +17,40 @@ def test_demo_help_lists_out_scheduler_and_report_options(capsys):
     for option in ("--out", "--scheduler", "--no-report", "--no-progress", "--realistic"):
         assert option in out
 
+
+# moved from tests/study/test_demo.py with run_demo (the report is built by the command layer)
+@pytest.mark.slow
+def test_demo_simulates_runs_prints_beside_the_truth_and_reports(tmp_path, monkeypatch):
+    import tomllib
+
+    from rich.console import Console
+    from tests.study.conftest import STUDY_TOML, small_sim_config
+
+    import petbind.report
+    from petbind.commands.demo import run_demo
+    from petbind.study.config import parse_config
+    from petbind.study.demo import simulate_if_needed
+
+    built = []
+
+    def fake_build_report(out_dir):  # the real builder has its own tests
+        built.append(out_dir)
+        return out_dir / "report.html"
+
+    monkeypatch.setattr(petbind.report, "build_report", fake_build_report)
+    study = parse_config(tomllib.loads(STUDY_TOML))
+    buf = io.StringIO()
+    console = Console(file=buf, width=100)
+    result = run_demo(tmp_path / "demo", sim_config=small_sim_config(0.0, 0.0, subjects=2),
+                      study_config=study, progress=False, console=console,
+                      err_console=console)
+    text = buf.getvalue()
+    assert result.bids_dir == tmp_path / "demo" / "bids"
+    assert (result.bids_dir / "derivatives" / "petbind-sim" / "truth.tsv").exists()
+    assert (result.out_dir / "group" / "roi_stats.tsv").exists()
+    assert "ketamine - baseline" in text and "truth" in text
+    assert "1/16" in text  # the smallest attainable permutation p is stated
+    assert built == [result.out_dir] and result.report == result.out_dir / "report.html"
+    assert {"simulate", "scans", "region_statistics", "voxel_statistics"} <= set(result.seconds)
+    # a second demo reuses the complete simulated dataset
+    assert simulate_if_needed(result.bids_dir) is False

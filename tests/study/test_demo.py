@@ -1,54 +1,24 @@
-"""`petbind demo` machinery on a small study: simulate, run, table beside the truth, report."""
+"""`petbind demo`'s study part: regions, realistic configs, the comparison of the two analyses.
+
+The whole demo on a small study (simulate, run, table beside the truth, report) is
+tested with the command that builds the report: tests/commands/test_demo.py.
+"""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from rich.console import Console
 
-from petbind.study.config import demo_config, parse_config
-from petbind.study.demo import DEMO_REGIONS, run_demo, simulate_if_needed
+from petbind.study.config import demo_config
+from petbind.study.demo import DEMO_REGIONS
 
-from .conftest import STUDY_TOML, small_sim_config
+from .conftest import STUDY_TOML
 
 
 def test_demo_regions_are_configured_targets_of_both_tracers():
     cfg = demo_config()
     for t in cfg.tracers.values():
         assert set(DEMO_REGIONS) <= set(t.target_regions)
-
-
-@pytest.mark.slow
-def test_demo_simulates_runs_prints_beside_the_truth_and_reports(tmp_path, monkeypatch):
-    import tomllib
-
-    import petbind.report
-
-    built = []
-
-    def fake_build_report(out_dir):  # the real builder has its own tests
-        built.append(out_dir)
-        return out_dir / "report.html"
-
-    monkeypatch.setattr(petbind.report, "build_report", fake_build_report)
-    study = parse_config(tomllib.loads(STUDY_TOML))
-    buf = io.StringIO()
-    console = Console(file=buf, width=100)
-    result = run_demo(tmp_path / "demo", sim_config=small_sim_config(0.0, 0.0, subjects=2),
-                      study_config=study, progress=False, console=console,
-                      err_console=console)
-    text = buf.getvalue()
-    assert result.bids_dir == tmp_path / "demo" / "bids"
-    assert (result.bids_dir / "derivatives" / "petbind-sim" / "truth.tsv").exists()
-    assert (result.out_dir / "group" / "roi_stats.tsv").exists()
-    assert "ketamine - baseline" in text and "truth" in text
-    assert "1/16" in text  # the smallest attainable permutation p is stated
-    assert built == [result.out_dir] and result.report == result.out_dir / "report.html"
-    assert {"simulate", "scans", "region_statistics", "voxel_statistics"} <= set(result.seconds)
-    # a second demo reuses the complete simulated dataset
-    assert simulate_if_needed(result.bids_dir) is False
 
 
 # ---------------------------------------------------------------- petbind demo --realistic

@@ -1,25 +1,77 @@
-"""``petbind demo``: simulate the founding ketamine study and run the whole analysis on it."""
+"""``petbind demo``: simulate the founding ketamine study and run the whole analysis on it.
+
+:func:`run_demo` is the demo as a function: the study part
+(:func:`petbind.study.demo.analyse_demo`: simulate, run the pipeline, print
+the answer beside the truth), then the report. It lives here, in the command
+layer, because the report sits above the study: ``study/`` never builds it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from petbind.compute import SCHEDULER_HELP
+from petbind.commands.options import NoProgress, SchedulerSync
+
+
+def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
+             report: bool = True, progress: bool = True, console: Any = None,
+             err_console: Any = None, sim_config: Any = None,
+             study_config: Any = None, realistic: bool = False,
+             realistic_setup: tuple[Any, Any] | None = None) -> Any:
+    """Simulate, analyse and report the founding study.
+
+    Parameters
+    ----------
+    out : path
+        Demo folder: ``bids/`` (simulated dataset) and ``derivatives/petbind/``.
+    scheduler : None or a ``--scheduler`` word (:func:`petbind.compute.parse_scheduler`)
+        Where the per-scan tasks run.
+    report : bool
+        Build the HTML report (:func:`petbind.report.build_report`) of the
+        analysis (the realistic one when ``realistic``).
+    progress, console, err_console, sim_config, study_config, realistic, realistic_setup
+        As :func:`petbind.study.demo.analyse_demo`.
+
+    Returns
+    -------
+    petbind.study.demo.DemoResult
+        With ``report`` (the HTML page, or None) and ``seconds["report"]`` /
+        ``cpu_seconds["report"]`` (0 without the report).
+    """
+    from petbind.study.demo import analyse_demo
+
+    result = analyse_demo(out, scheduler=scheduler, progress=progress, console=console,
+                          err_console=err_console, sim_config=sim_config,
+                          study_config=study_config, realistic=realistic,
+                          realistic_setup=realistic_setup)
+    report_path = None
+    t, c = time.perf_counter(), time.process_time()
+    if report:
+        try:
+            from petbind.report import build_report
+        except ImportError:
+            build_report = None
+        if build_report is not None:
+            report_path = build_report(result.out_dir)
+    return dataclasses.replace(
+        result, report=report_path,
+        seconds={**result.seconds, "report": time.perf_counter() - t},
+        cpu_seconds={**result.cpu_seconds, "report": time.process_time() - c})
 
 
 def demo(
     out: Annotated[Path, typer.Option(
         "--out", help="Folder for the simulated dataset (bids/) and the outputs "
         "(derivatives/petbind/).")] = Path("petbind-demo"),
-    scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", help=SCHEDULER_HELP + " Default: sync.")] = None,
+    scheduler: SchedulerSync = None,
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Do not build the HTML report.")] = False,
-    no_progress: Annotated[bool, typer.Option(
-        "--no-progress", help="No progress bars.")] = False,
+    no_progress: NoProgress = False,
     realistic: Annotated[bool, typer.Option(
         "--realistic", help="Also simulate the study as raw scans (each animal in its own "
         "position with a T1w, head motion) into OUT/realistic/, analyse it with motion "
@@ -28,7 +80,6 @@ def demo(
 ) -> None:
     """Simulate the ketamine 5-HT1B / SERT macaque study and analyse it end to end."""
     from petbind.commands.consoles import console, err_console
-    from petbind.study.demo import run_demo
 
     result = run_demo(out, scheduler=scheduler, report=not no_report,
                       progress=not no_progress, console=console, err_console=err_console,

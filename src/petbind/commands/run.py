@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from petbind.compute import SCHEDULER_HELP
+from petbind.commands.options import NoProgress, SchedulerSync
 from petbind.errors import ConfigError
 
 
@@ -19,12 +19,10 @@ def run(
         "(see also --print-config).")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output folder (default: BIDS_DIR/derivatives/petbind).")] = None,
-    scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", help=SCHEDULER_HELP + " Default: sync.")] = None,
+    scheduler: SchedulerSync = None,
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="Print the commented default study config and exit.")] = False,
-    no_progress: Annotated[bool, typer.Option(
-        "--no-progress", help="No progress bars.")] = False,
+    no_progress: NoProgress = False,
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Do not build OUT/report.html.")] = False,
 ) -> None:

@@ -1,11 +1,13 @@
-"""The demo: simulate the founding study, run the pipeline on it, report.
+"""The demo's study part: simulate the founding study, run the pipeline on it, print.
 
 ``petbind demo`` on a fresh machine: the simulator writes the ketamine
 5-HT1B / SERT macaque study (4 subjects x 3 conditions x 2 tracers, known
 truth) to ``OUT/bids``, the pipeline runs it with the packaged
-``data/demo_study.toml`` into ``OUT/derivatives/petbind``, the console shows
-the estimated % changes beside the simulator's truth, and the report builder
-(when installed) writes the HTML page.
+``data/demo_study.toml`` into ``OUT/derivatives/petbind``, and the console shows
+the estimated % changes beside the simulator's truth (:func:`analyse_demo`).
+The command (:func:`petbind.commands.demo.run_demo`) then builds the HTML
+report: the report sits above the study in the layers, so the study never
+calls it.
 
 ``petbind demo --realistic`` analyses the same study as raw scans: the
 simulator (``data/demo_realistic_simulate.toml`` over the default) puts each
@@ -169,21 +171,21 @@ def simulate_if_needed(bids: Path, sim_config: Any = None, *, progress: bool = T
     return True
 
 
-def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
-             report: bool = True, progress: bool = True, console: Any = None,
-             err_console: Any = None, sim_config: Any = None,
-             study_config: Any = None, realistic: bool = False,
-             realistic_setup: tuple[Any, Any] | None = None) -> DemoResult:
-    """Simulate, analyse and report the founding study.
+def analyse_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
+                 progress: bool = True, console: Any = None, err_console: Any = None,
+                 sim_config: Any = None, study_config: Any = None, realistic: bool = False,
+                 realistic_setup: tuple[Any, Any] | None = None) -> DemoResult:
+    """Simulate and analyse the founding study, and print its answer beside the truth.
+
+    Everything of ``petbind demo`` but the report
+    (:func:`petbind.commands.demo.run_demo` adds it).
 
     Parameters
     ----------
     out : path
         Demo folder: ``bids/`` (simulated dataset) and ``derivatives/petbind/``.
-    scheduler : None, "local" or "HOST:PORT"
+    scheduler : None or a ``--scheduler`` word (:func:`petbind.compute.parse_scheduler`)
         Where the per-scan tasks run.
-    report : bool
-        Build the HTML report when :mod:`petbind.report` provides ``build_report``.
     progress : bool
         Progress bars.
     console, err_console : rich Console, optional
@@ -195,8 +197,8 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
     realistic : bool
         Also simulate the study as raw scans (native positions, head motion,
         T1w) into ``OUT/realistic/bids``, analyse it with preprocessing into
-        ``OUT/realistic/derivatives/petbind``, report that one, and print its
-        % changes beside the default analysis's.
+        ``OUT/realistic/derivatives/petbind``, and print its % changes beside
+        the default analysis's.
     realistic_setup : (SimConfig, StudyConfig), optional
         Configs of the realistic part (default: :func:`realistic_configs`).
 
@@ -204,7 +206,7 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
     -------
     DemoResult
         Of the realistic analysis when ``realistic`` (with ``comparison``),
-        else of the default one.
+        else of the default one; ``report`` is None.
     """
     from rich.console import Console
 
@@ -280,16 +282,5 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
                           highlight=False)
 
     console.print(f"outputs: {out_dir}", highlight=False)
-    report_path = None
-    t, c = time.perf_counter(), time.process_time()
-    if report:
-        try:
-            from petbind.report import build_report
-        except ImportError:
-            build_report = None
-        if build_report is not None:
-            report_path = build_report(out_dir)
-    seconds["report"] = time.perf_counter() - t
-    cpu["report"] = time.process_time() - c
-    return DemoResult(bids_dir=bids, out_dir=out_dir, report=report_path, seconds=seconds,
+    return DemoResult(bids_dir=bids, out_dir=out_dir, report=None, seconds=seconds,
                       cpu_seconds=cpu, study=result, comparison=comparison)
