@@ -247,7 +247,7 @@ def test_counts_weights_take_the_sidecars_radionuclide_and_methods_say_so():
     from petbind.models import make_model
     from petbind.report.build import _settings_text
     from petbind.study.config import TracerConfig
-    from petbind.study.pipeline import _fit_regions, model_kwargs
+    from petbind.study.region_fits import fit_regions, model_kwargs
     from petbind.tac import TACTable
     from petbind.timing import FrameTiming
 
@@ -261,7 +261,7 @@ def test_counts_weights_take_the_sidecars_radionuclide_and_methods_say_so():
                           model_settings={"srtm": {"weights": "counts"}})
     assert model_kwargs(tracer, "srtm", tacs)["isotope"] == "C-11"
     used: dict = {}
-    fits, _ = _fit_regions(tracer, tacs, ["putamen"], None, used)
+    fits, _ = fit_regions(tracer, tacs, ["putamen"], None, used)
     assert used["srtm"]["isotope"] == "C-11"
     assert used["srtm"]["isotope_source"] == "TracerRadionuclide"
     # the same fit as with the isotope given by hand, not the uniform one

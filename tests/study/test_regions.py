@@ -75,7 +75,6 @@ def test_pipeline_pools_a_pet_space_atlas_into_configured_regions_by_voxel_count
 
     from petbind.image import DynamicImage
     from petbind.study.discover import Scan
-    from petbind.study.pipeline import _atlas
     from petbind.study.regions import region_curves
 
     rng = np.random.default_rng(1)
@@ -93,8 +92,7 @@ def test_pipeline_pools_a_pet_space_atlas_into_configured_regions_by_voxel_count
     # overlapping regions are fine: each is the mean over its own union of voxels
     regions = {"striatum": ("*-Putamen",), "left": ("Left-Putamen",),
                "all": ("*-Putamen", "Brain-Stem")}
-    _, names, tacs, info = region_curves(scan, img, regions, None, tmp_path,
-                                         read_atlas=_atlas)
+    _, names, tacs, info = region_curves(scan, img, regions, None, tmp_path)
     for region, members in (("striatum", [1, 2]), ("left", [1]), ("all", [1, 2, 3])):
         mask = np.isin(labels, members)
         np.testing.assert_allclose(tacs.curve(region), data[mask].astype(float).mean(axis=0),
@@ -103,5 +101,5 @@ def test_pipeline_pools_a_pet_space_atlas_into_configured_regions_by_voxel_count
     assert info["regions"]["striatum"] == ["Left-Putamen", "Right-Putamen"]
     assert names == {1: "striatum", 2: "striatum", 3: "all"}  # map mask: first region
     # without [regions]: the dseg.tsv region column, as before
-    _, _, plain, _ = region_curves(scan, img, {}, None, tmp_path, read_atlas=_atlas)
+    _, _, plain, _ = region_curves(scan, img, {}, None, tmp_path)
     assert list(plain.regions) == ["putamen", "brainstem"]

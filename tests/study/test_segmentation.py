@@ -145,7 +145,6 @@ def test_with_preprocessing_the_segmentation_goes_through_the_pet_to_t1w_registr
     from petbind.image import DynamicImage
     from petbind.preprocess.register import save_transform
     from petbind.study.discover import Scan
-    from petbind.study.pipeline import _atlas
     from petbind.study.preprocess import preprocess_files
     from petbind.study.regions import region_curves
 
@@ -161,14 +160,14 @@ def test_with_preprocessing_the_segmentation_goes_through_the_pet_to_t1w_registr
     move[0, 3] = -3.0  # PET point -> T1w point, 3 mm lower in x
     save_transform(preprocess_files(out, scan.rel_dir, scan.stem, True)["xfm_pet_t1w"], move)
     plan = SimpleNamespace(options=SimpleNamespace(motion=True))
-    _, _, tacs, info = region_curves(scan, img, {}, plan, out, read_atlas=_atlas)
+    _, _, tacs, info = region_curves(scan, img, {}, plan, out)
     g8 = np.array([1.0, 1.0, 2 / 3, 0.0])
     np.testing.assert_allclose(tacs.curve("Left-Cerebellum-Cortex")[0], g8 @ vals / g8.sum(),
                                rtol=1e-6)
     assert info["mapping"] == "PET-to-T1w registration"
     assert "registration of preprocessing" in info["description"]
     # no [preprocess]: the affines
-    _, _, plain, info = region_curves(scan, img, {}, None, out, read_atlas=_atlas)
+    _, _, plain, info = region_curves(scan, img, {}, None, out)
     f8 = np.array([1.0, 2 / 3, 0.0, 0.0])
     np.testing.assert_allclose(plain.curve("Left-Cerebellum-Cortex")[0], f8 @ vals / f8.sum(),
                                rtol=1e-6)

@@ -4,8 +4,9 @@
 flowing"; output files in docs/outputs.md):
 
 1. discover the scans (:func:`petbind.study.discover.discover_scans`);
-2. per scan (:func:`process_scan`, one task each of the study's task graph,
-   :func:`study_tasks`, run by :mod:`petbind.compute` in-process or on dask):
+2. per scan (:func:`petbind.study.scan_stage.process_scan`, one task each of
+   the study's task graph, :func:`study_tasks`, run by :mod:`petbind.compute`
+   in-process or on dask):
    load and validate the image (:func:`petbind.io.bids.load_pet`), region
    TACs from the PET-space atlas (labels pooled by the dseg.tsv ``region``
    column), k2' by the tracer's strategy, every configured region model
@@ -19,22 +20,27 @@ flowing"; output files in docs/outputs.md):
    image is fitted with the atlas preprocessing put on its grid, and the
    BP_ND map is also written in template space;
 3. per study: the outcome table, region statistics, mixed models, voxel
-   statistics on the parametric maps, ``summary.json`` and
+   statistics on the parametric maps (:mod:`petbind.study.group_stage`,
+   :mod:`petbind.study.stats_stage`), ``summary.json`` and
    ``provenance.json``.
 
 A scan whose provenance matches (same inputs, settings, version, intact
 outputs) is skipped, so a rerun is cheap and a run killed at any point
 resumes to the same outputs: every file is written atomically and the
 provenance of a scan is written after its other outputs.
+
+This module is the orchestration: which stage runs when, on which engine, in
+which locked output folder. The stages live below it (``scan_stage`` ->
+``region_fits``, ``regions``, ``pvc``; ``group_stage``; ``stats_stage``;
+``tables``); the names other code imports from here (:func:`run_study`,
+:func:`process_scan`, :func:`outcome_table` ...) stay importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,432 +50,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from petbind.errors import DataError, PetbindError
+from petbind.errors import PetbindError
 from petbind.io.atomic import write_json_atomic, write_text_atomic
-from petbind.study.config import K2PRIME_MODELS, StudyConfig, TracerConfig
+from petbind.study.config import StudyConfig
 from petbind.study.discover import Scan, discover_scans
-from petbind.study.layout import OUTPUT_NAME, ScanOutputs, StudyLayout, read_table
-from petbind.study.provenance import (
-    environment,
-    scan_is_current,
-    scan_record,
-    settings_digest,
-    write_scan_record,
-)
+from petbind.study.group_stage import outcome_table, truth_table, voxel_statistics
+from petbind.study.layout import OUTPUT_NAME, StudyLayout
+from petbind.study.provenance import environment, settings_digest
+from petbind.study.region_fits import estimate_k2prime, model_kwargs
+from petbind.study.scan_stage import ScanResult, process_scan, scan_dir, scan_outputs
+from petbind.study.tables import OUTCOME_PARAMS, for_stats, table_text
 
-#: Columns of ``outcomes.tsv`` taken from the region fits (when the model gives them).
-OUTCOME_PARAMS = ("bp_nd", "bp_nd_se", "r1", "k2", "k2prime", "aic", "r2", "valid",
-                  "invalid_reason")
-
-
-def _tsv(df: pd.DataFrame) -> str:
-    """Deterministic TSV text (``n/a`` for missing, 10 significant digits)."""
-    return df.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.10g",
-                     lineterminator="\n")
-
-
-def _read_tsv(path: Path) -> pd.DataFrame:
-    """A table the pipeline wrote (or the truth table), read by the layout's one policy."""
-    return read_table(path)
-
-
-# ----------------------------------------------------------------------------
-# per scan
-# ----------------------------------------------------------------------------
-@dataclass
-class ScanResult:
-    """What :func:`process_scan` reports back (small and picklable)."""
-
-    stem: str
-    skipped: bool
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-
-
-def scan_dir(out_dir: Path, scan: Scan) -> Path:
-    """Output folder of a scan (mirrors the input's ``sub-*/ses-*/pet``)."""
-    return scan_outputs(out_dir, scan).folder
-
-
-def scan_outputs(out_dir: Path, scan: Scan) -> ScanOutputs:
-    """The output files of a scan (:mod:`petbind.study.layout`)."""
-    return StudyLayout(Path(out_dir)).scan(scan.rel_dir, scan.stem)
-
-
-def _scan_settings(tracer: TracerConfig) -> dict[str, Any]:
-    return {"tracer": tracer.name, "reference_region": tracer.reference_region,
-            "target_regions": list(tracer.target_regions),
-            "exclude_regions": list(tracer.exclude_regions), "models": list(tracer.models),
-            "map_model": tracer.map_model, "k2prime": tracer.k2prime,
-            "k2prime_region": tracer.k2prime_region,
-            "model_settings": tracer.model_settings}
-
-
-def _scan_inputs(scan: Scan, out: Path, plan: Any = None) -> dict[str, Path]:
-    inputs = {"pet": scan.fit_pet, "dseg": scan.dseg, "dseg_tsv": scan.dseg_tsv}
-    if scan.fit_sidecar.exists():
-        inputs["pet_json"] = scan.fit_sidecar
-    if scan.noisefree is not None:
-        inputs["noisefree_tacs"] = scan.noisefree
-    if plan is not None:
-        from petbind.study.preprocess import preprocess_files, subject_files
-
-        files = preprocess_files(out, scan.rel_dir, scan.stem, plan.options.motion)
-        inputs.update(template=plan.template, xfm_pet_t1w=files["xfm_pet_t1w"],
-                      xfm_t1w_template=subject_files(out, scan.subject)["xfm_t1w_template"])
-    return inputs
-
-
-def _atlas(scan: Scan, shape: tuple[int, ...], affine: np.ndarray
-           ) -> tuple[np.ndarray, dict[int, str]]:
-    """Label image and ``{index: region}`` of a scan's atlas, checked against the PET grid."""
-    from petbind.io.bids import open_nifti
-    from petbind.io.tables import read_tsv
-
-    img = open_nifti(scan.dseg)  # verified (gzip CRC): a damaged atlas is refused
-    labels = np.asanyarray(img.dataobj)
-    if labels.shape != tuple(shape):
-        raise DataError(f"atlas shape {labels.shape} differs from the PET grid {shape}",
-                        path=scan.dseg, field="shape",
-                        fix="resample the atlas onto the PET image (nearest neighbour)")
-    if not np.allclose(img.affine, affine, atol=1e-3):
-        raise DataError("atlas affine differs from the PET image's", path=scan.dseg,
-                        field="affine", fix="resample the atlas onto the PET grid")
-    if not scan.dseg_tsv.exists():
-        raise DataError("the atlas has no label table", path=scan.dseg_tsv, field="dseg.tsv",
-                        fix="write the BIDS _dseg.tsv (index, name, region) beside the atlas")
-    table = read_tsv(scan.dseg_tsv)
-    if "index" not in table.columns:
-        raise DataError("label table has no 'index' column", path=scan.dseg_tsv,
-                        field="index", fix="use BIDS dseg columns: index, name[, region]")
-    col = "region" if "region" in table.columns else "name"
-    if col not in table.columns:
-        raise DataError("label table has neither 'region' nor 'name'", path=scan.dseg_tsv,
-                        field="region", fix="add a region (or name) column")
-    names = {int(i): str(r) for i, r in zip(table["index"], table[col], strict=True)}
-    return np.rint(labels).astype(np.int64), names
-
-
-def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
-    ref = tracer.reference_region
-    if ref not in regions:
-        raise DataError(f"the reference region {ref!r} of tracer {tracer.name} is not in "
-                        "the atlas", path=scan.dseg_tsv, field="region",
-                        fix=f"set tracers.{tracer.name}.reference_region to one of: "
-                        f"{', '.join(regions)}")
-    if tracer.target_regions:
-        missing = [r for r in tracer.target_regions if r not in regions]
-        if missing:
-            raise DataError(f"target region(s) {missing} of tracer {tracer.name} are not in "
-                            "the atlas", path=scan.dseg_tsv, field="region",
-                            fix=f"use regions of the atlas: {', '.join(regions)}")
-        return list(tracer.target_regions)
-    return [r for r in regions if r != ref and r not in tracer.exclude_regions]
-
-
-def model_kwargs(tracer: TracerConfig, model: str, tacs: Any) -> dict[str, Any]:
-    """The tracer's ``model_settings`` of ``model``, with the sidecar's isotope for counts weights.
-
-    Counts weighting of decay-corrected data needs the radionuclide
-    (:func:`petbind.models.weights.frame_weights`); every BIDS-PET sidecar
-    states it (``TracerRadionuclide``), so it is taken from there unless the
-    settings name an isotope.
-    """
-    kw = dict(tracer.model_settings.get(model, {}))
-    if kw.get("weights") == "counts" and "isotope" not in kw and tacs.metadata.get("isotope"):
-        kw["isotope"] = tacs.metadata["isotope"]
-    return kw
-
-
-def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
-                     where: str) -> tuple[float | None, dict[str, Any]]:
-    """k2' (1/min) by the tracer's policy, from region curves.
-
-    The policy and its vocabulary are :mod:`petbind.models.k2prime`'s (the
-    same as ``petbind fit --k2prime``): a number; ``"mrtm"`` / ``"srtm"`` with
-    ``k2prime_region`` (or ``"mrtm@REGION"``): that model fitted to the region,
-    k2' = k2 / R1 (Ichise et al. 2003; Wu & Carson 2002); ``"median"``: the
-    median k2' over the valid targets; ``"auto"``: over their higher-binding
-    half; ``"none"``: no k2' (Logan without its k2' term).
-
-    Returns
-    -------
-    k2prime : float or None
-        None when no configured model takes k2', or for ``"none"``.
-    info : dict
-        The policy and how k2' was obtained, for the sidecars.
-    """
-    from petbind.errors import ModelError
-    from petbind.models.k2prime import k2prime_for_regions
-
-    if not tracer.needs_k2prime:
-        return None, ({} if tracer.k2prime != "none" else tracer.k2prime_policy.describe())
-    policy = tracer.k2prime_policy
-    if policy.kind == "value":
-        return policy.value, policy.describe(method="config value")
-    if policy.kind == "region" and policy.region not in tacs.regions:
-        raise DataError(f"k2prime_region {policy.region!r} is not in the atlas",
-                        path=where, field=f"tracers.{tracer.name}.k2prime_region",
-                        fix=f"use one of: {', '.join(tacs.regions)}")
-    used = [m for m in (*tracer.models, tracer.map_model) if m in K2PRIME_MODELS]
-    model = policy.estimator(used or tracer.models)
-    curves = {n: tacs.curve(n) for n in tacs.regions}
-    ref = tacs.curve(tracer.reference_region)
-    try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value, info = k2prime_for_regions(
-                policy, tacs.timing, ref, curves, targets, for_models=used,
-                settings=model_kwargs(tracer, model, tacs),
-                field=f"tracers.{tracer.name}.k2prime")
-    except ModelError as exc:
-        names = policy.region if policy.kind == "region" else ", ".join(targets)
-        raise ModelError(f"k2' could not be estimated by {model} on {names}",
-                         path=where, field=f"tracers.{tracer.name}.k2prime",
-                         fix="give k2' as a number (1/min) or another k2prime_region"
-                         ) from exc
-    return value, info
-
-
-def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float | None,
-                 used: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every configured model on the target curves: (fits table, fitted-curves table).
-
-    ``counts`` weights take the radionuclide of the scan's sidecar
-    (``TracerRadionuclide``) unless the model settings name one. ``used``,
-    when given, receives each model's settings as the model applied them
-    (weights, window, isotope, t* rule ...), for the provenance and Methods.
-    """
-    from petbind.models import make_model, model_spec
-
-    timing = tacs.timing
-    ref = tacs.curve(tracer.reference_region)
-    data = np.stack([tacs.curve(r) for r in targets])
-    fits, curves = [], []
-    for name in tracer.models:
-        kw = dict(tracer.model_settings.get(name, {}))
-        if k2 is not None and name in K2PRIME_MODELS and model_spec(name).k2prime != "no":
-            kw["k2prime"] = k2
-        iso_from_sidecar = (kw.get("weights") == "counts" and "isotope" not in kw
-                            and bool(tacs.metadata.get("isotope")))
-        if iso_from_sidecar:
-            kw["isotope"] = tacs.metadata["isotope"]
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = make_model(name, timing, ref, **kw)
-            fit = model.fit(data)
-        if used is not None:
-            used[name] = {**model.settings,
-                          "isotope_source": ("TracerRadionuclide" if iso_from_sidecar
-                                             else "model_settings" if "isotope" in kw
-                                             else None)}
-        frame = fit.to_frame(names=targets)
-        if "k2prime" in kw and "k2prime" not in frame.columns:
-            frame["k2prime"] = kw["k2prime"]
-        fits.append(frame)
-        fitted = np.broadcast_to(fit.fitted, data.shape)
-        n_t = timing.n_frames
-        curves.append(pd.DataFrame({
-            "model": name, "region": np.repeat(targets, n_t),
-            "frame": np.tile(np.arange(n_t), len(targets)),
-            "frame_start": np.tile(timing.start_s, len(targets)),
-            "frame_end": np.tile(timing.start_s + timing.duration_s, len(targets)),
-            "frame_mid": np.tile(timing.start_s + timing.duration_s / 2, len(targets)),
-            "measured": data.reshape(-1), "fitted": fitted.reshape(-1)}))
-    table = pd.concat(fits, ignore_index=True)
-    first = ["region", "model"]
-    table = table[first + [c for c in table.columns if c not in first]]
-    return table, pd.concat(curves, ignore_index=True)
-
-
-def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
-                 map_scheduler: Any = "sync", plan: Any = None, pvc: Any = None,
-                 regions: dict[str, tuple[str, ...]] | None = None) -> ScanResult:
-    """All per-scan outputs of one scan, or nothing when its provenance is current.
-
-    Parameters
-    ----------
-    scan : Scan
-    tracer : TracerConfig
-    out_dir : path
-        Output root (``derivatives/petbind`` or ``--out``).
-    map_scheduler : optional
-        Passed to :func:`petbind.parametric.parametric_maps`. ``"sync"`` (the
-        default) keeps a scan in one thread: the pipeline's parallelism is
-        across scans (dask), and the maps' sidecars, which record the
-        scheduler, are then the same in-process and on dask.
-    plan : PreprocessPlan, optional
-        Preprocess the scan first (:func:`petbind.study.preprocess.preprocess_study_scan`,
-        cached); then the motion-corrected image is fitted with the atlas in
-        PET space that preprocessing wrote, and the BP_ND map and its mask are
-        also written on the template grid (``STEM_space-template_model-<m>_*``).
-    pvc : PvcConfig, optional
-        Partial-volume correction (``[pvc]``); when enabled the corrected
-        ``desc-pvc`` outputs are written too (:mod:`petbind.study.pvc`).
-    regions : dict, optional
-        The study's ``[regions]`` (analysis region -> atlas labels/patterns).
-
-    Returns
-    -------
-    ScanResult
-    """
-    from petbind.io.bids import load_pet
-    from petbind.io.tables import write_tacs
-
-    t0 = time.perf_counter()
-    out_root = Path(out_dir)
-    files = scan_outputs(out_root, scan)
-    folder = files.folder
-    prov = files.provenance
-    prep_summary: dict[str, Any] | None = None
-    prep_skipped = True
-    if plan is not None:
-        from petbind.study.preprocess import preprocess_study_scan
-
-        prep_summary, prep_skipped = preprocess_study_scan(plan, scan, out_root)
-    inputs = _scan_inputs(scan, out_root, plan)
-    settings = _scan_settings(tracer)
-    if regions:
-        settings["regions"] = {k: list(v) for k, v in regions.items()}
-    if plan is not None:
-        settings["preprocess"] = plan.settings()
-    if pvc is not None and pvc.enabled:
-        from petbind.study.pvc import scan_inputs
-
-        inputs.update(scan_inputs(pvc))
-        settings["pvc"] = pvc.to_dict()
-    if scan_is_current(prov, inputs, settings, out_root):
-        return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
-
-    img = load_pet(scan.fit_pet)
-    from petbind.study.regions import region_curves
-
-    labels, names, tacs, atlas_info = region_curves(scan, img, regions or {}, plan, out_root,
-                                                    read_atlas=_atlas)
-    regions_found = list(tacs.regions)
-    targets = _targets(scan, tracer, regions_found)
-    written: list[Path] = []
-    written.append(write_tacs(files.tacs, tacs))
-    written.append(files.tacs_json)
-
-    k2, k2_info = estimate_k2prime(tracer, tacs, targets, str(scan.dseg_tsv))
-    models_used: dict[str, Any] = {}
-    fits, curves = _fit_regions(tracer, tacs, targets, k2, models_used)
-    written.append(write_text_atomic(files.fits, _tsv(fits)))
-    written.append(write_text_atomic(files.fitted, _tsv(curves)))
-    if scan.noisefree is not None:
-        written.append(_noisefree_fits(scan, tracer, targets, k2, folder, tacs.timing))
-    pvc_info = None
-    if pvc is not None and pvc.enabled:
-        from petbind.study.pvc import correct_scan_outputs
-
-        pvc_written, pvc_info = correct_scan_outputs(scan, tracer, pvc, img, labels, names,
-                                                     folder, _pvc_fns())
-        written.extend(pvc_written)
-    notes: list[str] = []
-    n_bad = int((~fits["valid"].astype(bool)).sum())
-    if n_bad:
-        bad = fits.loc[~fits["valid"].astype(bool), ["model", "region"]]
-        notes.append(f"{scan.key}: {n_bad} invalid region fit(s): "
-                     + ", ".join(f"{m}/{r}" for m, r in bad.itertuples(index=False)))
-
-    if tracer.map_model:
-        from petbind.parametric import K2PRIME_MODELS, parametric_maps, write_maps
-
-        brain = np.isin(labels, [k for k, v in names.items()
-                                 if v not in tracer.exclude_regions])
-        result = parametric_maps(
-            img, model=tracer.map_model, ref_curve=tacs.curve(tracer.reference_region),
-            mask=brain, k2prime=k2 if tracer.map_model in K2PRIME_MODELS else None,
-            scheduler=map_scheduler,
-            model_settings=model_kwargs(tracer, tracer.map_model, tacs))
-        extra = {"K2PrimeStrategy": k2_info, "Atlas": str(scan.dseg)}
-        written.extend(write_maps(result, folder, scan.stem, extra, entity="model"))
-        if plan is not None:
-            written.extend(_template_maps(scan, tracer.map_model, folder, img.affine, plan,
-                                          out_root, extra))
-        written.extend(p.with_name(p.name.removesuffix(".nii.gz") + ".json")
-                       for p in list(written) if p.name.endswith(".nii.gz"))
-
-    record = scan_record(inputs, settings, [p for p in written if p.exists()], out_root)
-    record["k2prime"] = {"value_per_min": k2, **k2_info}
-    record["models"] = models_used
-    record["atlas"] = atlas_info
-    record["reference_region"] = tracer.reference_region
-    record["scan"] = {"subject": scan.subject, "condition": scan.condition,
-                      "tracer": scan.tracer, "run": scan.run}
-    if pvc_info is not None:
-        record["pvc"] = pvc_info
-    if prep_summary is not None:
-        record["preprocess"] = prep_summary
-        flagged = prep_summary.get("flagged_frames") or []
-        if flagged:
-            notes.append(f"{scan.key}: {len(flagged)} frame(s) moved more than the "
-                         f"framewise-displacement threshold (frames {flagged}); realigned, "
-                         "see the motion QC figure")
-    write_scan_record(prov, record)
-    return ScanResult(scan.stem, False, time.perf_counter() - t0, notes)
-
-
-def _pvc_fns() -> Any:
-    """This module's steps that the partial-volume-corrected outputs reuse (petbind.study.pvc)."""
-    from petbind.study.pvc import PipelineFns
-
-    return PipelineFns(targets=_targets, k2prime=estimate_k2prime, fit=_fit_regions, tsv=_tsv,
-                       read_tsv=_read_tsv, for_stats=_for_stats, outcome_params=OUTCOME_PARAMS)
-
-
-def _noisefree_fits(scan: Scan, tracer: TracerConfig, targets: list[str], k2: float | None,
-                    folder: Path, timing: Any) -> Path:
-    """The primary model fitted to the simulator's noise-free region curves of the scan.
-
-    Same model settings and the same k2' as the scan's own fits: the result
-    (``bp_nd_true_image`` in the outcome table) is what a noise-free analysis
-    of the blurred image gives, which separates partial-volume bias (truth vs
-    image truth) from noise (image truth vs estimate).
-    """
-    from petbind.io.tables import read_tacs
-
-    nf = read_tacs(scan.noisefree)
-    if nf.timing.n_frames != timing.n_frames or not np.allclose(nf.timing.start, timing.start,
-                                                                 atol=1e-3):
-        raise DataError("the noise-free curves have other frames than the scan",
-                        path=scan.noisefree, field="frame_start",
-                        fix="simulate the dataset again (petbind simulate)")
-    names = [r for r in targets if r in nf.regions]
-    if tracer.reference_region not in nf.regions or not names:
-        raise DataError(f"the noise-free curves lack the reference region or every target "
-                        f"of tracer {tracer.name}", path=scan.noisefree, field="region",
-                        fix="use the simulator's region names in the study config")
-    one = dataclasses.replace(tracer, models=(tracer.primary_model,))
-    fits, _ = _fit_regions(one, nf, names, k2)
-    return write_text_atomic(StudyLayout(folder).scan(".", scan.stem).noisefree_fits,
-                             _tsv(fits))
-
-
-def _template_maps(scan: Scan, model: str, folder: Path, affine: np.ndarray, plan: Any,
-                   out_root: Path, extra: dict[str, Any]) -> list[Path]:
-    """The BP_ND map and its mask of a preprocessed scan, resampled onto the template grid."""
-    import nibabel as nib
-
-    from petbind.io.bids import save_image
-    from petbind.study.preprocess import maps_to_template, preprocess_files, subject_files
-
-    so = StudyLayout(folder).scan(".", scan.stem)
-    bp = np.asarray(nib.load(str(so.map(model, "bpnd"))).dataobj)
-    valid = np.asarray(nib.load(str(so.map(model, "mask"))).dataobj)
-    files = preprocess_files(out_root, scan.rel_dir, scan.stem, plan.options.motion)
-    xfm = subject_files(out_root, scan.subject)["xfm_t1w_template"]
-    tbp, tmask, taff = maps_to_template(bp, valid, affine, plan, files, xfm)
-    side = {**extra, "Model": model, "Space": "template", "Template": str(plan.template),
-            "Sources": [so.map(model, "bpnd").name, so.map(model, "mask").name],
-            "Transforms": [str(xfm), str(files["xfm_pet_t1w"])],
-            "Resampling": "linear; NaN where under half of the neighbourhood was valid or "
-                          "outside the PET field of view"}
-    return [save_image(so.map(model, "bpnd", "template"), tbp.astype(np.float32), taff,
-                       {**side, "Units": "unitless", "Description": "BP_ND"}),
-            save_image(so.map(model, "mask", "template"), tmask, taff,
-                       {**side, "Description": "1 = valid BP_ND in template space"})]
+__all__ = ["OUTCOME_PARAMS", "ScanResult", "StudyResult", "check_output_location",
+           "estimate_k2prime", "model_kwargs", "outcome_table", "process_scan", "run_scans",
+           "run_study", "scan_dir", "scan_outputs", "study_tasks", "voxel_statistics"]
 
 
 # ----------------------------------------------------------------------------
@@ -576,203 +170,10 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     return sorted(results, key=lambda r: order[r.stem])
 
 
+
 # ----------------------------------------------------------------------------
-# study level
+# the run
 # ----------------------------------------------------------------------------
-def _truth_table(bids: Path, config: StudyConfig) -> pd.DataFrame | None:
-    if config.truth == "none":
-        return None
-    path = (bids / "derivatives" / "petbind-sim" / "truth.tsv" if config.truth == "auto"
-            else Path(config.truth) if Path(config.truth).is_absolute()
-            else bids / config.truth)
-    if not path.exists():
-        if config.truth != "auto":
-            raise DataError("the truth table does not exist", path=path, field="dataset.truth",
-                            fix="give the simulator's truth.tsv, 'auto' or 'none'")
-        return None
-    t = _read_tsv(path)
-    keep = ["subject", "condition", "tracer", "region", "bp_nd", "r1"]
-    missing = [c for c in keep if c not in t.columns]
-    if missing:
-        raise DataError(f"the truth table lacks columns {missing}", path=path,
-                        field=missing[0], fix="use the simulator's truth.tsv")
-    return t[keep].rename(columns={"bp_nd": "bp_nd_true", "r1": "r1_true"})
-
-
-def outcome_table(scans: list[Scan], out_dir: Path,
-                  truth: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The tidy outcome table from every scan's ``_fits.tsv`` (docs/outputs.md)."""
-    frames = []
-    for s in scans:
-        f = _read_tsv(scan_outputs(out_dir, s).fits)
-        f.insert(0, "run", s.run if s.run is not None else np.nan)
-        f.insert(0, "tracer", s.tracer)
-        f.insert(0, "condition", s.condition)
-        f.insert(0, "subject", s.subject)
-        frames.append(f)
-    df = pd.concat(frames, ignore_index=True)
-    for c in OUTCOME_PARAMS:
-        if c not in df.columns:
-            df[c] = np.nan
-    df["valid"] = df["valid"].astype(str).str.lower().isin(["true", "1"])
-    cols = ["subject", "condition", "tracer", "run", "region", "model", *OUTCOME_PARAMS]
-    df = df[cols]
-    if truth is not None:
-        df = df.merge(truth, on=["subject", "condition", "tracer", "region"], how="left")
-    image = _image_truth(scans, out_dir)
-    if image is not None:
-        keys = ["subject", "condition", "tracer", "run", "region", "model"]
-        df["run"] = df["run"].astype(object)
-        df = df.merge(image, on=keys, how="left")
-        after = "bp_nd_true" if "bp_nd_true" in df.columns else "valid"
-        order = [c for c in df.columns if c != "bp_nd_true_image"]
-        order.insert(order.index(after) + 1, "bp_nd_true_image")
-        df = df[order]
-    return df
-
-
-def _image_truth(scans: list[Scan], out_dir: Path) -> pd.DataFrame | None:
-    """``bp_nd_true_image`` of every scan with a ``_desc-noisefree_fits.tsv`` (else None)."""
-    frames = []
-    for s in scans:
-        p = scan_outputs(out_dir, s).noisefree_fits
-        if s.noisefree is None or not p.exists():
-            continue
-        f = _read_tsv(p)[["region", "model", "bp_nd"]].rename(
-            columns={"bp_nd": "bp_nd_true_image"})
-        f.insert(0, "run", s.run if s.run is not None else np.nan)
-        f.insert(0, "tracer", s.tracer)
-        f.insert(0, "condition", s.condition)
-        f.insert(0, "subject", s.subject)
-        frames.append(f)
-    if not frames:
-        return None
-    out = pd.concat(frames, ignore_index=True)
-    out["run"] = out["run"].astype(object)
-    return out
-
-
-def _for_stats(outcomes: pd.DataFrame) -> pd.DataFrame:
-    """One row per subject x condition x tracer x region x model (runs averaged)."""
-    df = outcomes.copy()
-    df.loc[~df["valid"], "bp_nd"] = np.nan
-    keys = ["subject", "condition", "tracer", "region", "model"]
-    if not df.duplicated(keys).any():
-        return df
-    agg = {"bp_nd": "mean", "valid": "any"}
-    for c in ("bp_nd_true", "bp_nd_true_image"):
-        if c in df:
-            agg[c] = "mean"
-    return df.groupby(keys, as_index=False, sort=True).agg(agg)
-
-
-def _load_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj, dtype=np.float64), np.asarray(img.affine)
-
-
-def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
-                     plan: Any = None) -> tuple[list[Path], list[str]]:
-    """Sign-flip voxel statistics of every contrast on the tracers' BP_ND maps.
-
-    Without preprocessing the maps are the scans' own (every scan on one PET
-    grid) and the analysis mask comes from the first scan's atlas. With a
-    preprocessing ``plan`` the maps are the ``STEM_space-template_model-<m>``
-    ones (subjects in native positions brought to the template) and the
-    analysis mask is the template atlas on that grid.
-    """
-    from petbind.io.bids import save_image
-    from petbind.stats.voxel import sign_flip_test
-
-    vx = config.statistics.voxel
-    written: list[Path] = []
-    notes: list[str] = []
-    lay = StudyLayout(out_dir)
-    for tracer, tcfg in config.tracers.items():
-        mine = [s for s in scans if s.tracer == tracer]
-        if not tcfg.map_model or not mine:
-            continue
-        model = tcfg.map_model
-        maps: dict[tuple[str, str], list[np.ndarray]] = {}
-        affine = None
-        shape = None
-        space = "template" if plan is not None else None
-        for s in mine:
-            so = scan_outputs(out_dir, s)
-            bp, aff = _load_map(so.map(model, "bpnd", space))
-            valid, _ = _load_map(so.map(model, "mask", space))
-            if shape is None:
-                shape, affine = bp.shape, aff
-                if plan is not None:
-                    from petbind.study.preprocess import template_atlas
-
-                    atlas, names = template_atlas(plan, shape, aff)
-                elif s.segmentation is not None:
-                    from petbind.study.segmentation import labels_on_grid
-
-                    atlas, names = labels_on_grid(s.segmentation, shape, aff)
-                else:
-                    atlas, names = _atlas(s, shape, aff)
-                if config.regions:
-                    from petbind.study.regions import resolve_regions
-
-                    groups = resolve_regions(config.regions, list(names.values()))
-                    names = {k: next(r for r, m in groups.items() if n in m)
-                             for k, n in names.items()
-                             if any(n in m for m in groups.values())}
-                analysis = np.isin(atlas, [k for k, v in names.items()
-                                           if v not in tcfg.exclude_regions
-                                           and v != tcfg.reference_region])
-            elif bp.shape != shape or not np.allclose(aff, affine, atol=1e-3):
-                notes.append(f"voxel statistics of {tracer} skipped: the maps of "
-                             f"{s.stem} are on another grid (no common space)")
-                shape = None
-                break
-            maps.setdefault((s.subject, s.condition), []).append(
-                np.where(valid > 0, bp, np.nan))
-        if shape is None:
-            continue
-        mean_maps = {k: np.mean(v, axis=0) for k, v in maps.items()}
-        subjects = sorted({k[0] for k in mean_maps})
-        for c in config.contrasts:
-            subj = [s for s in subjects if all((s, x) in mean_maps for x in c.conditions)]
-            if len(subj) < 2:
-                notes.append(f"voxel statistics of {tracer} {c.expr} skipped: "
-                             f"{len(subj)} subject(s) with every condition")
-                continue
-            stack = {x: np.stack([mean_maps[(s, x)] for s in subj]) for x in c.conditions}
-            a, b, effect = c.combine(stack)
-            diffs = a - b
-            effect = np.where(np.isfinite(effect), effect, np.nan)
-            res = sign_flip_test(
-                diffs, analysis, affine=affine, effect=effect,
-                cluster_forming_p=vx.cluster_forming_p, n_permutations=vx.n_permutations,
-                seed=vx.seed, smoothing_fwhm_mm=vx.smoothing_fwhm_mm, atlas=atlas,
-                atlas_names=names)
-            pre = lay.voxel_prefix(tracer, model, c.name)
-            side = {"Tracer": tracer, "Model": model, "Contrast": c.expr,
-                    "Subjects": subj, **res.info,
-                    "Note": (f"sign-flip permutation over {res.info['n_flips']} flips "
-                             f"({'exact enumeration' if res.info['exact'] else 'random'}); "
-                             f"the smallest attainable FWE p is "
-                             f"{res.info['min_attainable_p']:.4g}")}
-            for tag, vol, what in (("stat-t", res.t, "paired t"),
-                                   ("stat-effect", res.effect, "mean % change"),
-                                   ("stat-p", res.p, "uncorrected two-sided p"),
-                                   ("stat-pfwe", res.p_fwe, "voxel-level FWE p"),
-                                   ("stat-pfdr", res.p_fdr, "BH-adjusted p")):
-                written.append(save_image(Path(f"{pre}_{tag}.nii.gz"),
-                                          vol.astype(np.float32), affine,
-                                          {**side, "Statistic": what}))
-            written.append(save_image(Path(f"{pre}_mask.nii.gz"),
-                                      res.mask.astype(np.uint8), affine,
-                                      {**side, "Statistic": "analysis mask"}))
-            written.append(write_text_atomic(Path(f"{pre}_clusters.tsv"), _tsv(res.clusters)))
-    return written, notes
-
-
 def _is_our_output(folder: Path) -> bool:
     """True when ``folder`` holds outputs of an earlier ``petbind run``."""
     import json
@@ -933,7 +334,7 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     for r in results:
         notes.extend(r.warnings)
 
-    truth = _truth_table(bids, config)
+    truth = truth_table(bids, config)
     outcomes = outcome_table(scans, out, truth)
     from petbind.stats.design import attach_covariates  # group / covariate columns
 
@@ -941,11 +342,11 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
                                  covariates=config.statistics.covariates)
     group = out / "group"
     lay = StudyLayout(out)
-    write_text_atomic(lay.outcomes, _tsv(outcomes))
+    write_text_atomic(lay.outcomes, table_text(outcomes))
     from petbind.study.stats_stage import write_fit_qc  # fit QC, model comparison
 
     write_fit_qc(scans, out)
-    stats_in = _for_stats(outcomes)
+    stats_in = for_stats(outcomes)
     alpha = config.statistics.alpha
     roi_parts, mixed_parts = [], []
     for tracer, tcfg in config.tracers.items():
@@ -961,8 +362,8 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
             baseline=config.statistics.baseline_condition, alpha=alpha, regions=regions))
     roi = pd.concat(roi_parts, ignore_index=True)
     mixed = pd.concat(mixed_parts, ignore_index=True)
-    write_text_atomic(lay.roi_stats, _tsv(roi))
-    write_text_atomic(lay.mixed_model, _tsv(mixed))
+    write_text_atomic(lay.roi_stats, table_text(roi))
+    write_text_atomic(lay.mixed_model, table_text(mixed))
     from petbind.study.stats_stage import write_design_statistics
 
     write_design_statistics(outcomes, stats_in, config, out, bids)
@@ -999,7 +400,7 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     if config.pvc.enabled:
         from petbind.study.pvc import pvc_statistics
 
-        summary["pvc"] = pvc_statistics(scans, config, out, truth, _pvc_fns())
+        summary["pvc"] = pvc_statistics(scans, config, out, truth)
         summary["paths"].update({f"pvc_{k}": v for k, v in
                                  (summary["pvc"] or {}).get("paths", {}).items()})
     previous = previous_config_digest(out)
@@ -1026,3 +427,4 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     return StudyResult(out_dir=out, outcomes=outcomes, roi_stats=roi, mixed=mixed,
                        summary=summary, warnings=notes, seconds=stages.wall,
                        cpu_seconds=stages.cpu)
+

@@ -1,7 +1,7 @@
 """Partial-volume correction inside ``petbind run`` (the ``[pvc]`` section).
 
 Per scan (:func:`correct_scan_outputs`, called by
-:func:`petbind.study.pipeline.process_scan` after the uncorrected fits), with
+:func:`petbind.study.scan_stage.process_scan` after the uncorrected fits), with
 the scan's image and atlas:
 
 - ``STEM_desc-pvc_tacs.tsv`` (+ ``.json``: method, PSF, GTM condition number,
@@ -22,7 +22,6 @@ and the primary models' rows in ``summary.json`` under ``pvc``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,41 +29,11 @@ import numpy as np
 import pandas as pd
 
 from petbind.pvc.files import atlas_table_path, corrected_sidecar, read_atlas
+from petbind.study.region_fits import estimate_k2prime, fit_regions, target_regions
+from petbind.study.tables import for_stats, outcome_rows, table_text
 
 #: ``desc`` label of every corrected output.
 DESC = "pvc"
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineFns:
-    """The pipeline's own steps the corrected outputs reuse, handed in by
-    :mod:`petbind.study.pipeline` (so that this module does not import it).
-
-    Attributes
-    ----------
-    targets : callable
-        ``(scan, tracer, regions) -> target regions``.
-    k2prime : callable
-        ``(tracer, tacs, targets, where) -> (k2', info)``.
-    fit : callable
-        ``(tracer, tacs, targets, k2') -> (fits table, fitted-curves table)``.
-    tsv : callable
-        ``DataFrame -> TSV text``.
-    read_tsv : callable
-        ``path -> DataFrame``.
-    for_stats : callable
-        Outcome table -> one row per subject x condition x tracer x region x model.
-    outcome_params : tuple of str
-        Columns of the outcome table taken from the fits.
-    """
-
-    targets: Callable[..., Any]
-    k2prime: Callable[..., Any]
-    fit: Callable[..., Any]
-    tsv: Callable[[pd.DataFrame], str]
-    read_tsv: Callable[[Path], pd.DataFrame]
-    for_stats: Callable[[pd.DataFrame], pd.DataFrame]
-    outcome_params: tuple[str, ...]
 
 
 def resolve_config(config: Any, bids: Path) -> Any:
@@ -92,7 +61,7 @@ def scan_inputs(pvc: Any) -> dict[str, Path]:
 
 
 def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.ndarray,
-                         names: dict[int, str], folder: Path, fns: PipelineFns
+                         names: dict[int, str], folder: Path
                          ) -> tuple[list[Path], dict[str, Any]]:
     """Partial-volume-correct one scan and fit the corrected curves (files above).
 
@@ -107,10 +76,6 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     labels, names : the scan's atlas on the PET grid and ``{index: region}``.
     folder : Path
         The scan's output folder.
-    fns : PipelineFns
-        The pipeline's target, k2' and fit steps (the corrected fits take the
-        tracer's targets among the corrected curves' regions, which with a
-        finer atlas may include regions no PET voxel is mostly made of).
 
     Returns
     -------
@@ -153,12 +118,15 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     written.append(write_tacs(folder / f"{stem}_tacs.tsv", tacs))
     written.append(folder / f"{stem}_tacs.json")
     # the corrected curves may hold regions too small for a majority voxel of the scan's atlas
-    targets = fns.targets(scan, tracer, list(tacs.regions))
-    k2, k2_info = fns.k2prime(tracer, tacs, targets, str(scan.dseg_tsv))
-    fits, curves = fns.fit(tracer, tacs, targets, k2)
-    written.append(write_text_atomic(folder / f"{stem}_fits.tsv", fns.tsv(fits)))
+    # (the pipeline's target, k2' and fit steps: the corrected fits take the tracer's
+    # targets among the corrected curves' regions, which with a finer atlas may include
+    # regions no PET voxel is mostly made of)
+    targets = target_regions(scan, tracer, list(tacs.regions))
+    k2, k2_info = estimate_k2prime(tracer, tacs, targets, str(scan.dseg_tsv))
+    fits, curves = fit_regions(tracer, tacs, targets, k2)
+    written.append(write_text_atomic(folder / f"{stem}_fits.tsv", table_text(fits)))
     written.append(write_text_atomic(folder / f"{scan.stem}_desc-{DESC}fitted_tacs.tsv",
-                                     fns.tsv(curves)))
+                                     table_text(curves)))
     if pvc.method in VOXEL_METHODS and tracer.map_model:
         from petbind.parametric import K2PRIME_MODELS, parametric_maps, write_maps
 
@@ -178,31 +146,13 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
     return written, info
 
 
-def pvc_outcomes(scans: list[Any], out_dir: Path, truth: pd.DataFrame | None,
-                 fns: PipelineFns) -> pd.DataFrame | None:
+def pvc_outcomes(scans: list[Any], out_dir: Path,
+                 truth: pd.DataFrame | None) -> pd.DataFrame | None:
     """The outcome table of the corrected fits (columns of ``outcomes.tsv``), or None."""
-    frames = []
-    for s in scans:
-        p = out_dir / s.rel_dir / f"{s.stem}_desc-{DESC}_fits.tsv"
-        if not p.exists():
-            return None
-        f = fns.read_tsv(p)
-        f.insert(0, "run", s.run if s.run is not None else np.nan)
-        f.insert(0, "tracer", s.tracer)
-        f.insert(0, "condition", s.condition)
-        f.insert(0, "subject", s.subject)
-        frames.append(f)
-    if not frames:
+    fits = [(s, out_dir / s.rel_dir / f"{s.stem}_desc-{DESC}_fits.tsv") for s in scans]
+    if not fits or not all(p.exists() for _, p in fits):
         return None
-    df = pd.concat(frames, ignore_index=True)
-    for c in fns.outcome_params:
-        if c not in df.columns:
-            df[c] = np.nan
-    df["valid"] = df["valid"].astype(str).str.lower().isin(["true", "1"])
-    df = df[["subject", "condition", "tracer", "run", "region", "model", *fns.outcome_params]]
-    if truth is not None:
-        df = df.merge(truth, on=["subject", "condition", "tracer", "region"], how="left")
-    return df
+    return outcome_rows(fits, truth)
 
 
 def _scan_infos(scans: list[Any], out_dir: Path) -> dict[str, Any]:
@@ -238,7 +188,7 @@ def _assumes(scans: list[Any], out_dir: Path) -> str | None:
 
 
 def pvc_statistics(scans: list[Any], config: Any, out_dir: Path,
-                   truth: pd.DataFrame | None, fns: PipelineFns) -> dict[str, Any] | None:
+                   truth: pd.DataFrame | None) -> dict[str, Any] | None:
     """``group/desc-pvc_outcomes.tsv`` and ``group/desc-pvc_roi_stats.tsv``; summary entry.
 
     Returns
@@ -253,12 +203,12 @@ def pvc_statistics(scans: list[Any], config: Any, out_dir: Path,
 
     if not config.pvc.enabled:
         return None
-    outcomes = pvc_outcomes(scans, out_dir, truth, fns)
+    outcomes = pvc_outcomes(scans, out_dir, truth)
     if outcomes is None:
         return None
     group = out_dir / "group"
-    write_text_atomic(group / f"desc-{DESC}_outcomes.tsv", fns.tsv(outcomes))
-    stats_in = fns.for_stats(outcomes)
+    write_text_atomic(group / f"desc-{DESC}_outcomes.tsv", table_text(outcomes))
+    stats_in = for_stats(outcomes)
     parts = []
     for tracer in config.tracers:
         sub = stats_in[stats_in["tracer"] == tracer]
@@ -268,7 +218,7 @@ def pvc_statistics(scans: list[Any], config: Any, out_dir: Path,
                                     regions=sorted(set(sub["region"])),
                                     truth="bp_nd_true" if truth is not None else None))
     roi = pd.concat(parts, ignore_index=True)
-    write_text_atomic(group / f"desc-{DESC}_roi_stats.tsv", fns.tsv(roi))
+    write_text_atomic(group / f"desc-{DESC}_roi_stats.tsv", table_text(roi))
     primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
                          for tr, tc in config.tracers.items()], ignore_index=True)
     return {"method": config.pvc.method, **_scan_infos(scans, out_dir),

@@ -176,14 +176,44 @@ def _volumes(tacs: TACTable) -> dict[str, float]:
     return {}
 
 
+def scan_atlas(scan: Any, shape: tuple[int, ...], affine: np.ndarray
+               ) -> tuple[np.ndarray, dict[int, str]]:
+    """Label image and ``{index: region}`` of a scan's atlas, checked against the PET grid."""
+    from petbind.io.bids import open_nifti
+    from petbind.io.tables import read_tsv
+
+    img = open_nifti(scan.dseg)  # verified (gzip CRC): a damaged atlas is refused
+    labels = np.asanyarray(img.dataobj)
+    if labels.shape != tuple(shape):
+        raise DataError(f"atlas shape {labels.shape} differs from the PET grid {shape}",
+                        path=scan.dseg, field="shape",
+                        fix="resample the atlas onto the PET image (nearest neighbour)")
+    if not np.allclose(img.affine, affine, atol=1e-3):
+        raise DataError("atlas affine differs from the PET image's", path=scan.dseg,
+                        field="affine", fix="resample the atlas onto the PET grid")
+    if not scan.dseg_tsv.exists():
+        raise DataError("the atlas has no label table", path=scan.dseg_tsv, field="dseg.tsv",
+                        fix="write the BIDS _dseg.tsv (index, name, region) beside the atlas")
+    table = read_tsv(scan.dseg_tsv)
+    if "index" not in table.columns:
+        raise DataError("label table has no 'index' column", path=scan.dseg_tsv,
+                        field="index", fix="use BIDS dseg columns: index, name[, region]")
+    col = "region" if "region" in table.columns else "name"
+    if col not in table.columns:
+        raise DataError("label table has neither 'region' nor 'name'", path=scan.dseg_tsv,
+                        field="region", fix="add a region (or name) column")
+    names = {int(i): str(r) for i, r in zip(table["index"], table[col], strict=True)}
+    return np.rint(labels).astype(np.int64), names
+
+
 def region_curves(scan: Any, img: Any, regions: Mapping[str, Sequence[str]], plan: Any,
-                  out_root: Path, *, read_atlas: Callable[..., Any]
+                  out_root: Path, *, read_atlas: Callable[..., Any] | None = None
                   ) -> tuple[np.ndarray, dict[int, str], TACTable, dict[str, Any]]:
     """Region curves of a scan, from its PET-space atlas or its subject's segmentation.
 
     ``read_atlas(scan, shape, affine)`` reads a PET-space atlas as
-    ``(labels, {index: region})`` (the pipeline's reader, checked against
-    the PET grid).
+    ``(labels, {index: region})``, checked against the PET grid (default:
+    :func:`scan_atlas`).
 
     Without ``[regions]`` a PET-space atlas's labels are pooled by the
     dseg.tsv ``region`` column (as before) and a segmentation's labels are
@@ -206,7 +236,7 @@ def region_curves(scan: Any, img: Any, regions: Mapping[str, Sequence[str]], pla
     shape, affine = tuple(img.dataobj.shape[:3]), np.asarray(img.affine)
     seg = scan.segmentation
     if seg is None:
-        labels, names = read_atlas(scan, shape, affine)
+        labels, names = (read_atlas or scan_atlas)(scan, shape, affine)
         present = set(np.unique(labels).tolist())
         names = {k: v for k, v in names.items() if k in present}
         info: dict[str, Any] = {"source": str(scan.dseg), "space": "PET"}

@@ -15,21 +15,14 @@ from typing import Any
 import pandas as pd
 
 from petbind.io.atomic import write_text_atomic
+from petbind.study.layout import StudyLayout
+from petbind.study.tables import with_scan_columns
 
 
 def _read(path: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
-
-
-def _tag(df: pd.DataFrame, scan: Any) -> pd.DataFrame:
-    df = df.copy()
-    df.insert(0, "run", scan.run if scan.run is not None else float("nan"))
-    df.insert(0, "tracer", scan.tracer)
-    df.insert(0, "condition", scan.condition)
-    df.insert(0, "subject", scan.subject)
-    return df
 
 
 def write_fit_qc(scans: list[Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -47,18 +40,17 @@ def write_fit_qc(scans: list[Any], out_dir: Path) -> tuple[pd.DataFrame, pd.Data
     qc, comparison : DataFrame
     """
     from petbind.stats.fit_qc import fit_qc, model_comparison
-    from petbind.study.pipeline import scan_dir
 
     fits, curves = [], []
     for s in scans:
-        folder = scan_dir(out_dir, s)
-        f = _read(folder / f"{s.stem}_fits.tsv")
+        files = StudyLayout(Path(out_dir)).scan(s.rel_dir, s.stem)
+        f = _read(files.fits)
         if f is None:
             continue
-        fits.append(_tag(f, s))
-        c = _read(folder / f"{s.stem}_desc-fitted_tacs.tsv")
+        fits.append(with_scan_columns(f, s))
+        c = _read(files.fitted)
         if c is not None:
-            curves.append(_tag(c, s))
+            curves.append(with_scan_columns(c, s))
     if not fits:
         return pd.DataFrame(), pd.DataFrame()
     qc = fit_qc(pd.concat(fits, ignore_index=True),

@@ -1,0 +1,190 @@
+"""The study level of ``petbind run`` after the scans: outcome table and voxel statistics.
+
+:func:`outcome_table` gathers every scan's fits (with the simulator's truth
+when there is one, :func:`truth_table`); :func:`voxel_statistics` runs the
+sign-flip permutation test of every contrast on the tracers' BP_ND maps. The
+region statistics beyond the paired tests are :mod:`petbind.study.stats_stage`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from petbind.errors import DataError
+from petbind.io.atomic import write_text_atomic
+from petbind.study.config import StudyConfig
+from petbind.study.discover import Scan
+from petbind.study.layout import StudyLayout, read_table
+from petbind.study.regions import scan_atlas
+from petbind.study.scan_stage import scan_outputs
+from petbind.study.tables import outcome_rows, table_text, with_scan_columns
+
+
+def truth_table(bids: Path, config: StudyConfig) -> pd.DataFrame | None:
+    """The simulator's truth per subject x condition x tracer x region, or None.
+
+    ``dataset.truth``: ``"none"``; ``"auto"`` (``derivatives/petbind-sim/truth.tsv``
+    when present); or a path (relative to the BIDS root).
+    """
+    if config.truth == "none":
+        return None
+    path = (bids / "derivatives" / "petbind-sim" / "truth.tsv" if config.truth == "auto"
+            else Path(config.truth) if Path(config.truth).is_absolute()
+            else bids / config.truth)
+    if not path.exists():
+        if config.truth != "auto":
+            raise DataError("the truth table does not exist", path=path, field="dataset.truth",
+                            fix="give the simulator's truth.tsv, 'auto' or 'none'")
+        return None
+    t = read_table(path)
+    keep = ["subject", "condition", "tracer", "region", "bp_nd", "r1"]
+    missing = [c for c in keep if c not in t.columns]
+    if missing:
+        raise DataError(f"the truth table lacks columns {missing}", path=path,
+                        field=missing[0], fix="use the simulator's truth.tsv")
+    return t[keep].rename(columns={"bp_nd": "bp_nd_true", "r1": "r1_true"})
+
+
+def outcome_table(scans: list[Scan], out_dir: Path,
+                  truth: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The tidy outcome table from every scan's ``_fits.tsv`` (docs/outputs.md)."""
+    df = outcome_rows(((s, scan_outputs(out_dir, s).fits) for s in scans), truth)
+    image = _image_truth(scans, out_dir)
+    if image is not None:
+        keys = ["subject", "condition", "tracer", "run", "region", "model"]
+        df["run"] = df["run"].astype(object)
+        df = df.merge(image, on=keys, how="left")
+        after = "bp_nd_true" if "bp_nd_true" in df.columns else "valid"
+        order = [c for c in df.columns if c != "bp_nd_true_image"]
+        order.insert(order.index(after) + 1, "bp_nd_true_image")
+        df = df[order]
+    return df
+
+
+def _image_truth(scans: list[Scan], out_dir: Path) -> pd.DataFrame | None:
+    """``bp_nd_true_image`` of every scan with a ``_desc-noisefree_fits.tsv`` (else None)."""
+    frames = []
+    for s in scans:
+        p = scan_outputs(out_dir, s).noisefree_fits
+        if s.noisefree is None or not p.exists():
+            continue
+        f = read_table(p)[["region", "model", "bp_nd"]].rename(
+            columns={"bp_nd": "bp_nd_true_image"})
+        frames.append(with_scan_columns(f, s))
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True)
+    out["run"] = out["run"].astype(object)
+    return out
+
+
+def _load_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj, dtype=np.float64), np.asarray(img.affine)
+
+
+def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
+                     plan: Any = None) -> tuple[list[Path], list[str]]:
+    """Sign-flip voxel statistics of every contrast on the tracers' BP_ND maps.
+
+    Without preprocessing the maps are the scans' own (every scan on one PET
+    grid) and the analysis mask comes from the first scan's atlas. With a
+    preprocessing ``plan`` the maps are the ``STEM_space-template_model-<m>``
+    ones (subjects in native positions brought to the template) and the
+    analysis mask is the template atlas on that grid.
+    """
+    from petbind.io.bids import save_image
+    from petbind.stats.voxel import sign_flip_test
+
+    vx = config.statistics.voxel
+    written: list[Path] = []
+    notes: list[str] = []
+    lay = StudyLayout(out_dir)
+    for tracer, tcfg in config.tracers.items():
+        mine = [s for s in scans if s.tracer == tracer]
+        if not tcfg.map_model or not mine:
+            continue
+        model = tcfg.map_model
+        maps: dict[tuple[str, str], list[np.ndarray]] = {}
+        affine = None
+        shape = None
+        space = "template" if plan is not None else None
+        for s in mine:
+            so = scan_outputs(out_dir, s)
+            bp, aff = _load_map(so.map(model, "bpnd", space))
+            valid, _ = _load_map(so.map(model, "mask", space))
+            if shape is None:
+                shape, affine = bp.shape, aff
+                if plan is not None:
+                    from petbind.study.preprocess import template_atlas
+
+                    atlas, names = template_atlas(plan, shape, aff)
+                elif s.segmentation is not None:
+                    from petbind.study.segmentation import labels_on_grid
+
+                    atlas, names = labels_on_grid(s.segmentation, shape, aff)
+                else:
+                    atlas, names = scan_atlas(s, shape, aff)
+                if config.regions:
+                    from petbind.study.regions import resolve_regions
+
+                    groups = resolve_regions(config.regions, list(names.values()))
+                    names = {k: next(r for r, m in groups.items() if n in m)
+                             for k, n in names.items()
+                             if any(n in m for m in groups.values())}
+                analysis = np.isin(atlas, [k for k, v in names.items()
+                                           if v not in tcfg.exclude_regions
+                                           and v != tcfg.reference_region])
+            elif bp.shape != shape or not np.allclose(aff, affine, atol=1e-3):
+                notes.append(f"voxel statistics of {tracer} skipped: the maps of "
+                             f"{s.stem} are on another grid (no common space)")
+                shape = None
+                break
+            maps.setdefault((s.subject, s.condition), []).append(
+                np.where(valid > 0, bp, np.nan))
+        if shape is None:
+            continue
+        mean_maps = {k: np.mean(v, axis=0) for k, v in maps.items()}
+        subjects = sorted({k[0] for k in mean_maps})
+        for c in config.contrasts:
+            subj = [s for s in subjects if all((s, x) in mean_maps for x in c.conditions)]
+            if len(subj) < 2:
+                notes.append(f"voxel statistics of {tracer} {c.expr} skipped: "
+                             f"{len(subj)} subject(s) with every condition")
+                continue
+            stack = {x: np.stack([mean_maps[(s, x)] for s in subj]) for x in c.conditions}
+            a, b, effect = c.combine(stack)
+            diffs = a - b
+            effect = np.where(np.isfinite(effect), effect, np.nan)
+            res = sign_flip_test(
+                diffs, analysis, affine=affine, effect=effect,
+                cluster_forming_p=vx.cluster_forming_p, n_permutations=vx.n_permutations,
+                seed=vx.seed, smoothing_fwhm_mm=vx.smoothing_fwhm_mm, atlas=atlas,
+                atlas_names=names)
+            pre = lay.voxel_prefix(tracer, model, c.name)
+            side = {"Tracer": tracer, "Model": model, "Contrast": c.expr,
+                    "Subjects": subj, **res.info,
+                    "Note": (f"sign-flip permutation over {res.info['n_flips']} flips "
+                             f"({'exact enumeration' if res.info['exact'] else 'random'}); "
+                             f"the smallest attainable FWE p is "
+                             f"{res.info['min_attainable_p']:.4g}")}
+            for tag, vol, what in (("stat-t", res.t, "paired t"),
+                                   ("stat-effect", res.effect, "mean % change"),
+                                   ("stat-p", res.p, "uncorrected two-sided p"),
+                                   ("stat-pfwe", res.p_fwe, "voxel-level FWE p"),
+                                   ("stat-pfdr", res.p_fdr, "BH-adjusted p")):
+                written.append(save_image(Path(f"{pre}_{tag}.nii.gz"),
+                                          vol.astype(np.float32), affine,
+                                          {**side, "Statistic": what}))
+            written.append(save_image(Path(f"{pre}_mask.nii.gz"),
+                                      res.mask.astype(np.uint8), affine,
+                                      {**side, "Statistic": "analysis mask"}))
+            written.append(write_text_atomic(Path(f"{pre}_clusters.tsv"), table_text(res.clusters)))
+    return written, notes
+
