@@ -6,6 +6,15 @@ to test and the statistics options. Every key is checked on load; an error
 names the file and the key (``tracers.DASB.reference_region``) and says what
 would fix it. ``petbind run --print-config`` prints :data:`DEFAULT_CONFIG`,
 the commented default (the founding ketamine study).
+
+Long module: a key of the study file is written three times - its comment in
+:data:`DEFAULT_CONFIG`, its field in a section's dataclass and its check in
+that section's parser - and the three are kept in this one file, in the same
+section order, so that adding or changing a key is one reviewable edit (its
+reference, docs/study-config.md, is generated from the parser by
+:mod:`petbind.study.reference`). The seam, if the file grows further, is the
+parser (``_Checker`` and the section functions below "validation helpers")
+apart from the dataclasses; the public names would stay importable from here.
 """
 
 from __future__ import annotations
