@@ -23,7 +23,7 @@ curves from its PET-space atlas or its subject's segmentation
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,13 +207,11 @@ def scan_atlas(scan: Any, shape: tuple[int, ...], affine: np.ndarray
 
 
 def region_curves(scan: Any, img: Any, regions: Mapping[str, Sequence[str]], plan: Any,
-                  out_root: Path, *, read_atlas: Callable[..., Any] | None = None
-                  ) -> tuple[np.ndarray, dict[int, str], TACTable, dict[str, Any]]:
+                  out_root: Path) -> tuple[np.ndarray, dict[int, str], TACTable, dict[str, Any]]:
     """Region curves of a scan, from its PET-space atlas or its subject's segmentation.
 
-    ``read_atlas(scan, shape, affine)`` reads a PET-space atlas as
-    ``(labels, {index: region})``, checked against the PET grid (default:
-    :func:`scan_atlas`).
+    A PET-space atlas is read by :func:`scan_atlas` (checked against the PET
+    grid).
 
     Without ``[regions]`` a PET-space atlas's labels are pooled by the
     dseg.tsv ``region`` column (as before) and a segmentation's labels are
@@ -236,7 +234,7 @@ def region_curves(scan: Any, img: Any, regions: Mapping[str, Sequence[str]], pla
     shape, affine = tuple(img.dataobj.shape[:3]), np.asarray(img.affine)
     seg = scan.segmentation
     if seg is None:
-        labels, names = (read_atlas or scan_atlas)(scan, shape, affine)
+        labels, names = scan_atlas(scan, shape, affine)
         present = set(np.unique(labels).tolist())
         names = {k: v for k, v in names.items() if k in present}
         info: dict[str, Any] = {"source": str(scan.dseg), "space": "PET"}

@@ -28,7 +28,7 @@ from petbind.study.discover import Scan
 from petbind.study.layout import ScanOutputs, StudyLayout
 from petbind.study.provenance import scan_is_current, scan_record, write_scan_record
 from petbind.study.region_fits import estimate_k2prime, fit_regions, model_kwargs, target_regions
-from petbind.study.regions import scan_atlas
+from petbind.study.regions import region_curves
 from petbind.study.tables import table_text
 
 
@@ -136,10 +136,7 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
 
     img = load_pet(scan.fit_pet)
-    from petbind.study.regions import region_curves
-
-    labels, names, tacs, atlas_info = region_curves(scan, img, regions or {}, plan, out_root,
-                                                    read_atlas=scan_atlas)
+    labels, names, tacs, atlas_info = region_curves(scan, img, regions or {}, plan, out_root)
     regions_found = list(tacs.regions)
     targets = target_regions(scan, tracer, regions_found)
     written: list[Path] = []
