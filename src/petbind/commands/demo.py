@@ -11,37 +11,39 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from petbind.commands.options import NoProgress, SchedulerSync
+
+if TYPE_CHECKING:
+    from petbind.study.demo import DemoResult
 
 
 def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
              report: bool = True, progress: bool = True, console: Any = None,
              err_console: Any = None, sim_config: Any = None,
              study_config: Any = None, realistic: bool = False,
-             realistic_setup: tuple[Any, Any] | None = None) -> Any:
+             realistic_setup: tuple[Any, Any] | None = None) -> DemoResult:
     """Simulate, analyse and report the founding study.
 
     Parameters
     ----------
-    out : path
-        Demo folder: ``bids/`` (simulated dataset) and ``derivatives/petbind/``.
-    scheduler : None or a ``--scheduler`` word (:func:`petbind.compute.parse_scheduler`)
-        Where the per-scan tasks run.
     report : bool
         Build the HTML report (:func:`petbind.report.build_report`) of the
         analysis (the realistic one when ``realistic``).
-    progress, console, err_console, sim_config, study_config, realistic, realistic_setup
+    out, scheduler, progress, console, err_console : optional
+        As :func:`petbind.study.demo.analyse_demo`.
+    sim_config, study_config, realistic, realistic_setup : optional
         As :func:`petbind.study.demo.analyse_demo`.
 
     Returns
     -------
-    petbind.study.demo.DemoResult
-        With ``report`` (the HTML page, or None) and ``seconds["report"]`` /
-        ``cpu_seconds["report"]`` (0 without the report).
+    DemoResult
+        :func:`~petbind.study.demo.analyse_demo`'s, with ``report`` (the HTML
+        page, or None) and the time it took in ``seconds["report"]`` and
+        ``cpu_seconds["report"]``.
     """
     from petbind.study.demo import analyse_demo
 
