@@ -1,10 +1,25 @@
-"""Console summary of a study run: the rich tables `petbind run` / `petbind demo` print."""
+"""Console output of a study run: the progress bars and the tables `petbind run` / `demo` print."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+
+def progress_bar(enabled: bool, console: Any) -> Any:
+    """The rich progress display of a run (stages, scans, simulation); off when not ``enabled``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, disable=not enabled,
+                    transient=False)
 
 
 def _num(x: Any, fmt: str) -> str:

@@ -157,11 +157,11 @@ def simulate_if_needed(bids: Path, sim_config: Any = None, *, progress: bool = T
     presence means the dataset is complete. Returns True when it simulated.
     """
     from petbind.simulate.study import simulate_study
-    from petbind.study.pipeline import _progress
+    from petbind.study.console import progress_bar
 
     if (bids / "derivatives" / "petbind-sim" / "truth.tsv").exists():
         return False
-    with _progress(progress, console) as bar:
+    with progress_bar(progress, console) as bar:
         task = bar.add_task("simulate", total=None)
 
         def tick(done: int, total: int, what: str) -> None:

@@ -53,6 +53,7 @@ import pandas as pd
 from petbind.errors import PetbindError
 from petbind.io.atomic import write_json_atomic, write_text_atomic
 from petbind.study.config import StudyConfig
+from petbind.study.console import progress_bar
 from petbind.study.discover import Scan, discover_scans
 from petbind.study.group_stage import outcome_table, truth_table, voxel_statistics
 from petbind.study.layout import OUTPUT_NAME, StudyLayout
@@ -69,20 +70,6 @@ __all__ = ["OUTCOME_PARAMS", "ScanResult", "StudyResult", "check_output_location
 # ----------------------------------------------------------------------------
 # execution: in-process or dask
 # ----------------------------------------------------------------------------
-def _progress(enabled: bool, console: Any) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, disable=not enabled,
-                    transient=False)
-
-
 def _register_subject(plan: Any, subject: str, out_dir: Path) -> tuple[str, bool, float]:
     """Task: one subject's T1w -> template registration (cached); small result for dask."""
     from petbind.study.preprocess import prepare_subject
@@ -146,7 +133,7 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     tasks = study_tasks(scans, config, out_dir, plan=plan)
     n_subjects = sum(t.key.startswith("petbind-subject-") for t in tasks)
     results: list[ScanResult] = []
-    with _progress(progress, console) as bar, \
+    with progress_bar(progress, console) as bar, \
             open_engine(scheduler, n_tasks=len(tasks), default="sync") as engine:
         task = bar.add_task("scans", total=len(tasks))
         left = [n_subjects]
