@@ -54,8 +54,10 @@ def read_bytes(path: PathLike, *, what: str = "file") -> bytes:
                               fix="check the path and its permissions") from None
 
 
-def read_picture(path: PathLike) -> Any:
-    """A PNG/JPEG picture as an RGB ``PIL.Image`` (the file is closed on return).
+def read_picture(path: PathLike | Any) -> Any:
+    """A PNG/JPEG picture (a path or an open binary file) as an RGB ``PIL.Image``.
+
+    The file is closed on return.
 
     Raises
     ------

@@ -26,6 +26,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike, NDArray
 
+from petbind.io.files import read_picture
+
 #: Colours of kinetic models (stable across figures: a model keeps its colour).
 MODEL_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 #: Pixels per inch of embedded PNGs: readable on screen, small on disk.
@@ -356,12 +358,9 @@ def map_grid_figure(
         Row (e.g. subjects) and column (e.g. conditions) order.
     vmin, vmax : float, optional
         Common colour range; default 0 and the 98th percentile of all maps.
-    cmap : str
-        Matplotlib colour map.
-    label : str
-        Colour-bar label, with the unit.
-    title : str
-        Figure title.
+    cmap, label, title : str
+        Colour map, colour-bar label (with the unit) and figure title, as in
+        :func:`ortho_slices`.
 
     Returns
     -------
@@ -665,8 +664,7 @@ def png_file_to_data_uri(path: str | bytes | io.BufferedIOBase, max_width: int =
     """
     from PIL import Image
 
-    with Image.open(path) as src:
-        img = src.convert("RGB")
+    img = read_picture(path)  # RGB
     if img.width > max_width:
         img = img.resize((max_width, max(1, round(img.height * max_width / img.width))),
                          Image.Resampling.LANCZOS)

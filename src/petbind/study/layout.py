@@ -278,3 +278,15 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     from petbind.io.tables import read_json as _read
 
     return _read(path)
+
+
+def read_image(path: str | os.PathLike) -> Any:
+    """A 3-D image the pipeline wrote (map, mask, statistic) as float32, with affine and zooms.
+
+    Returns :class:`petbind.io.images.Volume`; raises ``FileFormatError``
+    naming a missing, truncated or damaged file
+    (:func:`petbind.io.images.read_volume`).
+    """
+    from petbind.io.images import read_volume
+
+    return read_volume(path)
