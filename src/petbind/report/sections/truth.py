@@ -163,11 +163,10 @@ def true_effect_map(
     m = CONTRAST_RE.match(contrast)
     if m is None or not subjects:
         return None
-    sim = dataset / "derivatives" / "petbind-sim"
+    from petbind.simulate.writer import true_map_path
 
     def true_map(sub: str, cond: str) -> np.ndarray | None:
-        path = (sim / f"sub-{sub}" / f"ses-{cond}" / "pet"
-                / f"sub-{sub}_ses-{cond}_trc-{tracer}_desc-true_bpnd.nii.gz")
+        path = true_map_path(dataset, sub, cond, tracer, "bpnd")
         if not path.is_file():
             return None
         data, aff, _ = load_map(path)
@@ -205,9 +204,10 @@ def native_truth(dataset: Path, subjects: list[str]) -> bool:
     subject's native PET space, which may share the template grid's shape and
     affine while holding the brain elsewhere.
     """
-    sim = dataset / "derivatives" / "petbind-sim"
+    from petbind.simulate.writer import true_xfm_path
+
     for sub in subjects:
-        path = sim / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-true_xfm.json"
+        path = true_xfm_path(dataset, sub)
         if not path.is_file():
             continue
         matrix = read_json(path).get("Matrix")

@@ -157,7 +157,9 @@ def effect_figures(study: StudyOutputs, tm: dict[str, Any], side: dict[str, Any]
                                     affine=effect_affine)
             if truth is not None and truth.shape != effect.shape:
                 truth = None
-            if truth is None and (study.dataset / "derivatives" / "petbind-sim").is_dir():
+            from petbind.simulate.writer import truth_root
+
+            if truth is None and truth_root(study.dataset).is_dir():
                 why = ("The simulated truth is not shown: its maps are missing or on another "
                        "grid than this map.")
     from petbind.report.voxel_display import effect_display
