@@ -11,7 +11,6 @@ change map with the one computed here from the simulator's true maps
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +41,20 @@ def has_image_truth(study: StudyOutputs) -> bool:
         pd.to_numeric(oc[IMAGE_TRUTH], errors="coerce").notna().any())
 
 
-CONTRAST_RE = re.compile(
-    r"^\s*\(?\s*(?P<a>[\w.]+)\s*-\s*(?P<b>[\w.]+)\s*\)?"
-    r"(?:\s*-\s*\(\s*(?P<c>[\w.]+)\s*-\s*(?P<d>[\w.]+)\s*\))?\s*$"
-)
+def contrast_terms(contrast: str) -> dict[str, str | None] | None:
+    """``{"a", "b", "c", "d"}`` of ``"A - B"`` (c, d None) or ``"(A - B) - (C - D)"``.
+
+    Read by the study's own contrast parser (:meth:`petbind.stats.roi.Contrast.parse`);
+    None when the text is not a contrast.
+    """
+    from petbind.errors import PetbindError
+    from petbind.stats.roi import Contrast
+
+    try:
+        terms = Contrast.parse(contrast).terms
+    except PetbindError:
+        return None
+    return dict(zip("abcd", (*terms, None, None)[:4], strict=True))
 
 
 def contrast_pct(wide: pd.DataFrame, contrast: str) -> float:
@@ -55,7 +64,7 @@ def contrast_pct(wide: pd.DataFrame, contrast: str) -> float:
     100 (C - D) / D (percentage points), as ``roi_stats.tsv``'s ``pct_change``.
     NaN when the contrast cannot be read or no subject has every condition.
     """
-    m = CONTRAST_RE.match(contrast)
+    m = contrast_terms(contrast)
     if m is None:
         return float("nan")
     conds = [c for c in (m["a"], m["b"], m["c"], m["d"]) if c]
@@ -160,7 +169,7 @@ def true_effect_map(
         when a true map is missing, on another grid than ``affine``, or the
         contrast cannot be read.
     """
-    m = CONTRAST_RE.match(contrast)
+    m = contrast_terms(contrast)
     if m is None or not subjects:
         return None
     from petbind.simulate.writer import true_map_path
