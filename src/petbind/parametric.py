@@ -171,9 +171,9 @@ def _image_path(image: Any) -> str | None:
 def _as_image(image: Any) -> Any:
     """A DynamicImage from a DynamicImage or a path (via ``load_pet``)."""
     if isinstance(image, str | os.PathLike):
-        from petbind.io.bids import load_pet
+        from petbind.io.images import load
 
-        return load_pet(image)
+        return load(image)  # BIDS NIfTI + sidecar, ECAT .v or a DICOM folder
     for attr in ("dataobj", "affine", "timing"):
         if not hasattr(image, attr):
             raise DataError(f"expected a DynamicImage or a path, got {type(image).__name__}",
