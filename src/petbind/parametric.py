@@ -169,7 +169,7 @@ def _image_path(image: Any) -> str | None:
 
 
 def _as_image(image: Any) -> Any:
-    """A DynamicImage from a DynamicImage or a path (via ``load_pet``)."""
+    """A DynamicImage from a DynamicImage or a path (via :func:`petbind.io.images.load`)."""
     if isinstance(image, str | os.PathLike):
         from petbind.io.images import load
 
