@@ -19,8 +19,6 @@ KNOWN_LONG = {
     "models/reference.py",  # one Model base for both families (engine)
     "parametric.py",        # its reader, hashing and scheduler leave it (voxel)
     "preprocess/register.py",  # preprocess/ is being reworked for speed (scale)
-    "report/build.py",      # report/ split by section (reportio)
-    "report/figures.py",    # report/ split by section (reportio)
     "stats/power.py",       # k2' from models, output in power_output.py (power)
 }
 

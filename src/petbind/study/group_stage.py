@@ -83,10 +83,10 @@ def _image_truth(scans: list[Scan], out_dir: Path) -> pd.DataFrame | None:
 
 
 def _load_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
+    from petbind.io.images import read_volume
 
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj, dtype=np.float64), np.asarray(img.affine)
+    vol = read_volume(path, dtype=np.float64)
+    return vol.data, vol.affine
 
 
 def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,

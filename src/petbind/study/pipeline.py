@@ -163,11 +163,11 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
 # ----------------------------------------------------------------------------
 def _is_our_output(folder: Path) -> bool:
     """True when ``folder`` holds outputs of an earlier ``petbind run``."""
-    import json
+    from petbind.io.tables import read_json
 
     try:
-        desc = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        desc = read_json(folder / "dataset_description.json")
+    except PetbindError:
         return False
     return desc.get("Name") == OUTPUT_NAME
 

@@ -233,14 +233,13 @@ def _noisefree_fits(scan: Scan, tracer: TracerConfig, targets: list[str], k2: fl
 def _template_maps(scan: Scan, model: str, folder: Path, affine: np.ndarray, plan: Any,
                    out_root: Path, extra: dict[str, Any]) -> list[Path]:
     """The BP_ND map and its mask of a preprocessed scan, resampled onto the template grid."""
-    import nibabel as nib
-
     from petbind.io.bids import save_image
+    from petbind.io.images import read_volume
     from petbind.study.preprocess import maps_to_template, preprocess_files, subject_files
 
     so = StudyLayout(folder).scan(".", scan.stem)
-    bp = np.asarray(nib.load(str(so.map(model, "bpnd"))).dataobj)
-    valid = np.asarray(nib.load(str(so.map(model, "mask"))).dataobj)
+    bp = read_volume(so.map(model, "bpnd"), dtype=None).data
+    valid = read_volume(so.map(model, "mask"), dtype=None).data
     files = preprocess_files(out_root, scan.rel_dir, scan.stem, plan.options.motion)
     xfm = subject_files(out_root, scan.subject)["xfm_t1w_template"]
     tbp, tmask, taff = maps_to_template(bp, valid, affine, plan, files, xfm)

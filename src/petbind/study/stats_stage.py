@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from petbind.io.atomic import write_text_atomic
+from petbind.io.tables import read_typed_tsv
 from petbind.study.layout import StudyLayout
 from petbind.study.tables import with_scan_columns
 
@@ -22,7 +23,7 @@ from petbind.study.tables import with_scan_columns
 def _read(path: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
+    return read_typed_tsv(path, default_na=True, booleans=False)
 
 
 def write_fit_qc(scans: list[Any], out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
