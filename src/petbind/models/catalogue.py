@@ -250,6 +250,12 @@ CATALOGUE: tuple[ModelSpec, ...] = (
               citation=ICHISE_2002, plot=_PLASMA_PLOT, gof_rule=False),
 )
 
+#: Models given a tracer's k2' (1/min) unless its policy is "none": the
+#: reference-tissue models whose ``k2prime_by_default`` is set (MRTM2, SRTM2, Logan).
+K2PRIME_MODELS: tuple[str, ...] = tuple(s.name for s in CATALOGUE
+                                        if s.input == "reference" and s.k2prime_by_default)
+
+
 def parameter_units(names: Any = None) -> dict[str, str]:
     """Units of the given parameter / column names that are known (all when None)."""
     if names is None:
