@@ -496,10 +496,18 @@ class _CompartmentModel(_PlasmaModelBase):
         if not self._fit_vb:
             out["vb"] = np.full(n_b, float(self.vb))
         out["delay"] = delays
+        # the derived outcomes (V_T, K_i, BP_ND ...) are the catalogue's rules, computed
+        # from these parameters by the Fit on access; here only their standard errors
+        from petbind.models.registry import derived_rules
+
+        names = self.param_names
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            for name, func in self._derived_funcs().items():
-                out[name] = func(params)
-                se[name] = _delta_se(func, params, cov)
+            for rule in derived_rules(self.name):
+                def func(p: NDArray, rule: Any = rule) -> NDArray:
+                    value = rule.func({n: p[..., i] for i, n in enumerate(names)}, {})
+                    return np.broadcast_to(np.asarray(value, dtype=float), p.shape[:-1])
+
+                se[rule.name] = _delta_se(func, params, cov)
         fitted = np.where(win & valid[:, None], fitted, np.nan)
         settings = {**self._base_settings(), "vb": self.vb, "delay": self.delay,
                     "delay_search_min": list(self.delay_search_min),
@@ -510,9 +518,6 @@ class _CompartmentModel(_PlasmaModelBase):
                               fitted=fitted.reshape(y.shape), weights=w2.reshape(y.shape),
                               settings=settings, extra={"converged": conv.reshape(batch)},
                               **judged)
-
-    def _derived_funcs(self) -> dict[str, Callable[[NDArray], NDArray]]:
-        raise NotImplementedError
 
 
 class OneTCM(_CompartmentModel):
@@ -560,9 +565,6 @@ class OneTCM(_CompartmentModel):
     def _from_basis(self, rates, amps):
         return np.stack([amps[..., 0], rates[..., 0]], axis=-1)
 
-    def _derived_funcs(self):
-        return {"vt": lambda p: p[..., 0] / p[..., 1]}
-
 
 def _two_tissue_exponentials(k: NDArray) -> tuple[NDArray, NDArray]:
     k1, k2, k3, k4 = (k[..., i] for i in range(4))
@@ -606,11 +608,6 @@ class TwoTCM(_CompartmentModel):
         k3 = a1 + a2 - k2 - k4
         return np.stack([k1, k2, k3, k4], axis=-1)
 
-    def _derived_funcs(self):
-        return {"vt": lambda p: p[..., 0] / p[..., 1] * (1.0 + p[..., 2] / p[..., 3]),
-                "vnd_2tcm": lambda p: p[..., 0] / p[..., 1],
-                "bp_nd": lambda p: p[..., 2] / p[..., 3]}
-
 
 class TwoTCMIrreversible(_CompartmentModel):
     """Irreversible two-tissue compartment model (``k4 = 0``) with blood volume.
@@ -642,10 +639,6 @@ class TwoTCMIrreversible(_CompartmentModel):
         k2 = p2 * a2 / k1
         k3 = a2 - k2
         return np.stack([k1, k2, k3], axis=-1)
-
-    def _derived_funcs(self):
-        return {"ki": lambda p: p[..., 0] * p[..., 2] / (p[..., 1] + p[..., 2]),
-                "vt": lambda p: np.full(p.shape[:-1], np.nan)}
 
 
 # ----------------------------------------------------------------------------
@@ -975,7 +968,7 @@ def add_binding(fit: Fit, vnd: float | ArrayLike, vnd_se: float | ArrayLike = np
                          fix="check the reference region's fit")
     vt_se = fit.se.get("vt", np.full(vt.shape, np.nan))
     vse = np.broadcast_to(np.asarray(vnd_se, dtype=float), vt.shape)
-    params = {**fit.params, "vnd": np.array(vnd_a), "bp_nd": vt / vnd_a - 1.0,
+    params = {**fit.params.stored, "vnd": np.array(vnd_a), "bp_nd": vt / vnd_a - 1.0,
               "bp_p": vt - vnd_a}
     se = {**fit.se,
           "bp_nd": np.sqrt((vt_se / vnd_a) ** 2 + np.nan_to_num(vt * vse / vnd_a**2) ** 2),

@@ -59,5 +59,5 @@ class TissueRatio(ReferenceModel):
         mean_t = (y @ self._dw) / float(self._dw.sum())
         ratio = mean_t / self._ref_mean
         fitted = ratio[:, None] * self.ref
-        params = {"suvr": ratio, "bp_nd": ratio - 1.0, "dvr": ratio}
+        params = {"suvr": ratio}  # bp_nd = SUVR - 1 and dvr = SUVR are derived (catalogue)
         return _Result(params, {}, fitted, np.isfinite(ratio) & (mean_t > 0))

@@ -517,7 +517,6 @@ class _SRTMBase(ReferenceModel):
 
             k2 = t2 + r1 * theta
             bp = t2 / theta + r1 - 1.0
-            params = {"bp_nd": bp, "r1": r1, "k2": k2, "k2a": theta, "k2prime": k2 / r1}
         else:
             k2p = self.k2prime
 
@@ -526,9 +525,8 @@ class _SRTMBase(ReferenceModel):
 
             k2 = r1 * self.k2prime
             bp = k2 / theta - 1.0
-            params = {"bp_nd": bp, "r1": r1, "k2": k2, "k2a": theta,
-                      "k2prime": np.full_like(r1, self.k2prime)}
-        params["dvr"] = bp + 1.0
+        # k2' and DVR are derived from these (the catalogue's K2PRIME and DVR)
+        params = {"bp_nd": bp, "r1": r1, "k2": k2, "k2a": theta}
         se: dict[str, NDArray] = {}
         pred: NDArray | Callable[[], NDArray] = fitted
         if self.compute_se:
@@ -908,8 +906,7 @@ class MRTM(_Linearised):
 
         g1, g2, g3 = g[:, 0], g[:, 1], g[:, 2]
         bp = -(g1 / g2 + 1.0)
-        params = {"bp_nd": bp, "r1": g3, "k2": g1, "k2a": -g2, "k2prime": g1 / g3,
-                  "dvr": bp + 1.0}
+        params = {"bp_nd": bp, "r1": g3, "k2": g1, "k2a": -g2}  # k2', DVR derived
         zero = np.zeros_like(g1)
         se = {"bp_nd": _se_of(np.stack([-1.0 / g2, g1 / g2**2, zero], -1), cov),
               "r1": np.sqrt(cov[:, 2, 2]), "k2": np.sqrt(cov[:, 0, 0]),
@@ -1000,8 +997,7 @@ class MRTM2(_Linearised):
         var_bp *= s2
         var_bp /= g2 * g2
         se_k2 = np.sqrt(a22 * s2)
-        params = {"bp_nd": bp, "r1": g1 / self.k2prime, "k2": g1, "k2a": -g2,
-                  "k2prime": np.full_like(g1, self.k2prime), "dvr": -q}
+        params = {"bp_nd": bp, "r1": g1 / self.k2prime, "k2": g1, "k2a": -g2}  # k2', DVR derived
         se = {"bp_nd": np.sqrt(var_bp, out=var_bp), "r1": se_k2 / self.k2prime, "k2": se_k2}
         valid = np.isfinite(bp) & (g2 < 0)
         return _Result(params, se, fitted, valid, screen=screen)
@@ -1114,7 +1110,7 @@ class LoganRef(_Linearised):
         se_icpt = np.sqrt(s2 * (1.0 / sw + mx * mx / sxx))
         fitted = np.where(use, (jt - slope[:, None] * self.xnum) / icpt[:, None], np.nan)
         tstar = np.where(k_sel < n, start[np.minimum(k_sel, n - 1)], np.nan)
-        params = {"bp_nd": slope - 1.0, "dvr": slope, "intercept": icpt, "tstar": tstar}
+        params = {"dvr": slope, "intercept": icpt, "tstar": tstar}  # BP_ND = DVR - 1 derived
         se = {"bp_nd": se_slope, "dvr": se_slope, "intercept": se_icpt}
         npts = np.sum(use, -1)
         valid = np.isfinite(slope) & (npts >= self.min_points)

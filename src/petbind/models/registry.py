@@ -42,6 +42,12 @@ def register_model(name: str, factory: Callable[..., Any] | str, *, input: Input
                                         tuple(params), k2prime, **spec)
 
 
+def derived_rules(name: str) -> tuple[Any, ...]:
+    """The :class:`~petbind.models.catalogue.Derived` rules of a model (none if unknown)."""
+    spec = _REGISTRY.get(str(name).lower())
+    return spec.derived if spec is not None else ()
+
+
 def available_models(input: InputKind | None = None) -> list[str]:
     """Registered model names (optionally only those taking ``input``)."""
     return sorted(k for k, s in _REGISTRY.items() if input is None or s.input == input)
