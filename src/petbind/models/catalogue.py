@@ -12,7 +12,9 @@ citations of the report's Methods paragraph.
 
 Adding a model: write its class (a subclass of
 :class:`petbind.models.reference.ReferenceModel` or of the plasma base) in
-its own module and add one :class:`ModelSpec` to :data:`CATALOGUE` below.
+its own module and add one :class:`ModelSpec` to :data:`CATALOGUE` below
+(or, from outside petbind, :func:`petbind.models.registry.register_model`,
+which calls :func:`add_model`); docs/adding-a-model.md.
 The factory is named as ``"module:Class"`` and imported on first use, so
 looking a model up never imports the model code (nor scipy).
 
@@ -279,6 +281,12 @@ ICHISE_2002 = ("Ichise M, Toyama H, Innis RB, Carson RE. Strategies to improve n
                "parameter estimation by linear regression analysis. J Cereb Blood Flow Metab "
                "2002;22:1271-1281.")
 
+def _srtm_family(name: str, cls: str, description: str, **fields: Any) -> ModelSpec:
+    """An entry of the SRTM / MRTM families: same parameters, k2' and DVR derived."""
+    return ModelSpec(name, f"{_REF}:{cls}", "reference", description, _SRTM_PARAMS,
+                     derived=_SRTM_DERIVED, **fields)
+
+
 _PLASMA_PLOT = PlotCoords("x", "y", "x (min)", "y")
 _LOGAN_REF_PLOT = PlotCoords("logan_x", "logan_y",
                              "[int C_R (+ C_R / k2')] / C_T (min)", "int C_T / C_T (min)")
@@ -288,26 +296,19 @@ _LOGAN_REF_PLOT = PlotCoords("logan_x", "logan_y",
 #: MRTM 22, Logan 93, SRTM2 123, SRTM 128); MRTM2 and BF-SRTM read the float32
 #: view block by block, the others fit a float64 copy of the chunk.
 CATALOGUE: tuple[ModelSpec, ...] = (
-    ModelSpec("srtm", f"{_REF}:SRTM", "reference",
-              "simplified reference tissue model, non-linear (Lammertsma 1996)",
-              _SRTM_PARAMS, k2prime="no", citation=LAMMERTSMA_1996, work_bytes=140,
-              derived=_SRTM_DERIVED),
-    ModelSpec("srtm2", f"{_REF}:SRTM2", "reference", "SRTM with fixed k2' (Wu & Carson 2002)",
-              _SRTM_PARAMS, k2prime="required", k2prime_estimator="srtm",
-              k2prime_by_default=True, citation=WU_CARSON_2002, work_bytes=140,
-              derived=_SRTM_DERIVED),
-    ModelSpec("bfsrtm", f"{_REF}:BFSRTM", "reference",
-              "basis-function SRTM (Gunn 1997); fixed-k2' variant with k2prime",
-              _SRTM_PARAMS, k2prime="optional", k2prime_estimator="srtm",
-              citation=GUNN_1997, work_bytes=16, derived=_SRTM_DERIVED),
-    ModelSpec("mrtm", f"{_REF}:MRTM", "reference",
-              "multilinear reference tissue model (Ichise 2003)",
-              _SRTM_PARAMS, k2prime="no", citation=ICHISE_2003, work_bytes=32,
-              derived=_SRTM_DERIVED),
-    ModelSpec("mrtm2", f"{_REF}:MRTM2", "reference", "MRTM with fixed k2' (Ichise 2003)",
-              _SRTM_PARAMS, k2prime="required", k2prime_estimator="mrtm",
-              k2prime_by_default=True, citation=ICHISE_2003, work_bytes=10,
-              derived=_SRTM_DERIVED),
+    _srtm_family("srtm", "SRTM", "simplified reference tissue model, non-linear "
+                 "(Lammertsma 1996)", citation=LAMMERTSMA_1996, work_bytes=140),
+    _srtm_family("srtm2", "SRTM2", "SRTM with fixed k2' (Wu & Carson 2002)",
+                 k2prime="required", k2prime_estimator="srtm", k2prime_by_default=True,
+                 citation=WU_CARSON_2002, work_bytes=140),
+    _srtm_family("bfsrtm", "BFSRTM", "basis-function SRTM (Gunn 1997); fixed-k2' variant "
+                 "with k2prime", k2prime="optional", k2prime_estimator="srtm",
+                 citation=GUNN_1997, work_bytes=16),
+    _srtm_family("mrtm", "MRTM", "multilinear reference tissue model (Ichise 2003)",
+                 citation=ICHISE_2003, work_bytes=32),
+    _srtm_family("mrtm2", "MRTM2", "MRTM with fixed k2' (Ichise 2003)", k2prime="required",
+                 k2prime_estimator="mrtm", k2prime_by_default=True, citation=ICHISE_2003,
+                 work_bytes=10),
     ModelSpec("logan", f"{_REF}:LoganRef", "reference",
               "Logan reference graphical analysis, with the k2' term when k2' is given "
               "(Logan 1996)",
@@ -361,10 +362,31 @@ def parameter_units(names: Any = None) -> dict[str, str]:
     return {str(n): PARAMETERS[str(n)].unit for n in names if str(n) in PARAMETERS}
 
 
+#: Models added at run time (:func:`add_model`, used by
+#: :func:`petbind.models.registry.register_model`), after the built-in ones.
+_ADDED: dict[str, ModelSpec] = {}
+
+
+def add_model(spec: ModelSpec) -> None:
+    """Add (or replace) a model after the built-in ones: the run-time catalogue entry.
+
+    Everything that reads the catalogue through :func:`specs` (the registry,
+    :func:`model_names`, the ``--model`` help of commands built afterwards)
+    then knows it.
+    """
+    _ADDED[spec.name] = spec
+
+
+def specs() -> tuple[ModelSpec, ...]:
+    """Every model: the built-in :data:`CATALOGUE`, then those added by :func:`add_model`."""
+    builtin = tuple(s for s in CATALOGUE if s.name not in _ADDED)
+    return builtin + tuple(_ADDED.values())
+
+
 def model_names(input: InputKind | None = None, *, mappable: bool | None = None
                 ) -> tuple[str, ...]:
-    """Names of the built-in models in catalogue order, optionally filtered."""
-    return tuple(s.name for s in CATALOGUE
+    """Names of the models in catalogue order (added ones last), optionally filtered."""
+    return tuple(s.name for s in specs()
                  if (input is None or s.input == input)
                  and (mappable is None or s.mappable == mappable))
 
@@ -376,7 +398,7 @@ def model_choices(input: InputKind, *, mappable: bool | None = None) -> str:
 
 def gof_rule(name: str) -> bool:
     """``ModelSpec.gof_rule`` of a catalogue model (True for a model not in the catalogue)."""
-    for spec in CATALOGUE:
+    for spec in specs():
         if spec.name == name:
             return spec.gof_rule
     return True

@@ -53,7 +53,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError, ModelError
 from petbind.models.base import Fit
-from petbind.models.catalogue import CATALOGUE, K2PRIME_MODELS
+from petbind.models.catalogue import K2PRIME_MODELS, specs
 from petbind.timing import FrameTiming
 
 PolicyKind = Literal["value", "none", "region", "median", "auto"]
@@ -65,7 +65,11 @@ WORDS = ("none", "auto", "median", "pooled", *ESTIMATORS)
 VOCABULARY = ("a number (1/min), 'none', 'auto', 'median', or 'mrtm@REGION' / "
               "'srtm@REGION' (that model fitted in a named high-binding region)")
 
-_SPECS = {s.name: s for s in CATALOGUE}
+
+
+def _specs() -> dict[str, Any]:
+    """Catalogue entries by name (models registered at run time included)."""
+    return {s.name: s for s in specs()}
 
 __all__ = [
     "ESTIMATORS",
@@ -123,8 +127,9 @@ class K2PrimePolicy:
         if self.model is not None:
             return self.model
         names = [for_models] if isinstance(for_models, str) else list(for_models)
-        est = {_SPECS[n].k2prime_estimator for n in names
-               if n in _SPECS and _SPECS[n].k2prime_estimator}
+        known = _specs()
+        est = {known[n].k2prime_estimator for n in names
+               if n in known and known[n].k2prime_estimator}
         return est.pop() if len(est) == 1 else "mrtm"
 
     def describe(self, **extra: Any) -> dict[str, Any]:
@@ -201,7 +206,8 @@ def check_policy_for(policy: K2PrimePolicy, models: Iterable[str], *, field: str
     """Refuse ``none`` for a model that requires k2' (MRTM2, SRTM2)."""
     if policy.kind != "none":
         return
-    need = [m for m in models if m in _SPECS and _SPECS[m].k2prime == "required"]
+    known = _specs()
+    need = [m for m in models if m in known and known[m].k2prime == "required"]
     if need:
         raise ModelError(f"k2' policy 'none' but {', '.join(need)} need(s) k2'", field=field,
                          fix="give k2' as a number, 'auto', 'median' or 'mrtm@REGION'")
@@ -215,7 +221,7 @@ def uses_k2prime(model: str, policy: K2PrimePolicy) -> bool:
     ``none``; BF-SRTM's optional k2' is not (``petbind fit --model bfsrtm
     --k2prime ...`` gives it explicitly).
     """
-    spec = _SPECS.get(model)
+    spec = _specs().get(model)
     if spec is None or policy.kind == "none":
         return False
     return spec.k2prime == "required" or spec.k2prime_by_default

@@ -21,6 +21,7 @@ models. J Cereb Blood Flow Metab 2001;21:635-652.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -104,20 +105,21 @@ class TissueKinetics:
         return (list(self.lower) + ([0.0] if fit_vb else []),
                 list(self.upper) + ([VB_MAX] if fit_vb else []))
 
-    def predict(self, plasma: PiecewiseLinear, cb: NDArray, timing: FrameTiming, p: NDArray,
+    def predict(self, conv: Callable[[NDArray], NDArray], cb: NDArray, p: NDArray,
                 vb: float | None) -> NDArray:
         """Frame means of ``(1 - v_B) C_T + v_B C_B`` for parameters ``p`` (..., n, P).
 
-        ``plasma`` holds one input (knot values (K,)) or one per row of ``p``
-        (values (n, 1, K)); ``cb`` is the whole-blood frame means, (F,) or
-        (n, F). ``vb``: None when v_B is the last parameter, else its value.
+        ``conv(alpha)``: frame means of the plasma input convolved with
+        ``exp(-alpha t)`` for rates (..., n, m) (an
+        :class:`~petbind.numerics.convolution.ExpConvPlan`); ``cb``: the
+        whole-blood frame means, (F,) or (n, F). ``vb``: None when v_B is the
+        last parameter, else its value.
         """
         nk = len(self.kinetic)
         k = p[..., :nk]
         v = p[..., nk] if vb is None else np.full(p.shape[:-1], float(vb))
         alpha, phi = self.exponentials(k)
-        e = plasma.exp_conv_frame_means(alpha, timing)
-        tissue = np.sum(phi[..., None] * e, axis=-2)
+        tissue = np.sum(phi[..., None] * conv(alpha), axis=-2)
         return (1.0 - v)[..., None] * tissue + v[..., None] * cb
 
     def start_values(self, plasma: PiecewiseLinear, cb: NDArray, timing: FrameTiming,
@@ -196,16 +198,16 @@ class TissueKinetics:
         (all finite) skips the grid start. ``vb``: fixed v_B, or None to fit it.
         """
         fit_vb = vb is None
+        plan = plasma.plan(timing)  # the input's part of the convolution, once per fit
         if group is None:
             def predict(p: NDArray, idx: NDArray) -> NDArray:
-                return self.predict(plasma, cb, timing, p, vb)
+                return self.predict(plan, cb, p, vb)
         else:
-            values = plasma.y[group][:, None, :]  # (B, 1, K)
             cbr = np.asarray(cb)[group]
 
             def predict(p: NDArray, idx: NDArray) -> NDArray:
-                return self.predict(PiecewiseLinear(plasma.t, values[idx]), cbr[idx], timing,
-                                    p, vb)
+                rows = group[idx]
+                return self.predict(lambda a: plan(a, rows), cbr[idx], p, vb)
 
         if p0 is None or not np.all(np.isfinite(p0)):
             p0, _ = self.start_values(plasma, cb, timing, y, w, vb, group)
