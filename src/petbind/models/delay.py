@@ -80,6 +80,53 @@ def _bank(inp: InputFunction, tau: NDArray, delays: NDArray, sub: FrameTiming
     return PiecewiseLinear(tau, cp), PiecewiseLinear(tau, cb).frame_means(sub)
 
 
+def _fine_stage(inp: InputFunction, tau: NDArray, sub: FrameTiming, y2: NDArray,
+                w2: NDArray, d: NDArray, step_min: float, best: NDArray, centre: NDArray,
+                max_iter: int, max_moves: int = 8) -> tuple[NDArray, NDArray]:
+    """The step of least weighted SSE near ``centre`` (in steps), descending step by step.
+
+    Each round fits, in one batched call, every still-moving curve at the steps
+    ``centre - 1, centre, centre + 1`` (from ``best``); a curve whose least
+    SSE is at an end of its three (and not at the end of the search range)
+    moves its centre there and goes again. Returns the delay (min) and the
+    parameters ``K1, k2, v_B`` at it (``best`` where no fit is finite).
+    """
+    n_c = y2.shape[0]
+    lo, hi = round(d[0] / step_min), round(d[-1] / step_min)
+    centre = np.clip(centre, lo, hi)
+    delay = np.full(n_c, np.nan)
+    out = best.copy()
+    active = np.arange(n_c)
+    offsets = np.array([-1.0, 0.0, 1.0])
+    for _ in range(max_moves):
+        if active.size == 0:
+            break
+        n_a = active.size
+        steps = np.clip(centre[active][None, :] + offsets[:, None], lo, hi)  # (3, n_a)
+        uniq, inv = np.unique(steps * step_min + 0.0, return_inverse=True)
+        plasma, cb = _bank(inp, tau, uniq, sub)
+        fin = ONE_TISSUE.fit(plasma, cb, sub, np.tile(y2[active], (3, 1)),
+                             np.tile(w2[active], (3, 1)), None,
+                             p0=np.tile(best[active], (3, 1)), group=inv.ravel(),
+                             max_iter=max_iter, final=False)
+        wf = np.where(np.isfinite(fin.wrss), fin.wrss, np.inf).reshape(3, n_a)
+        k = np.argmin(wf, axis=0)
+        cols = np.arange(n_a)
+        found = np.isfinite(wf[k, cols])
+        at = steps[k, cols]
+        moving = found & (k != 1) & (at != centre[active])
+        done = ~moving
+        rows = active[done]
+        delay[rows] = np.where(found[done], at[done] * step_min, np.nan)
+        take = found[done]
+        out[rows[take]] = fin.params.reshape(3, n_a, -1)[k[done][take], cols[done][take]]
+        centre[active[moving]] = at[moving]
+        active = active[moving]
+    if active.size:  # still descending after max_moves: keep the last centre
+        delay[active] = centre[active] * step_min
+    return delay, out
+
+
 def fit_delay(
     inp: InputFunction,
     timing: FrameTiming,
@@ -105,9 +152,9 @@ def fit_delay(
     candidate of least weighted SSE and its two neighbours give a parabola
     whose vertex is near the delay; the model is then fitted, from the best
     candidate's parameters, at the step of ``step_min`` nearest that vertex
-    and the steps either side (one batched call), and the vertex of the
-    parabola through those three is the delay, to the nearest step, with
-    v_B, K1 and k2 of the fit at that step.
+    and the steps either side (one batched call), moving step by step while
+    the least SSE is at an end of the three: the delay is the step of least
+    weighted SSE, with v_B, K1 and k2 of the fit there.
 
     Parameters
     ----------
@@ -190,37 +237,16 @@ def fit_delay(
     shift = np.zeros(n_c)
     if n_d >= 3:
         f0, f1, f2 = prof[rows, j - 1], prof[rows, j], prof[rows, j + 1]
-        curv = f0 - 2.0 * f1 + f2
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            curv = f0 - 2.0 * f1 + f2
             vertex = 0.5 * (f0 - f2) / curv  # in candidate steps, from j
-        ok = np.isfinite(vertex) & (curv > 0)
-        shift = np.where(ok, np.clip(j + vertex, 0, n_d - 1) - i, 0.0)
+            ok = np.isfinite(vertex) & (curv > 0)
+            shift = np.where(ok, np.clip(j + np.where(ok, vertex, 0.0), 0, n_d - 1) - i, 0.0)
     best = res.params.reshape(n_d, n_c, -1)[i, rows]  # K1, k2, vB of the best candidate
     delay = d[i]
     if n_d > 1:
-        # fine stage: the step nearest the vertex and its two neighbours, one batched fit
-        # started from the best candidate's parameters; the least weighted SSE wins
-        centre = np.round((d[i] + shift * coarse) / step_min)
-        fine = (centre[None, :] + np.array([-1.0, 0.0, 1.0])[:, None]) * step_min  # (3, N)
-        fine = np.clip(fine, d[0], d[-1]) + 0.0
-        uniq, inv = np.unique(fine, return_inverse=True)
-        plasma_f, cb_f = _bank(inp, tau, uniq, sub)
-        fin = ONE_TISSUE.fit(plasma_f, cb_f, sub, np.tile(y2, (3, 1)), np.tile(w2, (3, 1)),
-                             None, p0=np.tile(best, (3, 1)), group=inv.ravel(),
-                             max_iter=max_iter, final=False)
-        wf = np.where(np.isfinite(fin.wrss), fin.wrss, np.inf).reshape(3, n_c)
-        # the parabola through the three gives the delay to the nearest step (the
-        # least of the three where it has no minimum between them)
-        curv = wf[0] - 2.0 * wf[1] + wf[2]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vertex = 0.5 * (wf[0] - wf[2]) / curv
-        k = np.argmin(wf, axis=0)
-        k = np.where(np.isfinite(vertex) & (curv > 0),
-                     np.clip(np.round(vertex), -1, 1).astype(int) + 1, k)
-        take = np.isfinite(wf[k, rows])
-        delay = np.where(take, fine[k, rows], d[i])
-        pf = fin.params.reshape(3, n_c, -1)[k, rows]
-        best = np.where(take[:, None], pf, best)
+        delay, best = _fine_stage(inp, tau, sub, y2, w2, d, step_min, best,
+                                  np.round((d[i] + shift * coarse) / step_min), max_iter)
     delay = np.round(np.asarray(delay) / step_min) * step_min + 0.0
     return DelayFit(delay.reshape(batch), profile.reshape(batch + (n_d,)), d, step_min,
                     vb=best[:, 2].reshape(batch), k1=best[:, 0].reshape(batch),

@@ -55,11 +55,10 @@ from petbind.models.reference.common import (
     THETA3_BOUNDS,
     ReferenceModel,
     Result,
-    _Result,
 )
 from petbind.models.reference.logan import LoganRef
 from petbind.models.reference.mrtm import MRTM, MRTM2
 from petbind.models.reference.srtm import BFSRTM, SRTM, SRTM2
 
 __all__ = ["BFSRTM", "MRTM", "MRTM2", "N_BASIS", "R1_BOUNDS", "SRTM", "SRTM2", "THETA3_BOUNDS",
-           "LoganRef", "ReferenceModel", "Result", "_Result"]
+           "LoganRef", "ReferenceModel", "Result"]

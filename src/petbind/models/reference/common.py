@@ -346,6 +346,3 @@ class _Linearised(ReferenceModel):
         return out
 
 
-
-#: The former private name of :class:`Result`.
-_Result = Result
