@@ -138,7 +138,7 @@ def fit_delay(
     end_min: float = 10.0,
     chunk: int = 256,
     max_iter: int = 60,
-    coarse_iter: int = 15,
+    coarse_iter: int = 6,
 ) -> DelayFit:
     """Fit the input delay per curve with a 1TCM + v_B on the early frames.
 
