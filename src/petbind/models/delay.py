@@ -178,8 +178,10 @@ def fit_delay(
     max_iter : int
         Iteration limit of the Levenberg-Marquardt fits of the fine stage.
     coarse_iter : int
-        Iteration limit at the candidates: enough to rank them (the fine
-        stage starts from the best and iterates to convergence).
+        Iteration limit at the candidates when there are several: enough to
+        rank them (the fine stage starts from the best and iterates to
+        convergence). A single candidate (``search_min`` one delay) is fitted
+        with ``max_iter``.
 
     Returns
     -------
@@ -227,7 +229,8 @@ def fit_delay(
     plasma, cb = _bank(inp, tau, d, sub)
     group = np.repeat(np.arange(n_d), n_c)
     res = ONE_TISSUE.fit(plasma, cb, sub, np.tile(y2, (n_d, 1)), np.tile(w2, (n_d, 1)), None,
-                         group=group, max_iter=coarse_iter, final=False)
+                         group=group, max_iter=coarse_iter if n_d > 1 else max_iter,
+                         final=False)  # one candidate (a given delay): fitted to convergence
     profile = res.wrss.reshape(n_d, n_c).T  # (N, D)
     prof = np.where(np.isfinite(profile), profile, np.inf)
     i = np.argmin(prof, axis=-1)
