@@ -14,9 +14,6 @@ SRC = Path(petbind.__file__).resolve().parent
 LIMIT = 600
 #: Long modules that their owners are splitting (issue 15), relative to src/petbind.
 KNOWN_LONG = {
-    "blood.py",             # the delay fit and shared numerics leave it (engine)
-    "models/plasma.py",     # one Model base for both families (engine)
-    "models/reference.py",  # one Model base for both families (engine)
     "parametric.py",        # its reader, hashing and scheduler leave it (voxel)
     "preprocess/register.py",  # preprocess/ is being reworked for speed (scale)
     "stats/power.py",       # k2' from models, output in power_output.py (power)
