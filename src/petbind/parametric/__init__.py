@@ -17,6 +17,9 @@ Rules that this module states and the sidecars record:
   all frames; voxels above ``mask_fraction`` (default 0.1) times its robust
   maximum (the 99th percentile of its positive finite values) and finite in
   every frame (:func:`brain_mask`).
+- **PET smoothing** (off by default; ``pet_fwhm_mm``): every frame smoothed by a
+  Gaussian of that FWHM in mm, normalised inside the brain mask, before the
+  fits (:mod:`petbind.parametric.smoothing`).
 - **Voxels that are not fitted** (counted in :attr:`ParametricResult.counts`):
   a non-finite value in any frame (``n_nonfinite``), or no signal: a
   duration-weighted mean activity <= 0 (``n_no_signal``). Voxels the model
@@ -60,10 +63,11 @@ from petbind.parametric.images import RefCurve, brain_mask
 from petbind.parametric.k2prime import K2PRIME_TOP_FRACTION, estimate_k2prime
 from petbind.parametric.provenance import PARAM_UNITS, write_maps
 from petbind.parametric.result import ParametricResult
+from petbind.parametric.smoothing import smooth_in_mask
 
 __all__ = [
     "K2PRIME_MODELS", "K2PRIME_TOP_FRACTION", "MAP_MODELS", "MAX_CHUNK_VOXELS",
     "MIN_CHUNK_VOXELS", "MIN_WORK_BUDGET", "PARAM_UNITS", "WORK_BYTES", "ParametricResult",
     "RefCurve", "_auto_chunk", "_fit_chunk", "brain_mask", "estimate_k2prime", "model_spec",
-    "parametric_maps", "write_maps",
+    "parametric_maps", "smooth_in_mask", "write_maps",
 ]

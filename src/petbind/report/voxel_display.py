@@ -110,3 +110,33 @@ def largest_cluster_peak(clusters: Any, shape: tuple[int, ...]) -> tuple[int, in
     if any(not 0 <= v < n for v, n in zip(ijk, shape[:3], strict=True)):
         return None
     return ijk  # type: ignore[return-value]
+
+
+def voxel_methods_text(map_fwhm_mm: Any, pet_fwhm_mm: Any) -> str:
+    """The Methods sentence on the voxel statistics, naming both smoothings (or their absence).
+
+    Parameters
+    ----------
+    map_fwhm_mm : float or None
+        ``statistics.voxel.smoothing_fwhm_mm``: Gaussian FWHM (mm) of the contrast maps.
+    pet_fwhm_mm : float or None
+        ``parametric.pet_fwhm_mm``: Gaussian FWHM (mm) of every PET frame inside the
+        brain mask before the voxel fits.
+    """
+    def mm(v: Any) -> float:
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return 0.0
+
+    pet, maps = mm(pet_fwhm_mm), mm(map_fwhm_mm)
+    fits = (f"Before the voxel fits every PET frame was smoothed with a {pet:g} mm FWHM "
+            "Gaussian, normalised inside the brain mask (white matter and CSF, when excluded "
+            "from the mask, neither gave nor received activity). " if pet > 0 else
+            "The 4-D PET images were not smoothed before the voxel fits. ")
+    return (fits + "Voxelwise, per-subject contrast maps of BP_ND"
+            + (f" (smoothed with a {maps:g} mm FWHM Gaussian inside the analysis mask)"
+               if maps > 0 else " (not smoothed)")
+            + " were tested with paired t maps; family-wise error was controlled by sign-flip "
+            "permutation of the subjects' contrast maps (maximum |t| and maximum cluster "
+            "size).")
