@@ -1137,6 +1137,9 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
     out = []
     volumes: list[dict[str, Any]] = []
     underlays: dict[str, int] = {}
+    atlases: dict[Any, Any] = {}
+    outlined: set[str] = set()
+    outline_volumes: list[dict[str, Any]] = []
     for tm in study.tmaps:
         tmap, affine, zooms = _load_nifti(tm["path"])
         side = _maybe_json(tm["folder"] / f"{tm['prefix']}_stat-t.json")
@@ -1163,6 +1166,15 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
         from petbind.report.voxel_display import largest_cluster_peak
 
         cut = largest_cluster_peak(clusters, tmap.shape)  # slices through the largest cluster
+        from petbind.report import voxel_display as vd
+
+        where = vd.section_where(study, tm, side, contrast, tmap, affine, thr, clusters,
+                                 in_template, atlases, load=_load_nifti, mean_map=_mean_map,
+                                 true_effect=true_effect_map, native=native_truth)
+        cut = where.cut or cut  # ... or the largest in a target region (voxel_display)
+        if where.cluster_rows is not None:
+            clusters = clusters.assign(**{k: [r.get(k, "") for r in where.cluster_rows]
+                                          for k in where.cluster_rows[0] if k[0] != "_"})
         sec = {
             "title": title, "file": tm["path"].name, "threshold": _num(thr, 2),
             "underlay": under_label,
@@ -1182,6 +1194,11 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
         }
         sec["effect"], sec["effect_note"] = _effect_figures(study, tm, side, contrast,
                                                              zooms, figures, cut)
+        sec["targets"], sec["truth_note"] = where.targets, where.truth_note
+        sec["atlas"] = None if where.atlas is None else where.atlas.source
+        if where.atlas is not None and tm["tracer"] not in outlined:
+            outlined.add(tm["tracer"])
+            outline_volumes.append(vd.outline_volume(study, tm["tracer"], where.atlas, affine))
         effect_volumes = [(e.pop("volume"), e.pop("affine")) for e in sec["effect"]
                           if "volume" in e]
         out.append(sec)
@@ -1219,6 +1236,8 @@ def _voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, A
                             "b64": _nifti_b64(mean, affine), "tracer": tracer,
                             "max": float(np.percentile(positive, 99)) if positive.size
                             else 1.0})
+    if out:  # drawn over any map of their tracer (after the effect volumes)
+        out[0]["outline_volumes"] = [v for v in outline_volumes if v is not None]
     return out, volumes
 
 
@@ -1579,6 +1598,7 @@ def render_report(study: StudyOutputs) -> str:
         "groups": _group_sections(study, figures),
         "voxel": voxel,
         "effect_volumes": [v for sec in voxel for v in sec.pop("effect_volumes", [])],
+        "outline_volumes": [v for sec in voxel for v in sec.pop("outline_volumes", [])],
         "volumes": volumes,
         "power": _power_rows(study),
         "prospective_power": stats_sections.prospective_power_section(study, figures),
