@@ -158,12 +158,11 @@ def voxel_methods_text(map_fwhm_mm: Any, pet_fwhm_mm: Any) -> str:
 # ----------------------------------------------------------------------------
 #: Regions listed per cluster (the ones with most voxels in it).
 MAX_CLUSTER_REGIONS = 3
-#: Outlines are traced on the atlas repeated this many times per axis (thin lines).
-OUTLINE_FACTOR = 3
-#: Colours (RGB 0-255) of the region outlines in the viewer, in target order (magenta
-#: first: no colour map of the viewer and not its green crosshair has it).
-OUTLINE_COLOURS = ((255, 0, 255), (0, 255, 255), (255, 255, 0), (0, 255, 0),
-                   (255, 128, 0), (128, 128, 255), (255, 255, 255), (0, 128, 255))
+#: Colours (RGB 0-255) of the region outlines in the viewer, in target order: first
+#: those no colour map of the viewer has (the t and % change maps are red-yellow and
+#: green-blue; the crosshair is green).
+OUTLINE_COLOURS = ((255, 0, 255), (0, 255, 255), (255, 255, 255), (160, 120, 255),
+                   (255, 150, 200), (0, 255, 0), (255, 255, 0), (255, 128, 0))
 
 
 @dataclass
@@ -423,7 +422,7 @@ def region_labels(atlas: StatAtlas, regions: Sequence[str]
                   ) -> tuple[NDArray[np.uint8], list[str]]:
     """The named regions as one label image: ``k + 1`` on the k-th region found, 0 elsewhere.
 
-    The viewer draws their outlines slice by slice (NiiVue's atlas outline mode).
+    (Filled regions, e.g. for a legend or a mask; the viewer draws :func:`region_outlines`.)
     """
     out = np.zeros(atlas.labels.shape, dtype=np.uint8)
     found: list[str] = []
@@ -436,31 +435,16 @@ def region_labels(atlas: StatAtlas, regions: Sequence[str]
     return out, found
 
 
-def upsample_grid(labels: NDArray, affine: NDArray, factor: int
-                  ) -> tuple[NDArray, NDArray[np.float64]]:
-    """Labels repeated ``factor`` times per axis (nearest neighbour) and their affine.
-
-    Fine voxel ``u`` lies at coarse voxel coordinate ``(u - (factor - 1) / 2) / factor``,
-    so the fine grid covers exactly the coarse voxels.
-    """
-    f = int(factor)
-    fine = np.repeat(np.repeat(np.repeat(np.asarray(labels), f, 0), f, 1), f, 2)
-    scale = np.diag([1.0 / f, 1.0 / f, 1.0 / f, 1.0])
-    scale[:3, 3] = -(f - 1) / (2.0 * f)
-    return fine, np.asarray(affine, dtype=np.float64) @ scale
-
-
-def region_outlines(atlas: StatAtlas, regions: Sequence[str], factor: int = 1
+def region_outlines(atlas: StatAtlas, regions: Sequence[str]
                     ) -> tuple[NDArray[np.uint8], list[str]]:
     """Outline voxels of each region, for drawing over maps.
 
     A voxel is on a region's outline when it belongs to the region and one of
     its six face neighbours does not (the region minus its 6-connected
-    erosion); a region thinner than three voxels is all outline. With
-    ``factor > 1`` the outlines are traced on the atlas repeated ``factor``
-    times per axis (:func:`upsample_grid`): lines ``1 / factor`` of a voxel
-    thick, drawn along the voxels' faces, which leave the region's own
-    voxels visible.
+    erosion); a region thinner than three voxels is all outline. (NiiVue
+    resamples every layer onto the first one's grid, so outlines finer than
+    the statistics grid would be lost; the viewer draws them half transparent
+    so that the map stays visible under small regions.)
 
     Returns
     -------
@@ -472,12 +456,10 @@ def region_outlines(atlas: StatAtlas, regions: Sequence[str], factor: int = 1
     from scipy.ndimage import binary_erosion, generate_binary_structure
 
     cross = generate_binary_structure(3, 1)
-    grid = atlas if factor <= 1 else StatAtlas(
-        upsample_grid(atlas.labels, np.eye(4), factor)[0], atlas.names, atlas.source)
-    out = np.zeros(grid.labels.shape, dtype=np.uint8)
+    out = np.zeros(atlas.labels.shape, dtype=np.uint8)
     found: list[str] = []
     for region in regions:
-        vox = grid.region_mask(region)
+        vox = atlas.region_mask(region)
         if not vox.any() or len(found) >= 255:
             continue
         edge = vox & ~binary_erosion(vox, structure=cross, border_value=0)
@@ -661,7 +643,8 @@ def voxel_where(clusters: Any, t_map: NDArray, mask: NDArray, effect: NDArray | 
 
 
 def labels_b64(labels: NDArray, affine: NDArray) -> str:
-    """A uint8 label volume as gzip-compressed NIfTI-1 in base64 (no scaling: exact labels)."""
+    """A uint8 label volume as gzip-compressed NIfTI-1 in base64 (no scaling: exact labels;
+    intent ``label``, which NiiVue draws without interpolating between labels)."""
     import base64
     import gzip
 
@@ -669,6 +652,7 @@ def labels_b64(labels: NDArray, affine: NDArray) -> str:
 
     img = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), np.asarray(affine, float))
     img.header.set_xyzt_units("mm")
+    img.header.set_intent("label")  # NIFTI_INTENT_LABEL (1002): drawn voxel by voxel
     return base64.b64encode(gzip.compress(img.to_bytes(), mtime=0)).decode("ascii")
 
 
@@ -748,7 +732,7 @@ def outline_volume(study: Any, tracer: str, atlas: StatAtlas,
         skip = {str(tr.get("reference_region", ""))} | {str(r) for r in
                                                         tr.get("exclude_regions") or []}
         targets = sorted({v for v in atlas.names.values() if v not in skip})
-    labels, found = region_labels(atlas, targets)
+    labels, found = region_outlines(atlas, targets)
     if not found:
         return None
     return {"name": f"{tracer}: region outlines", "kind": "outline", "tracer": tracer,

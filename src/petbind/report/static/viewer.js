@@ -52,7 +52,7 @@
     crosshairColor: [0.1, 0.9, 0.1, 0.7], crosshairWidth: 0.25, crosshairWidthUnit: "mm",
     multiplanarShowRender: niivue.SHOW_RENDER.NEVER
   });
-  var OUTLINE_WIDTH = 1;  // NiiVue atlas outline thickness
+  var OUTLINE_OPACITY = 0.6;  // the map stays visible under the outlines of small regions
   var current = -1;
   var mapLayer = 0;     // index in nv.volumes of the map being shown
   var outlineLayer = -1;  // index in nv.volumes of the region outlines, -1 when not drawn
@@ -86,8 +86,7 @@
         lut.A.push(255); lut.I.push(k + 1); lut.labels.push(r);
       });
       lay.setColormapLabel(lut);
-      nv.setAtlasOutline(OUTLINE_WIDTH);  // the regions' edges in each slice, not filled
-      lay.opacity = 1;
+      lay.opacity = OUTLINE_OPACITY;
       lay.colorbarVisible = false;
       outlined = o.regions;
     }
