@@ -155,6 +155,9 @@ def test_clusters_list_the_atlas_regions_they_cover_and_the_true_change_there():
     # r^2 in {2, 3}; the 6 face neighbours (r = 1) and the centre are NAcc (r <= 1)
     assert rows == [{"regions": f"{XSS} 20 (74 %), NAcc 7 (26 %)", "_top": XSS,
                      "true_pct_change": f"{(7 * 20.0 + 20 * 5.0) / 27:+.1f}"}]
+    truth_t = np.where(atlas.labels == 1, 8.0, np.where(atlas.labels == 3, 2.0, 0.0))
+    with_t = cluster_regions(clusters, t, mask, 2.92, atlas, truth, truth_t)
+    assert with_t[0]["true_t"] == "2.00"  # the median over 20 shell (2.0) + 7 NAcc (8.0) voxels
     # without an atlas or threshold: nothing to add
     assert cluster_regions(clusters, t, mask, 2.92, None) is None
     assert cluster_regions(clusters, t, mask, None, atlas) is None

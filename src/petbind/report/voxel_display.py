@@ -305,8 +305,8 @@ def _pct(n: int, total: int) -> str:
 
 
 def cluster_regions(clusters: Any, t_map: NDArray, mask: NDArray, threshold: float | None,
-                    atlas: StatAtlas | None, truth: NDArray | None = None
-                    ) -> list[dict[str, str]] | None:
+                    atlas: StatAtlas | None, truth: NDArray | None = None,
+                    truth_t: NDArray | None = None) -> list[dict[str, str]] | None:
     """Per cluster row: the atlas regions it covers and, with a truth map, the true % change.
 
     Clusters are found again as in :func:`petbind.stats.voxel.sign_flip_test`
@@ -318,7 +318,8 @@ def cluster_regions(clusters: Any, t_map: NDArray, mask: NDArray, threshold: flo
     list of dict or None
         One dict per row of ``clusters`` with ``regions`` ("NAcc 9 (100 %)", the
         :data:`MAX_CLUSTER_REGIONS` largest) and, with ``truth``,
-        ``true_pct_change`` (mean true % change over the cluster's voxels),
+        ``true_pct_change`` (mean true % change over the cluster's voxels), with
+        ``truth_t`` (:func:`true_paired_t`) ``true_t`` (its median there),
         and ``_top`` (the region with most voxels, not for display); None
         without an atlas, a threshold or peak columns.
     """
@@ -336,8 +337,9 @@ def cluster_regions(clusters: Any, t_map: NDArray, mask: NDArray, threshold: flo
         except (ValueError, IndexError):
             lab = 0
         if lab == 0:
-            rows.append({"regions": "n/a", "_top": "", **({"true_pct_change": "n/a"}
-                                                         if truth is not None else {})})
+            rows.append({"regions": "n/a", "_top": "",
+                         **({"true_pct_change": "n/a"} if truth is not None else {}),
+                         **({"true_t": "n/a"} if truth_t is not None else {})})
             continue
         vox = comps[sign] == lab
         n = int(vox.sum())
@@ -348,6 +350,10 @@ def cluster_regions(clusters: Any, t_map: NDArray, mask: NDArray, threshold: flo
             vals = truth[vox]
             vals = vals[np.isfinite(vals)]
             out["true_pct_change"] = f"{float(vals.mean()):+.1f}" if vals.size else "n/a"
+        if truth_t is not None:
+            vals = truth_t[vox]
+            vals = vals[np.isfinite(vals)]
+            out["true_t"] = f"{float(np.median(vals)):.2f}" if vals.size else "n/a"
         rows.append(out)
     return rows
 
@@ -633,7 +639,7 @@ def voxel_where(clusters: Any, t_map: NDArray, mask: NDArray, effect: NDArray | 
                 truth_pct: NDArray | None = None, truth_t: NDArray | None = None,
                 shown: NDArray | None = None, n_subjects: int | None = None) -> VoxelWhere:
     """Cluster regions, the target-region table, the truth sentence and the figure cut."""
-    rows = cluster_regions(clusters, t_map, mask, threshold, atlas, truth_pct)
+    rows = cluster_regions(clusters, t_map, mask, threshold, atlas, truth_pct, truth_t)
     table = target_table(t_map, effect, mask, threshold, atlas, targets, truth_pct, shown,
                          truth_t)
     return VoxelWhere(cluster_rows=rows, targets=table,
