@@ -267,3 +267,39 @@ def test_methods_sentence_states_both_smoothings():
     assert "smoothed with a 4.0 mm FWHM Gaussian" in on
     off = voxel_methods_text(0.0, None)
     assert "not smoothed before the voxel fits" in off and "(not smoothed)" in off
+
+
+def test_stat_atlas_is_the_scans_atlas_on_the_statistics_grid_or_none(tmp_path):
+    import nibabel as nib
+    import pandas as pd
+
+    from petbind.report.voxel_display import stat_atlas
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    labels = np.zeros((4, 5, 6), dtype=np.int16)
+    labels[1:3, 1:3, 1:3] = 2
+    labels[3] = 3
+    bids = tmp_path / "bids"
+    dseg = bids / "derivatives" / "atlas" / "sub-01_dseg.nii.gz"
+    dseg.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(labels, affine), dseg)
+    pd.DataFrame({"index": [2, 3], "name": ["NAcc_L", "VP_L"], "region": ["NAcc", "VP"]}
+                 ).to_csv(dseg.parent / "sub-01_dseg.tsv", sep="\t", index=False)
+
+    from types import SimpleNamespace
+
+    scan = SimpleNamespace(tracer="X", provenance={
+        "inputs": {"dseg": {"path": "derivatives/atlas/sub-01_dseg.nii.gz"}}})
+    study = SimpleNamespace(dataset=bids, scans=[scan], config={})
+
+    atlas = stat_atlas(study, "X", (4, 5, 6), affine)
+    assert atlas is not None and atlas.names == {2: "NAcc", 3: "VP"}
+    assert int(atlas.region_mask("NAcc").sum()) == 8 and int(atlas.region_mask("VP").sum()) == 30
+    shifted = affine.copy()
+    shifted[0, 3] = 1.0
+    assert stat_atlas(study, "X", (4, 5, 6), shifted) is None  # another grid: never resampled
+    assert stat_atlas(study, "X", (4, 5, 7), affine) is None
+    assert stat_atlas(study, "Y", (4, 5, 6), affine) is None  # no scan of that tracer
+    template = SimpleNamespace(dataset=bids, scans=[], config={
+        "preprocess": {"atlas": "derivatives/atlas/sub-01_dseg.nii.gz"}})
+    assert stat_atlas(template, "X", (4, 5, 6), affine, template=True) is not None
