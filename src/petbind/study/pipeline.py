@@ -526,7 +526,7 @@ def study_tasks(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
         tasks.append(Task(f"petbind-scan-{s.stem}", process_scan,
                           (s, config.tracers[s.tracer], out_dir),
                           {"plan": plan, "pvc": config.pvc, "regions": config.regions,
-                           "parametric": config.parametric},
+                           "parametric": getattr(config, "parametric", None)},
                           after=after.get(s.subject, ())))
     return tasks
 
