@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,11 +17,9 @@ from petbind.parametric.result import ParametricResult
 
 
 def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from petbind.io.files import sha256_file
+
+    return sha256_file(path)
 
 
 def _hash_inputs(paths: list[str | None], known: Mapping[str, str] | None = None

@@ -520,7 +520,7 @@ def true_paired_t(dataset: Path, tracer: str, contrast: str, subjects: Sequence[
     partial-volume-free voxel analysis of these subjects would give).
 
     The per-subject true contrast ``BP_A - BP_B`` (or ``(A - B) - (C - D)``)
-    from ``derivatives/petbind-sim/sub-*/ses-*/pet/*_desc-true_bpnd.nii.gz``,
+    from the simulator's true maps (:func:`petbind.simulate.writer.true_map_path`),
     tested against 0 over subjects like the estimated maps. A region whose
     true |t| is below the cluster-forming threshold cannot be found at voxel
     level with these subjects even from perfect images.
@@ -535,15 +535,14 @@ def true_paired_t(dataset: Path, tracer: str, contrast: str, subjects: Sequence[
 
     from petbind.errors import PetbindError
     from petbind.io.bids import open_nifti
+    from petbind.simulate.writer import true_map_path
 
     terms = _contrast_terms(contrast)
     if terms is None or len(subjects) < 2:
         return None
-    sim = Path(dataset) / "derivatives" / "petbind-sim"
 
     def true_map(sub: str, cond: str) -> NDArray | None:
-        path = (sim / f"sub-{sub}" / f"ses-{cond}" / "pet"
-                / f"sub-{sub}_ses-{cond}_trc-{tracer}_desc-true_bpnd.nii.gz")
+        path = true_map_path(dataset, sub, cond, tracer, "bpnd")
         if not path.is_file():
             return None
         try:
