@@ -100,9 +100,16 @@ def study_tasks(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     for s in scans:
         tasks.append(Task(f"petbind-scan-{s.stem}", process_scan,
                           (s, config.tracers[s.tracer], out_dir),
-                          {"plan": plan, "pvc": config.pvc, "regions": config.regions},
+                          {"plan": plan, "pvc": config.pvc, "regions": config.regions,
+                           **_parametric_kwargs(config)},
                           after=after.get(s.subject, ())))
     return tasks
+
+
+def _parametric_kwargs(config: Any) -> dict[str, Any]:
+    """``{"parametric": config.parametric}`` when it smooths the PET, else nothing."""
+    par = getattr(config, "parametric", None)
+    return {"parametric": par} if getattr(par, "pet_fwhm_mm", 0) else {}
 
 
 def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,

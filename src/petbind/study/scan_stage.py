@@ -78,7 +78,8 @@ def _scan_inputs(scan: Scan, out: Path, plan: Any = None) -> dict[str, Path]:
 
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
                  map_scheduler: Any = "sync", plan: Any = None, pvc: Any = None,
-                 regions: dict[str, tuple[str, ...]] | None = None) -> ScanResult:
+                 regions: dict[str, tuple[str, ...]] | None = None,
+                 parametric: Any = None) -> ScanResult:
     """All per-scan outputs of one scan, or nothing when its provenance is current.
 
     Parameters
@@ -102,6 +103,8 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         ``desc-pvc`` outputs are written too (:mod:`petbind.study.pvc`).
     regions : dict, optional
         The study's ``[regions]`` (analysis region -> atlas labels/patterns).
+    parametric : ParametricConfig, optional
+        The study's ``[parametric]`` (PET smoothing before the voxel fits).
 
     Returns
     -------
@@ -127,6 +130,9 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         settings["regions"] = {k: list(v) for k, v in regions.items()}
     if plan is not None:
         settings["preprocess"] = plan.settings()
+    pet_fwhm = float(getattr(parametric, "pet_fwhm_mm", 0.0) or 0.0)
+    if pet_fwhm > 0 and tracer.map_model:  # absent when off: earlier outputs stay current
+        settings["parametric"] = {"pet_fwhm_mm": pet_fwhm}
     if pvc is not None and pvc.enabled:
         from petbind.study.pvc import scan_inputs
 
@@ -173,7 +179,7 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
             img, model=tracer.map_model, ref_curve=tacs.curve(tracer.reference_region),
             mask=brain, k2prime=k2 if tracer.map_model in K2PRIME_MODELS else None,
             scheduler=map_scheduler,
-            model_settings=model_kwargs(tracer, tracer.map_model, tacs))
+            model_settings=model_kwargs(tracer, tracer.map_model, tacs), pet_fwhm_mm=pet_fwhm)
         extra = {"K2PrimeStrategy": k2_info, "Atlas": str(scan.dseg)}
         written.extend(write_maps(result, folder, scan.stem, extra, entity="model"))
         if plan is not None:
