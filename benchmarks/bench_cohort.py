@@ -1,7 +1,11 @@
 """Cohort scale: ``petbind run`` on human-size simulated studies (issue 18, item 4).
 
 Run: ``.venv/bin/python benchmarks/bench_cohort.py [--sizes 8 32 128] [--workers 1 2]
-[--cluster-size 32] [--work DIR]``; writes ``benchmarks/results/cohort.md``.
+[--cluster-size 32] [--stats-memory REV] [--work DIR]``; writes
+``benchmarks/results/cohort.md`` from every record of ``DIR/bench_cohort.jsonl``
+(a JSON-lines log the runs append to, so sizes can be run at different times:
+``--report-only DIR/bench_cohort.jsonl`` rewrites the results from it; a later run
+of the same size and scheduler replaces the earlier one).
 
 Data (built here, independent of petbind's simulator, which makes macaque
 brains): a 2 mm grid of 80 x 96 x 84 voxels holding an ellipsoidal brain of
@@ -12,7 +16,8 @@ BP_ND)) under a sum-of-exponentials plasma input, plus counts-like Gaussian
 noise (``bench_parametric.py``'s generator). Each subject has its own BP_ND
 (CV 9 %); the "drug" session lowers BP_ND by 10 % outside the reference. A
 study of N scans is N/2 subjects x {baseline, drug}, one tracer, written as
-BIDS-PET (``.nii.gz`` + sidecar) with the atlas in ``derivatives/``.
+BIDS-PET (``.nii.gz`` + sidecar) with the atlas in ``derivatives/``; it is kept
+in DIR and reused.
 
 Runs: ``petbind run BIDS --config study.toml --out OUT --scheduler local:W``
 for every size and W in ``--workers`` (a fresh output folder each time), and
@@ -20,16 +25,21 @@ once on a real multi-process cluster started here (``dask scheduler`` + two
 ``dask worker --nthreads 1`` processes on 127.0.0.1) for ``--cluster-size``.
 Measured: wall, CPU (user + system of the run and all its processes, from
 ``getrusage`` of the waited children; for the external cluster, the workers'
-CPU from ``psutil``), peak RSS of the main process and of each worker
-(sampled every 0.2 s with ``psutil``), seconds per stage (the run's
-``group/provenance.json``), output bytes per scan. Voxel statistics run with
-``n_permutations = 1000`` (the default 5000 would measure the permutation
-test, not the pipeline).
+CPU from ``psutil``), the workers' and the main process's CPU separately
+(``psutil``, sampled every 0.2 s), peak RSS of the main process and of each
+worker, the RSS of a ``dask worker`` before any task, seconds per stage (the
+run's ``group/provenance.json``), output bytes per scan, the load average before
+and after. Voxel statistics run with ``n_permutations = 1000`` (the default 5000
+would measure the permutation test, not the pipeline). ``--stats-memory REV``
+also measures the peak RSS of the voxel statistics with ``stats/voxel.py`` of
+git revision REV and of this tree (issue 18's streamed sign flips).
 
 Extrapolation: per-scan worker time ``s`` (stage ``scans`` x W / N) and the
 study stage's cost per scan ``g`` (region + voxel statistics / N, which runs in
 the main process) give ``T(N, W) = f + N s / W + N g``; it is checked against
-the separate-process cluster run before it is used for 1,000 scans.
+the separate-process cluster run before it is used for 1,000 scans. On a shared
+machine the load-free version ``N s_cpu / W + N m_cpu`` (worker and main CPU
+seconds per scan) is given beside it.
 """
 
 from __future__ import annotations
@@ -354,7 +364,7 @@ print(json.dumps({"n": n, "flips": res.info["n_flips"], "voxels": int(mask.sum()
 
 
 def stats_memory(env: dict[str, str], before_rev: str, cases: list[tuple[int, int]],
-                 work: Path) -> list[dict]:
+                 work: Path, log: Path) -> list[dict]:
     """Peak RSS of ``sign_flip_test`` on the benchmark's brain (252 k voxels), with the
     ``stats/voxel.py`` of ``before_rev`` (all flips' t maps at once) and of this tree
     (flips streamed in blocks), each in a fresh process; same data, same seed."""
@@ -377,6 +387,7 @@ def stats_memory(env: dict[str, str], before_rev: str, cases: list[tuple[int, in
             print(json.dumps({tag: row[tag]}), flush=True)
         row["identical"] = row["before"]["digest"] == row["streamed"]["digest"]
         out.append(row)
+        _log(log, {"stats_memory": out})
     return out
 
 
@@ -453,6 +464,10 @@ def main() -> None:
                     help="also measure the voxel statistics' peak memory with the "
                          "stats/voxel.py of git revision REV (before streaming) and of "
                          "this tree")
+    ap.add_argument("--stats-cases", nargs="+", default=["8:5000", "14:500"],
+                    metavar="SUBJECTS:FLIPS",
+                    help="cases of --stats-memory (n_permutations = FLIPS; all 2^n flips "
+                         "when fewer)")
     ap.add_argument("--report-only", type=Path, nargs="+", metavar="LOG",
                     help="only write the results file from the JSON-lines logs "
                          "(WORK/bench_cohort.jsonl) of earlier runs")
@@ -474,9 +489,8 @@ def main() -> None:
                                              *sys.argv[1:]]),
                         "utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}})
     if args.stats_memory:
-        rows = stats_memory(env, args.stats_memory, [(8, 5000), (14, 500)],
-                            args.work / "stats")
-        _log(log, {"stats_memory": rows})
+        cases = [tuple(int(x) for x in c.split(":")) for c in args.stats_cases]
+        stats_memory(env, args.stats_memory, cases, args.work / "stats", log)
         _write(_read_logs([log]))
     for n in args.sizes:
         t = time.perf_counter()
