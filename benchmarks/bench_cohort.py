@@ -70,6 +70,8 @@ VOXEL_MM = 2.0
 REGIONS = {"cerebellum": (1, 0.0, 1.0), "striatum": (2, 2.2, 1.1), "thalamus": (3, 1.8, 1.1),
            "midbrain": (4, 2.6, 1.0), "cortex": (5, 0.6, 1.0), "white_matter": (6, 0.2, 0.7)}
 DRUG_EFFECT = -0.10
+#: Heading of the hand-written notes at the end of the results file (kept on rewrite).
+HAND_NOTES = "## Notes on this run (written by hand"
 STUDY = """
 [dataset]
 atlas = "derivatives/cohort-atlas"
@@ -661,7 +663,12 @@ def _write(state: dict) -> None:
                   "at the streamed row's peak now (memory does not depend on the number "
                   "of flips: `tests/stats/test_voxel.py`).", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
+    notes = ""
+    if RESULTS.exists():    # keep the notes written by hand under the generated part
+        old = RESULTS.read_text()
+        if HAND_NOTES in old:
+            notes = old[old.index(HAND_NOTES):]
+    RESULTS.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
 
 
 if __name__ == "__main__":
