@@ -458,13 +458,17 @@ def _read_logs(paths: list[Path]) -> dict:
                 continue
             r = json.loads(line)
             if "meta" in r:
-                state["meta"] = r["meta"]
+                if state["meta"] is None:
+                    state["meta"] = {**r["meta"], "commands": []}
+                state["meta"]["commands"].append((r["meta"]["utc"], r["meta"]["command"]))
             elif "generated" in r:
                 state["gen_s"][r["generated"]] = r["seconds"]
             elif "idle_worker_mib" in r:
                 state["idle"] = r
             elif "stats_memory" in r:
-                state["stats"] = r["stats_memory"]
+                state["stats"] = {**(state["stats"] or {}),
+                                  **{(x["n"], x["n_permutations"]): x
+                                     for x in r["stats_memory"]}}
             elif "scheduler" in r:
                 if r["scheduler"].startswith("local:"):
                     state["runs"][(r["n"], r["scheduler"])] = r
@@ -562,8 +566,9 @@ def _write(state: dict) -> None:
     lines = [
         "# Cohort scale: `petbind run` on human-size simulated studies (issue 18, item 4)",
         "",
-        f"`{meta['command']}` on {meta['host']} ({meta['cpus']} CPUs, shared with other "
-        f"jobs), {meta['utc']}.",
+        "; ".join(f"`{c}` ({t})" for t, c in meta.get("commands", [(meta["utc"],
+                                                                  meta["command"])]))
+        + f" on {meta['host']} ({meta['cpus']} CPUs, shared with other jobs).",
         "",
         f"Scans: 2 mm grid {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]}, {meta['n_brain']:,} brain "
         f"voxels, 29 frames; one scan in float32 = {scan_mib:.0f} MiB (whole grid). Study: "
@@ -666,6 +671,7 @@ def _write(state: dict) -> None:
                   "workers; at 1,000 scans it is "
                   f"{1000 * m['g'] / 60:.1f} min of the measured total.", ""]
     if state["stats"]:
+        state["stats"] = [state["stats"][k] for k in sorted(state["stats"])]
         lines += ["## Voxel statistics: memory of the sign-flip test", "",
                   "`sign_flip_test` on the benchmark's brain mask with random contrast "
                   "maps, each case in a fresh process; *before* is `stats/voxel.py` of "
