@@ -681,7 +681,7 @@ def _write(state: dict) -> None:
                   "data (n x 645,120 float64).", "",
                   "| subjects | flips | voxels | F x V float64 (MiB) | peak RSS before "
                   "(MiB) | peak RSS streamed (MiB) | RSS before the call (MiB) | CPU before / "
-                  "streamed (s) | same p-values |",
+                  "streamed (s) | same FWE p (sums of voxel and cluster p) |",
                   "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
         for row in state["stats"]:
             b, s_ = row["before"], row["streamed"]
