@@ -106,6 +106,33 @@ def blob(centre: tuple[float, float, float], width: float) -> np.ndarray:
                   / (2 * width ** 2))
 
 
+#: The atlas on the PET grid (index -> region): NAcc a 7-voxel ball (radius 1 voxel) at
+#: the t map's peak (6, 7, 5); XSS the shell around it out to radius 1.8 voxels (20
+#: voxels), so that the 27-voxel cluster (t = 6 exp(-r^2 / 4.5) > 2.92, r < 1.8) is
+#: 20 XSS + 7 NAcc voxels; VP a 7-voxel ball at (6, 7, 8); cerebellum the slab i >= 10.
+ATLAS_REGIONS = {1: "NAcc", 2: "VP", 3: XSS, 4: "cerebellum"}
+
+
+def atlas_labels() -> np.ndarray:
+    i, j, k = np.indices(SHAPE, dtype=float)
+    r_peak = np.sqrt((i - 6) ** 2 + (j - 7) ** 2 + (k - 5) ** 2)
+    r_vp = np.sqrt((i - 6) ** 2 + (j - 7) ** 2 + (k - 8) ** 2)
+    labels = np.zeros(SHAPE, dtype=np.int16)
+    labels[i >= 10] = 4
+    labels[r_peak < 1.8] = 3
+    labels[r_peak <= 1.0] = 1
+    labels[r_vp <= 1.0] = 2
+    return labels
+
+
+def _write_atlas(stem: Path) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(atlas_labels(), AFFINE), str(stem) + ".nii.gz")
+    _tsv(Path(str(stem) + ".tsv"), pd.DataFrame(
+        {"index": list(ATLAS_REGIONS), "name": list(ATLAS_REGIONS.values()),
+         "region": list(ATLAS_REGIONS.values())}))
+
+
 def write_outputs(root: Path, *, voxel: bool = True) -> dict:
     """Write the fixture output folder at ``root / 'out'`` and its dataset at ``root / 'bids'``.
 
@@ -185,9 +212,12 @@ def write_outputs(root: Path, *, voxel: bool = True) -> dict:
             _nii(bids / "derivatives" / "petbind-sim" / f"sub-{sub}" / f"ses-{cond}" / "pet"
                  / f"{stem}_desc-true_bpnd.nii.gz", bpmap)
             _nii(folder / f"{stem}_model-srtm_mask.nii.gz", (bpmap > 0.01).astype(np.float32))
+            dseg = f"derivatives/petbind-sim/sub-{sub}/ses-{cond}/pet/{stem}_dseg"
+            _write_atlas(bids / dseg)
             _json(folder / f"{stem}_provenance.json",
                   {"inputs": {"pet": {"path": f"sub-{sub}/ses-{cond}/pet/{stem}_pet.nii.gz",
-                                      "sha256": SHA_PET}},
+                                      "sha256": SHA_PET},
+                              "dseg": {"path": f"{dseg}.nii.gz", "sha256": SHA_PET}},
                    "petbind_version": "0.1.0"})
             pet_rel = f"sub-{sub}/ses-{cond}/pet/{stem}_pet.nii.gz"
             _json(bids / pet_rel.replace(".nii.gz", ".json"),

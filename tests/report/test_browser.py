@@ -67,6 +67,11 @@ def test_report_opens_from_file_url_without_errors_and_the_viewer_draws(request)
             page.goto(url, wait_until="load")
             page.wait_for_function("window.petbindViewer !== undefined", timeout=30000)
             assert page.evaluate("window.petbindViewer") == "ready"
+            # the target regions' outlines are drawn over the first map (the atlas is on the
+            # statistics grid in the fixture and in the demo)
+            outlines = page.evaluate("window.petbindViewerState.outlines")
+            assert outlines["shown"] is True and "NAcc" in outlines["regions"]
+            assert page.locator("#viewer-outlines").is_checked()
             images = page.evaluate(
                 "() => Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
             assert len(images) >= 10

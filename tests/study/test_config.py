@@ -65,6 +65,8 @@ def test_relative_dataset_path_is_relative_to_the_config_file(tmp_path):
     (lambda d: d["dataset"].update(condition_entity="trc"), "dataset.condition_entity"),
     (lambda d: d.update(tracers={}), "tracers"),
     (lambda d: d.update(extras=1), "extras"),
+    (lambda d: d["parametric"].update(pet_fwhm_mm=-1.0), "parametric.pet_fwhm_mm"),
+    (lambda d: d["parametric"].update(fwhm=3.0), "parametric.fwhm"),
 ])
 def test_bad_config_raises_config_error_naming_the_key(edit, field):
     data = _default()
@@ -102,3 +104,13 @@ def test_k2prime_takes_the_one_policy_vocabulary():
     with pytest.raises(ConfigError) as err:
         parse_config(d)
     assert err.value.field == "tracers.DASB.k2prime" and "mrtm2" in err.value.message
+
+
+def test_parametric_pet_smoothing_is_off_by_default_and_the_demo_sets_3_mm():
+    assert load_config().parametric.pet_fwhm_mm == 0.0
+    assert demo_config().parametric.pet_fwhm_mm == 3.0
+    data = _default()
+    data["parametric"]["pet_fwhm_mm"] = 2.5
+    cfg = parse_config(data)
+    assert cfg.parametric.pet_fwhm_mm == 2.5
+    assert cfg.to_dict()["parametric"] == {"pet_fwhm_mm": 2.5}

@@ -66,6 +66,11 @@ def register(app: typer.Typer) -> None:
         scheduler: Annotated[str | None, typer.Option(
             "--scheduler",
             help=SCHEDULER_HELP + " Default: threads on all CPUs.")] = None,
+        pet_fwhm: Annotated[float, typer.Option(
+            "--pet-fwhm", metavar="MM",
+            help="Smooth every frame with a 3D Gaussian of this FWHM (mm), normalised "
+                 "inside the brain mask, before the fits (default 0: no smoothing; "
+                 "recorded in the sidecars).")] = 0.0,
     ) -> None:
         """Fit a reference-tissue model to every brain voxel; write BIDS-derivative maps."""
         from rich.console import Console
@@ -81,6 +86,13 @@ def register(app: typer.Typer) -> None:
         from petbind.parametric import MAP_MODELS, RefCurve, parametric_maps, write_maps
 
         parse_scheduler(scheduler, default="threads")  # a wrong word fails before reading
+        from petbind.errors import DataError
+        from petbind.parametric.smoothing import check_fwhm
+
+        try:
+            check_fwhm(pet_fwhm, "--pet-fwhm")
+        except DataError as exc:
+            raise ConfigError(exc.message, field="--pet-fwhm", fix=exc.fix) from None
         if model not in MAP_MODELS:
             raise ConfigError(f"unknown model {model!r}", field="--model",
                               fix=f"use one of: {', '.join(MAP_MODELS)}")
@@ -124,7 +136,8 @@ def register(app: typer.Typer) -> None:
             result = parametric_maps(pet, model=model, ref_curve=ref, mask=mask,
                                      k2prime=k2, k2prime_region=region,
                                      chunk_voxels=chunk_voxels,
-                                     scheduler=scheduler, progress=progress)
+                                     scheduler=scheduler, progress=progress,
+                                     pet_fwhm_mm=pet_fwhm)
         files = write_maps(result, out_dir, _stem(pet),
                            sidecar_extra={"Command": "petbind parametric"})
         console.print(result.summary(), highlight=False)

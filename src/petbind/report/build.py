@@ -100,6 +100,7 @@ def render_report(study: StudyOutputs) -> str:
         "groups": group.group_sections(study, figures),
         "voxel": voxel,
         "effect_volumes": [v for sec in voxel for v in sec.pop("effect_volumes", [])],
+        "outline_volumes": [v for sec in voxel for v in sec.pop("outline_volumes", [])],
         "volumes": volumes,
         "power": group.power_rows(study),
         "prospective_power": stats_sections.prospective_power_section(study, figures),

@@ -18,14 +18,13 @@ from typing import Any
 
 from petbind.errors import ConfigError
 from petbind.io.tomlfile import read_toml
-from petbind.models.catalogue import CATALOGUE, model_names
+from petbind.models.catalogue import K2PRIME_MODELS, model_names
 from petbind.stats.roi import Contrast
 
 #: Models the pipeline can fit to region curves (from the model catalogue).
 REGION_MODELS = model_names("reference")
-#: Models given the tracer's k2' (1/min) unless its policy is "none" (from the catalogue).
-K2PRIME_MODELS = tuple(s.name for s in CATALOGUE
-                       if s.input == "reference" and s.k2prime_by_default)
+#: Models given the tracer's k2' (1/min) unless its policy is "none":
+#: :data:`petbind.models.catalogue.K2PRIME_MODELS`, imported above (name kept).
 #: k2' policy words (petbind.models.k2prime); also a number or "mrtm@REGION".
 K2PRIME_STRATEGIES = ("mrtm", "srtm", "median", "auto", "none")
 
@@ -105,6 +104,12 @@ expr = "ketamine - baseline"
 expr = "ketaminenbqx - baseline"
 [[contrasts]]
 expr = "(ketamine - baseline) - (ketaminenbqx - baseline)"
+
+# Parametric (voxel) maps of every tracer's map_model.
+[parametric]
+# 3D Gaussian smoothing (FWHM, mm) of every PET frame inside the brain mask
+# before the voxel fits; 0 = none (the region fits never use it).
+pet_fwhm_mm = 0.0
 
 [statistics]
 baseline_condition = "baseline"   # reference level of the mixed model
@@ -233,6 +238,23 @@ class VoxelConfig:
     cluster_forming_p: float = 0.01
     n_permutations: int = 5000
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class ParametricConfig:
+    """The ``[parametric]`` section: options of the voxel fits (:mod:`petbind.parametric`).
+
+    Attributes
+    ----------
+    pet_fwhm_mm : float
+        3D Gaussian FWHM (mm) applied to every frame inside the brain mask
+        before the voxel fits; 0 = none.
+    """
+
+    pet_fwhm_mm: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pet_fwhm_mm": self.pet_fwhm_mm}
 
 
 @dataclass(frozen=True)
@@ -424,6 +446,8 @@ class StudyConfig:
     #: volume-weighted (:mod:`petbind.study.regions`); empty = the atlas's regions.
     regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pvc: PvcConfig = field(default_factory=PvcConfig)
+    #: ``[parametric]``: options of the voxel fits.
+    parametric: ParametricConfig = field(default_factory=ParametricConfig)
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -466,6 +490,7 @@ class StudyConfig:
             "preprocess": self.preprocess.to_dict(),
             "regions": {k: list(v) for k, v in self.regions.items()},
             "pvc": self.pvc.to_dict(),
+            "parametric": self.parametric.to_dict(),
         }
 
     def to_toml(self) -> str:
@@ -646,7 +671,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
     """
     ck = _Checker(source)
     ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess",
-                          "regions", "pvc"})
+                          "regions", "pvc", "parametric"})
     ds = ck.table(data, "dataset", "dataset")
     ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth", "condition",
                                "segmentation", "segmentation_labels", "select"})
@@ -726,7 +751,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
                        dataset=dataset, condition_entity=entity, atlas=atlas, truth=truth,
                        preprocess=prep, source=source, data=_dataset_extra(ck, ds),
                        regions=_regions(ck, ck.table(data, "regions", "regions")),
-                       pvc=_pvc(ck, ck.table(data, "pvc", "pvc")))
+                       pvc=_pvc(ck, ck.table(data, "pvc", "pvc")),
+                       parametric=_parametric(ck, ck.table(data, "parametric", "parametric")))
 
 
 def _dataset_extra(ck: _Checker, ds: dict) -> DatasetConfig:
@@ -788,6 +814,12 @@ def _pvc(ck: _Checker, data: dict) -> PvcConfig:
         atlas=ck.str_(data, key, "atlas", "") or "",
         iterations=int(ck.num(data, key, "iterations", 10, 1, 1000, integer=True)),
         non_grey=ck.strs(data, key, "non_grey", ("white_matter", "csf")))
+
+
+def _parametric(ck: _Checker, data: dict) -> ParametricConfig:
+    ck.unknown(data, "parametric", {"pet_fwhm_mm"})
+    return ParametricConfig(
+        pet_fwhm_mm=float(ck.num(data, "parametric", "pet_fwhm_mm", 0.0, 0.0, 50.0)))
 
 
 def _preprocess(ck: _Checker, data: dict) -> PreprocessConfig:

@@ -46,6 +46,8 @@ import pandas as pd
 
 from petbind.errors import DataError, PetbindError
 from petbind.io.atomic import write_json_atomic, write_text_atomic
+from petbind.models.k2prime import k2prime_for_tracer as estimate_k2prime
+from petbind.models.k2prime import model_kwargs
 from petbind.study.config import K2PRIME_MODELS, StudyConfig, TracerConfig
 from petbind.study.discover import Scan, discover_scans
 from petbind.study.layout import OUTPUT_NAME, ScanOutputs, StudyLayout, read_table
@@ -167,70 +169,6 @@ def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
     return [r for r in regions if r != ref and r not in tracer.exclude_regions]
 
 
-def model_kwargs(tracer: TracerConfig, model: str, tacs: Any) -> dict[str, Any]:
-    """The tracer's ``model_settings`` of ``model``, with the sidecar's isotope for counts weights.
-
-    Counts weighting of decay-corrected data needs the radionuclide
-    (:func:`petbind.models.weights.frame_weights`); every BIDS-PET sidecar
-    states it (``TracerRadionuclide``), so it is taken from there unless the
-    settings name an isotope.
-    """
-    kw = dict(tracer.model_settings.get(model, {}))
-    if kw.get("weights") == "counts" and "isotope" not in kw and tacs.metadata.get("isotope"):
-        kw["isotope"] = tacs.metadata["isotope"]
-    return kw
-
-
-def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
-                     where: str) -> tuple[float | None, dict[str, Any]]:
-    """k2' (1/min) by the tracer's policy, from region curves.
-
-    The policy and its vocabulary are :mod:`petbind.models.k2prime`'s (the
-    same as ``petbind fit --k2prime``): a number; ``"mrtm"`` / ``"srtm"`` with
-    ``k2prime_region`` (or ``"mrtm@REGION"``): that model fitted to the region,
-    k2' = k2 / R1 (Ichise et al. 2003; Wu & Carson 2002); ``"median"``: the
-    median k2' over the valid targets; ``"auto"``: over their higher-binding
-    half; ``"none"``: no k2' (Logan without its k2' term).
-
-    Returns
-    -------
-    k2prime : float or None
-        None when no configured model takes k2', or for ``"none"``.
-    info : dict
-        The policy and how k2' was obtained, for the sidecars.
-    """
-    from petbind.errors import ModelError
-    from petbind.models.k2prime import k2prime_for_regions
-
-    if not tracer.needs_k2prime:
-        return None, ({} if tracer.k2prime != "none" else tracer.k2prime_policy.describe())
-    policy = tracer.k2prime_policy
-    if policy.kind == "value":
-        return policy.value, policy.describe(method="config value")
-    if policy.kind == "region" and policy.region not in tacs.regions:
-        raise DataError(f"k2prime_region {policy.region!r} is not in the atlas",
-                        path=where, field=f"tracers.{tracer.name}.k2prime_region",
-                        fix=f"use one of: {', '.join(tacs.regions)}")
-    used = [m for m in (*tracer.models, tracer.map_model) if m in K2PRIME_MODELS]
-    model = policy.estimator(used or tracer.models)
-    curves = {n: tacs.curve(n) for n in tacs.regions}
-    ref = tacs.curve(tracer.reference_region)
-    try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value, info = k2prime_for_regions(
-                policy, tacs.timing, ref, curves, targets, for_models=used,
-                settings=model_kwargs(tracer, model, tacs),
-                field=f"tracers.{tracer.name}.k2prime")
-    except ModelError as exc:
-        names = policy.region if policy.kind == "region" else ", ".join(targets)
-        raise ModelError(f"k2' could not be estimated by {model} on {names}",
-                         path=where, field=f"tracers.{tracer.name}.k2prime",
-                         fix="give k2' as a number (1/min) or another k2prime_region"
-                         ) from exc
-    return value, info
-
-
 def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float | None,
                  used: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every configured model on the target curves: (fits table, fitted-curves table).
@@ -284,7 +222,8 @@ def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float 
 
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
                  map_scheduler: Any = "sync", plan: Any = None, pvc: Any = None,
-                 regions: dict[str, tuple[str, ...]] | None = None) -> ScanResult:
+                 regions: dict[str, tuple[str, ...]] | None = None,
+                 parametric: Any = None) -> ScanResult:
     """All per-scan outputs of one scan, or nothing when its provenance is current.
 
     Parameters
@@ -308,6 +247,8 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         ``desc-pvc`` outputs are written too (:mod:`petbind.study.pvc`).
     regions : dict, optional
         The study's ``[regions]`` (analysis region -> atlas labels/patterns).
+    parametric : ParametricConfig, optional
+        The study's ``[parametric]`` (PET smoothing before the voxel fits).
 
     Returns
     -------
@@ -333,6 +274,9 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         settings["regions"] = {k: list(v) for k, v in regions.items()}
     if plan is not None:
         settings["preprocess"] = plan.settings()
+    pet_fwhm = float(getattr(parametric, "pet_fwhm_mm", 0.0) or 0.0)
+    if pet_fwhm > 0 and tracer.map_model:  # absent when off: earlier outputs stay current
+        settings["parametric"] = {"pet_fwhm_mm": pet_fwhm}
     if pvc is not None and pvc.enabled:
         from petbind.study.pvc import scan_inputs
 
@@ -382,7 +326,7 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
             img, model=tracer.map_model, ref_curve=tacs.curve(tracer.reference_region),
             mask=brain, k2prime=k2 if tracer.map_model in K2PRIME_MODELS else None,
             scheduler=map_scheduler,
-            model_settings=model_kwargs(tracer, tracer.map_model, tacs))
+            model_settings=model_kwargs(tracer, tracer.map_model, tacs), pet_fwhm_mm=pet_fwhm)
         extra = {"K2PrimeStrategy": k2_info, "Atlas": str(scan.dseg)}
         written.extend(write_maps(result, folder, scan.stem, extra, entity="model"))
         if plan is not None:
@@ -518,9 +462,16 @@ def study_tasks(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     for s in scans:
         tasks.append(Task(f"petbind-scan-{s.stem}", process_scan,
                           (s, config.tracers[s.tracer], out_dir),
-                          {"plan": plan, "pvc": config.pvc, "regions": config.regions},
+                          {"plan": plan, "pvc": config.pvc, "regions": config.regions,
+                           **_parametric_kwargs(config)},
                           after=after.get(s.subject, ())))
     return tasks
+
+
+def _parametric_kwargs(config: Any) -> dict[str, Any]:
+    """``{"parametric": config.parametric}`` when it smooths the PET, else nothing."""
+    par = getattr(config, "parametric", None)
+    return {"parametric": par} if getattr(par, "pet_fwhm_mm", 0) else {}
 
 
 def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,

@@ -81,6 +81,10 @@ MEANING: dict[str, str] = {
     "statistics.voxel.n_permutations": "sign flips (exact enumeration when 2^n_subjects is "
                                        "smaller)",
     "statistics.voxel.seed": "random seed of the sign flips",
+    "parametric.pet_fwhm_mm": "3D Gaussian smoothing (FWHM, mm) of every PET frame, normalised "
+                              "inside the brain mask, before the voxel fits of `map_model`; "
+                              "`0` = none; stated in the report's Methods and the maps' "
+                              "sidecars (`Settings.pet_smoothing`)",
     "preprocess.enabled": "motion correction, PET->T1w->template registration and the "
                           "template atlas in PET space before the fits",
     "preprocess.motion": "realign the frames (rigid)",
@@ -162,7 +166,8 @@ def config_reference() -> str:
 
 
 def _order(key: str) -> tuple[int, str]:
-    tops = ["dataset", "regions", "tracers", "contrasts", "statistics", "preprocess", "pvc"]
+    tops = ["dataset", "regions", "tracers", "contrasts", "parametric", "statistics",
+            "preprocess", "pvc"]
     top = key.split(".")[0]
     return (tops.index(top) if top in tops else len(tops)), key
 

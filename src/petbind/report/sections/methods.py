@@ -104,14 +104,11 @@ def methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
         "only.")
     cites += ["holm", "bh", "mixed"]
     if study.tmaps:
-        fwhm = cfg_get(cfg, "statistics.voxel.smoothing_fwhm_mm", "voxel.smoothing_fwhm_mm")
-        parts.append(
-            "Voxelwise, per-subject contrast maps of BP_ND"
-            + (f" (smoothed with a {fwhm} mm FWHM Gaussian)" if fwhm
-               else " (not smoothed; neither were the 4-D PET images before the voxel fits)")
-            + " were tested with paired t maps; family-wise error was controlled by sign-flip "
-            "permutation of the subjects' contrast maps (maximum |t| and maximum cluster "
-            "size).")
+        from petbind.report.voxel_display import voxel_methods_text
+
+        parts.append(voxel_methods_text(
+            cfg_get(cfg, "statistics.voxel.smoothing_fwhm_mm", "voxel.smoothing_fwhm_mm"),
+            cfg_get(cfg, "parametric.pet_fwhm_mm")))
         cites.append("permutation")
     prov = study.provenance
     versions = ", ".join(f"{k} {prov[k]}" for k in ("python", "numpy", "scipy", "statsmodels")

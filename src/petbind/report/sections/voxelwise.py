@@ -189,6 +189,9 @@ def voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, An
     out = []
     volumes: list[dict[str, Any]] = []
     underlays: dict[str, int] = {}
+    atlases: dict[Any, Any] = {}
+    outlined: set[str] = set()
+    outline_volumes: list[dict[str, Any]] = []
     for tm in study.tmaps:
         tmap, affine, zooms = load_map(tm["path"])
         side = maybe_json(tm["folder"] / f"{tm['prefix']}_stat-t.json")
@@ -215,6 +218,15 @@ def voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, An
         from petbind.report.voxel_display import largest_cluster_peak
 
         cut = largest_cluster_peak(clusters, tmap.shape)  # slices through the largest cluster
+        from petbind.report import voxel_display as vd
+
+        where = vd.section_where(study, tm, side, contrast, tmap, affine, thr, clusters,
+                                 in_template, atlases, load=load_map, mean_map=mean_map,
+                                 true_effect=true_effect_map, native=native_truth)
+        cut = where.cut or cut  # ... or the largest in a target region (voxel_display)
+        if where.cluster_rows is not None:
+            clusters = clusters.assign(**{k: [r.get(k, "") for r in where.cluster_rows]
+                                          for k in where.cluster_rows[0] if k[0] != "_"})
         sec = {
             "title": title, "file": tm["path"].name, "threshold": number(thr, 2),
             "underlay": under_label,
@@ -234,6 +246,11 @@ def voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, An
         }
         sec["effect"], sec["effect_note"] = effect_figures(study, tm, side, contrast,
                                                              zooms, figures, cut)
+        sec["targets"], sec["truth_note"] = where.targets, where.truth_note
+        sec["atlas"] = None if where.atlas is None else where.atlas.source
+        if where.atlas is not None and tm["tracer"] not in outlined:
+            outlined.add(tm["tracer"])
+            outline_volumes.append(vd.outline_volume(study, tm["tracer"], where.atlas, affine))
         effect_volumes = [(e.pop("volume"), e.pop("affine")) for e in sec["effect"]
                           if "volume" in e]
         out.append(sec)
@@ -271,6 +288,8 @@ def voxel_sections(study: StudyOutputs, figures: Any) -> tuple[list[dict[str, An
                             "b64": nifti_b64(mean, affine), "tracer": tracer,
                             "max": float(np.percentile(positive, 99)) if positive.size
                             else 1.0})
+    if out:  # drawn over any map of their tracer (after the effect volumes)
+        out[0]["outline_volumes"] = [v for v in outline_volumes if v is not None]
     return out, volumes
 
 
