@@ -1,7 +1,11 @@
 """Cohort scale: ``petbind run`` on human-size simulated studies (issue 18, item 4).
 
 Run: ``.venv/bin/python benchmarks/bench_cohort.py [--sizes 8 32 128] [--workers 1 2]
-[--cluster-size 32] [--work DIR]``; writes ``benchmarks/results/cohort.md``.
+[--cluster-size 32] [--stats-memory REV] [--work DIR]``; writes
+``benchmarks/results/cohort.md`` from every record of ``DIR/bench_cohort.jsonl``
+(a JSON-lines log the runs append to, so sizes can be run at different times:
+``--report-only DIR/bench_cohort.jsonl`` rewrites the results from it; a later run
+of the same size and scheduler replaces the earlier one).
 
 Data (built here, independent of petbind's simulator, which makes macaque
 brains): a 2 mm grid of 80 x 96 x 84 voxels holding an ellipsoidal brain of
@@ -12,7 +16,8 @@ BP_ND)) under a sum-of-exponentials plasma input, plus counts-like Gaussian
 noise (``bench_parametric.py``'s generator). Each subject has its own BP_ND
 (CV 9 %); the "drug" session lowers BP_ND by 10 % outside the reference. A
 study of N scans is N/2 subjects x {baseline, drug}, one tracer, written as
-BIDS-PET (``.nii.gz`` + sidecar) with the atlas in ``derivatives/``.
+BIDS-PET (``.nii.gz`` + sidecar) with the atlas in ``derivatives/``; it is kept
+in DIR and reused.
 
 Runs: ``petbind run BIDS --config study.toml --out OUT --scheduler local:W``
 for every size and W in ``--workers`` (a fresh output folder each time), and
@@ -20,16 +25,21 @@ once on a real multi-process cluster started here (``dask scheduler`` + two
 ``dask worker --nthreads 1`` processes on 127.0.0.1) for ``--cluster-size``.
 Measured: wall, CPU (user + system of the run and all its processes, from
 ``getrusage`` of the waited children; for the external cluster, the workers'
-CPU from ``psutil``), peak RSS of the main process and of each worker
-(sampled every 0.2 s with ``psutil``), seconds per stage (the run's
-``group/provenance.json``), output bytes per scan. Voxel statistics run with
-``n_permutations = 1000`` (the default 5000 would measure the permutation
-test, not the pipeline).
+CPU from ``psutil``), the workers' and the main process's CPU separately
+(``psutil``, sampled every 0.2 s), peak RSS of the main process and of each
+worker, the RSS of a ``dask worker`` before any task, seconds per stage (the
+run's ``group/provenance.json``), output bytes per scan, the load average before
+and after. Voxel statistics run with ``n_permutations = 1000`` (the default 5000
+would measure the permutation test, not the pipeline). ``--stats-memory REV``
+also measures the peak RSS of the voxel statistics with ``stats/voxel.py`` of
+git revision REV and of this tree (issue 18's streamed sign flips).
 
 Extrapolation: per-scan worker time ``s`` (stage ``scans`` x W / N) and the
 study stage's cost per scan ``g`` (region + voxel statistics / N, which runs in
 the main process) give ``T(N, W) = f + N s / W + N g``; it is checked against
-the separate-process cluster run before it is used for 1,000 scans.
+the separate-process cluster run before it is used for 1,000 scans. On a shared
+machine the load-free version ``N s_cpu / W + N m_cpu`` (worker and main CPU
+seconds per scan) is given beside it.
 """
 
 from __future__ import annotations
@@ -60,6 +70,8 @@ VOXEL_MM = 2.0
 REGIONS = {"cerebellum": (1, 0.0, 1.0), "striatum": (2, 2.2, 1.1), "thalamus": (3, 1.8, 1.1),
            "midbrain": (4, 2.6, 1.0), "cortex": (5, 0.6, 1.0), "white_matter": (6, 0.2, 0.7)}
 DRUG_EFFECT = -0.10
+#: Heading of the hand-written notes at the end of the results file (kept on rewrite).
+HAND_NOTES = "## Notes on this run (written by hand"
 STUDY = """
 [dataset]
 atlas = "derivatives/cohort-atlas"
@@ -209,7 +221,8 @@ class Sampler(threading.Thread):
                     if p.pid not in self.kind:
                         cmd = " ".join(p.cmdline())
                         self.kind[p.pid] = ("main" if p.pid == self.root_pid else
-                                            "worker" if ("spawn_main" in cmd
+                                            "worker" if (p.pid in self.extra
+                                                         or "spawn_main" in cmd
                                                          or "dask worker" in cmd
                                                          or "worker" in p.name()) else
                                             "other")
@@ -257,8 +270,13 @@ def run_petbind(bids: Path, out: Path, scheduler: str, env: dict[str, str],
                for f in (out / Path(s["provenance"]).parent).glob(
                    Path(s["provenance"]).name.removesuffix("_provenance.json") + "*"))
     workers = sampler.peaks("worker")
+    cpu_workers = sum(v - cpu0.get(k, 0.0) for k, v in sampler.cpu.items()
+                      if sampler.kind.get(k) == "worker")
+    cpu_main = sum(v for k, v in sampler.cpu.items() if sampler.kind.get(k) == "main")
     return {"scheduler": scheduler, "n": len(scans), "wall": wall, "cpu": cpu,
-            "stages": prov["run_seconds"], "load": load,
+            "cpu_main": cpu_main, "cpu_workers": cpu_workers,
+            "stages": prov["run_seconds"], "load": load, "load_after": os.getloadavg(),
+            "started_utc": time.strftime("%H:%M", time.gmtime(time.time() - wall)),
             "main_mib": max(sampler.peaks("main") or [0]) / 2**20,
             "worker_mib": max(workers or [0]) / 2**20, "n_worker_procs": len(workers),
             "bytes_per_scan": size / len(scans)}
@@ -317,13 +335,95 @@ def fixed_overhead_mib(env: dict[str, str]) -> float:
     return int(out.stdout) / 2**20
 
 
+_STATS_CODE = r"""
+import importlib.util, json, resource, sys, time
+import numpy as np
+import psutil
+spec = importlib.util.spec_from_file_location("voxel_under_test", sys.argv[1])
+voxel = importlib.util.module_from_spec(spec)
+sys.modules["voxel_under_test"] = voxel
+spec.loader.exec_module(voxel)
+n, n_perm, bench = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+spec = importlib.util.spec_from_file_location("bench_cohort", bench)
+bc = importlib.util.module_from_spec(spec)
+sys.modules["bench_cohort"] = bc
+spec.loader.exec_module(bc)
+lab = bc.atlas()
+mask = lab > 0
+rng = np.random.default_rng(0)
+diffs = 0.1 * rng.standard_normal((n, *lab.shape))
+diffs[:, lab == 2] -= 0.05
+rss0 = psutil.Process().memory_info().rss
+c0 = time.process_time()
+res = voxel.sign_flip_test(diffs, mask, n_permutations=n_perm, seed=0)
+cpu = time.process_time() - c0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+digest = float(np.sum(res.p_fwe)), float(np.sum(res.clusters.p_fwe_cluster))
+print(json.dumps({"n": n, "flips": res.info["n_flips"], "voxels": int(mask.sum()),
+                  "rss_before_mib": rss0 / 2**20, "peak_mib": peak / 2**20,
+                  "cpu_s": cpu, "digest": digest}))
+"""
+
+
+def stats_memory(env: dict[str, str], before_rev: str, cases: list[tuple[int, int]],
+                 work: Path, log: Path) -> list[dict]:
+    """Peak RSS of ``sign_flip_test`` on the benchmark's brain (252 k voxels), with the
+    ``stats/voxel.py`` of ``before_rev`` (all flips' t maps at once) and of this tree
+    (flips streamed in blocks), each in a fresh process; same data, same seed."""
+    work.mkdir(parents=True, exist_ok=True)
+    old = work / "voxel_before.py"
+    old.write_text(subprocess.run(["git", "show", f"{before_rev}:src/petbind/stats/voxel.py"],
+                                  cwd=HERE.parent, capture_output=True, text=True,
+                                  check=True).stdout)
+    now = HERE.parent / "src" / "petbind" / "stats" / "voxel.py"
+    out = []
+    for n, n_perm in cases:
+        row = {"n": n, "n_permutations": n_perm, "before_rev": before_rev}
+        for tag, path in (("before", old), ("streamed", now)):
+            r = subprocess.run([sys.executable, "-c", _STATS_CODE, str(path), str(n),
+                                str(n_perm), str(Path(__file__).resolve())], env=env,
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise SystemExit(f"stats memory ({tag}, n={n}) failed:\n{r.stderr[-2000:]}")
+            row[tag] = json.loads(r.stdout.strip().splitlines()[-1])
+            print(json.dumps({tag: row[tag]}), flush=True)
+        row["identical"] = row["before"]["digest"] == row["streamed"]["digest"]
+        out.append(row)
+        _log(log, {"stats_memory": out})
+    return out
+
+
 def model(runs: list[dict]) -> dict[str, float]:
     """``T(N, W) = f + N s / W + N g`` from the runs of the largest study (medians).
 
     The largest study amortises what a run pays once (starting the workers, which
     counts in the ``scans`` stage) best, so its ``s`` and ``g`` are the per-scan costs.
+    The load-free version: workers' CPU seconds ``w0 W + N s_cpu`` fitted over every
+    run (least squares; ``w0``: one worker's start and imports); main process
+    ``m0 + N m_cpu`` with ``m0`` the smallest study's main CPU and ``m_cpu`` the
+    largest study's increase over it per scan (the voxel statistics grow with the
+    subjects once the number of flips is capped, so this holds from about 20 scans
+    up, not below); a machine with W idle cores for the workers and one for the main
+    process would take about ``m0 + w0 + N s_cpu / W + N m_cpu``.
     """
-    top = max(r["n"] for r in runs)
+    sizes = sorted({r["n"] for r in runs})
+    cpu = {"s_cpu": float("nan"), "m_cpu": float("nan"), "m0_cpu": float("nan"),
+           "w0_cpu": float("nan")}
+    if len(sizes) > 1:
+        # least squares over every run: workers w0 W + s_cpu N, main m0 + m_cpu N
+        n_arr = np.array([r["n"] for r in runs], float)
+        w_arr = np.array([r["w"] for r in runs], float)
+        (w0, s_cpu), *_ = np.linalg.lstsq(np.column_stack([w_arr, n_arr]),
+                                          [r["cpu_workers"] for r in runs], rcond=None)
+        # main process: the smallest study's CPU is its fixed part (its voxel statistics
+        # are negligible: 2^(N/2) flips, 16 at 8 scans); above that the sign-flip work
+        # grows with the subjects at a fixed number of flips, i.e. linearly in N
+        m0 = float(np.median([r["cpu_main"] for r in runs if r["n"] == sizes[0]]))
+        m_cpu = (float(np.median([r["cpu_main"] for r in runs if r["n"] == sizes[-1]]))
+                 - m0) / sizes[-1]
+        cpu = {"s_cpu": float(s_cpu), "m_cpu": float(m_cpu), "m0_cpu": float(m0),
+               "w0_cpu": float(w0)}
+    top = sizes[-1]
     runs = [r for r in runs if r["n"] == top]
     s_vals = [r["stages"]["scans"] * r["w"] / r["n"] for r in runs]
     g_vals = [(r["stages"].get("region_statistics", 0) + r["stages"].get("voxel_statistics", 0))
@@ -331,157 +431,278 @@ def model(runs: list[dict]) -> dict[str, float]:
     f_vals = [r["wall"] - r["stages"]["scans"] - r["stages"].get("region_statistics", 0)
               - r["stages"].get("voxel_statistics", 0) for r in runs]
     return {"s": float(np.median(s_vals)), "g": float(np.median(g_vals)),
-            "f": float(np.median(f_vals))}
+            "f": float(np.median(f_vals)), "n": top, **cpu}
 
 
 def predict(m: dict[str, float], n: int, w: int) -> float:
     return m["f"] + n * m["s"] / w + n * m["g"]
 
 
+def predict_cpu(m: dict[str, float], n: int, w: int) -> float:
+    return m["m0_cpu"] + m["w0_cpu"] + n * m["s_cpu"] / w + n * m["m_cpu"]
+
+
+def _log(path: Path, record: dict) -> None:
+    print(json.dumps(record), flush=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _read_logs(paths: list[Path]) -> dict:
+    """Every record of the logs; a later run of the same (scans, scheduler) replaces one."""
+    state: dict = {"meta": None, "runs": {}, "cluster": None, "idle": None, "stats": None,
+                   "gen_s": {}}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            if "meta" in r:
+                if state["meta"] is None:
+                    state["meta"] = {**r["meta"], "commands": []}
+                state["meta"]["commands"].append((r["meta"]["utc"], r["meta"]["command"]))
+            elif "generated" in r:
+                state["gen_s"][r["generated"]] = r["seconds"]
+            elif "idle_worker_mib" in r:
+                state["idle"] = r
+            elif "stats_memory" in r:
+                state["stats"] = {**(state["stats"] or {}),
+                                  **{(x["n"], x["n_permutations"]): x
+                                     for x in r["stats_memory"]}}
+            elif "scheduler" in r:
+                if r["scheduler"].startswith("local:"):
+                    state["runs"][(r["n"], r["scheduler"])] = r
+                else:
+                    state["cluster"] = r
+    return state
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[8, 32, 128])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--cluster-size", type=int, default=32)
+    ap.add_argument("--cluster-size", type=int, default=32,
+                    help="scans of the run on a dask scheduler + 2 dask worker processes "
+                         "(0: none)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/petbind-bench-cohort"))
-    ap.add_argument("--report-only", type=Path, metavar="LOG",
-                    help="only write the results file from the JSON lines this script "
-                         "printed in an earlier run (its stdout saved to LOG)")
+    ap.add_argument("--stats-memory", metavar="REV",
+                    help="also measure the voxel statistics' peak memory with the "
+                         "stats/voxel.py of git revision REV (before streaming) and of "
+                         "this tree")
+    ap.add_argument("--stats-cases", nargs="+", default=["8:5000", "14:500"],
+                    metavar="SUBJECTS:FLIPS",
+                    help="cases of --stats-memory (n_permutations = FLIPS; all 2^n flips "
+                         "when fewer)")
+    ap.add_argument("--report-only", type=Path, nargs="+", metavar="LOG",
+                    help="only write the results file from the JSON-lines logs "
+                         "(WORK/bench_cohort.jsonl) of earlier runs")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     sys.path.insert(0, SRC)
+    if args.report_only:
+        _write(_read_logs(args.report_only))
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    log = args.work / "bench_cohort.jsonl"
     lab = atlas()
     n_brain = int((lab > 0).sum())
-    scan_mib = np.prod(SHAPE) * 29 * 4 / 2**20
-    if args.report_only:
-        head, *rows = args.report_only.read_text().splitlines()
-        overhead = float(head.rsplit("overhead", 1)[1].split()[0])
-        done = [json.loads(r) for r in rows if r.startswith("{")]
-        runs = [r for r in done if r["scheduler"].startswith("local:")]
-        cluster = next((r for r in done if not r["scheduler"].startswith("local:")), None)
-        gen_s = {r["n"]: float("nan") for r in runs}
-        _write(args, runs, cluster, n_brain, scan_mib, overhead, gen_s)
-        return
-    overhead = fixed_overhead_mib(env)
-    print(f"brain voxels {n_brain:,}; one scan float32 {scan_mib:.0f} MiB; "
-          f"worker overhead {overhead:.0f} MiB", flush=True)
-
-    runs = []
-    gen_s = {}
+    scan_mib = float(np.prod(SHAPE) * 29 * 4 / 2**20)
+    _log(log, {"meta": {"n_brain": n_brain, "scan_mib": scan_mib,
+                        "overhead_mib": fixed_overhead_mib(env),
+                        "cpus": os.cpu_count(), "host": platform.node(),
+                        "command": " ".join(["python", "benchmarks/bench_cohort.py",
+                                             *sys.argv[1:]]),
+                        "utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}})
+    if args.stats_memory:
+        cases = [tuple(int(x) for x in c.split(":")) for c in args.stats_cases]
+        stats_memory(env, args.stats_memory, cases, args.work / "stats", log)
+        _write(_read_logs([log]))
     for n in args.sizes:
         t = time.perf_counter()
         bids = make_cohort(args.work / f"bids{n}", n)
-        gen_s[n] = time.perf_counter() - t
+        _log(log, {"generated": n, "seconds": time.perf_counter() - t})
         for w in args.workers:
             out = args.work / f"out{n}_w{w}"
             subprocess.run(["rm", "-rf", str(out)], check=True)
             r = run_petbind(bids, out, f"local:{w}", env)
             r["w"] = w
-            runs.append(r)
-            print(json.dumps(r), flush=True)
-            _write(args, runs, None, n_brain, scan_mib, overhead, gen_s)
-    cluster = None
+            _log(log, r)
+            _write(_read_logs([log]))
     if args.cluster_size:
         n = args.cluster_size
         bids = make_cohort(args.work / f"bids{n}", n)
         address, procs = start_cluster(args.work / "cluster", 2, env)
         try:
+            # a worker's RSS once it has registered, before any task reached it
+            _log(log, {"idle_worker_mib": [psutil.Process(p.pid).memory_info().rss / 2**20
+                                           for p in procs[1:]]})
             out = args.work / f"out{n}_cluster"
             subprocess.run(["rm", "-rf", str(out)], check=True)
             cluster = run_petbind(bids, out, address, env, [p.pid for p in procs[1:]])
             cluster["w"] = 2
-            print(json.dumps(cluster), flush=True)
+            _log(log, cluster)
         finally:
             stop_cluster(procs)
-    _write(args, runs, cluster, n_brain, scan_mib, overhead, gen_s)
+    _write(_read_logs([log]))
 
 
-def _write(args, runs, cluster, n_brain, scan_mib, overhead, gen_s) -> None:
+def _row(r: dict, where: str) -> str:
+    st = r["stages"]
+    study = st.get("region_statistics", 0) + st.get("voxel_statistics", 0)
+    load = (" / ".join(f"{x:.1f}" for x in r["load"][:1])
+            + (f" -> {r['load_after'][0]:.1f}" if "load_after" in r else ""))
+    return (f"| {r['n']} | {where} | {r.get('started_utc', '')} | {r['wall']:.1f} | "
+            f"{r['cpu']:.1f} | {r.get('cpu_workers', float('nan')) / r['n']:.2f} | "
+            f"{r.get('cpu_main', float('nan')):.1f} | {st['scans']:.1f} | {study:.1f} | "
+            f"{r['main_mib']:.0f} | {r['worker_mib']:.0f} | "
+            f"{r['bytes_per_scan'] / 1e6:.1f} | {load} |")
+
+
+def _write(state: dict) -> None:
+    meta = state["meta"]
+    runs = sorted(state["runs"].values(), key=lambda r: (r["n"], r["w"]))
+    cluster = state["cluster"]
+    scan_mib, overhead = meta["scan_mib"], meta["overhead_mib"]
     lines = [
         "# Cohort scale: `petbind run` on human-size simulated studies (issue 18, item 4)",
         "",
-        f"`python benchmarks/bench_cohort.py --sizes {' '.join(map(str, args.sizes))} "
-        f"--workers {' '.join(map(str, args.workers))} --cluster-size {args.cluster_size}` "
-        f"on {platform.node()} ({os.cpu_count()} CPUs, shared with other jobs), "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "; ".join(f"`{c}` ({t})" for t, c in meta.get("commands", [(meta["utc"],
+                                                                  meta["command"])]))
+        + f" on {meta['host']} ({meta['cpus']} CPUs, shared with other jobs).",
         "",
-        f"Scans: 2 mm grid {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]}, {n_brain:,} brain voxels, "
-        f"29 frames; one scan in float32 = {scan_mib:.0f} MiB (whole grid). Study: N/2 "
-        "subjects x {baseline, drug}; models srtm, mrtm2, logan on 4 regions; MRTM2 map of "
-        "every brain voxel; voxel statistics with 1000 sign flips (exact enumeration below "
-        "11 subjects).",
+        f"Scans: 2 mm grid {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]}, {meta['n_brain']:,} brain "
+        f"voxels, 29 frames; one scan in float32 = {scan_mib:.0f} MiB (whole grid). Study: "
+        "N/2 subjects x {baseline, drug}; models srtm, mrtm2, logan on 4 regions; MRTM2 map "
+        "of every brain voxel; voxel statistics with 1000 sign flips (exact enumeration "
+        "below 10 subjects).",
         "",
-        "| scans | scheduler | wall (s) | CPU (s) | scans stage (s) | study stage (s) | "
-        "s / scan (worker) | peak RSS main (MiB) | peak RSS per worker (MiB) | "
-        "output / scan (MB) | load avg before |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "Columns: *CPU* is user + system of the whole run (main process and every worker); "
+        "*worker CPU-s / scan* the workers' CPU divided by the scans (does not depend on "
+        "the machine's load: the scaling measure on a shared machine); *main CPU* the "
+        "`petbind run` process's own CPU (discovery, the study stage's region and voxel "
+        "statistics, writing); *load* the 1-minute load average before -> after the run.",
+        "",
+        "| scans | scheduler | start (UTC) | wall (s) | CPU (s) | worker CPU-s / scan | "
+        "main CPU (s) | scans stage (s) | study stage (s) | peak RSS main (MiB) | "
+        "peak RSS per worker (MiB) | output / scan (MB) | load |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
     ]
-    for r in runs + ([cluster] if cluster else []):
-        st = r["stages"]
-        study = st.get("region_statistics", 0) + st.get("voxel_statistics", 0)
-        where = (r["scheduler"] if r is not cluster
-                 else "dask scheduler + 2 dask worker processes")
-        lines.append(
-            f"| {r['n']} | {where} | "
-            f"{r['wall']:.1f} | {r['cpu']:.1f} | {st['scans']:.1f} | {study:.1f} | "
-            f"{st['scans'] * r['w'] / r['n']:.2f} | {r['main_mib']:.0f} | "
-            f"{r['worker_mib']:.0f} | "
-            f"{r['bytes_per_scan'] / 1e6:.1f} | "
-            + " / ".join(f"{x:.1f}" for x in r["load"]) + " |")
-    if not any(np.isnan(v) for v in gen_s.values()):
+    for r in runs:
+        lines.append(_row(r, r["scheduler"]))
+    if cluster:
+        lines.append(_row(cluster, "`dask scheduler` + 2 `dask worker` processes"))
+    if state["gen_s"]:
         lines += ["", "Simulating the studies took "
-                  + ", ".join(f"{v:.0f} s ({k} scans)" for k, v in gen_s.items())
-                  + " (not timed above).", ""]
-    else:
-        lines += [""]
+                  + ", ".join(f"{v:.0f} s ({k} scans)" for k, v in state["gen_s"].items())
+                  + " (not timed above; 0 s: already on disk)."]
+    lines += [""]
     if runs:
-        worst = max(r["worker_mib"] for r in runs + ([cluster] if cluster else []))
+        all_runs = runs + ([cluster] if cluster else [])
+        worst = max(r["worker_mib"] for r in all_runs)
         limit = 2 * scan_mib + overhead
+        idle = state["idle"]
         lines += [
             "## Memory per worker",
             "",
             f"Fixed overhead: {overhead:.0f} MiB, the RSS of a Python process that has "
             "imported what a scan task imports (distributed, petbind's pipeline, maps, "
-            "models, io, pandas, scipy.optimize) before touching a scan. Budget: 2 x one "
-            f"scan's float32 size + overhead = 2 x {scan_mib:.0f} + {overhead:.0f} = "
-            f"{limit:.0f} MiB. Largest worker peak measured: {worst:.0f} MiB: "
-            + ("**within** the budget." if worst <= limit else "**over** the budget.") + "",
+            "models, io, pandas, scipy.optimize) before touching a scan."
+            + (" A `dask worker` process registered with the scheduler and before any "
+               "task measured " + " and ".join(f"{x:.0f}" for x in idle["idle_worker_mib"])
+               + " MiB (it imports petbind's modules with its first task)." if idle else "")
+            + f" Budget: 2 x one scan's float32 size + overhead = 2 x {scan_mib:.0f} + "
+            f"{overhead:.0f} = {limit:.0f} MiB. Largest worker peak measured: {worst:.0f} "
+            "MiB: " + ("**within** the budget." if worst <= limit else "**over** the budget."),
             "",
         ]
-        by = {}
+        by: dict = {}
         for r in runs:
             by.setdefault(r["n"], {})[r["w"]] = r
         lines += ["## Scaling from 1 to 2 workers", "",
-                  "| scans | wall 1 worker (s) | wall 2 workers (s) | speed-up | "
-                  "scans stage speed-up |",
-                  "| ---: | ---: | ---: | ---: | ---: |"]
+                  "| scans | wall 1 worker (s) | wall 2 workers (s) | speed-up (wall) | "
+                  "scans stage speed-up | worker CPU-s / scan, 1 -> 2 workers |",
+                  "| ---: | ---: | ---: | ---: | ---: | --- |"]
         for n, d in sorted(by.items()):
             if 1 in d and 2 in d:
-                lines.append(f"| {n} | {d[1]['wall']:.1f} | {d[2]['wall']:.1f} | "
-                             f"{d[1]['wall'] / d[2]['wall']:.2f} | "
-                             f"{d[1]['stages']['scans'] / d[2]['stages']['scans']:.2f} |")
+                lines.append(
+                    f"| {n} | {d[1]['wall']:.1f} | {d[2]['wall']:.1f} | "
+                    f"{d[1]['wall'] / d[2]['wall']:.2f} | "
+                    f"{d[1]['stages']['scans'] / d[2]['stages']['scans']:.2f} | "
+                    f"{d[1].get('cpu_workers', np.nan) / n:.2f} -> "
+                    f"{d[2].get('cpu_workers', np.nan) / n:.2f} |")
         m = model(runs)
-        top = max(r["n"] for r in runs)
         lines += ["", "## Extrapolation", "",
-                  f"From the runs above: T(N, W) = f + N s / W + N g with f = {m['f']:.1f} s "
-                  f"(start, discovery, outputs of the study), s = {m['s']:.2f} worker-seconds "
-                  f"per scan, g = {m['g']:.3f} s per scan of study-level statistics in the "
-                  f"main process (medians over the runs of the largest study, {top} scans).",
-                  ""]
+                  f"Measured (wall, under the load above): T(N, W) = f + N s / W + N g with "
+                  f"f = {m['f']:.1f} s (start, discovery, outputs of the study), s = "
+                  f"{m['s']:.2f} worker-seconds per scan (scans stage x W / N), g = "
+                  f"{m['g']:.3f} s per scan of study-level statistics in the main process "
+                  f"(medians over the runs of the largest study, {m['n']} scans).",
+                  "",
+                  f"Load-free (CPU seconds): workers {m['w0_cpu']:.1f} W + "
+                  f"{m['s_cpu']:.2f} N CPU-s (least squares over all runs), main process "
+                  f"{m['m0_cpu']:.1f} + {m['m_cpu']:.3f} N CPU-s, so T(N, W) = "
+                  f"{m['m0_cpu'] + m['w0_cpu']:.1f} + {m['s_cpu']:.2f} N / W + "
+                  f"{m['m_cpu']:.3f} N: the wall on a machine with W idle cores for the "
+                  "workers and one for the main process (the main process's work is "
+                  "counted as serial, which it mostly is: the study stage waits for the "
+                  "scans). The main process's fixed part is the smallest study's main "
+                  "CPU; its per-scan part the largest study's increase over that per "
+                  "scan (mostly the voxel sign-flip test, which at a capped number of "
+                  "flips grows with the subjects).", ""]
         if cluster:
             p = predict(m, cluster["n"], 2)
-            lines += [f"Check: predicted {p:.1f} s for {cluster['n']} scans on 2 workers; the "
-                      f"separate-process cluster (`dask scheduler` + 2 `dask worker`) took "
-                      f"{cluster['wall']:.1f} s ({(cluster['wall'] - p) / p * 100:+.0f} %).", ""]
-        lines += ["| 1,000 scans on N workers | predicted wall |", "| ---: | ---: |"]
+            pc = predict_cpu(m, cluster["n"], 2)
+            lines += [f"Check against the separate-process cluster (`dask scheduler` + 2 "
+                      f"`dask worker`, {cluster['n']} scans): wall {cluster['wall']:.1f} s "
+                      f"against {p:.1f} s predicted from the local runs "
+                      f"({(cluster['wall'] - p) / p * 100:+.0f} %); worker CPU-s per scan "
+                      f"{cluster.get('cpu_workers', np.nan) / cluster['n']:.2f} against "
+                      f"{m['s_cpu']:.2f} fitted on the local clusters; main-process CPU "
+                      f"{cluster.get('cpu_main', np.nan):.1f} s against "
+                      f"{m['m0_cpu'] + m['m_cpu'] * cluster['n']:.1f} s; load-free "
+                      f"prediction {pc:.1f} s.", ""]
+        lines += ["| 1,000 scans on N workers | predicted wall (measured model) | "
+                  "predicted wall (load-free) |", "| ---: | ---: | ---: |"]
         for w in (2, 8, 32, 128):
-            t = predict(m, 1000, w)
-            lines.append(f"| {w} | {t / 60:.1f} min |")
+            lines.append(f"| {w} | {predict(m, 1000, w) / 60:.1f} min | "
+                         f"{predict_cpu(m, 1000, w) / 60:.1f} min |")
         lines += ["", "The study stage (N g) runs in one process and does not shrink with "
                   "workers; at 1,000 scans it is "
-                  f"{1000 * m['g'] / 60:.1f} min of the total.", ""]
+                  f"{1000 * m['g'] / 60:.1f} min of the measured total.", ""]
+    if state["stats"]:
+        state["stats"] = [state["stats"][k] for k in sorted(state["stats"])]
+        lines += ["## Voxel statistics: memory of the sign-flip test", "",
+                  "`sign_flip_test` on the benchmark's brain mask with random contrast "
+                  "maps, each case in a fresh process; *before* is `stats/voxel.py` of "
+                  f"{state['stats'][0]['before_rev'][:9]} (every flip's t map held at once, "
+                  "F x V float64, plus two same-size copies), *streamed* this tree's (flips "
+                  "in blocks of 64 MiB of flipped data). RSS before the call holds the "
+                  "data (n x 645,120 float64).", "",
+                  "| subjects | flips | voxels | F x V float64 (MiB) | peak RSS before "
+                  "(MiB) | peak RSS streamed (MiB) | RSS before the call (MiB) | CPU before / "
+                  "streamed (s) | same FWE p (sums of voxel and cluster p) |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+        for row in state["stats"]:
+            b, s_ = row["before"], row["streamed"]
+            lines.append(
+                f"| {b['n']} | {b['flips']} | {b['voxels']:,} | "
+                f"{b['flips'] * b['voxels'] * 8 / 2**20:.0f} | {b['peak_mib']:.0f} | "
+                f"{s_['peak_mib']:.0f} | {s_['rss_before_mib']:.0f} | "
+                f"{b['cpu_s']:.0f} / {s_['cpu_s']:.0f} | "
+                + ("yes" if row["identical"] else "**no**") + " |")
+        v = state["stats"][0]["before"]["voxels"]
+        lines += ["", f"At the default 5000 flips (n >= 13 subjects) the array alone would "
+                  f"be 5000 x {v:,} x 8 B = {5000 * v * 8 / 2**30:.1f} GiB before and stays "
+                  "at the streamed row's peak now (memory does not depend on the number "
+                  "of flips: `tests/stats/test_voxel.py`).", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
+    notes = ""
+    if RESULTS.exists():    # keep the notes written by hand under the generated part
+        old = RESULTS.read_text()
+        if HAND_NOTES in old:
+            notes = old[old.index(HAND_NOTES):]
+    RESULTS.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
 
 
 if __name__ == "__main__":

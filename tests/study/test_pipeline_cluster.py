@@ -2,7 +2,8 @@
 ``dask worker`` processes started here (loopback only), preprocessing included.
 
 Outputs must be byte-identical to the in-process run, and a worker SIGKILLed in the
-middle of the run must not corrupt them: the scheduler reruns its task elsewhere.
+middle of the run, while the scheduler lists a task as running on it, must not corrupt
+them: the scheduler reruns its task on the other worker.
 """
 
 from __future__ import annotations
@@ -124,6 +125,15 @@ class _Cluster:
         self.workers.append(p)
         return p
 
+    def busy_worker(self, client) -> tuple[subprocess.Popen, list[str]] | None:
+        """A worker process that is running (or holds queued) tasks now, with their keys."""
+        info = client.scheduler_info()["workers"]
+        for address, keys in client.processing().items():
+            name = info.get(address, {}).get("name")
+            if keys and isinstance(name, str) and name.startswith("w"):
+                return self.workers[int(name[1:])], [str(k) for k in keys]
+        return None
+
     def wait_workers(self, n: int) -> None:
         from distributed import Client
 
@@ -184,19 +194,34 @@ def test_a_worker_killed_mid_run_does_not_corrupt_the_outputs(study, cluster, tm
     env = {**os.environ, "PYTHONPATH": SRC}
     run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
+    from distributed import Client
+
+    victim = None
     try:
-        # kill worker 0 once a subject is registered: scans are being processed then
-        _wait(lambda: any(out.glob("preprocess/sub-*/anat/*_provenance.json")), 300,
-              "first subject registration", [run])
-        cluster.workers[0].send_signal(signal.SIGKILL)
-        cluster.workers[0].wait(timeout=10)
+        with Client(cluster.address, timeout="30s", set_as_default=False) as client:
+            # once a subject is registered (outputs exist, scans are being processed),
+            # kill a worker while the scheduler says it is running a task
+            def busy() -> bool:
+                nonlocal victim
+                if not any(out.glob("preprocess/sub-*/anat/*_provenance.json")):
+                    return False
+                victim = cluster.busy_worker(client)
+                return victim is not None
+
+            _wait(busy, 300, "a worker busy after the first subject registration", [run])
+            proc, _keys = victim
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            # the scheduler notices the lost worker and gives its tasks to the other one
+            _wait(lambda: len(client.scheduler_info()["workers"]) == 1, 60,
+                  "the scheduler dropping the killed worker")
         _, stderr = run.communicate(timeout=600)
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
     assert run.returncode == 0, stderr[-3000:]
-    assert cluster.workers[0].returncode == -signal.SIGKILL
+    assert victim[0].returncode == -signal.SIGKILL, victim   # killed holding victim[1]
     # the killed worker may leave its unfinished temporary files (".NAME.XXXX.part"),
     # never a partial file under an output's name; .petbind.lock is the run's advisory lock
     temp = {k for k in tree_digest(out) if Path(k).name.startswith(".")}

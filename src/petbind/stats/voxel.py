@@ -15,6 +15,13 @@ flips: clusters of ``|t|`` above a cluster-forming threshold (26-connectivity,
 positive and negative separately) are compared with the null distribution of
 the largest cluster size (Hayasaka & Nichols, NeuroImage 2003). FDR is
 Benjamini-Hochberg (``scipy.stats.false_discovery_control``) over the mask.
+
+Memory: the flips are processed in blocks (:func:`flip_null`): one block of t
+maps of ``CHUNK_BYTES`` at a time, of which only each flip's maximum |t| and
+largest cluster are kept, so the test holds ``O(n x V + F)`` numbers whatever
+the number of flips ``F`` (before: ``F x V`` float64, 10 GB for 5000 flips of
+250 k voxels). The t of every flip is computed by the same call as before
+(``scipy.stats.ttest_1samp`` in float64), so the p-values are identical.
 """
 
 from __future__ import annotations
@@ -132,7 +139,22 @@ def smooth_maps(maps: NDArray, mask: NDArray, fwhm_mm: float,
 
 
 def _max_cluster_sizes(tmaps: NDArray, mask: NDArray, threshold: float) -> NDArray:
-    """Largest supra-threshold cluster (either sign) of each flipped t map."""
+    """Largest supra-threshold cluster (either sign) of each flipped t map.
+
+    Parameters
+    ----------
+    tmaps : ndarray, shape (F, V)
+        t maps of F flips at the V voxels of ``mask`` (NaN counts as below threshold).
+    mask : ndarray of bool, shape (X, Y, Z)
+    threshold : float
+        Cluster-forming |t|.
+
+    Returns
+    -------
+    ndarray, shape (F,)
+        Voxels in the largest cluster (26-connectivity) of ``t > threshold`` or
+        ``-t > threshold``; 0 when no voxel passes.
+    """
     from scipy.ndimage import label
 
     sizes = np.zeros(tmaps.shape[0])
@@ -140,13 +162,85 @@ def _max_cluster_sizes(tmaps: NDArray, mask: NDArray, threshold: float) -> NDArr
     for f, t in enumerate(tmaps):
         best = 0
         for sign in (1.0, -1.0):
+            above = sign * t > threshold
+            if not above.any():
+                continue            # label() would find no cluster
             vol[:] = False
-            vol[mask] = sign * t > threshold
+            vol[mask] = above
             lab, k = label(vol, structure=_STRUCTURE_26)
             if k:
                 best = max(best, int(np.bincount(lab.ravel())[1:].max()))
         sizes[f] = best
     return sizes
+
+
+@dataclass
+class FlipNull:
+    """What a sign-flip test keeps of its flips (see :func:`flip_null`).
+
+    Attributes
+    ----------
+    t_obs : ndarray, shape (V,)
+        t of the unflipped data (flip 0), float64, NaN where undefined.
+    max_abs_t : ndarray, shape (F,)
+        Largest |t| over the mask of every flip (NaN counted as 0), float64.
+    max_cluster : ndarray, shape (F,)
+        Voxels in the largest supra-threshold cluster of every flip.
+    """
+
+    t_obs: NDArray
+    max_abs_t: NDArray
+    max_cluster: NDArray
+
+
+def flip_null(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
+              block_bytes: int | None = None) -> FlipNull:
+    """Null distributions of the maximum |t| and the largest cluster, in blocks of flips.
+
+    Flips are processed ``B`` at a time, ``B = block_bytes // (8 n V)``
+    (at least 1): the block's flipped data ``(B, n, V)`` float64 and its t maps
+    ``(B, V)`` exist only while the block is processed, and only the block's
+    maxima and cluster sizes are kept. Peak memory is therefore a few
+    ``block_bytes`` plus ``O(F)``, constant in the number of flips. Each t is
+    the same float64 ``ttest_1samp`` as :func:`flipped_t` (a voxel's t does not
+    depend on how flips are grouped), so the result equals the all-flips
+    computation bit for bit.
+
+    Parameters
+    ----------
+    d : ndarray, shape (n, V)
+        Per-subject contrast values at the V voxels of ``mask``.
+    flips : ndarray, shape (F, n)
+        Sign flips, row 0 the identity (see :func:`sign_flips`).
+    mask : ndarray of bool, shape (X, Y, Z)
+        The voxels of ``d`` (C order), for cluster labelling.
+    threshold : float
+        Cluster-forming |t|.
+    block_bytes : int, optional
+        Budget of one block's flipped data, bytes; :data:`CHUNK_BYTES` when omitted.
+
+    Returns
+    -------
+    FlipNull
+    """
+    d = np.asarray(d, dtype=float)
+    n, v = d.shape
+    budget = CHUNK_BYTES if block_bytes is None else int(block_bytes)
+    block = max(1, budget // max(1, n * v * 8))
+    n_flips = flips.shape[0]
+    max_abs = np.empty(n_flips)
+    max_cluster = np.empty(n_flips)
+    t_obs = None
+    for i in range(0, n_flips, block):
+        tb = _t_of(flips[i:i + block, :, None] * d[None, :, :])
+        if t_obs is None:
+            t_obs = tb[0].copy()
+        nan = np.isnan(tb)
+        tb[nan] = 0.0
+        max_abs[i:i + block] = np.abs(tb).max(axis=1)
+        max_cluster[i:i + block] = _max_cluster_sizes(tb, mask, threshold)
+        del tb, nan
+    return FlipNull(t_obs=t_obs, max_abs_t=max_abs, max_cluster=max_cluster)
 
 
 @dataclass
@@ -229,19 +323,19 @@ def sign_flip_test(diffs: NDArray, mask: NDArray, *, affine: NDArray | None = No
                         field="mask", fix="check the parametric maps and the atlas")
     d = diffs[:, mask]
     flips, exact = sign_flips(n, n_permutations, seed)
-    tf = flipped_t(d, flips)
-    t_obs = tf[0]
     df = n - 1
+    thr = float(t_dist.isf(cluster_forming_p / 2.0, df))
+    null = flip_null(d, flips, mask, thr)
+    t_obs = null.t_obs
     p_obs = 2.0 * t_dist.sf(np.abs(t_obs), df)
     p_obs = np.where(np.isnan(p_obs), 1.0, p_obs)
-    abs_t = np.where(np.isnan(tf), 0.0, np.abs(tf))
-    null_max = np.sort(abs_t.max(axis=1))
+    abs_t_obs = np.where(np.isnan(t_obs), 0.0, np.abs(t_obs))
+    null_max = np.sort(null.max_abs_t)
     # fraction of flips whose maximum |t| reaches the voxel's |t| (ties count)
-    p_fwe = (null_max.size - np.searchsorted(null_max, abs_t[0] * (1 - 1e-12), side="left")
+    p_fwe = (null_max.size - np.searchsorted(null_max, abs_t_obs * (1 - 1e-12), side="left")
              ) / null_max.size
     p_fdr = false_discovery_control(p_obs, method="bh")
-    thr = float(t_dist.isf(cluster_forming_p / 2.0, df))
-    null_clusters = _max_cluster_sizes(np.where(np.isnan(tf), 0.0, tf), mask, thr)
+    null_clusters = null.max_cluster
 
     def vol(values: NDArray, fill: float) -> NDArray:
         out = np.full(mask.shape, fill, dtype=float)
