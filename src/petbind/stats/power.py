@@ -79,6 +79,8 @@ class PowerSettings:
         Worker processes when no scheduler is given (1 = in this process).
     models : str
         ``"all"`` (every configured model of a tracer) or ``"primary"``.
+    regions : tuple of str
+        Target regions to simulate and test (empty: every tracer's targets).
     """
 
     n_values: tuple[int, ...] = (4, 6, 8, 10, 12)
@@ -87,6 +89,7 @@ class PowerSettings:
     seed: int = 0
     workers: int = 2
     models: str = "all"
+    regions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.n_values or min(self.n_values) < 2:
@@ -239,7 +242,18 @@ def make_plan(sim_cfg: Any, study_cfg: Any, settings: PowerSettings) -> _Plan:
             raise ConfigError(f"regions {bad} of tracer {t} are not simulated regions",
                               field=f"tracers.{t}.target_regions",
                               fix=f"use regions of the phantom: {', '.join(REGIONS)}")
+        if settings.regions:
+            names = [r for r in names if r in settings.regions]
         targets[t] = names
+    if settings.regions:
+        unknown = sorted(set(settings.regions) - {r for v in targets.values() for r in v})
+        if unknown:
+            raise ConfigError(f"regions {unknown} are not target regions of any tracer",
+                              field="power.regions",
+                              fix="use target regions of the study config's tracers")
+        empty = [t for t in tracers if not targets[t]]
+        if empty:
+            tracers = [t for t in tracers if targets[t]]
     for c in study_cfg.contrasts:
         missing = [x for x in c.conditions if x not in sim_cfg.conditions]
         if missing:
@@ -631,10 +645,33 @@ def n_for_power(table: pd.DataFrame, target: float = 0.8, column: str = "power"
 
 def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
                       ) -> tuple[Any, list[str]]:
+    """:func:`design_from_outcomes` of ``OUT/group/outcomes.tsv`` of a finished study.
+
+    Raises
+    ------
+    DataError
+        The folder has no outcome table.
+    """
+    from pathlib import Path
+
+    from petbind.errors import DataError
+    from petbind.io.tables import read_tsv
+
+    path = Path(out_dir) / "group" / "outcomes.tsv"
+    if not path.exists():
+        raise DataError("no outcome table in the study folder", path=path,
+                        field="--from-study", fix="give the output folder of `petbind run`")
+    df = read_tsv(path)
+    df["bp_nd"] = pd.to_numeric(df["bp_nd"], errors="coerce")
+    return design_from_outcomes(df, sim_cfg, study_cfg)
+
+
+def design_from_outcomes(outcomes: pd.DataFrame, sim_cfg: Any, study_cfg: Any
+                         ) -> tuple[Any, list[str]]:
     """A simulator design whose baseline BP_ND and variability are a finished study's.
 
-    From ``OUT/group/outcomes.tsv`` (the primary model of each tracer, valid
-    fits, baseline condition of ``study_cfg``):
+    From the study's outcome table (``group/outcomes.tsv``: the primary model
+    of each tracer, valid fits, baseline condition of ``study_cfg``):
 
     - each region's baseline BP_ND becomes the mean over subjects;
     - the between-subject CV becomes ``sqrt(max(cv_b^2 - cv_s^2, 0))`` where
@@ -646,24 +683,27 @@ def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
     - drug effects, kinetics other than BP_ND, scanner and noise stay those
       of ``sim_cfg`` (the effect to plan for is a hypothesis, not an estimate).
 
+    Parameters
+    ----------
+    outcomes : DataFrame
+        ``subject, condition, tracer, region, model, bp_nd, valid`` (+ ``run``).
+    sim_cfg : SimConfig
+    study_cfg : StudyConfig
+
     Returns
     -------
     sim_cfg : SimConfig
     notes : list of str
         What was taken from the study, for ``power.json``.
     """
-    from pathlib import Path
-
-    from petbind.errors import DataError
     from petbind.simulate.config import RegionTruth
     from petbind.stats.reliability import retest_statistics
 
-    path = Path(out_dir) / "group" / "outcomes.tsv"
-    if not path.exists():
-        raise DataError("no outcome table in the study folder", path=path,
-                        field="--from-study", fix="give the output folder of `petbind run`")
-    df = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    df = outcomes.copy()
     df["valid"] = df["valid"].astype(str).str.lower().isin(["true", "1"])
+    df["bp_nd"] = pd.to_numeric(df["bp_nd"], errors="coerce")
+    if "run" in df:  # "n/a" / "" of the TSV: no run label
+        df["run"] = df["run"].where(~df["run"].astype(str).isin(["n/a", "", "nan", "None"]))
     base = study_cfg.statistics.baseline_condition
     notes: list[str] = []
     tracers = []
@@ -712,7 +752,7 @@ def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
     return dataclasses.replace(sim_cfg, **changes), notes
 
 
-def with_effects(sim_cfg: Any, specs: Sequence[str]) -> Any:
+def with_effects(sim_cfg: Any, specs: Sequence[str], field: str = "--effect") -> Any:
     """The design with drug effects set from ``TRACER:CONDITION:REGION=PCT`` strings.
 
     ``PCT`` is the % change of BP_ND in ``REGION`` under ``CONDITION``
@@ -724,23 +764,22 @@ def with_effects(sim_cfg: Any, specs: Sequence[str]) -> Any:
     ConfigError
         A malformed spec, or a tracer / condition the design does not have.
     """
-    import re
-
     from petbind.simulate.config import Effect
+    from petbind.stats.power_config import EFFECT_RE
 
     tracers = {t.name: t for t in sim_cfg.tracers}
     for spec in specs:
-        m = re.fullmatch(r"\s*([^:\s]+):([^:\s]+):([^=\s]+)\s*=\s*([-+0-9.eE]+)\s*", spec)
+        m = EFFECT_RE.fullmatch(spec)
         if not m:
-            raise ConfigError(f"cannot read effect {spec!r}", field="--effect",
+            raise ConfigError(f"cannot read effect {spec!r}", field=field,
                               fix="write TRACER:CONDITION:REGION=PCT, e.g. "
                                   "AZ10419369:ketamine:NAcc=15")
         tracer, cond, region, pct = m.groups()
         if tracer not in tracers:
-            raise ConfigError(f"tracer {tracer!r} is not in the design", field="--effect",
+            raise ConfigError(f"tracer {tracer!r} is not in the design", field=field,
                               fix=f"use one of {sorted(tracers)}")
         if cond not in sim_cfg.conditions:
-            raise ConfigError(f"condition {cond!r} is not in the design", field="--effect",
+            raise ConfigError(f"condition {cond!r} is not in the design", field=field,
                               fix=f"use one of {sim_cfg.conditions}")
         tr = tracers[tracer]
         old = tr.effect(cond)
@@ -748,3 +787,61 @@ def with_effects(sim_cfg: Any, specs: Sequence[str]) -> Any:
         effects = {**tr.effects, cond: Effect(bp, dict(old.r1_change_pct))}
         tracers[tracer] = dataclasses.replace(tr, effects=effects)
     return dataclasses.replace(sim_cfg, tracers=[tracers[t.name] for t in sim_cfg.tracers])
+
+
+def select_contrasts(study_cfg: Any, chosen: Sequence[str], field: str = "--contrasts"
+                     ) -> Any:
+    """The study config with only the contrasts named (by name or expression) in ``chosen``.
+
+    Raises
+    ------
+    ConfigError
+        A name that is no contrast of the study.
+    """
+    if not chosen:
+        return study_cfg
+    keep = []
+    for x in chosen:
+        hit = [c for c in study_cfg.contrasts if x in (c.name, c.expr)]
+        if not hit:
+            raise ConfigError(f"{x!r} is not a contrast of the study", field=field,
+                              fix="use a name or expression of [[contrasts]]: "
+                                  + ", ".join(c.name for c in study_cfg.contrasts))
+        keep.extend(c for c in hit if c not in keep)
+    return dataclasses.replace(study_cfg, contrasts=tuple(keep))
+
+
+def power_design(sim_cfg: Any, study_cfg: Any, *, outcomes: pd.DataFrame | None = None,
+                 effects: Sequence[str] = (), contrasts: Sequence[str] = (),
+                 effects_field: str = "--effect", contrasts_field: str = "--contrasts"
+                 ) -> tuple[Any, Any, list[str]]:
+    """The design and analysis to simulate: ``petbind power`` and ``[power]`` alike.
+
+    Parameters
+    ----------
+    sim_cfg : SimConfig
+        The simulator design.
+    study_cfg : StudyConfig
+        The analysis.
+    outcomes : DataFrame, optional
+        A finished study's outcome table: its baseline BP_ND and variability
+        replace the design's (:func:`design_from_outcomes`).
+    effects : sequence of str
+        ``TRACER:CONDITION:REGION=PCT`` effects to plan for (:func:`with_effects`).
+    contrasts : sequence of str
+        Contrasts to keep (:func:`select_contrasts`; empty = all).
+    effects_field, contrasts_field : str
+        Option or config key named in errors.
+
+    Returns
+    -------
+    sim_cfg, study_cfg, notes
+        ``notes`` say what came from the study and the effects (for ``power.json``).
+    """
+    notes: list[str] = []
+    if outcomes is not None:
+        sim_cfg, notes = design_from_outcomes(outcomes, sim_cfg, study_cfg)
+    if effects:
+        sim_cfg = with_effects(sim_cfg, effects, field=effects_field)
+        notes.append("effects to plan for: " + ", ".join(effects))
+    return sim_cfg, select_contrasts(study_cfg, contrasts, field=contrasts_field), notes

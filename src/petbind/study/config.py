@@ -20,6 +20,7 @@ from typing import Any
 from petbind.errors import ConfigError
 from petbind.io.tomlfile import read_toml
 from petbind.models.catalogue import CATALOGUE, model_names
+from petbind.stats.power_config import PowerConfig, parse_power
 from petbind.stats.roi import Contrast
 
 #: Models the pipeline can fit to region curves (from the model catalogue).
@@ -425,6 +426,8 @@ class StudyConfig:
     #: volume-weighted (:mod:`petbind.study.regions`); empty = the atlas's regions.
     regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pvc: PvcConfig = field(default_factory=PvcConfig)
+    #: ``[power]``: prospective power of the design (:mod:`petbind.stats.power_config`).
+    power: PowerConfig = field(default_factory=PowerConfig)
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -467,6 +470,7 @@ class StudyConfig:
             "preprocess": self.preprocess.to_dict(),
             "regions": {k: list(v) for k, v in self.regions.items()},
             "pvc": self.pvc.to_dict(),
+            "power": self.power.to_dict(),
         }
 
     def to_toml(self) -> str:
@@ -647,7 +651,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
     """
     ck = _Checker(source)
     ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess",
-                          "regions", "pvc"})
+                          "regions", "pvc", "power"})
     ds = ck.table(data, "dataset", "dataset")
     ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth", "condition",
                                "segmentation", "segmentation_labels", "select"})
@@ -727,7 +731,9 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
                        dataset=dataset, condition_entity=entity, atlas=atlas, truth=truth,
                        preprocess=prep, source=source, data=_dataset_extra(ck, ds),
                        regions=_regions(ck, ck.table(data, "regions", "regions")),
-                       pvc=_pvc(ck, ck.table(data, "pvc", "pvc")))
+                       pvc=_pvc(ck, ck.table(data, "pvc", "pvc")),
+                       power=parse_power(ck.table(data, "power", "power"), source=source,
+                                         base_dir=base_dir, contrasts=contrasts))
 
 
 def _dataset_extra(ck: _Checker, ds: dict) -> DatasetConfig:
