@@ -167,6 +167,26 @@ fwhm_mm = []
 atlas = ""
 iterations = 10                   # iterative Yang
 non_grey = ["white_matter", "csf"]  # regions Mueller-Gaertner does not treat as grey matter
+
+# Prospective power of this design (docs/statistics.md): with enabled = true,
+# `petbind run` simulates n_studies studies of the design at each n (region
+# level, the study's models and contrasts) with the finished study's baseline
+# BP_ND and variability, and writes group/power/ (and the report's power
+# section). `petbind power --config` reads these keys too.
+[power]
+enabled = false
+n = [4, 6, 8, 10, 12]             # numbers of subjects, or "3..12"
+n_studies = 200
+alpha = 0.05
+seed = 0
+models = "all"                    # "all" configured models or the "primary" one
+simulate_config = ""              # `petbind simulate` design; "" = the founding study
+from_study = true                 # baseline BP_ND and variability from this study
+# Effects to plan for: "TRACER:CONDITION:REGION=PCT" (% change of BP_ND), e.g.
+# ["AZ10419369:ketamine:NAcc=15"]; [] = the design's effects.
+effects = []
+regions = []                      # target regions to test; [] = every tracer's targets
+contrasts = []                    # contrast names or expressions; [] = all
 '''
 
 
