@@ -356,7 +356,7 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
     from petbind.simulate.phantom import REGIONS
     from petbind.simulate.study import _NOISE
     from petbind.study.config import K2PRIME_MODELS
-    from petbind.study.pipeline import estimate_k2prime
+    from petbind.study.pipeline import estimate_k2prime, model_kwargs
     from petbind.tac import TACTable
 
     scanner = _scanner(sim_cfg)
@@ -375,6 +375,7 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
             tc = study_cfg.tracers[t]
             i_t = tracer_index[t]
             lam = cfg.tracers[i_t].isotope.decay_constant_per_min
+            isotope = cfg.tracers[i_t].isotope.name  # the sidecar's TracerRadionuclide
             targets = plan.targets[t]
             bp_true, tacs_true = study_truth(cfg, i_t, plan.n_max)
             out[f"{t}/truth"][k] = bp_true[..., [REGIONS.index(r) for r in targets]]
@@ -387,7 +388,7 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
                     ok = np.isfinite(curves).all(axis=1)
                     tab = TACTable(cfg.timing, curves[ok],
                                    [r for r, good in zip(scanner.regions, ok, strict=True)
-                                    if good])
+                                    if good], metadata={"isotope": isotope})
                     have = [r for r in targets if r in tab.regions]
                     cols = [targets.index(r) for r in have]
                     try:
@@ -397,7 +398,7 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
                     ref = tab.curve(tc.reference_region)
                     data = np.stack([tab.curve(r) for r in have])
                     for m in plan.models[t]:
-                        kw = dict(tc.model_settings.get(m, {}))
+                        kw = model_kwargs(tc, m, tab)
                         # the rule of study.pipeline._fit_regions
                         if (k2 is not None and m in K2PRIME_MODELS
                                 and model_spec(m).k2prime != "no"):
