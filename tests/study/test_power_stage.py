@@ -108,3 +108,22 @@ def test_run_with_power_section_writes_group_power_and_the_report_shows_it(
     assert any("baseline BP_ND" in n for n in info["notes"])
     html = build_report(res.out_dir).read_text(encoding="utf-8")
     assert "Prospective power from 2 simulated studies" in html
+
+
+def test_a_design_power_cannot_simulate_is_a_warning_of_the_run_not_a_failure(tmp_path):
+    """Target regions the simulator's phantom lacks: the run keeps its outputs."""
+    from petbind.study.config import parse_config
+    from petbind.study.power_stage import power_stage
+
+    cfg = parse_config({"tracers": {"DASB": {"reference_region": "cerebellum",
+                                             "target_regions": ["Left-Accumbens-area"]}},
+                        "contrasts": ["ketamine - baseline"],
+                        "power": {"enabled": True, "n": [2], "n_studies": 2}},
+                       source="study.toml")
+    said = []
+    warnings = power_stage(cfg, tmp_path, outcomes(1.0, 0.1), scheduler="sync",
+                           log=said.append)
+    assert len(warnings) == 1 and "not computed" in warnings[0]
+    assert "Left-Accumbens-area" in warnings[0] and "not simulated regions" in warnings[0]
+    assert any(s.startswith("warning:") for s in said)
+    assert not (tmp_path / "group" / "power").exists()

@@ -76,3 +76,30 @@ def write_power_stage(config: Any, out: Path, outcomes: pd.DataFrame | None, *,
     result.info["study_config"] = config.source or "in memory"
     result.info["from_study"] = "this study" if p.from_study else None
     return write_power(result, Path(out) / "group" / "power")
+
+
+def power_stage(config: Any, out: Path, outcomes: pd.DataFrame | None, *,
+                scheduler: Any = None, log: Callable[[str], None] | None = None
+                ) -> list[str]:
+    """:func:`write_power_stage` inside ``petbind run``: a problem is a warning, not a failure.
+
+    The power analysis is an addition to a finished study: a design it cannot
+    simulate (e.g. target regions the simulator's phantom does not have, an
+    effect naming another tracer) must not lose the run's outputs, so its
+    error becomes one of the run's warnings (``summary.json``, the report).
+
+    Returns
+    -------
+    list of str
+        Warnings (empty when ``group/power/`` was written).
+    """
+    from petbind.errors import PetbindError
+
+    try:
+        write_power_stage(config, out, outcomes, scheduler=scheduler, log=log)
+    except PetbindError as exc:
+        msg = f"prospective power ([power]) not computed: {exc}"
+        if log is not None:
+            log(f"warning: {msg}")
+        return [msg]
+    return []
