@@ -656,14 +656,14 @@ def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
     from pathlib import Path
 
     from petbind.errors import DataError
-    from petbind.io.tables import read_tsv
+    from petbind.io.tables import read_typed_tsv
 
     path = Path(out_dir) / "group" / "outcomes.tsv"
     if not path.exists():
         raise DataError("no outcome table in the study folder", path=path,
                         field="--from-study", fix="give the output folder of `petbind run`")
-    df = read_tsv(path)
-    df["bp_nd"] = pd.to_numeric(df["bp_nd"], errors="coerce")
+    df = read_typed_tsv(path, ("subject", "condition", "run"), default_na=True,
+                        booleans=False)
     return design_from_outcomes(df, sim_cfg, study_cfg)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -867,5 +866,7 @@ def load_config(path: str | os.PathLike | None = None) -> StudyConfig:
 
 def demo_config() -> StudyConfig:
     """The configuration shipped for ``petbind demo`` (``petbind/data/demo_study.toml``)."""
-    text = resources.files("petbind").joinpath("data/demo_study.toml").read_text("utf-8")
+    from petbind.io.files import package_text
+
+    text = package_text("data", "demo_study.toml")
     return parse_config(tomllib.loads(text), source="petbind/data/demo_study.toml")

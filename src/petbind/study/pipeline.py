@@ -450,14 +450,13 @@ def _noisefree_fits(scan: Scan, tracer: TracerConfig, targets: list[str], k2: fl
 def _template_maps(scan: Scan, model: str, folder: Path, affine: np.ndarray, plan: Any,
                    out_root: Path, extra: dict[str, Any]) -> list[Path]:
     """The BP_ND map and its mask of a preprocessed scan, resampled onto the template grid."""
-    import nibabel as nib
-
     from petbind.io.bids import save_image
+    from petbind.io.images import read_volume
     from petbind.study.preprocess import maps_to_template, preprocess_files, subject_files
 
     so = StudyLayout(folder).scan(".", scan.stem)
-    bp = np.asarray(nib.load(str(so.map(model, "bpnd"))).dataobj)
-    valid = np.asarray(nib.load(str(so.map(model, "mask"))).dataobj)
+    bp = read_volume(so.map(model, "bpnd"), dtype=None).data
+    valid = read_volume(so.map(model, "mask"), dtype=None).data
     files = preprocess_files(out_root, scan.rel_dir, scan.stem, plan.options.motion)
     xfm = subject_files(out_root, scan.subject)["xfm_t1w_template"]
     tbp, tmask, taff = maps_to_template(bp, valid, affine, plan, files, xfm)
@@ -667,10 +666,10 @@ def _for_stats(outcomes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _load_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
+    from petbind.io.images import read_volume
 
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj, dtype=np.float64), np.asarray(img.affine)
+    vol = read_volume(path, dtype=np.float64)
+    return vol.data, vol.affine
 
 
 def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
@@ -775,11 +774,11 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
 
 def _is_our_output(folder: Path) -> bool:
     """True when ``folder`` holds outputs of an earlier ``petbind run``."""
-    import json
+    from petbind.io.tables import read_json
 
     try:
-        desc = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        desc = read_json(folder / "dataset_description.json")
+    except PetbindError:
         return False
     return desc.get("Name") == OUTPUT_NAME
 
