@@ -10,7 +10,7 @@ This module answers it the way the design will really be analysed:
    between-subject and scan-to-scan (test-retest) variability, drug effects,
    scanner point-spread, noise);
 2. fit every scan's region curves with the study config's models and k2'
-   policy (:func:`petbind.study.pipeline.estimate_k2prime`,
+   policy (:func:`petbind.models.k2prime.k2prime_for_tracer`,
    :func:`petbind.models.make_model`), exactly as ``petbind run`` does;
 3. for every n, take the first n subjects of each simulated study (common
    random numbers: the curves vs n are smooth and the differences between n
@@ -353,10 +353,9 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
         (n_studies, n_max, n_conditions, n_targets).
     """
     from petbind.models import make_model, model_spec
+    from petbind.models.k2prime import K2PRIME_MODELS, k2prime_for_tracer, model_kwargs
     from petbind.simulate.phantom import REGIONS
     from petbind.simulate.study import _NOISE
-    from petbind.study.config import K2PRIME_MODELS
-    from petbind.study.pipeline import estimate_k2prime, model_kwargs
     from petbind.tac import TACTable
 
     scanner = _scanner(sim_cfg)
@@ -392,7 +391,7 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
                     have = [r for r in targets if r in tab.regions]
                     cols = [targets.index(r) for r in have]
                     try:
-                        k2, _ = estimate_k2prime(tc, tab, have, "simulated scan")
+                        k2, _ = k2prime_for_tracer(tc, tab, have, "simulated scan")
                     except Exception:
                         continue
                     ref = tab.curve(tc.reference_region)

@@ -18,15 +18,14 @@ from typing import Any
 
 from petbind.errors import ConfigError
 from petbind.io.tomlfile import read_toml
-from petbind.models.catalogue import CATALOGUE, model_names
+from petbind.models.catalogue import K2PRIME_MODELS, model_names
 from petbind.stats.power_config import PowerConfig, parse_power
 from petbind.stats.roi import Contrast
 
 #: Models the pipeline can fit to region curves (from the model catalogue).
 REGION_MODELS = model_names("reference")
-#: Models given the tracer's k2' (1/min) unless its policy is "none" (from the catalogue).
-K2PRIME_MODELS = tuple(s.name for s in CATALOGUE
-                       if s.input == "reference" and s.k2prime_by_default)
+#: Models given the tracer's k2' (1/min) unless its policy is "none":
+#: :data:`petbind.models.catalogue.K2PRIME_MODELS`, imported above (name kept).
 #: k2' policy words (petbind.models.k2prime); also a number or "mrtm@REGION".
 K2PRIME_STRATEGIES = ("mrtm", "srtm", "median", "auto", "none")
 
