@@ -36,11 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 #: Upward arrows still in the code, as (importing module, imported top-level name), each
 #: with the reason it is left; a fixed one must leave this list (the test says so).
-KNOWN_UPWARD = {
-    # stats/power.py estimates k2' with study.pipeline.estimate_k2prime and takes
-    # study.config.K2PRIME_MODELS: removed when stats/power takes k2' from models
-    ("petbind.stats.power", "study"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _guarded(module: str) -> bool:

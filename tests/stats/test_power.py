@@ -191,3 +191,22 @@ def test_design_from_study_takes_baseline_bp_and_between_subject_cv(tmp_path):
     expect = np.sqrt(cv**2 - sim.scan_cv_subcortex**2)
     assert new.between_subject_cv == pytest.approx(expect, rel=1e-6)
     assert any("no repeated baseline runs" in n for n in notes)
+
+
+def test_counts_weights_get_the_designs_radionuclide_like_a_sidecar():
+    """A study config with weights = "counts" needs the isotope; the region path gives it."""
+    import dataclasses
+
+    from petbind.simulate.config import load_config
+    from petbind.stats.power import prospective_power
+    from petbind.study.config import load_config as load_study
+
+    sim = load_config(None, tracers=["AZ10419369"], conditions=["baseline", "ketamine"])
+    study = load_study(None)
+    tc = study.tracers["AZ10419369"]
+    tc = dataclasses.replace(tc, model_settings={"srtm": {"weights": "counts"}})
+    study = dataclasses.replace(study, tracers={"AZ10419369": tc},
+                                contrasts=[Contrast.parse("ketamine - baseline")])
+    res = prospective_power(sim, study, PowerSettings(n_values=(2,), n_studies=2, workers=1,
+                                                      models="primary"))
+    assert res.table["mean_valid_n"].min() == 2.0

@@ -211,20 +211,38 @@ def occupancy_section(study: Any, figures: Any) -> Markup | None:
         return None
     parts = [Markup("<p class=\"note\">Occupancy per region = 1 - BP_blocked / BP_base "
                     "(reference region assumed free of binding and of drug). Lassen plot "
-                    "(Cunningham et al. 2010): the drop V_T,base - V_T,blocked against "
-                    "V_T,base across regions is a line with slope = occupancy and "
-                    "x-intercept = V_ND (plasma input; no reference region needed); on DVR "
-                    "the x-intercept is V_ND / V_T,ref, 1 when the reference has no "
-                    "specific binding. 95 % intervals: t of the slope, Fieller for "
-                    "V_ND.</p>")]
+                    "(Lassen et al. 1995; Cunningham et al. 2010): V_T,blocked = occ V_ND + "
+                    "(1 - occ) V_T,base across regions, i.e. the drop V_T,base - V_T,blocked "
+                    "against V_T,base is a line with slope = occupancy and x-intercept = "
+                    "V_ND (plasma input; no reference region needed); on DVR the "
+                    "x-intercept is V_ND / V_T,ref, 1 when the reference has no specific "
+                    "binding. <b>Method:</b> V_T,base is itself an estimate with error, which "
+                    "enters both axes of the classical plot, so its ordinary least-squares "
+                    "line overstates occupancy; the estimates here are the "
+                    "errors-in-variables fit (Deming regression of V_T,blocked on V_T,base, "
+                    "equal error variances; Cunningham et al. 2010) with jackknife 95 % "
+                    "intervals over regions. The OLS fit of the classical plot (t interval "
+                    "of the slope, Fieller for V_ND) is shown beside it for comparison.</p>")]
+    has_ols = "occupancy_ols" in las.columns
+
+    def ols(r: pd.Series) -> list[str]:
+        if not has_ols:
+            return []
+        return [f"{_f(100 * r['occupancy_ols'], 1)} [{_f(100 * r['occupancy_ols_low'], 1)}, "
+                f"{_f(100 * r['occupancy_ols_high'], 1)}]",
+                f"{_f(r['v_nd_ols'], 3)} [{_f(r['v_nd_ols_low'], 3)}, "
+                f"{_f(r['v_nd_ols_high'], 3)}]"]
+
     rows = [[escape(r["tracer"]), escape(r["model"]), escape(r["condition"]),
              escape(str(r["subject"])), escape(r["input"]), _f(r["n_regions"], 0),
              f"{_f(100 * r['occupancy'], 1)} [{_f(100 * r['occupancy_low'], 1)}, "
              f"{_f(100 * r['occupancy_high'], 1)}]",
              f"{_f(r['v_nd'], 3)} [{_f(r['v_nd_low'], 3)}, {_f(r['v_nd_high'], 3)}]",
-             _f(r["r2"], 3)] for _, r in las.iterrows()]
+             *ols(r), _f(r["r2"], 3)] for _, r in las.iterrows()]
     parts.append(_table(["tracer", "model", "condition", "subject", "input", "regions",
-                         "occupancy % [95 % CI]", "V_ND [95 % CI]", "R²"], rows, left=5))
+                         "occupancy % [95 % CI]", "V_ND [95 % CI]",
+                         *(["OLS occupancy % [95 % CI]", "OLS V_ND [95 % CI]"] if has_ols
+                           else []), "R² (OLS)"], rows, left=5))
     fig = _lassen_figure(per)
     if fig is not None:
         parts.append(Markup(f'<img alt="Lassen plots" src="{figures.figure_to_data_uri(fig)}">'))
@@ -234,6 +252,8 @@ def occupancy_section(study: Any, figures: Any) -> Markup | None:
 def _lassen_figure(per: pd.DataFrame) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from petbind.stats.occupancy import deming
 
     groups = list(per.groupby(["tracer", "model", "condition"], sort=False))
     if not groups:
@@ -249,10 +269,13 @@ def _lassen_figure(per: pd.DataFrame) -> Any:
             y = s["bp_nd_base"].to_numpy(float) - s["bp_nd_blocked"].to_numpy(float)
             ax.plot(x, y, "o", ms=3, label=f"sub-{subj}")
             ok = np.isfinite(x) & np.isfinite(y)
-            if ok.sum() >= 2:
-                b, a = np.polyfit(x[ok], y[ok], 1)
-                xx = np.linspace(min(-a / b if b else x.min(), x.min()), x.max(), 20)
-                ax.plot(xx, a + b * xx, lw=0.8)
+            if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+                # the errors-in-variables line of the table (stats.occupancy.lassen)
+                a_z, b_z = deming(x[ok], x[ok] - y[ok])
+                occ = 1 - b_z
+                x0 = a_z / occ if occ else x[ok].min()
+                xx = np.linspace(min(x0, x[ok].min()), x[ok].max(), 20)
+                ax.plot(xx, occ * xx - a_z, lw=0.8)
         ax.axhline(0, color="0.5", lw=0.6)
         ax.set_xlabel("DVR baseline", fontsize=8)
         ax.set_ylabel("DVR baseline - blocked", fontsize=8)

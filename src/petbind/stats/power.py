@@ -10,7 +10,7 @@ This module answers it the way the design will really be analysed:
    between-subject and scan-to-scan (test-retest) variability, drug effects,
    scanner point-spread, noise);
 2. fit every scan's region curves with the study config's models and k2'
-   policy (:func:`petbind.study.pipeline.estimate_k2prime`,
+   policy (:func:`petbind.models.k2prime.k2prime_for_tracer`,
    :func:`petbind.models.make_model`), exactly as ``petbind run`` does;
 3. for every n, take the first n subjects of each simulated study (common
    random numbers: the curves vs n are smooth and the differences between n
@@ -36,7 +36,9 @@ would measure on the simulated images, without head motion (a design with
 template position (``native_position`` is ignored: the region mixing then
 differs only by the subject's pose).
 
-Studies run in parallel in batches on dask (processes scheduler).
+Studies run in chunks (one task per chunk of studies) on the compute adapter
+(:mod:`petbind.compute`: in-process, threads, a local dask cluster or a
+running dask scheduler), the same ``--scheduler`` words as ``petbind run``.
 """
 
 from __future__ import annotations
@@ -74,9 +76,11 @@ class PowerSettings:
     seed : int
         Seed of the study seeds.
     workers : int
-        Dask worker processes (1 = in this process).
+        Worker processes when no scheduler is given (1 = in this process).
     models : str
         ``"all"`` (every configured model of a tracer) or ``"primary"``.
+    regions : tuple of str
+        Target regions to simulate and test (empty: every tracer's targets).
     """
 
     n_values: tuple[int, ...] = (4, 6, 8, 10, 12)
@@ -85,6 +89,7 @@ class PowerSettings:
     seed: int = 0
     workers: int = 2
     models: str = "all"
+    regions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.n_values or min(self.n_values) < 2:
@@ -237,7 +242,18 @@ def make_plan(sim_cfg: Any, study_cfg: Any, settings: PowerSettings) -> _Plan:
             raise ConfigError(f"regions {bad} of tracer {t} are not simulated regions",
                               field=f"tracers.{t}.target_regions",
                               fix=f"use regions of the phantom: {', '.join(REGIONS)}")
+        if settings.regions:
+            names = [r for r in names if r in settings.regions]
         targets[t] = names
+    if settings.regions:
+        unknown = sorted(set(settings.regions) - {r for v in targets.values() for r in v})
+        if unknown:
+            raise ConfigError(f"regions {unknown} are not target regions of any tracer",
+                              field="power.regions",
+                              fix="use target regions of the study config's tracers")
+        empty = [t for t in tracers if not targets[t]]
+        if empty:
+            tracers = [t for t in tracers if targets[t]]
     for c in study_cfg.contrasts:
         missing = [x for x in c.conditions if x not in sim_cfg.conditions]
         if missing:
@@ -252,6 +268,67 @@ def make_plan(sim_cfg: Any, study_cfg: Any, settings: PowerSettings) -> _Plan:
 
 def _study_seed(base: int, k: int) -> int:
     return int(np.random.SeedSequence([base, k]).generate_state(1, dtype=np.uint32)[0])
+
+
+#: Fine-grid step (min) of the true region curves of the region path. The
+#: simulator's images use 1/120 min (:func:`petbind.simulate.kinetics.pet_frame_means`);
+#: at 1/60 min the frame means differ from those by at most 3e-5 (relative, demo
+#: design; checked in the tests), far below the noise, at a fifth of the cost.
+TRUTH_STEP_MIN = 1.0 / 60.0
+
+
+def study_truth(sim_cfg: Any, i_tracer: int, n_subjects: int,
+                step_min: float = TRUTH_STEP_MIN) -> tuple[NDArray, NDArray]:
+    """True BP_ND and region curves of every scan of one tracer in one simulated study.
+
+    The draws are the simulator's own (:func:`petbind.simulate.study.scan_parameters`,
+    keyed by seed, subject, tracer and condition), so a scan's truth is that of
+    :func:`petbind.simulate.study.scan_truth`; the curves of a subject's scans
+    come from one vectorised :func:`~petbind.simulate.kinetics.pet_frame_means`
+    call per subject on a ``step_min`` grid.
+
+    Parameters
+    ----------
+    sim_cfg : SimConfig
+        The design with this study's ``seed``.
+    i_tracer : int
+        Index into ``sim_cfg.tracers``.
+    n_subjects : int
+        Subjects 0 .. n_subjects - 1.
+    step_min : float
+        Fine-grid step (min).
+
+    Returns
+    -------
+    bp_nd : ndarray, shape (n_subjects, n_conditions, n_regions)
+        True BP_ND, :data:`~petbind.simulate.phantom.REGIONS` order.
+    tacs : ndarray, shape (n_subjects, n_conditions, n_regions, n_frames)
+        True decay-corrected region curves (kBq/mL).
+    """
+    from petbind.simulate.kinetics import pet_frame_means
+    from petbind.simulate.phantom import REGIONS
+    from petbind.simulate.study import scan_parameters
+
+    tr = sim_cfg.tracers[i_tracer]
+    n_c, n_r = len(sim_cfg.conditions), len(REGIONS)
+    bp = np.empty((n_subjects, n_c, n_r))
+    r1 = np.empty_like(bp)
+    k1p = np.empty((n_subjects, n_c, 1))
+    for i_s in range(n_subjects):
+        for i_c in range(n_c):
+            bp[i_s, i_c], r1[i_s, i_c], k1p[i_s, i_c, 0] = scan_parameters(
+                sim_cfg, i_s, i_tracer, i_c)
+    vb = np.tile([tr.regions[r].vb for r in REGIONS], n_c)
+    k4 = np.full(n_c * n_r, tr.k4)
+    # one call per subject: larger batches are slower (the fine-grid arrays
+    # leave the cache)
+    tacs = np.stack([pet_frame_means(tr.plasma_input, tr.blood, sim_cfg.timing,
+                                     K1=(r1[i] * k1p[i]).ravel(),
+                                     k2=(r1[i] * tr.k2prime).ravel(),
+                                     k3=(bp[i] * tr.k4).ravel(), k4=k4, vb=vb,
+                                     step_min=step_min)
+                     for i in range(n_subjects)])
+    return bp, tacs.reshape(*bp.shape, -1)
 
 
 def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequence[int]
@@ -276,9 +353,9 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
         (n_studies, n_max, n_conditions, n_targets).
     """
     from petbind.models import make_model, model_spec
-    from petbind.simulate.study import _NOISE, scan_truth
-    from petbind.study.config import K2PRIME_MODELS
-    from petbind.study.pipeline import estimate_k2prime
+    from petbind.models.k2prime import K2PRIME_MODELS, k2prime_for_tracer, model_kwargs
+    from petbind.simulate.phantom import REGIONS
+    from petbind.simulate.study import _NOISE
     from petbind.tac import TACTable
 
     scanner = _scanner(sim_cfg)
@@ -293,30 +370,34 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
     tracer_index = {tr.name: i for i, tr in enumerate(sim_cfg.tracers)}
     for k, seed in enumerate(seeds):
         cfg = dataclasses.replace(sim_cfg, seed=int(seed), subjects=subjects)
-        for i_s in range(plan.n_max):
-            for i_c in range(len(plan.conditions)):
-                for t in plan.tracers:
-                    tc = study_cfg.tracers[t]
-                    truth = scan_truth(cfg, i_s, tracer_index[t], i_c)
-                    lam = truth.tracer.isotope.decay_constant_per_min
-                    curves = scanner.noisy(truth.tacs, cfg.timing, lam, cfg.noise,
-                                           truth.rng(cfg, _NOISE))
+        for t in plan.tracers:
+            tc = study_cfg.tracers[t]
+            i_t = tracer_index[t]
+            lam = cfg.tracers[i_t].isotope.decay_constant_per_min
+            isotope = cfg.tracers[i_t].isotope.name  # the sidecar's TracerRadionuclide
+            targets = plan.targets[t]
+            bp_true, tacs_true = study_truth(cfg, i_t, plan.n_max)
+            out[f"{t}/truth"][k] = bp_true[..., [REGIONS.index(r) for r in targets]]
+            for i_s in range(plan.n_max):
+                for i_c in range(len(plan.conditions)):
+                    # the scan's noise stream of the simulator (ScanTruth.rng)
+                    rng = np.random.default_rng([cfg.seed, _NOISE, i_s, i_t, i_c])
+                    curves = scanner.noisy(tacs_true[i_s, i_c], cfg.timing, lam, cfg.noise,
+                                           rng)
                     ok = np.isfinite(curves).all(axis=1)
                     tab = TACTable(cfg.timing, curves[ok],
                                    [r for r, good in zip(scanner.regions, ok, strict=True)
-                                    if good])
-                    targets = plan.targets[t]
-                    out[f"{t}/truth"][k, i_s, i_c] = [truth.bp_nd[r] for r in targets]
+                                    if good], metadata={"isotope": isotope})
                     have = [r for r in targets if r in tab.regions]
                     cols = [targets.index(r) for r in have]
                     try:
-                        k2, _ = estimate_k2prime(tc, tab, have, "simulated scan")
+                        k2, _ = k2prime_for_tracer(tc, tab, have, "simulated scan")
                     except Exception:
                         continue
                     ref = tab.curve(tc.reference_region)
                     data = np.stack([tab.curve(r) for r in have])
                     for m in plan.models[t]:
-                        kw = dict(tc.model_settings.get(m, {}))
+                        kw = model_kwargs(tc, m, tab)
                         # the rule of study.pipeline._fit_regions
                         if (k2 is not None and m in K2PRIME_MODELS
                                 and model_spec(m).k2prime != "no"):
@@ -330,8 +411,12 @@ def simulate_estimates(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: Sequenc
     return out
 
 
-def _batch(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: list[int]) -> dict[str, NDArray]:
-    return simulate_estimates(sim_cfg, study_cfg, plan, seeds)
+def _batch(sim_cfg: Any, study_cfg: Any, plan: _Plan, seeds: list[int]
+           ) -> tuple[dict[str, NDArray], float]:
+    """One task: :func:`simulate_estimates` of a chunk of studies, and its CPU seconds."""
+    cpu = time.process_time()
+    out = simulate_estimates(sim_cfg, study_cfg, plan, seeds)
+    return out, time.process_time() - cpu
 
 
 # ----------------------------------------------------------------------------
@@ -464,6 +549,7 @@ class PowerResult:
 
 
 def prospective_power(sim_cfg: Any, study_cfg: Any, settings: PowerSettings, *,
+                      scheduler: Any = None,
                       progress: Callable[[int, int], None] | None = None) -> PowerResult:
     """Simulate ``settings.n_studies`` studies and compute power and bias vs n.
 
@@ -474,6 +560,12 @@ def prospective_power(sim_cfg: Any, study_cfg: Any, settings: PowerSettings, *,
     study_cfg : StudyConfig
         Analysis: models, k2' policy, target regions, contrasts.
     settings : PowerSettings
+    scheduler : None, str, Scheduler or distributed.Client
+        Where the batches of studies run, any ``--scheduler`` word of
+        :func:`petbind.compute.parse_scheduler` (``sync``, ``threads:N``,
+        ``local:N``, an address). None: ``local:{settings.workers}``, or
+        ``sync`` for one worker. The result does not depend on it (each study
+        has its own seed).
     progress : callable, optional
         ``progress(done_studies, total_studies)``.
 
@@ -481,38 +573,31 @@ def prospective_power(sim_cfg: Any, study_cfg: Any, settings: PowerSettings, *,
     -------
     PowerResult
     """
-    import dask
-    from dask.delayed import delayed
+    from petbind.compute import Task, open_engine, parse_scheduler
 
     t0 = time.perf_counter()
     plan = make_plan(sim_cfg, study_cfg, settings)
     seeds = [_study_seed(settings.seed, k) for k in range(settings.n_studies)]
-    batches = [seeds[i:i + BATCH] for i in range(0, len(seeds), BATCH)]
-    parts: list[dict[str, NDArray]] = []
-    if settings.workers <= 1:
-        for b in batches:
-            parts.append(_batch(sim_cfg, study_cfg, plan, b))
-            if progress is not None:
-                progress(sum(len(p[f"{plan.tracers[0]}/truth"]) for p in parts),
-                         len(seeds))
-    else:
-        # one compute (one process pool: each worker builds the geometry once); progress
-        # from dask's scheduler callbacks as batches finish
-        from dask.callbacks import Callback
+    if scheduler is None:
+        scheduler = f"local:{settings.workers}" if settings.workers > 1 else "sync"
+    done = [0]
 
-        done = [0]
+    def on_done(task: Task, result: dict[str, NDArray]) -> None:
+        done[0] += len(task.args[3])
+        if progress is not None:
+            progress(done[0], len(seeds))
 
-        class _Progress(Callback):
-            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any
-                          ) -> None:
-                if isinstance(result, dict) and progress is not None:
-                    done[0] += len(next(iter(result.values())))
-                    progress(min(done[0], len(seeds)), len(seeds))
-
-        tasks = [delayed(_batch)(sim_cfg, study_cfg, plan, b) for b in batches]
-        with _Progress():
-            parts = list(dask.compute(*tasks, scheduler="processes",
-                                      num_workers=settings.workers))
+    with open_engine(parse_scheduler(scheduler), n_tasks=len(seeds)) as engine:
+        # chunks of studies per task: at most BATCH, and at least one task per worker
+        size = max(1, min(BATCH, -(-len(seeds) // engine.n_workers)))
+        tasks = [Task(f"power-studies-{i:05d}", _batch, (sim_cfg, study_cfg, plan,
+                                                          seeds[i:i + size]))
+                 for i in range(0, len(seeds), size)]
+        where = engine.describe()
+        results = engine.run(tasks, on_done=on_done)
+        n_workers = engine.n_workers
+    parts = [results[t.key][0] for t in tasks]
+    task_cpu = float(sum(results[t.key][1] for t in tasks))
     estimates = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     t_sim = time.perf_counter() - t0
     table = summarise(estimates, plan, study_cfg.contrasts, sim_cfg, settings)
@@ -525,7 +610,8 @@ def prospective_power(sim_cfg: Any, study_cfg: Any, settings: PowerSettings, *,
         notes.append("subjects are simulated in template position (native_position ignored)")
     info = {
         "n_values": list(settings.n_values), "n_studies": settings.n_studies,
-        "alpha": settings.alpha, "seed": settings.seed, "workers": settings.workers,
+        "alpha": settings.alpha, "seed": settings.seed, "workers": n_workers,
+        "scheduler": where, "task_cpu_seconds": task_cpu, "studies_per_task": size,
         "models": {t: plan.models[t] for t in plan.tracers},
         "targets": plan.targets, "conditions": plan.conditions,
         "contrasts": [c.expr for c in study_cfg.contrasts],
@@ -559,10 +645,33 @@ def n_for_power(table: pd.DataFrame, target: float = 0.8, column: str = "power"
 
 def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
                       ) -> tuple[Any, list[str]]:
+    """:func:`design_from_outcomes` of ``OUT/group/outcomes.tsv`` of a finished study.
+
+    Raises
+    ------
+    DataError
+        The folder has no outcome table.
+    """
+    from pathlib import Path
+
+    from petbind.errors import DataError
+    from petbind.io.tables import read_typed_tsv
+
+    path = Path(out_dir) / "group" / "outcomes.tsv"
+    if not path.exists():
+        raise DataError("no outcome table in the study folder", path=path,
+                        field="--from-study", fix="give the output folder of `petbind run`")
+    df = read_typed_tsv(path, ("subject", "condition", "run"), default_na=True,
+                        booleans=False)
+    return design_from_outcomes(df, sim_cfg, study_cfg)
+
+
+def design_from_outcomes(outcomes: pd.DataFrame, sim_cfg: Any, study_cfg: Any
+                         ) -> tuple[Any, list[str]]:
     """A simulator design whose baseline BP_ND and variability are a finished study's.
 
-    From ``OUT/group/outcomes.tsv`` (the primary model of each tracer, valid
-    fits, baseline condition of ``study_cfg``):
+    From the study's outcome table (``group/outcomes.tsv``: the primary model
+    of each tracer, valid fits, baseline condition of ``study_cfg``):
 
     - each region's baseline BP_ND becomes the mean over subjects;
     - the between-subject CV becomes ``sqrt(max(cv_b^2 - cv_s^2, 0))`` where
@@ -574,25 +683,27 @@ def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
     - drug effects, kinetics other than BP_ND, scanner and noise stay those
       of ``sim_cfg`` (the effect to plan for is a hypothesis, not an estimate).
 
+    Parameters
+    ----------
+    outcomes : DataFrame
+        ``subject, condition, tracer, region, model, bp_nd, valid`` (+ ``run``).
+    sim_cfg : SimConfig
+    study_cfg : StudyConfig
+
     Returns
     -------
     sim_cfg : SimConfig
     notes : list of str
         What was taken from the study, for ``power.json``.
     """
-    from pathlib import Path
-
-    from petbind.errors import DataError
-    from petbind.io.tables import read_typed_tsv
     from petbind.simulate.config import RegionTruth
     from petbind.stats.reliability import retest_statistics
 
-    path = Path(out_dir) / "group" / "outcomes.tsv"
-    if not path.exists():
-        raise DataError("no outcome table in the study folder", path=path,
-                        field="--from-study", fix="give the output folder of `petbind run`")
-    df = read_typed_tsv(path, default_na=True, booleans=False)
+    df = outcomes.copy()
     df["valid"] = df["valid"].astype(str).str.lower().isin(["true", "1"])
+    df["bp_nd"] = pd.to_numeric(df["bp_nd"], errors="coerce")
+    if "run" in df:  # "n/a" / "" of the TSV: no run label
+        df["run"] = df["run"].where(~df["run"].astype(str).isin(["n/a", "", "nan", "None"]))
     base = study_cfg.statistics.baseline_condition
     notes: list[str] = []
     tracers = []
@@ -641,7 +752,7 @@ def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
     return dataclasses.replace(sim_cfg, **changes), notes
 
 
-def with_effects(sim_cfg: Any, specs: Sequence[str]) -> Any:
+def with_effects(sim_cfg: Any, specs: Sequence[str], field: str = "--effect") -> Any:
     """The design with drug effects set from ``TRACER:CONDITION:REGION=PCT`` strings.
 
     ``PCT`` is the % change of BP_ND in ``REGION`` under ``CONDITION``
@@ -653,23 +764,22 @@ def with_effects(sim_cfg: Any, specs: Sequence[str]) -> Any:
     ConfigError
         A malformed spec, or a tracer / condition the design does not have.
     """
-    import re
-
     from petbind.simulate.config import Effect
+    from petbind.stats.power_config import EFFECT_RE
 
     tracers = {t.name: t for t in sim_cfg.tracers}
     for spec in specs:
-        m = re.fullmatch(r"\s*([^:\s]+):([^:\s]+):([^=\s]+)\s*=\s*([-+0-9.eE]+)\s*", spec)
+        m = EFFECT_RE.fullmatch(spec)
         if not m:
-            raise ConfigError(f"cannot read effect {spec!r}", field="--effect",
+            raise ConfigError(f"cannot read effect {spec!r}", field=field,
                               fix="write TRACER:CONDITION:REGION=PCT, e.g. "
                                   "AZ10419369:ketamine:NAcc=15")
         tracer, cond, region, pct = m.groups()
         if tracer not in tracers:
-            raise ConfigError(f"tracer {tracer!r} is not in the design", field="--effect",
+            raise ConfigError(f"tracer {tracer!r} is not in the design", field=field,
                               fix=f"use one of {sorted(tracers)}")
         if cond not in sim_cfg.conditions:
-            raise ConfigError(f"condition {cond!r} is not in the design", field="--effect",
+            raise ConfigError(f"condition {cond!r} is not in the design", field=field,
                               fix=f"use one of {sim_cfg.conditions}")
         tr = tracers[tracer]
         old = tr.effect(cond)
@@ -677,3 +787,61 @@ def with_effects(sim_cfg: Any, specs: Sequence[str]) -> Any:
         effects = {**tr.effects, cond: Effect(bp, dict(old.r1_change_pct))}
         tracers[tracer] = dataclasses.replace(tr, effects=effects)
     return dataclasses.replace(sim_cfg, tracers=[tracers[t.name] for t in sim_cfg.tracers])
+
+
+def select_contrasts(study_cfg: Any, chosen: Sequence[str], field: str = "--contrasts"
+                     ) -> Any:
+    """The study config with only the contrasts named (by name or expression) in ``chosen``.
+
+    Raises
+    ------
+    ConfigError
+        A name that is no contrast of the study.
+    """
+    if not chosen:
+        return study_cfg
+    keep = []
+    for x in chosen:
+        hit = [c for c in study_cfg.contrasts if x in (c.name, c.expr)]
+        if not hit:
+            raise ConfigError(f"{x!r} is not a contrast of the study", field=field,
+                              fix="use a name or expression of [[contrasts]]: "
+                                  + ", ".join(c.name for c in study_cfg.contrasts))
+        keep.extend(c for c in hit if c not in keep)
+    return dataclasses.replace(study_cfg, contrasts=tuple(keep))
+
+
+def power_design(sim_cfg: Any, study_cfg: Any, *, outcomes: pd.DataFrame | None = None,
+                 effects: Sequence[str] = (), contrasts: Sequence[str] = (),
+                 effects_field: str = "--effect", contrasts_field: str = "--contrasts"
+                 ) -> tuple[Any, Any, list[str]]:
+    """The design and analysis to simulate: ``petbind power`` and ``[power]`` alike.
+
+    Parameters
+    ----------
+    sim_cfg : SimConfig
+        The simulator design.
+    study_cfg : StudyConfig
+        The analysis.
+    outcomes : DataFrame, optional
+        A finished study's outcome table: its baseline BP_ND and variability
+        replace the design's (:func:`design_from_outcomes`).
+    effects : sequence of str
+        ``TRACER:CONDITION:REGION=PCT`` effects to plan for (:func:`with_effects`).
+    contrasts : sequence of str
+        Contrasts to keep (:func:`select_contrasts`; empty = all).
+    effects_field, contrasts_field : str
+        Option or config key named in errors.
+
+    Returns
+    -------
+    sim_cfg, study_cfg, notes
+        ``notes`` say what came from the study and the effects (for ``power.json``).
+    """
+    notes: list[str] = []
+    if outcomes is not None:
+        sim_cfg, notes = design_from_outcomes(outcomes, sim_cfg, study_cfg)
+    if effects:
+        sim_cfg = with_effects(sim_cfg, effects, field=effects_field)
+        notes.append("effects to plan for: " + ", ".join(effects))
+    return sim_cfg, select_contrasts(study_cfg, contrasts, field=contrasts_field), notes

@@ -28,6 +28,7 @@ from typing import Any
 from petbind.errors import ConfigError
 from petbind.io.tomlfile import read_toml
 from petbind.models.catalogue import K2PRIME_MODELS, model_names
+from petbind.stats.power_config import PowerConfig, parse_power
 from petbind.stats.roi import Contrast
 
 #: Models the pipeline can fit to region curves (from the model catalogue).
@@ -179,6 +180,26 @@ fwhm_mm = []
 atlas = ""
 iterations = 10                   # iterative Yang
 non_grey = ["white_matter", "csf"]  # regions Mueller-Gaertner does not treat as grey matter
+
+# Prospective power of this design (docs/statistics.md): with enabled = true,
+# `petbind run` simulates n_studies studies of the design at each n (region
+# level, the study's models and contrasts) with the finished study's baseline
+# BP_ND and variability, and writes group/power/ (and the report's power
+# section). `petbind power --config` reads these keys too.
+[power]
+enabled = false
+n = [4, 6, 8, 10, 12]             # numbers of subjects, or "3..12"
+n_studies = 200
+alpha = 0.05
+seed = 0
+models = "all"                    # "all" configured models or the "primary" one
+simulate_config = ""              # `petbind simulate` design; "" = the founding study
+from_study = true                 # baseline BP_ND and variability from this study
+# Effects to plan for: "TRACER:CONDITION:REGION=PCT" (% change of BP_ND), e.g.
+# ["AZ10419369:ketamine:NAcc=15"]; [] = the design's effects.
+effects = []
+regions = []                      # target regions to test; [] = every tracer's targets
+contrasts = []                    # contrast names or expressions; [] = all
 '''
 
 
@@ -457,6 +478,8 @@ class StudyConfig:
     pvc: PvcConfig = field(default_factory=PvcConfig)
     #: ``[parametric]``: options of the voxel fits.
     parametric: ParametricConfig = field(default_factory=ParametricConfig)
+    #: ``[power]``: prospective power of the design (:mod:`petbind.stats.power_config`).
+    power: PowerConfig = field(default_factory=PowerConfig)
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -500,6 +523,7 @@ class StudyConfig:
             "regions": {k: list(v) for k, v in self.regions.items()},
             "pvc": self.pvc.to_dict(),
             "parametric": self.parametric.to_dict(),
+            "power": self.power.to_dict(),
         }
 
     def to_toml(self) -> str:
@@ -680,7 +704,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
     """
     ck = _Checker(source)
     ck.unknown(data, "", {"dataset", "tracers", "contrasts", "statistics", "preprocess",
-                          "regions", "pvc", "parametric"})
+                          "regions", "pvc", "parametric", "power"})
     ds = ck.table(data, "dataset", "dataset")
     ck.unknown(ds, "dataset", {"path", "condition_entity", "atlas", "truth", "condition",
                                "segmentation", "segmentation_labels", "select"})
@@ -761,7 +785,9 @@ def parse_config(data: dict[str, Any], *, source: str | None = None,
                        preprocess=prep, source=source, data=_dataset_extra(ck, ds),
                        regions=_regions(ck, ck.table(data, "regions", "regions")),
                        pvc=_pvc(ck, ck.table(data, "pvc", "pvc")),
-                       parametric=_parametric(ck, ck.table(data, "parametric", "parametric")))
+                       parametric=_parametric(ck, ck.table(data, "parametric", "parametric")),
+                       power=parse_power(ck.table(data, "power", "power"), source=source,
+                                         base_dir=base_dir, contrasts=contrasts))
 
 
 def _dataset_extra(ck: _Checker, ds: dict) -> DatasetConfig:

@@ -361,6 +361,10 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     from petbind.study.stats_stage import write_design_statistics
 
     write_design_statistics(outcomes, stats_in, config, out, bids)
+    if config.power.enabled:  # [power]: prospective power of this study's design
+        from petbind.study.power_stage import power_stage
+
+        notes.extend(power_stage(config, out, outcomes, scheduler=scheduler, log=say))
     stages.done("region_statistics")
 
     vwritten: list[Path] = []

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from petbind.stats.power_config import POWER_MEANING
+
 #: Name used for the per-tracer table and the per-region entry in the reference.
 TRACER = "<trc>"
 REGION = "<name>"
@@ -110,6 +112,7 @@ MEANING: dict[str, str] = {
     "pvc.non_grey": "regions Mueller-Gaertner (`mg`) does not treat as grey matter",
     f"regions.{REGION}": "an analysis region: atlas label names or glob patterns, pooled "
                          "volume-weighted, e.g. `NAcc = [\"*-Accumbens-area\"]`",
+    **POWER_MEANING,
 }
 
 
@@ -167,7 +170,7 @@ def config_reference() -> str:
 
 def _order(key: str) -> tuple[int, str]:
     tops = ["dataset", "regions", "tracers", "contrasts", "parametric", "statistics",
-            "preprocess", "pvc"]
+            "preprocess", "pvc", "power"]
     top = key.split(".")[0]
     return (tops.index(top) if top in tops else len(tops)), key
 
