@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from petbind.compute import SCHEDULER_HELP
+from petbind.compute import SCHEDULER_HELP, shared_scheduler
 
 
 def demo(
@@ -15,7 +15,8 @@ def demo(
         "--out", help="Folder for the simulated dataset (bids/) and the outputs "
         "(derivatives/petbind/).")] = Path("petbind-demo"),
     scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", help=SCHEDULER_HELP + " Default: sync.")] = None,
+        "--scheduler", help=SCHEDULER_HELP + " Default: sync; with --realistic, local "
+        "(one worker process per CPU, shared by both analyses).")] = None,
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Do not build the HTML report.")] = False,
     no_progress: Annotated[bool, typer.Option(
@@ -30,9 +31,12 @@ def demo(
     from petbind.commands.consoles import console, err_console
     from petbind.study.demo import run_demo
 
-    result = run_demo(out, scheduler=scheduler, report=not no_report,
-                      progress=not no_progress, console=console, err_console=err_console,
-                      realistic=realistic)
+    if scheduler is None and realistic:
+        scheduler = "local"  # the raw-scan analysis is minutes of per-subject/scan tasks
+    with shared_scheduler(scheduler) as engine:  # one cluster for both analyses
+        result = run_demo(out, scheduler=engine, report=not no_report,
+                          progress=not no_progress, console=console, err_console=err_console,
+                          realistic=realistic)
     if result.report is not None:
         console.print(f"report: {result.report}", highlight=False)
 
