@@ -1,7 +1,8 @@
 """Delay and v_B from the early-frame 1TCM pre-fit: accuracy and cost.
 
-Run on demand: ``.venv/bin/python benchmarks/bench_plasma_prefit.py [--quick]``.
-Writes ``benchmarks/results/plasma_prefit.md``.
+Run on demand: ``.venv/bin/python benchmarks/bench_plasma_prefit.py [--quick] [--delay-only]``.
+Writes ``benchmarks/results/plasma_prefit.md`` (``--delay-only``: only the last
+section, to ``benchmarks/results/delay_fit.md``).
 
 Truth: the generator of ``bench_plasma.py`` (Feng 1993 input, closed-form
 1TCM / 2TCM curves, frame means by Simpson's rule, v_B = 0.05, counts-like
@@ -13,6 +14,11 @@ nothing (delay 0, v_B 0: the only choice before the pre-fit existed), and
 with ``delay="fit", vb="fit"``. Cost: the same graphical fit with and
 without the pre-fit, and 2TCM ``delay="fit"`` with and without the
 full-model refinement of the delay, each pair timed in the same process.
+
+Delay fit: :func:`petbind.models.delay.fit_delay` (the compartment models'
+one-tissue engine with the candidate delays on the batch axis) against the
+algorithm it replaced (``_delay_previous.py``), CPU and wall time in the same
+process, and the delays both find on noiseless curves.
 """
 
 from __future__ import annotations
@@ -26,20 +32,24 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import time
+
+from _delay_previous import fit_delay_previous
 from bench_plasma import PB, TIMING, VB, cp, median_time, noisy, pet, vt_of
 
 from petbind.blood import build_input_function
 from petbind.io.atomic import write_text_atomic
+from petbind.models.delay import fit_delay
 from petbind.models.plasma import MA1, LoganPlasma, TwoTCM
 
 LAG = 0.2  # min: the arterial line sees the input this late
 STEP = 1.0 / 60.0
 
 
-def late_line_input():
-    """Input sampled like an arterial line (1 s for 3 min, then 15 s), LAG min late."""
+def late_line_input(lag=LAG):
+    """Input sampled like an arterial line (1 s for 3 min, then 15 s), ``lag`` min late."""
     s = np.unique(np.concatenate([np.arange(0, 3, STEP), np.arange(3, 90.001, 0.25)]))
-    c = cp(s - LAG)
+    c = cp(s - lag)
     return build_input_function(plasma=(s, c), whole_blood=(s, c / PB))
 
 
@@ -48,13 +58,74 @@ def robust(err):
     return 100 * med, 100 * 1.4826 * float(np.median(np.abs(err - med)))
 
 
+def _cpu_wall(func, repeat):
+    """Least CPU (user + sys of this process) and wall seconds over ``repeat`` runs."""
+    cpu, wall = [], []
+    for _ in range(repeat):
+        c0, t0 = time.process_time(), time.perf_counter()
+        func()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - t0)
+    return min(cpu), min(wall)
+
+
+def delay_section(rng, quick: bool) -> list[str]:
+    """The delay fit: the engine vs the previous algorithm, same process, same curves."""
+    lines = ["## Delay fit: the compartment engine vs the previous algorithm", "",
+             "Early frames (ending by 10 min) of 1TCM curves (K1 0.3, k2 0.15, v_B 0.05) "
+             "on the Feng input, the tissue seeing the input at the delay below; search "
+             "+-1 min, 1-s step. Each row times both functions on the same curves, "
+             "alternating, least of the repeats; CPU = user + sys of this process.", "",
+             "| curves | noise (% of peak) | previous CPU s | engine CPU s | ratio CPU | "
+             "previous wall s | engine wall s | ratio wall |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    inp = late_line_input()
+    base = pet((0.3, 0.15))
+    for n, level, repeat in ((3, 0.01, 5), (64, 0.03, 3), (256, 0.03, 2),
+                             *(() if quick else ((2000, 0.03, 1),))):
+        data, _ = noisy(base, level, n, rng)
+        old = _cpu_wall(lambda d=data: fit_delay_previous(inp, TIMING, d), repeat)
+        new = _cpu_wall(lambda d=data: fit_delay(inp, TIMING, d), repeat)
+        lines.append(f"| {n} | {level * 100:.0f} | {old[0]:.3f} | {new[0]:.3f} | "
+                     f"{new[0] / old[0]:.2f} | {old[1]:.3f} | {new[1]:.3f} | "
+                     f"{new[1] / old[1]:.2f} |")
+        print("delay", n, flush=True)
+    lines += ["", "Noiseless curves, the arterial line recording the input `lag` s late "
+              "(true delay = -lag): delay found (s) and v_B (truth 0.05).", "",
+              "| true delay s | previous s | previous v_B | engine s | engine v_B |",
+              "| ---: | ---: | ---: | ---: | ---: |"]
+    y = pet((0.3, 0.15))[None]
+    for lag in (0.0, 0.05, 0.123, 0.2, 0.5, 0.77):
+        line = late_line_input(lag)
+        a = fit_delay_previous(line, TIMING, y)
+        b = fit_delay(line, TIMING, y)
+        lines.append(f"| {-lag * 60:+.2f} | {a.delay[0] * 60:+.0f} | {a.vb[0]:.4f} | "
+                     f"{b.delay[0] * 60:+.0f} | {b.vb[0]:.4f} |")
+    return lines + [""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer curves")
+    ap.add_argument("--delay-only", action="store_true",
+                    help="only the delay-fit comparison (writes results/delay_fit.md)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                          "plasma_prefit.md"))
     args = ap.parse_args()
     rng = np.random.default_rng(7)
+    if args.delay_only:
+        out = Path(__file__).parent / "results" / "delay_fit.md"
+        text = "\n".join(["# Delay fit: the compartment engine vs the previous algorithm", "",
+                          f"`python benchmarks/bench_plasma_prefit.py --delay-only"
+                          f"{' --quick' if args.quick else ''}`, Python "
+                          f"{platform.python_version()}, numpy {np.__version__}, "
+                          f"{os.cpu_count()} CPU cores on a machine **shared with other "
+                          "engineers' jobs** (wall times are inflated; ratios within one "
+                          "row are the meaningful numbers).", "",
+                          *delay_section(rng, args.quick)]) + "\n"
+        print(text, end="")
+        print(f"wrote {write_text_atomic(out, text)}")
+        return
     n_mc = 60 if args.quick else 200
     inp = late_line_input()
     lines = ["# Graphical methods with the delay / v_B pre-fit", "",
@@ -143,6 +214,7 @@ def main() -> None:
                          f"{100 * np.median(np.abs(f.k3 / k3 - 1)):.1f} |")
         print("2tcm", level, flush=True)
     lines.append("")
+    lines += delay_section(rng, args.quick)
     text = "\n".join(lines) + "\n"
     print(text, end="")
     print(f"wrote {write_text_atomic(args.out, text)}")

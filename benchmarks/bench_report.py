@@ -104,6 +104,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from petbind.report import build, figures, preprocessing
+    from petbind.report.sections import group, scans, voxelwise
 
     if args.out is None:
         from petbind.study.demo import run_demo
@@ -147,11 +148,11 @@ def main() -> None:
     parts = {
         "read outputs (tables, JSON)": lambda: [
             (s.tacs, s.fits, s.fitted, s.provenance) for s in fresh().scans],
-        "per-scan tables + fit figures": lambda: build._scan_sections(fresh(), figures),
-        "TAC small multiples": lambda: build._tac_grids(fresh(), figures),
-        "BP_ND map small multiples": lambda: build._map_grids(fresh(), figures),
-        "group figures + tables": lambda: build._group_sections(fresh(), figures),
-        "voxelwise figures + viewer volumes": lambda: build._voxel_sections(fresh(), figures),
+        "per-scan tables + fit figures": lambda: scans.scan_sections(fresh(), figures),
+        "TAC small multiples": lambda: scans.tac_grids(fresh(), figures),
+        "BP_ND map small multiples": lambda: scans.map_grids(fresh(), figures),
+        "group figures + tables": lambda: group.group_sections(fresh(), figures),
+        "voxelwise figures + viewer volumes": lambda: voxelwise.voxel_sections(fresh(), figures),
         "preprocessing section (motion tables, overview, QC figures)":
             lambda: preprocessing.preprocessing_section(fresh(), figures),
     }

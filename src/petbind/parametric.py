@@ -49,7 +49,6 @@ simplified reference region model. NeuroImage 1997;6:279-287.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 import warnings
@@ -170,11 +169,11 @@ def _image_path(image: Any) -> str | None:
 
 
 def _as_image(image: Any) -> Any:
-    """A DynamicImage from a DynamicImage or a path (via ``load_pet``)."""
+    """A DynamicImage from a DynamicImage or a path (via :func:`petbind.io.images.load`)."""
     if isinstance(image, str | os.PathLike):
-        from petbind.io.bids import load_pet
+        from petbind.io.images import load
 
-        return load_pet(image)
+        return load(image)  # BIDS NIfTI + sidecar, ECAT .v or a DICOM folder
     for attr in ("dataobj", "affine", "timing"):
         if not hasattr(image, attr):
             raise DataError(f"expected a DynamicImage or a path, got {type(image).__name__}",
@@ -204,7 +203,6 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
     contiguous on disk and the reads only seek forward).
     """
     from nibabel.arrayproxy import ArrayProxy
-    from nibabel.openers import ImageOpener
 
     dataobj = image.dataobj
     n_t = int(dataobj.shape[3])
@@ -213,12 +211,9 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
     if isinstance(dataobj, ArrayProxy) and isinstance(file_like, str | os.PathLike):
         spec = (dataobj.shape, dataobj.dtype, dataobj.offset, dataobj.slope, dataobj.inter)
         try:
-            if str(file_like).endswith(".gz"):
-                from petbind.gz import open_read
+            from petbind.io.images import open_stream
 
-                opener = open_read(file_like)  # ISA-L when installed: ~2x zlib's speed
-            else:
-                opener = ImageOpener(file_like)
+            opener = open_stream(file_like)  # .gz: ISA-L when installed, ~2x zlib's speed
         except OSError as exc:
             raise FileFormatError(f"cannot open the image: {exc}", path=file_like,
                                   fix="check that the file exists and is readable") from exc
@@ -432,10 +427,9 @@ def _label_mask(image: Any, atlas: Any, name: str) -> tuple[NDArray[np.bool_], s
         raise FileFormatError("no label table beside the atlas", path=str(tsv),
                               field="--ref-label",
                               fix="add the BIDS _dseg.tsv (index, name) or give an index")
-    table = pd.read_csv(tsv, sep="\t")
-    if "index" not in table.columns:
-        raise FileFormatError("label table has no 'index' column", path=str(tsv),
-                              field="index", fix="use BIDS dseg columns: index, name")
+    from petbind.io.atlas import read_label_table
+
+    table = read_label_table(tsv)  # index, name, region
     hit = np.zeros(len(table), dtype=bool)
     for col in ("name", "region"):
         if col in table.columns:
@@ -746,11 +740,9 @@ def _auto_chunk(model: str, n_good: int, n_frames: int, n_workers: int,
 # the public entry point
 # ----------------------------------------------------------------------------
 def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from petbind.io.files import sha256_file
+
+    return sha256_file(path)
 
 
 def _hash_inputs(paths: list[str | None], known: Mapping[str, str] | None = None

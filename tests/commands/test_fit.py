@@ -113,7 +113,7 @@ def test_fit_refuses_to_overwrite_its_input(tacs, capsys):
 # helpers shared by the reference and plasma branches of ``petbind fit``
 # ---------------------------------------------------------------------------
 def test_parse_number_or_takes_the_keyword_in_any_case_or_a_number():
-    from petbind.commands.fit import parse_number_or
+    from petbind.commands.fit_common import parse_number_or
 
     kw = {"what": "minutes", "example": "e.g. --delay 0.1"}
     assert parse_number_or(" FIT ", "--delay", "fit", **kw) == "fit"
@@ -123,7 +123,7 @@ def test_parse_number_or_takes_the_keyword_in_any_case_or_a_number():
 
 @pytest.mark.parametrize("text", ["abc", "nan", "inf", "-inf", ""])
 def test_parse_number_or_refuses_words_and_non_finite_numbers_naming_the_option(text):
-    from petbind.commands.fit import parse_number_or
+    from petbind.commands.fit_common import parse_number_or
     from petbind.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
@@ -134,7 +134,7 @@ def test_parse_number_or_refuses_words_and_non_finite_numbers_naming_the_option(
 
 
 def test_select_regions_strips_blanks_and_names_the_missing_ones(tmp_path):
-    from petbind.commands.fit import select_regions
+    from petbind.commands.fit_common import select_regions
     from petbind.errors import ConfigError
 
     names = ["putamen", "thalamus", "cerebellum"]
@@ -147,7 +147,7 @@ def test_select_regions_strips_blanks_and_names_the_missing_ones(tmp_path):
 
 
 def test_refuse_overwrite_sees_the_same_file_through_another_spelling(tmp_path):
-    from petbind.commands.fit import refuse_overwrite
+    from petbind.commands.fit_common import refuse_overwrite
     from petbind.errors import ConfigError
 
     tacs = tmp_path / "a" / "t.tsv"
@@ -161,7 +161,7 @@ def test_refuse_overwrite_sees_the_same_file_through_another_spelling(tmp_path):
 
 
 def test_emit_table_prints_or_writes_table_and_sidecar(tmp_path, capsys):
-    from petbind.commands.fit import emit_table, warn_invalid
+    from petbind.commands.fit_common import emit_table, warn_invalid
 
     df = pd.DataFrame({"region": ["a", "b"], "model": ["m", "m"], "vt": [1.5, np.nan],
                        "valid": [True, False]})
@@ -186,7 +186,7 @@ def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from petbind.commands.fit import save_figure
+    from petbind.commands.fit_common import save_figure
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])

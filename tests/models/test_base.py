@@ -79,3 +79,34 @@ def test_judge_orders_the_reasons_and_names_bounds():
               reason=reason, bound_mask=mask, bound_names=names)
     assert fit.bound.tolist() == ["k1", "k1", "k1,vb", "", ""]
     assert fit.invalid_reason[2] == "parameter at bound: k1,vb"
+
+
+def test_derived_values_are_computed_from_the_fitted_ones_not_stored():
+    """DVR and k2' of an SRTM fit, V_T of a 1TCM fit: one source, same names in the outputs."""
+    import pickle
+
+    from petbind.models.base import Params
+
+    fit = Fit(model="srtm", timing=TIMING,
+              params={"bp_nd": np.array([1.0, 3.0]), "r1": np.array([0.5, 2.0]),
+                      "k2": np.array([0.1, np.nan]), "k2a": np.array([0.05, 0.1])},
+              data=np.ones((2, 4)), fitted=np.ones((2, 4)), weights=np.ones(4),
+              valid=np.array([True, False]), n_params=4)
+    assert isinstance(fit.params, Params)
+    assert set(fit.params.stored) == {"bp_nd", "r1", "k2", "k2a"}
+    assert fit.params.derived == ("k2prime", "dvr")
+    assert list(fit.params) == ["bp_nd", "r1", "k2", "k2a", "k2prime", "dvr"]
+    np.testing.assert_array_equal(fit.dvr, [2.0, 4.0])  # BP_ND + 1
+    assert fit.k2prime[0] == 0.1 / 0.5 and np.isnan(fit.k2prime[1])  # NaN input -> NaN
+    fixed = Fit(model="srtm2", timing=TIMING, params=dict(fit.params.stored),
+                data=fit.data, fitted=fit.data, weights=fit.weights, valid=fit.valid,
+                n_params=2, settings={"k2prime": 0.25})
+    np.testing.assert_array_equal(fixed.k2prime, [0.25, np.nan])  # the given k2'
+    back = pickle.loads(pickle.dumps(fit))
+    np.testing.assert_array_equal(back.params["dvr"], fit.params["dvr"])
+    one = Fit(model="1tcm", timing=TIMING, params={"k1": np.array([0.3]),
+                                                   "k2": np.array([0.1])},
+              data=np.ones((1, 4)), fitted=np.ones((1, 4)), weights=np.ones(4),
+              valid=np.array([True]), n_params=2)
+    assert one.vt[0] == 0.3 / 0.1
+    assert "vt" in one.to_frame().columns

@@ -57,3 +57,32 @@ def test_fit_delay_in_blocks_equals_one_block():
     for name in ("delay", "vb", "k1", "k2", "wrss"):
         np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), rtol=1e-10)
     np.testing.assert_allclose(blocks.delay, 0.1, atol=1 / 60)
+
+
+def test_fit_delay_recovers_a_known_delay_within_a_fraction_of_a_second():
+    """Noiseless 1TCM + v_B curves (the independent recursion above) at delays off the
+    coarse grid (every 4 s): on a 1-s step the delay is found exactly; between steps it is
+    one of the two steps around it (the reported delay is a whole step), within 0.75 s."""
+    step = 1 / 60
+    for true in (0.15, 0.4, -0.5, 0.77, 0.1234, -0.21):
+        inp, tm, data = _delayed_1tcm(true, k1=0.3, k2=0.1, vb=0.06)
+        out = fit_delay(inp, tm, data[None], step_min=step)
+        err_s = abs(out.delay[0] - true) * 60
+        on_step = abs(true / step - round(true / step)) < 1e-6
+        assert err_s < (1e-6 if on_step else 0.75), (true, out.delay[0])
+        assert out.wrss.shape == (1, out.candidates.size)
+        np.testing.assert_allclose(out.vb, 0.06, atol=3e-3)
+        np.testing.assert_allclose(out.k1, 0.3, rtol=2e-2)
+
+
+def test_the_delay_fit_is_the_one_tissue_engine_of_the_compartment_models():
+    """At a fixed delay the pre-fit's v_B, K1 and k2 are OneTCM's on the same early frames."""
+    from petbind.models.plasma import OneTCM
+
+    inp, tm, data = _delayed_1tcm(0.0, k1=0.3, k2=0.1, vb=0.06)
+    early = tm.end <= 10.0 + 1e-9
+    pre = fit_delay(inp, tm, data[None], search_min=(0.0, 0.0))
+    one = OneTCM(tm.subset(early), inp, vb="fit").fit(data[None, early])
+    np.testing.assert_allclose(pre.k1, one.k1, rtol=1e-3)
+    np.testing.assert_allclose(pre.k2, one.k2, rtol=1e-3)
+    np.testing.assert_allclose(pre.vb, one.vb, atol=1e-4)

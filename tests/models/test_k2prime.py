@@ -128,3 +128,25 @@ def test_region_policies_recover_the_true_k2prime_and_say_how(truth):
     with pytest.raises(ModelError, match="putamen"):
         k2prime_for_regions(parse_k2prime("mrtm@putamen"), TIMING, ref, curves, names,
                             for_models="mrtm2")
+
+
+def test_a_study_tracers_k2prime_is_the_models_rule(truth):
+    """The tracer-level rule lives in models/ (stats may use it); study keeps its name."""
+    from types import SimpleNamespace
+
+    from petbind.models.catalogue import K2PRIME_MODELS
+    from petbind.models.k2prime import k2prime_for_tracer
+    from petbind.study.pipeline import estimate_k2prime as study_name
+    from petbind.tac import TACTable
+
+    assert study_name is k2prime_for_tracer
+    assert set(K2PRIME_MODELS) == {"srtm2", "mrtm2", "logan"}
+    ref, curves, _, _ = truth
+    names = [f"r{i}" for i in range(len(curves))]
+    tacs = TACTable(TIMING, np.vstack([ref, curves]), ["cer", *names])
+    tracer = SimpleNamespace(name="x", models=("mrtm2",), map_model=None,
+                             reference_region="cer", model_settings={}, k2prime="auto",
+                             k2prime_policy=parse_k2prime("auto"), needs_k2prime=True)
+    value, info = k2prime_for_tracer(tracer, tacs, names, "atlas.tsv")
+    assert value == pytest.approx(REF["k2"], rel=2e-3)
+    assert info["policy"] == "auto" and info["model"] == "mrtm"

@@ -14,7 +14,9 @@ import pytest
 
 from petbind.errors import DataError, FileFormatError
 from petbind.report import build_report, load_outputs
-from petbind.report.build import REPORT_NAME, _nifti_b64, true_effect_map
+from petbind.report.build import REPORT_NAME
+from petbind.report.sections.truth import true_effect_map
+from petbind.report.sections.voxelwise import nifti_b64 as _nifti_b64
 
 from .conftest import (
     BP_TRUE,
@@ -199,7 +201,7 @@ def test_report_without_voxel_statistics_says_so_and_still_offers_the_bp_map(tmp
     study = load_outputs(paths["out"])
     assert study.tmaps == []
     from petbind.report import figures
-    from petbind.report.build import _voxel_sections
+    from petbind.report.sections.voxelwise import voxel_sections as _voxel_sections
 
     sections, volumes = _voxel_sections(study, figures)
     assert sections == []
@@ -264,7 +266,7 @@ def test_true_effect_map_is_the_mean_per_subject_percent_change_of_the_true_maps
 def test_frame_table_flags_gaps_overlaps_and_empty_frames():
     import pandas as pd
 
-    from petbind.report.build import _frame_table
+    from petbind.report.sections.scans import frame_table as _frame_table
 
     ok = pd.DataFrame({"frame_start": [0.0, 60.0, 120.0], "frame_end": [60.0, 120.0, 300.0]})
     start, end, issues = _frame_table(ok)
@@ -279,7 +281,7 @@ def test_frame_table_flags_gaps_overlaps_and_empty_frames():
 
 
 def test_schedule_text_run_length_encodes_frame_durations():
-    from petbind.report.build import _schedule_text
+    from petbind.report.sections.scans import schedule_text as _schedule_text
 
     durations = [10.0] * 6 + [20.0] * 3 + [30.0] * 2 + [60.0] * 4 + [120.0] * 4 + [300.0] * 5 \
         + [600.0] * 5
@@ -288,7 +290,7 @@ def test_schedule_text_run_length_encodes_frame_durations():
 
 
 def test_k2prime_text_describes_fixed_and_estimated_k2prime():
-    from petbind.report.build import _k2prime_text
+    from petbind.report.sections.methods import k2prime_text as _k2prime_text
 
     assert _k2prime_text({"k2prime": 0.1}) == "fixed at 0.1 1/min"
     assert _k2prime_text({"k2prime": "mrtm", "k2prime_region": "midbrain"}).startswith(
@@ -303,7 +305,7 @@ def test_k2prime_text_describes_fixed_and_estimated_k2prime():
 
 
 def test_run_label_treats_missing_runs_alike_and_keeps_real_ones():
-    from petbind.report.build import _run_label
+    from petbind.report.outputs import run_label as _run_label
 
     assert {_run_label(v) for v in (None, float("nan"), "n/a", "None")} == {""}
     assert _run_label("02") == "02"
@@ -328,7 +330,7 @@ def test_t_maps_are_shown_over_the_mean_t1w_resampled_to_the_pet_grid(built_repo
 
 
 def test_anatomy_in_another_space_is_not_used(tmp_path):
-    from petbind.report.build import _anatomy
+    from petbind.report.sections.voxelwise import anatomy as _anatomy
 
     paths = write_outputs(tmp_path)
     t1 = next((paths["bids"] / "sub-01" / "anat").glob("*_T1w.nii.gz"))
@@ -389,7 +391,7 @@ def image_truth_study(tmp_path_factory):
 
 def test_glance_gives_the_image_truths_percent_change_beside_the_tissue_truths(
         image_truth_study):
-    from petbind.report.build import _glance
+    from petbind.report.sections.summary import glance as _glance
 
     # independent: per subject the tissue truth is 1.2 (1 + 0.05 (i - 1)), +20 % on ketamine
     base = BP_TRUE["NAcc"] * (1 + 0.05 * (np.arange(len(SUBJECTS)) - 1))
@@ -451,7 +453,7 @@ def _template_space_study(root, matrix):
 
 def test_native_space_truth_is_not_shown_beside_a_template_space_effect_map(tmp_path):
     from petbind.report import figures
-    from petbind.report.build import _effect_figures
+    from petbind.report.sections.voxelwise import effect_figures as _effect_figures
 
     moved = np.eye(4)
     moved[:3, 3] = [3.0, -2.0, 1.0]
@@ -472,7 +474,7 @@ def test_native_space_truth_is_not_shown_beside_a_template_space_effect_map(tmp_
 
 def test_truth_on_another_grid_is_left_out_with_a_reason(tmp_path):
     from petbind.report import figures
-    from petbind.report.build import _effect_figures
+    from petbind.report.sections.voxelwise import effect_figures as _effect_figures
 
     paths = write_outputs(tmp_path)
     for p in (paths["bids"] / "derivatives" / "petbind-sim").glob("sub-*/ses-*/pet/*bpnd*"):
@@ -491,7 +493,7 @@ def test_preprocessed_study_shows_template_space_maps_over_the_template_t1w(tmp_
     import json
 
     from petbind.report import figures
-    from petbind.report.build import _voxel_sections
+    from petbind.report.sections.voxelwise import voxel_sections as _voxel_sections
 
     paths = write_outputs(tmp_path)
     out, bids = paths["out"], paths["bids"]
@@ -537,7 +539,8 @@ def test_preprocessed_study_shows_template_space_maps_over_the_template_t1w(tmp_
 
 
 def test_methods_describe_preprocessing_from_the_config_with_citations(tmp_path):
-    from petbind.report.build import _design, _methods
+    from petbind.report.sections.methods import methods as _methods
+    from petbind.report.sections.summary import design as _design
 
     paths = write_outputs(tmp_path, voxel=False)
     study = load_outputs(paths["out"])

@@ -17,6 +17,9 @@ def assert_complete_report(out: Path) -> str:
     html = build_report(out).read_text(encoding="utf-8")
     ids = [i for i in re.findall(r'<section id="([a-z]+)"', html) if i != "preprocessing"]
     assert ids == SECTIONS
+    for section in SECTIONS:  # each has its heading and its link in the page's menu
+        assert re.search(rf'<section id="{section}">\s*<h2>[^<]+</h2>', html), section
+        assert f'href="#{section}"' in html, section
     listed = StudyLayout(out).scans()
     study = load_outputs(out)
     assert len(listed) == study.summary["n_scans"] == len(study.scans) > 0

@@ -14,18 +14,7 @@ from typing import Any
 
 import typer
 
-from petbind.commands.fit_common import (  # noqa: F401 - re-exported for their old home
-    _safe_name,
-    _tsv_text,
-    choose_weights,
-    emit_table,
-    parse_number_or,
-    plot_paths,
-    refuse_overwrite,
-    save_figure,
-    select_regions,
-    warn_invalid,
-)
+from petbind.commands import fit_common
 from petbind.errors import ConfigError
 from petbind.models.catalogue import model_choices, parameter_units
 
@@ -87,7 +76,8 @@ def _plot_fits(fit: Any, ref: Any, regions: list[str], ref_name: str, units: str
             axg.set_xlabel(coords.x_label)
             axg.set_ylabel(coords.y_label)
             axg.legend(frameon=False, fontsize=8)
-        written.append(save_figure(fig, folder / f"{_safe_name(name)}_{fit.model}.png"))
+        png = folder / f"{fit_common._safe_name(name)}_{fit.model}.png"
+        written.append(fit_common.save_figure(fig, png))
     return written
 
 
@@ -188,7 +178,7 @@ def register(app: typer.Typer) -> None:
         if tstar is not None and spec.name != "logan":
             raise ConfigError("--tstar applies to logan only", field="--tstar",
                               fix="use --start MIN to start the fit window of other models")
-        refuse_overwrite({"--out": out}, [tacs])
+        fit_common.refuse_overwrite({"--out": out}, [tacs])
 
         table = read_tacs(tacs)
         from petbind.study.regions import add_pools, split_pool
@@ -196,8 +186,8 @@ def register(app: typer.Typer) -> None:
         table, pool_notes = add_pools(table, [ref, *(regions or "").split(",")])
         for note in pool_notes:
             typer.echo(f"note: {note}", err=True)
-        refuse_overwrite({"--plots": plot_paths(plots, list(table.regions), spec.name)},
-                         [tacs])
+        pngs = fit_common.plot_paths(plots, list(table.regions), spec.name)
+        fit_common.refuse_overwrite({"--plots": pngs}, [tacs])
         if ref not in table.regions:
             raise ConfigError(f"reference region {ref!r} is not in the table", path=tacs,
                               field="--ref", fix=f"use one of {', '.join(table.regions)}")
@@ -205,14 +195,14 @@ def register(app: typer.Typer) -> None:
             targets = [r for r in table.regions
                        if r != ref and r not in split_pool(ref) and "+" not in r]
         else:
-            targets = select_regions(regions, list(table.regions), tacs)
+            targets = fit_common.select_regions(regions, list(table.regions), tacs)
         if not targets:
             raise ConfigError("no target region to fit", path=tacs, field="--regions",
                               fix="the table needs at least one region besides the reference")
         iso = isotope or table.metadata.get("TracerRadionuclide")
         ref_curve = table.curve(ref)
         y = np.stack([table.curve(r) for r in targets])
-        w, w_source = choose_weights(weights, table, ignore_table_weights)
+        w, w_source = fit_common.choose_weights(weights, table, ignore_table_weights)
         settings: dict[str, Any] = {"weights": w, "start": start, "end": end,
                                     "isotope": iso}
         policy = _parse_k2prime(k2prime)
@@ -243,8 +233,8 @@ def register(app: typer.Typer) -> None:
                    "WeightsSource": w_source,
                    "Units": parameter_units(spec.params),
                    "Columns": list(df.columns)}
-        emit_table(df, out, sidecar)
+        fit_common.emit_table(df, out, sidecar)
         if plots is not None:
             paths = _plot_fits(result, ref_curve, targets, ref, table.units, plots)
             typer.echo(f"wrote {len(paths)} plots to {plots}")
-        warn_invalid(df)
+        fit_common.warn_invalid(df)

@@ -77,9 +77,10 @@ def power(
     sim = load_sim(simulate_config)
     if study_config is None:
         import tomllib
-        from importlib.resources import files
 
-        text = files("petbind").joinpath("data/demo_study.toml").read_text("utf-8")
+        from petbind.io.files import package_text
+
+        text = package_text("data", "demo_study.toml")
         study = parse_config(tomllib.loads(text), source="<demo study config>")
     else:
         study = load_study(study_config)

@@ -459,3 +459,43 @@ def timing_from_frame_table(path: PathLike) -> FrameTiming:
                             field=dfield)
     return FrameTiming(vals["frame_start"], dur, unit="s", source=str(p),
                        start_field="frame_start", duration_field=dfield)
+
+
+@file_reader
+def read_typed_tsv(path: PathLike, text_columns: tuple[str, ...] = (), *,
+                   default_na: bool = False, booleans: bool = True) -> pd.DataFrame:
+    """A TSV with typed columns (numbers parsed): ``n/a`` is missing, ``text_columns`` stay text.
+
+    For tables petbind wrote and for BIDS tables of values
+    (``participants.tsv``); :func:`read_tsv` reads an input table as strings.
+
+    Parameters
+    ----------
+    path : path
+    text_columns : tuple of str
+        Columns read as text (labels: subject ``"01"`` stays ``"01"``).
+    default_na : bool
+        Also read pandas' default missing markers (``NA``, ``null``, ``NaN``
+        ...) as missing; by default only ``n/a`` is, as BIDS writes it.
+    booleans : bool
+        Turn columns holding only ``true``/``false`` (any case) into booleans.
+
+    Raises
+    ------
+    FileFormatError
+        The file is missing or cannot be parsed (names the file).
+    """
+    try:
+        df = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=default_na,
+                         dtype={c: str for c in text_columns})
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise FileFormatError(f"cannot read this table: {exc}", path=path,
+                              fix="write one tab-separated row per line under one header line "
+                              "(petbind's outputs: rerun the step that wrote it)") from exc
+    if booleans:
+        for col in df.columns:
+            if df[col].dtype == object:
+                low = df[col].astype(str).str.lower()
+                if low.isin(["true", "false"]).all() and len(df):
+                    df[col] = low == "true"
+    return df

@@ -8,6 +8,7 @@ whose parameter arrays have the batch shape (dipy's ``reconst`` pattern).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -104,6 +105,86 @@ def at_bounds(params: NDArray, names: tuple[str, ...], lower: Any, upper: Any,
     return out
 
 
+class Params(MutableMapping):
+    """A fit's parameters: the ones its model solved for, and the derived ones on access.
+
+    The model's code stores only what it solves for (:attr:`stored`); each
+    :class:`~petbind.models.catalogue.Derived` of the model's catalogue entry
+    (DVR = BP_ND + 1, k2' = k2 / R1, V_T = K1 / k2, ...) is computed from
+    them when read, NaN wherever one of its inputs is NaN (an invalid fit). So
+    every output (``Fit.to_frame``, parametric maps, sidecars) reads the same
+    names as before, and each number has one source. A stored value of a
+    derived name wins (:func:`petbind.models.plasma.add_binding`'s
+    ``bp_nd = V_T / V_ND - 1``). Iteration order: stored names, then derived.
+
+    Parameters
+    ----------
+    stored : dict of str -> ndarray
+        Fitted parameters, batch-shaped.
+    model : str
+        Model name; its derived rules are looked up in the registry on access
+        (only the name is kept, so a fit pickles).
+    settings : mapping
+        The fit's settings (a fixed k2' is one).
+    """
+
+    def __init__(self, stored: Mapping[str, Any], model: str = "",
+                 settings: Mapping[str, Any] | None = None) -> None:
+        self.stored: dict[str, Any] = dict(stored)
+        self.model = model
+        self.settings: Mapping[str, Any] = settings if settings is not None else {}
+
+    def _rules(self) -> dict[str, Any]:
+        from petbind.models.registry import derived_rules
+
+        out: dict[str, Any] = {}
+        for rule in derived_rules(self.model):
+            if rule.name not in self.stored and all(n in self.stored or n in out
+                                                    for n in rule.inputs):
+                out[rule.name] = rule
+        return out
+
+    @property
+    def derived(self) -> tuple[str, ...]:
+        """Names computed on access (not stored)."""
+        return tuple(self._rules())
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.stored:
+            return self.stored[name]
+        rule = self._rules().get(name)
+        if rule is None:
+            raise KeyError(name)
+        ins = [np.asarray(self[n], dtype=float) for n in rule.inputs]
+        shape = np.broadcast_shapes(*(a.shape for a in ins)) if ins else ()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            value = np.asarray(rule.func({n: a for n, a in zip(rule.inputs, ins, strict=True)},
+                                         self.settings), dtype=float)
+            bad = np.zeros(shape, dtype=bool)
+            for a in ins:
+                bad |= np.isnan(a)
+            return np.where(bad, np.nan, value)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.stored[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self.stored[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.stored or name in self._rules()
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.stored
+        yield from self._rules()
+
+    def __len__(self) -> int:
+        return len(self.stored) + len(self._rules())
+
+    def __repr__(self) -> str:
+        return f"Params(stored={list(self.stored)}, derived={list(self.derived)})"
+
+
 @dataclass
 class Fit:
     """The result of fitting a model to a batch of curves.
@@ -114,9 +195,12 @@ class Fit:
         Model name, e.g. ``"srtm"``.
     timing : FrameTiming
         Frames of the fitted curves.
-    params : dict of str -> ndarray
+    params : Params (a mapping str -> ndarray)
         Named parameters, each shaped like the batch (uniform names across
-        models: ``bp_nd``, ``r1``, ``k2``, ``k2prime``, ``dvr``, ``vt``, ...).
+        models: ``bp_nd``, ``r1``, ``k2``, ``k2prime``, ``dvr``, ``vt``, ...):
+        those the model solved for and, computed on access, those derived from
+        them by the model's catalogue entry (:class:`Params`). A dict given
+        here is wrapped.
     se : dict of str -> ndarray
         Standard errors of (some of) ``params``; NaN where not available.
     data : ndarray, shape (..., n_frames)
@@ -144,7 +228,7 @@ class Fit:
 
     model: str
     timing: FrameTiming
-    params: dict[str, NDArray]
+    params: Params
     data: NDArray
     fitted: NDArray
     weights: NDArray
@@ -161,6 +245,8 @@ class Fit:
         if callable(self.fitted):
             # computed on first access (a voxel map that reads only parameters never pays)
             self.__dict__["_fitted_fn"] = self.__dict__.pop("fitted")
+        stored = self.params.stored if isinstance(self.params, Params) else self.params
+        self.params = Params(stored, self.model, self.settings)
         valid = np.asarray(self.valid, dtype=bool)
         if self.reason is None:
             self.reason = np.where(valid, VALID, FAILED).astype(np.uint8)

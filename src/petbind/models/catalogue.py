@@ -12,7 +12,9 @@ citations of the report's Methods paragraph.
 
 Adding a model: write its class (a subclass of
 :class:`petbind.models.reference.ReferenceModel` or of the plasma base) in
-its own module and add one :class:`ModelSpec` to :data:`CATALOGUE` below.
+its own module and add one :class:`ModelSpec` to :data:`CATALOGUE` below
+(or, from outside petbind, :func:`petbind.models.registry.register_model`,
+which calls :func:`add_model`); docs/adding-a-model.md.
 The factory is named as ``"module:Class"`` and imported on first use, so
 looking a model up never imports the model code (nor scipy).
 
@@ -76,6 +78,84 @@ PARAMETERS: dict[str, Param] = {p.name: p for p in (
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A parameter computed from a fit's parameters, declared once per model.
+
+    A :class:`~petbind.models.base.Fit` stores only what its model solved for;
+    a derived parameter (DVR from BP_ND, k2' = k2 / R1, V_T = K1 / k2 ...) is
+    computed from those on access (:class:`petbind.models.base.Params`), so
+    the number exists in one place and every output (tables, maps, sidecars)
+    reads it under the same name.
+
+    Attributes
+    ----------
+    name : str
+        Parameter name (a key of :data:`PARAMETERS`).
+    inputs : tuple of str
+        Parameters it is computed from; it is NaN wherever one of them is
+        (an invalid fit), and absent when one is missing.
+    formula : str
+        The rule in words, for docs and sidecars.
+    func : callable
+        ``func(params, settings)`` -> value (array or number, broadcast to the
+        batch): ``params`` maps names to arrays, ``settings`` is the fit's.
+        A module-level function, so fits stay picklable.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    formula: str
+    func: Callable[[Any, Any], Any]
+
+
+def _dvr_from_bp(p: Any, s: Any) -> Any:
+    return p["bp_nd"] + 1.0
+
+
+def _bp_from_dvr(p: Any, s: Any) -> Any:
+    return p["dvr"] - 1.0
+
+
+def _dvr_from_suvr(p: Any, s: Any) -> Any:
+    return p["suvr"] * 1.0
+
+
+def _bp_from_suvr(p: Any, s: Any) -> Any:
+    return p["suvr"] - 1.0
+
+
+def _k2prime(p: Any, s: Any) -> Any:
+    fixed = s.get("k2prime")
+    return fixed if fixed is not None else p["k2"] / p["r1"]
+
+
+def _vt_1tcm(p: Any, s: Any) -> Any:
+    return p["k1"] / p["k2"]
+
+
+def _vt_2tcm(p: Any, s: Any) -> Any:
+    return p["k1"] / p["k2"] * (1.0 + p["k3"] / p["k4"])
+
+
+def _bp_2tcm(p: Any, s: Any) -> Any:
+    return p["k3"] / p["k4"]
+
+
+def _ki_2tcm_irr(p: Any, s: Any) -> Any:
+    return p["k1"] * p["k3"] / (p["k2"] + p["k3"])
+
+
+def _undefined(p: Any, s: Any) -> Any:
+    return float("nan")
+
+
+DVR = Derived("dvr", ("bp_nd",), "BP_ND + 1", _dvr_from_bp)
+BP_FROM_DVR = Derived("bp_nd", ("dvr",), "DVR - 1", _bp_from_dvr)
+K2PRIME = Derived("k2prime", ("k2", "r1"), "k2 / R1 (the fixed k2' when one is given)",
+                  _k2prime)
+
+
+@dataclass(frozen=True)
 class PlotCoords:
     """The linear plot of a graphical model: keys of ``Fit.extra`` and axis labels."""
 
@@ -126,6 +206,9 @@ class ModelSpec:
         Whether a fit with R^2 < 0 is invalid (:attr:`petbind.models.base.Fit.invalid_reason`):
         True for models fitted to the curve; False for the ratio and the graphical
         methods, whose ``fitted`` is implied by a line, not fitted.
+    derived : tuple of Derived
+        Parameters computed from the fitted ones (in output order, after them);
+        the model's code returns only what it solves for.
     """
 
     name: str
@@ -140,6 +223,7 @@ class ModelSpec:
     work_bytes: int | None = None
     plot: PlotCoords | None = None
     gof_rule: bool = True
+    derived: tuple[Derived, ...] = ()
 
     @property
     def mappable(self) -> bool:
@@ -162,6 +246,8 @@ class ModelSpec:
 
 
 _SRTM_PARAMS = ("bp_nd", "r1", "k2", "k2a", "k2prime", "dvr")
+#: SRTM / MRTM families solve for BP_ND, R1, k2 and k2a; k2' and DVR follow.
+_SRTM_DERIVED = (K2PRIME, DVR)
 _REF = "petbind.models.reference"
 _PLASMA = "petbind.models.plasma"
 
@@ -195,6 +281,12 @@ ICHISE_2002 = ("Ichise M, Toyama H, Innis RB, Carson RE. Strategies to improve n
                "parameter estimation by linear regression analysis. J Cereb Blood Flow Metab "
                "2002;22:1271-1281.")
 
+def _srtm_family(name: str, cls: str, description: str, **fields: Any) -> ModelSpec:
+    """An entry of the SRTM / MRTM families: same parameters, k2' and DVR derived."""
+    return ModelSpec(name, f"{_REF}:{cls}", "reference", description, _SRTM_PARAMS,
+                     derived=_SRTM_DERIVED, **fields)
+
+
 _PLASMA_PLOT = PlotCoords("x", "y", "x (min)", "y")
 _LOGAN_REF_PLOT = PlotCoords("logan_x", "logan_y",
                              "[int C_R (+ C_R / k2')] / C_T (min)", "int C_T / C_T (min)")
@@ -204,41 +296,48 @@ _LOGAN_REF_PLOT = PlotCoords("logan_x", "logan_y",
 #: MRTM 22, Logan 93, SRTM2 123, SRTM 128); MRTM2 and BF-SRTM read the float32
 #: view block by block, the others fit a float64 copy of the chunk.
 CATALOGUE: tuple[ModelSpec, ...] = (
-    ModelSpec("srtm", f"{_REF}:SRTM", "reference",
-              "simplified reference tissue model, non-linear (Lammertsma 1996)",
-              _SRTM_PARAMS, k2prime="no", citation=LAMMERTSMA_1996, work_bytes=140),
-    ModelSpec("srtm2", f"{_REF}:SRTM2", "reference", "SRTM with fixed k2' (Wu & Carson 2002)",
-              _SRTM_PARAMS, k2prime="required", k2prime_estimator="srtm",
-              k2prime_by_default=True, citation=WU_CARSON_2002, work_bytes=140),
-    ModelSpec("bfsrtm", f"{_REF}:BFSRTM", "reference",
-              "basis-function SRTM (Gunn 1997); fixed-k2' variant with k2prime",
-              _SRTM_PARAMS, k2prime="optional", k2prime_estimator="srtm",
-              citation=GUNN_1997, work_bytes=16),
-    ModelSpec("mrtm", f"{_REF}:MRTM", "reference",
-              "multilinear reference tissue model (Ichise 2003)",
-              _SRTM_PARAMS, k2prime="no", citation=ICHISE_2003, work_bytes=32),
-    ModelSpec("mrtm2", f"{_REF}:MRTM2", "reference", "MRTM with fixed k2' (Ichise 2003)",
-              _SRTM_PARAMS, k2prime="required", k2prime_estimator="mrtm",
-              k2prime_by_default=True, citation=ICHISE_2003, work_bytes=10),
+    _srtm_family("srtm", "SRTM", "simplified reference tissue model, non-linear "
+                 "(Lammertsma 1996)", citation=LAMMERTSMA_1996, work_bytes=140),
+    _srtm_family("srtm2", "SRTM2", "SRTM with fixed k2' (Wu & Carson 2002)",
+                 k2prime="required", k2prime_estimator="srtm", k2prime_by_default=True,
+                 citation=WU_CARSON_2002, work_bytes=140),
+    _srtm_family("bfsrtm", "BFSRTM", "basis-function SRTM (Gunn 1997); fixed-k2' variant "
+                 "with k2prime", k2prime="optional", k2prime_estimator="srtm",
+                 citation=GUNN_1997, work_bytes=16),
+    _srtm_family("mrtm", "MRTM", "multilinear reference tissue model (Ichise 2003)",
+                 citation=ICHISE_2003, work_bytes=32),
+    _srtm_family("mrtm2", "MRTM2", "MRTM with fixed k2' (Ichise 2003)", k2prime="required",
+                 k2prime_estimator="mrtm", k2prime_by_default=True, citation=ICHISE_2003,
+                 work_bytes=10),
     ModelSpec("logan", f"{_REF}:LoganRef", "reference",
               "Logan reference graphical analysis, with the k2' term when k2' is given "
               "(Logan 1996)",
               ("bp_nd", "dvr", "intercept", "tstar"), k2prime="optional",
               k2prime_estimator="mrtm", k2prime_by_default=True, citation=LOGAN_1996,
-              work_bytes=100, plot=_LOGAN_REF_PLOT, gof_rule=False),
+              work_bytes=100, plot=_LOGAN_REF_PLOT, gof_rule=False, derived=(BP_FROM_DVR,)),
     ModelSpec("suvr", "petbind.models.ratio:TissueRatio", "reference",
               "target/reference ratio over a late window (SUVR - 1 as BP_ND)",
               ("suvr", "bp_nd", "dvr"), citation=CARSON_1993, work_bytes=32,
-              gof_rule=False),
+              gof_rule=False,
+              derived=(Derived("bp_nd", ("suvr",), "SUVR - 1", _bp_from_suvr),
+                       Derived("dvr", ("suvr",), "SUVR", _dvr_from_suvr))),
     ModelSpec("1tcm", f"{_PLASMA}:OneTCM", "plasma",
               "one-tissue compartment model, plasma input (V_T)",
-              ("k1", "k2", "vb", "vt"), citation=GUNN_2001),
+              ("k1", "k2", "vb", "vt"), citation=GUNN_2001,
+              derived=(Derived("vt", ("k1", "k2"), "K1 / k2", _vt_1tcm),)),
     ModelSpec("2tcm", f"{_PLASMA}:TwoTCM", "plasma",
               "reversible two-tissue compartment model, plasma input (V_T, BP_ND)",
-              ("k1", "k2", "k3", "k4", "vb", "vt", "bp_nd"), citation=GUNN_2001),
+              ("k1", "k2", "k3", "k4", "vb", "vt", "bp_nd"), citation=GUNN_2001,
+              derived=(Derived("vt", ("k1", "k2", "k3", "k4"), "K1 / k2 (1 + k3 / k4)",
+                               _vt_2tcm),
+                       Derived("vnd_2tcm", ("k1", "k2"), "K1 / k2", _vt_1tcm),
+                       Derived("bp_nd", ("k3", "k4"), "k3 / k4", _bp_2tcm))),
     ModelSpec("2tcm-irr", f"{_PLASMA}:TwoTCMIrreversible", "plasma",
               "irreversible two-tissue compartment model, plasma input (K_i)",
-              ("k1", "k2", "k3", "vb", "ki", "vt"), citation=GUNN_2001),
+              ("k1", "k2", "k3", "vb", "ki", "vt"), citation=GUNN_2001,
+              derived=(Derived("ki", ("k1", "k2", "k3"), "K1 k3 / (k2 + k3)", _ki_2tcm_irr),
+                       Derived("vt", ("k1",), "not defined for an irreversible model (NaN)",
+                               _undefined))),
     ModelSpec("logan-plasma", f"{_PLASMA}:LoganPlasma", "plasma",
               "Logan graphical analysis, plasma input (V_T)", ("vt", "intercept"),
               citation=LOGAN_1990, plot=_PLASMA_PLOT, gof_rule=False),
@@ -250,6 +349,12 @@ CATALOGUE: tuple[ModelSpec, ...] = (
               citation=ICHISE_2002, plot=_PLASMA_PLOT, gof_rule=False),
 )
 
+#: Models given a tracer's k2' (1/min) unless its policy is "none": the
+#: reference-tissue models whose ``k2prime_by_default`` is set (MRTM2, SRTM2, Logan).
+K2PRIME_MODELS: tuple[str, ...] = tuple(s.name for s in CATALOGUE
+                                        if s.input == "reference" and s.k2prime_by_default)
+
+
 def parameter_units(names: Any = None) -> dict[str, str]:
     """Units of the given parameter / column names that are known (all when None)."""
     if names is None:
@@ -257,10 +362,31 @@ def parameter_units(names: Any = None) -> dict[str, str]:
     return {str(n): PARAMETERS[str(n)].unit for n in names if str(n) in PARAMETERS}
 
 
+#: Models added at run time (:func:`add_model`, used by
+#: :func:`petbind.models.registry.register_model`), after the built-in ones.
+_ADDED: dict[str, ModelSpec] = {}
+
+
+def add_model(spec: ModelSpec) -> None:
+    """Add (or replace) a model after the built-in ones: the run-time catalogue entry.
+
+    Everything that reads the catalogue through :func:`specs` (the registry,
+    :func:`model_names`, the ``--model`` help of commands built afterwards)
+    then knows it.
+    """
+    _ADDED[spec.name] = spec
+
+
+def specs() -> tuple[ModelSpec, ...]:
+    """Every model: the built-in :data:`CATALOGUE`, then those added by :func:`add_model`."""
+    builtin = tuple(s for s in CATALOGUE if s.name not in _ADDED)
+    return builtin + tuple(_ADDED.values())
+
+
 def model_names(input: InputKind | None = None, *, mappable: bool | None = None
                 ) -> tuple[str, ...]:
-    """Names of the built-in models in catalogue order, optionally filtered."""
-    return tuple(s.name for s in CATALOGUE
+    """Names of the models in catalogue order (added ones last), optionally filtered."""
+    return tuple(s.name for s in specs()
                  if (input is None or s.input == input)
                  and (mappable is None or s.mappable == mappable))
 
@@ -272,7 +398,7 @@ def model_choices(input: InputKind, *, mappable: bool | None = None) -> str:
 
 def gof_rule(name: str) -> bool:
     """``ModelSpec.gof_rule`` of a catalogue model (True for a model not in the catalogue)."""
-    for spec in CATALOGUE:
+    for spec in specs():
         if spec.name == name:
             return spec.gof_rule
     return True

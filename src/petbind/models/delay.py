@@ -4,14 +4,15 @@ The arterial input reaches the brain a few seconds after the sampling site;
 the plasma models take that delay given or ``"fit"``, and the graphical
 methods can take v_B from the same early-frame fit. It lives here, beside the
 compartment models, so that :mod:`petbind.blood` holds no kinetic fit and
-imports nothing from :mod:`petbind.models` (moved from ``blood.py``).
+imports nothing from :mod:`petbind.models`.
 
-Its one-tissue model is still its own (a linear grid over delay x k2, then
-Levenberg-Marquardt with the delay as a parameter), not
-:class:`petbind.models.plasma.OneTCM`: rebuilt on OneTCM's machinery (a fit
-per candidate delay) it gave the same delays but took 25 times as long
-(0.16 s -> 4 s for three curves), so that step is left for a vectorised
-OneTCM over delays.
+The fit is the compartment models' own one-tissue engine
+(:data:`petbind.models.kinetics.ONE_TISSUE`), not a second 1TCM: the
+candidate delays are put on the batch axis (one shifted copy of the input per
+candidate, a bank of inputs with a row -> input index), every (curve, delay)
+pair is fitted in one batched call, the weighted SSE profile over the
+candidates locates the best, and a parabola through it and its neighbours
+refines the delay between candidates.
 
 References
 ----------
@@ -28,8 +29,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import ModelError
+from petbind.models.kinetics import ONE_TISSUE
 from petbind.numerics.convolution import PiecewiseLinear
-from petbind.numerics.optimize import levenberg_marquardt
 from petbind.timing import TIME_TOL_MIN, FrameTiming
 
 if TYPE_CHECKING:
@@ -47,15 +48,15 @@ class DelayFit:
     delay : ndarray, batch shape
         Delay (min) per curve, a multiple of ``step_min``.
     wrss : ndarray, shape batch + (n_delays,)
-        Best weighted residual sum of squares at each candidate delay of the
-        grid search (before refinement).
+        Weighted residual sum of squares of the one-tissue fit at each
+        candidate delay (the profile the delay is refined on).
     candidates : ndarray, shape (n_delays,)
         Delays tried by the grid search (min), every ``4 step_min``.
     step_min : float
         Grid step (min).
     vb : ndarray, batch shape, optional
         Blood volume fraction of the same early-frame 1TCM + v_B fit, at the
-        fitted delay (before rounding to ``step_min``).
+        fitted delay.
     k1, k2 : ndarray, batch shape, optional
         ``K1`` (mL/cm3/min) and ``k2`` (1/min) of that fit.
     """
@@ -69,6 +70,63 @@ class DelayFit:
     k2: NDArray | None = None
 
 
+def _bank(inp: InputFunction, tau: NDArray, delays: NDArray, sub: FrameTiming
+          ) -> tuple[PiecewiseLinear, NDArray]:
+    """The input shifted by each delay on the uniform grid ``tau``: plasma bank and C_B means."""
+    shifted = tau[None, :] - delays[:, None]
+    late = np.maximum(shifted, 0.0)
+    cp = np.where(shifted >= 0, inp.plasma.interp(late), 0.0)
+    cb = np.where(shifted >= 0, inp.blood.interp(late), 0.0)
+    return PiecewiseLinear(tau, cp), PiecewiseLinear(tau, cb).frame_means(sub)
+
+
+def _fine_stage(inp: InputFunction, tau: NDArray, sub: FrameTiming, y2: NDArray,
+                w2: NDArray, d: NDArray, step_min: float, best: NDArray, centre: NDArray,
+                max_iter: int, max_moves: int = 8) -> tuple[NDArray, NDArray]:
+    """The step of least weighted SSE near ``centre`` (in steps), descending step by step.
+
+    Each round fits, in one batched call, every still-moving curve at the steps
+    ``centre - 1, centre, centre + 1`` (from ``best``); a curve whose least
+    SSE is at an end of its three (and not at the end of the search range)
+    moves its centre there and goes again. Returns the delay (min) and the
+    parameters ``K1, k2, v_B`` at it (``best`` where no fit is finite).
+    """
+    n_c = y2.shape[0]
+    lo, hi = round(d[0] / step_min), round(d[-1] / step_min)
+    centre = np.clip(centre, lo, hi)
+    delay = np.full(n_c, np.nan)
+    out = best.copy()
+    active = np.arange(n_c)
+    offsets = np.array([-1.0, 0.0, 1.0])
+    for _ in range(max_moves):
+        if active.size == 0:
+            break
+        n_a = active.size
+        steps = np.clip(centre[active][None, :] + offsets[:, None], lo, hi)  # (3, n_a)
+        uniq, inv = np.unique(steps * step_min + 0.0, return_inverse=True)
+        plasma, cb = _bank(inp, tau, uniq, sub)
+        fin = ONE_TISSUE.fit(plasma, cb, sub, np.tile(y2[active], (3, 1)),
+                             np.tile(w2[active], (3, 1)), None,
+                             p0=np.tile(best[active], (3, 1)), group=inv.ravel(),
+                             max_iter=max_iter, final=False)
+        wf = np.where(np.isfinite(fin.wrss), fin.wrss, np.inf).reshape(3, n_a)
+        k = np.argmin(wf, axis=0)
+        cols = np.arange(n_a)
+        found = np.isfinite(wf[k, cols])
+        at = steps[k, cols]
+        moving = found & (k != 1) & (at != centre[active])
+        done = ~moving
+        rows = active[done]
+        delay[rows] = np.where(found[done], at[done] * step_min, np.nan)
+        take = found[done]
+        out[rows[take]] = fin.params.reshape(3, n_a, -1)[k[done][take], cols[done][take]]
+        centre[active[moving]] = at[moving]
+        active = active[moving]
+    if active.size:  # still descending after max_moves: keep the last centre
+        delay[active] = centre[active] * step_min
+    return delay, out
+
+
 def fit_delay(
     inp: InputFunction,
     timing: FrameTiming,
@@ -78,19 +136,25 @@ def fit_delay(
     search_min: tuple[float, float] = (-1.0, 1.0),
     step_min: float = 1.0 / 60.0,
     end_min: float = 10.0,
-    k2_grid: ArrayLike | None = None,
     chunk: int = 256,
+    max_iter: int = 60,
+    coarse_iter: int = 6,
 ) -> DelayFit:
     """Fit the input delay per curve with a 1TCM + v_B on the early frames.
 
-    For every candidate delay on a grid of step ``step_min`` and every ``k2``
-    on a grid, the model ``(1 - v_B) K1 (C_P * exp(-k2 t)) + v_B C_B`` is
-    linear in ``(1 - v_B) K1`` and ``v_B`` and solved exactly (weighted least
-    squares, frame averages from the exact kernel); the best admissible
-    solution (``K1 >= 0``, ``0 <= v_B < 1``) starts a Levenberg-Marquardt
-    refinement of ``(1 - v_B) K1, k2, v_B`` and the delay together, the input
-    being shifted on a uniform grid of step ``step_min``. The delay is
-    reported rounded to that step.
+    The model ``(1 - v_B) K1 (C_P(t - d) * exp(-k2 t)) + v_B C_B(t - d)`` is
+    fitted by the one-tissue engine of the compartment models
+    (:meth:`petbind.models.kinetics.TissueKinetics.fit`: basis-function start,
+    then bounded Levenberg-Marquardt of ``K1, k2, v_B``) at every candidate
+    delay ``d`` of a grid of step ``4 step_min`` over ``search_min``, all
+    (curve, candidate) pairs in one batched call, each candidate with its own
+    shifted input (on a uniform grid of step ``step_min``). Per curve the
+    candidate of least weighted SSE and its two neighbours give a parabola
+    whose vertex is near the delay; the model is then fitted, from the best
+    candidate's parameters, at the step of ``step_min`` nearest that vertex
+    and the steps either side (one batched call), moving step by step while
+    the least SSE is at an end of the three: the delay is the step of least
+    weighted SSE, with v_B, K1 and k2 of the fit there.
 
     Parameters
     ----------
@@ -105,15 +169,19 @@ def fit_delay(
     search_min : (float, float)
         Range of delays tried (min).
     step_min : float
-        Grid step (min); default 1 s.
+        Resolution of the delay (min); default 1 s.
     end_min : float
         Only frames ending by this time (min) are used.
-    k2_grid : array_like, optional
-        k2 values (1/min); default 40 values log-spaced over 0.005-3.
     chunk : int
         Curves fitted together; larger batches are fitted block by block,
-        which bounds the memory (about 0.35 MB per curve in a block) and
-        gives the same result.
+        which bounds the memory and gives the same result.
+    max_iter : int
+        Iteration limit of the Levenberg-Marquardt fits of the fine stage.
+    coarse_iter : int
+        Iteration limit at the candidates when there are several: enough to
+        rank them (the fine stage starts from the best and iterates to
+        convergence). A single candidate (``search_min`` one delay) is fitted
+        with ``max_iter``.
 
     Returns
     -------
@@ -123,12 +191,6 @@ def fit_delay(
     ------
     ModelError
         Fewer than three frames end by ``end_min``.
-
-    Notes
-    -----
-    The refinement re-interpolates the shifted input for every curve at
-    every iteration: 35-70 curves/s on a shared 2-core machine. Fine for
-    regions; for voxel maps fit the delay on a region curve and pass it on.
     """
     y = np.asarray(tacs, dtype=float)
     batch = y.shape[:-1]
@@ -138,7 +200,7 @@ def fit_delay(
         w_all = np.broadcast_to(w_all, y.shape).reshape(y2.shape)
         parts = [fit_delay(inp, timing, y2[i:i + chunk], weights=w_all[i:i + chunk],
                            search_min=search_min, step_min=step_min, end_min=end_min,
-                           k2_grid=k2_grid, chunk=chunk)
+                           chunk=chunk, max_iter=max_iter, coarse_iter=coarse_iter)
                  for i in range(0, y2.shape[0], chunk)]
 
         def joined(name: str) -> NDArray:
@@ -156,57 +218,39 @@ def fit_delay(
     w = np.ones(y.shape[-1]) if weights is None else np.asarray(weights, dtype=float)
     w2 = np.broadcast_to(w, y.shape).reshape(-1, y.shape[-1])[:, use]
     y2 = y2[:, use]
-    coarse = 4.0 * step_min  # the grid search; the refinement reaches step_min
+    n_c = y2.shape[0]
+    coarse = 4.0 * step_min
     lo_m = int(np.floor(search_min[0] / coarse + 1e-9))
     hi_m = int(np.ceil(search_min[1] / coarse - 1e-9))
-    d = np.arange(lo_m, hi_m + 1) * coarse
-    t_end = float(sub.end[-1])
-    tau = np.arange(0.0, t_end + step_min, step_min)
-    shifted = tau[None, :] - d[:, None]
-    cp = np.where(shifted >= 0, inp.plasma.interp(np.maximum(shifted, 0)), 0.0)
-    cb = np.where(shifted >= 0, inp.blood.interp(np.maximum(shifted, 0)), 0.0)
-    k2 = np.geomspace(0.005, 3.0, 40) if k2_grid is None else np.asarray(k2_grid, float)
-    e = PiecewiseLinear(tau, cp[:, None, :]).exp_conv_frame_means(k2, sub)  # (D, G, F)
-    b = PiecewiseLinear(tau, cb).frame_means(sub)  # (D, F)
-    # normal equations per (curve, delay, k2)
-    wy = w2 * y2
-    s_ee = np.einsum("dgf,nf,dgf->ndg", e, w2, e)
-    s_eb = np.einsum("dgf,nf,df->ndg", e, w2, b)
-    s_bb = np.einsum("df,nf,df->nd", b, w2, b)[..., None]
-    s_ey = np.einsum("dgf,nf->ndg", e, wy)
-    s_by = np.einsum("df,nf->nd", b, wy)[..., None]
-    det = s_ee * s_bb - s_eb**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = (s_ey * s_bb - s_eb * s_by) / det
-        v = (s_ee * s_by - s_eb * s_ey) / det
-    yy = np.sum(w2 * y2 * y2, axis=-1)[:, None, None]
-    wrss = yy - 2 * (a * s_ey + v * s_by) + a * a * s_ee + 2 * a * v * s_eb + v * v * s_bb
-    ok = np.isfinite(wrss) & (a >= 0) & (v >= 0) & (v < 1) & (det > 0)
-    wrss = np.where(ok, wrss, np.inf)
-    best_d = np.min(wrss, axis=-1)  # (N, D)
-    n_c = y2.shape[0]
-    flat = np.argmin(wrss.reshape(n_c, -1), axis=-1)
-    i_d, i_g = np.unravel_index(flat, wrss.shape[1:])
+    d = np.arange(lo_m, hi_m + 1) * coarse + 0.0
+    n_d = d.size
+    tau = np.arange(0.0, float(sub.end[-1]) + step_min, step_min)
+    # every (candidate, curve) pair in one batched fit: candidate-major rows
+    plasma, cb = _bank(inp, tau, d, sub)
+    group = np.repeat(np.arange(n_d), n_c)
+    res = ONE_TISSUE.fit(plasma, cb, sub, np.tile(y2, (n_d, 1)), np.tile(w2, (n_d, 1)), None,
+                         group=group, max_iter=coarse_iter if n_d > 1 else max_iter,
+                         final=False)  # one candidate (a given delay): fitted to convergence
+    profile = res.wrss.reshape(n_d, n_c).T  # (N, D)
+    prof = np.where(np.isfinite(profile), profile, np.inf)
+    i = np.argmin(prof, axis=-1)
     rows = np.arange(n_c)
-    p0 = np.stack([np.nan_to_num(a[rows, i_d, i_g], nan=0.1), k2[i_g],
-                   np.clip(np.nan_to_num(v[rows, i_d, i_g], nan=0.05), 0.0, 0.89),
-                   d[i_d]], axis=-1)
-
-    def predict(p: NDArray, idx: NDArray) -> NDArray:
-        shift = tau - p[..., 3:4]
-        cpd = np.where(shift >= 0, inp.plasma.interp(np.maximum(shift, 0.0)), 0.0)
-        cbd = np.where(shift >= 0, inp.blood.interp(np.maximum(shift, 0.0)), 0.0)
-        conv = PiecewiseLinear(tau, cpd).exp_conv_frame_means(p[..., 1], sub)
-        return p[..., 0:1] * conv + p[..., 2:3] * PiecewiseLinear(tau, cbd).frame_means(sub)
-
-    with np.errstate(all="ignore"):
-        res = levenberg_marquardt(predict, y2, p0, weights=w2,
-                                  lower=[0.0, 1e-4, 0.0, d[0]], upper=[np.inf, 10.0, 0.9, d[-1]])
-    better = np.isfinite(res.wrss) & (res.wrss <= np.min(best_d, axis=-1) * (1 + 1e-9))
-    best = np.where(better[:, None], res.params, p0)  # (1 - vB) K1, k2, vB, delay
-    delay = np.round(best[:, 3] / step_min) * step_min + 0.0
-    vb = best[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k1 = best[:, 0] / (1.0 - vb)
-    return DelayFit(delay.reshape(batch), best_d.reshape(batch + (d.size,)), d, step_min,
-                    vb=vb.reshape(batch), k1=k1.reshape(batch), k2=best[:, 1].reshape(batch))
+    # parabola through the best candidate and its neighbours (inside the grid)
+    j = np.clip(i, 1, max(n_d - 2, 1)) if n_d >= 3 else i
+    shift = np.zeros(n_c)
+    if n_d >= 3:
+        f0, f1, f2 = prof[rows, j - 1], prof[rows, j], prof[rows, j + 1]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            curv = f0 - 2.0 * f1 + f2
+            vertex = 0.5 * (f0 - f2) / curv  # in candidate steps, from j
+            ok = np.isfinite(vertex) & (curv > 0)
+            shift = np.where(ok, np.clip(j + np.where(ok, vertex, 0.0), 0, n_d - 1) - i, 0.0)
+    best = res.params.reshape(n_d, n_c, -1)[i, rows]  # K1, k2, vB of the best candidate
+    delay = d[i]
+    if n_d > 1:
+        delay, best = _fine_stage(inp, tau, sub, y2, w2, d, step_min, best,
+                                  np.round((d[i] + shift * coarse) / step_min), max_iter)
+    delay = np.round(np.asarray(delay) / step_min) * step_min + 0.0
+    return DelayFit(delay.reshape(batch), profile.reshape(batch + (n_d,)), d, step_min,
+                    vb=best[:, 2].reshape(batch), k1=best[:, 0].reshape(batch),
+                    k2=best[:, 1].reshape(batch))

@@ -43,6 +43,7 @@ neuroreceptor functional imaging. J Cereb Blood Flow Metab 2002;22:1440-1452.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,9 +51,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from petbind.errors import ModelError
+from petbind.errors import DataError, ModelError
 from petbind.models.base import Fit
-from petbind.models.catalogue import CATALOGUE
+from petbind.models.catalogue import K2PRIME_MODELS, specs
 from petbind.timing import FrameTiming
 
 PolicyKind = Literal["value", "none", "region", "median", "auto"]
@@ -64,7 +65,27 @@ WORDS = ("none", "auto", "median", "pooled", *ESTIMATORS)
 VOCABULARY = ("a number (1/min), 'none', 'auto', 'median', or 'mrtm@REGION' / "
               "'srtm@REGION' (that model fitted in a named high-binding region)")
 
-_SPECS = {s.name: s for s in CATALOGUE}
+
+
+def _specs() -> dict[str, Any]:
+    """Catalogue entries by name (models registered at run time included)."""
+    return {s.name: s for s in specs()}
+
+__all__ = [
+    "ESTIMATORS",
+    "K2PRIME_MODELS",
+    "VOCABULARY",
+    "WORDS",
+    "K2PrimePolicy",
+    "check_policy_for",
+    "estimate_k2prime",
+    "k2prime_for_regions",
+    "k2prime_for_tracer",
+    "k2prime_from_fit",
+    "model_kwargs",
+    "parse_k2prime",
+    "uses_k2prime",
+]
 
 
 @dataclass(frozen=True)
@@ -106,8 +127,9 @@ class K2PrimePolicy:
         if self.model is not None:
             return self.model
         names = [for_models] if isinstance(for_models, str) else list(for_models)
-        est = {_SPECS[n].k2prime_estimator for n in names
-               if n in _SPECS and _SPECS[n].k2prime_estimator}
+        known = _specs()
+        est = {known[n].k2prime_estimator for n in names
+               if n in known and known[n].k2prime_estimator}
         return est.pop() if len(est) == 1 else "mrtm"
 
     def describe(self, **extra: Any) -> dict[str, Any]:
@@ -184,7 +206,8 @@ def check_policy_for(policy: K2PrimePolicy, models: Iterable[str], *, field: str
     """Refuse ``none`` for a model that requires k2' (MRTM2, SRTM2)."""
     if policy.kind != "none":
         return
-    need = [m for m in models if m in _SPECS and _SPECS[m].k2prime == "required"]
+    known = _specs()
+    need = [m for m in models if m in known and known[m].k2prime == "required"]
     if need:
         raise ModelError(f"k2' policy 'none' but {', '.join(need)} need(s) k2'", field=field,
                          fix="give k2' as a number, 'auto', 'median' or 'mrtm@REGION'")
@@ -198,7 +221,7 @@ def uses_k2prime(model: str, policy: K2PrimePolicy) -> bool:
     ``none``; BF-SRTM's optional k2' is not (``petbind fit --model bfsrtm
     --k2prime ...`` gives it explicitly).
     """
-    spec = _SPECS.get(model)
+    spec = _specs().get(model)
     if spec is None or policy.kind == "none":
         return False
     return spec.k2prime == "required" or spec.k2prime_by_default
@@ -340,3 +363,99 @@ def k2prime_for_regions(policy: K2PrimePolicy, timing: FrameTiming, ref: ArrayLi
               "median": "median k2 / R1 over the valid target regions",
               "auto": "median k2 / R1 over the higher-binding half of the target regions "
                       "(BP_ND >= its median)"}[policy.kind])
+
+
+# ----------------------------------------------------------------------------
+# a study tracer's k2' (the study pipeline and the power simulation)
+# ----------------------------------------------------------------------------
+def model_kwargs(tracer: Any, model: str, tacs: Any) -> dict[str, Any]:
+    """The tracer's ``model_settings`` of ``model``, with the sidecar's isotope for counts weights.
+
+    Counts weighting of decay-corrected data needs the radionuclide
+    (:func:`petbind.models.weights.frame_weights`); every BIDS-PET sidecar
+    states it (``TracerRadionuclide``), so it is taken from there unless the
+    settings name an isotope.
+
+    Parameters
+    ----------
+    tracer : object
+        A study tracer (``petbind.study.config.TracerConfig``): its
+        ``model_settings`` mapping of model name -> settings is read.
+    model : str
+    tacs : petbind.tac.TACTable
+        The scan's region curves (``metadata["isotope"]`` from the sidecar).
+    """
+    kw = dict(tracer.model_settings.get(model, {}))
+    if kw.get("weights") == "counts" and "isotope" not in kw and tacs.metadata.get("isotope"):
+        kw["isotope"] = tacs.metadata["isotope"]
+    return kw
+
+
+def k2prime_for_tracer(tracer: Any, tacs: Any, targets: list[str],
+                       where: str) -> tuple[float | None, dict[str, Any]]:
+    """k2' (1/min) by a study tracer's policy, from its scan's region curves.
+
+    The one k2' rule of ``petbind run`` and of the power simulation
+    (:mod:`petbind.stats.power`); the policy and its vocabulary are this
+    module's (the same as ``petbind fit --k2prime``): a number; ``"mrtm"`` /
+    ``"srtm"`` with ``k2prime_region`` (or ``"mrtm@REGION"``): that model
+    fitted to the region, k2' = k2 / R1 (Ichise et al. 2003; Wu & Carson
+    2002); ``"median"``: the median k2' over the valid targets; ``"auto"``:
+    over their higher-binding half; ``"none"``: no k2' (Logan without its k2'
+    term).
+
+    Parameters
+    ----------
+    tracer : object
+        A study tracer (``petbind.study.config.TracerConfig``; read, duck-typed:
+        ``name``, ``models``, ``map_model``, ``reference_region``,
+        ``model_settings``, ``k2prime``, ``k2prime_policy``, ``needs_k2prime``).
+    tacs : petbind.tac.TACTable
+        The scan's region curves.
+    targets : list of str
+        Target regions (the candidates of ``auto`` and ``median``).
+    where : str
+        The file named in errors (the scan's atlas table).
+
+    Returns
+    -------
+    k2prime : float or None
+        None when no configured model takes k2' (:data:`K2PRIME_MODELS`), or
+        for ``"none"``.
+    info : dict
+        The policy and how k2' was obtained, for the sidecars.
+
+    Raises
+    ------
+    DataError
+        The policy's region is not in the atlas.
+    ModelError
+        k2' could not be estimated.
+    """
+    if not tracer.needs_k2prime:
+        return None, ({} if tracer.k2prime != "none" else tracer.k2prime_policy.describe())
+    policy = tracer.k2prime_policy
+    if policy.kind == "value":
+        return policy.value, policy.describe(method="config value")
+    if policy.kind == "region" and policy.region not in tacs.regions:
+        raise DataError(f"k2prime_region {policy.region!r} is not in the atlas",
+                        path=where, field=f"tracers.{tracer.name}.k2prime_region",
+                        fix=f"use one of: {', '.join(tacs.regions)}")
+    used = [m for m in (*tracer.models, tracer.map_model) if m in K2PRIME_MODELS]
+    model = policy.estimator(used or tracer.models)
+    curves = {n: tacs.curve(n) for n in tacs.regions}
+    ref = tacs.curve(tracer.reference_region)
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value, info = k2prime_for_regions(
+                policy, tacs.timing, ref, curves, targets, for_models=used,
+                settings=model_kwargs(tracer, model, tacs),
+                field=f"tracers.{tracer.name}.k2prime")
+    except ModelError as exc:
+        names = policy.region if policy.kind == "region" else ", ".join(targets)
+        raise ModelError(f"k2' could not be estimated by {model} on {names}",
+                         path=where, field=f"tracers.{tracer.name}.k2prime",
+                         fix="give k2' as a number (1/min) or another k2prime_region"
+                         ) from exc
+    return value, info

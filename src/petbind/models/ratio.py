@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError
-from petbind.models.reference import ReferenceModel, _Result
+from petbind.models.reference.common import ReferenceModel, Result
 from petbind.timing import FrameTiming
 
 
@@ -55,9 +55,9 @@ class TissueRatio(ReferenceModel):
         return {"window_rule": "last third of the scan" if self.default_window else "given",
                 "average": "duration-weighted"}
 
-    def _fit(self, y: NDArray, w: NDArray) -> _Result:
+    def _fit(self, y: NDArray, w: NDArray) -> Result:
         mean_t = (y @ self._dw) / float(self._dw.sum())
         ratio = mean_t / self._ref_mean
         fitted = ratio[:, None] * self.ref
-        params = {"suvr": ratio, "bp_nd": ratio - 1.0, "dvr": ratio}
-        return _Result(params, {}, fitted, np.isfinite(ratio) & (mean_t > 0))
+        params = {"suvr": ratio}  # bp_nd = SUVR - 1 and dvr = SUVR are derived (catalogue)
+        return Result(params, {}, fitted, np.isfinite(ratio) & (mean_t > 0))

@@ -18,13 +18,27 @@ from collections.abc import Callable
 from typing import Any
 
 from petbind.errors import ModelError
-from petbind.models.catalogue import CATALOGUE, InputKind, K2Need, ModelSpec, PlotCoords
+from petbind.models.catalogue import (
+    _ADDED,
+    InputKind,
+    K2Need,
+    ModelSpec,
+    PlotCoords,
+    add_model,
+    specs,
+)
 from petbind.timing import FrameTiming
 
 __all__ = ["InputKind", "ModelSpec", "PlotCoords", "available_models", "get_model",
            "make_model", "model_spec", "register_model"]
 
-_REGISTRY: dict[str, ModelSpec] = {s.name: s for s in CATALOGUE}
+#: The models registered at run time (the catalogue's added entries; popping one
+#: unregisters it).
+_REGISTRY = _ADDED
+
+
+def _registry() -> dict[str, ModelSpec]:
+    return {s.name: s for s in specs()}
 
 
 def register_model(name: str, factory: Callable[..., Any] | str, *, input: InputKind,
@@ -38,13 +52,19 @@ def register_model(name: str, factory: Callable[..., Any] | str, *, input: Input
     if input not in ("reference", "plasma"):
         raise ModelError(f"model {name!r}: input must be 'reference' or 'plasma'",
                          field="input", fix="register with input='reference' or 'plasma'")
-    _REGISTRY[name.lower()] = ModelSpec(name.lower(), factory, input, description,
-                                        tuple(params), k2prime, **spec)
+    add_model(ModelSpec(name.lower(), factory, input, description, tuple(params), k2prime,
+                        **spec))
+
+
+def derived_rules(name: str) -> tuple[Any, ...]:
+    """The :class:`~petbind.models.catalogue.Derived` rules of a model (none if unknown)."""
+    spec = _registry().get(str(name).lower())
+    return spec.derived if spec is not None else ()
 
 
 def available_models(input: InputKind | None = None) -> list[str]:
     """Registered model names (optionally only those taking ``input``)."""
-    return sorted(k for k, s in _REGISTRY.items() if input is None or s.input == input)
+    return sorted(k for k, s in _registry().items() if input is None or s.input == input)
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -55,7 +75,7 @@ def model_spec(name: str) -> ModelSpec:
     ModelError
         If no model of that name is registered.
     """
-    spec = _REGISTRY.get(str(name).lower())
+    spec = _registry().get(str(name).lower())
     if spec is None:
         raise ModelError(f"unknown model {name!r}", field="model",
                          fix=f"use one of {', '.join(available_models())}")

@@ -38,6 +38,9 @@ from petbind.timing import TIME_TOL_MIN, FrameTiming
 
 #: Smallest rate (1/min) used in the exponential convolution (half-life of 1.3 years).
 MIN_RATE = 1e-6
+#: Bank rows x knots above which :class:`ExpConvPlan` reads the bank knot by knot
+#: rather than copying every row's curve once per call (measured crossover).
+_GATHER_ONCE = 200_000
 #: Interior knots bridging a gap between frames (cubic through neighbouring mid-points).
 _GAP_KNOTS = 8
 
@@ -156,16 +159,67 @@ class PiecewiseLinear:
         costs four element-wise operations per knot on arrays of the batch
         size (which stay in cache).
         """
-        theta = np.maximum(np.asarray(rates, dtype=float), MIN_RATE)
-        n = timing.n_frames
+        return self.plan(timing)(rates)
+
+    def plan(self, timing: FrameTiming) -> ExpConvPlan:
+        """The rate-independent part of :meth:`exp_conv_frame_means`, computed once.
+
+        A fit that evaluates the convolution at many rates for the same curve
+        and frames (every iteration of a non-linear fit) keeps the plan and
+        calls it with the rates.
+        """
         edges = np.concatenate([timing.start, timing.end])
         tt, yy, idx = self._with_points(edges)
         h = np.diff(tt)
-        shape = np.broadcast_shapes(theta.shape, yy.shape[:-1])
-        th = np.broadcast_to(theta, shape)
         h_unique, which = np.unique(h, return_inverse=True)
+        knots, inverse = np.unique(idx, return_inverse=True)   # contiguous frames share edges
+        slots = np.full(tt.size, -1)
+        slots[knots] = np.arange(knots.size)
+        ci = self.integral(edges)
+        n = timing.n_frames
+        return ExpConvPlan(yy=yy, slope=np.diff(yy, axis=-1) / h, h_unique=h_unique,
+                           which=which, slots=slots, inverse=inverse,
+                           frame_int_c=ci[..., n:] - ci[..., :n],
+                           duration=np.asarray(timing.duration, dtype=float))
+
+
+@dataclass(frozen=True)
+class ExpConvPlan:
+    """Frame means of ``C * exp(-rate t)`` for one curve (or a bank of curves) and frames.
+
+    Made by :meth:`PiecewiseLinear.plan`; calling it with rates gives
+    :meth:`PiecewiseLinear.exp_conv_frame_means`. For a *bank* of curves
+    (values (D, K)), ``rows`` picks the curve of each batch row: the result
+    then has the rows on the second-to-last batch axis (rates shaped
+    ``(..., n, m)`` with ``rows`` (n,) give ``(..., n, m, n_frames)``).
+    """
+
+    yy: NDArray
+    slope: NDArray
+    h_unique: NDArray
+    which: NDArray
+    slots: NDArray
+    inverse: NDArray
+    frame_int_c: NDArray
+    duration: NDArray
+
+    def __call__(self, rates: ArrayLike, rows: NDArray | None = None) -> NDArray:
+        """Exact frame averages of the convolution (kBq/mL), see the module docs."""
+        theta = np.maximum(np.asarray(rates, dtype=float), MIN_RATE)
+        n_k = self.yy.shape[-1]
+        by_knot = rows is not None and rows.size * n_k > _GATHER_ONCE
+        if rows is None:
+            yy, slope, frame_int_c = self.yy, self.slope, self.frame_int_c
+        elif by_knot:  # many rows: read a knot's values of every curve, knot by knot
+            yy, slope = np.ascontiguousarray(self.yy.T), np.ascontiguousarray(self.slope.T)
+            frame_int_c = self.frame_int_c[rows][:, None, :]
+        else:  # each row's curve of the bank, on a batch axis before the rates' last
+            yy, slope = self.yy[rows][:, None, :], self.slope[rows][:, None, :]
+            frame_int_c = self.frame_int_c[rows][:, None, :]
+        shape = np.broadcast_shapes(theta.shape, (rows.size, 1) if by_knot else yy.shape[:-1])
+        th = np.broadcast_to(theta, shape)
         factors = []
-        for hj in h_unique:
+        for hj in self.h_unique:
             x = th * hj
             e = np.exp(-x)
             a = -np.expm1(-x) / th
@@ -174,24 +228,23 @@ class PiecewiseLinear:
             b = np.where(small, hj * hj * (0.5 - x / 3.0 + x * x / 8.0),
                          (-np.expm1(-x) - x * e) / np.where(small, 1.0, th * th))
             factors.append((e, a, b))
-        slope = np.diff(yy, axis=-1) / h
-        knots, inverse = np.unique(idx, return_inverse=True)   # contiguous frames share edges
-        slots = np.full(tt.size, -1)
-        slots[knots] = np.arange(knots.size)
-        y_knots = np.empty(shape + (knots.size,))
+        n_knots = int(np.count_nonzero(self.slots >= 0))
+        y_knots = np.empty(shape + (n_knots,))
         cur = np.zeros(shape)
-        for j in range(tt.size):
+        for j in range(n_k):
             if j > 0:
-                e, a, b = factors[which[j - 1]]
+                e, a, b = factors[self.which[j - 1]]
                 cur *= e
-                cur += yy[..., j] * a - slope[..., j - 1] * b
-            if slots[j] >= 0:
-                y_knots[..., slots[j]] = cur
-        y_at = y_knots[..., inverse]
-        ci = self.integral(edges)
-        frame_int_c = ci[..., n:] - ci[..., :n]
+                if by_knot:
+                    cur += yy[j][rows][:, None] * a - slope[j - 1][rows][:, None] * b
+                else:
+                    cur += yy[..., j] * a - slope[..., j - 1] * b
+            if self.slots[j] >= 0:
+                y_knots[..., self.slots[j]] = cur
+        y_at = y_knots[..., self.inverse]
+        n = self.duration.size
         dy = y_at[..., n:] - y_at[..., :n]
-        return (frame_int_c - dy) / th[..., None] / timing.duration
+        return (frame_int_c - dy) / th[..., None] / self.duration
 
 
 def mean_preserving_matrix(timing: FrameTiming) -> tuple[NDArray, NDArray]:

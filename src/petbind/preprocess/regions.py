@@ -66,12 +66,9 @@ class Atlas:
 
 def atlas_table_path(dseg_path: str | os.PathLike) -> Path:
     """The label table beside a dseg image: ``*_dseg.nii.gz`` -> ``*_dseg.tsv``."""
-    p = Path(dseg_path)
-    name = p.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return p.with_name(name[: -len(suffix)] + ".tsv")
-    return p.with_suffix(".tsv")
+    from petbind.io.atlas import label_table_path
+
+    return label_table_path(dseg_path)
 
 
 def load_atlas(dseg_path: str | os.PathLike,
@@ -94,7 +91,7 @@ def load_atlas(dseg_path: str | os.PathLike,
         The label table is missing or lacks columns, or the image holds labels
         the table does not name.
     """
-    import nibabel as nib
+    from petbind.io.atlas import check_labels_named, read_label_image, read_label_table
 
     p = Path(dseg_path)
     if not p.is_file():
@@ -104,44 +101,13 @@ def load_atlas(dseg_path: str | os.PathLike,
     if not tp.is_file():
         raise MetadataError("the atlas has no label table", path=tp, field="atlas",
                             fix=f"write {tp.name} with columns index, name[, region]")
-    try:
-        img = nib.load(str(p))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for bad files
-        raise FileFormatError(f"cannot read atlas image ({exc})", path=p, field="atlas",
-                              fix="give a valid NIfTI label image") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise FileFormatError(f"atlas must be a 3-D label image, got shape {data.shape}",
-                              path=p, field="atlas", fix="give a 3-D dseg image")
-    if not np.issubdtype(data.dtype, np.integer):
-        if np.any(data != np.round(data)):
-            raise FileFormatError("atlas holds non-integer values", path=p, field="atlas",
-                                  fix="give integer labels (a dseg, not a probability map)")
-    labels = np.asarray(data).astype(np.int32)
-    try:
-        table = pd.read_csv(tp, sep="\t")
-    except Exception as exc:
-        raise MetadataError(f"cannot read label table ({exc})", path=tp, field="atlas",
-                            fix="write a tab-separated table with index, name") from exc
-    missing = {"index", "name"} - set(table.columns)
-    if missing:
-        raise MetadataError(f"label table lacks column(s) {sorted(missing)}", path=tp,
-                            field=sorted(missing)[0], fix="add columns index and name")
-    table = table.copy()
-    table["index"] = table["index"].astype(int)
-    if "region" not in table.columns:
-        table["region"] = table["name"]
-    present = set(np.unique(labels).tolist()) - {0}
-    unnamed = sorted(present - set(table["index"].tolist()))
-    if unnamed:
-        raise MetadataError(f"labels {unnamed[:10]} are in the image but not in the table",
-                            path=tp, field="index", fix="add a row for every label")
+    labels, affine, _ = read_label_image(p)  # petbind.io.atlas: one reader of atlases
+    table = read_label_table(tp)  # index, name, region (region: else the name)
+    present = check_labels_named(labels, table, tp)
     if not present:
         raise FileFormatError("atlas image holds no labels (all zero)", path=p, field="atlas",
                               fix="give the template's dseg image")
-    return Atlas(labels=labels, affine=np.asarray(img.affine, float),
+    return Atlas(labels=labels, affine=affine,
                  table=table[["index", "name", "region"]], path=str(p))
 
 

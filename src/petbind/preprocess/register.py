@@ -642,17 +642,6 @@ def save_transform(path: str | os.PathLike, transform: sitk.Transform | ArrayLik
 
 def load_transform(path: str | os.PathLike) -> sitk.Transform:
     """Read an ITK transform file written by :func:`save_transform`, ANTs or ITK tools."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileFormatError("transform file not found", path=p, field="transform",
-                              fix="run `petbind preprocess` first or give the right path")
-    try:
-        tx = sitk.ReadTransform(str(p))
-    except RuntimeError as exc:
-        raise FileFormatError(f"cannot read ITK transform ({str(exc).splitlines()[-1]})",
-                              path=p, field="transform",
-                              fix="give an ITK .tfm/.txt/.mat/.h5 transform") from exc
-    # Composite transforms read back as a CompositeTransform wrapped in Transform.
-    if tx.GetName() == "CompositeTransform":
-        return sitk.CompositeTransform(tx)
-    return tx
+    from petbind.io.transforms import read_transform
+
+    return read_transform(path)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -42,6 +41,8 @@ import numpy as np
 
 from petbind.errors import DataError, FileFormatError, MetadataError
 from petbind.io.atomic import write_atomic, write_text_atomic
+from petbind.io.files import read_bytes
+from petbind.io.tables import read_json
 
 
 @dataclass
@@ -457,7 +458,7 @@ def preprocess_scan(
         if opts.t1w_pose:
             pet_t1 = np.eye(4)
     if opts.motion:
-        side = json.loads(pet_sidecar(pet_p).read_text()) if pet_sidecar(pet_p).is_file() else {}
+        side = read_json(pet_sidecar(pet_p), required=False)
         side.update({"Units": "kBq/mL", "ImageDecayCorrected": True,
                      "ImageDecayCorrectionTime": side.get("InjectionStart", 0.0),
                      "FrameTimesStart": (timing.start_s + side.get("InjectionStart", 0.0)
@@ -488,7 +489,7 @@ def preprocess_scan(
                                     title=f"{stem}: PET edges on T1w")
     qc_t1w = out / f"{stem}_desc-t1w2template_qc.png"
     if subject.qc is not None and Path(subject.qc).is_file():
-        data_png = Path(subject.qc).read_bytes()  # the subject's figure
+        data_png = read_bytes(subject.qc)  # the subject's figure
         write_atomic(qc_t1w, lambda tmp: tmp.write_bytes(data_png))
         o["t1w_template_qc"] = qc_t1w
     else:

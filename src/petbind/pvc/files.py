@@ -8,33 +8,31 @@ from typing import Any
 import numpy as np
 
 from petbind.errors import DataError
+from petbind.io.atlas import label_table_path, read_label_image, read_label_table
 
 
 def atlas_table_path(atlas: Path) -> Path:
-    """The ``_dseg.tsv`` beside a ``_dseg.nii[.gz]``."""
-    name = atlas.name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return atlas.with_name(name[: -len(ext)] + ".tsv")
-    return atlas.with_suffix(".tsv")
+    """The ``_dseg.tsv`` beside a ``_dseg.nii[.gz]`` (:func:`petbind.io.atlas.label_table_path`)."""
+    return label_table_path(atlas)
 
 
 def read_atlas(path: Path, tsv: Path | None = None
                ) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
     """Labels, ``{index: region}`` and affine of a dseg image and its label table.
 
-    ``tsv`` defaults to the ``_dseg.tsv`` beside the image.
+    ``tsv`` defaults to the ``_dseg.tsv`` beside the image. Read by
+    :mod:`petbind.io.atlas` (a label's region: the ``region`` column, else
+    its ``name``).
 
     Raises
     ------
     DataError
-        When the image or table is missing or the table lacks ``index`` /
-        ``region`` (or ``name``).
+        When the image or table is missing.
+    MetadataError
+        When the table lacks ``index`` / ``name``.
+    FileFormatError
+        When the image is damaged or not an integer label image.
     """
-    import nibabel as nib
-
-    from petbind.io.tables import read_tsv
-
     if not Path(path).exists():
         raise DataError("the partial-volume-correction atlas does not exist", path=path,
                         field="pvc.atlas", fix="give an existing *_dseg.nii.gz, or \"\" for "
@@ -43,14 +41,10 @@ def read_atlas(path: Path, tsv: Path | None = None
     if not tsv.exists():
         raise DataError("the atlas has no label table", path=tsv, field="dseg.tsv",
                         fix="write the BIDS _dseg.tsv (index, name, region) beside the atlas")
-    img = nib.load(str(path))
-    table = read_tsv(tsv)
-    col = "region" if "region" in table.columns else "name"
-    if "index" not in table.columns or col not in table.columns:
-        raise DataError("label table needs 'index' and 'region' (or 'name') columns",
-                        path=tsv, field="index", fix="use BIDS dseg columns: index, name, region")
-    names = {int(i): str(r) for i, r in zip(table["index"], table[col], strict=True)}
-    return np.rint(np.asanyarray(img.dataobj)).astype(np.int64), names, np.asarray(img.affine)
+    labels, affine, _ = read_label_image(path, field="pvc.atlas")
+    table = read_label_table(tsv)
+    names = {int(i): str(r) for i, r in zip(table["index"], table["region"], strict=True)}
+    return labels.astype(np.int64), names, affine
 
 
 def corrected_sidecar(original: dict[str, Any], timing: Any, info: dict[str, Any]

@@ -34,15 +34,9 @@ import numpy as np
 import pandas as pd
 
 from petbind.errors import FileFormatError
-from petbind.report.build import (
-    _STEM_RE,
-    StudyOutputs,
-    _cfg_get,
-    _maybe_json,
-    _num,
-    _read_tsv,
-    _run_label,
-)
+from petbind.report.formatting import number
+from petbind.report.outputs import STEM_RE, StudyOutputs, cfg_get, maybe_json, run_label
+from petbind.study.layout import read_table
 
 #: Folder of the preprocessing outputs under the output root.
 PREPROCESS_DIR = "preprocess"
@@ -117,7 +111,7 @@ def read_motion(path: str | Path, default_threshold: float | None = None) -> Mot
         column (names the file and the column).
     """
     p = Path(path)
-    df = _read_tsv(p)
+    df = read_table(p)
     if "framewise_displacement" not in df.columns:
         raise FileFormatError("the motion table has no framewise displacement", path=p,
                               field="framewise_displacement",
@@ -131,7 +125,7 @@ def read_motion(path: str | Path, default_threshold: float | None = None) -> Mot
              ) / 60.0
     else:
         t = frames.astype(float)
-    side = _maybe_json(p.with_name(p.name[: -len(".tsv")] + ".json"))
+    side = maybe_json(p.with_name(p.name[: -len(".tsv")] + ".json"))
     settings = side.get("Settings") if isinstance(side.get("Settings"), dict) else {}
     threshold = settings.get("fd_threshold_mm", side.get("fd_threshold_mm", default_threshold))
     try:
@@ -175,7 +169,7 @@ def find_preprocessed(root: str | Path) -> dict[str, dict[str, Path]]:
 
 
 def _entities(stem: str) -> dict[str, str | None]:
-    m = _STEM_RE.match(stem)
+    m = STEM_RE.match(stem)
     if m:
         return m.groupdict()
     sub = re.match(r"^sub-([^_]+)", stem)
@@ -199,7 +193,7 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
     Parameters
     ----------
     study : StudyOutputs
-        What :func:`petbind.report.build.load_outputs` read.
+        What :func:`petbind.report.outputs.load_outputs` read.
     figures : module
         :mod:`petbind.report.figures`.
 
@@ -226,15 +220,15 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
                 "run": s.run}
 
     order = {c: i for i, c in enumerate(study.conditions)}
-    default_thr = _cfg_get(study.config, "preprocess.fd_threshold_mm")
+    default_thr = cfg_get(study.config, "preprocess.fd_threshold_mm")
     try:
         default_thr = float(default_thr) if default_thr is not None else None
     except (TypeError, ValueError):
         default_thr = None
-    motion_off = _cfg_get(study.config, "preprocess.motion") is False
+    motion_off = cfg_get(study.config, "preprocess.motion") is False
     stems = sorted(set(found) | set(scans), key=lambda st: (
         str(_ents(st)["subject"]), order.get(str(_ents(st)["condition"]), 99),
-        str(_ents(st)["tracer"]), _run_label(_ents(st)["run"]), st))
+        str(_ents(st)["tracer"]), run_label(_ents(st)["run"]), st))
     rows: list[dict[str, Any]] = []
     traces: list[tuple[str, np.ndarray, np.ndarray]] = []
     thresholds: set[float] = set()
@@ -258,9 +252,9 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
             over = bool(len(flagged)) or (mc.threshold is not None and n_real > 0
                                           and peak > mc.threshold)
             row.update(
-                n_realigned=n_real, n_blocks=mc.n_blocks, max_fd=_num(peak, 2),
-                max_fd_value=peak, mean_fd=_num(np.nanmean(mc.fd) if n_real else None, 2),
-                threshold=_num(mc.threshold, 2) if mc.threshold is not None else "n/a",
+                n_realigned=n_real, n_blocks=mc.n_blocks, max_fd=number(peak, 2),
+                max_fd_value=peak, mean_fd=number(np.nanmean(mc.fd) if n_real else None, 2),
+                threshold=number(mc.threshold, 2) if mc.threshold is not None else "n/a",
                 n_flagged=len(flagged), flagged=_frames_text(flagged), over=over)
             of = f"{n_real} of {n_frames}" if n_frames is not None else f"{n_real}"
             blocks = (f" (in {_plural(mc.n_blocks, 'registration block')})"
@@ -268,7 +262,7 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
             thr = f"FD > {mc.threshold:g} mm" if mc.threshold is not None else "no threshold"
             row["sentence"] = (f"{of} frames realigned{blocks}, {len(flagged)} flagged ({thr})"
                                + (f": frames {_frames_text(flagged)}" if len(flagged) else "")
-                               + f"; largest FD {_num(peak, 2)} mm.")
+                               + f"; largest FD {number(peak, 2)} mm.")
             if n_frames is not None and n_real != n_frames:
                 row["problems"].append(f"motion estimated for {n_real} of {n_frames} frames")
             if mc.threshold is not None:
@@ -285,9 +279,9 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
         metrics = dict(prep) if isinstance(prep, dict) else {}
         if metrics.get("t1w_template_metric") is None:  # computed once per subject
             metrics["t1w_template_metric"] = _subject_metric(study.root, str(ent["subject"]))
-        row["pet_t1w_metric"] = _num(metrics.get("pet_t1w_metric"), 3) \
+        row["pet_t1w_metric"] = number(metrics.get("pet_t1w_metric"), 3) \
             if metrics.get("pet_t1w_metric") is not None else None
-        row["t1w_template_metric"] = _num(metrics.get("t1w_template_metric"), 3) \
+        row["t1w_template_metric"] = number(metrics.get("t1w_template_metric"), 3) \
             if metrics.get("t1w_template_metric") is not None else None
         row["figures"] = _qc_figures(study.root, stem, ent, files, figures, row["problems"])
         row["registrations"] = sum(1 for f in row["figures"][1:] if f["uri"])
@@ -315,7 +309,7 @@ def preprocessing_section(study: StudyOutputs, figures: Any) -> dict[str, Any] |
 def _subject_metric(root: Path, subject: str) -> float | None:
     """Final T1w -> template metric from ``preprocess/sub-X/anat/sub-X_provenance.json``."""
     path = root / PREPROCESS_DIR / f"sub-{subject}" / "anat" / f"sub-{subject}_provenance.json"
-    value = _maybe_json(path).get("metric")
+    value = maybe_json(path).get("metric")
     return float(value) if isinstance(value, int | float) else None
 
 

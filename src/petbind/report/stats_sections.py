@@ -10,7 +10,6 @@ shows only what the study computed.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
+from petbind.errors import PetbindError
+from petbind.io.tables import read_json, read_typed_tsv
 from petbind.report.formatting import number, pvalue
 
 #: Fit QC rows shown before "show all".
@@ -30,9 +31,8 @@ def _tsv(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
-                           dtype={"subject": str, "condition": str, "run": str})
-    except (OSError, ValueError, pd.errors.ParserError):
+        return read_typed_tsv(path, ("subject", "condition", "run"), booleans=False)
+    except PetbindError:
         return None
 
 
@@ -153,8 +153,8 @@ def prospective_power_section(study: Any, figures: Any) -> Markup | None:
     info = {}
     if (folder / "power.json").is_file():
         try:
-            info = json.loads((folder / "power.json").read_text(encoding="utf-8"))
-        except ValueError:
+            info = read_json(folder / "power.json")
+        except PetbindError:
             info = {}
     primary = {t: study.primary_model(t) for t in table["tracer"].unique()}
     primary = {t: (m if m in set(table.loc[table["tracer"] == t, "model"]) else

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,9 @@ ANATOMY_DEFAULTS: dict[str, Any] = {"native_position": False, "max_offset_mm": 5
 
 def default_config_text() -> str:
     """The text of the default (founding-study) config, comments included."""
-    return resources.files("petbind").joinpath("data", DEFAULT_NAME).read_text("utf-8")
+    from petbind.io.files import package_text
+
+    return package_text("data", DEFAULT_NAME)
 
 
 @dataclass(frozen=True)

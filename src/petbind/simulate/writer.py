@@ -37,6 +37,28 @@ PIPELINE = "petbind-sim"
 TEMPLATE = "petbindphantom"
 
 
+def truth_root(dataset: str | Path) -> Path:
+    """``DATASET/derivatives/petbind-sim``: where a simulated dataset keeps its truth."""
+    return Path(dataset) / "derivatives" / PIPELINE
+
+
+def true_map_path(dataset: str | Path, subject: str, condition: str, tracer: str,
+                  param: str = "bpnd") -> Path:
+    """A scan's true parametric map (``param``: ``bpnd`` or ``r1``) in the truth folder.
+
+    ``sub-S/ses-C/pet/sub-S_ses-C_trc-T_desc-true_<param>.nii.gz`` under
+    :func:`truth_root` (labels without ``sub-``/``ses-``/``trc-``).
+    """
+    stem = f"sub-{subject}_ses-{condition}_trc-{tracer}"
+    return (truth_root(dataset) / f"sub-{subject}" / f"ses-{condition}" / "pet"
+            / f"{stem}_desc-true_{param}.nii.gz")
+
+
+def true_xfm_path(dataset: str | Path, subject: str) -> Path:
+    """The true rigid transform of a subject from the template (native-position studies)."""
+    return truth_root(dataset) / f"sub-{subject}" / "anat" / f"sub-{subject}_desc-true_xfm.json"
+
+
 def nifti_bytes(data: ArrayLike, affine: ArrayLike, dtype: type | np.dtype = np.float32,
                 gz: bool = True) -> bytes:
     """A NIfTI-1 file's bytes, reproducibly gzipped (``mtime = 0``, no name) when ``gz``.
@@ -117,7 +139,7 @@ class DatasetWriter:
         self.cfg = cfg
         self.phantom = phantom
         self.root = Path(root)
-        self.deriv = self.root / "derivatives" / PIPELINE
+        self.deriv = truth_root(self.root)
 
     # -- dataset level --------------------------------------------------------
     def write_dataset_files(self) -> None:
@@ -173,7 +195,7 @@ class DatasetWriter:
             "Manufacturer": self.cfg.manufacturer, "Description": description})
 
     def _xfm_path(self, subject: str) -> Path:
-        return self.deriv / f"sub-{subject}" / "anat" / f"sub-{subject}_desc-true_xfm.json"
+        return true_xfm_path(self.root, subject)
 
     # -- per subject (native position) ----------------------------------------
     def write_subject(self, anatomy: SubjectAnatomy) -> None:
@@ -276,8 +298,10 @@ class DatasetWriter:
         for key, values in (("bpnd", truth.bp_nd), ("r1", truth.r1)):
             lut = np.array([values[r] for r in REGIONS], dtype=np.float32)
             vol = np.where(inside, lut[np.maximum(region_of_label, 0)], 0.0)
-            write_nifti(der / f"{stem}_desc-true_{key}.nii.gz", vol, geo.affine)
-            write_json_atomic(der / f"{stem}_desc-true_{key}.json", {
+            true_map = true_map_path(self.root, truth.subject, truth.condition,
+                                     truth.tracer.name, key)
+            write_nifti(true_map, vol, geo.affine)
+            write_json_atomic(true_map.with_name(f"{stem}_desc-true_{key}.json"), {
                 "Description": f"true {'BP_ND' if key == 'bpnd' else 'R1'} per region of "
                 "the PET-space atlas (0 outside the brain)",
                 "Units": "unitless", "Sources": [f"{dseg}.nii.gz"]})

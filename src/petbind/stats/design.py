@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from petbind.errors import ConfigError, DataError
+from petbind.io.tables import read_typed_tsv
 from petbind.stats.roi import Contrast
 
 
 def _read_tsv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], dtype={"participant_id": str,
-                                                                  "session_id": str})
+    return read_typed_tsv(path, ("participant_id", "session_id"), default_na=True,
+                          booleans=False)
 
 
 def _strip(x: pd.Series, prefix: str) -> pd.Series:

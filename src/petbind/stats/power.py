@@ -583,6 +583,7 @@ def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
     from pathlib import Path
 
     from petbind.errors import DataError
+    from petbind.io.tables import read_typed_tsv
     from petbind.simulate.config import RegionTruth
     from petbind.stats.reliability import retest_statistics
 
@@ -590,7 +591,7 @@ def design_from_study(out_dir: Any, sim_cfg: Any, study_cfg: Any
     if not path.exists():
         raise DataError("no outcome table in the study folder", path=path,
                         field="--from-study", fix="give the output folder of `petbind run`")
-    df = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    df = read_typed_tsv(path, default_na=True, booleans=False)
     df["valid"] = df["valid"].astype(str).str.lower().isin(["true", "1"])
     base = study_cfg.statistics.baseline_condition
     notes: list[str] = []

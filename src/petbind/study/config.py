@@ -13,20 +13,18 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from petbind.errors import ConfigError
 from petbind.io.tomlfile import read_toml
-from petbind.models.catalogue import CATALOGUE, model_names
+from petbind.models.catalogue import K2PRIME_MODELS, model_names
 from petbind.stats.roi import Contrast
 
 #: Models the pipeline can fit to region curves (from the model catalogue).
 REGION_MODELS = model_names("reference")
-#: Models given the tracer's k2' (1/min) unless its policy is "none" (from the catalogue).
-K2PRIME_MODELS = tuple(s.name for s in CATALOGUE
-                       if s.input == "reference" and s.k2prime_by_default)
+#: Models given the tracer's k2' (1/min) unless its policy is "none":
+#: :data:`petbind.models.catalogue.K2PRIME_MODELS`, imported above (name kept).
 #: k2' policy words (petbind.models.k2prime); also a number or "mrtm@REGION".
 K2PRIME_STRATEGIES = ("mrtm", "srtm", "median", "auto", "none")
 
@@ -841,5 +839,7 @@ def load_config(path: str | os.PathLike | None = None) -> StudyConfig:
 
 def demo_config() -> StudyConfig:
     """The configuration shipped for ``petbind demo`` (``petbind/data/demo_study.toml``)."""
-    text = resources.files("petbind").joinpath("data/demo_study.toml").read_text("utf-8")
+    from petbind.io.files import package_text
+
+    text = package_text("data", "demo_study.toml")
     return parse_config(tomllib.loads(text), source="petbind/data/demo_study.toml")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _packaged(name: str) -> dict[str, Any]:
-    return tomllib.loads(resources.files("petbind").joinpath(f"data/{name}").read_text("utf-8"))
+    from petbind.io.files import package_text
+
+    return tomllib.loads(package_text("data", name))
 
 
 def realistic_configs(sim_raw: dict[str, Any] | None = None,

@@ -15,14 +15,10 @@ Adding an output file is one line here (a property of :class:`ScanOutputs` or
 
 from __future__ import annotations
 
-import json
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from petbind.errors import FileFormatError
 
 #: ``Name`` of the outputs' dataset_description.json (marks a folder as petbind's).
 OUTPUT_NAME = "petbind outputs"
@@ -225,16 +221,13 @@ class StudyLayout:
         text : str
             The file's text ("" when absent).
         """
+        from petbind.io.tomlfile import read_toml_text
         from petbind.study.config import parse_config
 
         if not self.config.is_file():
             return None, ""
-        text = self.config.read_text(encoding="utf-8")
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise FileFormatError(f"invalid TOML: {exc}", path=self.config,
-                                  fix="rerun the pipeline to rewrite it") from exc
+        data, text = read_toml_text(self.config, what="study config of the run",
+                                    syntax_fix="rerun the pipeline to rewrite it")
         return parse_config(data, source=str(self.config)), text
 
 
@@ -265,29 +258,35 @@ def read_table(path: str | os.PathLike) -> Any:
 
     Other strings (``NA``, ``null``) are kept; columns holding only
     ``true``/``false`` become booleans. Raises ``FileFormatError`` naming the
-    file.
+    file (:func:`petbind.io.tables.read_typed_tsv`).
     """
-    import pandas as pd
+    from petbind.io.tables import read_typed_tsv
 
-    try:
-        df = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
-                         dtype={c: str for c in LABEL_COLUMNS})
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise FileFormatError(f"cannot read this table: {exc}", path=path,
-                              fix="rerun the pipeline to rewrite it") from exc
-    for col in df.columns:
-        if df[col].dtype == object:
-            low = df[col].astype(str).str.lower()
-            if low.isin(["true", "false"]).all() and len(df):
-                df[col] = low == "true"
-    return df
+    return read_typed_tsv(path, LABEL_COLUMNS)
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON object written by the pipeline (``FileFormatError`` naming the file)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FileFormatError(f"cannot read this JSON file: {exc}", path=path,
-                              fix="rerun the pipeline to rewrite it") from exc
-    return data if isinstance(data, dict) else {}
+    """A JSON object written by the pipeline (:func:`petbind.io.tables.read_json`).
+
+    Raises
+    ------
+    MetadataError
+        The file is missing.
+    FileFormatError
+        It is not a JSON object (names the file, line and column).
+    """
+    from petbind.io.tables import read_json as _read
+
+    return _read(path)
+
+
+def read_image(path: str | os.PathLike) -> Any:
+    """A 3-D image the pipeline wrote (map, mask, statistic) as float32, with affine and zooms.
+
+    Returns :class:`petbind.io.images.Volume`; raises ``FileFormatError``
+    naming a missing, truncated or damaged file
+    (:func:`petbind.io.images.read_volume`).
+    """
+    from petbind.io.images import read_volume
+
+    return read_volume(path)

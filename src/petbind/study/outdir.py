@@ -30,6 +30,7 @@ from typing import Any
 
 from petbind.errors import PetbindError
 from petbind.io.atomic import is_temporary
+from petbind.io.tables import read_json
 
 #: The lock file in the output folder (hidden: readers and validate skip it).
 LOCK_NAME = ".petbind.lock"
@@ -112,8 +113,8 @@ def sweep_temporaries(out: Path) -> list[Path]:
 
 def _recorded_outputs(prov: Path, out: Path) -> set[Path]:
     try:
-        rec = json.loads(prov.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        rec = read_json(prov)
+    except PetbindError:
         return set()
     return {out / rel for rel in rec.get("outputs", {})}
 
@@ -211,7 +212,6 @@ def remove_stale_outputs(out: Path, scans: Iterable[Any], keep: Iterable[Path],
 def previous_config_digest(out: Path) -> str | None:
     """``config_sha256`` of the folder's last completed run (``group/provenance.json``)."""
     try:
-        return json.loads((out / "group" / "provenance.json").read_text(encoding="utf-8")
-                          ).get("config_sha256")
-    except (OSError, ValueError, AttributeError):
+        return read_json(out / "group" / "provenance.json").get("config_sha256")
+    except PetbindError:
         return None

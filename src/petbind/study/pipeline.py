@@ -46,6 +46,8 @@ import pandas as pd
 
 from petbind.errors import DataError, PetbindError
 from petbind.io.atomic import write_json_atomic, write_text_atomic
+from petbind.models.k2prime import k2prime_for_tracer as estimate_k2prime
+from petbind.models.k2prime import model_kwargs
 from petbind.study.config import K2PRIME_MODELS, StudyConfig, TracerConfig
 from petbind.study.discover import Scan, discover_scans
 from petbind.study.layout import OUTPUT_NAME, ScanOutputs, StudyLayout, read_table
@@ -165,70 +167,6 @@ def _targets(scan: Scan, tracer: TracerConfig, regions: list[str]) -> list[str]:
                             fix=f"use regions of the atlas: {', '.join(regions)}")
         return list(tracer.target_regions)
     return [r for r in regions if r != ref and r not in tracer.exclude_regions]
-
-
-def model_kwargs(tracer: TracerConfig, model: str, tacs: Any) -> dict[str, Any]:
-    """The tracer's ``model_settings`` of ``model``, with the sidecar's isotope for counts weights.
-
-    Counts weighting of decay-corrected data needs the radionuclide
-    (:func:`petbind.models.weights.frame_weights`); every BIDS-PET sidecar
-    states it (``TracerRadionuclide``), so it is taken from there unless the
-    settings name an isotope.
-    """
-    kw = dict(tracer.model_settings.get(model, {}))
-    if kw.get("weights") == "counts" and "isotope" not in kw and tacs.metadata.get("isotope"):
-        kw["isotope"] = tacs.metadata["isotope"]
-    return kw
-
-
-def estimate_k2prime(tracer: TracerConfig, tacs: Any, targets: list[str],
-                     where: str) -> tuple[float | None, dict[str, Any]]:
-    """k2' (1/min) by the tracer's policy, from region curves.
-
-    The policy and its vocabulary are :mod:`petbind.models.k2prime`'s (the
-    same as ``petbind fit --k2prime``): a number; ``"mrtm"`` / ``"srtm"`` with
-    ``k2prime_region`` (or ``"mrtm@REGION"``): that model fitted to the region,
-    k2' = k2 / R1 (Ichise et al. 2003; Wu & Carson 2002); ``"median"``: the
-    median k2' over the valid targets; ``"auto"``: over their higher-binding
-    half; ``"none"``: no k2' (Logan without its k2' term).
-
-    Returns
-    -------
-    k2prime : float or None
-        None when no configured model takes k2', or for ``"none"``.
-    info : dict
-        The policy and how k2' was obtained, for the sidecars.
-    """
-    from petbind.errors import ModelError
-    from petbind.models.k2prime import k2prime_for_regions
-
-    if not tracer.needs_k2prime:
-        return None, ({} if tracer.k2prime != "none" else tracer.k2prime_policy.describe())
-    policy = tracer.k2prime_policy
-    if policy.kind == "value":
-        return policy.value, policy.describe(method="config value")
-    if policy.kind == "region" and policy.region not in tacs.regions:
-        raise DataError(f"k2prime_region {policy.region!r} is not in the atlas",
-                        path=where, field=f"tracers.{tracer.name}.k2prime_region",
-                        fix=f"use one of: {', '.join(tacs.regions)}")
-    used = [m for m in (*tracer.models, tracer.map_model) if m in K2PRIME_MODELS]
-    model = policy.estimator(used or tracer.models)
-    curves = {n: tacs.curve(n) for n in tacs.regions}
-    ref = tacs.curve(tracer.reference_region)
-    try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value, info = k2prime_for_regions(
-                policy, tacs.timing, ref, curves, targets, for_models=used,
-                settings=model_kwargs(tracer, model, tacs),
-                field=f"tracers.{tracer.name}.k2prime")
-    except ModelError as exc:
-        names = policy.region if policy.kind == "region" else ", ".join(targets)
-        raise ModelError(f"k2' could not be estimated by {model} on {names}",
-                         path=where, field=f"tracers.{tracer.name}.k2prime",
-                         fix="give k2' as a number (1/min) or another k2prime_region"
-                         ) from exc
-    return value, info
 
 
 def _fit_regions(tracer: TracerConfig, tacs: Any, targets: list[str], k2: float | None,
@@ -450,14 +388,13 @@ def _noisefree_fits(scan: Scan, tracer: TracerConfig, targets: list[str], k2: fl
 def _template_maps(scan: Scan, model: str, folder: Path, affine: np.ndarray, plan: Any,
                    out_root: Path, extra: dict[str, Any]) -> list[Path]:
     """The BP_ND map and its mask of a preprocessed scan, resampled onto the template grid."""
-    import nibabel as nib
-
     from petbind.io.bids import save_image
+    from petbind.io.images import read_volume
     from petbind.study.preprocess import maps_to_template, preprocess_files, subject_files
 
     so = StudyLayout(folder).scan(".", scan.stem)
-    bp = np.asarray(nib.load(str(so.map(model, "bpnd"))).dataobj)
-    valid = np.asarray(nib.load(str(so.map(model, "mask"))).dataobj)
+    bp = read_volume(so.map(model, "bpnd"), dtype=None).data
+    valid = read_volume(so.map(model, "mask"), dtype=None).data
     files = preprocess_files(out_root, scan.rel_dir, scan.stem, plan.options.motion)
     xfm = subject_files(out_root, scan.subject)["xfm_t1w_template"]
     tbp, tmask, taff = maps_to_template(bp, valid, affine, plan, files, xfm)
@@ -667,10 +604,10 @@ def _for_stats(outcomes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _load_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
+    from petbind.io.images import read_volume
 
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj, dtype=np.float64), np.asarray(img.affine)
+    vol = read_volume(path, dtype=np.float64)
+    return vol.data, vol.affine
 
 
 def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
@@ -775,11 +712,11 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
 
 def _is_our_output(folder: Path) -> bool:
     """True when ``folder`` holds outputs of an earlier ``petbind run``."""
-    import json
+    from petbind.io.tables import read_json
 
     try:
-        desc = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        desc = read_json(folder / "dataset_description.json")
+    except PetbindError:
         return False
     return desc.get("Name") == OUTPUT_NAME
 

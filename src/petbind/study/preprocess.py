@@ -149,8 +149,7 @@ def prepare_subject(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLi
     skipped : bool
         True when the cached transforms were current and reused.
     """
-    import json
-
+    from petbind.io.tables import read_json
     from petbind.preprocess.scan import (
         load_subject_registration,
         plot_subject_qc,
@@ -164,7 +163,7 @@ def prepare_subject(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLi
     inputs = {"t1w": plan.t1w[subject], "template": plan.template}
     settings = _subject_settings(plan)
     if scan_is_current(prov, inputs, settings, out):
-        metric = json.loads(prov.read_text(encoding="utf-8")).get("metric")
+        metric = read_json(prov).get("metric")
         return load_subject_registration(folder, f"sub-{subject}", metric), True
     with _quiet_dipy(plan.options.nonlinear):
         reg = register_subject(plan.t1w[subject], plan.template, plan.options)
@@ -204,8 +203,7 @@ def preprocess_study_scan(plan: PreprocessPlan, scan: Any, out_dir: str | os.Pat
     must have run). Returns the preprocessing summary (max FD, flagged frames,
     registration metrics) and whether it was skipped.
     """
-    import json
-
+    from petbind.io.tables import read_json
     from petbind.preprocess.scan import load_subject_registration, preprocess_scan
 
     out = Path(out_dir)
@@ -218,7 +216,7 @@ def preprocess_study_scan(plan: PreprocessPlan, scan: Any, out_dir: str | os.Pat
         inputs["pet_json"] = scan.sidecar
     settings = plan.settings()
     if scan_is_current(prov, inputs, settings, out):
-        return json.loads(prov.read_text(encoding="utf-8")).get("summary", {}), True
+        return read_json(prov).get("summary", {}), True
     reg = load_subject_registration(sub_files["xfm_t1w_template"].parent, f"sub-{scan.subject}")
     res = preprocess_scan(scan.pet, plan.t1w[scan.subject], plan.template, folder,
                           atlas_path=plan.atlas, atlas_table=plan.atlas_table,
@@ -254,9 +252,9 @@ def template_grid(template: str | os.PathLike, voxel_mm: float
     shape : (int, int, int)
     affine : ndarray (4, 4)
     """
-    import nibabel as nib
+    from petbind.io.images import open_image
 
-    img = nib.load(str(template))
+    img = open_image(template)
     aff = np.asarray(img.affine, dtype=float)
     shape = np.asarray(img.shape[:3], dtype=float)
     size = np.linalg.norm(aff[:3, :3], axis=0)

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from petbind import __version__
+from petbind.errors import PetbindError
 from petbind.io.atomic import write_json_atomic
+from petbind.io.files import sha256_file
+from petbind.io.tables import read_json
 
 #: Bumped when the per-scan outputs change shape, so older outputs are redone.
 SCAN_FORMAT = 1
@@ -27,11 +30,7 @@ SCAN_FORMAT = 1
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path, chunk)
 
 
 def hash_files(paths: Mapping[str, str | os.PathLike]) -> dict[str, str]:
@@ -69,8 +68,8 @@ def scan_is_current(path: Path, inputs: Mapping[str, str | os.PathLike],
     if not path.exists():
         return False
     try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        rec = read_json(path)
+    except PetbindError:
         return False
     if rec.get("format") != SCAN_FORMAT or rec.get("petbind_version") != __version__:
         return False

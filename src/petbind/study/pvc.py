@@ -207,14 +207,15 @@ def pvc_outcomes(scans: list[Any], out_dir: Path, truth: pd.DataFrame | None,
 
 def _scan_infos(scans: list[Any], out_dir: Path) -> dict[str, Any]:
     """PSF(s), GTM condition numbers and mean recovery per region over the scans' sidecars."""
-    import json
+    from petbind.errors import PetbindError
+    from petbind.io.tables import read_json
 
     psfs, conds, rec = [], [], {}
     for s in scans:
         p = out_dir / s.rel_dir / f"{s.stem}_desc-{DESC}_tacs.json"
         try:
-            info = json.loads(p.read_text(encoding="utf-8"))["PartialVolumeCorrection"]
-        except (OSError, ValueError, KeyError):
+            info = read_json(p)["PartialVolumeCorrection"]
+        except (PetbindError, KeyError):
             continue
         if info["PSF"] not in psfs:
             psfs.append(info["PSF"])
@@ -227,13 +228,12 @@ def _scan_infos(scans: list[Any], out_dir: Path) -> dict[str, Any]:
 
 
 def _assumes(scans: list[Any], out_dir: Path) -> str | None:
-    import json
+    from petbind.io.tables import read_json
 
     for s in scans:
         p = out_dir / s.rel_dir / f"{s.stem}_desc-{DESC}_tacs.json"
         if p.exists():
-            return json.loads(p.read_text(encoding="utf-8"))["PartialVolumeCorrection"].get(
-                "Assumes")
+            return read_json(p)["PartialVolumeCorrection"].get("Assumes")
     return None
 
 

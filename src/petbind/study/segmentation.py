@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from petbind.errors import ConfigError, DataError, FileFormatError, MetadataError
+from petbind.errors import ConfigError, DataError
+from petbind.io.atlas import check_labels_named, read_label_image, read_label_table
 
 #: Subject-level segmentation file names, most preferred first (BIDS dseg patterns).
 _DESC_ORDER = ("aparcaseg", "aseg")
@@ -207,71 +208,13 @@ def _freesurfer_lut(bids: Path, root: Path, path: Path, labels: str) -> Path:
                     "(in $FREESURFER_HOME); petbind does not ship FreeSurfer's table")
 
 
-def read_label_table(path: Path) -> pd.DataFrame:
-    """``index``, ``name`` of a BIDS ``_dseg.tsv`` or a FreeSurfer colour table.
-
-    Raises
-    ------
-    MetadataError
-        No ``index``/``name`` columns, or a colour-table line that is not
-        ``index name R G B A``.
-    """
-    from petbind.io.tables import read_tsv
-
-    p = Path(path)
-    if not p.is_file():
-        raise MetadataError("label table not found", path=p, field="segmentation",
-                            fix="give the _dseg.tsv or FreeSurferColorLUT.txt")
-    if p.suffix == ".tsv":
-        t = read_tsv(p)
-        if not {"index", "name"} <= set(t.columns):
-            raise MetadataError("label table lacks index and name columns", path=p,
-                                field="index", fix="use BIDS dseg columns: index, name")
-        return pd.DataFrame({"index": t["index"].astype(int), "name": t["name"].astype(str)})
-    rows = []
-    text = p.read_text(encoding="utf-8", errors="replace")
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split()
-        if len(parts) < 2 or not parts[0].isdigit():
-            raise MetadataError(f"line {n} is not 'index name R G B A'", path=p,
-                                field=f"line {n}", fix="give FreeSurfer's FreeSurferColorLUT.txt")
-        rows.append((int(parts[0]), parts[1]))
-    if not rows:
-        raise MetadataError("the colour table names no label", path=p, field="index",
-                            fix="give FreeSurfer's FreeSurferColorLUT.txt")
-    return pd.DataFrame(rows, columns=["index", "name"]).drop_duplicates("index")
-
-
 def load_labels(seg: Segmentation) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Label image (int32), its affine and the table of the labels present."""
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(seg.path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many kinds
-        raise FileFormatError(f"cannot read the segmentation ({exc})", path=seg.path,
-                              field="segmentation", fix="give a NIfTI or .mgz label image"
-                              ) from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3 or (data.dtype.kind == "f" and np.any(data != np.round(data))):
-        raise FileFormatError("the segmentation is not a 3-D integer label image",
-                              path=seg.path, field="segmentation",
-                              fix="give the label image (dseg / aparc+aseg), not a map")
-    labels = np.rint(data).astype(np.int32)
+    labels, affine, _ = read_label_image(seg.path, field="segmentation")
     table = read_label_table(seg.table)
-    present = set(np.unique(labels).tolist()) - {0}
-    unnamed = sorted(present - set(table["index"]))
-    if unnamed:
-        raise MetadataError(f"labels {unnamed[:10]} of the segmentation are not in the table",
-                            path=seg.table, field="index",
-                            fix="give the table that belongs to this segmentation")
+    present = check_labels_named(labels, table, seg.table)
     table = table[table["index"].isin(present)].reset_index(drop=True)
-    return labels, np.asarray(img.affine, float), table
+    return labels, affine, table
 
 
 def label_names(seg: Segmentation) -> list[str]:

@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 
 from petbind.io.atomic import write_text_atomic
+from petbind.io.tables import read_typed_tsv
 
 
 def _read(path: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
+    return read_typed_tsv(path, default_na=True, booleans=False)
 
 
 def _tag(df: pd.DataFrame, scan: Any) -> pd.DataFrame:

@@ -1,90 +1,17 @@
-"""Figure builders of the report: plain arrays in, matplotlib figures out.
-
-Every builder takes numbers (times in **minutes**, activity in kBq/mL, BP_ND
-dimensionless, % change in percent) and returns a
-:class:`matplotlib.figure.Figure` made without pyplot (no global state, the
-Agg canvas), so builders are safe to call from any thread and leak nothing.
-:func:`figure_to_data_uri` turns a figure into an embeddable ``data:`` URI
-and closes it.
-
-Figures are small multiples sized for a page column; colour maps are
-perceptually uniform (viridis / inferno for maps, a diverging map centred on
-zero for t statistics).
-"""
+"""Curves and effects: TACs, fits, per-subject lines, forest plots, head motion."""
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-#: Colours of kinetic models (stable across figures: a model keeps its colour).
-MODEL_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-#: Pixels per inch of embedded PNGs: readable on screen, small on disk.
-DPI = 96
-
-
-def _figure(width_in: float, height_in: float) -> Figure:
-    # Fixed margins instead of constrained layout: a report draws dozens of
-    # figures and the layout solver would double their cost.
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _grid(n: int, max_cols: int) -> tuple[int, int]:
-    cols = max(1, min(n, max_cols))
-    rows = max(1, int(np.ceil(n / cols)))
-    return rows, cols
-
-
-def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
-                       colors: int | None = 64) -> str:
-    """Render ``fig`` into a base64 ``data:`` URI (PNG or SVG) and release it.
-
-    Parameters
-    ----------
-    fig : Figure
-        A figure made by one of the builders here.
-    fmt : {"png", "svg"}
-        PNG for plots with many points or images, SVG for small line plots.
-    dpi : int, optional
-        Resolution of a PNG (default :data:`DPI`).
-    colors : int or None
-        Quantise a PNG to this many palette colours (about 4 times smaller for
-        line plots, visually the same); None keeps full RGBA.
-
-    Returns
-    -------
-    str
-        ``data:image/png;base64,...`` or ``data:image/svg+xml;base64,...``.
-    """
-    from petbind.figtext import literal_text
-
-    literal_text(fig)  # region names shown as written, never as mathtext
-    buf = io.BytesIO()
-    meta = {"Software": None} if fmt == "png" else {"Date": None}
-    fig.savefig(buf, format=fmt, dpi=dpi or DPI, metadata=meta)
-    fig.clear()
-    data = buf.getvalue()
-    if fmt == "png" and colors:
-        from PIL import Image
-
-        img = Image.open(io.BytesIO(data)).convert("RGB")
-        out = io.BytesIO()
-        img.quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(
-            out, format="PNG", optimize=True)
-        data = out.getvalue()
-    mime = "image/svg+xml" if fmt == "svg" else "image/png"
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+from petbind.report.figures.base import MODEL_COLOURS, grid_shape, new_figure
 
 
 def tac_grid_figure(
@@ -114,9 +41,9 @@ def tac_grid_figure(
     Figure
         Panels sharing the time axis, one legend for all.
     """
-    rows, cols = _grid(len(panels), max_cols)
+    rows, cols = grid_shape(len(panels), max_cols)
     width, height = 2.9 * cols + 1.6, 1.9 * rows + 0.5
-    fig = _figure(width, height)
+    fig = new_figure(width, height)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, gridspec_kw={
         "left": 0.55 / width, "right": 1 - 1.55 / width, "bottom": 0.45 / height,
         "top": 1 - 0.25 / height, "wspace": 0.22, "hspace": 0.32}).ravel()
@@ -177,8 +104,8 @@ def fit_figure(
     """
     t = np.asarray(t_mid_min, dtype=float)
     regions = list(measured)
-    rows, cols = _grid(len(regions), max_cols)
-    fig = _figure(1.9 * cols + 0.4, 2.3 * rows + 0.3)
+    rows, cols = grid_shape(len(regions), max_cols)
+    fig = new_figure(1.9 * cols + 0.4, 2.3 * rows + 0.3)
     outer = fig.add_gridspec(rows, cols, left=0.6 / (1.9 * cols + 0.4), right=0.98,
                              bottom=0.35 / (2.3 * rows + 0.3), top=1 - 0.45 / (2.3 * rows + 0.3),
                              wspace=0.35, hspace=0.35)
@@ -217,205 +144,6 @@ def fit_figure(
     return fig
 
 
-def _slice_index(volume: NDArray, mask: NDArray | None) -> tuple[int, int, int]:
-    """Slices through the centre of mass of the mask (or of finite non-zero voxels)."""
-    support = mask if mask is not None else (np.isfinite(volume) & (volume != 0))
-    if not support.any():
-        return tuple(s // 2 for s in volume.shape[:3])  # type: ignore[return-value]
-    idx = np.argwhere(support)
-    centre = np.round(idx.mean(axis=0)).astype(int)
-    return int(centre[0]), int(centre[1]), int(centre[2])
-
-
-def ortho_slices(
-    volume: ArrayLike,
-    *,
-    zooms: Sequence[float] = (1.0, 1.0, 1.0),
-    underlay: ArrayLike | None = None,
-    cut: Sequence[int] | None = None,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    cmap: str = "viridis",
-    threshold: float | None = None,
-    symmetric: bool = False,
-    label: str = "",
-    title: str = "",
-) -> Figure:
-    """Sagittal, coronal and axial slices of a 3-D map with a colour bar.
-
-    Parameters
-    ----------
-    volume : array_like, shape (X, Y, Z)
-        The map (e.g. BP_ND, a t statistic), voxel axes in RAS-like order.
-    zooms : sequence of float
-        Voxel sizes (mm) for the aspect ratio of each view.
-    underlay : array_like, shape (X, Y, Z), optional
-        Anatomy drawn in grey beneath the map.
-    cut : sequence of 3 int, optional
-        Voxel indices of the three slices; default the centre of the map's
-        non-zero voxels.
-    vmin, vmax : float, optional
-        Colour range; default the 2nd-98th percentiles of the non-zero voxels
-        (``symmetric``: +-98th percentile of the absolute value).
-    cmap : str
-        Matplotlib colour map.
-    threshold : float, optional
-        Voxels with ``|value| < threshold`` are transparent (shows the underlay).
-    symmetric : bool
-        Centre the colour range on zero (for t maps and % change).
-    label : str
-        Colour-bar label, with the unit.
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    Figure
-        Three panels and a colour bar; the colour bar's range is the one used.
-    """
-    vol = np.asarray(volume, dtype=float)
-    under = None if underlay is None else np.asarray(underlay, dtype=float)
-    finite = np.isfinite(vol) & (vol != 0)
-    i, j, k = cut if cut is not None else _slice_index(vol, finite if finite.any() else None)
-    vals = vol[finite]
-    if symmetric:
-        top = float(np.percentile(np.abs(vals), 98)) if vals.size else 1.0
-        vmin, vmax = (-top if vmin is None else vmin), (top if vmax is None else vmax)
-    else:
-        if vmin is None:
-            vmin = float(np.percentile(vals, 2)) if vals.size else 0.0
-        if vmax is None:
-            vmax = float(np.percentile(vals, 98)) if vals.size else 1.0
-    if not vmax > vmin:
-        vmax = vmin + 1.0
-    under_range = (0.0, 1.0)
-    if under is not None and np.isfinite(under).any():
-        under_range = (float(np.nanmin(under)), float(np.nanmax(under)) or 1.0)
-    zx, zy, zz = (float(z) for z in zooms[:3])
-    views = [
-        (vol[i, :, :], None if under is None else under[i, :, :], zz / zy, f"x = {i}"),
-        (vol[:, j, :], None if under is None else under[:, j, :], zz / zx, f"y = {j}"),
-        (vol[:, :, k], None if under is None else under[:, :, k], zy / zx, f"z = {k}"),
-    ]
-    fig = _figure(7.2, 2.4)
-    axes = fig.subplots(1, 3, gridspec_kw={"left": 0.01, "right": 0.86, "bottom": 0.02,
-                                           "top": 0.84, "wspace": 0.04})
-    image = None
-    for ax, (sl, ul, aspect, name) in zip(axes, views, strict=True):
-        show = np.array(sl, dtype=float)
-        hidden = ~np.isfinite(show) | (show == 0)
-        if threshold is not None:
-            hidden |= np.abs(np.nan_to_num(show)) < threshold
-        if ul is not None:
-            ax.imshow(ul.T, origin="lower", cmap="gray", aspect=aspect, interpolation="nearest",
-                      vmin=under_range[0], vmax=under_range[1])
-        image = ax.imshow(np.ma.masked_array(show, hidden).T, origin="lower", cmap=cmap,
-                          vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
-        ax.set_title(name, fontsize=7)
-        ax.set_axis_off()
-    bar = fig.colorbar(image, cax=fig.add_axes((0.88, 0.1, 0.02, 0.7)))
-    bar.set_label(label, fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return fig
-
-
-def _montage(volume: NDArray, cut: Sequence[int]) -> NDArray:
-    """Sagittal, coronal and axial slices side by side in one 2-D array (NaN padding).
-
-    Slices are shown with the superior / anterior direction up, as in
-    :func:`ortho_slices`; voxels are drawn square.
-    """
-    i, j, k = cut
-    views = [volume[i, :, :].T, volume[:, j, :].T, volume[:, :, k].T]
-    height = max(v.shape[0] for v in views)
-    padded = [np.pad(v, ((0, height - v.shape[0]), (0, 1)), constant_values=np.nan)
-              for v in views]
-    return np.hstack(padded)[:, :-1]
-
-
-def map_grid_figure(
-    maps: Mapping[tuple[str, str], ArrayLike],
-    row_labels: Sequence[str],
-    col_labels: Sequence[str],
-    *,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    cmap: str = "viridis",
-    label: str = "",
-    title: str = "",
-) -> Figure:
-    """Parametric maps of many scans as orthogonal slices, one cell per scan, one colour bar.
-
-    Parameters
-    ----------
-    maps : mapping (row label, column label) -> array (X, Y, Z)
-        The maps (e.g. BP_ND of subject x condition), all on one grid.
-    row_labels, col_labels : sequence of str
-        Row (e.g. subjects) and column (e.g. conditions) order.
-    vmin, vmax : float, optional
-        Common colour range; default 0 and the 98th percentile of all maps.
-    cmap : str
-        Matplotlib colour map.
-    label : str
-        Colour-bar label, with the unit.
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    Figure
-        Each cell shows the sagittal, coronal and axial slices through the
-        centre of the maps' non-zero voxels, side by side (square voxels).
-    """
-    arrays = {key: np.asarray(v, dtype=float) for key, v in maps.items()}
-    stack = np.stack(list(arrays.values()))
-    support = np.any(np.isfinite(stack) & (stack != 0), axis=0)
-    cut = _slice_index(stack[0], support if support.any() else None)
-    vals = stack[np.isfinite(stack) & (stack != 0)]
-    if vmin is None:
-        vmin = 0.0
-    if vmax is None:
-        vmax = float(np.percentile(vals, 98)) if vals.size else 1.0
-    if not vmax > vmin:
-        vmax = vmin + 1.0
-    rows, cols = len(row_labels), len(col_labels)
-    sample = _montage(stack[0], cut)
-    aspect = sample.shape[0] / sample.shape[1]
-    cell_w = 3.2
-    width, height = cell_w * cols + 1.5, cell_w * aspect * rows * 1.15 + 0.5
-    fig = _figure(width, height)
-    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
-        "left": 0.5 / width, "right": 1 - 1.0 / width, "bottom": 0.1 / height,
-        "top": 1 - 0.45 / height, "wspace": 0.04, "hspace": 0.15})
-    image = None
-    for r, row in enumerate(row_labels):
-        for c, col in enumerate(col_labels):
-            ax = axes[r, c]
-            ax.set_axis_off()
-            vol = arrays.get((row, col))
-            if vol is None:
-                continue
-            shown = _montage(vol, cut)
-            image = ax.imshow(np.ma.masked_invalid(np.where(shown == 0, np.nan, shown)),
-                              origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
-                              interpolation="nearest")
-            ax.set_facecolor("black")
-            if r == 0:
-                ax.set_title(col, fontsize=8)
-            if c == 0:
-                ax.text(-0.03, 0.5, row, transform=ax.transAxes, rotation=90, fontsize=8,
-                        ha="right", va="center")
-    if image is not None:
-        bar = fig.colorbar(image, cax=fig.add_axes((1 - 0.85 / width, 0.15, 0.12 / width, 0.7)))
-        bar.set_label(label, fontsize=8)
-        bar.ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(f"{title}  (slices x = {cut[0]}, y = {cut[1]}, z = {cut[2]})", fontsize=9)
-    return fig
-
-
 def paired_lines_figure(
     values: Mapping[str, Mapping[str, Mapping[str, float]]],
     conditions: Sequence[str],
@@ -451,8 +179,8 @@ def paired_lines_figure(
     subjects = sorted({s for r in regions for s in values[r]})
     colours = matplotlib.colormaps["tab10"]
     n_rows = int(np.ceil(len(regions) / max_cols))
-    rows, cols = _grid(len(regions), int(np.ceil(len(regions) / max(n_rows, 1))))
-    fig = _figure(1.75 * cols + 0.6, 1.9 * rows + 0.4)
+    rows, cols = grid_shape(len(regions), int(np.ceil(len(regions) / max(n_rows, 1))))
+    fig = new_figure(1.75 * cols + 0.6, 1.9 * rows + 0.4)
     width, height = 1.75 * cols + 0.6, 1.9 * rows + 0.4
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
         "left": 0.45 / width, "right": 1 - 0.75 / width, "bottom": 0.55 / height,
@@ -524,7 +252,7 @@ def forest_figure(
     n = len(labels)
     y = np.arange(n)[::-1]
     height = 0.22 * n + 1.2
-    fig = _figure(5.0, height)
+    fig = new_figure(5.0, height)
     fig.subplots_adjust(left=0.3, right=0.97, bottom=0.75 / height, top=1 - 0.45 / height)
     ax = fig.add_subplot()
     ax.axvline(0.0, color="0.5", lw=0.8)
@@ -582,7 +310,7 @@ def motion_overview_figure(
     n = len(traces)
     height = max(2.6, 0.16 * n + 1.0)
     width = 10.0
-    fig = _figure(width, height)
+    fig = new_figure(width, height)
     left, right = fig.subplots(1, 2, gridspec_kw={
         "width_ratios": [1.6, 1.0], "left": 0.6 / width, "right": 1 - 0.15 / width,
         "bottom": 0.5 / height, "top": 1 - 0.35 / height, "wspace": 0.55})
@@ -637,41 +365,3 @@ def motion_overview_figure(
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
-
-
-def png_file_to_data_uri(path: str | bytes | io.BufferedIOBase, max_width: int = 600,
-                         colors: int | None = 64) -> str:
-    """Embed a PNG file (e.g. a preprocessing QC figure) as a small ``data:`` URI.
-
-    Parameters
-    ----------
-    path : path or file-like
-        The PNG to embed.
-    max_width : int
-        Images wider than this many pixels are shrunk (Lanczos, aspect kept).
-    colors : int or None
-        Quantise to this many palette colours (see :func:`figure_to_data_uri`);
-        None keeps full RGB.
-
-    Returns
-    -------
-    str
-        ``data:image/png;base64,...``.
-
-    Raises
-    ------
-    OSError
-        When the file cannot be read or is not an image (PIL's errors).
-    """
-    from PIL import Image
-
-    with Image.open(path) as src:
-        img = src.convert("RGB")
-    if img.width > max_width:
-        img = img.resize((max_width, max(1, round(img.height * max_width / img.width))),
-                         Image.Resampling.LANCZOS)
-    if colors:
-        img = img.quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
-    out = io.BytesIO()
-    img.save(out, format="PNG", optimize=True)
-    return f"data:image/png;base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
