@@ -209,7 +209,24 @@ def test_a_local_cluster_runs_the_graph_in_worker_processes():
         assert engine.n_workers == 2 and not engine.shares_memory
         out = engine.run([Task("a", os.getpid), Task("b", os.getpid, after=("a",)),
                           Task("omp", os.getenv, ("OMP_NUM_THREADS",)),
-                          Task("itk", os.getenv, ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",))])
+                          Task("itk", os.getenv, ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",)),
+                          Task("trim", os.getenv, ("MALLOC_TRIM_THRESHOLD_",)),
+                          Task("mmap", os.getenv, ("MALLOC_MMAP_THRESHOLD_",))])
     assert os.getpid() not in (out["a"], out["b"])
     # one thread per worker for OpenMP/BLAS and ITK: parallelism is across tasks
     assert out["omp"] == "1" and out["itk"] == "1"
+    # freed memory stays with the worker (not distributed's 64 KiB trim threshold)
+    assert int(out["trim"]) >= 2**27 and int(out["mmap"]) >= 2**24
+
+
+def test_a_shared_local_scheduler_is_one_cluster_for_several_runs():
+    from petbind.compute import shared_scheduler
+
+    with shared_scheduler("sync") as word:
+        assert word == "sync"
+    with shared_scheduler("local:1") as client:
+        pids = []
+        for _ in range(2):  # two runs, as petbind demo's two analyses
+            with open_engine(client) as engine:
+                pids.append(engine.run([Task("pid", os.getpid)])["pid"])
+    assert pids[0] == pids[1] != os.getpid()

@@ -14,7 +14,6 @@ import sys
 import typer
 from rich.markup import escape
 
-from petbind import __version__
 from petbind.commands import register_all
 from petbind.commands.consoles import console, err_console
 from petbind.errors import PetbindError
@@ -31,6 +30,8 @@ __all__ = ["app", "console", "err_console", "main"]
 
 def _version(value: bool) -> None:
     if value:
+        from petbind import __version__
+
         console.print(f"petbind {__version__}")
         raise typer.Exit()
 

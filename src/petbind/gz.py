@@ -67,6 +67,20 @@ if _igzip is not None:
                 raise zlib.error(str(exc)) from None
 
 
+#: Exceptions of either back-end's inflater for a damaged stream.
+ERRORS: tuple[type[BaseException], ...] = (
+    (zlib.error,) if _isal_zlib is None else (zlib.error, _isal_zlib.error))
+
+
+def decompressobj() -> Any:
+    """An inflater of one gzip member (``zlib.decompressobj(16 + MAX_WBITS)`` API: it checks
+    the member's CRC-32 and ISIZE), ISA-L's when installed: inflating a 101 MB float32
+    scan took 1.3 s of CPU against 2.2 s with zlib (issue 18)."""
+    if _isal_zlib is not None:
+        return _isal_zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+
 def open_read(path: str | os.PathLike) -> Any:
     """A gzip reader of ``path`` (seekable forward, as :func:`gzip.open`)."""
     if _igzip is not None:

@@ -54,3 +54,34 @@ def test_demo_simulates_runs_prints_beside_the_truth_and_reports(tmp_path, monke
     assert {"simulate", "scans", "region_statistics", "voxel_statistics"} <= set(result.seconds)
     # a second demo reuses the complete simulated dataset
     assert simulate_if_needed(result.bids_dir) is False
+
+@pytest.mark.parametrize(("args", "word"), [
+    ([], None),                                   # the default demo: in-process
+    (["--realistic"], "local"),                   # the raw-scan demo: a local cluster
+    (["--realistic", "--scheduler", "sync"], "sync"),
+])
+def test_realistic_demo_defaults_to_one_local_cluster_for_both_analyses(
+        monkeypatch, tmp_path, args, word):
+    import contextlib
+    from types import SimpleNamespace
+
+    import petbind.commands.demo as cmd
+
+    seen: dict = {}
+
+    @contextlib.contextmanager
+    def fake_shared(value):
+        seen["word"] = value
+        yield ("engine", value)
+
+    def fake_run_demo(out, *, scheduler, **kwargs):
+        seen["scheduler"] = scheduler
+        return SimpleNamespace(report=None)
+
+    monkeypatch.setattr(cmd, "shared_scheduler", fake_shared)
+    monkeypatch.setattr(cmd, "run_demo", fake_run_demo)
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--out", str(tmp_path / "d"), "--no-progress", *args])
+    assert e.value.code == 0
+    # the one scheduler opened by the command is what both analyses of run_demo get
+    assert seen["word"] == word and seen["scheduler"] == ("engine", word)

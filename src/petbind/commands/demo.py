@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from petbind.commands.options import NoProgress, SchedulerSync
+from petbind.commands.options import NoProgress
+from petbind.compute import SCHEDULER_HELP, shared_scheduler
 
 if TYPE_CHECKING:
     from petbind.study.demo import DemoResult
@@ -70,7 +71,9 @@ def demo(
     out: Annotated[Path, typer.Option(
         "--out", help="Folder for the simulated dataset (bids/) and the outputs "
         "(derivatives/petbind/).")] = Path("petbind-demo"),
-    scheduler: SchedulerSync = None,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", help=SCHEDULER_HELP + " Default: sync; with --realistic, local "
+        "(one worker process per CPU, shared by both analyses).")] = None,
     no_report: Annotated[bool, typer.Option(
         "--no-report", help="Do not build the HTML report.")] = False,
     no_progress: NoProgress = False,
@@ -83,9 +86,12 @@ def demo(
     """Simulate the ketamine 5-HT1B / SERT macaque study and analyse it end to end."""
     from petbind.commands.consoles import console, err_console
 
-    result = run_demo(out, scheduler=scheduler, report=not no_report,
-                      progress=not no_progress, console=console, err_console=err_console,
-                      realistic=realistic)
+    if scheduler is None and realistic:
+        scheduler = "local"  # the raw-scan analysis is minutes of per-subject/scan tasks
+    with shared_scheduler(scheduler) as engine:  # one cluster for both analyses
+        result = run_demo(out, scheduler=engine, report=not no_report,
+                          progress=not no_progress, console=console, err_console=err_console,
+                          realistic=realistic)
     if result.report is not None:
         console.print(f"report: {result.report}", highlight=False)
 

@@ -59,6 +59,9 @@ from petbind.preprocess.register import (
 )
 from petbind.timing import FrameTiming
 
+#: Minimum optimiser step of the last (full-resolution) pass (about mm).
+FINAL_MIN_STEP = 1e-4
+
 PARAM_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 
@@ -173,6 +176,8 @@ def estimate_motion(
     shrink: tuple[int, ...] = (4, 2, 1),
     smooth_mm: tuple[float, ...] = (4.0, 2.0, 1.0),
     refine_iterations: int | None = 30,
+    min_step: float = 1e-3,
+    gradient_filter: bool = False,
 ) -> MotionResult:
     """Estimate rigid head motion of every frame of a dynamic PET scan.
 
@@ -223,6 +228,17 @@ def estimate_motion(
         Optimiser iterations of the later, full-resolution passes (None:
         ``iterations``). 30 gave the accuracy of 60 (0.31 deg on the test
         phantom), 15 did not (0.39-0.94 deg).
+    min_step : float
+        The optimiser of every pass but the last stops when its step falls
+        below this (scaled units, about mm); the last pass stops at
+        :data:`FINAL_MIN_STEP`. 1e-3 instead of 1e-4 stopped the first pass's
+        levels after about 25-45 iterations instead of running to the limit
+        (the full-resolution pass that follows refines the result).
+    gradient_filter : bool
+        Let ITK compute whole-image gradients of both images at every level
+        (True) or only at the metric's sample points (False): each of the 51
+        registrations of a scan then starts about 25 ms sooner, and the metric
+        samples only the head mask.
 
     Returns
     -------
@@ -269,12 +285,15 @@ def estimate_motion(
         # solution and only refine at full resolution against the sharper reference
         levels = (tuple(shrink), tuple(smooth_mm)) if p == 0 else ((1,), (1.0,))
         n_iter = iterations if p == 0 or refine_iterations is None else refine_iterations
+        # early passes stop at the coarse minimum step; the last one converges fully
+        step = FINAL_MIN_STEP if p + 1 == passes else min_step
         for b in range(n_blocks):  # one registration per block (frames, not voxels)
             reg = register_linear(reference, aff, block_imgs[b], aff, kind="rigid",
                                   metric=metric, initial=block_m[b], center=center,
                                   shrink=levels[0], smooth_mm=levels[1],
                                   iterations=n_iter, sampling=sampling, bins=32,
-                                  fixed_mask=mask, seed=seed)
+                                  fixed_mask=mask, seed=seed, min_step=step,
+                                  gradient_filter=gradient_filter)
             block_m[b] = reg.matrix
             values[b] = reg.metric
         if p + 1 < passes:
@@ -297,7 +316,8 @@ def estimate_motion(
                   "fd_threshold_mm": fd_threshold_mm, "fd_radius_mm": fd_radius_mm,
                   "metric": metric, "iterations": iterations, "sampling": sampling,
                   "shrink": list(shrink), "smooth_mm": list(smooth_mm),
-                  "refine_iterations": refine_iterations,
+                  "refine_iterations": refine_iterations, "min_step": min_step,
+                  "gradient_filter": gradient_filter,
                   "seed": seed, "rotation_convention": "R = Rz Ry Rx about center, deg",
                   "center_ras_mm": center.tolist()})
 

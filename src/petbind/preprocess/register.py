@@ -323,6 +323,8 @@ def register_linear(
     bins: int = 32,
     fixed_mask: ArrayLike | None = None,
     seed: int = 0,
+    min_step: float = 1e-4,
+    gradient_filter: bool = True,
 ) -> LinearRegistration:
     """Rigid or affine registration of ``moving`` to ``fixed`` (multi-resolution).
 
@@ -358,6 +360,13 @@ def register_linear(
         Restrict the metric to these fixed voxels.
     seed : int
         Seed of the metric sampler (same inputs and seed give the same result).
+    min_step : float
+        The gradient descent stops when its step falls below this (its
+        parameters are scaled to a physical shift, so about mm).
+    gradient_filter : bool
+        ITK's whole-image gradient filters of both images at every level
+        (True), or gradients only at the metric's sample points (False:
+        faster when the metric samples a few thousand points, e.g. in a mask).
 
     Returns
     -------
@@ -391,7 +400,8 @@ def register_linear(
 
     settings = {"kind": kind, "metric": metric, "shrink": list(shrink),
                 "smooth_mm": list(smooth_mm), "iterations": iterations, "sampling": sampling,
-                "bins": bins, "seed": seed, "center_ras_mm": c.tolist()}
+                "bins": bins, "seed": seed, "center_ras_mm": c.tolist(),
+                "min_step": min_step, "gradient_filter": gradient_filter}
 
     def run(tx: sitk.Transform, scales_rot: bool) -> tuple[sitk.Transform, float]:
         reg = sitk.ImageRegistrationMethod()
@@ -411,8 +421,11 @@ def register_linear(
         if mask_img is not None:
             reg.SetMetricFixedMask(mask_img)
         reg.SetInterpolator(sitk.sitkLinear)
+        if not gradient_filter:
+            reg.SetMetricUseFixedImageGradientFilter(False)
+            reg.SetMetricUseMovingImageGradientFilter(False)
         reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
+            learningRate=1.0, minStep=min_step, numberOfIterations=iterations,
             relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetShrinkFactorsPerLevel(list(shrink))
