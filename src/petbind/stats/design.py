@@ -17,7 +17,6 @@ those at covariate 0, which for a dose is "no drug".
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pandas as pd
 
 from petbind.errors import ConfigError, DataError
 from petbind.io.tables import read_typed_tsv
-from petbind.stats.roi import Contrast
+from petbind.stats.roi import Contrast, fit_mixed
 
 
 def _read_tsv(path: Path) -> pd.DataFrame:
@@ -132,7 +131,6 @@ def mixed_design_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast
         reference group or overall) , ``contrast in GROUP`` or
         ``group difference`` (GROUP minus the reference group).
     """
-    import statsmodels.formula.api as smf
 
     df = outcomes.copy()
     if "valid" in df:
@@ -163,17 +161,9 @@ def mixed_design_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast
         g = g.reset_index(drop=True)
         base = {"tracer": tracer, "model": model, "region": region, "formula": formula,
                 "n_obs": len(g), "n_subjects": g["subject"].nunique()}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                res = smf.mixedlm(formula, g, groups=g["subject"]).fit(reml=True)
-            except (ValueError, np.linalg.LinAlgError):
-                res = None
+        res, converged, _ = fit_mixed(formula, g)
         if res is None:
             continue
-        msgs = [str(w.message).lower() for w in caught]
-        converged = bool(res.converged) and not any("converge" in m and "not" in m
-                                                    for m in msgs)
         names = list(res.fe_params.index)
 
         def emit(term: str, kind: str, L: np.ndarray, *, _res=res, _base=base,

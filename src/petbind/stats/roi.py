@@ -276,6 +276,55 @@ def _correct(p: NDArray) -> tuple[NDArray, NDArray]:
     return holm, bh
 
 
+def _add_corrections(out: pd.DataFrame) -> None:
+    """Fill ``p_holm`` and ``p_bh`` in place: :func:`_correct` over the regions
+    of each tracer x model x contrast (the family of tests corrected together)."""
+    out["p_holm"] = np.nan
+    out["p_bh"] = np.nan
+    for _, idx in out.groupby(["tracer", "model", "contrast"]).groups.items():
+        holm, bh = _correct(out.loc[idx, "p"].to_numpy())
+        out.loc[idx, "p_holm"] = holm
+        out.loc[idx, "p_bh"] = bh
+
+
+def fit_mixed(formula: str, data: pd.DataFrame) -> tuple[object | None, bool, bool]:
+    """REML fit of a linear mixed model with a random intercept per subject.
+
+    One place for how petbind calls ``statsmodels`` ``mixedlm`` and reads its
+    warnings (used by :func:`mixed_model_statistics` and
+    :func:`petbind.stats.design.mixed_design_statistics`).
+
+    Parameters
+    ----------
+    formula : str
+        Patsy formula of the fixed effects, e.g. ``"bp_nd ~ C(condition)"``.
+    data : DataFrame
+        One row per observation, with a ``subject`` column (the grouping).
+
+    Returns
+    -------
+    result, converged, boundary
+        The statsmodels result (None when the fit raised); ``converged`` is
+        False when the fit raised, failed or warned that it did not converge;
+        ``boundary`` is True when the subject variance was estimated at zero
+        (statsmodels' boundary or singular-covariance warning).
+    """
+    import statsmodels.formula.api as smf
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = smf.mixedlm(formula, data, groups=data["subject"]).fit(reml=True)
+        except (ValueError, np.linalg.LinAlgError):
+            return None, False, False
+    msgs = [str(w.message).lower() for w in caught]
+    failed = any(("converge" in m and "not" in m) or "failed" in m for m in msgs)
+    converged = bool(res.converged) and not failed
+    boundary = (any("boundary" in m or "singular" in m for m in msgs)
+                or float(np.asarray(res.cov_re)[0, 0]) <= 1e-10)
+    return res, converged, boundary
+
+
 def _check_conditions(outcomes: pd.DataFrame, contrasts: Sequence[Contrast]) -> None:
     have = set(outcomes["condition"].unique())
     for c in contrasts:
@@ -351,12 +400,7 @@ def roi_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast], *,
     if has_truth:
         cols += ["pct_change_true", "mean_diff_true"]
     out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "p_bh")])
-    out["p_holm"] = np.nan
-    out["p_bh"] = np.nan
-    for _, idx in out.groupby(["tracer", "model", "contrast"]).groups.items():
-        holm, bh = _correct(out.loc[idx, "p"].to_numpy())
-        out.loc[idx, "p_holm"] = holm
-        out.loc[idx, "p_bh"] = bh
+    _add_corrections(out)
     out["n"] = out["n"].astype(int)
     return out[cols].reset_index(drop=True)
 
@@ -408,8 +452,6 @@ def mixed_model_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast]
         when the subject variance was estimated at zero (statsmodels' boundary
         or singular-covariance warning), common with few subjects.
     """
-    import statsmodels.formula.api as smf
-
     df = outcomes.copy()
     if "valid" in df:
         df.loc[~df["valid"].astype(bool), value] = np.nan
@@ -430,18 +472,7 @@ def mixed_model_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast]
         res = None
         converged = boundary = False
         if g["condition"].nunique() >= 2 and base["n_subjects"] >= 2:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    res = smf.mixedlm(formula, g, groups=g["subject"]).fit(reml=True)
-                except (ValueError, np.linalg.LinAlgError):
-                    res = None
-            msgs = [str(w.message).lower() for w in caught]
-            failed = any(("converge" in m and "not" in m) or "failed" in m for m in msgs)
-            converged = res is not None and bool(res.converged) and not failed
-            boundary = res is not None and (
-                any("boundary" in m or "singular" in m for m in msgs)
-                or float(np.asarray(res.cov_re)[0, 0]) <= 1e-10)
+            res, converged, boundary = fit_mixed(formula, g)
         for c in contrasts:
             row = {**base, "contrast": c.expr, "contrast_id": c.name, "estimate": np.nan,
                    "se": np.nan, "z": np.nan, "p": np.nan, "ci_low": np.nan,
@@ -459,10 +490,5 @@ def mixed_model_statistics(outcomes: pd.DataFrame, contrasts: Sequence[Contrast]
             "p", "ci_low", "ci_high", "p_holm", "p_bh", "n_obs", "n_subjects", "converged",
             "boundary"]
     out = pd.DataFrame(rows, columns=[c for c in cols if c not in ("p_holm", "p_bh")])
-    out["p_holm"] = np.nan
-    out["p_bh"] = np.nan
-    for _, idx in out.groupby(["tracer", "model", "contrast"]).groups.items():
-        holm, bh = _correct(out.loc[idx, "p"].to_numpy())
-        out.loc[idx, "p_holm"] = holm
-        out.loc[idx, "p_bh"] = bh
+    _add_corrections(out)
     return out[cols].reset_index(drop=True)
