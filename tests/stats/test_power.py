@@ -107,7 +107,8 @@ def test_prospective_power_on_the_simulator_region_path(tmp_path):
 def test_with_effects_sets_the_planned_change():
     from petbind.errors import ConfigError
     from petbind.simulate.config import load_config
-    from petbind.stats.power import _design_pct, with_effects
+    from petbind.stats.power import _design_pct
+    from petbind.stats.power_design import with_effects
 
     sim = with_effects(load_config(None), ["AZ10419369:ketamine:NAcc=15",
                                            "DASB:ketamine:default=-3"])
@@ -168,7 +169,7 @@ def test_design_from_study_takes_baseline_bp_and_between_subject_cv(tmp_path):
     import pandas as pd
 
     from petbind.simulate.config import load_config
-    from petbind.stats.power import design_from_study
+    from petbind.stats.power_design import design_from_study
     from petbind.study.config import load_config as load_study
 
     rng = np.random.default_rng(0)

@@ -77,7 +77,7 @@ def test_power_stage_takes_the_study_estimates_and_writes_group_power(tmp_path):
 def test_power_stage_uses_the_studys_baseline_bp_nd():
     """The simulated truth's baseline NAcc BP_ND is the study's mean, not the design's."""
     from petbind.simulate.config import load_config as load_sim
-    from petbind.stats.power import power_design
+    from petbind.stats.power_design import power_design
     from petbind.study.config import demo_config
 
     sim = load_sim(None)

@@ -83,7 +83,8 @@ def power(
     from petbind.commands.consoles import console
     from petbind.compute import parse_scheduler
     from petbind.simulate.config import load_config as load_sim
-    from petbind.stats.power import design_from_study, power_design, prospective_power
+    from petbind.stats.power import prospective_power
+    from petbind.stats.power_design import design_from_study, power_design
     from petbind.stats.power_output import write_power
     from petbind.study.config import demo_config
     from petbind.study.config import load_config as load_study

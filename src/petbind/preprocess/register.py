@@ -26,6 +26,11 @@ Mattes D, Haynor DR, Vesselle H, Lewellen TK, Eubank W (2003). PET-CT image
 registration in the chest using free-form deformations. IEEE TMI 22:120-128.
 Lowekamp BC, Chen DT, Ibanez L, Blezek D (2013). The design of SimpleITK.
 Front Neuroinform 7:45.
+
+Long module: the one registration API of preprocess/ (grid and SimpleITK /
+dipy conversions, rigid and affine registration, SyN, composition and
+transform files); its parts share the grid-geometry conversions, and the
+next split is those conversions into a module of their own.
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ peak t, mean estimated and true % change), and the outlines of the target
 regions for the viewer (:func:`region_outlines`). A t map's largest cluster can
 lie anywhere; the target-region table answers the study's question region by
 region, at voxel level, without a second statistical test.
+
+Long module: this is the report's voxel section's data (colour limits, the
+atlas on the statistics grid, cluster and target-region tables, the truth
+comparison, region outlines), one section of the report as
+``report/sections/*`` are the others; its HTML is in
+:mod:`petbind.report.sections.voxelwise`.
 """
 
 from __future__ import annotations

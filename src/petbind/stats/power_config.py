@@ -5,7 +5,7 @@ with a prospective power analysis (:mod:`petbind.stats.power`) of the
 finished study's design: the simulator design (``simulate_config``, default
 the founding study) with its baseline BP_ND and between-subject and
 test-retest variability taken from the study's own estimates
-(:func:`petbind.stats.power.design_from_outcomes`), the effects to plan for
+(:func:`petbind.stats.power_design.design_from_outcomes`), the effects to plan for
 (``effects``), and the study's models, k2' policy, target regions and
 contrasts. The results go to ``OUT/group/power/`` and the report's
 prospective power section. ``petbind power --config study.toml`` reads the

@@ -56,7 +56,8 @@ def write_power_stage(config: Any, out: Path, outcomes: pd.DataFrame | None, *,
         The files written.
     """
     from petbind.simulate.config import load_config as load_sim
-    from petbind.stats.power import power_design, prospective_power
+    from petbind.stats.power import prospective_power
+    from petbind.stats.power_design import power_design
     from petbind.stats.power_output import write_power
 
     p = config.power
