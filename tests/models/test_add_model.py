@@ -121,3 +121,12 @@ def test_a_new_model_is_in_the_catalogue_derived_help_and_lists(new_model):
     app.command("other")(lambda: None)  # two commands: `fit` is a sub-command
     text = CliRunner().invoke(app, ["fit", "--help"], terminal_width=400).output
     assert new_model in text
+
+
+def test_a_new_models_citation_reaches_the_reports_methods(new_model):
+    from petbind.report.sections.methods import _citations
+
+    citations, model_citation = _citations()
+    assert citations[model_citation[new_model]] == "A. Newcomer, J Test 2026;1:1."
+    # a model the catalogue does not know is still not cited
+    assert "nosuchmodel" not in model_citation

@@ -310,6 +310,14 @@ def _pct(n: int, total: int) -> str:
     return f"{100.0 * n / total:.0f} %" if total else "n/a"
 
 
+def _finite_text(values: np.ndarray, stat: str, fmt: str) -> str:
+    """``format(stat of the finite values, fmt)``, or ``"n/a"`` when none is finite."""
+    vals = values[np.isfinite(values)]
+    if not vals.size:
+        return "n/a"
+    return format(float(np.mean(vals) if stat == "mean" else np.median(vals)), fmt)
+
+
 def cluster_regions(clusters: Any, t_map: NDArray, mask: NDArray, threshold: float | None,
                     atlas: StatAtlas | None, truth: NDArray | None = None,
                     truth_t: NDArray | None = None) -> list[dict[str, str]] | None:
@@ -353,13 +361,9 @@ def cluster_regions(clusters: Any, t_map: NDArray, mask: NDArray, threshold: flo
                  for r, c in atlas.regions_in(vox)[:MAX_CLUSTER_REGIONS]]
         out = {"regions": ", ".join(parts), "_top": atlas.regions_in(vox)[0][0]}
         if truth is not None:
-            vals = truth[vox]
-            vals = vals[np.isfinite(vals)]
-            out["true_pct_change"] = f"{float(vals.mean()):+.1f}" if vals.size else "n/a"
+            out["true_pct_change"] = _finite_text(truth[vox], "mean", "+.1f")
         if truth_t is not None:
-            vals = truth_t[vox]
-            vals = vals[np.isfinite(vals)]
-            out["true_t"] = f"{float(np.median(vals)):.2f}" if vals.size else "n/a"
+            out["true_t"] = _finite_text(truth_t[vox], "median", ".2f")
         rows.append(out)
     return rows
 
@@ -415,17 +419,11 @@ def target_table(t_map: NDArray, effect: NDArray | None, mask: NDArray,
                "peak t": f"{peak:.2f}"}
         if effect is not None:
             sel = vox & shown if shown is not None and (vox & shown).any() else vox
-            vals = effect[sel]
-            vals = vals[np.isfinite(vals)]
-            row["mean % change"] = f"{float(vals.mean()):+.1f}" if vals.size else "n/a"
+            row["mean % change"] = _finite_text(effect[sel], "mean", "+.1f")
         if truth is not None:
-            vals = truth[vox]
-            vals = vals[np.isfinite(vals)]
-            row["true % change"] = f"{float(vals.mean()):+.1f}" if vals.size else "n/a"
+            row["true % change"] = _finite_text(truth[vox], "mean", "+.1f")
         if truth_t is not None:
-            vals = truth_t[vox]
-            vals = vals[np.isfinite(vals)]
-            row["true t"] = f"{float(np.median(vals)):.2f}" if vals.size else "n/a"
+            row["true t"] = _finite_text(truth_t[vox], "median", ".2f")
         rows.append(row)
     return rows or None
 

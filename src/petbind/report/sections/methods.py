@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from petbind import __version__
-from petbind.models.catalogue import CATALOGUE
+from petbind.models.catalogue import CATALOGUE, ModelSpec, specs
 from petbind.report.outputs import StudyOutputs, cfg_get, reference_region
 from petbind.report.sections.summary import alpha_level
 
@@ -38,14 +38,27 @@ CITATIONS: dict[str, str] = {
 
 #: Model name (as the config writes it, ``-`` dropped) -> its key in :data:`CITATIONS`;
 #: models that share a citation (MRTM2 is Ichise 2003, as MRTM) name it once.
-MODEL_CITATION = {spec.name.replace("-", ""): next(
-    o.name for o in CATALOGUE if o.citation == spec.citation) for spec in CATALOGUE
-    if spec.citation}
+def _model_citations(catalogue: tuple[ModelSpec, ...]) -> dict[str, str]:
+    return {spec.name.replace("-", ""): next(
+        o.name for o in catalogue if o.citation == spec.citation) for spec in catalogue
+        if spec.citation}
+
+
+MODEL_CITATION = _model_citations(tuple(CATALOGUE))
+
+
+def _citations() -> tuple[dict[str, str], dict[str, str]]:
+    """:data:`CITATIONS` and :data:`MODEL_CITATION` with the models added at run time
+    (:func:`petbind.models.catalogue.add_model`) as well as the built-in ones."""
+    catalogue = specs()
+    return ({**CITATIONS, **{s.name: s.citation for s in catalogue if s.citation}},
+            _model_citations(catalogue))
 
 
 def methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
     """The auto-written methods paragraph and its citations."""
     cfg = study.config
+    citations, model_citation = _citations()
     cites: list[str] = ["nomenclature"]
     parts = []
     n_sub = len(design["subjects"])
@@ -83,7 +96,7 @@ def methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
             txt += ". " + atlas
         parts.append(txt + ".")
         for m in [*models, map_model]:
-            c = MODEL_CITATION.get(str(m).lower().replace("-", "")) if m else None
+            c = model_citation.get(str(m).lower().replace("-", "")) if m else None
             if c and c not in cites:
                 cites.append(c)
     pre = _preprocess_methods(cfg)
@@ -115,7 +128,7 @@ def methods(study: StudyOutputs, design: dict[str, Any]) -> dict[str, Any]:
                          if prov.get(k))
     parts.append(f"Analyses used petbind {prov.get('petbind_version', __version__)}"
                  + (f" ({versions})" if versions else "") + ".")
-    return {"paragraph": " ".join(parts), "citations": [CITATIONS[c] for c in cites]}
+    return {"paragraph": " ".join(parts), "citations": [citations[c] for c in cites]}
 
 
 def _used_settings(study: StudyOutputs, tracer: str) -> dict[str, Any]:
