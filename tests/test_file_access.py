@@ -14,6 +14,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.test_import_graph import _module_name  # one module-name rule for both
+
 import petbind
 
 SRC = Path(petbind.__file__).resolve().parent
@@ -45,14 +47,6 @@ ALLOWED = {
     # the run lock: an fcntl lock on a descriptor, not a read of data
     "petbind.study.outdir": "the output folder's run lock (fcntl needs a raw descriptor)",
 }
-
-
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(SRC.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
 
 
 def _aliases(tree: ast.AST) -> dict[str, str]:
