@@ -1,4 +1,4 @@
-"""Run ``petbind`` in-process for the ``fit`` command tests and return its exit status."""
+"""Run ``petbind`` in-process for the command tests: its exit status (and its output)."""
 
 from __future__ import annotations
 
@@ -12,3 +12,10 @@ def run_cli(args: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def cli_output(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``petbind ARGV`` in-process: ``(exit status, stdout, stderr)`` (pytest's capsys)."""
+    code = run_cli(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err

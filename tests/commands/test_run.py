@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import tomllib
 
-from petbind.cli import main
+from tests.commands._fit_cli import cli_output as _cli
+
 from petbind.study.config import DEFAULT_CONFIG
-
-
-def _cli(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_print_config_prints_the_commented_default(capsys):

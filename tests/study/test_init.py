@@ -5,19 +5,10 @@ from __future__ import annotations
 import json
 import tomllib
 
-from petbind.cli import main
+from tests.commands._fit_cli import cli_output as _cli
+
 from petbind.study.config import parse_config
 from petbind.study.init import config_text, region_groups, survey
-
-
-def _cli(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _dataset(root, sessions_tsv=True, labels=("placebo", "drug")):

@@ -13,21 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from petbind.cli import main
+from tests.commands._fit_cli import cli_output as _cli
 
 from .lab_dataset import MISSING, make_lab_dataset
 from .report_check import assert_complete_report
-
-
-def _cli(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _outcomes(out):
