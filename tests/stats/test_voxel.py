@@ -135,12 +135,7 @@ def _reference_before_streaming(diffs, mask, flips, thr):
     return tf[0], p_fwe, sizes
 
 
-@pytest.mark.parametrize("block_bytes", [1, 7 * 12 * 8 * 150, None])
-def test_streamed_flips_give_the_p_values_of_all_flips_held_at_once(monkeypatch, block_bytes):
-    """Blocks of 1 flip, of 7 flips (an uneven last block) and the default budget give
-    the same t, voxel FWE p and cluster FWE p, bit for bit, as the reference."""
-    import petbind.stats.voxel as voxel
-
+def _reference_case():
     rng = np.random.default_rng(7)
     shape = (6, 5, 5)
     n = 12
@@ -149,9 +144,26 @@ def test_streamed_flips_give_the_p_values_of_all_flips_held_at_once(monkeypatch,
     diffs[:, 5, 4, 4] = 0.0                 # zero variance: t is NaN there
     mask = np.ones(shape, bool)
     mask[0, 0, :] = False
+    return n, diffs, mask
+
+
+@pytest.mark.parametrize("scheduler", [None, "sync"])
+@pytest.mark.parametrize("block_bytes", [1, 7 * 12 * 8 * 150, None])
+def test_streamed_flips_give_the_p_values_of_all_flips_held_at_once(monkeypatch, block_bytes,
+                                                                    scheduler):
+    """Blocks of 1 flip, of 7 flips (an uneven last block) and the default budget give
+    the same t, voxel FWE p and cluster FWE p, bit for bit, as the reference, in this
+    process (``scheduler`` None) and as tasks of the in-process compute engine (4 ranges
+    of flips, merged)."""
+    import petbind.stats.voxel as voxel
+    from petbind.compute import open_engine
+
+    n, diffs, mask = _reference_case()
     if block_bytes is not None:
         monkeypatch.setattr(voxel, "CHUNK_BYTES", block_bytes)
-    res = sign_flip_test(diffs, mask, n_permutations=200, seed=11, cluster_forming_p=0.05)
+    with open_engine(scheduler or "sync") as engine:
+        res = sign_flip_test(diffs, mask, n_permutations=200, seed=11, cluster_forming_p=0.05,
+                             engine=engine if scheduler else None)
     assert res.info["n_flips"] == 200 and not res.info["exact"]
     flips, _ = sign_flips(n, 200, seed=11)
     thr = res.info["cluster_forming_t"]
@@ -189,3 +201,50 @@ def test_memory_of_the_flips_does_not_grow_with_their_number():
     all_at_once = 3000 * v * 8
     assert peaks[3000] < 1.2 * peaks[100] + 3000 * 8 * 4
     assert peaks[3000] < all_at_once / 4
+
+
+def _same_result(a, b) -> None:
+    for name in ("t", "p", "p_fwe", "p_fdr", "effect", "mask"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.clusters.equals(b.clusters) and a.info == b.info
+
+
+@pytest.mark.parametrize("fwhm", [0.0, 5.0])
+def test_values_at_the_mask_voxels_give_the_result_of_whole_maps(fwhm):
+    """(n, V) values at the mask's voxels (what the study stage holds) and the (n, X, Y, Z)
+    maps give the same test bit for bit, with voxels undefined in one subject, an effect
+    map and smoothing."""
+    rng = np.random.default_rng(12)
+    shape = (8, 7, 6)
+    diffs = rng.standard_normal((6, *shape)) + 0.4
+    effect = 10 * diffs + rng.standard_normal(diffs.shape)
+    diffs[2, 3, 3, 3] = np.nan                  # drops out of the mask
+    effect[1, 4, 4, 4] = np.nan                 # nanmean of the others
+    mask = np.zeros(shape, bool)
+    mask[1:7, 1:6, 1:5] = True
+    kw = {"affine": np.diag([2.0, 2.0, 2.0, 1.0]), "cluster_forming_p": 0.05,
+          "smoothing_fwhm_mm": fwhm, "n_permutations": 64}
+    whole = sign_flip_test(diffs, mask, effect=effect, **kw)
+    masked = sign_flip_test(diffs[:, mask], mask, effect=effect[:, mask], **kw)
+    _same_result(masked, whole)
+    assert not whole.mask[3, 3, 3] and whole.mask.sum() == mask.sum() - 1
+    assert len(whole.clusters) >= 1
+
+
+@pytest.mark.slow
+def test_flips_on_a_local_cluster_of_2_processes_equal_the_serial_test():
+    """The flips as tasks on 2 worker processes (data scattered once, 8 ranges of flips)
+    give the in-process test's maps and clusters bit for bit, and the reference's p."""
+    from petbind.compute import open_engine
+
+    n, diffs, mask = _reference_case()
+    kw = {"n_permutations": 200, "seed": 11, "cluster_forming_p": 0.05}
+    serial = sign_flip_test(diffs, mask, **kw)
+    with open_engine("local:2") as engine:
+        assert engine.n_workers == 2 and not engine.shares_memory
+        on_cluster = sign_flip_test(diffs, mask, engine=engine, **kw)
+    _same_result(on_cluster, serial)
+    flips, _ = sign_flips(n, 200, seed=11)
+    _, p_fwe, _ = _reference_before_streaming(diffs, mask, flips,
+                                              serial.info["cluster_forming_t"])
+    np.testing.assert_array_equal(on_cluster.p_fwe[mask], p_fwe)

@@ -30,15 +30,31 @@ import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
 from petbind.errors import DataError
+from petbind.stats import voxel_null as _null
+from petbind.stats.voxel_null import (
+    TASKS_PER_WORKER,
+    FlipNull,
+    flip_null,
+    flip_null_tasks,
+    merge_flip_null,
+    t_statistic,
+)
 
-#: Budget (bytes) of one chunk of flipped data when computing permutation t maps.
-CHUNK_BYTES = 64 * 2**20
+__all__ = ["CHUNK_BYTES", "TASKS_PER_WORKER", "FlipNull", "SignFlipInput", "VoxelTest",
+           "finish_sign_flip", "flip_null", "flip_null_tasks", "flipped_t",
+           "merge_flip_null", "prepare_sign_flip", "sign_flip_test", "sign_flips",
+           "smooth_maps", "t_statistic"]
+
+#: Budget (bytes) of one chunk of flipped data when computing permutation t maps
+#: (:data:`petbind.stats.voxel_null.CHUNK_BYTES`; read here when a test runs).
+CHUNK_BYTES = _null.CHUNK_BYTES
 
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -76,13 +92,8 @@ def sign_flips(n: int, n_permutations: int = 5000, seed: int = 0) -> tuple[NDArr
 
 
 def _t_of(d: NDArray) -> NDArray:
-    """One-sample t of ``d`` along axis -2 (subjects), by scipy."""
-    from scipy.stats import ttest_1samp
-
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        t = ttest_1samp(d, 0.0, axis=-2).statistic
-    return np.asarray(t, dtype=float)
+    """One-sample t of ``d`` along axis -2 (subjects): :func:`t_statistic`."""
+    return t_statistic(d)
 
 
 def flipped_t(diffs: NDArray, flips: NDArray) -> NDArray:
@@ -138,111 +149,6 @@ def smooth_maps(maps: NDArray, mask: NDArray, fwhm_mm: float,
     return np.where(mask, out, 0.0)
 
 
-def _max_cluster_sizes(tmaps: NDArray, mask: NDArray, threshold: float) -> NDArray:
-    """Largest supra-threshold cluster (either sign) of each flipped t map.
-
-    Parameters
-    ----------
-    tmaps : ndarray, shape (F, V)
-        t maps of F flips at the V voxels of ``mask`` (NaN counts as below threshold).
-    mask : ndarray of bool, shape (X, Y, Z)
-    threshold : float
-        Cluster-forming |t|.
-
-    Returns
-    -------
-    ndarray, shape (F,)
-        Voxels in the largest cluster (26-connectivity) of ``t > threshold`` or
-        ``-t > threshold``; 0 when no voxel passes.
-    """
-    from scipy.ndimage import label
-
-    sizes = np.zeros(tmaps.shape[0])
-    vol = np.zeros(mask.shape, dtype=bool)
-    for f, t in enumerate(tmaps):
-        best = 0
-        for sign in (1.0, -1.0):
-            above = sign * t > threshold
-            if not above.any():
-                continue            # label() would find no cluster
-            vol[:] = False
-            vol[mask] = above
-            lab, k = label(vol, structure=_STRUCTURE_26)
-            if k:
-                best = max(best, int(np.bincount(lab.ravel())[1:].max()))
-        sizes[f] = best
-    return sizes
-
-
-@dataclass
-class FlipNull:
-    """What a sign-flip test keeps of its flips (see :func:`flip_null`).
-
-    Attributes
-    ----------
-    t_obs : ndarray, shape (V,)
-        t of the unflipped data (flip 0), float64, NaN where undefined.
-    max_abs_t : ndarray, shape (F,)
-        Largest |t| over the mask of every flip (NaN counted as 0), float64.
-    max_cluster : ndarray, shape (F,)
-        Voxels in the largest supra-threshold cluster of every flip.
-    """
-
-    t_obs: NDArray
-    max_abs_t: NDArray
-    max_cluster: NDArray
-
-
-def flip_null(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
-              block_bytes: int | None = None) -> FlipNull:
-    """Null distributions of the maximum |t| and the largest cluster, in blocks of flips.
-
-    Flips are processed ``B`` at a time, ``B = block_bytes // (8 n V)``
-    (at least 1): the block's flipped data ``(B, n, V)`` float64 and its t maps
-    ``(B, V)`` exist only while the block is processed, and only the block's
-    maxima and cluster sizes are kept. Peak memory is therefore a few
-    ``block_bytes`` plus ``O(F)``, constant in the number of flips. Each t is
-    the same float64 ``ttest_1samp`` as :func:`flipped_t` (a voxel's t does not
-    depend on how flips are grouped), so the result equals the all-flips
-    computation bit for bit.
-
-    Parameters
-    ----------
-    d : ndarray, shape (n, V)
-        Per-subject contrast values at the V voxels of ``mask``.
-    flips : ndarray, shape (F, n)
-        Sign flips, row 0 the identity (see :func:`sign_flips`).
-    mask : ndarray of bool, shape (X, Y, Z)
-        The voxels of ``d`` (C order), for cluster labelling.
-    threshold : float
-        Cluster-forming |t|.
-    block_bytes : int, optional
-        Budget of one block's flipped data, bytes; :data:`CHUNK_BYTES` when omitted.
-
-    Returns
-    -------
-    FlipNull
-    """
-    d = np.asarray(d, dtype=float)
-    n, v = d.shape
-    budget = CHUNK_BYTES if block_bytes is None else int(block_bytes)
-    block = max(1, budget // max(1, n * v * 8))
-    n_flips = flips.shape[0]
-    max_abs = np.empty(n_flips)
-    max_cluster = np.empty(n_flips)
-    t_obs = None
-    for i in range(0, n_flips, block):
-        tb = _t_of(flips[i:i + block, :, None] * d[None, :, :])
-        if t_obs is None:
-            t_obs = tb[0].copy()
-        nan = np.isnan(tb)
-        tb[nan] = 0.0
-        max_abs[i:i + block] = np.abs(tb).max(axis=1)
-        max_cluster[i:i + block] = _max_cluster_sizes(tb, mask, threshold)
-        del tb, nan
-    return FlipNull(t_obs=t_obs, max_abs_t=max_abs, max_cluster=max_cluster)
-
-
 @dataclass
 class VoxelTest:
     """Result of :func:`sign_flip_test`; 3-D arrays on the grid of the input maps.
@@ -271,61 +177,128 @@ class VoxelTest:
     info: dict = field(default_factory=dict)
 
 
-def sign_flip_test(diffs: NDArray, mask: NDArray, *, affine: NDArray | None = None,
-                   effect: NDArray | None = None, cluster_forming_p: float = 0.01,
-                   n_permutations: int = 5000, seed: int = 0, smoothing_fwhm_mm: float = 0.0,
-                   atlas: NDArray | None = None,
-                   atlas_names: dict[int, str] | None = None) -> VoxelTest:
-    """Paired t map with sign-flip FWE (voxel and cluster level) and FDR.
+@dataclass
+class SignFlipInput:
+    """A sign-flip test ready for its flips (:func:`prepare_sign_flip`).
+
+    Attributes
+    ----------
+    d : ndarray, shape (n, V)
+        Per-subject contrast values (smoothed when asked) at the V voxels of ``mask``.
+    mask : ndarray of bool, shape (X, Y, Z)
+        Analysis mask less voxels without a finite value in every subject.
+    flips : ndarray, shape (F, n)
+    exact : bool
+    threshold : float
+        Cluster-forming |t|.
+    effect : ndarray, shape (V,)
+        Mean per-subject effect at the voxels of ``mask`` (0 where undefined).
+    affine : ndarray, shape (4, 4)
+    atlas, atlas_names
+        As :func:`sign_flip_test`.
+    info : dict
+        The result's ``info``.
+    """
+
+    d: NDArray
+    mask: NDArray
+    flips: NDArray
+    exact: bool
+    threshold: float
+    effect: NDArray
+    affine: NDArray
+    atlas: NDArray | None = None
+    atlas_names: dict[int, str] | None = None
+    info: dict = field(default_factory=dict)
+
+
+def _on_grid(values: NDArray, mask: NDArray) -> NDArray:
+    """``(n, V)`` values at the voxels of ``mask`` as ``(n, X, Y, Z)`` (NaN elsewhere)."""
+    out = np.full((values.shape[0], *mask.shape), np.nan)
+    out[:, mask] = values
+    return out
+
+
+def prepare_sign_flip(diffs: NDArray, mask: NDArray, *, affine: NDArray | None = None,
+                      effect: NDArray | None = None, cluster_forming_p: float = 0.01,
+                      n_permutations: int = 5000, seed: int = 0,
+                      smoothing_fwhm_mm: float = 0.0, atlas: NDArray | None = None,
+                      atlas_names: dict[int, str] | None = None) -> SignFlipInput:
+    """The first part of :func:`sign_flip_test` (same parameters): mask, smoothing, flips.
+
+    ``diffs`` and ``effect`` are ``(n, X, Y, Z)`` maps, or ``(n, V)`` values at the
+    ``V = mask.sum()`` voxels of ``mask`` in C order (what a caller that keeps
+    only the analysed voxels holds; the same numbers give the same result).
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 subjects, or no voxel of the mask finite in every subject.
+    """
+    from scipy.stats import t as t_dist
+
+    mask = np.asarray(mask, dtype=bool)
+    diffs = np.asarray(diffs, dtype=float)
+    masked = diffs.ndim == 2
+    finite = np.all(np.isfinite(diffs), axis=0)
+    n = diffs.shape[0]
+    aff = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+    vox = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    if masked:
+        keep = finite
+        mask_in = mask
+        mask = mask.copy()
+        mask[mask_in] = finite
+    else:
+        mask = mask & finite
+    if not mask.any():
+        raise DataError("no voxel is inside the mask with finite values in every subject",
+                        field="mask", fix="check the parametric maps and the atlas")
+    flips, exact = sign_flips(n, n_permutations, seed)
+    if smoothing_fwhm_mm > 0:
+        # smooth_maps reads the maps inside the (finite) mask only
+        grid = _on_grid(diffs, mask_in) if masked else diffs
+        d = smooth_maps(grid, mask, smoothing_fwhm_mm, vox)[:, mask]
+        del grid
+    else:
+        d = diffs[:, keep] if masked else diffs[:, mask]
+    df = n - 1
+    thr = float(t_dist.isf(cluster_forming_p / 2.0, df))
+    if effect is None:
+        eff = d.mean(axis=0)
+    else:
+        effect = np.asarray(effect, float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            eff = np.nanmean(effect[:, keep] if masked else effect[:, mask], axis=0)
+        eff = np.where(np.isfinite(eff), eff, 0.0)
+    info = {"n_subjects": int(n), "n_flips": int(flips.shape[0]), "exact": bool(exact),
+            "min_attainable_p": 1.0 / flips.shape[0], "cluster_forming_t": thr,
+            "cluster_forming_p": float(cluster_forming_p),
+            "smoothing_fwhm_mm": float(smoothing_fwhm_mm), "seed": int(seed),
+            "mask_voxels": int(mask.sum()), "df": int(df)}
+    return SignFlipInput(d=d, mask=mask, flips=flips, exact=bool(exact), threshold=thr,
+                         effect=eff, affine=aff, atlas=atlas, atlas_names=atlas_names,
+                         info=info)
+
+
+def finish_sign_flip(prep: SignFlipInput, null: FlipNull) -> VoxelTest:
+    """The last part of :func:`sign_flip_test`: p-values, FDR, clusters, maps.
 
     Parameters
     ----------
-    diffs : ndarray, shape (n, X, Y, Z)
-        Per-subject contrast maps (e.g. BP_ND drug - BP_ND baseline).
-    mask : ndarray of bool, shape (X, Y, Z)
-        Voxels analysed.
-    affine : ndarray, shape (4, 4), optional
-        Voxel-to-mm transform (peak coordinates, voxel size for smoothing and
-        cluster volume); identity when omitted.
-    effect : ndarray, shape (n, X, Y, Z), optional
-        Per-subject effect maps to average for the effect map (e.g. %
-        change); the mean of ``diffs`` when omitted.
-    cluster_forming_p : float
-        Two-sided uncorrected p that forms clusters; the t threshold is the
-        t distribution's ``isf(p / 2, n - 1)``.
-    n_permutations : int
-        Upper limit of flips (see :func:`sign_flips`).
-    seed : int
-        Seed of random flips (unused when exact).
-    smoothing_fwhm_mm : float
-        Gaussian FWHM applied to ``diffs`` inside the mask before testing.
-    atlas : ndarray of int, shape (X, Y, Z), optional
-        Label image; ``atlas_names`` maps a label to the name reported at a
-        cluster peak.
-
-    Returns
-    -------
-    VoxelTest
+    prep : SignFlipInput
+        From :func:`prepare_sign_flip`.
+    null : FlipNull
+        :func:`flip_null` of ``prep.d, prep.flips, prep.mask, prep.threshold``
+        (in this process or merged from an engine's tasks).
     """
     from scipy.ndimage import label, maximum_position
     from scipy.stats import false_discovery_control
     from scipy.stats import t as t_dist
 
-    diffs = np.asarray(diffs, dtype=float)
-    mask = np.asarray(mask, dtype=bool) & np.all(np.isfinite(diffs), axis=0)
-    n = diffs.shape[0]
-    aff = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
-    vox = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
-    if smoothing_fwhm_mm > 0:
-        diffs = smooth_maps(diffs, mask, smoothing_fwhm_mm, vox)
-    if not mask.any():
-        raise DataError("no voxel is inside the mask with finite values in every subject",
-                        field="mask", fix="check the parametric maps and the atlas")
-    d = diffs[:, mask]
-    flips, exact = sign_flips(n, n_permutations, seed)
-    df = n - 1
-    thr = float(t_dist.isf(cluster_forming_p / 2.0, df))
-    null = flip_null(d, flips, mask, thr)
+    mask, aff, thr = prep.mask, prep.affine, prep.threshold
+    df = prep.info["df"]
     t_obs = null.t_obs
     p_obs = 2.0 * t_dist.sf(np.abs(t_obs), df)
     p_obs = np.where(np.isnan(p_obs), 1.0, p_obs)
@@ -343,13 +316,7 @@ def sign_flip_test(diffs: NDArray, mask: NDArray, *, affine: NDArray | None = No
         return out
 
     t_map = vol(np.where(np.isnan(t_obs), 0.0, t_obs), 0.0)
-    if effect is None:
-        eff = d.mean(axis=0)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            eff = np.nanmean(np.asarray(effect, float)[:, mask], axis=0)
-        eff = np.where(np.isfinite(eff), eff, 0.0)
+    atlas, atlas_names = prep.atlas, prep.atlas_names
     rows = []
     voxel_mm3 = float(abs(np.linalg.det(aff[:3, :3])))
     cid = 0
@@ -377,11 +344,59 @@ def sign_flip_test(diffs: NDArray, mask: NDArray, *, affine: NDArray | None = No
     clusters = pd.DataFrame(rows, columns=[
         "cluster_id", "sign", "size_voxels", "size_mm3", "peak_t", "peak_x", "peak_y",
         "peak_z", "peak_i", "peak_j", "peak_k", "peak_region", "p_fwe_cluster"])
-    info = {"n_subjects": int(n), "n_flips": int(flips.shape[0]), "exact": bool(exact),
-            "min_attainable_p": 1.0 / flips.shape[0], "cluster_forming_t": thr,
-            "cluster_forming_p": float(cluster_forming_p),
-            "smoothing_fwhm_mm": float(smoothing_fwhm_mm), "seed": int(seed),
-            "mask_voxels": int(mask.sum()), "df": int(df)}
     return VoxelTest(t=t_map, p=vol(p_obs, 1.0), p_fwe=vol(p_fwe, 1.0),
-                     p_fdr=vol(p_fdr, 1.0), effect=vol(eff, 0.0), mask=mask,
-                     clusters=clusters, info=info)
+                     p_fdr=vol(p_fdr, 1.0), effect=vol(prep.effect, 0.0), mask=mask,
+                     clusters=clusters, info=dict(prep.info))
+
+
+def sign_flip_test(diffs: NDArray, mask: NDArray, *, affine: NDArray | None = None,
+                   effect: NDArray | None = None, cluster_forming_p: float = 0.01,
+                   n_permutations: int = 5000, seed: int = 0, smoothing_fwhm_mm: float = 0.0,
+                   atlas: NDArray | None = None,
+                   atlas_names: dict[int, str] | None = None,
+                   engine: Any = None) -> VoxelTest:
+    """Paired t map with sign-flip FWE (voxel and cluster level) and FDR.
+
+    :func:`prepare_sign_flip`, :func:`flip_null` (on ``engine`` when given),
+    :func:`finish_sign_flip`; the result does not depend on the engine.
+
+    Parameters
+    ----------
+    diffs : ndarray, shape (n, X, Y, Z) or (n, V)
+        Per-subject contrast maps (e.g. BP_ND drug - BP_ND baseline), or their
+        values at the ``V`` voxels of ``mask`` (C order).
+    mask : ndarray of bool, shape (X, Y, Z)
+        Voxels analysed.
+    affine : ndarray, shape (4, 4), optional
+        Voxel-to-mm transform (peak coordinates, voxel size for smoothing and
+        cluster volume); identity when omitted.
+    effect : ndarray, shape (n, X, Y, Z) or (n, V), optional
+        Per-subject effect maps to average for the effect map (e.g. %
+        change); the mean of ``diffs`` when omitted.
+    cluster_forming_p : float
+        Two-sided uncorrected p that forms clusters; the t threshold is the
+        t distribution's ``isf(p / 2, n - 1)``.
+    n_permutations : int
+        Upper limit of flips (see :func:`sign_flips`).
+    seed : int
+        Seed of random flips (unused when exact).
+    smoothing_fwhm_mm : float
+        Gaussian FWHM applied to ``diffs`` inside the mask before testing.
+    atlas : ndarray of int, shape (X, Y, Z), optional
+        Label image; ``atlas_names`` maps a label to the name reported at a
+        cluster peak.
+    engine : petbind.compute.Engine, optional
+        Run the flips as tasks there (:func:`flip_null_tasks`); None: in this process.
+
+    Returns
+    -------
+    VoxelTest
+    """
+    prep = prepare_sign_flip(diffs, mask, affine=affine, effect=effect,
+                             cluster_forming_p=cluster_forming_p,
+                             n_permutations=n_permutations, seed=seed,
+                             smoothing_fwhm_mm=smoothing_fwhm_mm, atlas=atlas,
+                             atlas_names=atlas_names)
+    null = flip_null(prep.d, prep.flips, prep.mask, prep.threshold, CHUNK_BYTES,
+                     engine=engine)
+    return finish_sign_flip(prep, null)

@@ -1,0 +1,282 @@
+"""The permutation core of the voxel sign-flip test: t without p, flips in blocks and tasks.
+
+:func:`t_statistic` is scipy's one-sample t (``ttest_1samp``) bit for bit,
+without the p-values the permutation test does not use. :func:`flip_null`
+runs the flips of :func:`petbind.stats.voxel.sign_flip_test` in blocks (memory
+constant in the number of flips) and keeps each flip's maximum |t| and largest
+supra-threshold cluster; :func:`flip_null_tasks` / :func:`merge_flip_null` cut
+the same work into tasks of a :mod:`petbind.compute` engine (in-process or the
+workers of a dask cluster), with the same result bit for bit: every flip is
+computed on its own, and merging is concatenation in flip order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from petbind.errors import DataError
+
+#: Budget (bytes) of one chunk of flipped data when computing permutation t maps.
+CHUNK_BYTES = 64 * 2**20
+#: Tasks per worker when the flips run on a compute engine (:func:`flip_null_tasks`):
+#: several, so that no worker waits long for the last one.
+TASKS_PER_WORKER = 4
+
+_STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+
+
+def t_statistic(x: NDArray, *, overwrite: bool = False) -> NDArray:
+    """One-sample t against 0 along axis -2, in scipy's arithmetic, without p-values.
+
+    ``scipy.stats.ttest_1samp(x, 0.0, axis=-2).statistic`` (scipy 1.17) works on
+    the view ``np.moveaxis(x, -2, -1)`` and computes ``mean`` (``np.mean`` over
+    the last axis), ``v = mean((x - mean)**2) * (n / (n - 1))`` (``_var``,
+    ``ddof=1``), ``denom = sqrt(v / n)`` and ``t = (mean - 0) / denom``, then a
+    p-value (``_get_pvalue``, about half of its time) that the sign-flip test
+    throws away. This function performs the same numpy operations on the same
+    memory layout in the same order, so its t equals scipy's bit for bit for
+    finite input (``tests/stats/test_voxel.py`` checks it on random data, n = 2
+    to 40, zero variance, constant non-zero values); zero variance gives
+    ``+-inf`` or NaN as in scipy. scipy treats input holding NaN differently
+    (each voxel's 1-D slice on its own, where numpy sums 8 or more values
+    pairwise): the NaN voxels are NaN in both, the others agree to about
+    1e-14 relative, not bit for bit; :func:`flip_null` therefore refuses
+    non-finite data.
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., n, V)
+        Samples along axis -2 (subjects), float64.
+    overwrite : bool
+        Use ``x`` (C-contiguous float64) as scratch space for the deviations
+        (saves one array of ``x``'s size; ``x`` is destroyed).
+
+    Returns
+    -------
+    ndarray, shape (..., V)
+        float64 t; NaN where all values are equal to their mean (0 / 0).
+
+    References
+    ----------
+    scipy.stats.ttest_1samp and scipy.stats._stats_py._var / _moment (scipy
+    1.17.1), which this reproduces operation for operation.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-2]
+    a = np.moveaxis(x, -2, -1)           # scipy's view: samples along the last axis
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        mean = np.mean(a, axis=-1, keepdims=True)
+        if overwrite and x.flags.c_contiguous and x.flags.writeable:
+            dev = np.subtract(a, mean, out=a)
+        else:
+            dev = a - mean               # laid out like a (order "K"), as in scipy
+        np.square(dev, out=dev)          # scipy: a_zero_mean**2
+        var = np.mean(dev, axis=-1)
+        nf = np.asarray(n, dtype=np.float64)
+        var *= nf / (nf - 1)             # scipy's ddof correction, as one factor
+        denom = np.sqrt(var / n)
+        return np.divide(mean[..., 0], denom)
+
+
+def _max_cluster_sizes(tmaps: NDArray, mask: NDArray, threshold: float) -> NDArray:
+    """Largest supra-threshold cluster (either sign) of each flipped t map.
+
+    Parameters
+    ----------
+    tmaps : ndarray, shape (F, V)
+        t maps of F flips at the V voxels of ``mask`` (NaN counts as below threshold).
+    mask : ndarray of bool, shape (X, Y, Z)
+    threshold : float
+        Cluster-forming |t|.
+
+    Returns
+    -------
+    ndarray, shape (F,)
+        Voxels in the largest cluster (26-connectivity) of ``t > threshold`` or
+        ``-t > threshold``; 0 when no voxel passes.
+    """
+    from scipy.ndimage import label
+
+    sizes = np.zeros(tmaps.shape[0])
+    vol = np.zeros(mask.shape, dtype=bool)
+    for f, t in enumerate(tmaps):
+        best = 0
+        for sign in (1.0, -1.0):
+            above = sign * t > threshold
+            if not above.any():
+                continue            # label() would find no cluster
+            vol[:] = False
+            vol[mask] = above
+            lab, k = label(vol, structure=_STRUCTURE_26)
+            if k:
+                best = max(best, int(np.bincount(lab.ravel())[1:].max()))
+        sizes[f] = best
+    return sizes
+
+
+@dataclass
+class FlipNull:
+    """What a sign-flip test keeps of its flips (see :func:`flip_null`).
+
+    Attributes
+    ----------
+    t_obs : ndarray, shape (V,)
+        t of the unflipped data (flip 0), float64, NaN where undefined.
+    max_abs_t : ndarray, shape (F,)
+        Largest |t| over the mask of every flip (NaN counted as 0), float64.
+    max_cluster : ndarray, shape (F,)
+        Voxels in the largest supra-threshold cluster of every flip.
+    """
+
+    t_obs: NDArray
+    max_abs_t: NDArray
+    max_cluster: NDArray
+
+
+def _flip_block_size(n: int, v: int, block_bytes: int | None) -> int:
+    """Flips per block: ``block_bytes // (8 n V)``, at least 1."""
+    budget = CHUNK_BYTES if block_bytes is None else int(block_bytes)
+    return max(1, budget // max(1, n * v * 8))
+
+
+def _null_of_flips(d: NDArray, flips: NDArray, mask: NDArray, threshold: float, block: int,
+                   keep_first: bool) -> tuple[NDArray | None, NDArray, NDArray]:
+    """Maximum |t| and largest cluster of every flip of ``flips``, ``block`` flips at a time.
+
+    Returns ``(t of flips[0] or None, max |t| (F,), largest cluster (F,))``; the
+    first t only when ``keep_first`` (the caller's flip 0 is the identity).
+    """
+    n_flips = flips.shape[0]
+    max_abs = np.empty(n_flips)
+    max_cluster = np.empty(n_flips)
+    t_first = None
+    for i in range(0, n_flips, block):
+        tb = t_statistic(flips[i:i + block, :, None] * d[None, :, :], overwrite=True)
+        if keep_first and t_first is None:
+            t_first = tb[0].copy()
+        tb[np.isnan(tb)] = 0.0
+        max_abs[i:i + block] = np.abs(tb).max(axis=1)
+        max_cluster[i:i + block] = _max_cluster_sizes(tb, mask, threshold)
+        del tb
+    return t_first, max_abs, max_cluster
+
+
+def _flip_task(data: tuple[NDArray, NDArray], flips: NDArray, threshold: float, block: int,
+               keep_first: bool) -> tuple[NDArray | None, NDArray, NDArray]:
+    """Task: :func:`_null_of_flips` of one range of flips (``data`` = ``(d, mask)``, shared)."""
+    d, mask = data
+    return _null_of_flips(d, flips, mask, threshold, block, keep_first)
+
+
+def _checked(d: NDArray) -> NDArray:
+    d = np.asarray(d, dtype=np.float64)
+    if not np.all(np.isfinite(d)):
+        raise DataError("the contrast values hold NaN or infinite values", field="d",
+                        fix="pass only the voxels where every subject's value is finite "
+                            "(sign_flip_test drops the others from the mask)")
+    return d
+
+
+def flip_null_tasks(d: NDArray, flips: NDArray, mask: NDArray, threshold: float, engine: Any,
+                    *, key: str = "petbind-voxel-flips",
+                    block_bytes: int | None = None) -> list[Any]:
+    """The flips of :func:`flip_null` as tasks of a compute engine (see :func:`merge_flip_null`).
+
+    The flips are cut into contiguous ranges of whole blocks,
+    ``min(blocks, TASKS_PER_WORKER x engine.n_workers)`` ranges (several per
+    worker, so the workers stay busy to the end); ``(d, mask)`` is sent to the
+    workers once (:meth:`petbind.compute.Engine.scatter`), each task gets only
+    its range of flips. A flip's t, maximum and cluster size do not depend on
+    which other flips share its block or task, so the merged result equals
+    :func:`flip_null` without an engine bit for bit.
+
+    Parameters
+    ----------
+    d, flips, mask, threshold, block_bytes
+        As :func:`flip_null`.
+    engine : petbind.compute.Engine
+        Where the tasks will run (its ``n_workers`` and ``scatter``).
+    key : str
+        Prefix of the task keys (unique among the tasks of one ``engine.run``).
+
+    Returns
+    -------
+    list of petbind.compute.Task
+        In flip order; task ``k`` is ``f"{key}-{k:04d}"``.
+    """
+    from petbind.compute import Task
+
+    d = _checked(d)
+    n, v = d.shape
+    block = _flip_block_size(n, v, block_bytes)
+    n_blocks = -(-flips.shape[0] // block)
+    n_tasks = max(1, min(n_blocks, TASKS_PER_WORKER * max(1, int(engine.n_workers))))
+    cuts = [min(k * n_blocks // n_tasks * block, flips.shape[0]) for k in range(n_tasks + 1)]
+    shared = engine.scatter((d, np.asarray(mask, dtype=bool)))
+    return [Task(f"{key}-{k:04d}", _flip_task,
+                 (shared, np.ascontiguousarray(flips[a:b]), float(threshold), block, k == 0))
+            for k, (a, b) in enumerate(itertools.pairwise(cuts))]
+
+
+def merge_flip_null(parts: Sequence[tuple[NDArray | None, NDArray, NDArray]]) -> FlipNull:
+    """One :class:`FlipNull` from the results of :func:`flip_null_tasks`' tasks, in their order."""
+    return FlipNull(t_obs=parts[0][0],
+                    max_abs_t=np.concatenate([p[1] for p in parts]),
+                    max_cluster=np.concatenate([p[2] for p in parts]))
+
+
+def flip_null(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
+              block_bytes: int | None = None, *, engine: Any = None) -> FlipNull:
+    """Null distributions of the maximum |t| and the largest cluster, in blocks of flips.
+
+    Flips are processed ``B`` at a time, ``B = block_bytes // (8 n V)``
+    (at least 1): the block's flipped data ``(B, n, V)`` float64 (reused in
+    place for the deviations, :func:`t_statistic`) and its t maps ``(B, V)``
+    exist only while the block is processed, and only the block's maxima and
+    cluster sizes are kept. Peak memory is therefore about ``block_bytes`` plus
+    ``O(F)``, constant in the number of flips. Each t is scipy's
+    ``ttest_1samp`` statistic bit for bit (:func:`t_statistic`; a voxel's t
+    does not depend on how flips are grouped), so the result equals the
+    all-flips computation bit for bit, with or without an engine.
+
+    Parameters
+    ----------
+    d : ndarray, shape (n, V)
+        Per-subject contrast values at the V voxels of ``mask``; finite.
+    flips : ndarray, shape (F, n)
+        Sign flips, row 0 the identity (see :func:`petbind.stats.voxel.sign_flips`).
+    mask : ndarray of bool, shape (X, Y, Z)
+        The voxels of ``d`` (C order), for cluster labelling.
+    threshold : float
+        Cluster-forming |t|.
+    block_bytes : int, optional
+        Budget of one block's flipped data, bytes; :data:`CHUNK_BYTES` when omitted.
+    engine : petbind.compute.Engine, optional
+        Run ranges of flips as tasks there (:func:`flip_null_tasks`: in this
+        process for ``sync``, on the workers of a dask cluster); None: here,
+        one block after another.
+
+    Returns
+    -------
+    FlipNull
+
+    Raises
+    ------
+    DataError
+        ``d`` holds NaN or infinite values.
+    """
+    d = _checked(d)
+    if engine is not None:
+        tasks = flip_null_tasks(d, flips, mask, threshold, engine, block_bytes=block_bytes)
+        results = engine.run(tasks)
+        return merge_flip_null([results[t.key] for t in tasks])
+    n, v = d.shape
+    t_obs, max_abs, max_cluster = _null_of_flips(
+        d, flips, mask, threshold, _flip_block_size(n, v, block_bytes), True)
+    return FlipNull(t_obs=t_obs, max_abs_t=max_abs, max_cluster=max_cluster)
