@@ -8,6 +8,7 @@ region statistics beyond the paired tests are :mod:`petbind.study.stats_stage`'s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,30 @@ def _load_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return vol.data, vol.affine
 
 
+def _compact(values: np.ndarray) -> np.ndarray:
+    """``values`` (float64) as float32 when that is exact (maps are stored as float32), else as is.
+
+    Converting back to float64 then gives the same numbers bit for bit, so the
+    statistics do not change while a study's maps take half the memory.
+    """
+    small = values.astype(np.float32)
+    return small if np.array_equal(small.astype(np.float64), values, equal_nan=True) else values
+
+
+@dataclass
+class _VoxelJob:
+    """One tracer x contrast of :func:`voxel_statistics`, ready for its flips."""
+
+    tracer: str
+    model: str
+    contrast: Any
+    subjects: list[str]
+    prep: Any            # petbind.stats.voxel.SignFlipInput
+    affine: np.ndarray
+
+
 def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
-                     plan: Any = None) -> tuple[list[Path], list[str]]:
+                     plan: Any = None, scheduler: Any = None) -> tuple[list[Path], list[str]]:
     """Sign-flip voxel statistics of every contrast on the tracers' BP_ND maps.
 
     Without preprocessing the maps are the scans' own (every scan on one PET
@@ -98,14 +121,23 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     preprocessing ``plan`` the maps are the ``STEM_space-template_model-<m>``
     ones (subjects in native positions brought to the template) and the
     analysis mask is the template atlas on that grid.
+
+    Only the analysis mask's voxels of each map are kept (float32 when the
+    maps are, which is exact). The flips of every tracer x contrast run as
+    tasks of one compute engine (``scheduler``: any ``--scheduler`` value of
+    :func:`petbind.compute.parse_scheduler`, or the client of
+    :func:`petbind.compute.shared_scheduler`; None: in this process),
+    :func:`petbind.stats.voxel_null.flip_null_tasks`; the p-values, maps and
+    cluster tables are made here from the merged null distributions and do not
+    depend on where the flips ran.
     """
-    from petbind.io.bids import save_image
-    from petbind.stats.voxel import sign_flip_test
+    from petbind.compute import open_engine
+    from petbind.stats.voxel import finish_sign_flip, prepare_sign_flip
+    from petbind.stats.voxel_null import flip_null_tasks, merge_flip_null
 
     vx = config.statistics.voxel
-    written: list[Path] = []
     notes: list[str] = []
-    lay = StudyLayout(out_dir)
+    jobs: list[_VoxelJob] = []
     for tracer, tcfg in config.tracers.items():
         mine = [s for s in scans if s.tracer == tracer]
         if not tcfg.map_model or not mine:
@@ -147,10 +179,13 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                 shape = None
                 break
             maps.setdefault((s.subject, s.condition), []).append(
-                np.where(valid > 0, bp, np.nan))
+                _compact(np.where(valid[analysis] > 0, bp[analysis], np.nan)))
+            del bp, valid
         if shape is None:
             continue
-        mean_maps = {k: np.mean(v, axis=0) for k, v in maps.items()}
+        mean_maps = {k: np.mean(np.asarray(v, dtype=np.float64), axis=0)
+                     for k, v in maps.items()}
+        del maps
         subjects = sorted({k[0] for k in mean_maps})
         for c in config.contrasts:
             subj = [s for s in subjects if all((s, x) in mean_maps for x in c.conditions)]
@@ -158,33 +193,57 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                 notes.append(f"voxel statistics of {tracer} {c.expr} skipped: "
                              f"{len(subj)} subject(s) with every condition")
                 continue
+            # (subjects, analysis voxels)
             stack = {x: np.stack([mean_maps[(s, x)] for s in subj]) for x in c.conditions}
             a, b, effect = c.combine(stack)
             diffs = a - b
             effect = np.where(np.isfinite(effect), effect, np.nan)
-            res = sign_flip_test(
+            prep = prepare_sign_flip(
                 diffs, analysis, affine=affine, effect=effect,
                 cluster_forming_p=vx.cluster_forming_p, n_permutations=vx.n_permutations,
                 seed=vx.seed, smoothing_fwhm_mm=vx.smoothing_fwhm_mm, atlas=atlas,
                 atlas_names=names)
-            pre = lay.voxel_prefix(tracer, model, c.name)
-            side = {"Tracer": tracer, "Model": model, "Contrast": c.expr,
-                    "Subjects": subj, **res.info,
-                    "Note": (f"sign-flip permutation over {res.info['n_flips']} flips "
-                             f"({'exact enumeration' if res.info['exact'] else 'random'}); "
-                             f"the smallest attainable FWE p is "
-                             f"{res.info['min_attainable_p']:.4g}")}
-            for tag, vol, what in (("stat-t", res.t, "paired t"),
-                                   ("stat-effect", res.effect, "mean % change"),
-                                   ("stat-p", res.p, "uncorrected two-sided p"),
-                                   ("stat-pfwe", res.p_fwe, "voxel-level FWE p"),
-                                   ("stat-pfdr", res.p_fdr, "BH-adjusted p")):
-                written.append(save_image(Path(f"{pre}_{tag}.nii.gz"),
-                                          vol.astype(np.float32), affine,
-                                          {**side, "Statistic": what}))
-            written.append(save_image(Path(f"{pre}_mask.nii.gz"),
-                                      res.mask.astype(np.uint8), affine,
-                                      {**side, "Statistic": "analysis mask"}))
-            written.append(write_text_atomic(Path(f"{pre}_clusters.tsv"), table_text(res.clusters)))
+            jobs.append(_VoxelJob(tracer, model, c, subj, prep, affine))
+            del stack, a, b, effect, diffs
+        del mean_maps
+    if not jobs:
+        return [], notes
+    with open_engine(scheduler, default="sync") as engine:
+        tasks = [flip_null_tasks(j.prep.d, j.prep.flips, j.prep.mask, j.prep.threshold,
+                                 engine, key=f"petbind-voxel-{k}-flips")
+                 for k, j in enumerate(jobs)]
+        results = engine.run([t for ts in tasks for t in ts])
+    written: list[Path] = []
+    lay = StudyLayout(out_dir)
+    for j, ts in zip(jobs, tasks, strict=True):
+        res = finish_sign_flip(j.prep, merge_flip_null([results.pop(t.key) for t in ts]))
+        written.extend(_write_voxel_outputs(lay, j, res))
     return written, notes
 
+
+def _write_voxel_outputs(lay: StudyLayout, j: _VoxelJob, res: Any) -> list[Path]:
+    """The maps, mask and cluster table of one tracer x contrast (docs/outputs.md)."""
+    from petbind.io.bids import save_image
+
+    c, affine = j.contrast, j.affine
+    pre = lay.voxel_prefix(j.tracer, j.model, c.name)
+    side = {"Tracer": j.tracer, "Model": j.model, "Contrast": c.expr,
+            "Subjects": j.subjects, **res.info,
+            "Note": (f"sign-flip permutation over {res.info['n_flips']} flips "
+                     f"({'exact enumeration' if res.info['exact'] else 'random'}); "
+                     f"the smallest attainable FWE p is "
+                     f"{res.info['min_attainable_p']:.4g}")}
+    written = []
+    for tag, vol, what in (("stat-t", res.t, "paired t"),
+                           ("stat-effect", res.effect, "mean % change"),
+                           ("stat-p", res.p, "uncorrected two-sided p"),
+                           ("stat-pfwe", res.p_fwe, "voxel-level FWE p"),
+                           ("stat-pfdr", res.p_fdr, "BH-adjusted p")):
+        written.append(save_image(Path(f"{pre}_{tag}.nii.gz"),
+                                  vol.astype(np.float32), affine,
+                                  {**side, "Statistic": what}))
+    written.append(save_image(Path(f"{pre}_mask.nii.gz"),
+                              res.mask.astype(np.uint8), affine,
+                              {**side, "Statistic": "analysis mask"}))
+    written.append(write_text_atomic(Path(f"{pre}_clusters.tsv"), table_text(res.clusters)))
+    return written

@@ -279,6 +279,7 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     PetbindError
         Another run holds the output folder (:func:`petbind.study.outdir.lock_output`).
     """
+    from petbind.compute import shared_scheduler
     from petbind.study.outdir import lock_output, sweep_temporaries
 
     out = Path(out_dir) if out_dir is not None else Path(bids_dir) / "derivatives" / "petbind"
@@ -287,17 +288,27 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         swept = sweep_temporaries(out)
         if swept and log is not None:
             log(f"removed {len(swept)} temporary file(s) of an interrupted run")
-        return _run_study(bids_dir, config, out_dir=out, scheduler=scheduler,
-                          progress=progress, console=console, log=log)
+        # one local cluster for the scan tasks and the voxel statistics' flip tasks
+        with shared_scheduler(scheduler) as engine:
+            return _run_study(bids_dir, config, out_dir=out, scheduler=scheduler,
+                              progress=progress, console=console, log=log, engine=engine)
 
 
 def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
                out_dir: str | os.PathLike | None = None, scheduler: str | None = None,
                progress: bool = True, console: Any = None,
-               log: Callable[[str], None] | None = None) -> StudyResult:
-    """:func:`run_study`'s work, with the output folder locked."""
+               log: Callable[[str], None] | None = None, engine: Any = None) -> StudyResult:
+    """:func:`run_study`'s work, with the output folder locked.
+
+    ``engine``: where the scan tasks and the voxel statistics' flip tasks run
+    (:func:`petbind.compute.shared_scheduler` of ``scheduler``: the client of one
+    local cluster for both stages); None: ``scheduler``. The power stage keeps
+    ``scheduler`` (its records name it).
+    """
     from petbind.stats.roi import mixed_model_statistics, roi_statistics
     from petbind.study.outdir import previous_config_digest, remove_stale_outputs
+
+    engine = scheduler if engine is None else engine
 
     say = log or (lambda _m: None)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -322,7 +333,7 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     plan = None
     if config.preprocess.enabled:
         plan = _prepare_subjects(bids, config, scans)
-    results = run_scans(scans, config, out, scheduler=scheduler, progress=progress,
+    results = run_scans(scans, config, out, scheduler=engine, progress=progress,
                         console=console, plan=plan, log=say, stages=stages)
     stages.done("scans")
     for r in results:
@@ -369,7 +380,7 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
 
     vwritten: list[Path] = []
     if config.statistics.voxel.enabled:
-        vwritten, vnotes = voxel_statistics(scans, config, out, plan=plan)
+        vwritten, vnotes = voxel_statistics(scans, config, out, plan=plan, scheduler=engine)
         notes.extend(vnotes)
     stages.done("voxel_statistics")
 
