@@ -20,8 +20,15 @@ Memory: the flips are processed in blocks (:func:`flip_null`): one block of t
 maps of ``CHUNK_BYTES`` at a time, of which only each flip's maximum |t| and
 largest cluster are kept, so the test holds ``O(n x V + F)`` numbers whatever
 the number of flips ``F`` (before: ``F x V`` float64, 10 GB for 5000 flips of
-250 k voxels). The t of every flip is computed by the same call as before
-(``scipy.stats.ttest_1samp`` in float64), so the p-values are identical.
+250 k voxels). The t of every flip is ``scipy.stats.ttest_1samp``'s statistic
+bit for bit, computed without its p-values
+(:func:`petbind.stats.voxel_null.t_statistic`), so the p-values are identical.
+
+Where: :func:`sign_flip_test` is :func:`prepare_sign_flip` (mask, smoothing,
+flips), :func:`flip_null` (in this process, or ranges of flips as tasks of a
+:mod:`petbind.compute` engine) and :func:`finish_sign_flip` (p-values, FDR,
+clusters, maps); the study stage runs the middle part of every contrast on
+the scan stage's engine. The flips live in :mod:`petbind.stats.voxel_null`.
 """
 
 from __future__ import annotations
