@@ -28,16 +28,19 @@ Measured: wall, CPU (user + system of the run and all its processes, from
 CPU from ``psutil``), the workers' and the main process's CPU separately
 (``psutil``, sampled every 0.2 s), peak RSS of the main process and of each
 worker, the RSS of a ``dask worker`` before any task, seconds per stage (the
-run's ``group/provenance.json``), output bytes per scan, the load average before
-and after. Voxel statistics run with ``n_permutations = 1000`` (the default 5000
-would measure the permutation test, not the pipeline). ``--stats-memory REV``
+run's ``group/provenance.json``, and the main process's CPU per stage from its
+``run_cpu_seconds``), output bytes per scan, the load average before and after.
+Voxel statistics run with ``n_permutations = 1000`` (the default 5000 would
+measure the permutation test, not the pipeline); their flips run on the
+workers (issue 18), so the workers' CPU includes them. ``--stats-memory REV``
 also measures the peak RSS of the voxel statistics with ``stats/voxel.py`` of
 git revision REV and of this tree (issue 18's streamed sign flips).
 
 Extrapolation: per-scan worker time ``s`` (stage ``scans`` x W / N) and the
-study stage's cost per scan ``g`` (region + voxel statistics / N, which runs in
-the main process) give ``T(N, W) = f + N s / W + N g``; it is checked against
-the separate-process cluster run before it is used for 1,000 scans. On a shared
+study stage's cost per scan ``g`` (region + voxel statistics / N; the region
+statistics run in the main process, the voxel test's flips on the workers)
+give ``T(N, W) = f + N s / W + N g``; it is checked against the separate-process
+cluster run before it is used for 1,000 scans. On a shared
 machine the load-free version ``N s_cpu / W + N m_cpu`` (worker and main CPU
 seconds per scan) is given beside it.
 """
@@ -276,6 +279,7 @@ def run_petbind(bids: Path, out: Path, scheduler: str, env: dict[str, str],
     return {"scheduler": scheduler, "n": len(scans), "wall": wall, "cpu": cpu,
             "cpu_main": cpu_main, "cpu_workers": cpu_workers,
             "stages": prov["run_seconds"], "load": load, "load_after": os.getloadavg(),
+            "stages_cpu_main": prov.get("run_cpu_seconds", {}),
             "started_utc": time.strftime("%H:%M", time.gmtime(time.time() - wall)),
             "main_mib": max(sampler.peaks("main") or [0]) / 2**20,
             "worker_mib": max(workers or [0]) / 2**20, "n_worker_procs": len(workers),
@@ -636,7 +640,8 @@ def _write(state: dict) -> None:
                   f"Measured (wall, under the load above): T(N, W) = f + N s / W + N g with "
                   f"f = {m['f']:.1f} s (start, discovery, outputs of the study), s = "
                   f"{m['s']:.2f} worker-seconds per scan (scans stage x W / N), g = "
-                  f"{m['g']:.3f} s per scan of study-level statistics in the main process "
+                  f"{m['g']:.3f} s per scan of study-level statistics (wall; the voxel "
+                  "flips on the workers) "
                   f"(medians over the runs of the largest study, {m['n']} scans).",
                   "",
                   f"Load-free (CPU seconds): workers {m['w0_cpu']:.1f} W + "
@@ -667,9 +672,18 @@ def _write(state: dict) -> None:
         for w in (2, 8, 32, 128):
             lines.append(f"| {w} | {predict(m, 1000, w) / 60:.1f} min | "
                          f"{predict_cpu(m, 1000, w) / 60:.1f} min |")
-        lines += ["", "The study stage (N g) runs in one process and does not shrink with "
-                  "workers; at 1,000 scans it is "
-                  f"{1000 * m['g'] / 60:.1f} min of the measured total.", ""]
+        lines += ["", "The study stage (N g: region statistics in the main process, the "
+                  "voxel sign-flip test's flips on the workers since issue 18's voxstat "
+                  "change, so g is measured at the workers of each run) is "
+                  f"{1000 * m['g'] / 60:.1f} min of the measured total at 1,000 scans.", ""]
+        main_voxel = [r["stages_cpu_main"].get("voxel_statistics") for r in runs
+                      if r.get("stages_cpu_main")]
+        if main_voxel:
+            lines += ["Main-process CPU of the voxel statistics stage (preparing the "
+                      "contrasts, merging the flips, p-values, clusters, writing): "
+                      + ", ".join(f"{r['n']} scans {r['scheduler']}: "
+                                  f"{r['stages_cpu_main']['voxel_statistics']:.1f} s"
+                                  for r in runs if r.get("stages_cpu_main")) + ".", ""]
     if state["stats"]:
         state["stats"] = [state["stats"][k] for k in sorted(state["stats"])]
         lines += ["## Voxel statistics: memory of the sign-flip test", "",

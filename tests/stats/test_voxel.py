@@ -157,10 +157,12 @@ def test_streamed_flips_give_the_p_values_of_all_flips_held_at_once(monkeypatch,
     of flips, merged)."""
     import petbind.stats.voxel as voxel
     from petbind.compute import open_engine
+    from petbind.stats import voxel_null
 
     n, diffs, mask = _reference_case()
     if block_bytes is not None:
         monkeypatch.setattr(voxel, "CHUNK_BYTES", block_bytes)
+        monkeypatch.setattr(voxel_null, "TASK_BLOCK_BYTES", block_bytes)
     with open_engine(scheduler or "sync") as engine:
         res = sign_flip_test(diffs, mask, n_permutations=200, seed=11, cluster_forming_p=0.05,
                              engine=engine if scheduler else None)

@@ -124,7 +124,8 @@ def test_flips_as_engine_tasks_equal_the_serial_flips_bit_for_bit(n_workers, blo
         null = merge_flip_null([results[t.key] for t in tasks])
         assert flip_null(d, flips, mask, 2.3, block_bytes, engine=eng).max_abs_t.tobytes() \
             == serial.max_abs_t.tobytes()
-    block = voxel_null._flip_block_size(*d.shape, block_bytes)
+    block = voxel_null._flip_block_size(
+        *d.shape, voxel_null.TASK_BLOCK_BYTES if block_bytes is None else block_bytes)
     n_blocks = -(-flips.shape[0] // block)
     assert len(tasks) == min(n_blocks, voxel_null.TASKS_PER_WORKER * n_workers)
     assert sum(t.args[1].shape[0] for t in tasks) == flips.shape[0]

@@ -404,6 +404,6 @@ def sign_flip_test(diffs: NDArray, mask: NDArray, *, affine: NDArray | None = No
                              n_permutations=n_permutations, seed=seed,
                              smoothing_fwhm_mm=smoothing_fwhm_mm, atlas=atlas,
                              atlas_names=atlas_names)
-    null = flip_null(prep.d, prep.flips, prep.mask, prep.threshold, CHUNK_BYTES,
-                     engine=engine)
+    null = flip_null(prep.d, prep.flips, prep.mask, prep.threshold,
+                     CHUNK_BYTES if engine is None else None, engine=engine)
     return finish_sign_flip(prep, null)

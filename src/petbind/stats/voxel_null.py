@@ -27,6 +27,11 @@ CHUNK_BYTES = 64 * 2**20
 #: Tasks per worker when the flips run on a compute engine (:func:`flip_null_tasks`):
 #: several, so that no worker waits long for the last one.
 TASKS_PER_WORKER = 4
+#: Budget (bytes) of one block of flipped data in a task (:func:`flip_null_tasks`): smaller
+#: than :data:`CHUNK_BYTES` because a worker process also keeps the heap of the scan tasks
+#: it ran (compute.WORKER_MALLOC_ENV), so the block adds to it; one flip (n x V float64)
+#: when that is larger. The block size does not change any result.
+TASK_BLOCK_BYTES = 16 * 2**20
 
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -198,8 +203,10 @@ def flip_null_tasks(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
 
     Parameters
     ----------
-    d, flips, mask, threshold, block_bytes
+    d, flips, mask, threshold
         As :func:`flip_null`.
+    block_bytes : int, optional
+        Budget of one block's flipped data in a task; :data:`TASK_BLOCK_BYTES` when omitted.
     engine : petbind.compute.Engine
         Where the tasks will run (its ``n_workers`` and ``scatter``).
     key : str
@@ -214,7 +221,7 @@ def flip_null_tasks(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
 
     d = _checked(d)
     n, v = d.shape
-    block = _flip_block_size(n, v, block_bytes)
+    block = _flip_block_size(n, v, TASK_BLOCK_BYTES if block_bytes is None else block_bytes)
     n_blocks = -(-flips.shape[0] // block)
     n_tasks = max(1, min(n_blocks, TASKS_PER_WORKER * max(1, int(engine.n_workers))))
     cuts = [min(k * n_blocks // n_tasks * block, flips.shape[0]) for k in range(n_tasks + 1)]
@@ -256,7 +263,8 @@ def flip_null(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
     threshold : float
         Cluster-forming |t|.
     block_bytes : int, optional
-        Budget of one block's flipped data, bytes; :data:`CHUNK_BYTES` when omitted.
+        Budget of one block's flipped data, bytes; :data:`CHUNK_BYTES` when omitted
+        (:data:`TASK_BLOCK_BYTES` in the tasks of an engine).
     engine : petbind.compute.Engine, optional
         Run ranges of flips as tasks there (:func:`flip_null_tasks`: in this
         process for ``sync``, on the workers of a dask cluster); None: here,
