@@ -7,6 +7,7 @@ float64); masks and atlases must lie on the PET grid (same shape and affine).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -34,7 +35,11 @@ def _as_image(image: Any) -> Any:
     if isinstance(image, str | os.PathLike):
         from petbind.io.images import load
 
-        return load(image)  # BIDS NIfTI + sidecar, ECAT .v or a DICOM folder
+        # BIDS NIfTI + sidecar, ECAT .v or a DICOM folder. A .nii.gz is not decompressed
+        # on opening to check its CRC and length: every reader of this image here reads
+        # the whole stream in order and checks it at its end (_frame_reader), so the scan
+        # is decompressed once, not twice (issue 18)
+        return load(image, verify_gzip=False)
     for attr in ("dataobj", "affine", "timing"):
         if not hasattr(image, attr):
             raise DataError(f"expected a DynamicImage or a path, got {type(image).__name__}",
@@ -62,6 +67,13 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
     on every slice unless ``indexed_gzip`` is installed; reading the frames in
     order through one open handle decompresses the file once (each frame is
     contiguous on disk and the reads only seek forward).
+
+    When every frame has been read, in order, from a ``.gz`` file, the rest of
+    the stream is read and checked (:func:`petbind.io.verify.check_stream_end`:
+    each gzip member's CRC-32 and length, and the size the header needs), so an
+    image opened without the whole-stream check (:func:`_as_image`) is verified
+    by the one decompression that reads it; a damaged file raises a
+    :class:`~petbind.errors.FileFormatError` naming it.
     """
     from nibabel.arrayproxy import ArrayProxy
 
@@ -78,9 +90,20 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
         except OSError as exc:
             raise FileFormatError(f"cannot open the image: {exc}", path=file_like,
                                   fix="check that the file exists and is readable") from exc
+        expected = int(dataobj.offset) + int(np.prod(dataobj.shape)) * dataobj.dtype.itemsize
+        order: list[int] = []
         with opener as fobj:
             proxy = ArrayProxy(fobj, spec, order=dataobj.order)
-            yield lambda t: _read_frame(proxy, t, scale[t], file_like)
+
+            def read(t: int) -> NDArray[np.float32]:
+                order.append(t)
+                return _read_frame(proxy, t, scale[t], file_like)
+
+            yield read
+            if str(file_like).endswith(".gz") and order == list(range(n_t)):
+                from petbind.io.verify import check_stream_end
+
+                check_stream_end(fobj, file_like, expected_size=expected)
     else:
         yield lambda t: _read_frame(dataobj, t, scale[t], _image_path(image))
 
@@ -88,7 +111,11 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
 def _read_frame(dataobj: Any, t: int, scale: float, path: str | None) -> NDArray[np.float32]:
     try:
         raw = np.asarray(dataobj[..., t])
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        from petbind.io.verify import damaged_stream_error
+
+        raise damaged_stream_error(path, exc, f"reading frame {t}: ") from None
+    except (OSError, ValueError) as exc:
         raise FileFormatError(f"cannot read frame {t}: {exc}", path=path, field="data",
                               fix="the file may be truncated; re-export it") from exc
     if scale != 1.0:
