@@ -1,7 +1,9 @@
 """Whole-process ``petbind parametric`` speed (issue 18, item 3) and ``petbind --help``.
 
-Run: ``.venv/bin/python benchmarks/bench_parametric_cli.py [--voxels N] [--repeats R]``;
-writes ``benchmarks/results/parametric_cli.md``.
+Run: ``.venv/bin/python benchmarks/bench_parametric_cli.py [--voxels N] [--repeats R]
+[--baseline SRC]``; writes ``benchmarks/results/parametric_cli.md``. With ``--baseline``
+(another checkout's ``src``, e.g. ``/work/main/src``) every repeat also runs the same
+command on that code, alternating, so that before and after meet the same load.
 
 Data: the independent generator of ``bench_parametric.py`` (analytic one-tissue
 curves with a known BP_ND per voxel, counts-like noise, 29 frames over 90 min),
@@ -143,6 +145,8 @@ def main() -> None:
     ap.add_argument("--voxels", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--work", type=Path, default=Path("/tmp/petbind-bench-parametric-cli"))
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another petbind src folder, run alternately for a before/after")
     args = ap.parse_args()
     src = str(HERE.parent / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -158,17 +162,30 @@ def main() -> None:
             if ln.startswith("import time:")}
     heavy = sorted(m for m in mods if m.split(".")[0] in FORBIDDEN)
 
-    runs = []
+    def command(dest: Path) -> list[str]:
+        return [*petbind, "parametric", str(files["pet"]), "--model", "mrtm2",
+                "--ref-mask", str(files["ref"]), "--mask", str(files["brain"]),
+                "--out", str(dest)]
+
+    base_env = None if args.baseline is None else {
+        **os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+    runs, base_runs = [], []
     for i in range(args.repeats):
         load = loadavg()
-        dest = args.work / f"out{i}"
-        r = timed([*petbind, "parametric", str(files["pet"]), "--model", "mrtm2",
-                   "--ref-mask", str(files["ref"]), "--mask", str(files["brain"]),
-                   "--out", str(dest)], env)
+        r = timed(command(args.work / f"out{i}"), env)
         r["load"] = load
         runs.append(r)
         print(f"run {i + 1}: {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU, load {load}",
               flush=True)
+        if base_env is not None:
+            b = timed(command(args.work / f"base{i}"), base_env)
+            b["load"] = loadavg()
+            base_runs.append(b)
+            print(f"  baseline: {b['wall']:.2f} s wall, {b['cpu']:.2f} s CPU", flush=True)
+            same = all((args.work / f"out{i}" / f.name).read_bytes() == f.read_bytes()
+                       for f in sorted((args.work / f"base{i}").iterdir()))
+            b["same"] = same and len(list((args.work / f"out{i}").iterdir())) == len(
+                list((args.work / f"base{i}").iterdir()))
     phases = json.loads(subprocess.run(
         [sys.executable, "-c", PHASES, str(files["pet"]), str(files["brain"]),
          str(files["ref"]), str(args.work / "phases")], capture_output=True, text=True,
@@ -206,6 +223,22 @@ def main() -> None:
         f"{args.voxels / statistics.median(cpus):,.0f} voxels per CPU-second. "
         "Target: 1,000,000 voxels/s wall on 2 cores.",
         "",
+    ]
+    if base_runs:
+        bw = [b["wall"] for b in base_runs]
+        bc = [b["cpu"] for b in base_runs]
+        lines += [
+            f"Baseline `{args.baseline}`, run alternately with the repeats above: median "
+            f"{statistics.median(bw):.2f} s wall, {statistics.median(bc):.2f} s CPU "
+            f"(walls {', '.join(f'{w:.2f}' for w in bw)}; CPU "
+            f"{', '.join(f'{c:.2f}' for c in bc)}). Ratio of medians (this / baseline): "
+            f"wall {med / statistics.median(bw):.2f}, CPU "
+            f"{statistics.median(cpus) / statistics.median(bc):.2f}. Outputs (maps and "
+            "sidecars) byte-identical to the baseline's in every repeat: "
+            f"{'yes' if all(b['same'] for b in base_runs) else '**no**'}.",
+            "",
+        ]
+    lines += [
         "## Phases (one process, CPU seconds and wall seconds)",
         "",
         "| phase | CPU (s) | wall (s) |",
