@@ -74,7 +74,8 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
 
 def damaged_stream_error(p: Any, exc: BaseException, where: str = "") -> FileFormatError:
     """The error for a gzip stream whose inflater failed (``exc``): CRC or length mismatch,
-    truncation, data that is not deflate. ``where`` prefixes the message (``"frame 3: "``)."""
+    truncation, data that is not deflate. ``where`` prefixes the message
+    (``"reading frame 3: "``)."""
     return FileFormatError(
         f"{where}the compressed file is damaged ({exc}); its data cannot be trusted",
         path=p, field="data",
