@@ -145,3 +145,46 @@ def test_data_beyond_what_the_header_needs_fails(tmp_path):
     ref, _brain = _masks()
     with pytest.raises(FileFormatError):
         parametric_maps(p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref))
+
+
+def test_a_derived_brain_mask_reads_the_scan_once_and_gives_the_two_pass_maps(
+        tmp_path, monkeypatch):
+    # some voxels far below the mask threshold, one non-finite: the derived mask is a
+    # proper subset, so the curves are packed from scattered voxels
+    data = _data(2)
+    data[0] *= 0.01
+    data[4, 2, 3, 1] = np.nan
+    p = _write(tmp_path / "a", data)
+    ref, _brain = _masks()
+    expected_mask = brain_mask(p)
+    assert 0 < expected_mask.sum() < expected_mask.size - 20
+    import petbind.io.images as images
+
+    opened: list[str] = []
+    real = images.open_stream
+
+    def counting(path):
+        opened.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(images, "open_stream", counting)
+    derived = parametric_maps(p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref),
+                              scheduler="sync")
+    assert opened == [str(p)]  # one decompression for the mask and the curves
+    given = parametric_maps(p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref),
+                            mask=expected_mask, scheduler="sync")
+    np.testing.assert_array_equal(derived.valid, given.valid)
+    np.testing.assert_array_equal(derived.valid, expected_mask & derived.valid)
+    assert derived.valid.sum() == given.valid.sum() > 0
+    for k in given.maps:
+        np.testing.assert_array_equal(derived.maps[k], given.maps[k])
+
+
+def test_a_truncated_stream_fails_with_a_derived_mask(tmp_path):
+    p = _write(tmp_path / "a", _data())
+    b = p.read_bytes()
+    p.write_bytes(b[: int(len(b) * 0.8)])
+    ref, _brain = _masks()
+    with pytest.raises(FileFormatError) as exc:
+        parametric_maps(p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref))
+    assert exc.value.field == "data" and str(p) in str(exc.value)
