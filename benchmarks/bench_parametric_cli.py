@@ -1,9 +1,12 @@
 """Whole-process ``petbind parametric`` speed (issue 18, item 3) and ``petbind --help``.
 
 Run: ``.venv/bin/python benchmarks/bench_parametric_cli.py [--voxels N] [--repeats R]
-[--baseline SRC]``; writes ``benchmarks/results/parametric_cli.md``. With ``--baseline``
-(another checkout's ``src``, e.g. ``/work/main/src``) every repeat also runs the same
-command on that code, alternating, so that before and after meet the same load.
+[--baseline SRC] [--no-mask]``; writes ``benchmarks/results/parametric_cli.md``
+(``--no-mask``: ``parametric_cli_no_mask.md``), keeping the hand-written part of the file
+below the line :data:`KEEP`. With ``--baseline`` (another checkout's ``src``, e.g.
+``/work/main/src``) every repeat also runs the same command on that code, alternating, so
+that before and after meet the same load. ``--no-mask`` runs the command without
+``--mask`` (the brain mask derived from the scan).
 
 Data: the independent generator of ``bench_parametric.py`` (analytic one-tissue
 curves with a known BP_ND per voxel, counts-like noise, 29 frames over 90 min),
@@ -42,6 +45,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "parametric_cli.md"
+#: The results file's hand-written part starts at this line and is kept when regenerating.
+KEEP = "<!-- hand-written below this line; bench_parametric_cli.py keeps it -->"
 FORBIDDEN = ("dask", "distributed", "SimpleITK", "dipy", "matplotlib")
 
 
@@ -111,7 +116,8 @@ from petbind.parametric import RefCurve, parametric_maps, write_maps
 import dask.threaded
 lap("import maps, models, io, dask.threaded")
 pet, brain, ref, dest = sys.argv[1:5]
-res = parametric_maps(pet, model="mrtm2", ref_curve=RefCurve(mask=ref), mask=brain)
+res = parametric_maps(pet, model="mrtm2", ref_curve=RefCurve(mask=ref),
+                      mask=None if brain == "-" else brain)
 lap("read, masks, k2' auto, fit, hash")
 out["fit alone (dask threads)"] = [res.cpu_s, res.elapsed_s]
 write_maps(res, dest, "sub-01_trc-DASB")
@@ -147,7 +153,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/petbind-bench-parametric-cli"))
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another petbind src folder, run alternately for a before/after")
+    ap.add_argument("--no-mask", action="store_true",
+                    help="run without --mask (brain mask derived from the scan)")
     args = ap.parse_args()
+    results = RESULTS.with_name("parametric_cli_no_mask.md") if args.no_mask else RESULTS
     src = str(HERE.parent / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     files = make_scan(args.work / f"v{args.voxels}", args.voxels)
@@ -164,7 +173,8 @@ def main() -> None:
 
     def command(dest: Path) -> list[str]:
         return [*petbind, "parametric", str(files["pet"]), "--model", "mrtm2",
-                "--ref-mask", str(files["ref"]), "--mask", str(files["brain"]),
+                "--ref-mask", str(files["ref"]),
+                *([] if args.no_mask else ["--mask", str(files["brain"])]),
                 "--out", str(dest)]
 
     base_env = None if args.baseline is None else {
@@ -187,7 +197,8 @@ def main() -> None:
             b["same"] = same and len(list((args.work / f"out{i}").iterdir())) == len(
                 list((args.work / f"base{i}").iterdir()))
     phases = json.loads(subprocess.run(
-        [sys.executable, "-c", PHASES, str(files["pet"]), str(files["brain"]),
+        [sys.executable, "-c", PHASES, str(files["pet"]),
+         "-" if args.no_mask else str(files["brain"]),
          str(files["ref"]), str(args.work / "phases")], capture_output=True, text=True,
         env=env, check=True).stdout)
     gz = gzip_compare(args.voxels)
@@ -200,12 +211,16 @@ def main() -> None:
         "# Whole-process `petbind parametric` (issue 18, item 3)",
         "",
         f"`python benchmarks/bench_parametric_cli.py --voxels {args.voxels} "
-        f"--repeats {args.repeats}` on {platform.node()} ({os.cpu_count()} CPUs, shared), "
+        f"--repeats {args.repeats}"
+        + ("" if args.baseline is None else f" --baseline {args.baseline}")
+        + (" --no-mask" if args.no_mask else "")
+        + f"` on {platform.node()} ({os.cpu_count()} CPUs, shared), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; Python "
         f"{platform.python_version()}.",
         "",
         f"Scan: {args.voxels:,} brain voxels x 29 frames, float32 `.nii.gz` "
-        f"({files['pet'].stat().st_size / 1e6:.0f} MB); MRTM2, k2' auto, default scheduler; "
+        f"({files['pet'].stat().st_size / 1e6:.0f} MB); MRTM2, k2' auto, default scheduler, "
+        + ("brain mask derived (no `--mask`); " if args.no_mask else "`--mask` given; ") +
         f"outputs: nine `.nii.gz` maps ({map_mb:.1f} MB) with sidecars.",
         "",
         "| repeat | wall (s) | voxels/s (wall) | CPU user+sys (s) | voxels per CPU-s | "
@@ -266,8 +281,12 @@ def main() -> None:
            "none of dask, distributed, SimpleITK, dipy, matplotlib") + ".",
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
+    kept = ""
+    if results.exists() and KEEP in results.read_text():
+        kept = results.read_text().split(KEEP, 1)[1]
+    lines += [KEEP]
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("\n".join(lines) + kept)
     print("\n".join(lines))
 
 
