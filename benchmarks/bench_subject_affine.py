@@ -43,6 +43,8 @@ SETTINGS: tuple[tuple[str, dict], ...] = (
     ("shrink 4-2 (no full-resolution level), min step 1e-4",
      {"shrink": (4, 2), "smooth_mm": (4.0, 2.0)}),
 )
+#: Every this many template brain voxels are mapped through the SyN transform.
+SYN_EVERY = 7
 
 
 def main() -> None:
@@ -50,8 +52,13 @@ def main() -> None:
     ap.add_argument("--bids", type=Path, default=None)
     args = ap.parse_args()
 
-    from petbind.preprocess.register import register_linear
-    from petbind.preprocess.scan import load_anatomy, single_threaded_itk
+    from petbind.preprocess.register import register_linear, register_nonlinear
+    from petbind.preprocess.scan import (
+        SUBJECT_AFFINE,
+        PreprocessOptions,
+        load_anatomy,
+        single_threaded_itk,
+    )
     from petbind.simulate.writer import TEMPLATE, true_xfm_path, truth_root
 
     bids = args.bids
@@ -69,10 +76,31 @@ def main() -> None:
     subjects = sorted(p.name for p in bids.glob("sub-*") if p.is_dir())
     print(f"template voxel {voxel_mm:g} mm, {len(ijk)} brain voxels, subjects "
           f"{', '.join(subjects)}")
+    syn_rows: list[str] = []
     print("| settings | CPU per subject (s, mean) | error mean (mm) | error p95 (mm) "
           "| error max (mm) |")
     print("| --- | --- | --- | --- | --- |")
     with single_threaded_itk():
+        for label, kw in SETTINGS[:1] + (("taken", SUBJECT_AFFINE),):
+            errs, cpu = [], []
+            for s in subjects:
+                t1, t1_aff = load_anatomy(bids / s / "anat" / f"{s}_T1w.nii.gz", "T1w")
+                truth = np.array(json.loads(true_xfm_path(bids, s[4:]).read_text())["Matrix"])
+                lin = register_linear(tpl, tpl_aff, t1, t1_aff, kind="affine", metric="mattes",
+                                      **kw)
+                c = time.process_time()
+                syn = register_nonlinear(tpl, tpl_aff, t1, t1_aff, lin.matrix,
+                                         level_iters=PreprocessOptions().syn_level_iters)
+                cpu.append(time.process_time() - c)
+                sub = pts[::SYN_EVERY]
+                lps = sub[:, :3] * [-1.0, -1.0, 1.0]
+                moved = np.array([syn.forward.TransformPoint(tuple(map(float, q)))
+                                  for q in lps]) * [-1.0, -1.0, 1.0]
+                errs.append(np.linalg.norm(moved - sub @ truth[:3].T, axis=1))
+            e = np.concatenate(errs)
+            syn_rows.append(f"| {label} affine, then SyN | {np.mean(cpu):.2f} (SyN) | "
+                            f"{np.median(e):.3f} (median) | {np.percentile(e, 95):.3f} | "
+                            f"{e.max():.3f} |")
         for label, kw in SETTINGS:
             cpu, means, p95s, maxs = [], [], [], []
             for s in subjects:
@@ -89,6 +117,12 @@ def main() -> None:
             print(f"| {label} | {np.mean(cpu):.2f} | {np.mean(means):.3f} (max "
                   f"{np.max(means):.3f}) | {np.max(p95s):.3f} | {np.max(maxs):.3f} |",
                   flush=True)
+    print("\nAffine + SyN (the subject's T1w -> template transform), every "
+          f"{SYN_EVERY}th template brain voxel, all subjects pooled:")
+    print("| settings | CPU per subject (s, mean) | error (mm) | error p95 (mm) "
+          "| error max (mm) |")
+    print("| --- | --- | --- | --- | --- |")
+    print("\n".join(syn_rows))
 
 
 if __name__ == "__main__":
