@@ -70,21 +70,32 @@ def render_report(study: StudyOutputs, engine: Any = None) -> str:
     """
     import jinja2
 
-    from petbind.report import preprocessing, stats_sections
+    from petbind.report import figures as drawn
     from petbind.report.figures.deferred import DeferredFigures
-    from petbind.report.pvc import pvc_section
-    from petbind.report.sections import group, methods, provenance, scans, summary, truth
-    from petbind.report.sections import voxelwise as vox
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("petbind.report", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True,
     )
-    from petbind.report import figures as drawn
-
-    deferred = DeferredFigures() if engine is not None and engine.n_workers > 1 else None
+    deferred = DeferredFigures(engine) if engine is not None and engine.n_workers > 1 else None
     figures: Any = deferred if deferred is not None else drawn
+    try:
+        html = _render(study, env, figures)
+    except BaseException:
+        if deferred is not None:
+            deferred.close()  # the figures already sent are not waited for by anyone
+        raise
+    return deferred.fill(html) if deferred is not None else html
+
+
+def _render(study: StudyOutputs, env: Any, figures: Any) -> str:
+    """The page of ``study`` with the sections' figures from ``figures``."""
+    from petbind.report import preprocessing, stats_sections
+    from petbind.report.pvc import pvc_section
+    from petbind.report.sections import group, methods, provenance, scans, summary, truth
+    from petbind.report.sections import voxelwise as vox
+
     design = summary.design(study)
     voxel, volumes = vox.voxel_sections(study, figures)
     context = {
@@ -121,8 +132,7 @@ def render_report(study: StudyOutputs, engine: Any = None) -> str:
         "viewer_js": _static_text("viewer.js"),
         "niivue_js": _static_text("niivue.umd.js") if volumes else "",
     }
-    html = env.get_template("report.html.j2").render(**context)
-    return deferred.fill(html, engine) if deferred is not None else html
+    return env.get_template("report.html.j2").render(**context)
 
 
 def build_report(out_dir: str | Path, scheduler: Any = None) -> Path:

@@ -6,9 +6,10 @@ an engine of several workers (:mod:`petbind.compute`), :func:`render_report`
 hands the sections a :class:`DeferredFigures` in place of
 :mod:`petbind.report.figures`: a builder call (``fit_figure(...)`` etc.) only
 records its arguments, and ``figure_to_data_uri`` of such a recipe returns a
-unique placeholder. Once the page is rendered, the recipes are drawn as tasks
-(build + ``figure_to_data_uri``, the same functions with the same arguments)
-and the placeholders are replaced by their ``data:`` URIs. The page is byte
+unique placeholder; every few recipes are sent to the engine as one task
+(build + ``figure_to_data_uri``, the same functions with the same arguments),
+so the workers draw while this process goes on with the sections. Once the
+page is rendered, the placeholders are replaced by their ``data:`` URIs. The page is byte
 for byte the one drawn in-process: the same matplotlib code runs on the same
 numbers with the same settings (:func:`petbind.report.figures.base.new_figure`
 sets no global state).
@@ -20,7 +21,8 @@ Figures that a section builds itself (not through a builder of the
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from petbind.report import figures as _figures
@@ -49,9 +51,18 @@ def draw(recipes: list[tuple[Recipe, tuple[Any, ...], dict[str, Any]]]) -> list[
             for r, uri_args, uri_kwargs in recipes]
 
 
-@dataclass
 class DeferredFigures:
     """Stands in for :mod:`petbind.report.figures` while a report's sections are built.
+
+    Parameters
+    ----------
+    engine : petbind.compute.Engine, optional
+        Where the figures are drawn. With an engine, every ``batch`` recorded
+        figures go to it at once as one task (from a background thread), so
+        they are drawn while the sections go on; without, :meth:`fill` takes
+        one.
+    batch : int
+        Figures per task.
 
     Attributes
     ----------
@@ -59,9 +70,14 @@ class DeferredFigures:
         ``{placeholder: (Recipe, figure_to_data_uri args, kwargs)}`` in call order.
     """
 
-    pending: dict[str, tuple[Recipe, tuple[Any, ...], dict[str, Any]]] = field(
-        default_factory=dict)
-    _nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+    def __init__(self, engine: Any = None, batch: int = 4) -> None:
+        self.pending: dict[str, tuple[Recipe, tuple[Any, ...], dict[str, Any]]] = {}
+        self._nonce = uuid.uuid4().hex
+        self._engine = engine
+        self._batch = batch
+        self._unsent: list[str] = []
+        self._sent: list[tuple[list[str], Future]] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name in BUILDERS:
@@ -69,31 +85,51 @@ class DeferredFigures:
         return getattr(_figures, name)
 
     def figure_to_data_uri(self, fig: Any, *args: Any, **kwargs: Any) -> str:
-        """A placeholder for a recipe (drawn by :meth:`fill`); a real figure's URI now."""
+        """A placeholder for a recipe (drawn as a task); a real figure's URI now."""
         if not isinstance(fig, Recipe):
             return _figures.figure_to_data_uri(fig, *args, **kwargs)
         key = f"petbind-figure-{self._nonce}-{len(self.pending)}"
         self.pending[key] = (fig, args, kwargs)
+        self._unsent.append(key)
+        if self._engine is not None and len(self._unsent) >= self._batch:
+            self._send(self._engine)
         return key
 
-    def fill(self, html: str, engine: Any) -> str:
-        """``html`` with every placeholder replaced by its figure, drawn as tasks on ``engine``.
-
-        The recipes are dealt round-robin into ``2 x engine.n_workers`` tasks
-        (large and small figures mixed; few tasks, so little scheduling).
-        """
-        import re
-
+    def _send(self, engine: Any) -> None:
+        """Submit the unsent recipes as one task, from a background thread."""
         from petbind.compute import Task
 
-        keys = list(self.pending)
+        keys, self._unsent = self._unsent, []
         if not keys:
-            return html
-        n = max(1, min(len(keys), 2 * engine.n_workers))
-        groups = [keys[i::n] for i in range(n)]
-        tasks = [Task(f"report-figures-{i}", draw, ([self.pending[k] for k in g],))
-                 for i, g in enumerate(groups)]
-        results = engine.run(tasks)
-        uris = {k: uri for t, g in zip(tasks, groups, strict=True)
-                for k, uri in zip(g, results[t.key], strict=True)}
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2 * max(1, engine.n_workers))
+        task = Task(f"report-figures-{len(self._sent)}", draw,
+                    ([self.pending[k] for k in keys],))
+        self._sent.append((keys, self._pool.submit(engine.run, [task])))
+
+    def fill(self, html: str, engine: Any = None) -> str:
+        """``html`` with every placeholder replaced by its figure (drawn as tasks on ``engine``,
+        default the one given at construction)."""
+        import re
+
+        engine = engine if engine is not None else self._engine
+        try:
+            while self._unsent:  # the rest, spread over the workers
+                n = max(1, -(-len(self._unsent) // max(1, engine.n_workers)))
+                rest, self._unsent = self._unsent[n:], self._unsent[:n]
+                self._send(engine)
+                self._unsent = rest
+            uris: dict[str, str] = {}
+            for keys, fut in self._sent:
+                [drawn] = fut.result().values()
+                uris.update(zip(keys, drawn, strict=True))
+        finally:
+            self.close()
         return re.sub(f"petbind-figure-{self._nonce}-[0-9]+", lambda m: uris[m.group(0)], html)
+
+    def close(self) -> None:
+        """Stop the background threads (waiting for the tasks already sent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
