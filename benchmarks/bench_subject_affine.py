@@ -9,7 +9,10 @@ Matrix @ x_template). For the affine with the current settings and with
 cheaper stopping / sampling settings, this reports the CPU seconds and the
 registration error: the distance (mm) between where the affine and where the
 truth put each template brain voxel (mean, 95th percentile and max over the
-voxels; max over the subjects).
+voxels; max over the subjects). For the settings before issue 18 and the
+pipeline's, it also runs the SyN that follows (the pipeline's
+``syn_level_iters``) and reports the error of the whole affine + SyN
+transform at every ``SYN_EVERY``-th template brain voxel.
 
 Data: the realistic demo's raw dataset (``--bids``; simulated here with the
 demo's settings into a temporary folder when not given). SimpleITK runs
