@@ -1,7 +1,12 @@
 """Whole-process ``petbind parametric`` speed (issue 18, item 3) and ``petbind --help``.
 
-Run: ``.venv/bin/python benchmarks/bench_parametric_cli.py [--voxels N] [--repeats R]``;
-writes ``benchmarks/results/parametric_cli.md``.
+Run: ``.venv/bin/python benchmarks/bench_parametric_cli.py [--voxels N] [--repeats R]
+[--baseline SRC] [--no-mask]``; writes ``benchmarks/results/parametric_cli.md``
+(``--no-mask``: ``parametric_cli_no_mask.md``), keeping the hand-written part of the file
+below the line :data:`KEEP`. With ``--baseline`` (another checkout's ``src``, e.g.
+``/work/main/src``) every repeat also runs the same command on that code, alternating, so
+that before and after meet the same load. ``--no-mask`` runs the command without
+``--mask`` (the brain mask derived from the scan).
 
 Data: the independent generator of ``bench_parametric.py`` (analytic one-tissue
 curves with a known BP_ND per voxel, counts-like noise, 29 frames over 90 min),
@@ -40,6 +45,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "parametric_cli.md"
+#: The results file's hand-written part starts at this line and is kept when regenerating.
+KEEP = "<!-- hand-written below this line; bench_parametric_cli.py keeps it -->"
 FORBIDDEN = ("dask", "distributed", "SimpleITK", "dipy", "matplotlib")
 
 
@@ -109,7 +116,8 @@ from petbind.parametric import RefCurve, parametric_maps, write_maps
 import dask.threaded
 lap("import maps, models, io, dask.threaded")
 pet, brain, ref, dest = sys.argv[1:5]
-res = parametric_maps(pet, model="mrtm2", ref_curve=RefCurve(mask=ref), mask=brain)
+res = parametric_maps(pet, model="mrtm2", ref_curve=RefCurve(mask=ref),
+                      mask=None if brain == "-" else brain)
 lap("read, masks, k2' auto, fit, hash")
 out["fit alone (dask threads)"] = [res.cpu_s, res.elapsed_s]
 write_maps(res, dest, "sub-01_trc-DASB")
@@ -143,7 +151,12 @@ def main() -> None:
     ap.add_argument("--voxels", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--work", type=Path, default=Path("/tmp/petbind-bench-parametric-cli"))
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another petbind src folder, run alternately for a before/after")
+    ap.add_argument("--no-mask", action="store_true",
+                    help="run without --mask (brain mask derived from the scan)")
     args = ap.parse_args()
+    results = RESULTS.with_name("parametric_cli_no_mask.md") if args.no_mask else RESULTS
     src = str(HERE.parent / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     files = make_scan(args.work / f"v{args.voxels}", args.voxels)
@@ -158,19 +171,34 @@ def main() -> None:
             if ln.startswith("import time:")}
     heavy = sorted(m for m in mods if m.split(".")[0] in FORBIDDEN)
 
-    runs = []
+    def command(dest: Path) -> list[str]:
+        return [*petbind, "parametric", str(files["pet"]), "--model", "mrtm2",
+                "--ref-mask", str(files["ref"]),
+                *([] if args.no_mask else ["--mask", str(files["brain"])]),
+                "--out", str(dest)]
+
+    base_env = None if args.baseline is None else {
+        **os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+    runs, base_runs = [], []
     for i in range(args.repeats):
         load = loadavg()
-        dest = args.work / f"out{i}"
-        r = timed([*petbind, "parametric", str(files["pet"]), "--model", "mrtm2",
-                   "--ref-mask", str(files["ref"]), "--mask", str(files["brain"]),
-                   "--out", str(dest)], env)
+        r = timed(command(args.work / f"out{i}"), env)
         r["load"] = load
         runs.append(r)
         print(f"run {i + 1}: {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU, load {load}",
               flush=True)
+        if base_env is not None:
+            b = timed(command(args.work / f"base{i}"), base_env)
+            b["load"] = loadavg()
+            base_runs.append(b)
+            print(f"  baseline: {b['wall']:.2f} s wall, {b['cpu']:.2f} s CPU", flush=True)
+            same = all((args.work / f"out{i}" / f.name).read_bytes() == f.read_bytes()
+                       for f in sorted((args.work / f"base{i}").iterdir()))
+            b["same"] = same and len(list((args.work / f"out{i}").iterdir())) == len(
+                list((args.work / f"base{i}").iterdir()))
     phases = json.loads(subprocess.run(
-        [sys.executable, "-c", PHASES, str(files["pet"]), str(files["brain"]),
+        [sys.executable, "-c", PHASES, str(files["pet"]),
+         "-" if args.no_mask else str(files["brain"]),
          str(files["ref"]), str(args.work / "phases")], capture_output=True, text=True,
         env=env, check=True).stdout)
     gz = gzip_compare(args.voxels)
@@ -183,12 +211,16 @@ def main() -> None:
         "# Whole-process `petbind parametric` (issue 18, item 3)",
         "",
         f"`python benchmarks/bench_parametric_cli.py --voxels {args.voxels} "
-        f"--repeats {args.repeats}` on {platform.node()} ({os.cpu_count()} CPUs, shared), "
+        f"--repeats {args.repeats}"
+        + ("" if args.baseline is None else f" --baseline {args.baseline}")
+        + (" --no-mask" if args.no_mask else "")
+        + f"` on {platform.node()} ({os.cpu_count()} CPUs, shared), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; Python "
         f"{platform.python_version()}.",
         "",
         f"Scan: {args.voxels:,} brain voxels x 29 frames, float32 `.nii.gz` "
-        f"({files['pet'].stat().st_size / 1e6:.0f} MB); MRTM2, k2' auto, default scheduler; "
+        f"({files['pet'].stat().st_size / 1e6:.0f} MB); MRTM2, k2' auto, default scheduler, "
+        + ("brain mask derived (no `--mask`); " if args.no_mask else "`--mask` given; ") +
         f"outputs: nine `.nii.gz` maps ({map_mb:.1f} MB) with sidecars.",
         "",
         "| repeat | wall (s) | voxels/s (wall) | CPU user+sys (s) | voxels per CPU-s | "
@@ -206,6 +238,22 @@ def main() -> None:
         f"{args.voxels / statistics.median(cpus):,.0f} voxels per CPU-second. "
         "Target: 1,000,000 voxels/s wall on 2 cores.",
         "",
+    ]
+    if base_runs:
+        bw = [b["wall"] for b in base_runs]
+        bc = [b["cpu"] for b in base_runs]
+        lines += [
+            f"Baseline `{args.baseline}`, run alternately with the repeats above: median "
+            f"{statistics.median(bw):.2f} s wall, {statistics.median(bc):.2f} s CPU "
+            f"(walls {', '.join(f'{w:.2f}' for w in bw)}; CPU "
+            f"{', '.join(f'{c:.2f}' for c in bc)}). Ratio of medians (this / baseline): "
+            f"wall {med / statistics.median(bw):.2f}, CPU "
+            f"{statistics.median(cpus) / statistics.median(bc):.2f}. Outputs (maps and "
+            "sidecars) byte-identical to the baseline's in every repeat: "
+            f"{'yes' if all(b['same'] for b in base_runs) else '**no**'}.",
+            "",
+        ]
+    lines += [
         "## Phases (one process, CPU seconds and wall seconds)",
         "",
         "| phase | CPU (s) | wall (s) |",
@@ -233,8 +281,12 @@ def main() -> None:
            "none of dask, distributed, SimpleITK, dipy, matplotlib") + ".",
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
+    kept = ""
+    if results.exists() and KEEP in results.read_text():
+        kept = results.read_text().split(KEEP, 1)[1]
+    lines += [KEEP]
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("\n".join(lines) + kept)
     print("\n".join(lines))
 
 

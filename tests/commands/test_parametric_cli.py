@@ -169,3 +169,31 @@ def test_parametric_command_pet_fwhm_smooths_before_the_fits_and_says_so(dataset
     bp_map = np.asanyarray(nib.load(out / f"{STEM}_desc-mrtm2_bpnd.nii.gz").dataobj)
     target = ~dataset["ref"]
     assert not np.allclose(bp_map[target], dataset["bp"][target], rtol=1e-2)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_parametric_command_refuses_a_damaged_gzip_scan_in_one_line(dataset, capsys, damage):
+    """The scan is decompressed once (no separate verification pass); a CRC error in a
+    stored block under an intact header, or a truncated file, still fails naming the file."""
+    import gzip
+
+    pet = dataset["pet"]
+    raw = gzip.decompress(pet.read_bytes())
+    body = bytearray(gzip.compress(raw, compresslevel=0, mtime=0))  # data bytes visible
+    if damage == "flip":
+        # RFC 1952 header (10 bytes), stored-block header (5), then the NIfTI bytes:
+        # the first voxel's float32 at vox_offset 352; change one bit, keep the CRC
+        at = 10 + 5 + 352
+        assert bytes(body[at:at + 4]) == raw[352:356]
+        body[at + 3] ^= 0x01
+    else:
+        body = body[: int(len(body) * 0.7)]
+    pet.write_bytes(bytes(body))
+    out = dataset["tmp"] / "maps"
+    with pytest.raises(SystemExit) as ex:
+        main(["parametric", str(pet), "--ref-label", f"{dataset['atlas']}:cerebellum",
+              "--k2prime", "0.1", "--out", str(out)])
+    assert ex.value.code == 2
+    err = capsys.readouterr().err
+    assert str(pet.name) in err and "damaged" in err and "Traceback" not in err
+    assert not out.exists()

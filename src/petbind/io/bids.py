@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -48,10 +47,14 @@ from petbind.io.problems import Problem
 from petbind.io.tables import read_json, sidecar_path
 from petbind.io.verify import check_dynamic_shape, check_image_type, verify_gzip
 from petbind.isotopes import Isotope, get_isotope
+from petbind.lazy import import_without
 from petbind.timing import MINUTES_FIX, FrameTiming, frames_look_like_minutes
 from petbind.units import activity_factor
 
 PathLike = str | os.PathLike
+
+# nibabel without its eager import of pydicom (NIfTI DICOM extensions are not read here)
+nib = import_without("nibabel", "pydicom")
 
 #: Fields BIDS 1.11 requires in a PET sidecar.
 REQUIRED_FIELDS = (
@@ -320,13 +323,16 @@ def raise_first_error(problems: list[Problem]) -> None:
             raise q.to_error()
 
 
-def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage) -> None:
+def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage,
+                      verify_gzip_now: bool = True) -> None:
     """Refuse a truncated or damaged NIfTI.
 
     For ``.nii`` the file must hold ``vox_offset + nbytes``; a ``.nii.gz`` is
     decompressed once to check every gzip member's CRC-32 and length (RFC 1952
     section 2.3.1) and that it decompresses to exactly that size
-    (:func:`petbind.io.verify.verify_gzip`).
+    (:func:`petbind.io.verify.verify_gzip`), unless ``verify_gzip_now`` is False
+    (the caller reads the whole stream and checks its end:
+    :func:`petbind.io.verify.check_stream_end`).
     """
     hdr = img.header
     nbytes = int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
@@ -334,6 +340,8 @@ def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage) -> None:
     expected = int(hdr.get_data_offset() if offset is None else offset) + nbytes
     name = path.name.lower()
     if name.endswith(".gz"):
+        if not verify_gzip_now:
+            return
         # the whole stream, every CRC-32 and length (a lazy read never checks them)
         verify_gzip(path, expected_size=expected)
     elif name.endswith(".nii") and path.stat().st_size < expected:
@@ -343,8 +351,16 @@ def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage) -> None:
 
 
 @file_reader
-def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
-    """Open a NIfTI/Analyze image lazily, refusing unreadable or truncated files."""
+def open_nifti(path: PathLike, *, verify_gzip: bool = True) -> nib.spatialimages.SpatialImage:
+    """Open a NIfTI/Analyze image lazily, refusing unreadable or truncated files.
+
+    ``verify_gzip=False`` skips the whole-stream decompression of a ``.nii.gz``
+    (:func:`petbind.io.verify.verify_gzip`): only for a caller that reads every
+    byte of the stream anyway, through :func:`petbind.io.images.open_stream`,
+    and then calls :func:`petbind.io.verify.check_stream_end` (the one
+    decompression checks every gzip member's CRC-32 and length and the size the
+    header needs). The header, voxel type and dimensions are checked either way.
+    """
     p = Path(path)
     if not p.exists():
         if p.is_symlink():
@@ -363,7 +379,7 @@ def open_nifti(path: PathLike) -> nib.spatialimages.SpatialImage:
         check_image_type(img, p)
         if any(int(s) < 1 for s in img.shape):
             check_dynamic_shape(tuple(img.shape), p)
-        _check_nifti_size(p, img)
+        _check_nifti_size(p, img, verify_gzip)
     return img
 
 
@@ -442,7 +458,8 @@ def read_pet_sidecar(nii_path: PathLike) -> tuple[dict, Path]:
 
 
 @file_reader
-def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> DynamicImage:
+def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None, *,
+             verify_gzip: bool = True) -> DynamicImage:
     """Load a BIDS-PET image with its sidecar, validated, lazily.
 
     Parameters
@@ -453,6 +470,10 @@ def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> Dy
         (:func:`inherited_sidecars`).
     sidecar : mapping, optional
         Use these fields instead of reading the sidecar file.
+    verify_gzip : bool
+        False: do not decompress a ``.nii.gz`` here to check its CRC-32 and
+        length; the caller reads the whole stream and checks its end
+        (:func:`open_nifti`).
 
     Returns
     -------
@@ -474,7 +495,7 @@ def load_pet(nii_path: PathLike, sidecar: Mapping[str, Any] | None = None) -> Dy
         side, side_p = dict(sidecar), pet_sidecar(p)
     else:
         side, side_p = read_pet_sidecar(p)
-    img = open_nifti(p)
+    img = open_nifti(p, verify_gzip=verify_gzip)
     shape = img.shape
     n_frames = check_dynamic_shape(tuple(shape), p)
     problems = check_pet_sidecar(side, side_p, n_frames)

@@ -95,7 +95,8 @@ def read_volume(path: PathLike, *, dtype: DTypeLike = np.float32) -> Volume:
     return Volume(data, np.asarray(img.affine, dtype=np.float64), zooms)  # type: ignore[arg-type]
 
 
-def load(path: PathLike, *, timing: Any = None, **options: Any) -> DynamicImage:
+def load(path: PathLike, *, timing: Any = None, verify_gzip: bool = True,
+         **options: Any) -> DynamicImage:
     """Open a dynamic PET image of any supported format.
 
     Parameters
@@ -107,6 +108,12 @@ def load(path: PathLike, *, timing: Any = None, **options: Any) -> DynamicImage:
         For a NIfTI/Analyze image without a BIDS sidecar: its frame timing
         (then ``units=`` and ``decay_corrected=`` are required, see
         :func:`petbind.io.nifti.load_nifti`).
+    verify_gzip : bool
+        For a ``.nii.gz``: False skips the whole-stream CRC/length check on
+        opening, for a caller that reads the whole stream through
+        :func:`open_stream` and then calls
+        :func:`petbind.io.verify.check_stream_end` (one decompression instead
+        of two; :func:`petbind.io.bids.open_nifti`).
     **options
         Passed to the format's reader (``injection_offset_s``/``units`` for
         ECAT; ``sidecar`` for BIDS; ``units``, ``decay_corrected``,
@@ -138,10 +145,10 @@ def load(path: PathLike, *, timing: Any = None, **options: Any) -> DynamicImage:
         if timing is not None:
             from petbind.io.nifti import load_nifti
 
-            return load_nifti(p, timing, **options)
+            return load_nifti(p, timing, verify_gzip=verify_gzip, **options)
         from petbind.io.bids import load_pet
 
-        return load_pet(p, **options)
+        return load_pet(p, verify_gzip=verify_gzip, **options)
     raise FileFormatError("unknown image format", path=p,
                           fix="give a NIfTI (.nii/.nii.gz) with its BIDS sidecar, an ECAT7 "
                           ".v file or a folder holding one DICOM series")

@@ -33,6 +33,7 @@ def load_nifti(
     decay_corrected: bool,
     isotope: Isotope | str | None = None,
     decay_reference_min: float = 0.0,
+    verify_gzip: bool = True,
 ) -> DynamicImage:
     """Load a 4D NIfTI or Analyze image with timing from elsewhere.
 
@@ -52,6 +53,9 @@ def load_nifti(
         Needed unless the values are decay corrected to the injection.
     decay_reference_min : float
         Time (min after injection) the values are decay corrected to.
+    verify_gzip : bool
+        False: no whole-stream CRC/length check of a ``.nii.gz`` on opening
+        (:func:`petbind.io.bids.open_nifti`; the caller reads and checks it).
 
     Returns
     -------
@@ -65,7 +69,7 @@ def load_nifti(
     p = Path(path)
     if not isinstance(timing, FrameTiming):
         timing = timing_from_frame_table(timing)
-    img = open_nifti(p)
+    img = open_nifti(p, verify_gzip=verify_gzip)
     shape = img.shape
     check_dynamic_shape(tuple(shape), p)
     factor = activity_factor(units, path=p, field="units")

@@ -8,6 +8,10 @@ block is never noticed at all: the image then yields wrong numbers without
 an error. :func:`verify_gzip` decompresses the whole stream once, checking
 every member's CRC-32 and length (no memory of earlier checks: a file
 rewritten within one time-stamp tick keeps its size and mtime).
+A reader that decompresses the whole stream anyway (``petbind parametric``
+reads every frame in order) opens the image without that pass and calls
+:func:`check_stream_end` after its last byte: the same checks, from the one
+decompression (issue 18).
 
 :func:`check_image_type` refuses voxel types that are not one number per
 voxel (RGB, complex, structured); :func:`check_dynamic_shape` refuses
@@ -60,16 +64,52 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
     try:
         total = _inflate_all(p)
     except (gzip.BadGzipFile, EOFError, zlib.error, OSError, *_GZ_ERRORS) as exc:
-        raise FileFormatError(
-            f"the compressed file is damaged ({exc}); its data cannot be trusted",
-            path=p, field="data",
-            fix="copy or re-export the file (a gzip CRC or length error means the bytes "
-                "changed after it was written)") from None
+        raise damaged_stream_error(p, exc) from None
     if expected_size is not None and total != expected_size:
         raise FileFormatError(
             f"the file decompresses to {total} bytes but its header needs {expected_size}",
             path=p, field="data", fix="copy or re-export the file")
     return total
+
+
+def damaged_stream_error(p: Any, exc: BaseException, where: str = "") -> FileFormatError:
+    """The error for a gzip stream whose inflater failed (``exc``): CRC or length mismatch,
+    truncation, data that is not deflate. ``where`` prefixes the message
+    (``"reading frame 3: "``)."""
+    return FileFormatError(
+        f"{where}the compressed file is damaged ({exc}); its data cannot be trusted",
+        path=p, field="data",
+        fix="copy or re-export the file (a gzip CRC or length error means the bytes "
+            "changed after it was written)")
+
+
+def check_stream_end(fobj: Any, path: PathLike, *, expected_size: int) -> None:
+    """Check a gzip stream read up to ``expected_size`` bytes: it ends there, intact.
+
+    ``fobj`` is a gzip reader (:func:`petbind.io.images.open_stream`) whose
+    first ``expected_size`` decompressed bytes (a NIfTI's ``vox_offset`` plus
+    its data) have been read. Reading on to the end of the file makes the
+    reader check the CRC-32 and ISIZE trailer of every member (RFC 1952
+    section 2.3.1; zero padding after the last member is allowed), so
+    together with the reads before it this is :func:`verify_gzip` from one
+    decompression.
+
+    Raises
+    ------
+    FileFormatError
+        CRC or length mismatch, a truncated stream, or data beyond
+        ``expected_size`` (field ``data``).
+    """
+    try:
+        pos = fobj.tell()
+        extra = fobj.read(1)
+    except (gzip.BadGzipFile, EOFError, zlib.error, OSError, *_GZ_ERRORS) as exc:
+        raise damaged_stream_error(path, exc) from None
+    if pos != expected_size or extra:
+        raise FileFormatError(
+            f"the file decompresses to {'more than ' if extra else ''}{pos + len(extra)} "
+            f"bytes but its header needs {expected_size}",
+            path=path, field="data", fix="copy or re-export the file")
 
 
 def _inflate_all(p: Path) -> int:

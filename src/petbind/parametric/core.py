@@ -26,13 +26,14 @@ from petbind.parametric.images import (
     RefCurve,
     _as_image,
     _as_mask,
+    _check_fraction,
     _check_ref,
     _gather,
     _image_path,
     _label_mask,
     _ref_from_any,
     _tac_curve,
-    brain_mask,
+    _WholeScan,
 )
 from petbind.parametric.k2prime import _map_policy, estimate_k2prime
 from petbind.parametric.provenance import _background, _hash_inputs
@@ -144,8 +145,12 @@ def parametric_maps(
     image_hashes = _background(_hash_inputs, paths[:1])
 
     # -- brain mask
+    scan: _WholeScan | None = None
     if mask is None:
-        bmask = brain_mask(img, fraction=mask_fraction)
+        # one pass over the scan for the mask and the curves (a .nii.gz decompressed once)
+        _check_fraction(mask_fraction)
+        scan = _WholeScan(img)
+        bmask = scan.brain_mask(fraction=mask_fraction)
         mask_desc: dict[str, Any] = {
             "rule": f"duration-weighted mean image > {mask_fraction:g} x its 99th "
                     "percentile (positive finite voxels), finite in every frame"}
@@ -170,7 +175,9 @@ def parametric_maps(
                         field="reference", fix="check the reference mask / label name")
     paths.append(ref_where)
 
-    curves_t, ref = _gather(img, bmask, ref_mask)
+    curves_t, ref = (_gather(img, bmask, ref_mask) if scan is None
+                     else scan.gather(bmask, ref_mask))
+    scan = None
     voxel_mm = voxel_sizes(img.affine)
     smooth_curves(curves_t, bmask, pet_fwhm, voxel_mm)  # in place; nothing when 0
     if ref is None:

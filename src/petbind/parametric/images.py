@@ -7,6 +7,7 @@ float64); masks and atlases must lie on the PET grid (same shape and affine).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -34,7 +35,11 @@ def _as_image(image: Any) -> Any:
     if isinstance(image, str | os.PathLike):
         from petbind.io.images import load
 
-        return load(image)  # BIDS NIfTI + sidecar, ECAT .v or a DICOM folder
+        # BIDS NIfTI + sidecar, ECAT .v or a DICOM folder. A .nii.gz is not decompressed
+        # on opening to check its CRC and length: every reader of this image here reads
+        # the whole stream in order and checks it at its end (_frame_reader), so the scan
+        # is decompressed once, not twice (issue 18)
+        return load(image, verify_gzip=False)
     for attr in ("dataobj", "affine", "timing"):
         if not hasattr(image, attr):
             raise DataError(f"expected a DynamicImage or a path, got {type(image).__name__}",
@@ -62,6 +67,13 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
     on every slice unless ``indexed_gzip`` is installed; reading the frames in
     order through one open handle decompresses the file once (each frame is
     contiguous on disk and the reads only seek forward).
+
+    When every frame has been read, in order, from a ``.gz`` file, the rest of
+    the stream is read and checked (:func:`petbind.io.verify.check_stream_end`:
+    each gzip member's CRC-32 and length, and the size the header needs), so an
+    image opened without the whole-stream check (:func:`_as_image`) is verified
+    by the one decompression that reads it; a damaged file raises a
+    :class:`~petbind.errors.FileFormatError` naming it.
     """
     from nibabel.arrayproxy import ArrayProxy
 
@@ -78,9 +90,20 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
         except OSError as exc:
             raise FileFormatError(f"cannot open the image: {exc}", path=file_like,
                                   fix="check that the file exists and is readable") from exc
+        expected = int(dataobj.offset) + int(np.prod(dataobj.shape)) * dataobj.dtype.itemsize
+        order: list[int] = []
         with opener as fobj:
             proxy = ArrayProxy(fobj, spec, order=dataobj.order)
-            yield lambda t: _read_frame(proxy, t, scale[t], file_like)
+
+            def read(t: int) -> NDArray[np.float32]:
+                order.append(t)
+                return _read_frame(proxy, t, scale[t], file_like)
+
+            yield read
+            if str(file_like).endswith(".gz") and order == list(range(n_t)):
+                from petbind.io.verify import check_stream_end
+
+                check_stream_end(fobj, file_like, expected_size=expected)
     else:
         yield lambda t: _read_frame(dataobj, t, scale[t], _image_path(image))
 
@@ -88,7 +111,11 @@ def _frame_reader(image: Any) -> Iterator[Callable[[int], NDArray[np.float32]]]:
 def _read_frame(dataobj: Any, t: int, scale: float, path: str | None) -> NDArray[np.float32]:
     try:
         raw = np.asarray(dataobj[..., t])
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        from petbind.io.verify import damaged_stream_error
+
+        raise damaged_stream_error(path, exc, f"reading frame {t}: ") from None
+    except (OSError, ValueError) as exc:
         raise FileFormatError(f"cannot read frame {t}: {exc}", path=path, field="data",
                               fix="the file may be truncated; re-export it") from exc
     if scale != 1.0:
@@ -163,26 +190,119 @@ def brain_mask(
     ndarray of bool, shape (X, Y, Z)
     """
     img = _as_image(image)
-    if not 0 < fraction < 1:
-        raise DataError(f"mask fraction must lie in (0, 1), got {fraction}",
-                        field="mask_fraction", fix="use e.g. 0.1")
+    _check_fraction(fraction)
     d = img.timing.duration
     mean = np.zeros(img.dataobj.shape[:3], dtype=np.float64)
     finite = np.ones(mean.shape, dtype=bool)
     with _frame_reader(img) as read:
         for t in range(img.timing.n_frames):
-            f = read(t)
-            ok = np.isfinite(f)
-            finite &= ok
-            mean += d[t] * np.where(ok, f, 0.0)
+            _accumulate(read(t), d[t], mean, finite)
+    return _mask_rule(mean, finite, d, fraction, percentile, _image_path(img))
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0 < fraction < 1:
+        raise DataError(f"mask fraction must lie in (0, 1), got {fraction}",
+                        field="mask_fraction", fix="use e.g. 0.1")
+
+
+def _accumulate(f: NDArray[np.float32], d_t: float, mean: NDArray[np.float64],
+                finite: NDArray[np.bool_]) -> None:
+    """Add frame ``f`` (duration ``d_t``) to the running weighted sum and finite mask."""
+    ok = np.isfinite(f)
+    finite &= ok
+    mean += d_t * np.where(ok, f, 0.0)
+
+
+def _mask_rule(mean: NDArray[np.float64], finite: NDArray[np.bool_],
+               d: NDArray[np.float64], fraction: float, percentile: float,
+               path: str | None) -> NDArray[np.bool_]:
+    """:func:`brain_mask`'s rule from the duration-weighted sum ``mean`` (divided here)."""
     mean /= d.sum()
     pos = mean[finite & (mean > 0)]
     if pos.size == 0:
         raise DataError("the image has no positive finite voxel; no brain mask can be "
-                        "derived", path=_image_path(img), field="data",
+                        "derived", path=path, field="data",
                         fix="check the image scaling, or give --mask")
     thr = fraction * float(np.percentile(pos, percentile))
     return finite & (mean > thr)
+
+
+def _frames_in_order(image: Any) -> Iterator[tuple[int, NDArray[np.float32]]]:
+    """``(t, frame t)`` for every frame, frame t + 1 read in a second thread meanwhile.
+
+    The gzip back-ends release the GIL, so on 2 cores reading (decompressing)
+    and the caller's work on the previous frame overlap. The file is read once,
+    in order, and checked at its end (:func:`_frame_reader`).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_t = image.timing.n_frames
+    with _frame_reader(image) as read, ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="petbind-read") as pool:
+        nxt = pool.submit(read, 0)
+        for t in range(n_t):
+            f = nxt.result()
+            if t + 1 < n_t:
+                nxt = pool.submit(read, t + 1)
+            yield t, f
+
+
+class _WholeScan:
+    """Every frame of a scan, read in one pass, for a brain mask derived from it.
+
+    Without a given brain mask the mask is derived from the scan's mean image
+    (:func:`brain_mask`) before the mask voxels' curves can be gathered;
+    reading the frames twice would decompress a ``.nii.gz`` twice. This keeps
+    all voxels' curves, ``(n_frames, X*Y*Z)`` float32 (one float32 copy of the
+    scan), while summing the mean image in the same pass; :meth:`gather` then
+    packs the mask voxels' curves into the front of the same buffer. Values
+    and arithmetic are those of :func:`brain_mask` and :func:`_gather`, so the
+    maps equal those of the two-pass path bit for bit.
+    """
+
+    def __init__(self, image: Any) -> None:
+        shape3 = tuple(image.dataobj.shape[:3])
+        n_t = image.timing.n_frames
+        d = image.timing.duration
+        self.shape3 = shape3
+        self.path = _image_path(image)
+        self.duration = d
+        self.all = np.empty((n_t, int(np.prod(shape3))), dtype=np.float32)
+        self.mean = np.zeros(shape3, dtype=np.float64)
+        self.finite = np.ones(shape3, dtype=bool)
+        for t, f in _frames_in_order(image):
+            _accumulate(f, d[t], self.mean, self.finite)
+            self.all[t].reshape(shape3)[...] = f  # C order, as boolean indexing of f
+
+    def brain_mask(self, fraction: float = 0.1, percentile: float = 99.0
+                   ) -> NDArray[np.bool_]:
+        """:func:`brain_mask` of the scan (once: the mean image is divided in place)."""
+        _check_fraction(fraction)
+        return _mask_rule(self.mean, self.finite, self.duration, fraction, percentile,
+                          self.path)
+
+    def gather(self, mask: NDArray[np.bool_], ref_mask: NDArray[np.bool_] | None
+               ) -> tuple[NDArray[np.float32], NDArray[np.float64] | None]:
+        """:func:`_gather`'s result, packed in place into this buffer (used up after)."""
+        n_t = self.all.shape[0]
+        m = mask.reshape(-1)
+        rm = None if ref_mask is None else ref_mask.reshape(-1)
+        v = int(m.sum())
+        flat = self.all.reshape(-1)
+        ref = None if rm is None else np.empty(n_t, dtype=np.float64)
+        for t in range(n_t):
+            row = self.all[t]
+            if ref is not None:
+                r = row[rm]
+                r = r[np.isfinite(r)]
+                ref[t] = np.mean(r, dtype=np.float64) if r.size else np.nan
+            # row t starts at t * X*Y*Z >= t * v: the packed rows before it never reach
+            # a row not yet read, and row t is copied out before it is overwritten
+            flat[t * v:(t + 1) * v] = row[m]
+        curves = flat[:n_t * v].reshape(n_t, v)
+        self.all = np.empty((0, 0), dtype=np.float32)
+        return curves, ref
 
 
 def _gather(
@@ -193,22 +313,12 @@ def _gather(
     v = int(mask.sum())
     curves = np.empty((n_t, v), dtype=np.float32)
     ref = None if ref_mask is None else np.empty(n_t, dtype=np.float64)
-    from concurrent.futures import ThreadPoolExecutor
-
-    # frame t + 1 is read (decompressed) in a second thread while frame t is gathered:
-    # the gzip back-ends release the GIL, so on 2 cores reading and gathering overlap
-    with _frame_reader(image) as read, ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="petbind-read") as pool:
-        nxt = pool.submit(read, 0)
-        for t in range(n_t):
-            f = nxt.result()
-            if t + 1 < n_t:
-                nxt = pool.submit(read, t + 1)
-            curves[t] = f[mask]
-            if ref is not None:
-                r = f[ref_mask]
-                r = r[np.isfinite(r)]
-                ref[t] = np.mean(r, dtype=np.float64) if r.size else np.nan
+    for t, f in _frames_in_order(image):
+        curves[t] = f[mask]
+        if ref is not None:
+            r = f[ref_mask]
+            r = r[np.isfinite(r)]
+            ref[t] = np.mean(r, dtype=np.float64) if r.size else np.nan
     return curves, ref
 
 
