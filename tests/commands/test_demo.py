@@ -33,7 +33,7 @@ def test_demo_simulates_runs_prints_beside_the_truth_and_reports(tmp_path, monke
 
     built = []
 
-    def fake_build_report(out_dir):  # the real builder has its own tests
+    def fake_build_report(out_dir, scheduler=None):  # the real builder has its own tests
         built.append(out_dir)
         return out_dir / "report.html"
 

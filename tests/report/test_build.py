@@ -575,3 +575,33 @@ def test_report_names_why_fits_were_invalid(tmp_path):
     html = build_report(out).read_text()
     assert ("3 fit(s) were invalid and left out of the statistics (1 no residual degree of "
             "freedom; 2 parameter at bound: k1).") in html
+
+
+# ---------------------------------------------------------------- figures as tasks
+# Issue 18: petbind demo draws the report's figures on its cluster.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["threads:2", "local:2"])
+def test_figures_drawn_as_tasks_give_the_same_page_byte_for_byte(built_report, scheduler):
+    from petbind.compute import open_engine
+    from petbind.report.build import render_report
+
+    study = load_outputs(built_report["out"])
+    with open_engine(scheduler) as engine:
+        html = render_report(study, engine)
+    assert len(re.findall("data:image/", html)) > 10
+    assert html == built_report["html"]  # the in-process page of the session fixture
+
+
+def test_a_deferred_figure_is_a_placeholder_until_drawn_as_a_task():
+    from petbind.compute import open_engine
+    from petbind.report.figures import figure_to_data_uri, fit_figure
+    from petbind.report.figures.deferred import DeferredFigures
+
+    args = ([1.0, 2.0], {"a": [1.0, 2.0]}, {"m": {"a": [1.0, 1.5]}})
+    deferred = DeferredFigures()
+    key = deferred.figure_to_data_uri(deferred.fit_figure(*args, title="x"))
+    assert key.startswith("petbind-figure-") and list(deferred.pending) == [key]
+    with open_engine("threads:2") as engine:
+        page = deferred.fill(f"<img src='{key}'>", engine)
+    assert page == f"<img src='{figure_to_data_uri(fit_figure(*args, title='x'))}'>"

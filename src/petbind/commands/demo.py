@@ -60,7 +60,7 @@ def run_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = None,
         except ImportError:
             build_report = None
         if build_report is not None:
-            report_path = build_report(result.out_dir)
+            report_path = build_report(result.out_dir, scheduler=scheduler)
     return dataclasses.replace(
         result, report=report_path,
         seconds={**result.seconds, "report": time.perf_counter() - t},

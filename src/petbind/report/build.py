@@ -19,6 +19,7 @@ config values) goes through jinja2's autoescaping.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from petbind import __version__
 from petbind.io.atomic import write_text_atomic
@@ -50,13 +51,17 @@ def _static_text(name: str) -> str:
     return package_text("static", name, package="petbind.report")
 
 
-def render_report(study: StudyOutputs) -> str:
+def render_report(study: StudyOutputs, engine: Any = None) -> str:
     """Render the report of ``study`` into one HTML string.
 
     Parameters
     ----------
     study : StudyOutputs
         What :func:`load_outputs` read.
+    engine : petbind.compute.Engine, optional
+        With more than one worker, the figures are drawn as tasks on it
+        (:mod:`petbind.report.figures.deferred`; the same page, byte for
+        byte); otherwise one after another in this process.
 
     Returns
     -------
@@ -65,16 +70,32 @@ def render_report(study: StudyOutputs) -> str:
     """
     import jinja2
 
-    from petbind.report import figures, preprocessing, stats_sections
-    from petbind.report.pvc import pvc_section
-    from petbind.report.sections import group, methods, provenance, scans, summary, truth
-    from petbind.report.sections import voxelwise as vox
+    from petbind.report import figures as drawn
+    from petbind.report.figures.deferred import DeferredFigures
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("petbind.report", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True,
     )
+    deferred = DeferredFigures(engine) if engine is not None and engine.n_workers > 1 else None
+    figures: Any = deferred if deferred is not None else drawn
+    try:
+        html = _render(study, env, figures)
+    except BaseException:
+        if deferred is not None:
+            deferred.close()  # the figures already sent are not waited for by anyone
+        raise
+    return deferred.fill(html) if deferred is not None else html
+
+
+def _render(study: StudyOutputs, env: Any, figures: Any) -> str:
+    """The page of ``study`` with the sections' figures from ``figures``."""
+    from petbind.report import preprocessing, stats_sections
+    from petbind.report.pvc import pvc_section
+    from petbind.report.sections import group, methods, provenance, scans, summary, truth
+    from petbind.report.sections import voxelwise as vox
+
     design = summary.design(study)
     voxel, volumes = vox.voxel_sections(study, figures)
     context = {
@@ -114,7 +135,7 @@ def render_report(study: StudyOutputs) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
-def build_report(out_dir: str | Path) -> Path:
+def build_report(out_dir: str | Path, scheduler: Any = None) -> Path:
     """Write ``report.html`` at the root of a pipeline output folder.
 
     Parameters
@@ -122,6 +143,9 @@ def build_report(out_dir: str | Path) -> Path:
     out_dir : str or Path
         The output root of ``petbind run`` / ``petbind demo`` (see
         ``docs/outputs.md``); a ``petbind demo --out DIR`` folder also works.
+    scheduler : optional
+        Where the figures are drawn: any value :func:`petbind.compute.open_engine`
+        takes (default: in this process). The page is the same on every scheduler.
 
     Returns
     -------
@@ -135,8 +159,11 @@ def build_report(out_dir: str | Path) -> Path:
     FileFormatError
         When an output file cannot be parsed.
     """
+    from petbind.compute import open_engine
+
     study = load_outputs(out_dir)
-    html = render_report(study)
+    with open_engine(scheduler) as engine:
+        html = render_report(study, engine)
     path = write_text_atomic(StudyLayout(study.root).report, html)
     path.chmod(0o644)  # the atomic writer's temporary file is private (0600); a report is shared
     return path

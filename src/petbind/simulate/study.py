@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -307,8 +308,66 @@ def scan_image(cfg: SimConfig, geo: Geometry, truth: ScanTruth
     return np.asarray(img, dtype=np.float32), motion
 
 
+def simulate_subject(cfg: SimConfig, writer: Any, i_subject: int,
+                     geo: Geometry | None = None, padded: Phantom | None = None
+                     ) -> list[ScanTruth]:
+    """Simulate and write every scan of one subject (and, in native position, its anatomy).
+
+    One task of :func:`simulate_study`. Every random stream is keyed by the
+    subject's, tracer's and condition's indices (never by the order of the
+    calls), so the files are byte-identical whichever process runs the task and
+    in whatever order the subjects are simulated.
+
+    Parameters
+    ----------
+    cfg : SimConfig
+    writer : DatasetWriter
+        Of the dataset (:class:`petbind.simulate.writer.DatasetWriter`).
+    i_subject : int
+        Position of the subject in ``cfg.subjects``.
+    geo : Geometry, optional
+        The shared geometry of a template-position study (:func:`make_geometry`).
+    padded : Phantom, optional
+        The padded template phantom of a native-position study
+        (:func:`native_padding`, :func:`pad_phantom`); used when ``geo`` is None.
+
+    Returns
+    -------
+    list of ScanTruth
+        The subject's scans, condition-major then tracer (:func:`iter_truth` order).
+    """
+    if geo is None:
+        if padded is None:
+            raise ValueError("simulate_subject needs geo or padded")
+        anatomy = subject_anatomy(cfg, padded, i_subject)
+        writer.write_subject(anatomy)
+        geo = anatomy.geometry
+    truths: list[ScanTruth] = []
+    # Compression (zlib releases the GIL) overlaps with simulating the next
+    # scan; at most WRITE_AHEAD images wait in memory. Each file's bytes do
+    # not depend on the order in which threads finish.
+    pending: deque[tuple[Future, ScanTruth]] = deque()
+    with ThreadPoolExecutor(max_workers=WRITE_AHEAD) as pool:
+        for i_c in range(len(cfg.conditions)):
+            for i_t in range(len(cfg.tracers)):
+                truth = scan_truth(cfg, i_subject, i_t, i_c)
+                image, motion = scan_image(cfg, geo, truth)
+                pending.append((pool.submit(writer.write_scan, truth, image, motion, geo,
+                                            noisefree_tacs(geo, truth.tacs)), truth))
+                while len(pending) > WRITE_AHEAD:
+                    fut, done = pending.popleft()
+                    fut.result()
+                    truths.append(done)
+        while pending:
+            fut, done = pending.popleft()
+            fut.result()
+            truths.append(done)
+    return truths
+
+
 def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
-                   progress: Callable[[int, int, str], None] | None = None) -> Path:
+                   progress: Callable[[int, int, str], None] | None = None,
+                   scheduler: Any = None) -> Path:
     """Simulate a study and write it as a BIDS dataset with its truth.
 
     Parameters
@@ -320,7 +379,13 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
         simulation (its files are replaced atomically; scans of a larger
         earlier design are not removed).
     progress : callable, optional
-        ``progress(done, total, what)`` after each scan is written.
+        ``progress(done, total, what)`` after each scan is written (on a
+        scheduler with several workers: after each subject, for its scans).
+    scheduler : optional
+        Where the subjects are simulated, one task per subject: any value
+        :func:`petbind.compute.open_engine` takes (default: in this process,
+        one subject after another). The files are byte-identical on every
+        scheduler (:func:`simulate_subject`).
 
     Raises
     ------
@@ -336,6 +401,7 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
         ``derivatives/petbind-sim/truth.tsv`` is written last, so its presence
         means the dataset is complete.
     """
+    from petbind.compute import Task, open_engine
     from petbind.simulate.config import load_config
     from petbind.simulate.writer import DatasetWriter
 
@@ -347,6 +413,7 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
                           path=out, field="out_dir",
                           fix="choose a new or empty folder; the simulator never writes "
                           "into other datasets")
+    padded: Phantom | None = None
     if cfg.native_position:
         template = make_phantom(cfg.phantom_voxel_mm, cfg.phantom_seed)
         padded = pad_phantom(template, native_padding(cfg, template))
@@ -356,35 +423,24 @@ def simulate_study(config: SimConfig | str | Path | None, out_dir: str | Path,
         template = geo.phantom
     writer = DatasetWriter(cfg, template, out)
     writer.write_dataset_files()
-    anatomy: SubjectAnatomy | None = None
     total = cfg.n_scans
-    truths: list[ScanTruth] = []
-    # Compression (zlib releases the GIL) overlaps with simulating the next
-    # scan; at most WRITE_AHEAD images wait in memory. Each file's bytes do
-    # not depend on the order in which threads finish.
-    pending: deque[tuple[Future, ScanTruth]] = deque()
+    n_subjects = len(cfg.subjects)
+    by_subject: dict[int, list[ScanTruth]] = {}
+    n_done = 0
 
-    def finish_one() -> None:
-        fut, done_truth = pending.popleft()
-        fut.result()
-        truths.append(done_truth)
-        if progress is not None:
-            progress(len(truths), total, done_truth.stem)
+    def done(task: Task, truths: list[ScanTruth]) -> None:
+        nonlocal n_done
+        by_subject[task.args[2]] = truths
+        for t in truths:
+            n_done += 1
+            if progress is not None:
+                progress(n_done, total, t.stem)
 
-    with ThreadPoolExecutor(max_workers=WRITE_AHEAD) as pool:
-        for truth in iter_truth(cfg):
-            g = geo
-            if g is None:  # native position: one anatomy per subject (scans are subject-major)
-                if anatomy is None or anatomy.index != truth.index[0]:
-                    anatomy = subject_anatomy(cfg, padded, truth.index[0])
-                    writer.write_subject(anatomy)
-                g = anatomy.geometry
-            image, motion = scan_image(cfg, g, truth)
-            pending.append((pool.submit(writer.write_scan, truth, image, motion, g,
-                                        noisefree_tacs(g, truth.tacs)), truth))
-            while len(pending) > WRITE_AHEAD:
-                finish_one()
-        while pending:
-            finish_one()
-    writer.write_truth_table(truths)
+    with open_engine(scheduler, n_tasks=n_subjects) as engine:
+        # the phantom or geometry (megabytes) goes once to every worker, not once per task
+        kw = {"padded": engine.scatter(padded)} if geo is None else {"geo": engine.scatter(geo)}
+        engine.run([Task(f"simulate-sub-{cfg.subjects[i]}", simulate_subject,
+                         (cfg, writer, i), kw)
+                    for i in range(n_subjects)], on_done=done)
+    writer.write_truth_table([t for i in range(n_subjects) for t in by_subject[i]])
     return out

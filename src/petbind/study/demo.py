@@ -151,11 +151,13 @@ def comparison_tables(rows: list[dict[str, Any]]) -> list[Any]:
 
 
 def simulate_if_needed(bids: Path, sim_config: Any = None, *, progress: bool = True,
-                       console: Any = None) -> bool:
+                       console: Any = None, scheduler: Any = None) -> bool:
     """Simulate the study into ``bids`` unless a complete simulation is already there.
 
     The simulator writes ``derivatives/petbind-sim/truth.tsv`` last, so its
     presence means the dataset is complete. Returns True when it simulated.
+    ``scheduler``: where the subjects are simulated (the analysis's; the files
+    are the same on every scheduler, :func:`petbind.simulate.study.simulate_study`).
     """
     from petbind.simulate.study import simulate_study
     from petbind.study.console import progress_bar
@@ -168,7 +170,7 @@ def simulate_if_needed(bids: Path, sim_config: Any = None, *, progress: bool = T
         def tick(done: int, total: int, what: str) -> None:
             bar.update(task, completed=done, total=total, description=f"simulate {what}")
 
-        simulate_study(sim_config, bids, progress=tick)
+        simulate_study(sim_config, bids, progress=tick, scheduler=scheduler)
     return True
 
 
@@ -224,7 +226,8 @@ def analyse_demo(out: str | Path = "petbind-demo", *, scheduler: str | None = No
     def analyse(folder: Path, sim: Any, cfg: Any, prefix: str) -> Any:
         bids = folder / "bids"
         t, c = time.perf_counter(), time.process_time()
-        simulated = simulate_if_needed(bids, sim, progress=progress, console=err_console)
+        simulated = simulate_if_needed(bids, sim, progress=progress, console=err_console,
+                                       scheduler=scheduler)
         seconds[f"{prefix}simulate"] = time.perf_counter() - t
         cpu[f"{prefix}simulate"] = time.process_time() - c
         if not simulated:

@@ -62,6 +62,8 @@ def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
     buf = io.BytesIO()
     meta = {"Software": None} if fmt == "png" else {"Date": None}
     fig.savefig(buf, format=fmt, dpi=dpi or DPI, metadata=meta)
+    for ax in fig.axes:  # released without Axes.clear(), which rebuilds every tick
+        fig.delaxes(ax)
     fig.clear()
     data = buf.getvalue()
     if fmt == "png" and colors:
