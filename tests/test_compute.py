@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from petbind.compute import Scheduler, Task, open_engine, parse_scheduler, usable_cpus
@@ -230,3 +231,25 @@ def test_a_shared_local_scheduler_is_one_cluster_for_several_runs():
             with open_engine(client) as engine:
                 pids.append(engine.run([Task("pid", os.getpid)])["pid"])
     assert pids[0] == pids[1] != os.getpid()
+
+
+def _nbytes(a: np.ndarray) -> int:
+    return int(a.nbytes)
+
+
+def test_large_task_arguments_do_not_print_distributed_advice():
+    # a report figure's data or a subject's geometry travels as a task argument (a few
+    # MiB): distributed's "Sending large graph" UserWarning is not the user's to act on
+    import warnings
+
+    from distributed import Client, LocalCluster
+
+    big = np.ones(12 * 2**20 // 8)  # 12 MiB, over distributed's 10 MB advice threshold
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client, \
+            open_engine(client) as engine, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = engine.run([Task("n", _nbytes, (big,))])
+    assert out == {"n": big.nbytes}
+    assert not [w for w in seen if "large graph" in str(w.message)], [str(w.message) for w in seen]

@@ -269,6 +269,11 @@ class Engine:
             return results
         from distributed import as_completed
 
+        # a task's arguments travel in the graph (figure data, a subject's geometry): a
+        # few MiB is expected here and distributed's "Sending large graph" advice is
+        # not the user's to act on, so it is not printed among the study's messages
+        warnings.filterwarnings("ignore", message="Sending large graph",
+                                category=UserWarning, module="distributed")
         # one run's keys must not meet another's on a shared scheduler (same names)
         run_id = uuid.uuid4().hex[:8]
         futures: dict[str, Any] = {}
