@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,8 +27,6 @@ def run(
         "--no-report", help="Do not build OUT/report.html.")] = False,
 ) -> None:
     """Run the whole study: region TACs, model fits, maps, statistics and the report."""
-    from rich.markup import escape
-
     from petbind.commands.consoles import console, err_console
 
     if print_config:
@@ -40,7 +38,6 @@ def run(
 
     parse_scheduler(scheduler)  # a wrong word fails now, not after discovery
     from petbind.study.config import load_config
-    from petbind.study.console import summary_tables
     from petbind.study.pipeline import run_study
 
     if config is None and bids_dir is not None:
@@ -59,8 +56,26 @@ def run(
         said.add(message)
         err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
-    result = run_study(root, cfg, out_dir=out, scheduler=scheduler,
-                       progress=not no_progress, console=err_console, log=log)
+    from petbind.compute import shared_scheduler
+
+    # one local cluster for the study and its report's figures
+    with shared_scheduler(scheduler) as engine:
+        result = run_study(root, cfg, out_dir=out, scheduler=scheduler, engine=engine,
+                           progress=not no_progress, console=err_console, log=log)
+        _print_results(result, said, console, err_console)
+        if not no_report:
+            from petbind.report import build_report
+
+            console.print(f"report: {build_report(result.out_dir, scheduler=engine)}",
+                          markup=False, highlight=False, soft_wrap=True)  # copied whole
+
+
+def _print_results(result: Any, said: set[str], console: Any, err_console: Any) -> None:
+    """The study's summary tables, its warnings not yet printed, and its output folder."""
+    from rich.markup import escape
+
+    from petbind.study.console import summary_tables
+
     for table in summary_tables(result.summary["highlights"]):
         console.print(table)
     for w in dict.fromkeys(result.warnings):
@@ -68,11 +83,6 @@ def run(
             err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False,
                               soft_wrap=True)
     console.print(f"outputs: {result.out_dir}", markup=False, highlight=False, soft_wrap=True)
-    if not no_report:
-        from petbind.report import build_report
-
-        console.print(f"report: {build_report(result.out_dir)}", markup=False,
-                      highlight=False, soft_wrap=True)  # a path is copied whole
 
 
 def register(app: typer.Typer) -> None:

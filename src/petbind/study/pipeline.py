@@ -38,6 +38,7 @@ which locked output folder. The stages live below it (``scan_stage`` ->
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -251,7 +252,7 @@ class StudyResult:
 def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
               out_dir: str | os.PathLike | None = None, scheduler: Any = None,
               progress: bool = True, console: Any = None,
-              log: Callable[[str], None] | None = None) -> StudyResult:
+              log: Callable[[str], None] | None = None, engine: Any = None) -> StudyResult:
     """Run the whole study: per-scan outputs, outcome table and statistics.
 
     Parameters
@@ -269,6 +270,11 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     console : rich Console, optional
     log : callable, optional
         Receives one line per stage.
+    engine : optional
+        Where the scan tasks and the voxel statistics' flip tasks run when the
+        caller already holds it (:func:`petbind.compute.shared_scheduler` of
+        ``scheduler``, e.g. ``petbind run`` sharing one local cluster with the
+        report); None: one is opened here for both stages.
 
     Returns
     -------
@@ -289,7 +295,8 @@ def run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
         if swept and log is not None:
             log(f"removed {len(swept)} temporary file(s) of an interrupted run")
         # one local cluster for the scan tasks and the voxel statistics' flip tasks
-        with shared_scheduler(scheduler) as engine:
+        with (contextlib.nullcontext(engine) if engine is not None
+              else shared_scheduler(scheduler)) as engine:
             return _run_study(bids_dir, config, out_dir=out, scheduler=scheduler,
                               progress=progress, console=console, log=log, engine=engine)
 
