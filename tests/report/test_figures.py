@@ -256,3 +256,83 @@ def test_forest_draws_the_image_truth_as_open_squares():
     assert len(squares) == 1
     np.testing.assert_array_equal(squares[0].get_xdata(), [14.0, 12.0])
     np.testing.assert_array_equal(squares[0].get_ydata(), [1, 0])  # first label on top
+
+
+# ---------------------------------------------------------------- map grid, one map at a time
+def _random_maps(rng: np.random.Generator, n: int, shape=(9, 10, 11)) -> list[np.ndarray]:
+    maps = []
+    for _ in range(n):
+        vol = np.zeros(shape, dtype=np.float32)
+        inside = rng.random(shape) < 0.6
+        vol[inside] = rng.gamma(2.0, 0.7, inside.sum()).astype(np.float32)
+        neg = rng.random(shape) < 0.02  # negative BP_ND (noise)
+        vol[neg] = -rng.random(neg.sum()).astype(np.float32)
+        vol[rng.random(shape) < 0.01] = np.nan
+        maps.append(vol)
+    return maps
+
+
+def test_percentile_from_two_order_statistics_is_numpys_bit_for_bit():
+    from petbind.report.figures.maps import MapGridScale
+
+    rng = np.random.default_rng(7)
+    for n_maps in (1, 2, 5, 13):
+        maps = _random_maps(rng, n_maps, shape=(int(rng.integers(3, 12)), 7, 5))
+        scale = MapGridScale()
+        for m in maps:
+            scale.add(m)
+        selected = [scale.tile(m)[1] for m in maps]
+        # the former map_grid_figure: every map as float64, stacked
+        stack = np.stack([m.astype(float) for m in maps])
+        vals = stack[np.isfinite(stack) & (stack != 0)]
+        assert scale.vmax(selected) == float(np.percentile(vals, 98))
+        # only the values near the percentile are kept from the second pass
+        assert sum(s.size for s in selected) < vals.size
+
+
+def test_percentile_linear_matches_numpy_at_every_rank():
+    from petbind.report.figures.maps import MapGridScale
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 50, 101, 1000):
+        vals = rng.normal(size=(n, 1, 1)).astype(np.float32)
+        vals[vals == 0] = 1.0
+        for q in (0.0, 2.0, 50.0, 98.0, 100.0):
+            scale = MapGridScale(q)
+            scale.add(vals)
+            assert scale.vmax([scale.tile(vals)[1]]) == float(
+                np.percentile(vals.astype(float), q)), (n, q)
+
+
+def test_map_grid_slices_and_colour_range_are_those_of_the_stacked_maps():
+    from petbind.report.figures.maps import MapGridScale
+
+    rng = np.random.default_rng(11)
+    maps = _random_maps(rng, 4)
+    maps[2][:4] = 0.0  # another support: the cut is through the union of them all
+    keys = [("sub-01", "a"), ("sub-01", "b"), ("sub-02", "a"), ("sub-02", "b")]
+    fig = figures.map_grid_figure(dict(zip(keys, maps, strict=True)), ["sub-01", "sub-02"],
+                                  ["a", "b"], label="BP_ND")
+    stack = np.stack([m.astype(float) for m in maps])
+    support = np.any(np.isfinite(stack) & (stack != 0), axis=0)
+    centre = np.round(np.argwhere(support).mean(axis=0)).astype(int)
+    i, j, k = centre
+    vmax = float(np.percentile(stack[np.isfinite(stack) & (stack != 0)], 98))
+    for ax, vol in zip(fig.axes[:4], stack, strict=True):
+        image = ax.get_images()[0]
+        assert image.get_clim() == (0.0, vmax)
+        shown = image.get_array()
+        sag, cor, axi = vol[i, :, :].T, vol[:, j, :].T, vol[:, :, k].T
+        h = max(sag.shape[0], cor.shape[0], axi.shape[0])
+        expect = np.full((h, sag.shape[1] + cor.shape[1] + axi.shape[1] + 2), np.nan)
+        expect[:sag.shape[0], :sag.shape[1]] = sag
+        x0 = sag.shape[1] + 1
+        expect[:cor.shape[0], x0:x0 + cor.shape[1]] = cor
+        x0 += cor.shape[1] + 1
+        expect[:axi.shape[0], x0:] = axi
+        expect[expect == 0] = np.nan
+        np.testing.assert_array_equal(np.ma.filled(shown, np.nan), expect)
+    scale = MapGridScale()
+    for m in maps:
+        scale.add(m)
+    assert scale.cut == (i, j, k)

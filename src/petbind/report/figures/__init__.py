@@ -24,8 +24,8 @@ from petbind.report.figures.curves import (
     paired_lines_figure,
     tac_grid_figure,
 )
-from petbind.report.figures.maps import map_grid_figure, ortho_slices
+from petbind.report.figures.maps import map_grid_figure, map_tiles_figure, ortho_slices
 
 __all__ = ["DPI", "MODEL_COLOURS", "figure_to_data_uri", "fit_figure", "forest_figure",
-           "map_grid_figure", "motion_overview_figure", "ortho_slices", "paired_lines_figure",
-           "png_file_to_data_uri", "tac_grid_figure"]
+           "map_grid_figure", "map_tiles_figure", "motion_overview_figure", "ortho_slices",
+           "paired_lines_figure", "png_file_to_data_uri", "tac_grid_figure"]

@@ -29,9 +29,9 @@ from petbind.report import figures as _figures
 
 #: The builders whose calls are recorded and drawn as tasks. Not ``map_grid_figure``:
 #: its arguments are every scan's whole BP_ND map (128 scans of a 2 mm human grid:
-#: 660 MB of float64), which a task would copy to a worker (about 2 GB at its peak,
-#: against a drawing time of a few seconds): it is drawn here, as before.
-BUILDERS = ("fit_figure", "forest_figure", "motion_overview_figure",
+#: 660 MB of float64); the report draws its map grid with ``map_tiles_figure``
+#: from each map's three slices (about 180 kB a scan), computed here one map at a time.
+BUILDERS = ("fit_figure", "forest_figure", "map_tiles_figure", "motion_overview_figure",
             "ortho_slices", "paired_lines_figure", "tac_grid_figure")
 
 

@@ -124,32 +124,51 @@ def tac_grids(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
 
 
 def map_grids(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
-    """Per tracer, the BP_ND maps of every scan (subjects x conditions), one colour bar."""
+    """Per tracer, the BP_ND maps of every scan (subjects x conditions), one colour bar.
+
+    The maps are read one at a time, twice (:class:`~petbind.report.figures.maps.MapGridScale`:
+    the common slices and colour range, then each map's slices), so memory does
+    not grow with the scans; the grid is drawn from the slices alone (a task of
+    its own on an engine).
+    """
+    from petbind.report.figures.maps import MapGridScale
+
     out = []
     for tracer in study.tracers:
         tr = (study.config.get("tracers") or {}).get(tracer) or {}
         model = tr.get("map_model") if isinstance(tr, dict) else None
-        maps: dict[tuple[str, str], np.ndarray] = {}
-        shape = None
+        paths: dict[tuple[str, str], Any] = {}
+        scale = MapGridScale()
         skipped = []
+        duplicate = False
         for scan in study.scans:
             found = scan.maps("bpnd")
             if scan.tracer != tracer or not found:
                 continue
             model = model if model in found else next(iter(found))
             data, _, _ = load_map(found[model])
-            shape = shape or data.shape
             row = f"sub-{scan.subject}" + (f" run {scan.run}" if scan.run else "")
-            if data.shape != shape:
+            if scale.shape is not None and data.shape != scale.shape:
                 skipped.append(scan.label)
                 continue
-            maps[(row, scan.condition)] = data
-        if not maps:
+            duplicate = duplicate or (row, scan.condition) in paths
+            scale.add(data)
+            paths[(row, scan.condition)] = found[model]
+        if not paths:
             continue
-        rows = list(dict.fromkeys(r for r, _ in maps))
-        cols = [c for c in study.conditions if any(k[1] == c for k in maps)]
+        if duplicate:  # a later scan took an earlier one's cell: its map is not shown
+            scale = MapGridScale()
+            for path in paths.values():
+                scale.add(load_map(path)[0])
+        tiles: dict[tuple[str, str], np.ndarray] = {}
+        selected = []
+        for key, path in paths.items():
+            tiles[key], values = scale.tile(load_map(path)[0])
+            selected.append(values)
+        rows = list(dict.fromkeys(r for r, _ in paths))
+        cols = [c for c in study.conditions if any(k[1] == c for k in paths)]
         out.append({"tracer": tracer, "model": model, "skipped": skipped,
-                    "figure": figures.figure_to_data_uri(figures.map_grid_figure(
-                        maps, rows, cols, label="BP_ND",
-                        title=f"{tracer}: BP_ND maps ({model})"))})
+                    "figure": figures.figure_to_data_uri(figures.map_tiles_figure(
+                        tiles, rows, cols, cut=scale.cut, vmax=scale.vmax(selected),
+                        label="BP_ND", title=f"{tracer}: BP_ND maps ({model})"))})
     return out
