@@ -605,3 +605,60 @@ def test_a_deferred_figure_is_a_placeholder_until_drawn_as_a_task():
     with open_engine("threads:2") as engine:
         page = deferred.fill(f"<img src='{key}'>", engine)
     assert page == f"<img src='{figure_to_data_uri(fit_figure(*args, title='x'))}'>"
+
+
+def test_a_figure_with_a_panel_per_scan_is_sent_at_once_as_a_task_of_its_own():
+    from petbind.compute import open_engine
+    from petbind.report.figures import figure_to_data_uri, fit_figure, tac_grid_figure
+    from petbind.report.figures.deferred import DeferredFigures
+
+    fit = ([1.0, 2.0], {"a": [1.0, 2.0]}, {"m": {"a": [1.0, 1.5]}})
+    panels = [("scan A", [1.0, 2.0], [[1.0, 2.0]]), ("scan B", [1.0, 2.0], [[2.0, 1.0]])]
+    with open_engine("threads:2") as engine:
+        deferred = DeferredFigures(engine, batch=4)
+        small = deferred.figure_to_data_uri(deferred.fit_figure(*fit))
+        large = deferred.figure_to_data_uri(deferred.tac_grid_figure(panels, ["a"]))
+        # the grid went to the engine at once; the fit figure waits for its batch
+        assert [keys for keys, _ in deferred._sent] == [[large]]
+        assert deferred._unsent == [small]
+        page = deferred.fill(f"{small} {large}")
+    assert page == (f"{figure_to_data_uri(fit_figure(*fit))} "
+                    f"{figure_to_data_uri(tac_grid_figure(panels, ['a']))}")
+
+
+def test_map_grid_section_drawn_as_a_task_is_the_in_process_one(built_report):
+    from petbind.compute import open_engine
+    from petbind.report import figures
+    from petbind.report.figures.deferred import DeferredFigures
+    from petbind.report.sections.scans import map_grids
+
+    here = map_grids(load_outputs(built_report["out"]), figures)
+    assert here and here[0]["figure"].startswith("data:image/png;base64,")
+    with open_engine("threads:2") as engine:
+        deferred = DeferredFigures(engine)
+        grids = map_grids(load_outputs(built_report["out"]), deferred)
+        filled = deferred.fill(grids[0]["figure"])
+    assert filled == here[0]["figure"]
+
+
+def test_mean_maps_read_each_map_once_and_are_the_means_of_the_maps(built_report, monkeypatch):
+    from petbind.report.sections import voxelwise
+
+    study = load_outputs(built_report["out"])
+    reads = []
+    real = voxelwise.load_map
+    monkeypatch.setattr(voxelwise, "load_map", lambda p: reads.append(p) or real(p))
+    tracer = study.scans[0].tracer
+    maps = {s.stem: (s.condition, real(next(iter(s.maps("bpnd").values())))[0])
+            for s in study.scans if s.tracer == tracer and s.maps("bpnd")}
+    shape = next(iter(maps.values()))[1].shape
+    for condition in [None, *CONDITIONS]:
+        mean = voxelwise.mean_map(study, tracer, "srtm", shape, condition)
+        chosen = [np.nan_to_num(v) for c, v in maps.values() if condition in (None, c)]
+        total = chosen[0]
+        for v in chosen[1:]:  # summed in scan order, as the report always did
+            total = total + v
+        np.testing.assert_array_equal(mean, total / len(chosen))
+        mean[...] = -1.0  # a caller's change does not reach the next caller
+    assert len(reads) == len(maps)  # one pass for every condition
+    assert voxelwise.mean_map(study, tracer, "srtm", shape).min() >= 0

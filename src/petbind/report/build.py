@@ -97,6 +97,11 @@ def _render(study: StudyOutputs, env: Any, figures: Any) -> str:
     from petbind.report.sections import voxelwise as vox
 
     design = summary.design(study)
+    # the figures with a panel per scan first: on an engine they are drawn (as tasks)
+    # while the rest of the page is built here; the page does not depend on the order
+    tac_grids = scans.tac_grids(study, figures)
+    map_grids = scans.map_grids(study, figures)
+    scan_parts = scans.scan_sections(study, figures)
     voxel, volumes = vox.voxel_sections(study, figures)
     context = {
         "title": f"petbind report: {', '.join(design['tracers'])}" if design["tracers"]
@@ -110,14 +115,14 @@ def _render(study: StudyOutputs, env: Any, figures: Any) -> str:
         "warnings": [str(w) for w in study.summary.get("warnings") or []],
         "n_invalid": study.summary.get("n_invalid_fits"),
         "invalid_reasons": study.summary.get("invalid_reasons") or {},
-        "scans": scans.scan_sections(study, figures),
+        "scans": scan_parts,
         "preprocessing": preprocessing.preprocessing_section(study, figures),
         "preprocessing_width": preprocessing.QC_WIDTH,
         "pvc": pvc_section(study),
-        "map_grids": scans.map_grids(study, figures),
+        "map_grids": map_grids,
         "truth_image": truth.has_image_truth(study),
         "truth_note": truth.truth_note(study),
-        "tac_grids": scans.tac_grids(study, figures),
+        "tac_grids": tac_grids,
         "groups": group.group_sections(study, figures),
         "voxel": voxel,
         "effect_volumes": [v for sec in voxel for v in sec.pop("effect_volumes", [])],

@@ -34,6 +34,11 @@ from petbind.report import figures as _figures
 BUILDERS = ("fit_figure", "forest_figure", "map_tiles_figure", "motion_overview_figure",
             "ortho_slices", "paired_lines_figure", "tac_grid_figure")
 
+#: Builders of one large figure each (a panel per scan: 10 s of drawing at 128 scans):
+#: each is sent at once as a task of its own, so that it is drawn while the per-scan
+#: figures go on the other workers instead of last, alone, on one worker.
+LARGE = ("map_tiles_figure", "motion_overview_figure", "tac_grid_figure")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -93,16 +98,20 @@ class DeferredFigures:
             return _figures.figure_to_data_uri(fig, *args, **kwargs)
         key = f"petbind-figure-{self._nonce}-{len(self.pending)}"
         self.pending[key] = (fig, args, kwargs)
+        if self._engine is not None and fig.builder in LARGE:
+            self._send(self._engine, [key])
+            return key
         self._unsent.append(key)
         if self._engine is not None and len(self._unsent) >= self._batch:
             self._send(self._engine)
         return key
 
-    def _send(self, engine: Any) -> None:
-        """Submit the unsent recipes as one task, from a background thread."""
+    def _send(self, engine: Any, keys: list[str] | None = None) -> None:
+        """Submit ``keys`` (default: the unsent recipes) as one task, from a background thread."""
         from petbind.compute import Task
 
-        keys, self._unsent = self._unsent, []
+        if keys is None:
+            keys, self._unsent = self._unsent, []
         if not keys:
             return
         if self._pool is None:

@@ -26,11 +26,27 @@ def mean_map(study: StudyOutputs, tracer: str, model: str | None,
     """Mean BP_ND map over the tracer's scans (of one condition, if given) on ``shape``.
 
     ``space="template"`` averages the maps preprocessing resampled to the template.
+    The first call for a tracer, model, grid and space reads each map once and
+    keeps the mean of every condition and of all scans (``study.cache``): the
+    sections ask for several of them (the report read every map three times).
     """
-    total = None
-    n = 0
+    key = ("mean_map", tracer, model, tuple(shape), space)
+    if key not in study.cache:
+        study.cache[key] = _mean_maps(study, tracer, model, shape, space)
+    mean = study.cache[key].get(condition)
+    return None if mean is None else mean.copy()
+
+
+def _mean_maps(study: StudyOutputs, tracer: str, model: str | None,
+               shape: tuple[int, ...], space: str | None) -> dict[str | None, np.ndarray]:
+    """``{condition: mean map, None: mean of all scans}`` from one pass over the maps.
+
+    Each mean is summed in scan order, as one call per condition did.
+    """
+    totals: dict[str | None, np.ndarray] = {}
+    counts: dict[str | None, int] = {}
     for scan in study.scans:
-        if scan.tracer != tracer or (condition is not None and scan.condition != condition):
+        if scan.tracer != tracer:
             continue
         maps = scan.maps("bpnd", space)
         path = maps.get(model) if model in maps else next(iter(maps.values()), None)
@@ -40,9 +56,10 @@ def mean_map(study: StudyOutputs, tracer: str, model: str | None,
         if data.shape != shape:
             continue
         data = np.nan_to_num(data)
-        total = data if total is None else total + data
-        n += 1
-    return None if total is None else total / n
+        for which in (None, scan.condition):
+            totals[which] = data if which not in totals else totals[which] + data
+            counts[which] = counts.get(which, 0) + 1
+    return {which: total / counts[which] for which, total in totals.items()}
 
 
 def _template_t1w(study: StudyOutputs) -> Path | None:
