@@ -23,18 +23,136 @@ Writes ``benchmarks/results/report.md``. The machine has 2 cores shared with
 other engineers' tests and benchmarks: the load average is recorded, and the
 CPU time (less sensitive to that load) is given beside the wall time.
 
-Usage: ``python benchmarks/bench_report.py [OUT] [--repeats N]``
+``--serial OUT [OUT ...]`` (issue 18: the report is the serial tail of
+``petbind run``) measures instead, each in a fresh process, ``build_report``
+of each output folder (a copy) in-process and on local clusters of
+``--workers`` workers, as ``petbind run`` builds it: wall, the main process's
+CPU and peak RSS, the workers' CPU and peak RSS; with ``--against SRC`` the
+same with another source tree (e.g. ``/work/main/src`` before a change) and
+whether the two pages are byte for byte the same. It adds a section to
+``benchmarks/results/report.md`` (earlier sections are kept).
+
+Usage: ``python benchmarks/bench_report.py [OUT] [--repeats N]``, or
+``python benchmarks/bench_report.py --serial OUT [OUT ...] [--workers 0 2] [--against SRC]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+RESULT = Path(__file__).parent / "results" / "report.md"
+
+#: One measured build, in a fresh process: ``python -c _BUILD OUT WORKERS``.
+_BUILD = r"""
+import hashlib, json, resource, sys, time
+def proc():
+    import resource, time
+    return time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def main():
+    import petbind
+    from petbind.compute import shared_scheduler
+    from petbind.report import build_report
+    out, w = sys.argv[1], int(sys.argv[2])
+    with shared_scheduler(f"local:{w}" if w else None) as engine:
+        before = engine.run(proc) if w else {}
+        t, c = time.perf_counter(), time.process_time()
+        page = build_report(out, scheduler=engine)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        after = engine.run(proc) if w else {}
+    print(json.dumps({
+        "src": petbind.__file__, "wall": wall, "cpu_main": cpu,
+        "rss_main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_workers": [after[k][0] - before[k][0] for k in after],
+        "rss_workers": [after[k][1] for k in after],
+        "sha256": hashlib.sha256(page.read_bytes()).hexdigest()}))
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _keep_history(old: str) -> str:
+    """The sections of results/report.md after its first part (``## `` headings)."""
+    i = old.find("\n## ")
+    return old[i:] if i >= 0 else ""
+
+
+def serial(outs: list[str], workers: list[int], against: str | None) -> None:
+    """``--serial``: build_report per folder, tree and cluster size; add a section."""
+    import shutil
+
+    from petbind.report import build
+
+    trees = [("this tree", str(Path(__file__).resolve().parents[1] / "src"))]
+    if against:
+        trees.insert(0, ("against", str(Path(against).resolve())))
+    rows = []
+    for given in outs:
+        src = build.load_outputs(given)
+        tmp = Path(tempfile.mkdtemp(prefix="bench_report_serial_"))
+        out = tmp / "out"  # a copy: the report is written beside the outputs
+        shutil.copytree(src.root, out, ignore=shutil.ignore_patterns("report.html"))
+        n = len(build.load_outputs(out).scans)
+        pages = {}
+        for w in workers:
+            for name, tree in trees:
+                env = {**os.environ, "PYTHONPATH": tree}
+                load = os.getloadavg()[0]
+                start = time.strftime("%H:%M", time.gmtime())
+                r = subprocess.run([sys.executable, "-c", _BUILD, str(out), str(w)], env=env,
+                                   capture_output=True, text=True)
+                if r.returncode:
+                    raise SystemExit(f"build_report failed ({tree}, {w} workers):\n"
+                                     f"{r.stderr[-3000:]}")
+                rec = json.loads(r.stdout.strip().splitlines()[-1])
+                rec.update(n=n, workers=w, tree=name, src_dir=tree, start=start,
+                           load=(load, os.getloadavg()[0]))
+                pages.setdefault(w, set()).add(rec["sha256"])
+                rows.append(rec)
+                print(json.dumps(rec), flush=True)
+        for rec in rows:
+            if rec["n"] == n:
+                rec["same_page"] = len(pages[rec["workers"]]) == 1 and len(
+                    set().union(*pages.values())) == 1
+        shutil.rmtree(tmp)
+    lines = [
+        "",
+        f"## Serial work of the report in `petbind run` (issue 18), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"`python benchmarks/bench_report.py --serial {' '.join(outs)} --workers "
+        f"{' '.join(map(str, workers))}" + (f" --against {against}" if against else "") + "`"
+        f" on {platform.machine()}, {os.cpu_count()} CPUs (shared: load average before -> "
+        "after each build in the table). `build_report` of a copy of each output folder, "
+        "each build in a fresh process, in-process (0 workers) or on a local cluster "
+        "started before it (as `petbind run` shares its cluster with the report). "
+        "*Main CPU* and *main RSS*: the process that builds the page (the serial part); "
+        "*workers*: CPU and peak RSS of each worker process over the build (figures drawn "
+        "as tasks). *Same page*: every build of that folder wrote the same bytes.",
+        "",
+        "| scans | workers | tree | start (UTC) | wall (s) | main CPU (s) | main peak RSS "
+        "(MiB) | workers CPU (s) | workers peak RSS (MiB) | same page | load |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        tree = f"`{r['src_dir']}`" if r["tree"] == "against" else "this tree"
+        lines.append(
+            f"| {r['n']} | {r['workers']} | {tree} | {r['start']} | {r['wall']:.1f} | "
+            f"{r['cpu_main']:.1f} | {r['rss_main']:.0f} | "
+            f"{' + '.join(f'{c:.1f}' for c in r['cpu_workers']) or '-'} | "
+            f"{' / '.join(f'{m:.0f}' for m in r['rss_workers']) or '-'} | "
+            f"{'yes' if r['same_page'] else 'NO'} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+    old = RESULT.read_text(encoding="utf-8") if RESULT.is_file() else "# Report builder benchmark\n"
+    RESULT.write_text(old.rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
 
 
 def _timed(fn, repeats: int) -> tuple[float, float]:
@@ -101,7 +219,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", help="pipeline output folder (default: run the demo)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serial", nargs="+", metavar="OUT",
+                        help="measure build_report of these output folders in fresh processes, "
+                        "in-process and on local clusters (see the module's docstring)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                        help="--serial: cluster sizes (0: in-process)")
+    parser.add_argument("--against", help="--serial: another source tree to measure too")
     args = parser.parse_args()
+    if args.serial:
+        serial(args.serial, args.workers, args.against)
+        return
 
     from petbind.report import build, figures, preprocessing
     from petbind.report.sections import group, scans, voxelwise
@@ -192,9 +319,9 @@ def main() -> None:
     lines += [f"| {name} | {wall:.2f} | {cpu:.2f} | {cpu / base_cpu:.2f} |"
               for name, wall, cpu in rows]
     lines.append("")
-    result = Path(__file__).parent / "results" / "report.md"
-    result.parent.mkdir(parents=True, exist_ok=True)
-    result.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    history = _keep_history(RESULT.read_text(encoding="utf-8") if RESULT.is_file() else "")
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text("\n".join(lines) + "\n" + history, encoding="utf-8")
     print("\n".join(lines))
 
 
