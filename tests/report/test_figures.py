@@ -336,3 +336,27 @@ def test_map_grid_slices_and_colour_range_are_those_of_the_stacked_maps():
     for m in maps:
         scale.add(m)
     assert scale.cut == (i, j, k)
+
+
+def test_quantised_png_is_the_one_of_a_png_written_and_read_back():
+    """figure_to_data_uri quantises the canvas's pixels directly; it used to write a
+    PNG and read it back: the same bytes (PNG is lossless)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    def fig():
+        t = np.linspace(0.5, 90.0, 25)
+        return figures.fit_figure(t, {"VP": np.exp(-t / 30), "NAcc": np.exp(-t / 50)},
+                                  {"srtm": {"VP": np.exp(-t / 31), "NAcc": np.exp(-t / 49)}},
+                                  title="sub-01, baseline")
+
+    ours = figures.figure_to_data_uri(fig(), colors=64)
+    png = io.BytesIO()
+    fig().savefig(png, format="png", dpi=figures.DPI, metadata={"Software": None})
+    img = Image.open(io.BytesIO(png.getvalue())).convert("RGB")
+    out = io.BytesIO()
+    img.quantize(colors=64, method=Image.Quantize.FASTOCTREE).save(out, format="PNG",
+                                                                   optimize=True)
+    assert ours == f"data:image/png;base64,{base64.b64encode(out.getvalue()).decode('ascii')}"

@@ -73,18 +73,20 @@ def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
     for ax in fig.axes:  # released without Axes.clear(), which rebuilds every tick
         fig.delaxes(ax)
     fig.clear()
-    data = buf.getvalue()
     if fmt == "png" and colors:
         from PIL import Image
 
-        if len(data) != 4 * size[0] * size[1]:
-            raise RuntimeError(f"the canvas gave {len(data)} bytes for {size} pixels")
-        img = Image.frombuffer("RGBA", size, data, "raw", "RGBA", 0, 1).convert("RGB")
-        del data, buf
+        raw = buf.getbuffer()  # no copy of the pixels
+        if raw.nbytes != 4 * size[0] * size[1]:
+            raise RuntimeError(f"the canvas gave {raw.nbytes} bytes for {size} pixels")
+        img = Image.frombuffer("RGBA", size, raw, "raw", "RGBA", 0, 1).convert("RGB")
+        del raw, buf
         out = io.BytesIO()
         img.quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(
             out, format="PNG", optimize=True)
         data = out.getvalue()
+    else:
+        data = buf.getvalue()
     mime = "image/svg+xml" if fmt == "svg" else "image/png"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 

@@ -217,12 +217,13 @@ class MapGridScale:
         return self._wanted
 
     def tile(self, volume: ArrayLike) -> tuple[NDArray, NDArray]:
-        """Second pass: a map's slices at :attr:`cut` (float64) and its values the
+        """Second pass: a map's slices at :attr:`cut` (in the map's own type: a
+        float32 map's slices are half the data of a task) and its values the
         percentile may need (pass them all to :meth:`vmax`)."""
         vol = np.asarray(volume)
         vals = vol[np.isfinite(vol) & (vol != 0)].astype(np.float64)
         wanted = np.isin(_order_bins(vals), self._bins())
-        return _montage(vol, self.cut).astype(np.float64), vals[wanted]
+        return _montage(vol, self.cut), vals[wanted]
 
     def vmax(self, selected: Sequence[NDArray]) -> float | None:
         """The percentile of every map's values; None without any value."""
