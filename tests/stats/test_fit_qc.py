@@ -89,3 +89,92 @@ def test_model_comparison_only_among_models_on_the_same_frames():
     # logan (lowest AIC, but on 10 of 20 frames) is not compared, and says why
     assert np.isnan(comp.loc["logan", "mean_aic_weight"])
     assert "other frames" in comp.loc["logan", "reason"]
+
+
+# -- a cohort's tables: the same answer as one pandas group at a time -------------------
+def _reference_frames_used(curves: pd.DataFrame) -> pd.DataFrame:
+    """The definition, one pandas group at a time (how fit_qc computed it before issue 18)."""
+    rows = []
+    keys = ["subject", "condition", "tracer", "run", "region", "model"]
+    for key, g in curves.groupby(keys, sort=False, dropna=False):
+        g = g.sort_values("frame", kind="stable")
+        fitted = g["fitted"].to_numpy(float)
+        used = np.isfinite(fitted)
+        p, runs = runs_test(g["measured"].to_numpy(float)[used] - fitted[used])
+        rows.append({**dict(zip(keys, key, strict=True)), "runs_p": p, "n_runs": runs,
+                     "frames": ",".join(map(str, g["frame"].to_numpy()[used].tolist())),
+                     "n_frames_total": len(g)})
+    return pd.DataFrame(rows)
+
+
+def _reference_comparison(qc: pd.DataFrame) -> dict:
+    """Akaike weights per scan x region among the largest same-frames set of models."""
+    per: dict = {}
+    df = qc[qc["valid"].astype(bool)].copy()
+    df["frames"] = df["frames"].fillna("").astype(str)
+    for _, g in df.groupby(["subject", "condition", "tracer", "run", "region"], dropna=False,
+                           sort=False):
+        sizes = g.groupby("frames")["model"].count()
+        best = max(sizes.index, key=lambda f: (sizes[f], len(f.split(",")) if f else 0))
+        same = g[g["frames"] == best]
+        aic = same["aic"].to_numpy(float)
+        ok = np.isfinite(aic)
+        w = np.full(len(aic), np.nan)
+        if len(same) > 1 and ok.any():
+            e = np.exp(-(aic[ok] - aic[ok].min()) / 2)
+            w[ok] = e / e.sum()
+        for r in g.itertuples(index=False):
+            e = per.setdefault((r.tracer, r.region, r.model), {"w": [], "other": 0, "n": 0})
+            e["n"] += 1
+            if r.frames == best and len(same) > 1:
+                e["w"].append(float(w[list(same["model"]).index(r.model)]))
+            else:
+                e["other"] += 1
+    return per
+
+
+def _cohort_tables(seed: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    fits, curves = [], []
+    frames = np.arange(12)
+    for sub in [f"{i:03d}" for i in range(1, 13)]:
+        for cond in ("baseline", "drug"):
+            run = np.nan if sub != "004" else "2"  # one subject with a run entity
+            for region in ("striatum", "thalamus", "cortex"):
+                tac = 10 * np.exp(-frames / 8.0) + rng.normal(0, 0.3, frames.size)
+                for model, first in (("srtm", 0), ("mrtm", 0), ("logan", 6 if sub < "007" else 0)):
+                    fit = 10 * np.exp(-frames / 8.0)
+                    fit[:first] = np.nan
+                    aic = float(rng.choice([rng.normal(-40, 3), np.nan], p=[0.9, 0.1]))
+                    fits.append({"subject": sub, "condition": cond, "tracer": "T", "run": run,
+                                 "region": region, "model": model, "bp_nd": rng.normal(1, .2),
+                                 "bp_nd_se": 0.05, "r2": 0.99, "aic": aic,
+                                 "n_frames_used": frames.size - first,
+                                 "valid": bool(rng.random() > 0.05), "k2prime": 0.1})
+                    for f in rng.permutation(frames):  # rows in any frame order
+                        curves.append({"subject": sub, "condition": cond, "tracer": "T",
+                                       "run": run, "region": region, "model": model,
+                                       "frame": int(f), "measured": tac[f], "fitted": fit[f]})
+    return pd.DataFrame(fits), pd.DataFrame(curves)
+
+
+def test_cohort_fit_qc_and_comparison_are_the_per_group_definition():
+    from petbind.stats.fit_qc import _frames_used
+
+    fits, curves = _cohort_tables()
+    ours = _frames_used(curves)
+    ref = _reference_frames_used(curves)
+    pd.testing.assert_frame_equal(ours, ref, check_dtype=False)
+    qc = fit_qc(fits, curves)
+    comp = model_comparison(qc).set_index(["tracer", "region", "model"])
+    per = _reference_comparison(qc)
+    assert sorted(per) == sorted(comp.index)
+    for key, e in per.items():
+        row = comp.loc[key]
+        assert row["n_scans"] == e["n"]
+        if e["w"]:
+            # summed in the same order: the same bits (NaN when a weight is NaN)
+            np.testing.assert_equal(row["mean_aic_weight"], float(np.mean(e["w"])))
+        else:
+            assert np.isnan(row["mean_aic_weight"])
+        assert ("other frames" in row["reason"]) == bool(e["other"])

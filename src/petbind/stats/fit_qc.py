@@ -70,20 +70,44 @@ def _scan_key(df: pd.DataFrame) -> pd.Series:
     return df[cols].apply(lambda r: "|".join(map(str, r)), axis=1)
 
 
+def _groups(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Row positions of each group of ``df`` by ``keys``, as ``groupby(keys, sort=False,
+    dropna=False)`` orders them (first appearance; rows in table order), and each
+    group's first row.
+
+    The study's fit tables have a group per scan x region (x model): thousands at
+    a cohort's size, where pandas' per-group objects were most of the time.
+    """
+    codes = df.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    cuts = np.flatnonzero(np.diff(codes[order])) + 1
+    return order[np.r_[0, cuts]] if len(order) else order, np.split(order, cuts)
+
+
 def _frames_used(curves: pd.DataFrame) -> pd.DataFrame:
     """Per scan x region x model: residual runs test and the set of frames used."""
-    rows = []
     keys = [k for k in SCAN_KEYS if k in curves] + ["region", "model"]
-    for key, g in curves.groupby(keys, sort=False, dropna=False):
-        g = g.sort_values("frame")
-        fitted = g["fitted"].to_numpy(float)
+    first, groups = _groups(curves, keys)
+    frame = curves["frame"].to_numpy()
+    fitted_all = curves["fitted"].to_numpy(float)
+    measured_all = curves["measured"].to_numpy(float)
+    out = curves.iloc[first][keys].reset_index(drop=True) if len(first) else \
+        pd.DataFrame(columns=keys)
+    runs_p, n_runs, frames, n_total = [], [], [], []
+    for ix in groups if len(first) else []:
+        ix = ix[np.argsort(frame[ix], kind="stable")]  # by frame, as g.sort_values("frame")
+        fitted = fitted_all[ix]
         used = np.isfinite(fitted)
-        p, runs = runs_test(g["measured"].to_numpy(float)[used] - fitted[used])
-        frames = g["frame"].to_numpy()[used]
-        rows.append({**dict(zip(keys, key, strict=True)), "runs_p": p, "n_runs": runs,
-                     "frames": ",".join(map(str, frames.tolist())),
-                     "n_frames_total": len(g)})
-    return pd.DataFrame(rows)
+        p, runs = runs_test(measured_all[ix][used] - fitted[used])
+        runs_p.append(p)
+        n_runs.append(runs)
+        frames.append(",".join(map(str, frame[ix][used].tolist())))
+        n_total.append(len(ix))
+    if not len(first):
+        return pd.DataFrame(columns=[*keys, "runs_p", "n_runs", "frames", "n_frames_total"])
+    out["runs_p"], out["n_runs"], out["frames"], out["n_frames_total"] = (
+        runs_p, n_runs, frames, n_total)
+    return out
 
 
 def fit_qc(fits: pd.DataFrame, curves: pd.DataFrame | None = None,
@@ -221,24 +245,35 @@ def model_comparison(qc: pd.DataFrame) -> pd.DataFrame:
                                      "mean_aic_weight", "n_best", "compared_with", "reason"])
     df["frames"] = df["frames"].fillna("").astype(str)
     per: dict[tuple[str, str, str], dict] = {}
-    for _, g in df.groupby(["subject", "condition", "tracer", "run", "region"], dropna=False,
-                           sort=False):
-        sizes = g.groupby("frames")["model"].count()
-        nfr = {f: (len(f.split(",")) if f else 0) for f in sizes.index}
-        best_set = max(sizes.index, key=lambda f: (sizes[f], nfr[f]))
-        same = g[g["frames"] == best_set]
-        w = akaike_weights(same["aic"].to_numpy(float)) if len(same) > 1 else np.array([np.nan])
-        winner = same["model"].iloc[int(np.nanargmax(w))] if np.isfinite(w).any() else None
-        for r in g.itertuples(index=False):
-            k = (r.tracer, r.region, r.model)
+    frames_all = df["frames"].to_numpy(object)
+    model_all = df["model"].to_numpy(object)
+    tracer_all = df["tracer"].to_numpy(object)
+    region_all = df["region"].to_numpy(object)
+    aic_all = df["aic"].to_numpy(float)
+    nfu_all = df["n_frames_used"].to_numpy(float)
+    _, groups = _groups(df, ["subject", "condition", "tracer", "run", "region"])
+    for ix in groups:
+        frames = frames_all[ix]
+        # the frame sets in sorted order (as a pandas groupby), each with its models
+        sets, sizes = np.unique(frames, return_counts=True)
+        nfr = {f: (len(f.split(",")) if f else 0) for f in sets}
+        count = dict(zip(sets, sizes, strict=True))
+        best_set = max(sets, key=lambda f: (count[f], nfr[f]))
+        same = ix[frames == best_set]
+        same_models = list(model_all[same])
+        w = akaike_weights(aic_all[same]) if len(same) > 1 else np.array([np.nan])
+        winner = same_models[int(np.nanargmax(w))] if np.isfinite(w).any() else None
+        for j in ix:
+            model = model_all[j]
+            k = (tracer_all[j], region_all[j], model)
             e = per.setdefault(k, {"weights": [], "n_best": 0, "n_scans": 0,
                                    "n_frames": set(), "other": 0, "with": set()})
             e["n_scans"] += 1
-            e["n_frames"].add(int(r.n_frames_used) if np.isfinite(r.n_frames_used) else -1)
-            if r.frames == best_set and len(same) > 1:
-                e["weights"].append(float(w[list(same["model"]).index(r.model)]))
-                e["n_best"] += int(r.model == winner)
-                e["with"].update(m for m in same["model"] if m != r.model)
+            e["n_frames"].add(int(nfu_all[j]) if np.isfinite(nfu_all[j]) else -1)
+            if frames_all[j] == best_set and len(same) > 1:
+                e["weights"].append(float(w[same_models.index(model)]))
+                e["n_best"] += int(model == winner)
+                e["with"].update(m for m in same_models if m != model)
             else:
                 e["other"] += 1
     for (tracer, region, model), e in sorted(per.items()):
