@@ -262,9 +262,6 @@ def parametric_maps(
         if progress is not None:
             progress(done[0], n_total)
 
-    if sched.kind == "threads":
-        import dask.threaded  # noqa: F401 - import cost is not fitting time
-
     with stack:
         if engine is None:
             engine = stack.enter_context(open_engine(sched, n_tasks=len(ranges)))
