@@ -14,7 +14,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from petbind.commands import register_all
+from petbind.commands import register_all, start_early
 from petbind.commands.consoles import console, err_console
 from petbind.errors import PetbindError
 
@@ -49,8 +49,10 @@ def _root(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning PetbindError (and expected OS failures,
 :func:`petbind.failures.as_petbind_error`) into a one-line message."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    words = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in words
     try:
+        start_early(words)  # e.g. petbind parametric: inflate the scan beside the parsing
         app(args=argv, prog_name="petbind")
     except (PetbindError, OSError, RecursionError, MemoryError) as exc:
         # expected OS / library failures (full disk, permissions, ...) said for people
@@ -62,6 +64,10 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
                           soft_wrap=True)
         sys.exit(2)
+    finally:
+        prefetch = sys.modules.get("petbind.io.prefetch")
+        if prefetch is not None:  # input read ahead that the command did not take
+            prefetch.cancel_all()
 
 
 # Sub-commands live with the code they drive (petbind.commands); register them on `app`.

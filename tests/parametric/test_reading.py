@@ -188,3 +188,65 @@ def test_a_truncated_stream_fails_with_a_derived_mask(tmp_path):
     with pytest.raises(FileFormatError) as exc:
         parametric_maps(p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref))
     assert exc.value.field == "data" and str(p) in str(exc.value)
+
+
+# -- the scan read ahead from the command line (io.prefetch), as `petbind parametric` does
+def _damage(p: Path, how: str) -> None:
+    b = p.read_bytes()
+    if how == "flip":
+        _flip_marked_voxel(p)
+    elif how == "truncate":
+        p.write_bytes(b[: int(len(b) * 0.8)])
+    elif how == "trailer":
+        p.write_bytes(b[:-8])
+    elif how == "beyond":
+        p.write_bytes(b + gzip.compress(b"12345678", mtime=0))
+
+
+def _fit_ahead(p: Path, mask: bool = True):
+    from petbind.io import prefetch
+
+    assert prefetch.start(p)
+    try:
+        if mask:
+            return _fit(p)
+        ref, _brain = _masks()
+        return parametric_maps(p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref),
+                               scheduler="sync")
+    finally:
+        assert prefetch.pending() == []  # the reader took the stream read ahead
+
+
+@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize("mask", [True, False])
+def test_maps_from_a_scan_read_ahead_equal_maps_read_directly(tmp_path, plain, mask):
+    p = _write(tmp_path / "a", _data(3))
+    if plain:  # the uncompressed .nii of the same image
+        q = p.with_name("sub-01_pet.nii")
+        q.write_bytes(gzip.decompress(p.read_bytes()))
+        p.with_name("sub-01_pet.json").rename(q.with_name("sub-01_pet.json"))
+        p.unlink()
+        p = q
+    ref, _brain = _masks()
+    direct = _fit(p) if mask else parametric_maps(
+        p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref), scheduler="sync")
+    ahead = _fit_ahead(p, mask)
+    assert direct.valid.sum() > 0
+    np.testing.assert_array_equal(ahead.valid, direct.valid)
+    for k in direct.maps:
+        np.testing.assert_array_equal(ahead.maps[k], direct.maps[k])
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "trailer", "beyond"])
+def test_a_damaged_scan_read_ahead_fails_as_when_read_directly(tmp_path, how):
+    p = _write(tmp_path / "a", _data(), level=0 if how == "flip" else 6)
+    _damage(p, how)
+    with pytest.raises(FileFormatError) as direct:
+        _fit(p)
+    with pytest.raises(FileFormatError) as ahead:
+        _fit_ahead(p)
+    assert ahead.value.field == direct.value.field == "data"
+    assert str(ahead.value) == str(direct.value) and str(p) in str(ahead.value)
+    with pytest.raises(FileFormatError) as derived:  # derived brain mask: one pass too
+        _fit_ahead(p, mask=False)
+    assert derived.value.field == "data" and str(p) in str(derived.value)
