@@ -96,3 +96,24 @@ def test_the_thread_reads_at_most_max_ahead_before_the_consumer(tmp_path, monkey
     assert pre.ahead <= 5000 and not pre.done
     with prefetch.take(p) as s:
         assert s.read() == raw
+
+
+@pytest.mark.parametrize("name", ["scan.nii", "scan.nii.gz"])
+def test_a_4d_nifti_is_read_ahead_one_frame_per_chunk_with_the_same_bytes(tmp_path, name):
+    import nibabel as nib
+
+    data = np.random.default_rng(1).standard_normal((5, 4, 3, 6)).astype(np.float32)
+    p = tmp_path / name
+    nib.save(nib.Nifti1Image(data, np.eye(4)), p)
+    raw = gzip.decompress(p.read_bytes()) if name.endswith(".gz") else p.read_bytes()
+    assert prefetch._frame_layout(raw[:348]) == (352, 5 * 4 * 3 * 4)
+    assert prefetch._frame_layout(b"x" * 348) == (348, prefetch.CHUNK)  # not NIfTI-1
+    prefetch.start(p)
+    with prefetch.take(p) as s:
+        s.seek(352)
+        frames = [s.read(5 * 4 * 3 * 4) for _ in range(6)]
+        assert s.read(1) == b""
+    assert b"".join(frames) == raw[352:]
+    for t, f in enumerate(frames):
+        np.testing.assert_array_equal(
+            np.frombuffer(f, np.float32).reshape((5, 4, 3), order="F"), data[..., t])

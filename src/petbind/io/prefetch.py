@@ -30,13 +30,37 @@ import threading
 from pathlib import Path
 from typing import Any
 
-#: Bytes per read of the background thread (large reads: few GIL hand-overs).
+#: Bytes per read of the background thread where the file is not a 4-D NIfTI-1 image
+#: (whose frames are read one per chunk); large reads: few GIL hand-overs.
 CHUNK = 8 * 2**20
+#: Size of a NIfTI-1 header (``sizeof_hdr``).
+_NIFTI1_HEADER = 348
 #: Most bytes read ahead of the consumer (the thread waits beyond this).
 MAX_AHEAD = 256 * 2**20
 
 _LOCK = threading.Lock()
 _PENDING: dict[str, _Prefetch] = {}
+
+
+def _frame_layout(head: bytes) -> tuple[int, int]:
+    """``(data offset, bytes per frame)`` of a 4-D NIfTI-1 image from its header, so that
+    every chunk read ahead is one frame (handed to the reader without a copy); for any
+    other file ``(len(head), CHUNK)``."""
+    import struct
+
+    if len(head) == _NIFTI1_HEADER:
+        for end in "<>":
+            if struct.unpack_from(end + "i", head, 0)[0] != _NIFTI1_HEADER:
+                continue
+            dim = struct.unpack_from(end + "8h", head, 40)
+            bitpix = struct.unpack_from(end + "h", head, 72)[0]
+            offset = struct.unpack_from(end + "f", head, 108)[0]
+            if dim[0] == 4 and min(dim[1:5]) > 0 and bitpix in (8, 16, 32, 64) \
+                    and _NIFTI1_HEADER <= offset < 2**31 and offset == int(offset):
+                frame = dim[1] * dim[2] * dim[3] * bitpix // 8
+                if frame <= MAX_AHEAD // 4:
+                    return int(offset), frame
+    return len(head), CHUNK
 
 
 def _identity(path: str) -> tuple[int, int, int, int]:
@@ -66,22 +90,29 @@ class _Prefetch:
             return open_read(self.path)
         return open(self.path, "rb")  # closed in _fill
 
+    def _put(self, b: bytes) -> bool:
+        """Queue ``b``; False once stopped (or ``b`` is empty: the end)."""
+        with self.cond:
+            while self.ahead and self.ahead + len(b) > MAX_AHEAD and not self.stopped:
+                self.cond.wait()
+            if not b or self.stopped:
+                return False
+            self.chunks.append(b)
+            self.ahead += len(b)
+            self.cond.notify_all()
+            return True
+
     def _fill(self) -> None:
         try:
             with self._open() as f:
-                while True:
-                    with self.cond:
-                        while self.ahead >= MAX_AHEAD and not self.stopped:
-                            self.cond.wait()
-                        if self.stopped:
-                            return
-                    b = f.read(CHUNK)  # the GIL is released while inflating / reading
-                    with self.cond:
-                        if not b:
-                            return
-                        self.chunks.append(b)
-                        self.ahead += len(b)
-                        self.cond.notify_all()
+                head = f.read(_NIFTI1_HEADER)  # the GIL is released while inflating / reading
+                first, step = _frame_layout(head)
+                if not self._put(head):
+                    return
+                if first > len(head) and not self._put(f.read(first - len(head))):
+                    return
+                while self._put(f.read(step)):
+                    pass
         except BaseException as exc:  # handed to the consumer, raised there
             with self.cond:
                 self.error = exc
@@ -141,6 +172,11 @@ class PrefetchedStream(io.RawIOBase):
         if not len(self._buf):
             self._buf = memoryview(self._pre.next_chunk())
         k = len(self._buf) if n < 0 else min(n, len(self._buf))
+        if k == len(self._buf):  # the whole (rest of the) chunk
+            out = self._buf
+            self._buf = memoryview(b"")
+            self._pos += k
+            return out
         out = self._buf[:k]
         self._buf = self._buf[k:]
         self._pos += k
@@ -156,6 +192,9 @@ class PrefetchedStream(io.RawIOBase):
             parts.append(part)
             if need > 0:
                 need -= len(part)
+        if len(parts) == 1 and isinstance(parts[0].obj, bytes) and \
+                len(parts[0]) == len(parts[0].obj):
+            return parts[0].obj  # one whole chunk (a frame): no copy
         return b"".join(parts)
 
     def readinto(self, b: Any) -> int:
