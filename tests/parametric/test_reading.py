@@ -250,3 +250,29 @@ def test_a_damaged_scan_read_ahead_fails_as_when_read_directly(tmp_path, how):
     with pytest.raises(FileFormatError) as derived:  # derived brain mask: one pass too
         _fit_ahead(p, mask=False)
     assert derived.value.field == "data" and str(p) in str(derived.value)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_the_curves_gathered_in_two_slabs_are_frame_by_mask(tmp_path, monkeypatch, split):
+    from petbind.parametric import images
+
+    # a mask with holes and empty planes, so the two slabs hold unequal parts
+    data = _data(5)
+    rng = np.random.default_rng(6)
+    mask = rng.random(SHAPE) > 0.3
+    mask[0] = False
+    mask[3, :, 1] = False
+    monkeypatch.setattr(images, "SPLIT_GATHER_VOXELS", 1 if split else 10**9)
+    monkeypatch.setattr("petbind.compute.usable_cpus", lambda: 2)
+    copied: list[tuple] = []
+    real = images._copy_slab
+    monkeypatch.setattr(images, "_copy_slab", lambda *a: (copied.append(a[3]), real(*a)))
+    p = _write(tmp_path / "a", data)
+    curves, ref = images._gather(load(p), mask, None)
+    assert ref is None
+    assert len(copied) == (2 * len(STARTS) if split else 0)
+    expected = np.stack([data[..., t][mask] for t in range(len(STARTS))])
+    np.testing.assert_array_equal(curves, expected)
+    slabs = images._slabs(mask, 2)
+    assert len(slabs) == 2 and slabs[0][2] == 0 and slabs[1][3] == mask.sum()
+    assert slabs[0][3] == slabs[1][2] == mask[:slabs[0][1]].sum()
