@@ -139,7 +139,7 @@ T0 = time.perf_counter()
 EV = []
 def ev(name):
     EV.append([name, time.perf_counter() - T0, time.thread_time(),
-               threading.current_thread().name])
+               threading.current_thread().name, time.process_time()])
 def wrap(obj, attr, label):
     f = getattr(obj, attr)
     def w(*a, **k):
@@ -341,12 +341,13 @@ def run_input(args: argparse.Namespace, label: str, files: dict[str, Path],
         ]
     lines += [
         f"Timeline of one command (this tree; wall clock since the interpreter ran the "
-        f"driver, and the main thread's CPU). Load before: {loadavg()}.",
+        f"driver, the main thread's CPU and the whole process's CPU, both since the "
+        f"process started). Load before: {loadavg()}.",
         "",
-        "| step done | wall (s) | main-thread CPU (s) |",
-        "| --- | ---: | ---: |",
+        "| step done | wall (s) | main-thread CPU (s) | process CPU, all threads (s) |",
+        "| --- | ---: | ---: | ---: |",
     ]
-    lines += [f"| {n} | {w:.3f} | {c:.3f} |" for n, w, c, _t in tl["events"]]
+    lines += [f"| {n} | {w:.3f} | {c:.3f} | {pc:.3f} |" for n, w, c, _t, pc in tl["events"]]
     if tl["ahead"]:
         lines += ["", f"The read-ahead thread (`petbind.io.prefetch`): done at "
                   f"{tl['ahead']['end']:.3f} s, {tl['ahead']['cpu']:.3f} CPU-s "
