@@ -141,8 +141,6 @@ def parametric_maps(
     timing: FrameTiming = img.timing
     settings_m = dict(model_settings or {})
     paths: list[str | None] = [_image_path(img)]
-    # the image's SHA-256 (a second pass over the file) runs beside the reading and fitting
-    image_hashes = _background(_hash_inputs, paths[:1])
 
     # -- brain mask
     scan: _WholeScan | None = None
@@ -178,6 +176,10 @@ def parametric_maps(
     curves_t, ref = (_gather(img, bmask, ref_mask) if scan is None
                      else scan.gather(bmask, ref_mask))
     scan = None
+    # the image's SHA-256 (a second pass over the file) runs beside the checks, k2' and
+    # the fits: started after the reading, whose threads (read-ahead, gather) use every
+    # CPU, and before the single-threaded k2' estimate leaves one idle
+    image_hashes = _background(_hash_inputs, paths[:1])
     voxel_mm = voxel_sizes(img.affine)
     smooth_curves(curves_t, bmask, pet_fwhm, voxel_mm)  # in place; nothing when 0
     if ref is None:
