@@ -269,3 +269,27 @@ def test_help_and_a_refused_option_leave_no_read_ahead(dataset, capsys, monkeypa
     assert bad.value.code == 2
     assert started == [str(dataset["pet"])]
     assert prefetch.pending() == []  # started, never taken, dropped at the CLI's exit
+
+
+def test_the_command_on_its_default_scheduler_imports_no_dask(dataset):
+    # the default 'threads' scheduler is a pool of this process's threads (issue 18)
+    import os
+    import subprocess
+    import sys
+
+    import petbind
+
+    src = str(Path(petbind.__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "petbind", "parametric",
+         str(dataset["pet"]), "--model", "mrtm2", "--k2prime", "0.1",
+         "--ref-label", f"{dataset['atlas']}:cerebellum",
+         "--out", str(dataset["tmp"] / "out_nodask")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": src})
+    assert done.returncode == 0, done.stderr[-2000:]
+    traced = {ln.rsplit("|", 1)[-1].strip() for ln in done.stderr.splitlines()
+              if ln.startswith("import time:")}
+    assert "petbind.parametric.core" in traced
+    assert not sorted(m for m in traced if m.split(".")[0] in ("dask", "distributed"))
+    assert (dataset["tmp"] / "out_nodask" / f"{STEM}_desc-mrtm2_bpnd.nii.gz").exists()
