@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
 :func:`petbind.failures.as_petbind_error`) into a one-line message."""
     words = argv if argv is not None else sys.argv[1:]
     debug = "--debug" in words
+    if argv is None:
+        _collect_less()
     try:
         start_early(words)  # e.g. petbind parametric: inflate the scan beside the parsing
         app(args=argv, prog_name="petbind")
@@ -70,6 +72,22 @@ def main(argv: list[str] | None = None) -> None:
             prefetch.cancel_all()
         if argv is None:
             _exit_without_collecting()
+
+
+def _collect_less() -> None:
+    """The program (``main()`` without ``argv``) collects cyclic garbage less often.
+
+    What ``import petbind.cli`` made (typer, rich, the commands) lives as long as
+    the process, so it is moved out of the collector's sight (``gc.freeze``), and
+    a collection starts after 10,000 new container objects instead of 700: the
+    collector's time in a ``petbind parametric`` run fell from 0.064 to 0.032
+    CPU-s (138 -> 47 collections while numpy, nibabel, pydantic and the engine
+    are imported; issue 18). Cycles are still collected, only in larger batches.
+    """
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def _exit_without_collecting() -> None:
