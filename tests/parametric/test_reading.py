@@ -246,7 +246,15 @@ def test_a_damaged_scan_read_ahead_fails_as_when_read_directly(tmp_path, how):
     with pytest.raises(FileFormatError) as ahead:
         _fit_ahead(p)
     assert ahead.value.field == direct.value.field == "data"
-    assert str(ahead.value) == str(direct.value) and str(p) in str(ahead.value)
+    # the same message, but for the frame being read when the reader met the damage: the
+    # read-ahead takes 16 MiB of the file at a time and may meet it sooner (a CRC is
+    # checked at the end of its member)
+    import re
+
+    def unframed(e):
+        return re.sub(r"reading frame \d+: ", "", str(e.value))
+
+    assert unframed(ahead) == unframed(direct) and str(p) in str(ahead.value)
     with pytest.raises(FileFormatError) as derived:  # derived brain mask: one pass too
         _fit_ahead(p, mask=False)
     assert derived.value.field == "data" and str(p) in str(derived.value)
