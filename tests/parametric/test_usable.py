@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from petbind.parametric import core
+from petbind.parametric import chunks, core, k2prime
+from petbind.timing import FrameTiming
 
 
 @pytest.mark.parametrize("block", [7, 1000, 10**6])
 def test_blocks_give_the_whole_array_formula(monkeypatch, block):
-    monkeypatch.setattr(core, "USABLE_BLOCK", block)
+    monkeypatch.setattr(chunks, "COLUMN_BLOCK", block)
     rng = np.random.default_rng(4)
     curves = rng.standard_normal((29, 5003)).astype(np.float32)
     curves[:, :100] = np.abs(curves[:, :100]) * 1e-30  # tiny positive sums
@@ -28,3 +29,20 @@ def test_blocks_give_the_whole_array_formula(monkeypatch, block):
     np.testing.assert_array_equal(signal, expected_signal)
     assert not finite[200:210].any() and not finite[300:305].any()
     assert not signal[400:420].any() and not signal[500:510].any() and signal[:100].all()
+
+
+@pytest.mark.parametrize("block", [7, 1000, 10**6])
+def test_the_late_ratio_by_blocks_is_the_whole_array_formula(monkeypatch, block):
+    monkeypatch.setattr(chunks, "COLUMN_BLOCK", block)
+    rng = np.random.default_rng(5)
+    timing = FrameTiming.from_schedule([(6, 10), (3, 20), (2, 30), (4, 60), (4, 120),
+                                        (5, 300), (5, 600)], unit="s")
+    curves = rng.uniform(0.1, 20, (timing.n_frames, 4099)).astype(np.float32)
+    curves[5, 17] = np.nan
+    ref = rng.uniform(1, 10, timing.n_frames)
+    late = timing.mid >= 0.5 * timing.end[-1]
+    w = timing.duration * late
+    expected = np.einsum("t,tv->v", w, curves, dtype=np.float64) / float(np.dot(w, ref))
+    got = k2prime._late_ratio(curves, ref, timing)
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[17]) == np.isnan(expected[17])

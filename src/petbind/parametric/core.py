@@ -16,6 +16,7 @@ from petbind.errors import DataError, ModelError
 from petbind.models.catalogue import CATALOGUE, model_names
 from petbind.parametric.chunks import (
     _auto_chunk,
+    _by_blocks,
     _fit_chunk,
     _make_model,
     _run_chunks,
@@ -310,17 +311,13 @@ def parametric_maps(
         inputs=_hash_inputs(paths, image_hashes.result()), elapsed_s=elapsed, cpu_s=cpu)
 
 
-#: Voxels per block of :func:`_usable_voxels` (29 frames: a 1 MB boolean temporary).
-USABLE_BLOCK = 32_768
-
-
 def _usable_voxels(curves_t: NDArray[np.float32], duration: NDArray[np.float64]
                    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Per voxel (column of ``curves_t``): finite in every frame; duration-weighted sum > 0.
 
     ``np.all(np.isfinite(curves_t), axis=0)`` and ``np.einsum("t,tv->v", duration,
-    curves_t, dtype=np.float64) > 0``, computed by blocks of :data:`USABLE_BLOCK`
-    voxels on the usable CPUs (numpy releases the GIL): the same per-voxel
+    curves_t, dtype=np.float64) > 0``, computed by blocks of voxels on the usable
+    CPUs (:func:`~petbind.parametric.chunks._by_blocks`): the same per-voxel
     arithmetic, without a frames x voxels boolean temporary (29 MB for 1 M voxels,
     0.07-0.09 s of page faults and cache misses in the whole command; issue 18).
     """
@@ -328,23 +325,13 @@ def _usable_voxels(curves_t: NDArray[np.float32], duration: NDArray[np.float64]
     finite = np.empty(n, dtype=bool)
     signal = np.empty(n, dtype=bool)
 
-    def part(a: int) -> None:
-        block = curves_t[:, a:a + USABLE_BLOCK]
-        finite[a:a + USABLE_BLOCK] = np.all(np.isfinite(block), axis=0)
+    def part(a: int, b: int) -> None:
+        block = curves_t[:, a:b]
+        finite[a:b] = np.all(np.isfinite(block), axis=0)
         with np.errstate(invalid="ignore"):
-            signal[a:a + USABLE_BLOCK] = np.einsum("t,tv->v", duration, block,
-                                                   dtype=np.float64) > 0
+            signal[a:b] = np.einsum("t,tv->v", duration, block, dtype=np.float64) > 0
 
-    starts = range(0, n, USABLE_BLOCK)
-    if len(starts) < 2 or usable_cpus() < 2:
-        for a in starts:
-            part(a)
-        return finite, signal
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(usable_cpus(), len(starts)),
-                            thread_name_prefix="petbind-usable") as pool:
-        list(pool.map(part, starts))
+    _by_blocks(n, part)
     return finite, signal
 
 
