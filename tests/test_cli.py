@@ -110,3 +110,26 @@ def test_only_the_program_skips_the_collection_at_exit(as_program):
     assert f"petbind {__version__}" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == ("False True False" if as_program
                                                     else "True False True")
+
+
+def _invoke(app, args):
+    from typer.testing import CliRunner
+
+    done = CliRunner().invoke(app, args, prog_name="petbind")
+    return done.exit_code, done.output
+
+
+@pytest.mark.parametrize("command", sorted(__import__("petbind.commands",
+                                                      fromlist=["_MODULES"])._MODULES))
+def test_a_command_alone_has_the_same_help_and_errors_as_in_the_whole_app(command):
+    # main() runs `petbind COMMAND ...` on an app holding that command only (typer
+    # builds every registered command at each start); the user must see no difference
+    from petbind import cli
+
+    one = cli._app_for([command, "--help"])
+    assert one is not cli.app
+    for args in ([command, "--help"], [command, "--no-such-option"], ["--debug", command,
+                                                                      "--help"]):
+        assert _invoke(one, args) == _invoke(cli.app, args)
+    assert cli._app_for(["--help"]) is cli.app and cli._app_for([]) is cli.app
+    assert cli._app_for(["no-such-command"]) is cli.app

@@ -18,13 +18,15 @@ from petbind.commands import register_all, start_early
 from petbind.commands.consoles import console, err_console
 from petbind.errors import PetbindError
 
-app = typer.Typer(
+#: Settings of :data:`app` (and of the one-command app of :func:`_app_for`).
+_APP_SETTINGS = dict(
     name="petbind",
     help="Quantitative PET neuroreceptor imaging: from dynamic scans to binding changes.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app = typer.Typer(**_APP_SETTINGS)
 __all__ = ["app", "console", "err_console", "main"]
 
 
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         _collect_less()
     try:
         start_early(words)  # e.g. petbind parametric: inflate the scan beside the parsing
-        app(args=argv, prog_name="petbind")
+        _app_for(words)(args=argv, prog_name="petbind")
     except (PetbindError, OSError, RecursionError, MemoryError) as exc:
         # expected OS / library failures (full disk, permissions, ...) said for people
         from petbind.failures import as_petbind_error
@@ -72,6 +74,28 @@ def main(argv: list[str] | None = None) -> None:
             prefetch.cancel_all()
         if argv is None:
             _exit_without_collecting()
+
+
+def _app_for(words: list[str]) -> typer.Typer:
+    """:data:`app`, or for ``petbind COMMAND ...`` an app holding that command only.
+
+    typer builds the click command of every registered command at each start
+    (0.026-0.031 CPU-s for the eleven, 0.003-0.005 for one; issue 18). The
+    one-command app has the same settings, root options and callback, and the
+    command registers itself on it as on :data:`app`, so its options, help and
+    errors are the same (tests/test_cli.py compares them for every command).
+    ``petbind`` alone, ``--help`` before a command, or a word that is not a
+    command get :data:`app`.
+    """
+    from petbind.commands import _MODULES
+
+    name = next((w for w in words if not w.startswith("-")), None)
+    if name not in _MODULES:
+        return app
+    one = typer.Typer(**_APP_SETTINGS)
+    one.callback()(_root)
+    sys.modules[f"petbind.commands.{name}"].register(one)
+    return one
 
 
 def _collect_less() -> None:
