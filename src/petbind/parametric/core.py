@@ -263,6 +263,9 @@ def parametric_maps(
         if progress is not None:
             progress(done[0], n_total)
 
+    # the maps: each fitted voxel's flat position in the volumes (the chunks fill them)
+    shape3 = tuple(bmask.shape)
+    flat_good = np.flatnonzero(bmask)[good_idx]
     with stack:
         if engine is None:
             engine = stack.enter_context(open_engine(sched, n_tasks=len(ranges)))
@@ -273,25 +276,15 @@ def parametric_maps(
         if n_total:
             probe = min(n_total, 4)
             with _single_threaded_blas():
-                sink = _Sink(n_total, _fit_chunk(fmodel, block(0, probe), drop))
+                sink = _Sink(shape3, flat_good, _fit_chunk(fmodel, block(0, probe), drop))
                 sched_desc = _run_chunks(fmodel, block, ranges, sink, drop, engine, tick)
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - c0
-    curves_t = np.empty((0, 0), dtype=np.float32)  # release the curves before the maps
+    curves_t = np.empty((0, 0), dtype=np.float32)  # release the curves
 
-    # -- assemble maps
-    shape3 = tuple(bmask.shape)
-    flat_good = np.flatnonzero(bmask)[good_idx]
-    maps: dict[str, NDArray[np.float32]] = {}
-    ses: dict[str, NDArray[np.float32]] = {}
-    valid = np.zeros(shape3, dtype=bool)
-    if sink is not None:
-        for dst, src in ((maps, sink.params), (ses, sink.se)):
-            for k in list(src):
-                vol = np.full(shape3, np.nan, dtype=np.float32)
-                vol.reshape(-1)[flat_good] = src.pop(k)
-                dst[k] = vol
-        valid.reshape(-1)[flat_good] = sink.valid
+    maps: dict[str, NDArray[np.float32]] = {} if sink is None else sink.params
+    ses: dict[str, NDArray[np.float32]] = {} if sink is None else sink.se
+    valid = np.zeros(shape3, dtype=bool) if sink is None else sink.valid
     n_valid = int(valid.sum())
     counts.update(n_fitted=n_total, n_valid=n_valid, n_fit_failed=n_total - n_valid)
 
