@@ -284,3 +284,19 @@ def test_the_curves_gathered_in_two_slabs_are_frame_by_mask(tmp_path, monkeypatc
     slabs = images._slabs(mask, 2)
     assert len(slabs) == 2 and slabs[0][2] == 0 and slabs[1][3] == mask.sum()
     assert slabs[0][3] == slabs[1][2] == mask[:slabs[0][1]].sum()
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_the_reference_mean_read_at_its_places_is_the_boolean_masks(order):
+    from petbind.parametric import images
+
+    rng = np.random.default_rng(7)
+    f = np.asarray(rng.uniform(0, 10, SHAPE).astype(np.float32), order=order)
+    ref = rng.random(SHAPE) > 0.6
+    f[ref.nonzero()[0][3], ref.nonzero()[1][3], ref.nonzero()[2][3]] = np.nan
+    r = f[ref]
+    expected = np.mean(r[np.isfinite(r)], dtype=np.float64)
+    got = images._ref_mean(f, ref, images._f_index(ref))
+    assert got == expected  # the same values summed in the same order
+    assert np.isnan(images._ref_mean(np.full(SHAPE, np.nan, np.float32, order="F"), ref,
+                                     images._f_index(ref)))

@@ -321,6 +321,22 @@ def _slabs(mask: NDArray[np.bool_], parts: int) -> list[tuple[int, int, int, int
             for x0, x1 in itertools.pairwise(cuts) if x1 > x0]
 
 
+def _ref_mean(f: NDArray[np.float32], ref_mask: NDArray[np.bool_],
+              f_index: NDArray[np.intp]) -> float:
+    """Mean of the finite ``f[ref_mask]`` (float64), or NaN; ``f_index``: the reference
+    voxels' positions in Fortran order, in the C order of ``ref_mask``, so that an
+    F-ordered frame (as NIfTI stores it) is read at those few places instead of
+    through a boolean mask over the whole frame (same values, same order)."""
+    r = f.ravel(order="F")[f_index] if f.flags.f_contiguous else f[ref_mask]
+    r = r[np.isfinite(r)]
+    return float(np.mean(r, dtype=np.float64)) if r.size else np.nan
+
+
+def _f_index(mask: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """Positions of ``mask``'s voxels (listed in C order) in the Fortran-order flat array."""
+    return np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
+
+
 def _copy_slab(out: NDArray[np.float32], f: NDArray[np.float32], mask: NDArray[np.bool_],
                slab: tuple[int, int, int, int]) -> None:
     x0, x1, a, b = slab
@@ -343,6 +359,7 @@ def _gather(
     curves = np.empty((n_t, v), dtype=np.float32)
     ref = None if ref_mask is None else np.empty(n_t, dtype=np.float64)
     slabs = _slabs(mask, 2) if v >= SPLIT_GATHER_VOXELS and usable_cpus() > 1 else []
+    ref_index = None if ref_mask is None else _f_index(ref_mask)
     with contextlib.ExitStack() as stack:
         pool = None
         if len(slabs) > 1:
@@ -358,9 +375,7 @@ def _gather(
                 other = None
                 curves[t] = f[mask]
             if ref is not None:
-                r = f[ref_mask]
-                r = r[np.isfinite(r)]
-                ref[t] = np.mean(r, dtype=np.float64) if r.size else np.nan
+                ref[t] = _ref_mean(f, ref_mask, ref_index)
             if other is not None:
                 other.result()
     return curves, ref
