@@ -212,32 +212,46 @@ class SlabPart:
     clusters: SlabClusters
 
 
-def _slab_t(fb: NDArray, d_s: NDArray) -> NDArray:
+def _order_of(d: NDArray) -> str:
+    """``"F"`` when ``d``'s subjects lie closer in memory than its voxels, else ``"C"``.
+
+    The flipped data ``flips[:, :, None] * d[None]`` takes ``d``'s order, and
+    numpy sums a voxel's subjects pairwise where they are contiguous (``"F"``)
+    but one after another, voxel by voxel, where the voxels are (``"C"``, two
+    voxels or more; one voxel alone is summed pairwise again): the last bits of
+    t depend on it, so a slab task keeps the whole array's order.
+    """
+    return "F" if d.ndim == 2 and abs(d.strides[0]) < abs(d.strides[1]) else "C"
+
+
+def _slab_t(fb: NDArray, d_s: NDArray, order: str) -> NDArray:
     """:func:`t_statistic` of flips ``fb`` of a slab's values, as over the whole mask.
 
-    numpy sums one voxel's subjects one after another when the array holds 2 or
-    more voxels (the voxel axis is the inner loop) but pairwise when it holds
-    one; a one-voxel slab is therefore computed twice side by side.
+    ``d_s`` is made ``order``-contiguous (:func:`_order_of` of the whole array);
+    in ``"C"`` order a one-voxel slab is computed twice side by side, so that its
+    sum runs voxel by voxel as over the whole mask.
     """
-    if d_s.shape[1] == 1:
+    d_s = np.asarray(d_s, order=order)
+    if order == "C" and d_s.shape[1] == 1:
         return t_statistic(fb[:, :, None] * np.concatenate([d_s, d_s], axis=1)[None],
                            overwrite=True)[:, :1]
     return t_statistic(fb[:, :, None] * d_s[None, :, :], overwrite=True)
 
 
 def _slab_task(data: tuple[NDArray, NDArray], flips: NDArray, threshold: float, block: int,
-               keep_first: bool, slab: Slab, first: int) -> SlabPart:
+               keep_first: bool, slab: Slab, first: int, order: str = "C") -> SlabPart:
     """Task: maxima and cluster summaries of flips ``first, first + 1, ...`` of one slab.
 
-    ``data`` is ``(d_slab (n, V_slab), the slab's mask)``.
+    ``data`` is ``(d_slab (n, V_slab), the slab's mask)``; ``order`` as :func:`_slab_t`.
     """
     d_s, mask_s = data
+    d_s = np.asarray(d_s, order=order)
     n_flips = flips.shape[0]
     max_abs = np.empty(n_flips)
     rows = None
     t_first = None
     for i in range(0, n_flips, block):
-        tb = _slab_t(flips[i:i + block], d_s)
+        tb = _slab_t(flips[i:i + block], d_s, order)
         if keep_first and t_first is None:
             t_first = tb[0].copy()
         tb[np.isnan(tb)] = 0.0
@@ -281,7 +295,8 @@ def flip_null_tasks(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
     one plane's values: ``n x`` the largest plane's voxels ``x 8`` bytes).
 
     A flip's t at a voxel does not depend on which flips share its block or
-    which voxels share its slab (:func:`_slab_t`), a maximum over slabs is the
+    which voxels share its slab (:func:`_slab_t`: a slab keeps ``d``'s memory
+    order, which decides numpy's order of summation), a maximum over slabs is the
     maximum, and clusters are joined exactly across slab faces, so the merged
     result equals :func:`flip_null` without an engine bit for bit.
 
@@ -316,6 +331,9 @@ def flip_null_tasks(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
                            slab_bytes=SLAB_BYTES if slab_bytes is None else slab_bytes)
         n_ranges = 1 if len(slabs) >= wanted else min(flips.shape[0], -(-wanted // len(slabs)))
         fcuts = [k * flips.shape[0] // n_ranges for k in range(n_ranges + 1)]
+        order = _order_of(d)
+        # views: a task makes its slab contiguous in d's order (a copy of one slab at a
+        # time in this process; dask sends the slab alone)
         data = [(d[:, s.voxels[0]:s.voxels[1]], s.mask_of(mask)) for s in slabs]
         tasks = []
         for a, b in itertools.pairwise(fcuts):
@@ -324,7 +342,7 @@ def flip_null_tasks(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
                 tasks.append(Task(f"{key}-{len(tasks):04d}", _slab_task,
                                   (ds, part, float(threshold),
                                    _flip_block_size(n, max(2, s.n_voxels), budget), a == 0, s,
-                                   a)))
+                                   a, order)))
         return tasks
     block = _flip_block_size(n, v, budget)
     n_blocks = -(-flips.shape[0] // block)

@@ -126,6 +126,8 @@ def plan_slabs(mask: NDArray, n_subjects: int, *, slab_bytes: int, min_slabs: in
                 cur = 0
             cur += c
     edges = [*(int(c) for c in cuts), mask.shape[0]]
+    if edges[0] != 0:
+        raise ValueError(f"the first slab must start at plane 0: {list(cuts)}")
     ranges = []
     first = 0
     for lo, hi in itertools.pairwise(edges):
