@@ -69,8 +69,11 @@ def t_statistic(x: NDArray, *, overwrite: bool = False) -> NDArray:
     x : ndarray, shape (..., n, V)
         Samples along axis -2 (subjects), float64.
     overwrite : bool
-        Use ``x`` (C-contiguous float64) as scratch space for the deviations
-        (saves one array of ``x``'s size; ``x`` is destroyed).
+        Use ``x`` (float64 filling its memory in some order of axes, e.g. the
+        C, Fortran or "K" order of a product of arrays) as scratch space for the
+        deviations (saves one array of ``x``'s size; ``x`` is destroyed). The
+        deviations are the same numbers in the same layout either way, so the
+        result does not depend on it.
 
     Returns
     -------
@@ -87,7 +90,7 @@ def t_statistic(x: NDArray, *, overwrite: bool = False) -> NDArray:
     a = np.moveaxis(x, -2, -1)           # scipy's view: samples along the last axis
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         mean = np.mean(a, axis=-1, keepdims=True)
-        if overwrite and x.flags.c_contiguous and x.flags.writeable:
+        if overwrite and x.flags.writeable and _dense(x):
             dev = np.subtract(a, mean, out=a)
         else:
             dev = a - mean               # laid out like a (order "K"), as in scipy
@@ -97,6 +100,17 @@ def t_statistic(x: NDArray, *, overwrite: bool = False) -> NDArray:
         var *= nf / (nf - 1)             # scipy's ddof correction, as one factor
         denom = np.sqrt(var / n)
         return np.divide(mean[..., 0], denom)
+
+
+def _dense(x: NDArray) -> bool:
+    """``x`` fills its memory without gaps or overlap (contiguous in some order of its axes)."""
+    step = x.itemsize
+    for ax in np.argsort(np.abs(x.strides), kind="stable"):
+        if x.shape[ax] > 1:
+            if abs(x.strides[ax]) != step:
+                return False
+            step *= x.shape[ax]
+    return True
 
 
 def _max_cluster_sizes(tmaps: NDArray, mask: NDArray, threshold: float) -> NDArray:
