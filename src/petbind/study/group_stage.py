@@ -127,9 +127,11 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     tasks of one compute engine (``scheduler``: any ``--scheduler`` value of
     :func:`petbind.compute.parse_scheduler`, or the client of
     :func:`petbind.compute.shared_scheduler`; None: in this process),
-    :func:`petbind.stats.voxel_null.flip_null_tasks`; the p-values, maps and
-    cluster tables are made here from the merged null distributions and do not
-    depend on where the flips ran.
+    :func:`petbind.stats.voxel_null.flip_null_tasks`: ranges of flips, or slabs of
+    planes when a contrast's values exceed ``SLAB_BYTES``, so that a worker's
+    memory does not grow with the subjects; the p-values, maps and cluster
+    tables are made here from the merged null distributions and do not depend
+    on where the flips ran.
     """
     from petbind.compute import open_engine
     from petbind.stats.voxel import finish_sign_flip, prepare_sign_flip
