@@ -11,7 +11,13 @@ from scipy.ndimage import gaussian_filter, label
 from petbind.compute import open_engine
 from petbind.errors import DataError
 from petbind.stats import voxel_null
-from petbind.stats.voxel_null import SlabPart, flip_null, flip_null_tasks, merge_flip_null
+from petbind.stats.voxel_null import (
+    SlabPart,
+    flip_null,
+    flip_null_tasks,
+    merge_flip_null,
+    run_flip_tasks,
+)
 from petbind.stats.voxel_slabs import Slab, merge_clusters, plan_slabs, slab_clusters
 
 # --- clusters of hand-made t maps, slab by slab, against the voxel counts by construction
@@ -157,8 +163,9 @@ class _Workers:
     def scatter(self, obj):
         return self._engine.scatter(obj)
 
-    def run(self, tasks, on_done=None):
-        return self._engine.run(tasks, on_done)
+    def run(self, tasks, on_done=None, max_in_flight=None):
+        assert max_in_flight == voxel_null.IN_FLIGHT_PER_WORKER * self.n_workers
+        return self._engine.run(tasks, on_done, max_in_flight=max_in_flight)
 
 
 def _same(a, b) -> None:
@@ -189,7 +196,7 @@ def test_slab_tasks_give_flip_nulls_null_bit_for_bit(n, slab_planes, n_workers, 
         eng = _Workers(engine, n_workers)
         tasks = flip_null_tasks(d, flips, mask, thr, eng, slab_bytes=budget, block_bytes=1
                                 if n == 7 else None)
-        results = eng.run(tasks)
+        results = run_flip_tasks(eng, tasks)
         parts = [results[t.key] for t in tasks]
         assert all(isinstance(p, SlabPart) for p in parts)
         slabs = {p.slab.index: p.slab for p in parts}

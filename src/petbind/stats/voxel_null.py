@@ -35,13 +35,20 @@ TASKS_PER_WORKER = 4
 #: than :data:`CHUNK_BYTES` because a worker process also keeps the heap of the scan tasks
 #: it ran (compute.WORKER_MALLOC_ENV), so the block adds to it; one flip (n x V float64)
 #: when that is larger. The block size does not change any result.
-TASK_BLOCK_BYTES = 16 * 2**20
+TASK_BLOCK_BYTES = 8 * 2**20
 #: Budget (bytes) of the contrast values one task holds (:func:`flip_null_tasks`):
 #: ``n x V`` float64 when they fit (ranges of flips over the whole mask), else slabs of
 #: planes of at most this many bytes each (at least one plane). With
-#: :data:`TASK_BLOCK_BYTES` of flipped data a task's arrays stay under about 2 x 16 MiB
-#: plus its t maps and its slab's label volume, whatever the number of subjects.
-SLAB_BYTES = 16 * 2**20
+#: :data:`TASK_BLOCK_BYTES` of flipped data a task's arrays stay under about 2 x 8 MiB
+#: plus its t maps and its slab's label volume, whatever the number of subjects (up to
+#: 8 MiB / (8 x the largest plane's voxels) subjects; beyond, one plane's values). On a
+#: worker each slab task in flight costs a few times its slab (the message received, the
+#: array made from it): 16 MiB slabs measured 30-40 MiB more per worker than 8 MiB
+#: ones for about 2 % less CPU (benchmarks/results/flip_memory.md).
+SLAB_BYTES = 8 * 2**20
+#: Slab tasks submitted at a time per worker on a cluster (:func:`run_flip_tasks`): the
+#: one running and the next, so a worker holds at most two slabs' values.
+IN_FLIGHT_PER_WORKER = 2
 
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -368,6 +375,21 @@ def flip_null_tasks(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
             for k, (a, b) in enumerate(itertools.pairwise(cuts))]
 
 
+def run_flip_tasks(engine: Any, tasks: Sequence[Any]) -> dict[str, Any]:
+    """``engine.run(tasks)`` of :func:`flip_null_tasks`' tasks (of one or several tests).
+
+    Slab tasks carry their slab's values as arguments, and a cluster sends a
+    submitted task to a worker at once: they are therefore submitted
+    :data:`IN_FLIGHT_PER_WORKER` ``x engine.n_workers`` at a time (the next as
+    one finishes), so that a worker holds the values of the task it runs and of
+    the next, not of every task queued on it.
+    """
+    if any(t.func is _slab_task for t in tasks):
+        return engine.run(tasks, max_in_flight=IN_FLIGHT_PER_WORKER
+                          * max(1, int(engine.n_workers)))
+    return engine.run(tasks)
+
+
 def _merge_slabs(parts: Sequence[SlabPart]) -> FlipNull:
     """:func:`merge_flip_null` of slab tasks: maxima over slabs, clusters joined across faces."""
     ranges = sorted({p.flips for p in parts})
@@ -446,7 +468,7 @@ def flip_null(d: NDArray, flips: NDArray, mask: NDArray, threshold: float,
     if engine is not None:
         tasks = flip_null_tasks(d, flips, mask, threshold, engine, block_bytes=block_bytes,
                                 slab_bytes=slab_bytes)
-        results = engine.run(tasks)
+        results = run_flip_tasks(engine, tasks)
         return merge_flip_null([results[t.key] for t in tasks])
     n, v = d.shape
     t_obs, max_abs, max_cluster = _null_of_flips(
