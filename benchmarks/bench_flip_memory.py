@@ -119,6 +119,7 @@ def child(n: int, n_flips: int, out: Path) -> dict:
 
     import petbind
     from petbind.compute import open_engine
+    from petbind.stats import voxel_null
     from petbind.stats.voxel import sign_flips
     from petbind.stats.voxel_null import flip_null_tasks, merge_flip_null
 
@@ -144,7 +145,9 @@ def child(n: int, n_flips: int, out: Path) -> dict:
         poll = _Poll(next(iter(client.run(os.getpid).values())))
         c0, w0 = time.process_time(), time.perf_counter()
         tasks = flip_null_tasks(d, flips, mask, thr, engine)
-        results = engine.run(tasks)
+        # as the study stage submits them (slab tasks: 2 per worker at a time)
+        run = getattr(voxel_null, "run_flip_tasks", None)
+        results = run(engine, tasks) if run else engine.run(tasks)
         wall = time.perf_counter() - w0
         polled = poll.done()
         hwm = next(iter(client.run(_vm_hwm_mib).values())) if reset else float("nan")
@@ -172,8 +175,14 @@ def child(n: int, n_flips: int, out: Path) -> dict:
     return rec
 
 
-def _run_case(src: Path, n: int, n_flips: int, work: Path, tag: str) -> dict:
+def _run_case(src: Path, n: int, n_flips: int, work: Path, tag: str,
+              reuse: bool = False) -> dict:
     out = work / f"null_{tag}_{n}.npz"
+    saved = work / f"record_{tag}_{n}_{n_flips}.json"
+    if reuse and saved.exists() and out.exists():
+        rec = json.loads(saved.read_text())
+        print(json.dumps({"reused": str(saved)}), flush=True)
+        return rec
     env = {**os.environ, "PYTHONPATH": str(src)}
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(n),
                         "--flips", str(n_flips), "--out", str(out)],
@@ -182,6 +191,7 @@ def _run_case(src: Path, n: int, n_flips: int, work: Path, tag: str) -> dict:
         raise SystemExit(f"{tag} n={n} failed:\n{r.stderr[-3000:]}")
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     rec["version"], rec["npz"] = tag, str(out)
+    saved.write_text(json.dumps(rec))
     print(json.dumps(rec), flush=True)
     return rec
 
@@ -219,7 +229,8 @@ def write(rows: list[dict], meta: dict) -> None:
         "comparable numbers, wall is noisy).",
         "",
         "| subjects | flips | version | tasks | data n x V (MiB) | largest task data (MiB) "
-        "| worker RSS after import (MiB) | worker peak RSS (MiB) | worker CPU (s) "
+        "| worker RSS after import (MiB) | worker peak RSS during the tasks (MiB) "
+        "| worker CPU (s) "
         "| main CPU (s) | of it merge (s) | results sent back (MiB) | wall (s) |",
         "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
         "| ---: |",
@@ -258,6 +269,8 @@ def main() -> None:
                     help="the commit --before-src was taken from (for the record)")
     ap.add_argument("--subjects", type=int, nargs="+", default=[64, 250])
     ap.add_argument("--flips", type=int, default=1000)
+    ap.add_argument("--reuse-before", action="store_true",
+                    help="reuse the before records of --work (same subjects and flips)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/flipslab/bench"))
     a = ap.parse_args()
     if a.child is not None:
@@ -275,7 +288,8 @@ def main() -> None:
     rows = []
     for n in a.subjects:
         if a.before_src:
-            rows.append(_run_case(a.before_src, n, a.flips, a.work, "before"))
+            rows.append(_run_case(a.before_src, n, a.flips, a.work, "before",
+                                  a.reuse_before))
         rows.append(_run_case(after_src, n, a.flips, a.work, "slabs"))
         write(rows, meta)
 
