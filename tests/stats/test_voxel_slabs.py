@@ -272,3 +272,18 @@ def test_slab_tasks_refuse_non_finite_values():
     d[2, 5] = np.nan
     with open_engine("sync") as engine, pytest.raises(DataError):
         flip_null_tasks(d, flips, mask, 1.0, engine, slab_bytes=1)
+
+
+def test_large_components_are_summed_across_summaries_of_different_integer_types():
+    """A slab whose component exceeds 65,535 voxels reports it as uint32, its neighbour
+    as uint16: the merged cluster is every supra-threshold voxel, 50 x 40 x 40 = 80,000,
+    and a separate negative cluster of 1,600 (a plane) stays apart."""
+    mask = np.ones((51, 40, 40), bool)
+    t = np.full(mask.shape, 5.0)
+    t[50] = -5.0
+    slabs = plan_slabs(mask, 3, slab_bytes=1, cuts=[0, 45])
+    parts = [slab_clusters(t[None, s.planes[0]:s.planes[1]].reshape(1, -1), s.mask_of(mask),
+                           1.0, s.seam_lo, s.seam_hi).done() for s in slabs]
+    assert parts[0].sizes.dtype == np.uint32 and parts[1].sizes.dtype == np.uint16
+    assert merge_clusters(parts, slabs).tolist() == [80_000]
+    assert _whole(mask, t.ravel()) == 80_000

@@ -152,20 +152,24 @@ class SlabClusters:
 
     Rows are ``2 f`` (``t > thr``) and ``2 f + 1`` (``-t > thr``) of the range's flip ``f``.
 
+    Every array holds non-negative integers in the smallest of uint16, uint32
+    and int64 that holds its values (what the workers send back: about 8 bytes
+    per supra-threshold voxel on a shared face and per component touching one).
+
     Attributes
     ----------
-    inner : ndarray of int64, shape (R,)
+    inner : ndarray, shape (R,)
         Largest component touching no shared face (0: none).
-    sizes : ndarray of int64
+    sizes : ndarray
         Sizes of the components touching a shared face, row after row.
-    size_off : ndarray of int64, shape (R + 1,)
+    size_off : ndarray, shape (R + 1,)
         Row ``r``'s components are ``sizes[size_off[r]:size_off[r + 1]]``.
-    lo_pos, hi_pos : ndarray of int32
+    lo_pos, hi_pos : ndarray
         Flat positions (C order, within the crop) of the supra-threshold voxels
         of the first / last plane, increasing within a row; empty without a seam.
-    lo_comp, hi_comp : ndarray of int32
+    lo_comp, hi_comp : ndarray
         Their component: index into the row's part of ``sizes``.
-    lo_off, hi_off : ndarray of int64, shape (R + 1,)
+    lo_off, hi_off : ndarray, shape (R + 1,)
         Row offsets of the position lists.
     """
 
@@ -209,18 +213,25 @@ class _Rows:
             off.append(off[-1] + (0 if got is None else got[0].size))
 
     def done(self) -> SlabClusters:
-        def cat(parts: list[NDArray], dtype: type) -> NDArray:
-            return np.concatenate(parts).astype(dtype, copy=False) if parts else \
-                np.zeros(0, dtype)
-
         lo, hi = self.face["lo"], self.face["hi"]
         return SlabClusters(
-            inner=np.asarray(self.inner, dtype=np.int64),
-            sizes=cat(self.sizes, np.int64), size_off=np.asarray(self.n_sizes, np.int64),
-            lo_pos=cat(lo[0], np.int32), lo_comp=cat(lo[1], np.int32),
-            lo_off=np.asarray(lo[2], np.int64),
-            hi_pos=cat(hi[0], np.int32), hi_comp=cat(hi[1], np.int32),
-            hi_off=np.asarray(hi[2], np.int64))
+            inner=_small(np.asarray(self.inner)), sizes=_small_cat(self.sizes),
+            size_off=_small(np.asarray(self.n_sizes)),
+            lo_pos=_small_cat(lo[0]), lo_comp=_small_cat(lo[1]), lo_off=_small(np.asarray(lo[2])),
+            hi_pos=_small_cat(hi[0]), hi_comp=_small_cat(hi[1]), hi_off=_small(np.asarray(hi[2])))
+
+
+def _small(a: NDArray) -> NDArray:
+    """Non-negative integers as uint16, uint32 or int64, the smallest that holds them."""
+    top = int(a.max()) if a.size else 0
+    for dtype in (np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return a.astype(dtype, copy=False)
+    return a.astype(np.int64, copy=False)
+
+
+def _small_cat(parts: list[NDArray]) -> NDArray:
+    return _small(np.concatenate(parts)) if parts else np.zeros(0, np.uint16)
 
 
 def slab_clusters(tmaps: NDArray, mask_s: NDArray, threshold: float, seam_lo: bool,
@@ -285,8 +296,8 @@ def slab_clusters(tmaps: NDArray, mask_s: NDArray, threshold: float, seam_lo: bo
 
 
 def _row_of(off: NDArray) -> NDArray:
-    """Row of every entry of a CSR offset array."""
-    return np.repeat(np.arange(off.size - 1), np.diff(off))
+    """Row of every entry of a CSR offset array (int64)."""
+    return np.repeat(np.arange(off.size - 1, dtype=np.int64), np.diff(off.astype(np.int64)))
 
 
 def merge_clusters(parts: Sequence[SlabClusters], slabs: Sequence[Slab]) -> NDArray:
@@ -310,6 +321,7 @@ def merge_clusters(parts: Sequence[SlabClusters], slabs: Sequence[Slab]) -> NDAr
 
     n_rows = parts[0].inner.size
     best = np.zeros(n_rows, dtype=np.int64)
+    # (the summaries' arrays are uint16 / uint32 / int64: sums below are made in int64)
     for p in parts:
         np.maximum(best, p.inner, out=best)
     counts = [p.sizes.size for p in parts]
@@ -328,10 +340,10 @@ def merge_clusters(parts: Sequence[SlabClusters], slabs: Sequence[Slab]) -> NDAr
             rb = _row_of(b.lo_off)
             if not rb.size:
                 continue
-            key_b = rb * plane + b.lo_pos       # increasing: rows, then positions
-            node_b = bases[s + 1] + b.size_off[rb] + b.lo_comp
+            key_b = rb * plane + b.lo_pos.astype(np.int64)  # increasing: rows, then positions
+            node_b = bases[s + 1] + b.size_off[rb].astype(np.int64) + b.lo_comp
             ra = _row_of(a.hi_off)
-            node_a = bases[s] + a.size_off[ra] + a.hi_comp
+            node_a = bases[s] + a.size_off[ra].astype(np.int64) + a.hi_comp
             ja, ka = np.divmod(a.hi_pos.astype(np.int64), nz)
             for dj in (-1, 0, 1):
                 for dk in (-1, 0, 1):
