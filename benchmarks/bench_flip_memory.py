@@ -175,6 +175,52 @@ def child(n: int, n_flips: int, out: Path) -> dict:
     return rec
 
 
+def paired_cpu(before_src: Path, n: int, n_flips: int, rounds: int) -> dict:
+    """CPU seconds of the flips' task work, before and with slabs, alternating in this process.
+
+    Before: the before version's ``flip_null`` in blocks of its ``TASK_BLOCK_BYTES``
+    (what its tasks compute, one after another); slabs: this tree's slab tasks run
+    one after another in this process and merged. Same data as :func:`child`.
+    """
+    from scipy.stats import t as t_dist
+
+    from petbind.compute import open_engine
+    from petbind.stats.voxel import sign_flips
+    from petbind.stats.voxel_null import flip_null_tasks, merge_flip_null
+
+    spec = importlib.util.spec_from_file_location(
+        "voxel_null_before", before_src / "petbind" / "stats" / "voxel_null.py")
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["voxel_null_before"] = old    # its dataclasses look their module up
+    spec.loader.exec_module(old)
+    spec = importlib.util.spec_from_file_location("bench_cohort", HERE / "bench_cohort.py")
+    bc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bc)
+    mask = bc.atlas() > 0
+    lab = bc.atlas()
+    rng = np.random.default_rng(0)
+    d = 0.1 * rng.standard_normal((n, int(mask.sum())))
+    d[:, lab[mask] == 2] -= 0.05
+    d = np.asfortranarray(d)
+    flips, _ = sign_flips(n, n_flips, seed=0)
+    thr = float(t_dist.isf(0.01 / 2, n - 1))
+    times: dict[str, list[float]] = {"before": [], "slabs": []}
+    nulls = {}
+    for _ in range(rounds):
+        c = time.process_time()
+        nulls["before"] = old.flip_null(d, flips, mask, thr, old.TASK_BLOCK_BYTES)
+        times["before"].append(time.process_time() - c)
+        c = time.process_time()
+        with open_engine("sync") as engine:
+            tasks = flip_null_tasks(d, flips, mask, thr, engine)
+            nulls["slabs"] = merge_flip_null([t.func(*t.args, **t.kwargs) for t in tasks])
+        times["slabs"].append(time.process_time() - c)
+    same = all(getattr(nulls["before"], k).tobytes() == getattr(nulls["slabs"], k).tobytes()
+               for k in ("t_obs", "max_abs_t", "max_cluster"))
+    return {"n": n, "flips": int(flips.shape[0]), "rounds": rounds, "cpu_s": times,
+            "identical": same, "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
 def _run_case(src: Path, n: int, n_flips: int, work: Path, tag: str,
               reuse: bool = False) -> dict:
     out = work / f"null_{tag}_{n}.npz"
@@ -256,6 +302,17 @@ def write(rows: list[dict], meta: dict) -> None:
                 f"({s['worker_cpu_s'] / b['worker_cpu_s'] - 1:+.1%}), worker + main CPU "
                 f"{b['worker_cpu_s'] + b['main_cpu_s']:.1f} -> "
                 f"{s['worker_cpu_s'] + s['main_cpu_s']:.1f} s.")
+    pc = meta.get("paired")
+    if pc:
+        b, s_ = pc["cpu_s"]["before"], pc["cpu_s"]["slabs"]
+        lines += ["", f"Paired CPU in one process ({pc['n']} subjects, {pc['flips']} flips, "
+                  f"{pc['rounds']} rounds alternating, load average {pc['load']}): before "
+                  f"{', '.join(f'{x:.1f}' for x in b)} s, slabs "
+                  f"{', '.join(f'{x:.1f}' for x in s_)} s: slabs / before = "
+                  f"{sum(s_) / sum(b):.3f}; same null bit for bit: "
+                  f"{'yes' if pc['identical'] else 'NO'}. (Before: the before version's "
+                  "`flip_null` in blocks of its `TASK_BLOCK_BYTES`, what its tasks compute; "
+                  "slabs: this tree's slab tasks one after another, and their merge.)"]
     lines += ["", f"Command: `{meta['command']}`", ""]
     (RESULTS / "flip_memory.md").write_text("\n".join(lines))
 
@@ -263,18 +320,27 @@ def write(rows: list[dict], meta: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--paired-cpu", type=int, nargs=3, metavar=("N", "FLIPS", "ROUNDS"),
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--paired", type=int, nargs=3, default=[64, 200, 2],
+                    metavar=("N", "FLIPS", "ROUNDS"),
+                    help="paired in-process CPU comparison (fresh process, before and slabs "
+                         "alternating; N 0: none)")
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--before-src", type=Path, help="src/ of the version before slab tasks")
     ap.add_argument("--before-rev", default="18c07e5",
                     help="the commit --before-src was taken from (for the record)")
     ap.add_argument("--subjects", type=int, nargs="+", default=[64, 250])
     ap.add_argument("--flips", type=int, default=1000)
-    ap.add_argument("--reuse-before", action="store_true",
-                    help="reuse the before records of --work (same subjects and flips)")
+    ap.add_argument("--reuse", nargs="+", default=[], choices=["before", "slabs"],
+                    help="reuse these versions' records in --work (same subjects and flips)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/flipslab/bench"))
     a = ap.parse_args()
     if a.child is not None:
         print(json.dumps(child(a.child, a.flips, a.out)))
+        return
+    if a.paired_cpu:
+        print(json.dumps(paired_cpu(a.before_src, *a.paired_cpu)))
         return
     a.work.mkdir(parents=True, exist_ok=True)
     after_src = HERE.parent / "src"
@@ -286,11 +352,20 @@ def main() -> None:
             "command": "PYTHONPATH=src .venv/bin/python benchmarks/bench_flip_memory.py "
                        + " ".join(sys.argv[1:])}
     rows = []
+    if a.before_src and a.paired[0]:
+        r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--before-src",
+                            str(a.before_src), "--paired-cpu", *map(str, a.paired)],
+                           env={**os.environ, "PYTHONPATH": str(after_src)},
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"paired CPU failed:\n{r.stderr[-3000:]}")
+        meta["paired"] = json.loads(r.stdout.strip().splitlines()[-1])
+        print(json.dumps(meta["paired"]), flush=True)
     for n in a.subjects:
         if a.before_src:
             rows.append(_run_case(a.before_src, n, a.flips, a.work, "before",
-                                  a.reuse_before))
-        rows.append(_run_case(after_src, n, a.flips, a.work, "slabs"))
+                                  "before" in a.reuse))
+        rows.append(_run_case(after_src, n, a.flips, a.work, "slabs", "slabs" in a.reuse))
         write(rows, meta)
 
 
