@@ -267,12 +267,23 @@ def write(rows: list[dict], meta: dict) -> None:
         "and the cluster-forming t of p = 0.01, and runs `flip_null_tasks` on a "
         "`local:1` engine (one worker process). *before*: every task holds all n x V "
         "values (sent once to the worker); *slabs*: tasks over slabs of planes of at most "
-        "`SLAB_BYTES` (16 MiB) each, flips in blocks of `TASK_BLOCK_BYTES` (16 MiB).",
+        f"`SLAB_BYTES` ({meta['slab_mib']:g} MiB) each, flips in blocks of "
+        f"`TASK_BLOCK_BYTES` ({meta['block_mib']:g} MiB), submitted 2 per worker at a time "
+        "(`run_flip_tasks`).",
+        "",
+        "Worker peak RSS during the tasks: the worker process's VmHWM, reset just before "
+        "the tasks (its start-up peak, about 400 MiB while distributed spawns it and it "
+        "imports, is not the tasks'), checked by sampling its RSS every 10 ms. The issue's "
+        "budget per worker is 282 MiB (2 x 71 MiB of one scan + 140 MiB fixed overhead, "
+        "`benchmarks/results/cohort.md`); this worker imported less than a study's "
+        "(118 MiB after the imports).",
         "",
         f"Before: `{meta['before_src']}` ({meta['before_rev']}); slabs: this tree "
-        f"({meta['after_rev']}). Machine: {meta['machine']}; load average at the start "
-        f"{meta['load']} (2 cores shared with other sessions: CPU seconds are the "
-        "comparable numbers, wall is noisy).",
+        f"({meta['after_rev']}). Machine: {meta['machine']}; load average when this file "
+        f"was written {meta['load']} (rows taken over from earlier runs with `--reuse` "
+        "ran on the same machine; on 2 cores shared with other sessions the worker CPU "
+        "of separate runs varies by tens of per cent with the load: the paired run below "
+        "is the CPU comparison; wall is noisier still).",
         "",
         "| subjects | flips | version | tasks | data n x V (MiB) | largest task data (MiB) "
         "| worker RSS after import (MiB) | worker peak RSS during the tasks (MiB) "
@@ -332,7 +343,7 @@ def main() -> None:
                     help="the commit --before-src was taken from (for the record)")
     ap.add_argument("--subjects", type=int, nargs="+", default=[64, 250])
     ap.add_argument("--flips", type=int, default=1000)
-    ap.add_argument("--reuse", nargs="+", default=[], choices=["before", "slabs"],
+    ap.add_argument("--reuse", nargs="+", default=[], choices=["before", "slabs", "paired"],
                     help="reuse these versions' records in --work (same subjects and flips)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/flipslab/bench"))
     a = ap.parse_args()
@@ -351,8 +362,15 @@ def main() -> None:
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "command": "PYTHONPATH=src .venv/bin/python benchmarks/bench_flip_memory.py "
                        + " ".join(sys.argv[1:])}
+    from petbind.stats import voxel_null
+
+    meta["slab_mib"] = voxel_null.SLAB_BYTES / 2**20
+    meta["block_mib"] = voxel_null.TASK_BLOCK_BYTES / 2**20
     rows = []
-    if a.before_src and a.paired[0]:
+    saved = a.work / "paired_{}_{}_{}.json".format(*a.paired)
+    if a.before_src and a.paired[0] and "paired" in a.reuse and saved.exists():
+        meta["paired"] = json.loads(saved.read_text())
+    elif a.before_src and a.paired[0]:
         r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--before-src",
                             str(a.before_src), "--paired-cpu", *map(str, a.paired)],
                            env={**os.environ, "PYTHONPATH": str(after_src)},
@@ -360,6 +378,7 @@ def main() -> None:
         if r.returncode:
             raise SystemExit(f"paired CPU failed:\n{r.stderr[-3000:]}")
         meta["paired"] = json.loads(r.stdout.strip().splitlines()[-1])
+        saved.write_text(json.dumps(meta["paired"]))
         print(json.dumps(meta["paired"]), flush=True)
     for n in a.subjects:
         if a.before_src:

@@ -43,8 +43,9 @@ TASK_BLOCK_BYTES = 8 * 2**20
 #: plus its t maps and its slab's label volume, whatever the number of subjects (up to
 #: 8 MiB / (8 x the largest plane's voxels) subjects; beyond, one plane's values). On a
 #: worker each slab task in flight costs a few times its slab (the message received, the
-#: array made from it): 16 MiB slabs measured 30-40 MiB more per worker than 8 MiB
-#: ones for about 2 % less CPU (benchmarks/results/flip_memory.md).
+#: array made from it): at 64 subjects (100 flips, one local worker) 16 MiB slabs peaked
+#: at 245-259 MiB against 216 MiB with 8 MiB slabs, for about 2 % less CPU; measured
+#: worker peaks of this setting: benchmarks/results/flip_memory.md.
 SLAB_BYTES = 8 * 2**20
 #: Slab tasks submitted at a time per worker on a cluster (:func:`run_flip_tasks`): the
 #: one running and the next, so a worker holds at most two slabs' values.
