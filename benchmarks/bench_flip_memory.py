@@ -253,10 +253,12 @@ def _git(*args: str, cwd: Path) -> str:
     return r.stdout.strip() if r.returncode == 0 else "?"
 
 
-def write(rows: list[dict], meta: dict) -> None:
+def write(rows: list[dict], meta: dict, final: bool = True) -> None:
+    """flip_memory.md from the rows so far; the raw record is appended to the jsonl at the end."""
     RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "flip_memory.jsonl", "a") as f:
-        f.write(json.dumps({"meta": meta, "rows": rows}) + "\n")
+    if final:
+        with open(RESULTS / "flip_memory.jsonl", "a") as f:
+            f.write(json.dumps({"meta": meta, "rows": rows}) + "\n")
     lines = [
         "# Worker memory of the voxel sign-flip tasks: whole mask vs slabs of planes",
         "",
@@ -385,7 +387,7 @@ def main() -> None:
             rows.append(_run_case(a.before_src, n, a.flips, a.work, "before",
                                   "before" in a.reuse))
         rows.append(_run_case(after_src, n, a.flips, a.work, "slabs", "slabs" in a.reuse))
-        write(rows, meta)
+        write(rows, meta, final=False)
 
 
 if __name__ == "__main__":
