@@ -388,6 +388,7 @@ def main() -> None:
                                   "before" in a.reuse))
         rows.append(_run_case(after_src, n, a.flips, a.work, "slabs", "slabs" in a.reuse))
         write(rows, meta, final=False)
+    write(rows, meta)
 
 
 if __name__ == "__main__":
