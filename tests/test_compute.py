@@ -282,3 +282,41 @@ def test_after_a_failure_on_threads_no_waiting_task_starts():
     with open_engine("threads:2") as engine, pytest.raises(PetbindError, match="broken"):
         engine.run(tasks)
     assert started == ["bad"]
+
+
+def _stamp(name: str) -> tuple[str, float, float]:
+    start = time.monotonic()
+    time.sleep(0.02)
+    return name, start, time.monotonic()
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_max_in_flight_submits_the_next_task_as_one_finishes(limit):
+    # the sign-flip test's slab tasks carry 16 MiB of values each: a cluster must not get
+    # them all at once (each is sent to a worker, with its arguments, when submitted)
+    from distributed import Client, LocalCluster
+
+    submitted: list[int] = []
+    finished: list[str] = []
+    # b and c wait for a; d waits for b and c; the rest are free
+    tasks = [Task("d", _stamp, ("d",), after=("b", "c")), Task("b", _stamp, ("b",), after=("a",)),
+             Task("a", _stamp, ("a",)), Task("c", _stamp, ("c",), after=("a",)),
+             *[Task(f"free{i}", _stamp, (f"free{i}",)) for i in range(5)]]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client, \
+            open_engine(client) as engine:
+        real = client.submit
+
+        def counting(*args, **kwargs):
+            submitted.append(1)
+            assert len(submitted) - len(finished) <= limit
+            return real(*args, **kwargs)
+
+        client.submit = counting
+        out = engine.run(tasks, lambda t, r: finished.append(t.key), max_in_flight=limit)
+    assert sorted(out) == sorted(t.key for t in tasks)
+    assert all(out[k][0] == k for k in out)
+    assert len(submitted) == len(tasks) == len(finished)
+    for task, waits in (("b", "a"), ("c", "a"), ("d", "b"), ("d", "c")):
+        assert out[task][1] >= out[waits][2]

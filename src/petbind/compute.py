@@ -243,13 +243,22 @@ class Engine:
         return fut
 
     def run(self, tasks: Sequence[Task],
-            on_done: Callable[[Task, Any], None] | None = None) -> dict[str, Any]:
+            on_done: Callable[[Task, Any], None] | None = None, *,
+            max_in_flight: int | None = None) -> dict[str, Any]:
         """Run every task after the ones it waits for; ``{key: result}``.
 
         ``on_done(task, result)`` is called in this thread as each task
         finishes (in completion order on dask). The first task that raises
         stops the run and its exception is raised here (a
         :class:`~petbind.errors.PetbindError` keeps its message and fields).
+
+        ``max_in_flight`` (dask clusters): submit at most that many tasks at a
+        time, the next one as one finishes (in the given dependency order).
+        Tasks submitted one by one are each sent to a worker at once, with
+        their arguments, so without a limit a worker holds the arguments of
+        every task queued on it (the sign-flip test's slab tasks: each holds
+        8 MiB of contrast values). None: every task at once. On a cluster a
+        task's result leaves the workers once it is here and no task waits for it.
         """
         order = _ordered(tasks)
         results: dict[str, Any] = {}
@@ -278,15 +287,29 @@ class Engine:
         # one run's keys must not meet another's on a shared scheduler (same names)
         run_id = uuid.uuid4().hex[:8]
         futures: dict[str, Any] = {}
-        for t in order:
-            futures[t.key] = self.client.submit(
+        by_fut: dict[str, Task] = {}
+        waited_for = {d for t in order for d in t.after}
+
+        def submit(t: Task) -> Any:
+            fut = self.client.submit(
                 _call_after, t.func, t.args, t.kwargs, *[futures[d] for d in t.after],
                 key=f"{t.key}-{run_id}", pure=False)
-        by_fut = {f.key: t for t, f in zip(order, futures.values(), strict=True)}
+            futures[t.key] = fut
+            by_fut[fut.key] = t
+            return fut
+
+        limit = len(order) if not max_in_flight else max(1, int(max_in_flight))
+        later = iter(order[limit:])
         try:
-            for fut in as_completed(list(futures.values()), loop=self.client.loop):
+            running = as_completed([submit(t) for t in order[:limit]], loop=self.client.loop)
+            for fut in running:
                 t = by_fut[fut.key]
                 done(t, fut.result())
+                if t.key not in waited_for:
+                    fut.release()
+                nxt = next(later, None)
+                if nxt is not None:
+                    running.add(submit(nxt))
         finally:
             for fut in futures.values():
                 fut.release()

@@ -100,8 +100,8 @@ def parametric_maps(
         chunk (:func:`_auto_chunk`).
     scheduler : None, a ``--scheduler`` word or distributed.Client
         Where chunks run (:func:`petbind.compute.parse_scheduler`). ``None``:
-        dask's threaded scheduler with one worker per CPU this process may use
-        (in-process when there is one CPU or one chunk); ``"sync"``:
+        a pool of threads in this process, one per CPU it may use (no dask;
+        in-process when there is one CPU or one chunk); ``"sync"``:
         in-process, one chunk after another; ``"threads:N"``, ``"local[:N]"``,
         a dask scheduler address (``"tcp://host:8786"``) or a
         ``distributed.Client``: there. Results do not depend on it.
