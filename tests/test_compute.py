@@ -154,7 +154,7 @@ def test_cli_reports_an_unknown_scheduler_word_in_one_line_before_any_work(tmp_p
 def test_threads_default_to_the_usable_cpus():
     with open_engine("threads") as engine:
         assert engine.n_workers == usable_cpus()
-        assert engine.describe() == f"dask threads ({usable_cpus()} workers)"
+        assert engine.describe() == f"threads ({usable_cpus()} workers)"
 
 
 FORBIDDEN = ("dask", "distributed", "SimpleITK", "dipy", "matplotlib", "pandas")
@@ -253,3 +253,70 @@ def test_large_task_arguments_do_not_print_distributed_advice():
         out = engine.run([Task("n", _nbytes, (big,))])
     assert out == {"n": big.nbytes}
     assert not [w for w in seen if "large graph" in str(w.message)], [str(w.message) for w in seen]
+
+
+def test_threads_run_without_importing_dask():
+    # the thread engine is a pool of this process's threads: `petbind parametric` on its
+    # default scheduler pays no dask import (issue 18)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    code = ("import sys; from petbind.compute import Task, open_engine\n"
+            "with open_engine('threads:2') as e:\n"
+            "    out = e.run([Task('a', int, ('7',)), Task('b', int, ('8',), after=('a',))])\n"
+            "print(out, sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('dask', 'distributed')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'a': 7, 'b': 8} []"
+
+
+def test_after_a_failure_on_threads_no_waiting_task_starts():
+    started: list[str] = []
+
+    def bad() -> None:
+        started.append("bad")
+        raise PetbindError("broken scan", field="x", fix="y")
+
+    tasks = [Task("bad", bad), *[Task(f"t{i}", started.append, (f"t{i}",), after=("bad",))
+                                 for i in range(5)]]
+    with open_engine("threads:2") as engine, pytest.raises(PetbindError, match="broken"):
+        engine.run(tasks)
+    assert started == ["bad"]
+
+
+def _stamp(name: str) -> tuple[str, float, float]:
+    start = time.monotonic()
+    time.sleep(0.02)
+    return name, start, time.monotonic()
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_max_in_flight_submits_the_next_task_as_one_finishes(limit):
+    # the sign-flip test's slab tasks carry 16 MiB of values each: a cluster must not get
+    # them all at once (each is sent to a worker, with its arguments, when submitted)
+    from distributed import Client, LocalCluster
+
+    submitted: list[int] = []
+    finished: list[str] = []
+    # b and c wait for a; d waits for b and c; the rest are free
+    tasks = [Task("d", _stamp, ("d",), after=("b", "c")), Task("b", _stamp, ("b",), after=("a",)),
+             Task("a", _stamp, ("a",)), Task("c", _stamp, ("c",), after=("a",)),
+             *[Task(f"free{i}", _stamp, (f"free{i}",)) for i in range(5)]]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client, \
+            open_engine(client) as engine:
+        real = client.submit
+
+        def counting(*args, **kwargs):
+            submitted.append(1)
+            assert len(submitted) - len(finished) <= limit
+            return real(*args, **kwargs)
+
+        client.submit = counting
+        out = engine.run(tasks, lambda t, r: finished.append(t.key), max_in_flight=limit)
+    assert sorted(out) == sorted(t.key for t in tasks)
+    assert all(out[k][0] == k for k in out)
+    assert len(submitted) == len(tasks) == len(finished)
+    for task, waits in (("b", "a"), ("c", "a"), ("d", "b"), ("d", "c")):
+        assert out[task][1] >= out[waits][2]

@@ -59,3 +59,31 @@ def test_broken_streams_raise_standard_exceptions(tmp_path, damage):
 
 def test_backend_is_reported():
     assert gz.BACKEND in ("isal", "zlib")
+
+
+@pytest.mark.parametrize("damage", ["none", "truncated", "crc"])
+def test_a_large_input_buffer_reads_the_same_bytes_and_fails_the_same_way(tmp_path, damage):
+    data = _payload()
+    raw = gzip.compress(data[:300_000], mtime=0) + gzip.compress(data[300_000:], mtime=0)
+    if damage == "truncated":
+        raw = raw[: len(raw) * 2 // 3]
+    elif damage == "crc":
+        raw = raw[:-8] + bytes([raw[-8] ^ 0xFF]) + raw[-7:]
+    p = tmp_path / "x.gz"
+    p.write_bytes(raw)
+
+    def read_all(**kw):
+        out = bytearray()
+        with gz.open_read(p, **kw) as f:
+            while b := f.read(77_777):
+                out += b
+        return bytes(out)
+
+    if damage == "none":
+        assert read_all(buffer_size=1 << 20) == read_all() == data
+        return
+    with pytest.raises((EOFError, zlib.error, gzip.BadGzipFile)) as small:
+        read_all()
+    with pytest.raises((EOFError, zlib.error, gzip.BadGzipFile)) as big:
+        read_all(buffer_size=1 << 20)
+    assert type(big.value) is type(small.value) and str(big.value) == str(small.value)

@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from petbind.compute import usable_cpus
 from petbind.errors import DataError, PetbindError
 from petbind.image import DynamicImage
 from petbind.models import make_model
@@ -227,7 +228,7 @@ def test_dask_threads_distributed_client_and_address_equal_in_process():
     kw = dict(model="bfsrtm", ref_curve=ref_mask, mask=brain, chunk_voxels=40)
     sync = parametric_maps(dyn(data), scheduler="sync", **kw)
     threads = parametric_maps(dyn(data), scheduler="threads", **kw)
-    assert threads.settings["scheduler"].startswith("dask threads")
+    assert threads.settings["scheduler"] == f"threads ({usable_cpus()} workers)"
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
                                   dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:

@@ -8,8 +8,8 @@ by :func:`parse_scheduler`, and runs its work through :func:`open_engine`:
 word                   where the tasks run
 =====================  ====================================================
 ``sync``               in this process, one after another (alias ``none``)
-``threads[:N]``        dask's threaded scheduler in this process, N threads
-                       (default: the usable CPUs)
+``threads[:N]``        a pool of N threads in this process (default: the
+                       usable CPUs; no dask)
 ``local[:N]``          a dask ``LocalCluster`` on this machine: N worker
                        processes of one thread each (default: the usable
                        CPUs, at most one per task)
@@ -19,22 +19,23 @@ word                   where the tasks run
 
 A library caller may also pass a ``distributed.Client``. Work is a list of
 :class:`Task` with dependencies (a scan's task waits for its subject's
-registration), run as one dask graph on threads or a cluster, or in
-topological order in-process, so the results do not depend on where they
-ran. Worker processes that this module starts run with one thread each for
-BLAS, OpenMP and ITK (``OMP_NUM_THREADS`` etc.), the pipeline's tasks keep
-SimpleITK single-threaded themselves (bit-identical registrations), and a
-task whose worker dies is rerun by the dask scheduler on another worker.
+registration), run as one dask graph on a cluster, on a pool of threads
+(each task once its predecessors are done), or in topological order
+in-process, so the results do not depend on where they ran. Worker
+processes that this module starts run with one thread each for BLAS, OpenMP
+and ITK (``OMP_NUM_THREADS`` etc.), the pipeline's tasks keep SimpleITK
+single-threaded themselves (bit-identical registrations), and a task whose
+worker dies is rerun by the dask scheduler on another worker.
 
-dask and distributed are imported only when a dask kind is used, so a
-command that runs in-process does not pay for them.
+dask and distributed are imported only when a cluster is used (``local``,
+an address or a client), so a command that runs in this process (``sync``,
+``threads``) does not pay for them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -224,12 +225,12 @@ class Engine:
         self.shares_memory = scheduler.kind in ("sync", "threads")
 
     def describe(self) -> str:
-        """One line for logs and sidecars (e.g. ``dask threads (2 workers)``)."""
+        """One line for logs and sidecars (e.g. ``threads (2 workers)``)."""
         k = self.scheduler.kind
         if k == "sync":
             return "sync"
         if k == "threads":
-            return f"dask threads ({self.n_workers} workers)"
+            return f"threads ({self.n_workers} workers)"
         if k == "local":
             return f"dask local cluster ({self.n_workers} worker processes)"
         return f"dask distributed ({self.client.scheduler.address})"
@@ -242,13 +243,22 @@ class Engine:
         return fut
 
     def run(self, tasks: Sequence[Task],
-            on_done: Callable[[Task, Any], None] | None = None) -> dict[str, Any]:
+            on_done: Callable[[Task, Any], None] | None = None, *,
+            max_in_flight: int | None = None) -> dict[str, Any]:
         """Run every task after the ones it waits for; ``{key: result}``.
 
         ``on_done(task, result)`` is called in this thread as each task
         finishes (in completion order on dask). The first task that raises
         stops the run and its exception is raised here (a
         :class:`~petbind.errors.PetbindError` keeps its message and fields).
+
+        ``max_in_flight`` (dask clusters): submit at most that many tasks at a
+        time, the next one as one finishes (in the given dependency order).
+        Tasks submitted one by one are each sent to a worker at once, with
+        their arguments, so without a limit a worker holds the arguments of
+        every task queued on it (the sign-flip test's slab tasks: each holds
+        8 MiB of contrast values). None: every task at once. On a cluster a
+        task's result leaves the workers once it is here and no task waits for it.
         """
         order = _ordered(tasks)
         results: dict[str, Any] = {}
@@ -277,51 +287,67 @@ class Engine:
         # one run's keys must not meet another's on a shared scheduler (same names)
         run_id = uuid.uuid4().hex[:8]
         futures: dict[str, Any] = {}
-        for t in order:
-            futures[t.key] = self.client.submit(
+        by_fut: dict[str, Task] = {}
+        waited_for = {d for t in order for d in t.after}
+
+        def submit(t: Task) -> Any:
+            fut = self.client.submit(
                 _call_after, t.func, t.args, t.kwargs, *[futures[d] for d in t.after],
                 key=f"{t.key}-{run_id}", pure=False)
-        by_fut = {f.key: t for t, f in zip(order, futures.values(), strict=True)}
+            futures[t.key] = fut
+            by_fut[fut.key] = t
+            return fut
+
+        limit = len(order) if not max_in_flight else max(1, int(max_in_flight))
+        later = iter(order[limit:])
         try:
-            for fut in as_completed(list(futures.values()), loop=self.client.loop):
+            running = as_completed([submit(t) for t in order[:limit]], loop=self.client.loop)
+            for fut in running:
                 t = by_fut[fut.key]
                 done(t, fut.result())
+                if t.key not in waited_for:
+                    fut.release()
+                nxt = next(later, None)
+                if nxt is not None:
+                    running.add(submit(nxt))
         finally:
             for fut in futures.values():
                 fut.release()
         return results
 
     def _run_threads(self, order: list[Task], done: Callable[[Task, Any], None]) -> None:
-        # dask's threaded scheduler called directly: dask.compute would also import
-        # distributed (about a second) only to look for a default client
-        from dask.threaded import get as threaded_get
+        # A pool of threads in this process runs every task whose predecessors are done;
+        # ``done`` is called here, in the caller's thread, as tasks finish. Not dask's
+        # threaded scheduler: importing dask cost 0.10-0.2 CPU-s of every
+        # ``petbind parametric`` run (issue 18) for what a thread pool does (the tasks
+        # and their order of dependencies are the same, so are the results).
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-        lock = threading.Lock()
-        by_key = {t.key: t for t in order}
-
-        def call(key: _Literal, *_after: Any) -> str:
-            t = by_key[key.value]
-            r = t.func(*t.args, **t.kwargs)
-            with lock:  # the result stays with us, not in dask's cache
-                done(t, r)
-            return t.key
-
-        # task arguments are given by index, never as dask keys or tuples dask would parse
-        names = {t.key: f"petbind-task-{i}" for i, t in enumerate(order)}
-        graph = {names[t.key]: (call, _Literal(t.key), *[names[d] for d in t.after])
-                 for t in order}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            threaded_get(graph, list(graph), num_workers=self.n_workers)
-
-
-class _Literal:
-    """A value that dask's graph must not interpret (a key, a tuple)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
+        waiting = {t.key: set(t.after) for t in order}
+        after_me: dict[str, list[Task]] = {t.key: [] for t in order}
+        for t in order:
+            for d in t.after:
+                after_me[d].append(t)
+        ready = [t for t in order if not waiting[t.key]]
+        running: dict[Any, Task] = {}
+        with ThreadPoolExecutor(max_workers=self.n_workers,
+                                thread_name_prefix="petbind-task") as pool:
+            try:
+                while ready or running:
+                    for t in ready:
+                        running[pool.submit(t.func, *t.args, **t.kwargs)] = t
+                    ready = []
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        t = running.pop(fut)
+                        done(t, fut.result())  # the first failure is raised here
+                        for nxt in after_me[t.key]:
+                            waiting[nxt.key].discard(t.key)
+                            if not waiting[nxt.key]:
+                                ready.append(nxt)
+            finally:
+                for fut in running:  # after a failure: tasks not started never start
+                    fut.cancel()
 
 
 def _connect(address: str, timeout_s: float) -> Any:

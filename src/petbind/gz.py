@@ -81,8 +81,57 @@ def decompressobj() -> Any:
     return zlib.decompressobj(16 + zlib.MAX_WBITS)
 
 
-def open_read(path: str | os.PathLike) -> Any:
-    """A gzip reader of ``path`` (seekable forward, as :func:`gzip.open`)."""
+def open_read(path: str | os.PathLike, *, buffer_size: int | None = None) -> Any:
+    """A gzip reader of ``path`` (seekable forward, as :func:`gzip.open`).
+
+    ``buffer_size`` (ISA-L only): compressed bytes taken from the file at a
+    time. ISA-L's reader inflates without the GIL and takes it back to refill
+    its buffer (512 KiB by default); a reader in a background thread beside a
+    busy main thread (:mod:`petbind.io.prefetch`) waits up to the interpreter's
+    switch interval (5 ms) at every refill, so it reads in large buffers. The
+    reader then has ``read`` (full reads up to the end) and ``close`` only.
+    """
     if _igzip is not None:
+        if buffer_size is not None:
+            return _IsalBufferedReader(os.fspath(path), buffer_size)
         return _IsalReader(os.fspath(path), "rb")
     return gzip.open(path, "rb")
+
+
+class _IsalBufferedReader:
+    """ISA-L's gzip reader on ``path`` with a ``buffer_size`` input buffer; errors as
+    :class:`_IsalReader`'s (``zlib.error``). ``read(n)`` returns ``n`` bytes unless the
+    stream ends first."""
+
+    def __init__(self, path: str, buffer_size: int) -> None:
+        self._file = open(path, "rb")  # closed by close()
+        try:
+            self._reader = _igzip._IGzipReader(self._file, buffer_size)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            if size < 0:
+                return self._reader.readall()
+            parts = []
+            while size > 0:
+                b = self._reader.read(size)
+                if not b:
+                    break
+                parts.append(b)
+                size -= len(b)
+        except _isal_zlib.error as exc:
+            raise zlib.error(str(exc)) from None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        self._reader.close()
+        self._file.close()
+
+    def __enter__(self) -> _IsalBufferedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

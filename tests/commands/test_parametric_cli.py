@@ -197,3 +197,99 @@ def test_parametric_command_refuses_a_damaged_gzip_scan_in_one_line(dataset, cap
     err = capsys.readouterr().err
     assert str(pet.name) in err and "damaged" in err and "Traceback" not in err
     assert not out.exists()
+
+
+# -- the scan is read ahead from the command line (commands.start_early, io.prefetch)
+@pytest.mark.parametrize(("args", "pet"), [
+    (["scan.nii.gz"], "scan.nii.gz"),
+    (["--model", "srtm2", "--ref-label", "a.nii.gz:cb", "scan.nii.gz", "--out", "o"],
+     "scan.nii.gz"),
+    (["--model=srtm2", "scan.nii", "--mask", "m.nii.gz"], "scan.nii"),
+    (["--out", "o", "--", "-odd.nii.gz"], "-odd.nii.gz"),
+    (["--out", "o"], None),
+])
+def test_the_pet_argument_is_found_among_the_options(args, pet):
+    from petbind.commands.parametric import _pet_argument
+
+    assert _pet_argument(args) == pet
+
+
+def test_every_option_of_parametric_takes_a_value():
+    # _pet_argument skips one value after every option word: a flag would break that
+    import typer.main
+
+    from petbind.cli import app
+
+    group = typer.main.get_command(app)
+    command = group.commands["parametric"]
+    flags = [p.name for p in command.params
+             if getattr(p, "is_flag", False) and p.name != "help"]
+    assert flags == []
+    assert any(getattr(p, "param_type_name", "") == "option" for p in command.params)
+
+
+def test_the_scan_is_read_ahead_and_taken_by_the_command(dataset, monkeypatch):
+    from petbind.io import prefetch
+
+    taken: list[object] = []
+    real = prefetch.take
+
+    def spy(path):
+        s = real(path)
+        taken.append(s)
+        return s
+
+    monkeypatch.setattr(prefetch, "take", spy)
+    out = dataset["tmp"] / "out_ahead"
+    with pytest.raises(SystemExit) as done:
+        main(["parametric", str(dataset["pet"]), "--model", "mrtm2", "--k2prime", "0.1",
+              "--ref-label", f"{dataset['atlas']}:cerebellum", "--out", str(out)])
+    assert done.value.code in (0, None)
+    assert any(isinstance(s, prefetch.PrefetchedStream) for s in taken)
+    assert prefetch.pending() == []
+
+
+def test_help_and_a_refused_option_leave_no_read_ahead(dataset, capsys, monkeypatch):
+    from petbind.io import prefetch
+
+    started: list[str] = []
+    real = prefetch.start
+
+    def spy(path):
+        started.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(prefetch, "start", spy)
+    with pytest.raises(SystemExit):
+        main(["parametric", str(dataset["pet"]), "--help"])
+    assert started == [] and prefetch.pending() == []
+    with pytest.raises(SystemExit) as bad:
+        main(["parametric", str(dataset["pet"]), "--ref-tac", "x.tsv:cb",
+              "--scheduler", "bogus-word", "--out", str(dataset["tmp"] / "o")])
+    assert bad.value.code == 2
+    assert started == [str(dataset["pet"])]
+    assert prefetch.pending() == []  # started, never taken, dropped at the CLI's exit
+
+
+def test_the_command_on_its_default_scheduler_imports_no_dask(dataset):
+    # the default 'threads' scheduler is a pool of this process's threads (issue 18)
+    import os
+    import subprocess
+    import sys
+
+    import petbind
+
+    src = str(Path(petbind.__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "petbind", "parametric",
+         str(dataset["pet"]), "--model", "mrtm2", "--k2prime", "0.1",
+         "--ref-label", f"{dataset['atlas']}:cerebellum",
+         "--out", str(dataset["tmp"] / "out_nodask")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": src})
+    assert done.returncode == 0, done.stderr[-2000:]
+    traced = {ln.rsplit("|", 1)[-1].strip() for ln in done.stderr.splitlines()
+              if ln.startswith("import time:")}
+    assert "petbind.parametric.core" in traced
+    assert not sorted(m for m in traced if m.split(".")[0] in ("dask", "distributed"))
+    assert (dataset["tmp"] / "out_nodask" / f"{STEM}_desc-mrtm2_bpnd.nii.gz").exists()

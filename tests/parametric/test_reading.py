@@ -188,3 +188,115 @@ def test_a_truncated_stream_fails_with_a_derived_mask(tmp_path):
     with pytest.raises(FileFormatError) as exc:
         parametric_maps(p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref))
     assert exc.value.field == "data" and str(p) in str(exc.value)
+
+
+# -- the scan read ahead from the command line (io.prefetch), as `petbind parametric` does
+def _damage(p: Path, how: str) -> None:
+    b = p.read_bytes()
+    if how == "flip":
+        _flip_marked_voxel(p)
+    elif how == "truncate":
+        p.write_bytes(b[: int(len(b) * 0.8)])
+    elif how == "trailer":
+        p.write_bytes(b[:-8])
+    elif how == "beyond":
+        p.write_bytes(b + gzip.compress(b"12345678", mtime=0))
+
+
+def _fit_ahead(p: Path, mask: bool = True):
+    from petbind.io import prefetch
+
+    assert prefetch.start(p)
+    try:
+        if mask:
+            return _fit(p)
+        ref, _brain = _masks()
+        return parametric_maps(p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref),
+                               scheduler="sync")
+    finally:
+        assert prefetch.pending() == []  # the reader took the stream read ahead
+
+
+@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize("mask", [True, False])
+def test_maps_from_a_scan_read_ahead_equal_maps_read_directly(tmp_path, plain, mask):
+    p = _write(tmp_path / "a", _data(3))
+    if plain:  # the uncompressed .nii of the same image
+        q = p.with_name("sub-01_pet.nii")
+        q.write_bytes(gzip.decompress(p.read_bytes()))
+        p.with_name("sub-01_pet.json").rename(q.with_name("sub-01_pet.json"))
+        p.unlink()
+        p = q
+    ref, _brain = _masks()
+    direct = _fit(p) if mask else parametric_maps(
+        p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref), scheduler="sync")
+    ahead = _fit_ahead(p, mask)
+    assert direct.valid.sum() > 0
+    np.testing.assert_array_equal(ahead.valid, direct.valid)
+    for k in direct.maps:
+        np.testing.assert_array_equal(ahead.maps[k], direct.maps[k])
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "trailer", "beyond"])
+def test_a_damaged_scan_read_ahead_fails_as_when_read_directly(tmp_path, how):
+    p = _write(tmp_path / "a", _data(), level=0 if how == "flip" else 6)
+    _damage(p, how)
+    with pytest.raises(FileFormatError) as direct:
+        _fit(p)
+    with pytest.raises(FileFormatError) as ahead:
+        _fit_ahead(p)
+    assert ahead.value.field == direct.value.field == "data"
+    # the same message, but for the frame being read when the reader met the damage: the
+    # read-ahead takes 16 MiB of the file at a time and may meet it sooner (a CRC is
+    # checked at the end of its member)
+    import re
+
+    def unframed(e):
+        return re.sub(r"reading frame \d+: ", "", str(e.value))
+
+    assert unframed(ahead) == unframed(direct) and str(p) in str(ahead.value)
+    with pytest.raises(FileFormatError) as derived:  # derived brain mask: one pass too
+        _fit_ahead(p, mask=False)
+    assert derived.value.field == "data" and str(p) in str(derived.value)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_the_curves_gathered_in_two_slabs_are_frame_by_mask(tmp_path, monkeypatch, split):
+    from petbind.parametric import images
+
+    # a mask with holes and empty planes, so the two slabs hold unequal parts
+    data = _data(5)
+    rng = np.random.default_rng(6)
+    mask = rng.random(SHAPE) > 0.3
+    mask[0] = False
+    mask[3, :, 1] = False
+    monkeypatch.setattr(images, "SPLIT_GATHER_VOXELS", 1 if split else 10**9)
+    monkeypatch.setattr("petbind.compute.usable_cpus", lambda: 2)
+    copied: list[tuple] = []
+    real = images._copy_slab
+    monkeypatch.setattr(images, "_copy_slab", lambda *a: (copied.append(a[3]), real(*a)))
+    p = _write(tmp_path / "a", data)
+    curves, ref = images._gather(load(p), mask, None)
+    assert ref is None
+    assert len(copied) == (2 * len(STARTS) if split else 0)
+    expected = np.stack([data[..., t][mask] for t in range(len(STARTS))])
+    np.testing.assert_array_equal(curves, expected)
+    slabs = images._slabs(mask, 2)
+    assert len(slabs) == 2 and slabs[0][2] == 0 and slabs[1][3] == mask.sum()
+    assert slabs[0][3] == slabs[1][2] == mask[:slabs[0][1]].sum()
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_the_reference_mean_read_at_its_places_is_the_boolean_masks(order):
+    from petbind.parametric import images
+
+    rng = np.random.default_rng(7)
+    f = np.asarray(rng.uniform(0, 10, SHAPE).astype(np.float32), order=order)
+    ref = rng.random(SHAPE) > 0.6
+    f[ref.nonzero()[0][3], ref.nonzero()[1][3], ref.nonzero()[2][3]] = np.nan
+    r = f[ref]
+    expected = np.mean(r[np.isfinite(r)], dtype=np.float64)
+    got = images._ref_mean(f, ref, images._f_index(ref))
+    assert got == expected  # the same values summed in the same order
+    assert np.isnan(images._ref_mean(np.full(SHAPE, np.nan, np.float32, order="F"), ref,
+                                     images._f_index(ref)))

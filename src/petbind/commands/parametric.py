@@ -22,6 +22,40 @@ def _stem(pet: Path) -> str:
     return name.removesuffix("_pet")
 
 
+def _pet_argument(args: list[str]) -> str | None:
+    """The PET argument among the words after ``parametric`` (None if there is none).
+
+    Every option of this command takes a value (tests/commands/test_parametric_cli.py
+    checks it), so an option word is followed by its value unless written ``--opt=value``.
+    """
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return args[i + 1] if i + 1 < len(args) else None
+        if a.startswith("-") and a != "-":
+            i += 1 if "=" in a else 2
+            continue
+        return a
+    return None
+
+
+def early(args: list[str]) -> None:
+    """Start reading the scan named on the command line (:mod:`petbind.io.prefetch`).
+
+    Called by :func:`petbind.commands.start_early` before typer parses the
+    options: the ``.nii.gz`` is inflated in a background thread while the
+    command's options are checked and its libraries imported, and
+    :func:`petbind.parametric.parametric_maps` reads it from there (the same
+    bytes and errors). A wrong guess costs only the reading.
+    """
+    pet = _pet_argument(args)
+    if pet is not None and pet.endswith((".nii.gz", ".nii")):
+        from petbind.io.prefetch import start
+
+        start(pet)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``parametric`` command to ``app``."""
 

@@ -159,13 +159,21 @@ def open_stream(path: PathLike) -> Any:
 
     For reading the frames of a large image in order through one handle
     (``.gz`` through :func:`petbind.gz.open_read`: ISA-L when installed,
-    about twice zlib's speed). A context manager.
+    about twice zlib's speed). A context manager. When the file is being read
+    ahead (:func:`petbind.io.prefetch.start`), that stream is returned: the
+    same bytes and errors, read in a background thread since the process
+    started.
 
     Raises
     ------
     OSError
         The file cannot be opened.
     """
+    from petbind.io.prefetch import take
+
+    ahead = take(path)  # read ahead since the command line named it (io.prefetch)
+    if ahead is not None:
+        return ahead
     if str(path).endswith(".gz"):
         from petbind.gz import open_read
 

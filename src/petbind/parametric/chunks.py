@@ -84,19 +84,31 @@ def _fit_chunk(model: Any, block: NDArray, drop: tuple[str, ...]) -> ChunkOut:
 
 
 class _Sink:
-    """Flat float32 outputs, one per parameter and SE, filled as chunks finish."""
+    """The float32 maps, one volume per parameter and SE, filled as chunks finish.
 
-    def __init__(self, n: int, first: ChunkOut) -> None:
-        self.params = {k: np.full(n, np.nan, dtype=np.float32) for k in first[0]}
-        self.se = {k: np.full(n, np.nan, dtype=np.float32) for k in first[1]}
-        self.valid = np.zeros(n, dtype=bool)
+    Row ``i`` of the fitted curves is the voxel at flat (C-order) position
+    ``where[i]`` of volumes of ``shape``; a chunk's results go straight to those
+    positions (NaN, and ``valid`` False, everywhere else). Before, chunks filled
+    flat per-voxel arrays that were then copied into fresh volumes: two
+    allocations and a scatter per map in the main thread after the fits
+    (0.05 s for nine 1 M-voxel maps; issue 18). The values and places are the
+    same.
+    """
+
+    def __init__(self, shape: tuple[int, ...], where: NDArray[np.intp], first: ChunkOut
+                 ) -> None:
+        self.where = where
+        self.params = {k: np.full(shape, np.nan, dtype=np.float32) for k in first[0]}
+        self.se = {k: np.full(shape, np.nan, dtype=np.float32) for k in first[1]}
+        self.valid = np.zeros(shape, dtype=bool)
 
     def put(self, a: int, b: int, out: ChunkOut) -> None:
+        at = self.where[a:b]
         for dst, src in ((self.params, out[0]), (self.se, out[1])):
             for k, v in src.items():
                 if k in dst:
-                    dst[k][a:b] = v
-        self.valid[a:b] = out[2]
+                    dst[k].reshape(-1)[at] = v
+        self.valid.reshape(-1)[at] = out[2]
 
 
 def _run_chunks(
@@ -143,6 +155,33 @@ def _run_chunks(
 
     engine.run(tasks, store)
     return engine.describe()
+
+
+#: Voxels per block of :func:`_by_blocks` (29 frames of float32: a 4 MB slice, 1 MB of
+#: boolean temporaries).
+COLUMN_BLOCK = 32_768
+
+
+def _by_blocks(n: int, part: Callable[[int, int], None]) -> None:
+    """``part(a, b)`` for consecutive column blocks ``[a, b)`` of ``n`` voxels, on the
+    usable CPUs (numpy releases the GIL in the ufuncs and einsum ``part`` runs).
+
+    For per-voxel arithmetic over the gathered curves: each voxel's result does
+    not depend on the block it falls in, so the results equal the whole-array
+    computation, without its frames x voxels temporaries.
+    """
+    from petbind.compute import usable_cpus
+
+    starts = range(0, n, COLUMN_BLOCK)
+    if len(starts) < 2 or usable_cpus() < 2:
+        for a in starts:
+            part(a, min(a + COLUMN_BLOCK, n))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(usable_cpus(), len(starts)),
+                            thread_name_prefix="petbind-blocks") as pool:
+        list(pool.map(lambda a: part(a, min(a + COLUMN_BLOCK, n)), starts))
 
 
 def _single_threaded_blas() -> contextlib.AbstractContextManager:

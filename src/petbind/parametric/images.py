@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -305,20 +306,78 @@ class _WholeScan:
         return curves, ref
 
 
+#: Mask voxels from which :func:`_gather` copies each frame in two threads.
+SPLIT_GATHER_VOXELS = 200_000
+
+
+def _slabs(mask: NDArray[np.bool_], parts: int) -> list[tuple[int, int, int, int]]:
+    """``(x0, x1, a, b)``: ``parts`` slabs of the first axis and their voxels' positions
+    ``a:b`` in ``f[mask]`` (C order: the first axis is the slowest)."""
+    counts = np.concatenate([[0], np.cumsum(mask.sum(axis=(1, 2)))])
+    nx = mask.shape[0]
+    cuts = sorted({0, nx, *(int(np.searchsorted(counts, counts[-1] * k / parts))
+                            for k in range(1, parts))})
+    return [(x0, x1, int(counts[x0]), int(counts[x1]))
+            for x0, x1 in itertools.pairwise(cuts) if x1 > x0]
+
+
+def _ref_mean(f: NDArray[np.float32], ref_mask: NDArray[np.bool_],
+              f_index: NDArray[np.intp]) -> float:
+    """Mean of the finite ``f[ref_mask]`` (float64), or NaN; ``f_index``: the reference
+    voxels' positions in Fortran order, in the C order of ``ref_mask``, so that an
+    F-ordered frame (as NIfTI stores it) is read at those few places instead of
+    through a boolean mask over the whole frame (same values, same order)."""
+    r = f.ravel(order="F")[f_index] if f.flags.f_contiguous else f[ref_mask]
+    r = r[np.isfinite(r)]
+    return float(np.mean(r, dtype=np.float64)) if r.size else np.nan
+
+
+def _f_index(mask: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """Positions of ``mask``'s voxels (listed in C order) in the Fortran-order flat array."""
+    return np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
+
+
+def _copy_slab(out: NDArray[np.float32], f: NDArray[np.float32], mask: NDArray[np.bool_],
+               slab: tuple[int, int, int, int]) -> None:
+    x0, x1, a, b = slab
+    out[a:b] = f[x0:x1][mask[x0:x1]]
+
+
 def _gather(
     image: Any, mask: NDArray[np.bool_], ref_mask: NDArray[np.bool_] | None
 ) -> tuple[NDArray[np.float32], NDArray[np.float64] | None]:
-    """Curves of the mask voxels as a (n_frames, V) float32 array, and the ref mean curve."""
+    """Curves of the mask voxels as a (n_frames, V) float32 array, and the ref mean curve.
+
+    Row t is ``frame_t[mask]``. For large masks on 2+ CPUs two slabs of the
+    first axis are copied at once (boolean indexing releases the GIL): the
+    same values in the same places (C order, the first axis slowest).
+    """
+    from petbind.compute import usable_cpus
+
     n_t = image.timing.n_frames
     v = int(mask.sum())
     curves = np.empty((n_t, v), dtype=np.float32)
     ref = None if ref_mask is None else np.empty(n_t, dtype=np.float64)
-    for t, f in _frames_in_order(image):
-        curves[t] = f[mask]
-        if ref is not None:
-            r = f[ref_mask]
-            r = r[np.isfinite(r)]
-            ref[t] = np.mean(r, dtype=np.float64) if r.size else np.nan
+    slabs = _slabs(mask, 2) if v >= SPLIT_GATHER_VOXELS and usable_cpus() > 1 else []
+    ref_index = None if ref_mask is None else _f_index(ref_mask)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if len(slabs) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = stack.enter_context(ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="petbind-gather"))
+        for t, f in _frames_in_order(image):
+            if pool is not None:
+                other = pool.submit(_copy_slab, curves[t], f, mask, slabs[1])
+                _copy_slab(curves[t], f, mask, slabs[0])
+            else:
+                other = None
+                curves[t] = f[mask]
+            if ref is not None:
+                ref[t] = _ref_mean(f, ref_mask, ref_index)
+            if other is not None:
+                other.result()
     return curves, ref
 
 

@@ -26,11 +26,25 @@ def _map_policy(k2prime: Any) -> Any:
 
 def _late_ratio(curves_t: NDArray[np.float32], ref: NDArray[np.float64],
                 timing: FrameTiming) -> NDArray[np.float64]:
-    """Duration-weighted late (mid >= half the scan) tissue / reference ratio per voxel."""
+    """Duration-weighted late (mid >= half the scan) tissue / reference ratio per voxel.
+
+    ``np.einsum("t,tv->v", w, curves_t, dtype=np.float64) / (w . ref)`` by blocks of
+    voxels on the usable CPUs (:func:`petbind.parametric.chunks._by_blocks`; the same
+    per-voxel arithmetic).
+    """
+    from petbind.parametric.chunks import _by_blocks
+
     late = timing.mid >= 0.5 * timing.end[-1]
     w = timing.duration * late
-    num = np.einsum("t,tv->v", w, curves_t, dtype=np.float64)
-    return num / float(np.dot(w, ref))
+    den = float(np.dot(w, ref))
+    out = np.empty(curves_t.shape[1], dtype=np.float64)
+
+    def part(a: int, b: int) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[a:b] = np.einsum("t,tv->v", w, curves_t[:, a:b], dtype=np.float64) / den
+
+    _by_blocks(curves_t.shape[1], part)
+    return out
 
 
 def estimate_k2prime(

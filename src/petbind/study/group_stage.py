@@ -127,13 +127,15 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     tasks of one compute engine (``scheduler``: any ``--scheduler`` value of
     :func:`petbind.compute.parse_scheduler`, or the client of
     :func:`petbind.compute.shared_scheduler`; None: in this process),
-    :func:`petbind.stats.voxel_null.flip_null_tasks`; the p-values, maps and
-    cluster tables are made here from the merged null distributions and do not
-    depend on where the flips ran.
+    :func:`petbind.stats.voxel_null.flip_null_tasks`: ranges of flips, or slabs of
+    planes when a contrast's values exceed ``SLAB_BYTES``, so that a worker's
+    memory does not grow with the subjects; the p-values, maps and cluster
+    tables are made here from the merged null distributions and do not depend
+    on where the flips ran.
     """
     from petbind.compute import open_engine
     from petbind.stats.voxel import finish_sign_flip, prepare_sign_flip
-    from petbind.stats.voxel_null import flip_null_tasks, merge_flip_null
+    from petbind.stats.voxel_null import flip_null_tasks, merge_flip_null, run_flip_tasks
 
     vx = config.statistics.voxel
     notes: list[str] = []
@@ -212,7 +214,7 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
         tasks = [flip_null_tasks(j.prep.d, j.prep.flips, j.prep.mask, j.prep.threshold,
                                  engine, key=f"petbind-voxel-{k}-flips")
                  for k, j in enumerate(jobs)]
-        results = engine.run([t for ts in tasks for t in ts])
+        results = run_flip_tasks(engine, [t for ts in tasks for t in ts])
     written: list[Path] = []
     lay = StudyLayout(out_dir)
     for j, ts in zip(jobs, tasks, strict=True):
