@@ -662,3 +662,50 @@ def test_mean_maps_read_each_map_once_and_are_the_means_of_the_maps(built_report
         mean[...] = -1.0  # a caller's change does not reach the next caller
     assert len(reads) == len(maps)  # one pass for every condition
     assert voxelwise.mean_map(study, tracer, "srtm", shape).min() >= 0
+
+
+def _png_height(uri: str) -> int:
+    import base64
+    import struct
+
+    data = base64.b64decode(uri.split(",", 1)[1])
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])[1]
+
+
+def test_grids_of_many_subjects_are_drawn_in_parts_of_grid_rows(built_report, monkeypatch):
+    """A grid taller than GRID_ROWS rows is several figures (one colour range, every panel)."""
+    from petbind.report import figures
+    from petbind.report.sections import scans as section
+
+    study = load_outputs(built_report["out"])
+    whole_tacs = section.tac_grids(study, figures)
+    whole_maps = section.map_grids(study, figures)
+    assert [len(g["figures"]) for g in whole_tacs + whole_maps] == [1] * (
+        len(whole_tacs) + len(whole_maps))
+    monkeypatch.setattr(section, "GRID_ROWS", 1)
+    tacs = section.tac_grids(study, figures)
+    maps = section.map_grids(study, figures)
+    n_subjects = len(SUBJECTS)
+    for whole, split in zip(whole_tacs + whole_maps, tacs + maps, strict=True):
+        assert len(split["figures"]) == n_subjects  # one row (a subject's conditions) each
+        assert split["figure"] == split["figures"][0]
+        heights = [_png_height(f) for f in split["figures"]]
+        # each part is one row: much shorter than the whole grid of n_subjects rows
+        assert max(heights) < _png_height(whole["figure"]) * 0.75
+    rows_seen = [m["figures"] for m in maps]
+    assert all(len(set(f)) == n_subjects for f in rows_seen)  # different subjects' rows
+
+
+def test_report_page_names_the_parts_of_a_split_grid(built_report, monkeypatch, tmp_path):
+    import shutil
+
+    from petbind.report import build_report
+    from petbind.report.sections import scans as section
+
+    out = tmp_path / "out"
+    shutil.copytree(built_report["out"], out)
+    monkeypatch.setattr(section, "GRID_ROWS", 1)
+    html = build_report(out).read_text(encoding="utf-8")
+    n = len(SUBJECTS)
+    assert f"(part {n} of {n})" in html and f"(part {n + 1} of" not in html

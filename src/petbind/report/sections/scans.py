@@ -12,6 +12,18 @@ from petbind.report.formatting import is_true, number
 from petbind.report.outputs import Scan, StudyOutputs, injected, load_map, reference_region
 from petbind.report.sections.truth import IMAGE_TRUTH, truth_lookup
 
+#: Rows of one small-multiples figure (the TAC grid, the BP_ND map grid). A larger study's
+#: grid is drawn as several figures of at most this many rows, one under the other (same
+#: panels, order and colour range): one 128-scan figure was a 13,000-pixel-tall raster that
+#: took about 200 MiB to draw, more than a worker's budget (issue 18), and a page loads
+#: several shorter images more smoothly than one very tall one.
+GRID_ROWS = 16
+
+
+def _parts(n: int, size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` cutting ``range(n)`` into pieces of at most ``size``."""
+    return [(i, min(n, i + size)) for i in range(0, n, max(1, size))]
+
 
 def frame_table(tacs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
     start = tacs["frame_start"].to_numpy(dtype=float)
@@ -101,7 +113,10 @@ def scan_sections(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
 
 
 def tac_grids(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
-    """Per tracer, every scan's region TACs as small multiples (subjects x conditions)."""
+    """Per tracer, every scan's region TACs as small multiples (subjects x conditions).
+
+    ``figures``: the grid in parts of at most :data:`GRID_ROWS` rows (``figure``: the first).
+    """
     order = {c: i for i, c in enumerate(study.conditions)}
     out = []
     for tracer in study.tracers:
@@ -116,10 +131,11 @@ def tac_grids(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
             values = s.tacs.reindex(columns=regions).to_numpy(dtype=float).T
             panels.append((s.label, (t0 + t1) / 2, values))
         n_cond = len({s.condition for s in scans})
-        out.append({"tracer": tracer, "figure": figures.figure_to_data_uri(
-            figures.tac_grid_figure(panels, regions,
-                                    reference=reference_region(study, tracer),
-                                    max_cols=max(1, min(n_cond, 4))))})
+        max_cols = max(1, min(n_cond, 4))
+        parts = [figures.figure_to_data_uri(figures.tac_grid_figure(
+            panels[a:b], regions, reference=reference_region(study, tracer),
+            max_cols=max_cols)) for a, b in _parts(len(panels), GRID_ROWS * max_cols)]
+        out.append({"tracer": tracer, "figure": parts[0], "figures": parts})
     return out
 
 
@@ -129,7 +145,8 @@ def map_grids(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
     The maps are read one at a time, twice (:class:`~petbind.report.figures.maps.MapGridScale`:
     the common slices and colour range, then each map's slices), so memory does
     not grow with the scans; the grid is drawn from the slices alone (a task of
-    its own on an engine).
+    its own on an engine), in parts of at most :data:`GRID_ROWS` subjects
+    (``figures``; ``figure``: the first) sharing one colour range.
     """
     from petbind.report.figures.maps import MapGridScale
 
@@ -167,8 +184,16 @@ def map_grids(study: StudyOutputs, figures: Any) -> list[dict[str, Any]]:
             selected.append(values)
         rows = list(dict.fromkeys(r for r, _ in paths))
         cols = [c for c in study.conditions if any(k[1] == c for k in paths)]
+        vmax = scale.vmax(selected)  # one colour range for every part
+        parts = []
+        for a, b in _parts(len(rows), GRID_ROWS):
+            part = rows[a:b]
+            title = f"{tracer}: BP_ND maps ({model})"
+            if len(rows) > GRID_ROWS:
+                title += f", {part[0]} to {part[-1]}"
+            parts.append(figures.figure_to_data_uri(figures.map_tiles_figure(
+                {k: v for k, v in tiles.items() if k[0] in set(part)}, part, cols,
+                cut=scale.cut, vmax=vmax, label="BP_ND", title=title)))
         out.append({"tracer": tracer, "model": model, "skipped": skipped,
-                    "figure": figures.figure_to_data_uri(figures.map_tiles_figure(
-                        tiles, rows, cols, cut=scale.cut, vmax=scale.vmax(selected),
-                        label="BP_ND", title=f"{tracer}: BP_ND maps ({model})"))})
+                    "figure": parts[0], "figures": parts})
     return out
