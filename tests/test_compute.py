@@ -320,3 +320,42 @@ def test_max_in_flight_submits_the_next_task_as_one_finishes(limit):
     assert len(submitted) == len(tasks) == len(finished)
     for task, waits in (("b", "a"), ("c", "a"), ("d", "b"), ("d", "c")):
         assert out[task][1] >= out[waits][2]
+
+
+def test_release_free_heap_returns_a_workers_kept_heap_to_the_system():
+    """Under the workers' malloc settings, freed 1-MiB arrays stay in RSS until the trim."""
+    import subprocess
+    import sys
+
+    from petbind.compute import WORKER_MALLOC_ENV
+
+    code = (
+        "import numpy as np\n"
+        "from petbind.compute import release_free_heap\n"
+        "def rss():\n"
+        "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS'))"
+        ".split()[1]) // 1024\n"
+        "base = rss()\n"
+        "arrays = [np.ones(2**17) for _ in range(150)]\n"   # 150 x 1 MiB from the heap
+        "del arrays\n"
+        "kept = rss()\n"
+        "print(base, kept, release_free_heap(), rss())\n"
+    )
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("needs /proc (Linux)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, **WORKER_MALLOC_ENV}, check=True).stdout.split()
+    base, kept, released, after = int(out[0]), int(out[1]), out[2] == "True", int(out[3])
+    assert kept - base > 100          # the freed arrays are kept by malloc (MiB)
+    assert released and after < kept - 100
+
+
+def test_a_cluster_task_gives_the_free_heap_back_after_it_ran_and_after_it_failed(monkeypatch):
+    from petbind import compute
+
+    calls = []
+    monkeypatch.setattr(compute, "release_free_heap", lambda: calls.append(1) or True)
+    assert compute._call_after(lambda a, b=0: a + b, (2,), {"b": 3}) == 5
+    with pytest.raises(ZeroDivisionError):
+        compute._call_after(lambda: 1 / 0, (), {})
+    assert calls == [1, 1]
