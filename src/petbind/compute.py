@@ -35,6 +35,7 @@ an address or a client), so a command that runs in this process (``sync``,
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import uuid
 import warnings
@@ -215,14 +216,20 @@ def release_free_heap() -> bool:
         True if memory was returned; False if none was, or the C library has
         no ``malloc_trim`` (not glibc).
     """
+    try:
+        return bool(_libc().malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library, found once per process (``find_library`` runs ``ldconfig`` in a
+    child process at each call: a fork of a worker at the end of every task)."""
     import ctypes
     import ctypes.util
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
 def _call_after(func: Callable[..., Any], args: tuple, kwargs: dict, *_after: Any) -> Any:

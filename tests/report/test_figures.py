@@ -360,3 +360,67 @@ def test_quantised_png_is_the_one_of_a_png_written_and_read_back():
     img.quantize(colors=64, method=Image.Quantize.FASTOCTREE).save(out, format="PNG",
                                                                    optimize=True)
     assert ours == f"data:image/png;base64,{base64.b64encode(out.getvalue()).decode('ascii')}"
+
+
+@pytest.fixture
+def no_automatic_gc():
+    """The garbage collector runs only when asked (what the code frees is then its doing)."""
+    import gc
+
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
+def test_a_large_figures_renderer_is_freed_before_its_pixels_are_quantised(
+        no_automatic_gc, monkeypatch):
+    """Issue 18: a worker's peak while it draws a grid part was the renderer's pixels
+    and PIL's quantiser's at once; the renderer is freed first."""
+    import weakref
+
+    from PIL import Image
+
+    from petbind.report.figures.base import COLLECT_PIXELS, new_figure
+
+    fig = new_figure(12.0, 12.0)
+    assert (12 * figures.DPI) ** 2 >= COLLECT_PIXELS
+    ax = fig.subplots()
+    ax.plot([0.0, 1.0], [1.0, 0.0])
+    ax.set_title("a title")  # text artists keep the renderer they were drawn with
+    del ax
+    fig.canvas.draw()
+    renderer = weakref.ref(fig.canvas.get_renderer())  # savefig draws with this one again
+    alive_when_quantised = []
+    real = Image.Image.quantize
+
+    def quantize(self, *args, **kwargs):
+        alive_when_quantised.append(renderer() is not None)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "quantize", quantize)
+    figures.figure_to_data_uri(fig)
+    assert alive_when_quantised == [False]
+
+
+def test_a_figure_task_frees_its_figures_before_it_returns(no_automatic_gc, monkeypatch):
+    """Issue 18: the worker gives its free heap back when a task ends, so the task's
+    figures (artists in reference cycles) must be freed by then, not later."""
+    import weakref
+
+    from petbind.report.figures import deferred
+
+    drawn = []
+    real = figures.fit_figure
+
+    def fit_figure(*args, **kwargs):
+        fig = real(*args, **kwargs)
+        drawn.append(weakref.ref(fig))
+        return fig
+
+    monkeypatch.setattr(deferred._figures, "fit_figure", fit_figure)
+    t = np.array([1.0, 2.0, 3.0])
+    recipe = deferred.Recipe("fit_figure", (t, {"a": t}, {"m": {"a": t + 0.1}}), {})
+    uris = deferred.draw([(recipe, (), {}), (recipe, (), {})])
+    assert len(uris) == 2 and uris[0] == uris[1]
+    assert len(drawn) == 2 and all(ref() is None for ref in drawn)

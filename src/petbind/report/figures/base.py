@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import gc
 import io
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,6 +19,10 @@ MODEL_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b
 
 #: Pixels per inch of embedded PNGs: readable on screen, small on disk.
 DPI = 96
+
+#: A PNG of at least this many pixels (a TAC or map grid part: about 2 M; a fit figure:
+#: 0.25 M) has its renderer freed before it is quantised (:func:`figure_to_data_uri`).
+COLLECT_PIXELS = 2**20
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:
@@ -33,6 +39,56 @@ def grid_shape(n: int, max_cols: int) -> tuple[int, int]:
     cols = max(1, min(n, max_cols))
     rows = max(1, int(np.ceil(n / cols)))
     return rows, cols
+
+
+class _RGBSink(io.RawIOBase):
+    """A file for ``savefig(format="rgba")`` that keeps the pixels as an RGB image.
+
+    The Agg canvas writes its whole RGBA buffer in one ``write``; it is
+    converted to RGB there, without a copy of the RGBA bytes in a ``BytesIO``.
+    """
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
+        self._image: Any = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        from PIL import Image
+
+        raw = memoryview(data)
+        if self._image is not None or raw.nbytes != 4 * self.size[0] * self.size[1]:
+            raise RuntimeError(f"the canvas gave {raw.nbytes} bytes for {self.size} pixels")
+        self._image = Image.frombuffer("RGBA", self.size, raw, "raw", "RGBA", 0, 1).convert("RGB")
+        return raw.nbytes
+
+    def take(self) -> Any:
+        """The RGB image (``PIL.Image.Image``); the sink lets go of it."""
+        image, self._image = self._image, None
+        if image is None:
+            raise RuntimeError("the canvas wrote no pixels")
+        return image
+
+
+def _release(fig: Figure, collect: bool = False) -> None:
+    """Let go of what a drawn figure holds: its axes and artists, and its renderer
+    (a new, empty Agg canvas replaces the drawn one).
+
+    The drawn text artists keep the renderer, and they are freed by the garbage
+    collector (they refer to each other), not when the figure lets go of them:
+    ``collect`` runs it, so that the renderer's pixels (5 bytes a pixel) are freed
+    now (about 50 ms).
+    """
+    for ax in fig.axes:  # released without Axes.clear(), which rebuilds every tick
+        fig.delaxes(ax)
+    ax = None  # the loop's last axes: not kept alive through the collection
+    fig.clear()
+    FigureCanvasAgg(fig)
+    if collect:
+        gc.collect()
 
 
 def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
@@ -60,32 +116,29 @@ def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
 
     literal_text(fig)  # region names shown as written, never as mathtext
     d = dpi or DPI
-    buf = io.BytesIO()
     if fmt == "png" and colors:
         # the quantised PNG straight from the canvas's pixels: the same pixels as
         # writing a PNG and reading it back, without encoding and decoding it
-        # (a figure of 128 panels is 30 MB of RGBA)
-        fig.savefig(buf, format="rgba", dpi=d)
+        # (a figure of 128 panels is 30 MB of RGBA). The renderer's buffer goes
+        # straight into an RGB image (no copy of the RGBA bytes), and a large
+        # figure's renderer is freed before quantising, which takes 9 bytes a pixel
+        # (issue 18: a part of the TAC grid, 2.1 M pixels, raised a worker's RSS by
+        # 40 MiB, now 30; the page's bytes are the same)
         size = (int(fig.get_figwidth() * d), int(fig.get_figheight() * d))
-    else:
-        meta = {"Software": None} if fmt == "png" else {"Date": None}
-        fig.savefig(buf, format=fmt, dpi=d, metadata=meta)
-    for ax in fig.axes:  # released without Axes.clear(), which rebuilds every tick
-        fig.delaxes(ax)
-    fig.clear()
-    if fmt == "png" and colors:
+        sink = _RGBSink(size)
+        fig.savefig(sink, format="rgba", dpi=d)
+        _release(fig, collect=size[0] * size[1] >= COLLECT_PIXELS)
         from PIL import Image
 
-        raw = buf.getbuffer()  # no copy of the pixels
-        if raw.nbytes != 4 * size[0] * size[1]:
-            raise RuntimeError(f"the canvas gave {raw.nbytes} bytes for {size} pixels")
-        img = Image.frombuffer("RGBA", size, raw, "raw", "RGBA", 0, 1).convert("RGB")
-        del raw, buf
         out = io.BytesIO()
-        img.quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(
+        sink.take().quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(
             out, format="PNG", optimize=True)
         data = out.getvalue()
     else:
+        buf = io.BytesIO()
+        meta = {"Software": None} if fmt == "png" else {"Date": None}
+        fig.savefig(buf, format=fmt, dpi=d, metadata=meta)
+        _release(fig)
         data = buf.getvalue()
     mime = "image/svg+xml" if fmt == "svg" else "image/png"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

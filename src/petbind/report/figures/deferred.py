@@ -20,6 +20,7 @@ Figures that a section builds itself (not through a builder of the
 
 from __future__ import annotations
 
+import gc
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,10 +54,20 @@ def draw(recipes: list[tuple[Recipe, tuple[Any, ...], dict[str, Any]]]) -> list[
     """Build and embed figures: ``[figure_to_data_uri(builder(*args), *uri_args)]``.
 
     One task of :meth:`DeferredFigures.fill`: plain arguments in, strings out.
+    Before it returns, the garbage collector runs once: a figure's artists refer
+    to each other, so a drawn figure is freed by the collector, not when it is
+    dropped, and a worker gives its free heap back when a task ends
+    (:func:`petbind.compute.release_free_heap`): collected later, the figures of
+    one task would stay in the worker's memory during the next ones (128 scans:
+    a worker's RSS 20 MiB higher at its peak and 15-40 MiB higher between
+    tasks; the collection costs about 50 ms a task).
     """
-    return [_figures.figure_to_data_uri(getattr(_figures, r.builder)(*r.args, **r.kwargs),
-                                        *uri_args, **uri_kwargs)
-            for r, uri_args, uri_kwargs in recipes]
+    try:
+        return [_figures.figure_to_data_uri(getattr(_figures, r.builder)(*r.args, **r.kwargs),
+                                            *uri_args, **uri_kwargs)
+                for r, uri_args, uri_kwargs in recipes]
+    finally:
+        gc.collect()
 
 
 class DeferredFigures:
