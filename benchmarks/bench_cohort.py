@@ -329,11 +329,13 @@ def stop_cluster(procs: list) -> None:
             p.wait()
 
 
-def fixed_overhead_mib(env: dict[str, str]) -> float:
-    """RSS of a worker-like process with what the scan tasks import, before any scan."""
+def fixed_overhead_mib(env: dict[str, str], report: bool = False) -> float:
+    """RSS of a worker-like process with what the scan tasks import, before any scan;
+    ``report``: with what the report's figure tasks import too (matplotlib, PIL)."""
     code = ("import distributed, petbind.study.pipeline, petbind.parametric, petbind.models, "
-            "petbind.io.bids, petbind.io.tables, pandas, scipy.optimize, psutil; "
-            "print(psutil.Process().memory_info().rss)")
+            "petbind.io.bids, petbind.io.tables, pandas, scipy.optimize, psutil"
+            + (", petbind.report.figures.deferred, PIL.Image" if report else "")
+            + "; print(psutil.Process().memory_info().rss)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True)
     return int(out.stdout) / 2**20
@@ -513,6 +515,7 @@ def main() -> None:
     scan_mib = float(np.prod(SHAPE) * 29 * 4 / 2**20)
     _log(log, {"meta": {"n_brain": n_brain, "scan_mib": scan_mib,
                         "overhead_mib": fixed_overhead_mib(env),
+                        "overhead_report_mib": fixed_overhead_mib(env, report=True),
                         "cpus": os.cpu_count(), "host": platform.node(),
                         "command": " ".join(["python", "benchmarks/bench_cohort.py",
                                              *sys.argv[1:]]),
@@ -604,6 +607,8 @@ def _write(state: dict) -> None:
     if runs:
         all_runs = runs + ([cluster] if cluster else [])
         worst = max(r["worker_mib"] for r in all_runs)
+        # the workers draw the report's figures too: its imports are part of the overhead
+        scan_overhead, overhead = overhead, meta.get("overhead_report_mib", overhead)
         limit = 2 * scan_mib + overhead
         idle = state["idle"]
         lines += [
@@ -611,7 +616,11 @@ def _write(state: dict) -> None:
             "",
             f"Fixed overhead: {overhead:.0f} MiB, the RSS of a Python process that has "
             "imported what a scan task imports (distributed, petbind's pipeline, maps, "
-            "models, io, pandas, scipy.optimize) before touching a scan."
+            "models, io, pandas, scipy.optimize)"
+            + (" and what a task of the report's figures imports (matplotlib, PIL: "
+               "`petbind.report.figures`; the workers draw the report), before touching a "
+               f"scan; the scan tasks' imports alone: {scan_overhead:.0f} MiB."
+               if "overhead_report_mib" in meta else " before touching a scan.")
             + (" A `dask worker` process registered with the scheduler and before any "
                "task measured " + " and ".join(f"{x:.0f}" for x in idle["idle_worker_mib"])
                + " MiB (it imports petbind's modules with its first task)." if idle else "")

@@ -53,10 +53,26 @@ RESULT = Path(__file__).parent / "results" / "report.md"
 
 #: One measured build, in a fresh process: ``python -c _BUILD OUT WORKERS``.
 _BUILD = r"""
-import hashlib, json, resource, sys, time
+import hashlib, json, os, resource, sys, threading, time
 def proc():
-    import resource, time
-    return time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import time
+    return time.process_time()
+def hwm():  # this process's own peak RSS (MiB); ru_maxrss is the parent's in a LocalCluster worker
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+class Poll(threading.Thread):  # each worker's RSS every 0.25 s
+    def __init__(self, pids):
+        import psutil
+        super().__init__(daemon=True)
+        self.procs = [psutil.Process(p) for p in pids]
+        self.peak = [0.0] * len(pids)
+        self.stop = threading.Event()
+    def run(self):
+        while not self.stop.is_set():
+            for i, p in enumerate(self.procs):
+                self.peak[i] = max(self.peak[i], p.memory_info().rss / 2**20)
+            self.stop.wait(0.25)
 def main():
     import petbind
     from petbind.compute import shared_scheduler
@@ -64,15 +80,26 @@ def main():
     out, w = sys.argv[1], int(sys.argv[2])
     with shared_scheduler(f"local:{w}" if w else None) as engine:
         before = engine.run(proc) if w else {}
+        keys = sorted(before)
+        poll = Poll([engine.run(os.getpid)[k] for k in keys]) if w else None
+        start = [engine.run(hwm)[k] for k in keys] if w else []
+        if poll:
+            poll.start()
         t, c = time.perf_counter(), time.process_time()
         page = build_report(out, scheduler=engine)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
+        if poll:
+            poll.stop.set()
+            poll.join()
         after = engine.run(proc) if w else {}
+        peak = engine.run(hwm) if w else {}
     print(json.dumps({
         "src": petbind.__file__, "wall": wall, "cpu_main": cpu,
         "rss_main": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "cpu_workers": [after[k][0] - before[k][0] for k in after],
-        "rss_workers": [after[k][1] for k in after],
+        "cpu_workers": [after[k] - before[k] for k in keys],
+        "rss_workers": [max(a, b) for a, b in zip(poll.peak, [peak[k] for k in keys])]
+                       if poll else [],
+        "rss_workers_start": start,
         "sha256": hashlib.sha256(page.read_bytes()).hexdigest()}))
 if __name__ == "__main__":
     main()
@@ -85,7 +112,8 @@ def _keep_history(old: str) -> str:
     return old[i:] if i >= 0 else ""
 
 
-def serial(outs: list[str], workers: list[int], against: str | None) -> None:
+def serial(outs: list[str], workers: list[int], against: str | None,
+           repeats: int = 1) -> None:
     """``--serial``: build_report per folder, tree and cluster size; add a section."""
     import shutil
 
@@ -102,22 +130,22 @@ def serial(outs: list[str], workers: list[int], against: str | None) -> None:
         shutil.copytree(src.root, out, ignore=shutil.ignore_patterns("report.html"))
         n = len(build.load_outputs(out).scans)
         pages = {}
-        for w in workers:
-            for name, tree in trees:
-                env = {**os.environ, "PYTHONPATH": tree}
-                load = os.getloadavg()[0]
-                start = time.strftime("%H:%M", time.gmtime())
-                r = subprocess.run([sys.executable, "-c", _BUILD, str(out), str(w)], env=env,
-                                   capture_output=True, text=True)
-                if r.returncode:
-                    raise SystemExit(f"build_report failed ({tree}, {w} workers):\n"
-                                     f"{r.stderr[-3000:]}")
-                rec = json.loads(r.stdout.strip().splitlines()[-1])
-                rec.update(n=n, workers=w, tree=name, src_dir=tree, start=start,
-                           load=(load, os.getloadavg()[0]))
-                pages.setdefault(w, set()).add(rec["sha256"])
-                rows.append(rec)
-                print(json.dumps(rec), flush=True)
+        runs = [(w, name, tree) for w in workers for _ in range(repeats) for name, tree in trees]
+        for w, name, tree in runs:
+            env = {**os.environ, "PYTHONPATH": tree}
+            load = os.getloadavg()[0]
+            start = time.strftime("%H:%M", time.gmtime())
+            r = subprocess.run([sys.executable, "-c", _BUILD, str(out), str(w)], env=env,
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise SystemExit(f"build_report failed ({tree}, {w} workers):\n"
+                                 f"{r.stderr[-3000:]}")
+            rec = json.loads(r.stdout.strip().splitlines()[-1])
+            rec.update(n=n, workers=w, tree=name, src_dir=tree, start=start,
+                       load=(load, os.getloadavg()[0]))
+            pages.setdefault(w, set()).add(rec["sha256"])
+            rows.append(rec)
+            print(json.dumps(rec), flush=True)
         for rec in rows:
             if rec["n"] == n:
                 rec["same_page"] = len(pages[rec["workers"]]) == 1 and len(
@@ -129,17 +157,21 @@ def serial(outs: list[str], workers: list[int], against: str | None) -> None:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         f"`python benchmarks/bench_report.py --serial {' '.join(outs)} --workers "
-        f"{' '.join(map(str, workers))}" + (f" --against {against}" if against else "") + "`"
+        f"{' '.join(map(str, workers))}" + (f" --against {against}" if against else "")
+        + (f" --repeats {repeats}" if repeats > 1 else "") + "`"
         f" on {platform.machine()}, {os.cpu_count()} CPUs (shared: load average before -> "
         "after each build in the table). `build_report` of a copy of each output folder, "
         "each build in a fresh process, in-process (0 workers) or on a local cluster "
         "started before it (as `petbind run` shares its cluster with the report). "
         "*Main CPU* and *main RSS*: the process that builds the page (the serial part); "
-        "*workers*: CPU and peak RSS of each worker process over the build (figures drawn "
-        "as tasks). *Same page*: every build of that folder wrote the same bytes.",
+        "*workers*: CPU of each worker process over the build (figures drawn as tasks), "
+        "and its RSS when the build starts -> its peak (RSS polled every 0.25 s and the "
+        "process's own VmHWM; `ru_maxrss` is the parent's in a LocalCluster worker). With "
+        "`--against`, the trees' builds alternate, `--repeats` times. *Same page*: every "
+        "build of that folder wrote the same bytes.",
         "",
         "| scans | workers | tree | start (UTC) | wall (s) | main CPU (s) | main peak RSS "
-        "(MiB) | workers CPU (s) | workers peak RSS (MiB) | same page | load |",
+        "(MiB) | workers CPU (s) | workers RSS start -> peak (MiB) | same page | load |",
         "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -148,11 +180,20 @@ def serial(outs: list[str], workers: list[int], against: str | None) -> None:
             f"| {r['n']} | {r['workers']} | {tree} | {r['start']} | {r['wall']:.1f} | "
             f"{r['cpu_main']:.1f} | {r['rss_main']:.0f} | "
             f"{' + '.join(f'{c:.1f}' for c in r['cpu_workers']) or '-'} | "
-            f"{' / '.join(f'{m:.0f}' for m in r['rss_workers']) or '-'} | "
+            f"{_worker_rss(r)} | "
             f"{'yes' if r['same_page'] else 'NO'} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
     old = RESULT.read_text(encoding="utf-8") if RESULT.is_file() else "# Report builder benchmark\n"
     RESULT.write_text(old.rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
+
+
+def _worker_rss(r: dict) -> str:
+    """``start -> peak`` MiB of each worker (older records: the peak alone)."""
+    start = r.get("rss_workers_start")
+    if not start:
+        return " / ".join(f"{m:.0f}" for m in r["rss_workers"]) or "-"
+    return " / ".join(f"{a:.0f} -> {m:.0f}" for a, m in zip(start, r["rss_workers"],
+                                                             strict=True))
 
 
 def _timed(fn, repeats: int) -> tuple[float, float]:
@@ -218,7 +259,9 @@ def add_preprocessing(out: Path, bids: Path, seed: int = 0) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", help="pipeline output folder (default: run the demo)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int,
+                        help="repeats (default 3; --serial: builds per tree and size, "
+                        "default 1)")
     parser.add_argument("--serial", nargs="+", metavar="OUT",
                         help="measure build_report of these output folders in fresh processes, "
                         "in-process and on local clusters (see the module's docstring)")
@@ -227,7 +270,7 @@ def main() -> None:
     parser.add_argument("--against", help="--serial: another source tree to measure too")
     args = parser.parse_args()
     if args.serial:
-        serial(args.serial, args.workers, args.against)
+        serial(args.serial, args.workers, args.against, args.repeats or 1)
         return
 
     from petbind.report import build, figures, preprocessing
@@ -266,6 +309,7 @@ def main() -> None:
     raw_b64_mb = sum(4 * ((p.stat().st_size + 2) // 3) for p in qc_files) / 1e6
 
     load_before = os.getloadavg()
+    args.repeats = args.repeats or 3
     base_wall, base_cpu = _timed(lambda: build.build_report(out), args.repeats)
     size_mb = (build.load_outputs(out).root / build.REPORT_NAME).stat().st_size / 1e6
 
