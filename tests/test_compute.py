@@ -206,18 +206,24 @@ def test_two_runs_with_the_same_task_names_on_one_cluster_keep_their_own_results
 
 
 def test_a_local_cluster_runs_the_graph_in_worker_processes():
+    import dask
+
     with open_engine("local:2", n_tasks=2) as engine:
         assert engine.n_workers == 2 and not engine.shares_memory
         out = engine.run([Task("a", os.getpid), Task("b", os.getpid, after=("a",)),
                           Task("omp", os.getenv, ("OMP_NUM_THREADS",)),
                           Task("itk", os.getenv, ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",)),
                           Task("trim", os.getenv, ("MALLOC_TRIM_THRESHOLD_",)),
-                          Task("mmap", os.getenv, ("MALLOC_MMAP_THRESHOLD_",))])
+                          Task("mmap", os.getenv, ("MALLOC_MMAP_THRESHOLD_",)),
+                          Task("profile", dask.config.get,
+                               ("distributed.worker.profile.enabled",))])
     assert os.getpid() not in (out["a"], out["b"])
     # one thread per worker for OpenMP/BLAS and ITK: parallelism is across tasks
     assert out["omp"] == "1" and out["itk"] == "1"
     # freed memory stays with the worker (not distributed's 64 KiB trim threshold)
     assert int(out["trim"]) >= 2**27 and int(out["mmap"]) >= 2**24
+    # no statistical profiler: its call trees grew a worker's RSS with the run's length
+    assert out["profile"] is False
 
 
 def test_a_shared_local_scheduler_is_one_cluster_for_several_runs():

@@ -63,6 +63,14 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 #: against 0.05 s with these settings).
 WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
                      "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+#: dask settings of worker processes started by ``local``: no statistical profiler. It keeps
+#: a call tree of every second of work for an hour, for dask's dashboard (which petbind
+#: does not open): drawing the 128-scan cohort's report on 2 fresh workers, their RSS crept
+#: from 178 to 190 MiB and peaked at 206 / 194 MiB with it, stayed at 163 and peaked at
+#: 178 / 176 MiB without it (issue 18), and its sampling thread took about 1-2 CPU-s of the
+#: workers' 33 each. A ``dask worker`` started by hand gets the same with
+#: ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` in its environment.
+WORKER_DASK_CONFIG = {"distributed.worker.profile.enabled": False}
 #: Seconds to wait for a scheduler at an address before giving up.
 CONNECT_TIMEOUT_S = 10.0
 _KINDS = ("sync", "threads", "local", "address", "client")
@@ -455,7 +463,7 @@ def _local_cluster(n: int) -> Iterator[Any]:
     # malloc settings must be in the environment before a worker process starts
     key = "distributed.nanny.pre-spawn-environ"
     pre_spawn = {**(dask.config.get(key, default=None) or {}), **WORKER_MALLOC_ENV}
-    with warnings.catch_warnings(), dask.config.set({key: pre_spawn}):
+    with warnings.catch_warnings(), dask.config.set({key: pre_spawn, **WORKER_DASK_CONFIG}):
         warnings.simplefilter("ignore")
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                dashboard_address=None, env=dict(WORKER_ENV))
