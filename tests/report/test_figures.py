@@ -424,3 +424,39 @@ def test_a_figure_task_frees_its_figures_before_it_returns(no_automatic_gc, monk
     uris = deferred.draw([(recipe, (), {}), (recipe, (), {})])
     assert len(uris) == 2 and uris[0] == uris[1]
     assert len(drawn) == 2 and all(ref() is None for ref in drawn)
+
+
+def test_figure_tasks_in_flight_are_at_most_two_per_worker():
+    """Issue 18: a task sent to a cluster waits on a worker with its arguments, so the
+    figure tasks are sent two per worker at a time, the next as one finishes."""
+    import threading
+
+    from petbind.report.figures.deferred import DeferredFigures
+
+    class Engine:  # records how many tasks it holds at once
+        n_workers = 2
+
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.now = self.most = 0
+            self.release = threading.Event()
+
+        def run(self, tasks):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            self.release.wait(5.0)  # held until every figure has been recorded
+            out = {t.key: t.func(*t.args, **t.kwargs) for t in tasks}
+            with self.lock:
+                self.now -= 1
+            return out
+
+    engine = Engine()
+    deferred = DeferredFigures(engine, batch=1)
+    t = np.array([1.0, 2.0])
+    keys = [deferred.figure_to_data_uri(deferred.fit_figure(t, {"a": t}, {"m": {"a": t}}))
+            for _ in range(6)]
+    engine.release.set()
+    page = deferred.fill(" ".join(keys))
+    assert engine.most == 2 * engine.n_workers
+    assert page.count("data:image/png;base64,") == 6
