@@ -212,3 +212,23 @@ def test_frame_blocks_of_a_gz_file_are_read_through_one_open_stream(tmp_path, mo
     with pytest.raises(FileFormatError) as exc:
         img.get_data()
     assert exc.value.field == "data" and str(p) in str(exc.value)
+
+
+@pytest.mark.parametrize("damage", ["trailer", "beyond"])
+def test_a_whole_in_order_read_checks_the_end_of_the_stream(tmp_path, damage):
+    # every data byte is there, but the gzip trailer (CRC-32, length) is gone, or more
+    # data follows what the header needs: only reading on past the last frame tells
+    import gzip
+
+    data = _data().astype(np.float32)
+    p = tmp_path / "a.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(p))
+    raw = p.read_bytes()
+    p.write_bytes(raw[:-8] if damage == "trailer" else raw + gzip.compress(b"1234", mtime=0))
+    img = DynamicImage(nib.load(str(p)).dataobj, np.eye(4), TIMING, path=str(p))
+    np.testing.assert_array_equal(img.frames(0, 2), data[..., :2])  # a part reads fine
+    for read in (img.get_data, lambda: img.voxel_curves(_mask()),
+                 lambda: img.region_means(np.ones(SHAPE, int))):
+        with pytest.raises(FileFormatError) as exc:
+            read()
+        assert exc.value.field == "data" and str(p) in str(exc.value)

@@ -11,6 +11,7 @@ reading, so the file on disk never needs a float64 copy in memory.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -191,6 +192,15 @@ class DynamicImage:
         0.1 for one pass; issue 18). Here a ``.nii.gz`` is opened once
         (:func:`petbind.gz.open_read`: ISA-L when installed) and each block is
         read where the one before ended. The same values as :meth:`frames`.
+
+        When the blocks read were every frame, in order, the stream is then read
+        to its end (:func:`petbind.gz.check_stream_end`: every gzip member's
+        CRC-32 and length, and the size the header needs), so a whole read of an
+        image opened without the whole-stream check
+        (``load_pet(..., verify_gzip=False)``) is verified by the one
+        decompression that reads it; a damaged file raises a
+        :class:`~petbind.errors.FileFormatError` naming it, after the last block
+        and before the caller's result is returned.
         """
         from nibabel.arrayproxy import ArrayProxy
 
@@ -208,10 +218,23 @@ class DynamicImage:
             raise FileFormatError(f"cannot open the image: {exc}", path=self.path,
                                   field="data", fix="check that the file exists and is "
                                   "readable") from None
+        read: list[tuple[int, int]] = []
+
+        def frames(t0: int, t1: int) -> NDArray[np.float32]:
+            read.append((t0, t1))
+            return self._frames_of(proxy, t0, t1)
+
         with fobj:
             proxy = ArrayProxy(fobj, (d.shape, d.dtype, d.offset, d.slope, d.inter),
                                order=d.order)
-            yield lambda t0, t1: self._frames_of(proxy, t0, t1)
+            yield frames
+            if read and read[0][0] == 0 and read[-1][1] == self.n_frames and all(
+                    a[1] == b[0] for a, b in itertools.pairwise(read)):
+                from petbind.gz import check_stream_end
+
+                nbytes = int(np.prod(d.shape, dtype=np.int64)) * np.dtype(d.dtype).itemsize
+                check_stream_end(fobj, self.path or str(src),
+                                 expected_size=int(d.offset) + nbytes)
 
     def _check_mask(self, mask: ArrayLike, name: str = "mask") -> NDArray[np.bool_]:
         m = np.asarray(mask)
