@@ -27,7 +27,10 @@ flowing"; output files in docs/outputs.md):
 A scan whose provenance matches (same inputs, settings, version, intact
 outputs) is skipped, so a rerun is cheap and a run killed at any point
 resumes to the same outputs: every file is written atomically and the
-provenance of a scan is written after its other outputs.
+provenance of a scan is written after its other outputs. Which subjects and
+scans are current is decided in this process before any task is sent
+(:func:`current_tasks`), so a rerun over complete outputs sends no task and
+starts no worker for them.
 
 This module is the orchestration: which stage runs when, on which engine, in
 which locked output folder. The stages live below it (``scan_stage`` ->
