@@ -58,6 +58,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -453,15 +454,18 @@ def _log(path: Path, record: dict) -> None:
 
 
 def _read_logs(paths: list[Path]) -> dict:
-    """Every record of the logs; a later run of the same (scans, scheduler) replaces one."""
+    """Every record of the logs; a later invocation's runs of the same (scans, scheduler)
+    replace an earlier one's (all its repeats)."""
     state: dict = {"meta": None, "runs": {}, "cluster": None, "idle": None, "stats": None,
                    "gen_s": {}}
+    invocation = 0
     for path in paths:
         for line in path.read_text().splitlines():
             if not line.startswith("{"):
                 continue
             r = json.loads(line)
             if "meta" in r:
+                invocation += 1
                 if state["meta"] is None:
                     state["meta"] = {**r["meta"], "commands": []}
                 state["meta"]["commands"].append((r["meta"]["utc"], r["meta"]["command"]))
@@ -475,9 +479,15 @@ def _read_logs(paths: list[Path]) -> dict:
                                      for x in r["stats_memory"]}}
             elif "scheduler" in r:
                 if r["scheduler"].startswith("local:"):
-                    state["runs"][(r["n"], r["scheduler"])] = r
+                    # the runs of one (scans, scheduler) from the latest invocation that
+                    # ran it (its --repeats); an earlier invocation's are replaced
+                    key = (r["n"], r["scheduler"])
+                    inv, kept = state["runs"].get(key, (invocation, []))
+                    state["runs"][key] = (invocation, (kept if inv == invocation else [])
+                                          + [r])
                 else:
                     state["cluster"] = r
+    state["runs"] = {k: v for k, (_inv, v) in state["runs"].items()}
     return state
 
 
@@ -489,6 +499,9 @@ def main() -> None:
                     help="scans of the run on a dask scheduler + 2 dask worker processes "
                          "(0: none)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/petbind-bench-cohort"))
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each (scans, workers), the worker counts alternating "
+                         "within each repeat so that both meet the same load")
     ap.add_argument("--stats-memory", metavar="REV",
                     help="also measure the voxel statistics' peak memory with the "
                          "stats/voxel.py of git revision REV (before streaming) and of "
@@ -525,13 +538,15 @@ def main() -> None:
         t = time.perf_counter()
         bids = make_cohort(args.work / f"bids{n}", n)
         _log(log, {"generated": n, "seconds": time.perf_counter() - t})
-        for w in args.workers:
-            out = args.work / f"out{n}_w{w}"
-            subprocess.run(["rm", "-rf", str(out)], check=True)
-            r = run_petbind(bids, out, f"local:{w}", env)
-            r["w"] = w
-            _log(log, r)
-            _write(_read_logs([log]))
+        for k in range(args.repeats):
+            for w in args.workers:
+                out = args.work / f"out{n}_w{w}"
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+                r = run_petbind(bids, out, f"local:{w}", env)
+                r["w"] = w
+                r["repeat"] = k
+                _log(log, r)
+                _write(_read_logs([log]))
     if args.cluster_size:
         n = args.cluster_size
         bids = make_cohort(args.work / f"bids{n}", n)
@@ -564,7 +579,8 @@ def _row(r: dict, where: str) -> str:
 
 def _write(state: dict) -> None:
     meta = state["meta"]
-    runs = sorted(state["runs"].values(), key=lambda r: (r["n"], r["w"]))
+    runs = sorted((r for rs in state["runs"].values() for r in rs),
+                  key=lambda r: (r["n"], r["w"], r.get("repeat", 0)))
     cluster = state["cluster"]
     scan_mib, overhead = meta["scan_mib"], meta["overhead_mib"]
     lines = [
@@ -593,7 +609,8 @@ def _write(state: dict) -> None:
         "| --- |",
     ]
     for r in runs:
-        lines.append(_row(r, r["scheduler"]))
+        lines.append(_row(r, r["scheduler"] + (f" (repeat {r['repeat'] + 1})"
+                                               if "repeat" in r else "")))
     if cluster:
         lines.append(_row(cluster, "`dask scheduler` + 2 `dask worker` processes"))
     if state["gen_s"]:
@@ -622,19 +639,34 @@ def _write(state: dict) -> None:
         ]
         by: dict = {}
         for r in runs:
-            by.setdefault(r["n"], {})[r["w"]] = r
+            by.setdefault(r["n"], {}).setdefault(r["w"], []).append(r)
         lines += ["## Scaling from 1 to 2 workers", "",
-                  "| scans | wall 1 worker (s) | wall 2 workers (s) | speed-up (wall) | "
-                  "scans stage speed-up | worker CPU-s / scan, 1 -> 2 workers |",
-                  "| ---: | ---: | ---: | ---: | ---: | --- |"]
+                  "Medians over the repeats; *pairs* are each repeat's 1-worker wall over "
+                  "its 2-worker wall (run one after the other, so both met the same load).",
+                  "",
+                  "| scans | repeats | wall 1 worker (s) | wall 2 workers (s) | speed-up "
+                  "(wall, medians) | speed-up of the pairs (min-max) | scans stage "
+                  "speed-up | worker CPU-s / scan, 1 -> 2 workers |",
+                  "| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
+
+        def med(rs: list[dict], f: Callable[[dict], float]) -> float:
+            return float(np.median([f(r) for r in rs]))
+
         for n, d in sorted(by.items()):
             if 1 in d and 2 in d:
+                one, two = d[1], d[2]
+                pairs = [a["wall"] / b["wall"] for a in one for b in two
+                         if a.get("repeat", 0) == b.get("repeat", 0)]
+                w1, w2 = med(one, lambda r: r["wall"]), med(two, lambda r: r["wall"])
+                s1 = med(one, lambda r: r["stages"]["scans"])
+                s2 = med(two, lambda r: r["stages"]["scans"])
                 lines.append(
-                    f"| {n} | {d[1]['wall']:.1f} | {d[2]['wall']:.1f} | "
-                    f"{d[1]['wall'] / d[2]['wall']:.2f} | "
-                    f"{d[1]['stages']['scans'] / d[2]['stages']['scans']:.2f} | "
-                    f"{d[1].get('cpu_workers', np.nan) / n:.2f} -> "
-                    f"{d[2].get('cpu_workers', np.nan) / n:.2f} |")
+                    f"| {n} | {min(len(one), len(two))} | {w1:.1f} | {w2:.1f} | "
+                    f"{w1 / w2:.2f} | "
+                    + (f"{min(pairs):.2f}-{max(pairs):.2f}" if pairs else "") + " | "
+                    f"{s1 / s2:.2f} | "
+                    f"{med(one, lambda r: r.get('cpu_workers', np.nan)) / n:.2f} -> "
+                    f"{med(two, lambda r: r.get('cpu_workers', np.nan)) / n:.2f} |")
         m = model(runs)
         lines += ["", "## Extrapolation", "",
                   f"Measured (wall, under the load above): T(N, W) = f + N s / W + N g with "

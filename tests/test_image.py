@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from petbind.errors import DataError, TimingError
+from petbind.errors import DataError, FileFormatError, TimingError
 from petbind.image import DynamicImage
 from petbind.timing import FrameTiming
 
@@ -166,3 +166,69 @@ def test_chunks_of_a_gz_file_equal_voxel_curves_and_leave_no_temporary_file(tmp_
     np.testing.assert_allclose(out, data[_mask()] * 0.5, rtol=1e-7)
     assert list(scratch.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "scratch"]
+
+
+def test_frame_blocks_of_a_gz_file_are_read_through_one_open_stream(tmp_path, monkeypatch):
+    # nibabel's proxy re-opens a .nii.gz for every slice and inflates it again from its
+    # start up to the slice; reading block after block must open it once
+    from nibabel.openers import ImageOpener
+
+    import petbind.gz
+
+    data = _data().astype(np.float32)
+    p = tmp_path / "a.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(p))
+    scale = np.linspace(0.5, 2.0, T)
+    img = DynamicImage(nib.load(str(p)).dataobj, np.eye(4), TIMING, frame_scale=scale)
+    monkeypatch.setattr(DynamicImage, "BLOCK_BYTES", 4 * int(np.prod(SHAPE)) * 2)  # 2 frames
+    assert len(img._frame_blocks()) == 3
+    opened: list[str] = []
+    real_open = petbind.gz.open_read
+    monkeypatch.setattr(petbind.gz, "open_read",
+                        lambda *a, **k: opened.append("petbind") or real_open(*a, **k))
+    real_init = ImageOpener.__init__
+
+    def counting_init(self, fileish, *a, **k):
+        if isinstance(fileish, str):
+            opened.append("nibabel")
+        real_init(self, fileish, *a, **k)
+
+    monkeypatch.setattr(ImageOpener, "__init__", counting_init)
+    labels = np.arange(int(np.prod(SHAPE))).reshape(SHAPE) % 3 + 1
+    expected = data * scale.astype(np.float32)
+    np.testing.assert_array_equal(img.get_data(), expected)
+    assert opened == ["petbind"]
+    np.testing.assert_array_equal(img.voxel_curves(_mask()), expected[_mask()])
+    means = img.region_means(labels)
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(means.values[k - 1],
+                                   expected[labels == k].astype(np.float64).mean(axis=0),
+                                   rtol=1e-12)
+    assert opened == ["petbind"] * 3
+    # a damaged stream still fails naming the file
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) // 2])
+    img = DynamicImage(nib.load(str(p)).dataobj, np.eye(4), TIMING, path=str(p))
+    with pytest.raises(FileFormatError) as exc:
+        img.get_data()
+    assert exc.value.field == "data" and str(p) in str(exc.value)
+
+
+@pytest.mark.parametrize("damage", ["trailer", "beyond"])
+def test_a_whole_in_order_read_checks_the_end_of_the_stream(tmp_path, damage):
+    # every data byte is there, but the gzip trailer (CRC-32, length) is gone, or more
+    # data follows what the header needs: only reading on past the last frame tells
+    import gzip
+
+    data = _data().astype(np.float32)
+    p = tmp_path / "a.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(p))
+    raw = p.read_bytes()
+    p.write_bytes(raw[:-8] if damage == "trailer" else raw + gzip.compress(b"1234", mtime=0))
+    img = DynamicImage(nib.load(str(p)).dataobj, np.eye(4), TIMING, path=str(p))
+    np.testing.assert_array_equal(img.frames(0, 2), data[..., :2])  # a part reads fine
+    for read in (img.get_data, lambda: img.voxel_curves(_mask()),
+                 lambda: img.region_means(np.ones(SHAPE, int))):
+        with pytest.raises(FileFormatError) as exc:
+            read()
+        assert exc.value.field == "data" and str(p) in str(exc.value)

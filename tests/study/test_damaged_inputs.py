@@ -31,3 +31,6 @@ def test_run_refuses_a_pet_image_or_atlas_with_a_gzip_crc_error(noise_free_study
         run_study(bids, load_config(noise_free_study["config"]), out_dir=tmp_path / "out",
                   progress=False)
     assert e.value.path == str(target) and e.value.field == "data"
+    # nothing of the damaged scan was written (its region curves are checked before use)
+    assert not [p for p in (tmp_path / "out").rglob(target.name.split("_pet")[0] + "*")
+                if p.is_file()]

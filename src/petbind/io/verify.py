@@ -30,7 +30,10 @@ import numpy as np
 
 from petbind.errors import FileFormatError
 from petbind.gz import ERRORS as _GZ_ERRORS
-from petbind.gz import decompressobj
+from petbind.gz import check_stream_end, damaged_stream_error, decompressobj
+
+__all__ = ["check_activity_range", "check_dynamic_shape", "check_image_type",
+           "check_stream_end", "damaged_stream_error", "verify_gzip"]
 
 PathLike = str | os.PathLike
 
@@ -70,46 +73,6 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
             f"the file decompresses to {total} bytes but its header needs {expected_size}",
             path=p, field="data", fix="copy or re-export the file")
     return total
-
-
-def damaged_stream_error(p: Any, exc: BaseException, where: str = "") -> FileFormatError:
-    """The error for a gzip stream whose inflater failed (``exc``): CRC or length mismatch,
-    truncation, data that is not deflate. ``where`` prefixes the message
-    (``"reading frame 3: "``)."""
-    return FileFormatError(
-        f"{where}the compressed file is damaged ({exc}); its data cannot be trusted",
-        path=p, field="data",
-        fix="copy or re-export the file (a gzip CRC or length error means the bytes "
-            "changed after it was written)")
-
-
-def check_stream_end(fobj: Any, path: PathLike, *, expected_size: int) -> None:
-    """Check a gzip stream read up to ``expected_size`` bytes: it ends there, intact.
-
-    ``fobj`` is a gzip reader (:func:`petbind.io.images.open_stream`) whose
-    first ``expected_size`` decompressed bytes (a NIfTI's ``vox_offset`` plus
-    its data) have been read. Reading on to the end of the file makes the
-    reader check the CRC-32 and ISIZE trailer of every member (RFC 1952
-    section 2.3.1; zero padding after the last member is allowed), so
-    together with the reads before it this is :func:`verify_gzip` from one
-    decompression.
-
-    Raises
-    ------
-    FileFormatError
-        CRC or length mismatch, a truncated stream, or data beyond
-        ``expected_size`` (field ``data``).
-    """
-    try:
-        pos = fobj.tell()
-        extra = fobj.read(1)
-    except (gzip.BadGzipFile, EOFError, zlib.error, OSError, *_GZ_ERRORS) as exc:
-        raise damaged_stream_error(path, exc) from None
-    if pos != expected_size or extra:
-        raise FileFormatError(
-            f"the file decompresses to {'more than ' if extra else ''}{pos + len(extra)} "
-            f"bytes but its header needs {expected_size}",
-            path=path, field="data", fix="copy or re-export the file")
 
 
 def _inflate_all(p: Path) -> int:

@@ -177,7 +177,10 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
     if scan_is_current(prov, inputs, settings, out_root):
         return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
 
-    img = load_pet(scan.fit_pet)
+    # no separate whole-stream check of a .nii.gz: the region curves read every frame in
+    # order through one stream and check its end (CRC-32, length) before they return
+    # (DynamicImage._in_order), so the scan is inflated once here, not twice (issue 18)
+    img = load_pet(scan.fit_pet, verify_gzip=False)
     labels, names, tacs, atlas_info = region_curves(scan, img, regions or {}, plan, out_root)
     regions_found = list(tacs.regions)
     targets = target_regions(scan, tracer, regions_found)
