@@ -134,6 +134,8 @@ def current_tasks(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     from petbind.study.provenance import hash_memo
     from petbind.study.scan_stage import scan_is_done
 
+    if not scans:
+        return {}
     kwargs = _scan_kwargs(config, plan)
 
     def timed(check: Callable[[], bool]) -> float | None:
@@ -176,6 +178,10 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
               ) -> list[ScanResult]:
     """Run the study's task graph (:func:`study_tasks`) on the compute engine.
 
+    Subjects and scans found current first (:func:`current_tasks`) are
+    reported as skipped and not sent; the engine is opened only when some
+    task is left.
+
     Parameters
     ----------
     scheduler : None or a ``--scheduler`` word
@@ -193,8 +199,9 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     """
     import dataclasses
 
-    from petbind.compute import open_engine
+    from petbind.compute import open_engine, parse_scheduler
 
+    parse_scheduler(scheduler)  # a wrong word fails now, even when nothing is to be sent
     say = log or (lambda _m: None)
     tasks = study_tasks(scans, config, out_dir, plan=plan)
     n_subjects = sum(t.key.startswith("petbind-subject-") for t in tasks)
