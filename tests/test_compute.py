@@ -3,6 +3,7 @@ engine, an unreachable scheduler named, and a CLI that imports no heavy library.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -365,3 +367,27 @@ def test_a_cluster_task_gives_the_free_heap_back_after_it_ran_and_after_it_faile
     with pytest.raises(ZeroDivisionError):
         compute._call_after(lambda: 1 / 0, (), {})
     assert calls == [1, 1]
+
+
+def test_a_shared_local_scheduler_starts_its_cluster_only_when_used(monkeypatch):
+    import petbind.compute as compute
+
+    started = []
+
+    @contextlib.contextmanager
+    def fake_cluster(n):
+        started.append(n)
+        yield SimpleNamespace(nthreads=lambda: {"w1": 1, "w2": 1}, submit=None, scatter=None)
+
+    monkeypatch.setattr(compute, "_local_cluster", fake_cluster)
+    with compute.shared_scheduler("local:2") as lazy:
+        assert compute.parse_scheduler(lazy).kind == "client"  # passed on as a client
+        assert not lazy.started and started == []
+    assert started == []  # nothing used it: no worker process
+    with compute.shared_scheduler("local:2") as lazy:
+        with open_engine(lazy) as engine:  # a stage with work opens an engine on it
+            assert engine.n_workers == 2
+        with open_engine(lazy):
+            pass
+        assert lazy.started
+    assert started == [2]  # one cluster for every stage

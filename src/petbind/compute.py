@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -475,18 +476,70 @@ def _local_cluster(n: int) -> Iterator[Any]:
         cluster.close()
 
 
+class LazyClient:
+    """The ``distributed.Client`` of a ``LocalCluster`` that starts on first use.
+
+    What :func:`shared_scheduler` yields for ``local``: passed around like a
+    client (it has ``submit`` and ``scatter``, so :func:`parse_scheduler` reads
+    it as one), it starts the cluster only when something uses it, e.g.
+    :func:`open_engine` for a stage that has tasks. A rerun over complete
+    outputs, which sends no task, starts no worker process.
+    """
+
+    def __init__(self, n_workers: int) -> None:
+        self.n_workers = n_workers
+        self._stack = contextlib.ExitStack()
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        """True once the cluster has been started."""
+        return self._client is not None
+
+    @property
+    def client(self) -> Any:
+        """The started cluster's client (started now if it was not)."""
+        with self._lock:  # one cluster, whichever thread asks first
+            if self._client is None:
+                self._client = self._stack.enter_context(_local_cluster(self.n_workers))
+        return self._client
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        """``Client.submit`` of the started cluster."""
+        return self.client.submit(*args, **kwargs)
+
+    def scatter(self, *args: Any, **kwargs: Any) -> Any:
+        """``Client.scatter`` of the started cluster."""
+        return self.client.scatter(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy / pickle / repr probes start nothing
+            raise AttributeError(name)
+        return getattr(self.client, name)
+
+    def close(self) -> None:
+        """Shut the cluster down if it was started."""
+        self._stack.close()
+        self._client = None
+
+
 @contextlib.contextmanager
 def shared_scheduler(scheduler: Any, *, default: str = "sync") -> Iterator[Any]:
     """One scheduler for several runs (e.g. ``petbind demo``'s two analyses).
 
-    A ``local`` value starts one ``LocalCluster`` here and yields its
-    ``distributed.Client``, so every :func:`open_engine` inside reuses the same
-    worker processes (which import petbind and its libraries once) instead of
-    starting a cluster per run; any other value is yielded unchanged.
+    A ``local`` value yields a :class:`LazyClient`: one ``LocalCluster``, started
+    the first time a stage sends it work, so every :func:`open_engine` inside
+    reuses the same worker processes (which import petbind and its libraries
+    once) instead of starting a cluster per run, and a run with nothing to
+    compute starts none; any other value is yielded unchanged.
     """
     spec = parse_scheduler(scheduler, default=default)
     if spec.kind != "local":
         yield scheduler
         return
-    with _local_cluster(spec.workers or usable_cpus()) as client:
-        yield client
+    lazy = LazyClient(spec.workers or usable_cpus())
+    try:
+        yield lazy
+    finally:
+        lazy.close()

@@ -3,10 +3,13 @@ reruns skip, a SIGKILLed run resumes to identical outputs, dask equals in-proces
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +283,91 @@ def test_counts_weights_take_the_sidecars_radionuclide_and_methods_say_so():
     assert "Frames were weighted by counts" in text
     assert "radionuclide C11 taken from the sidecars' TracerRadionuclide" in text.replace(
         "C-11", "C11")
+
+
+def _copy_study(study, tmp_path):
+    """The fixture's dataset and outputs copied (modification times kept), to edit freely."""
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    shutil.copytree(study["bids"], bids, ignore=shutil.ignore_patterns("petbind"))
+    shutil.copytree(study["out"], out)
+    return bids, out
+
+
+def _record_tasks(monkeypatch):
+    """Keys of every task sent to an engine; a local cluster started is an error."""
+    import petbind.compute as compute
+
+    sent: list[str] = []
+    real_run = compute.Engine.run
+
+    def run(self, tasks, *a, **k):
+        sent.extend(t.key for t in tasks)
+        return real_run(self, tasks, *a, **k)
+
+    def no_cluster(n):
+        raise AssertionError("a local cluster was started")
+
+    monkeypatch.setattr(compute.Engine, "run", run)
+    monkeypatch.setattr(compute, "_local_cluster", no_cluster)
+    return sent
+
+
+def test_rerun_over_complete_outputs_submits_no_scan_task_and_starts_no_cluster(
+        noise_free_study, tmp_path, monkeypatch):
+    bids, out = _copy_study(noise_free_study, tmp_path)
+    cfg = load_config(noise_free_study["config"])
+    # the config below differs at the study level; the description names the moved dataset
+    skip = ("group/", "study_config.toml", "dataset_description.json")
+    before = tree_digest(out, skip=skip)
+    sent = _record_tasks(monkeypatch)
+    # the scan stage alone, on a local cluster that starts only when it is sent work
+    from petbind.compute import shared_scheduler
+    from petbind.study.discover import discover_scans
+    from petbind.study.pipeline import run_scans
+
+    scans, _ = discover_scans(bids, cfg, out_dir=out)
+    with shared_scheduler("local:2") as lazy:
+        results = run_scans(scans, cfg, out, scheduler=lazy, progress=False)
+        assert not lazy.started
+    assert sent == []
+    assert [r.stem for r in results] == [s.stem for s in scans]
+    assert all(r.skipped for r in results)
+    # the whole study without its voxel statistics (whose flips are tasks): nothing starts
+    no_voxel = dataclasses.replace(cfg, statistics=dataclasses.replace(
+        cfg.statistics, voxel=dataclasses.replace(cfg.statistics.voxel, enabled=False)))
+    run_study(bids, no_voxel, out_dir=out, scheduler="local:2", progress=False)
+    assert sent == []
+    prov = json.loads((out / "group" / "provenance.json").read_text())
+    assert len(prov["skipped_scans"]) == len(scans) == 6
+    assert tree_digest(out, skip=skip) == before
+
+
+def test_a_changed_input_reruns_exactly_that_scan(noise_free_study, tmp_path, monkeypatch):
+    bids, out = _copy_study(noise_free_study, tmp_path)
+    cfg = load_config(noise_free_study["config"])
+    stem = "sub-02_ses-ketamine_trc-DASB"
+    skip = ("group/", "dataset_description.json")  # it names the dataset, moved here
+    before = tree_digest(out, skip=skip)
+    # one byte of the scan's sidecar changed with the size and modification time kept
+    # (as `cp -p` of another file would): only the bytes' hash can tell
+    side = next(bids.rglob(f"{stem}_pet.json"))
+    st = side.stat()
+    text = side.read_bytes()
+    assert text.endswith(b"}\n")
+    time.sleep(0.05)
+    side.write_bytes(text[:-1] + b" ")
+    os.utime(side, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert side.stat().st_size == st.st_size and side.stat().st_mtime_ns == st.st_mtime_ns
+    sent = _record_tasks(monkeypatch)
+    run_study(bids, cfg, out_dir=out, progress=False)
+    assert [k for k in sent if k.startswith("petbind-scan-")] == [f"petbind-scan-{stem}"]
+    prov = json.loads((out / "group" / "provenance.json").read_text())
+    assert stem not in prov["skipped_scans"] and len(prov["skipped_scans"]) == 5
+    after = tree_digest(out, skip=skip)
+    assert set(after) == set(before)
+    changed = sorted(k for k in before if after[k] != before[k])
+    # only that scan's files were written again: its provenance (the new sidecar's hash)
+    # and the sidecars that name the moved dataset's atlas; its numbers are the same
+    assert f"sub-02/ses-ketamine/pet/{stem}_provenance.json" in changed
+    assert all(k.startswith(f"sub-02/ses-ketamine/pet/{stem}_") and k.endswith(".json")
+               for k in changed), changed

@@ -274,18 +274,32 @@ def test_preprocessed_run_writes_qc_template_maps_and_voxel_statistics(chains):
 
 @pytest.mark.slow
 def test_rerun_skips_everything_and_a_damaged_preprocessing_output_redoes_only_its_scan(
-        chains):
+        chains, monkeypatch):
+    import petbind.compute as compute
     from petbind.study.pipeline import run_study
 
+    sent: list[str] = []
+    real_run = compute.Engine.run
+
+    def run(self, tasks, *a, **k):  # record what is sent to the engine
+        sent.extend(t.key for t in tasks)
+        return real_run(self, tasks, *a, **k)
+
+    monkeypatch.setattr(compute.Engine, "run", run)
     out = chains["res"].out_dir
     again = run_study(chains["raw"], chains["cfg"], progress=False)
     prov = json.loads((out / "group/provenance.json").read_text())
     assert len(prov["skipped_scans"]) == 4
+    # found current before anything was sent: no registration, no scan task
+    assert not [k for k in sent if k.startswith(("petbind-subject-", "petbind-scan-"))]
     assert again.outcomes.equals(chains["res"].outcomes)
     mc = (out / "preprocess/sub-01/ses-baseline/pet"
           / "sub-01_ses-baseline_trc-PHANTOM_desc-mc_pet.nii.gz")
     mc.unlink()
     third = run_study(chains["raw"], chains["cfg"], progress=False)
+    # exactly that scan's task (its subject's transforms are current)
+    assert [k for k in sent if k.startswith(("petbind-subject-", "petbind-scan-"))] == [
+        "petbind-scan-sub-01_ses-baseline_trc-PHANTOM"]
     prov = json.loads((out / "group/provenance.json").read_text())
     assert sorted(prov["skipped_scans"]) == sorted(
         f"sub-{s}_ses-{c}_trc-PHANTOM" for s, c in

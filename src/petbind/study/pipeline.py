@@ -27,7 +27,10 @@ flowing"; output files in docs/outputs.md):
 A scan whose provenance matches (same inputs, settings, version, intact
 outputs) is skipped, so a rerun is cheap and a run killed at any point
 resumes to the same outputs: every file is written atomically and the
-provenance of a scan is written after its other outputs.
+provenance of a scan is written after its other outputs. Which subjects and
+scans are current is decided in this process before any task is sent
+(:func:`current_tasks`), so a rerun over complete outputs sends no task and
+starts no worker for them.
 
 This module is the orchestration: which stage runs when, on which engine, in
 which locked output folder. The stages live below it (``scan_stage`` ->
@@ -64,8 +67,8 @@ from petbind.study.scan_stage import ScanResult, process_scan, scan_dir, scan_ou
 from petbind.study.tables import OUTCOME_PARAMS, for_stats, table_text
 
 __all__ = ["OUTCOME_PARAMS", "ScanResult", "StudyResult", "check_output_location",
-           "estimate_k2prime", "model_kwargs", "outcome_table", "process_scan", "run_scans",
-           "run_study", "scan_dir", "scan_outputs", "study_tasks", "voxel_statistics"]
+           "current_tasks", "estimate_k2prime", "model_kwargs", "outcome_table", "process_scan",
+           "run_scans", "run_study", "scan_dir", "scan_outputs", "study_tasks", "voxel_statistics"]
 
 
 # ----------------------------------------------------------------------------
@@ -100,11 +103,66 @@ def study_tasks(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
             after[subject] = (key,)
     for s in scans:
         tasks.append(Task(f"petbind-scan-{s.stem}", process_scan,
-                          (s, config.tracers[s.tracer], out_dir),
-                          {"plan": plan, "pvc": config.pvc, "regions": config.regions,
-                           **_parametric_kwargs(config)},
+                          (s, config.tracers[s.tracer], out_dir), _scan_kwargs(config, plan),
                           after=after.get(s.subject, ())))
     return tasks
+
+
+def _scan_kwargs(config: Any, plan: Any) -> dict[str, Any]:
+    """The keyword arguments of every scan task (and of its pre-check, :func:`current_tasks`)."""
+    return {"plan": plan, "pvc": config.pvc, "regions": config.regions,
+            **_parametric_kwargs(config)}
+
+
+def current_tasks(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
+                  plan: Any = None) -> dict[str, float]:
+    """Keys of the :func:`study_tasks` whose outputs are current, with the seconds each check took.
+
+    Checked here, in the caller's process, before any work is sent anywhere:
+    a subject's registration with :func:`petbind.study.preprocess.subject_is_current`,
+    a scan with :func:`petbind.study.scan_stage.scan_is_done` (the checks the
+    tasks themselves make first: the SHA-256 of every input and output, the
+    settings and the version in the provenance records). A scan counts as
+    current only when its subject's registration is, since a registration run
+    again may write other transforms, which are the scan's inputs. Files are
+    hashed in threads (hashlib and file reads release the GIL), each unchanged
+    file once (:func:`petbind.study.provenance.hash_memo`).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from petbind.compute import usable_cpus
+    from petbind.study.provenance import hash_memo
+    from petbind.study.scan_stage import scan_is_done
+
+    if not scans:
+        return {}
+    kwargs = _scan_kwargs(config, plan)
+
+    def timed(check: Callable[[], bool]) -> float | None:
+        t = time.perf_counter()
+        return time.perf_counter() - t if check() else None
+
+    current: dict[str, float] = {}
+    with hash_memo(), ThreadPoolExecutor(max_workers=usable_cpus(),
+                                         thread_name_prefix="petbind-check") as pool:
+        ok_subjects: set[str] = set()
+        if plan is not None:
+            from petbind.study.preprocess import subject_is_current
+
+            subjects = sorted({s.subject for s in scans})
+            for sub, sec in zip(subjects, pool.map(
+                    lambda x: timed(lambda: subject_is_current(plan, x, out_dir)), subjects),
+                    strict=True):
+                if sec is not None:
+                    ok_subjects.add(sub)
+                    current[f"petbind-subject-{sub}"] = sec
+        todo = [s for s in scans if plan is None or s.subject in ok_subjects]
+        for s, sec in zip(todo, pool.map(
+                lambda x: timed(lambda: scan_is_done(x, config.tracers[x.tracer], out_dir,
+                                                     **kwargs)), todo), strict=True):
+            if sec is not None:
+                current[f"petbind-scan-{s.stem}"] = sec
+    return current
 
 
 def _parametric_kwargs(config: Any) -> dict[str, Any]:
@@ -119,6 +177,10 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
               log: Callable[[str], None] | None = None, stages: Any = None
               ) -> list[ScanResult]:
     """Run the study's task graph (:func:`study_tasks`) on the compute engine.
+
+    Subjects and scans found current first (:func:`current_tasks`) are
+    reported as skipped and not sent; the engine is opened only when some
+    task is left.
 
     Parameters
     ----------
@@ -135,14 +197,21 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     stages : optional
         Marks ``register_subjects`` done when the last registration finishes.
     """
-    from petbind.compute import open_engine
+    import dataclasses
 
+    from petbind.compute import open_engine, parse_scheduler
+
+    parse_scheduler(scheduler)  # a wrong word fails now, even when nothing is to be sent
     say = log or (lambda _m: None)
     tasks = study_tasks(scans, config, out_dir, plan=plan)
     n_subjects = sum(t.key.startswith("petbind-subject-") for t in tasks)
     results: list[ScanResult] = []
-    with progress_bar(progress, console) as bar, \
-            open_engine(scheduler, n_tasks=len(tasks), default="sync") as engine:
+    # what is current is decided here, before any work is sent: a rerun over complete
+    # outputs submits no task and opens no engine (a local cluster starts on first use)
+    current = current_tasks(scans, config, out_dir, plan=plan)
+    todo = [dataclasses.replace(t, after=tuple(d for d in t.after if d not in current))
+            for t in tasks if t.key not in current]
+    with progress_bar(progress, console) as bar:
         task = bar.add_task("scans", total=len(tasks))
         left = [n_subjects]
 
@@ -159,7 +228,14 @@ def run_scans(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                     stages.done("register_subjects")
             bar.advance(task)
 
-        engine.run(tasks, on_done)
+        for t in tasks:  # in the graph's order: subjects first
+            if t.key in current:
+                on_done(t, (t.args[1], True, current[t.key])
+                        if t.key.startswith("petbind-subject-")
+                        else ScanResult(t.args[0].stem, True, current[t.key]))
+        if todo:
+            with open_engine(scheduler, n_tasks=len(todo), default="sync") as engine:
+                engine.run(todo, on_done)
         bar.update(task, description="scans")
     order = {s.stem: i for i, s in enumerate(scans)}
     return sorted(results, key=lambda r: order[r.stem])

@@ -138,6 +138,24 @@ def _quiet_dipy(enabled: bool) -> Iterator[None]:
         log.setLevel(level)
 
 
+def _subject_check(plan: PreprocessPlan, subject: str, out: Path
+                   ) -> tuple[Path, dict[str, Path], dict[str, Any]]:
+    """Provenance file, inputs and settings of a subject's registration."""
+    prov = subject_dir(out, subject) / f"sub-{subject}_provenance.json"
+    return prov, {"t1w": plan.t1w[subject], "template": plan.template}, _subject_settings(plan)
+
+
+def subject_is_current(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLike) -> bool:
+    """True when :func:`prepare_subject` would reuse the cached transforms (no registration).
+
+    The same check :func:`prepare_subject` makes (inputs' and outputs' SHA-256,
+    settings, version), without loading the transforms: the pipeline asks it in
+    its own process before it sends any work to a worker.
+    """
+    out = Path(out_dir)
+    return scan_is_current(*_subject_check(plan, subject, out), out)
+
+
 def prepare_subject(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLike
                     ) -> tuple[Any, bool]:
     """The subject's T1w <-> template transforms, computed once and cached.
@@ -159,9 +177,7 @@ def prepare_subject(plan: PreprocessPlan, subject: str, out_dir: str | os.PathLi
 
     out = Path(out_dir)
     folder = subject_dir(out, subject)
-    prov = folder / f"sub-{subject}_provenance.json"
-    inputs = {"t1w": plan.t1w[subject], "template": plan.template}
-    settings = _subject_settings(plan)
+    prov, inputs, settings = _subject_check(plan, subject, out)
     if scan_is_current(prov, inputs, settings, out):
         metric = read_json(prov).get("metric")
         return load_subject_registration(folder, f"sub-{subject}", metric), True
@@ -195,6 +211,24 @@ def preprocess_files(out_dir: Path, rel_dir: str, stem: str, motion: bool) -> di
     return files
 
 
+def _scan_check(plan: PreprocessPlan, scan: Any, out: Path
+                ) -> tuple[Path, dict[str, Path], dict[str, Any]]:
+    """Provenance file, inputs and settings of a scan's preprocessing."""
+    prov = scan_preprocess_dir(out, scan.rel_dir) / f"{scan.stem}_provenance.json"
+    inputs = {"pet": scan.pet, "t1w": plan.t1w[scan.subject], "template": plan.template,
+              "atlas": plan.atlas, "atlas_table": plan.atlas_table,
+              **subject_files(out, scan.subject)}
+    if scan.sidecar.exists():
+        inputs["pet_json"] = scan.sidecar
+    return prov, inputs, plan.settings()
+
+
+def preprocess_is_current(plan: PreprocessPlan, scan: Any, out_dir: str | os.PathLike) -> bool:
+    """True when :func:`preprocess_study_scan` would skip the scan (the same check, no work)."""
+    out = Path(out_dir)
+    return scan_is_current(*_scan_check(plan, scan, out), out)
+
+
 def preprocess_study_scan(plan: PreprocessPlan, scan: Any, out_dir: str | os.PathLike
                           ) -> tuple[dict[str, Any], bool]:
     """One scan's preprocessing, unless its provenance is current.
@@ -208,13 +242,8 @@ def preprocess_study_scan(plan: PreprocessPlan, scan: Any, out_dir: str | os.Pat
 
     out = Path(out_dir)
     folder = scan_preprocess_dir(out, scan.rel_dir)
-    prov = folder / f"{scan.stem}_provenance.json"
     sub_files = subject_files(out, scan.subject)
-    inputs = {"pet": scan.pet, "t1w": plan.t1w[scan.subject], "template": plan.template,
-              "atlas": plan.atlas, "atlas_table": plan.atlas_table, **sub_files}
-    if scan.sidecar.exists():
-        inputs["pet_json"] = scan.sidecar
-    settings = plan.settings()
+    prov, inputs, settings = _scan_check(plan, scan, out)
     if scan_is_current(prov, inputs, settings, out):
         return read_json(prov).get("summary", {}), True
     reg = load_subject_registration(sub_files["xfm_t1w_template"].parent, f"sub-{scan.subject}")

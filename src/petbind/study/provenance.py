@@ -6,15 +6,28 @@ version, and the SHA-256 of every output written. It is written last, after
 all outputs of the scan (each atomically), so its presence means the scan
 finished; a rerun skips the scan only when inputs, settings, version and
 every output still match.
+
+Every check hashes the files' bytes: a file's size and modification time are
+never trusted across runs (``cp -p``, ``rsync -t``, ``touch -r`` and archive
+tools restore an mtime, and filesystems with 1-2 s timestamps cannot tell two
+writes in one second apart). Inside one check pass (:func:`hash_memo`, the
+pipeline's pre-check of every subject and scan in its own process) a file
+shared by many records (a subject's transforms, the template, a scan's
+motion-corrected image, which is both a preprocessing output and a fit
+input) is hashed once: its digest is reused only while its device, inode,
+size, modification and status-change times (``st_ctime_ns``, which no tool
+can set back) are all unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +41,51 @@ from petbind.io.tables import read_json
 SCAN_FORMAT = 1
 
 
+#: Digests of one check pass (:func:`hash_memo`), by file identity; None outside a pass.
+_memo: dict[tuple[Any, ...], str] | None = None
+_memo_lock = threading.Lock()
+
+
+def _identity(path: str | os.PathLike) -> tuple[Any, ...]:
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+            st.st_ctime_ns)
+
+
+@contextlib.contextmanager
+def hash_memo() -> Iterator[dict[tuple[Any, ...], str]]:
+    """Within this block :func:`sha256` hashes each unchanged file once.
+
+    A digest is reused only for the same path with the same device, inode,
+    size, modification time and status-change time (any write, rename or
+    ``touch`` changes the last). The memo lives for the block only: nothing
+    is trusted from one run to the next. Blocks do not nest (the inner one
+    shares the outer memo).
+    """
+    global _memo
+    if _memo is not None:
+        yield _memo
+        return
+    _memo = {}
+    try:
+        yield _memo
+    finally:
+        _memo = None
+
+
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    return sha256_file(path, chunk)
+    """Hex SHA-256 of a file's bytes (once per unchanged file inside :func:`hash_memo`)."""
+    memo = _memo
+    if memo is None:
+        return sha256_file(path, chunk)
+    key = _identity(path)
+    digest = memo.get(key)
+    if digest is None:
+        digest = sha256_file(path, chunk)
+        if _identity(path) == key:  # unchanged while it was read
+            with _memo_lock:
+                memo[key] = digest
+    return digest
 
 
 def hash_files(paths: Mapping[str, str | os.PathLike]) -> dict[str, str]:

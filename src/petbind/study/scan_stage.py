@@ -76,6 +76,53 @@ def _scan_inputs(scan: Scan, out: Path, plan: Any = None) -> dict[str, Path]:
     return inputs
 
 
+def _scan_check(scan: Scan, tracer: TracerConfig, out_root: Path, *, plan: Any = None,
+                pvc: Any = None, regions: dict[str, tuple[str, ...]] | None = None,
+                parametric: Any = None) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The inputs and settings a scan's provenance records (:func:`process_scan`)."""
+    inputs = _scan_inputs(scan, out_root, plan)
+    settings = _scan_settings(tracer)
+    if regions:
+        settings["regions"] = {k: list(v) for k, v in regions.items()}
+    if plan is not None:
+        settings["preprocess"] = plan.settings()
+    pet_fwhm = float(getattr(parametric, "pet_fwhm_mm", 0.0) or 0.0)
+    if pet_fwhm > 0 and tracer.map_model:  # absent when off: earlier outputs stay current
+        settings["parametric"] = {"pet_fwhm_mm": pet_fwhm}
+    if pvc is not None and pvc.enabled:
+        from petbind.study.pvc import scan_inputs
+
+        inputs.update(scan_inputs(pvc))
+        settings["pvc"] = pvc.to_dict()
+    return inputs, settings
+
+
+def scan_is_done(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
+                 plan: Any = None, pvc: Any = None,
+                 regions: dict[str, tuple[str, ...]] | None = None,
+                 parametric: Any = None) -> bool:
+    """True when :func:`process_scan` with these arguments would do nothing.
+
+    The same checks it makes, in the same order, without loading anything:
+    with a ``plan`` the scan's preprocessing provenance
+    (:func:`petbind.study.preprocess.preprocess_is_current`), then the scan's
+    own (inputs' and outputs' SHA-256, settings, version). The pipeline asks
+    it in its own process before it sends work to a worker, so a rerun over
+    complete outputs submits no scan task. With a ``plan``, the subject's
+    transforms must be current too (the caller checks that first: a subject
+    registered again may write other transforms, which are inputs here).
+    """
+    out_root = Path(out_dir)
+    if plan is not None:
+        from petbind.study.preprocess import preprocess_is_current
+
+        if not preprocess_is_current(plan, scan, out_root):
+            return False
+    inputs, settings = _scan_check(scan, tracer, out_root, plan=plan, pvc=pvc,
+                                   regions=regions, parametric=parametric)
+    return scan_is_current(scan_outputs(out_root, scan).provenance, inputs, settings, out_root)
+
+
 def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *,
                  map_scheduler: Any = "sync", plan: Any = None, pvc: Any = None,
                  regions: dict[str, tuple[str, ...]] | None = None,
@@ -124,20 +171,9 @@ def process_scan(scan: Scan, tracer: TracerConfig, out_dir: str | os.PathLike, *
         from petbind.study.preprocess import preprocess_study_scan
 
         prep_summary, prep_skipped = preprocess_study_scan(plan, scan, out_root)
-    inputs = _scan_inputs(scan, out_root, plan)
-    settings = _scan_settings(tracer)
-    if regions:
-        settings["regions"] = {k: list(v) for k, v in regions.items()}
-    if plan is not None:
-        settings["preprocess"] = plan.settings()
+    inputs, settings = _scan_check(scan, tracer, out_root, plan=plan, pvc=pvc,
+                                   regions=regions, parametric=parametric)
     pet_fwhm = float(getattr(parametric, "pet_fwhm_mm", 0.0) or 0.0)
-    if pet_fwhm > 0 and tracer.map_model:  # absent when off: earlier outputs stay current
-        settings["parametric"] = {"pet_fwhm_mm": pet_fwhm}
-    if pvc is not None and pvc.enabled:
-        from petbind.study.pvc import scan_inputs
-
-        inputs.update(scan_inputs(pvc))
-        settings["pvc"] = pvc.to_dict()
     if scan_is_current(prov, inputs, settings, out_root):
         return ScanResult(scan.stem, prep_skipped, time.perf_counter() - t0)
 
