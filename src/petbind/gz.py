@@ -1,9 +1,5 @@
 """gzip streams for images: ISA-L (``isal``) when installed, else the standard library.
 
-A large single-member stream read from start to end (``petbind parametric``'s
-scan) can be inflated on several cores with ``rapidgzip``
-(:func:`open_read_parallel`); its bytes and errors are ISA-L's.
-
 Reading and writing ``.nii.gz`` is most of a parametric map's run time once the
 fit is fast: measured on a 1 M-voxel, 29-frame float32 image (117 MB raw,
 101 MB gzipped; 2 cores, other jobs running), decompressing took 4.8-7.2 s with
@@ -21,7 +17,6 @@ already turn into :class:`~petbind.errors.FileFormatError`.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import zlib
 from typing import IO, Any
@@ -103,136 +98,6 @@ def open_read(path: str | os.PathLike, *, buffer_size: int | None = None) -> Any
             return _IsalBufferedReader(os.fspath(path), buffer_size)
         return _IsalReader(os.fspath(path), "rb")
     return gzip.open(path, "rb")
-
-
-def isize_matches(path: str | os.PathLike, size: int) -> bool:
-    """Whether the last four bytes of ``path`` (a gzip member's ISIZE, RFC 1952 section
-    2.3.1: the uncompressed length modulo 2**32) equal ``size`` modulo 2**32.
-
-    True for an intact single-member gzip file of ``size`` uncompressed bytes; False
-    for a truncated one, one that lost its trailer, several members (but for chance),
-    zero padding after the member, or any file shorter than a gzip header.
-    """
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() < 18:  # header (10) + trailer (8)
-                return False
-            f.seek(-4, os.SEEK_END)
-            tail = f.read(4)
-    except OSError:
-        return False
-    return len(tail) == 4 and int.from_bytes(tail, "little") == size % 2**32
-
-
-def parallel_threads() -> int:
-    """Threads :func:`open_read_parallel` inflates with: the CPUs this process may run on,
-    at most :data:`PARALLEL_MAX_THREADS`; 1 when ``rapidgzip`` is not installed."""
-    if importlib.util.find_spec("rapidgzip") is None:
-        return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, PARALLEL_MAX_THREADS))
-
-
-#: Most threads one parallel inflate uses (rapidgzip's chunks: 4 MiB of compressed data).
-PARALLEL_MAX_THREADS = 8
-#: Smallest stream inflated in parallel (uncompressed bytes): below it one thread is
-#: as fast (rapidgzip's threads and first chunk cost more than they save).
-PARALLEL_MIN_BYTES = 64 * 2**20
-
-
-def open_read_parallel(path: str | os.PathLike, *, size: int, buffer_size: int,
-                       threads: int | None = None) -> Any:
-    """A forward reader of the gzip file ``path`` (``read(n)`` and ``close``) that inflates
-    on ``threads`` cores when that pays, with exactly the bytes and errors of
-    ``open_read(path, buffer_size=buffer_size)``.
-
-    ``size`` is the uncompressed length the caller expects (for a NIfTI image, the
-    header's ``vox_offset`` plus its data bytes). The stream is inflated by
-    ``rapidgzip`` [1]_ on ``threads`` threads (default :func:`parallel_threads`) only
-    when there are at least two, ``size`` is at least :data:`PARALLEL_MIN_BYTES` and
-    the file's last member says it holds ``size`` bytes (:func:`isize_matches`: a
-    single intact member; truncated, padded and multi-member files go to ISA-L
-    alone). rapidgzip checks every member's CRC-32 and ISIZE too; if it fails for
-    any reason, ISA-L's reader takes over at the first byte not yet returned
-    (re-inflating the bytes before it), so that a damaged file fails with ISA-L's
-    error at ISA-L's position. Inflating the 101 MB, 1 M-voxel benchmark scan took
-    about 0.3 s of wall clock on 2 threads against 0.45-0.58 s with ISA-L
-    (0.53-0.59 CPU-s against 0.45-0.55; issue 18).
-
-    References
-    ----------
-    .. [1] Knespel M, Brunst H. Rapidgzip: parallel decompression and seeking in gzip
-       files using cache prefetching. HPDC 2023. doi:10.1145/3588195.3592992
-    """
-    n = parallel_threads() if threads is None else threads
-    if n >= 2 and size >= PARALLEL_MIN_BYTES and _igzip is not None \
-            and isize_matches(path, size):
-        try:
-            return _ParallelReader(os.fspath(path), n, buffer_size)
-        except Exception:  # anything rapidgzip raises: ISA-L reads the file
-            pass
-    return open_read(path, buffer_size=buffer_size)
-
-
-class _ParallelReader:
-    """rapidgzip on ``threads`` threads; on any error, :class:`_IsalBufferedReader` from
-    the position reached (see :func:`open_read_parallel`)."""
-
-    def __init__(self, path: str, threads: int, buffer_size: int) -> None:
-        import rapidgzip
-
-        self._path = path
-        self._buffer_size = buffer_size
-        self._pos = 0
-        self._reader: Any = rapidgzip.open(path, parallelization=threads)
-        self._parallel = True
-
-    def _fall_back(self) -> None:
-        """Continue with ISA-L at :attr:`_pos` (the bytes before it inflated again)."""
-        try:
-            self._reader.close()
-        except Exception:  # the reader is dropped either way
-            pass
-        self._parallel = False
-        self._reader = _IsalBufferedReader(self._path, self._buffer_size)
-        skip = self._pos
-        while skip > 0:  # ISA-L's own errors before this position propagate as they are
-            b = self._reader.read(min(skip, self._buffer_size))
-            if not b:
-                break
-            skip -= len(b)
-
-    def read(self, size: int = -1) -> bytes:
-        """``size`` bytes (all the rest when negative) unless the stream ends first."""
-        parts: list[bytes] = []
-        while self._parallel and size != 0:
-            try:
-                b = self._reader.read(size)
-            except Exception:  # ISA-L decides what the damage is called
-                self._fall_back()
-                break
-            if not b:
-                break
-            parts.append(b)
-            self._pos += len(b)
-            if size > 0:
-                size -= len(b)
-        if not self._parallel and size != 0:
-            parts.append(self._reader.read(size))
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def close(self) -> None:
-        self._reader.close()
-
-    def __enter__(self) -> _ParallelReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _IsalBufferedReader:

@@ -217,32 +217,9 @@ def _fit_ahead(p: Path, mask: bool = True):
         assert prefetch.pending() == []  # the reader took the stream read ahead
 
 
-@pytest.fixture(params=["isal", "parallel"])
-def inflater(request, monkeypatch):
-    """How the read-ahead inflates a ``.nii.gz``: ISA-L alone, or on 2 threads
-    (rapidgzip, :func:`petbind.gz.open_read_parallel`: below its size threshold here
-    unless lowered). Yields the list of parallel readers made."""
-    from petbind import gz
-
-    made: list[object] = []
-    if request.param == "parallel":
-        pytest.importorskip("rapidgzip")
-        monkeypatch.setattr(gz, "PARALLEL_MIN_BYTES", 0)
-        monkeypatch.setattr(gz, "parallel_threads", lambda: 2)
-        real = gz._ParallelReader.__init__
-
-        def init(self, *args, **kwargs):
-            real(self, *args, **kwargs)
-            made.append(self)
-
-        monkeypatch.setattr(gz._ParallelReader, "__init__", init)
-    yield request.param, made
-
-
 @pytest.mark.parametrize("plain", [False, True])
 @pytest.mark.parametrize("mask", [True, False])
-def test_maps_from_a_scan_read_ahead_equal_maps_read_directly(tmp_path, plain, mask,
-                                                              inflater):
+def test_maps_from_a_scan_read_ahead_equal_maps_read_directly(tmp_path, plain, mask):
     p = _write(tmp_path / "a", _data(3))
     if plain:  # the uncompressed .nii of the same image
         q = p.with_name("sub-01_pet.nii")
@@ -254,7 +231,6 @@ def test_maps_from_a_scan_read_ahead_equal_maps_read_directly(tmp_path, plain, m
     direct = _fit(p) if mask else parametric_maps(
         p, model="mrtm2", k2prime=0.1, ref_curve=RefCurve(mask=ref), scheduler="sync")
     ahead = _fit_ahead(p, mask)
-    assert len(inflater[1]) == (inflater[0] == "parallel" and not plain)
     assert direct.valid.sum() > 0
     np.testing.assert_array_equal(ahead.valid, direct.valid)
     for k in direct.maps:
@@ -262,17 +238,13 @@ def test_maps_from_a_scan_read_ahead_equal_maps_read_directly(tmp_path, plain, m
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "trailer", "beyond"])
-def test_a_damaged_scan_read_ahead_fails_as_when_read_directly(tmp_path, how, inflater):
+def test_a_damaged_scan_read_ahead_fails_as_when_read_directly(tmp_path, how):
     p = _write(tmp_path / "a", _data(), level=0 if how == "flip" else 6)
     _damage(p, how)
     with pytest.raises(FileFormatError) as direct:
         _fit(p)
     with pytest.raises(FileFormatError) as ahead:
         _fit_ahead(p)
-    # rapidgzip reads (and falls back to ISA-L at the damage) only where the trailer says
-    # the file holds one intact member of the header's length: the flipped bit
-    assert [r._parallel for r in inflater[1]] == (
-        [False] if inflater[0] == "parallel" and how == "flip" else [])
     assert ahead.value.field == direct.value.field == "data"
     # the same message, but for the frame being read when the reader met the damage: the
     # read-ahead takes 16 MiB of the file at a time and may meet it sooner (a CRC is

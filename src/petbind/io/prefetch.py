@@ -13,10 +13,6 @@ errors at the same positions, as from opening the file itself: the thread
 reads through the same reader (:func:`petbind.gz.open_read` for ``.gz``,
 which checks every gzip member's CRC-32 and length at its end), and an error
 it meets is raised to the consumer once the bytes before it are used up.
-A large ``.gz`` NIfTI whose trailer gives the length its header needs is
-inflated on all CPUs (:func:`petbind.gz.open_read_parallel`: rapidgzip, with
-ISA-L's bytes and errors), so on 2 cores the inflate ends sooner even though
-the main thread imports beside it.
 
 Memory: at most :data:`MAX_AHEAD` bytes are held ahead of the consumer (the
 consumer is faster than the inflater once it starts, so in practice what the
@@ -42,8 +38,6 @@ CHUNK = 8 * 2**20
 #: imports; with igzip's 512 KiB the 101 MB scan took 0.69 s of wall clock to inflate
 #: 0.46 CPU-s beside the imports).
 GZ_BUFFER = 16 * 2**20
-#: Compressed bytes read to inflate a ``.gz`` image's header (:meth:`_Prefetch._open`).
-_HEADER_BUFFER = 2**16
 #: Size of a NIfTI-1 header (``sizeof_hdr``).
 _NIFTI1_HEADER = 348
 #: Most bytes read ahead of the consumer (the thread waits beyond this).
@@ -74,30 +68,6 @@ def _frame_layout(head: bytes) -> tuple[int, int]:
     return len(head), CHUNK
 
 
-def _nifti_size(head: bytes) -> int | None:
-    """Bytes of a NIfTI-1 file (``vox_offset`` plus its data) from its header; None when
-    ``head`` is not a plausible NIfTI-1 header."""
-    import struct
-
-    if len(head) != _NIFTI1_HEADER:
-        return None
-    for end in "<>":
-        if struct.unpack_from(end + "i", head, 0)[0] != _NIFTI1_HEADER:
-            continue
-        dim = struct.unpack_from(end + "8h", head, 40)
-        bitpix = struct.unpack_from(end + "h", head, 72)[0]
-        offset = struct.unpack_from(end + "f", head, 108)[0]
-        if not 1 <= dim[0] <= 7 or min(dim[1:dim[0] + 1]) < 1 or bitpix <= 0 \
-                or bitpix % 8 or not _NIFTI1_HEADER <= offset < 2**31 \
-                or offset != int(offset):
-            return None
-        n = 1
-        for d in dim[1:dim[0] + 1]:
-            n *= d
-        return int(offset) + n * bitpix // 8
-    return None
-
-
 def _identity(path: str) -> tuple[int, int, int, int]:
     st = os.stat(path)
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -120,15 +90,8 @@ class _Prefetch:
 
     def _open(self) -> Any:
         if self.path.endswith(".gz"):
-            from petbind.gz import open_read, open_read_parallel
+            from petbind.gz import open_read
 
-            try:  # the NIfTI header, for the stream's expected length
-                with open_read(self.path, buffer_size=_HEADER_BUFFER) as f:
-                    size = _nifti_size(f.read(_NIFTI1_HEADER))
-            except Exception:  # the reader below meets it again, in place
-                size = None
-            if size is not None:
-                return open_read_parallel(self.path, size=size, buffer_size=GZ_BUFFER)
             return open_read(self.path, buffer_size=GZ_BUFFER)
         return open(self.path, "rb")  # closed in _fill
 
