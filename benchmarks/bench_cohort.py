@@ -289,10 +289,12 @@ def run_petbind(bids: Path, out: Path, scheduler: str, env: dict[str, str],
 
 def start_cluster(folder: Path, n: int, env: dict[str, str]) -> tuple[str, list]:
     """``dask scheduler`` + ``n`` ``dask worker`` processes on 127.0.0.1."""
-    from petbind.compute import WORKER_ENV
+    from petbind.compute import WORKER_ENV, WORKER_MALLOC_ENV
 
     folder.mkdir(parents=True, exist_ok=True)
-    wenv = {**env, **WORKER_ENV}
+    # the environment docs/compute.md gives hand-started workers (what `local` sets)
+    wenv = {**env, **WORKER_ENV, **WORKER_MALLOC_ENV,
+            "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
     sfile = folder / "scheduler.json"
     sfile.unlink(missing_ok=True)
     log = (folder / "dask.log").open("w")
@@ -401,13 +403,16 @@ def stats_memory(env: dict[str, str], before_rev: str, cases: list[tuple[int, in
 
 
 def model(runs: list[dict]) -> dict[str, float]:
-    """``T(N, W) = f + N s / W + N g`` from the runs of the largest study (medians).
+    """``T(N, W) = f + N s / W + N g`` from the runs of the largest study (medians; ``f``
+    and ``g`` from its runs on more than one worker, where the report is drawn by the
+    workers).
 
     The largest study amortises what a run pays once (starting the workers, which
     counts in the ``scans`` stage) best, so its ``s`` and ``g`` are the per-scan costs.
     The load-free version: workers' CPU seconds ``w0 W + N s_cpu`` fitted over every
     run (least squares; ``w0``: one worker's start and imports); main process
-    ``m0 + N m_cpu`` with ``m0`` the smallest study's main CPU and ``m_cpu`` the
+    ``m0 + N m_cpu`` (runs on more than one worker) with ``m0`` the smallest study's
+    main CPU and ``m_cpu`` the
     largest study's increase over it per scan (the voxel statistics grow with the
     subjects once the number of flips is capped, so this holds from about 20 scans
     up, not below); a machine with W idle cores for the workers and one for the main
@@ -425,18 +430,27 @@ def model(runs: list[dict]) -> dict[str, float]:
         # main process: the smallest study's CPU is its fixed part (its voxel statistics
         # are negligible: 2^(N/2) flips, 16 at 8 scans); above that the sign-flip work
         # grows with the subjects at a fixed number of flips, i.e. linearly in N
-        m0 = float(np.median([r["cpu_main"] for r in runs if r["n"] == sizes[0]]))
-        m_cpu = (float(np.median([r["cpu_main"] for r in runs if r["n"] == sizes[-1]]))
+        # (from the runs on more than one worker where both sizes have some: on one
+        # worker the main process also draws the report's figures)
+        main_runs = [r for r in runs if r["w"] > 1]
+        if not {sizes[0], sizes[-1]} <= {r["n"] for r in main_runs}:
+            main_runs = runs
+        m0 = float(np.median([r["cpu_main"] for r in main_runs if r["n"] == sizes[0]]))
+        m_cpu = (float(np.median([r["cpu_main"] for r in main_runs if r["n"] == sizes[-1]]))
                  - m0) / sizes[-1]
         cpu = {"s_cpu": float(s_cpu), "m_cpu": float(m_cpu), "m0_cpu": float(m0),
                "w0_cpu": float(w0)}
     top = sizes[-1]
     runs = [r for r in runs if r["n"] == top]
     s_vals = [r["stages"]["scans"] * r["w"] / r["n"] for r in runs]
+    # the fixed and study parts from the runs on more than one worker where there are
+    # some: on one worker the report's figures are drawn in the main process, on more
+    # they are tasks on the workers, as on any cluster
+    multi = [r for r in runs if r["w"] > 1] or runs
     g_vals = [(r["stages"].get("region_statistics", 0) + r["stages"].get("voxel_statistics", 0))
-              / r["n"] for r in runs]
+              / r["n"] for r in multi]
     f_vals = [r["wall"] - r["stages"]["scans"] - r["stages"].get("region_statistics", 0)
-              - r["stages"].get("voxel_statistics", 0) for r in runs]
+              - r["stages"].get("voxel_statistics", 0) for r in multi]
     return {"s": float(np.median(s_vals)), "g": float(np.median(g_vals)),
             "f": float(np.median(f_vals)), "n": top, **cpu}
 
@@ -468,8 +482,9 @@ def _read_logs(paths: list[Path]) -> dict:
             r = json.loads(line)
             if "meta" in r:
                 invocation += 1
-                if state["meta"] is None:
-                    state["meta"] = {**r["meta"], "commands": []}
+                # the latest invocation's measurements (overheads), every command
+                commands = [] if state["meta"] is None else state["meta"]["commands"]
+                state["meta"] = {**(state["meta"] or {}), **r["meta"], "commands": commands}
                 state["meta"]["commands"].append((r["meta"]["utc"], r["meta"]["command"]))
             elif "generated" in r:
                 state["gen_s"][r["generated"]] = r["seconds"]
@@ -654,8 +669,8 @@ def _write(state: dict) -> None:
                   "its 2-worker wall (run one after the other, so both met the same load).",
                   "",
                   "| scans | repeats | wall 1 worker (s) | wall 2 workers (s) | speed-up "
-                  "(wall, medians) | speed-up of the pairs (min-max) | scans stage "
-                  "speed-up | worker CPU-s / scan, 1 -> 2 workers |",
+                  "(wall, medians) | speed-up of the pairs: median (min-max) | scans "
+                  "stage speed-up | worker CPU-s / scan, 1 -> 2 workers |",
                   "| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
 
         def med(rs: list[dict], f: Callable[[dict], float]) -> float:
@@ -672,7 +687,8 @@ def _write(state: dict) -> None:
                 lines.append(
                     f"| {n} | {min(len(one), len(two))} | {w1:.1f} | {w2:.1f} | "
                     f"{w1 / w2:.2f} | "
-                    + (f"{min(pairs):.2f}-{max(pairs):.2f}" if pairs else "") + " | "
+                    + (f"{np.median(pairs):.2f} ({min(pairs):.2f}-{max(pairs):.2f})"
+                       if pairs else "") + " | "
                     f"{s1 / s2:.2f} | "
                     f"{med(one, lambda r: r.get('cpu_workers', np.nan)) / n:.2f} -> "
                     f"{med(two, lambda r: r.get('cpu_workers', np.nan)) / n:.2f} |")
