@@ -80,6 +80,47 @@ def test_read_volume_refuses_a_truncated_or_4d_image_with_one_error_class(tmp_pa
         read_volume(tmp_path / "missing.nii.gz")
 
 
+def test_read_volume_inflates_a_nii_gz_once_and_checks_it_as_open_image_does(
+        tmp_path, monkeypatch):
+    import petbind.io.verify as verify
+    from petbind.io.images import open_image
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(40, 30, 20)).astype(np.float32)
+    data[0, 0, :] = np.nan
+    aff = np.diag([2.0, 2.0, 2.5, 1.0])
+    p = tmp_path / "map.nii.gz"
+    nib.save(nib.Nifti1Image(data, aff), p)
+    # nibabel's own reading as the reference: the same values, affine and voxel size
+    want_data = np.asarray(nib.load(p).dataobj, dtype=np.float32)
+    calls = []
+    real = verify._inflate_all
+    monkeypatch.setattr(verify, "_inflate_all", lambda *a, **k: calls.append(1) or real(*a, **k))
+    read = []
+    real_read = gzip.GzipFile.read
+    monkeypatch.setattr(gzip.GzipFile, "read",
+                        lambda self, *a: (lambda b: read.append(len(b)) or b)(real_read(self, *a)))
+    vol = read_volume(p)
+    np.testing.assert_array_equal(vol.data, want_data)
+    np.testing.assert_array_equal(vol.affine, aff)
+    assert vol.zooms == (2.0, 2.0, 2.5)
+    # one checking decompression that keeps the bytes; nibabel read only the header
+    assert len(calls) == 1
+    assert sum(read) < data.nbytes / 10
+    # damaged: the same error and message as the lazy, verified open
+    good = p.read_bytes()
+    for name, bad in (("crc", good[:-8] + bytes([good[-8] ^ 1]) + good[-7:]),
+                      ("beyond", good + gzip.compress(b"x"))):
+        q = tmp_path / f"{name}.nii.gz"
+        q.write_bytes(bad)
+        with pytest.raises(FileFormatError) as want:
+            open_image(q)
+        with pytest.raises(FileFormatError) as got:
+            read_volume(q)
+        assert (got.value.message, got.value.field) == (want.value.message, want.value.field)
+        assert got.value.path == str(q)
+
+
 def test_open_stream_gives_the_decompressed_bytes_of_a_gz_and_the_bytes_of_a_plain_file(
         tmp_path):
     raw = bytes(range(256)) * 40

@@ -323,6 +323,15 @@ def raise_first_error(problems: list[Problem]) -> None:
             raise q.to_error()
 
 
+def nifti_stream_size(img: nib.spatialimages.SpatialImage) -> int:
+    """Bytes a NIfTI/Analyze image's (uncompressed) file must hold: the data's offset plus
+    its size from the header."""
+    hdr = img.header
+    nbytes = int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
+    offset = getattr(img.dataobj, "offset", None)
+    return int(hdr.get_data_offset() if offset is None else offset) + nbytes
+
+
 def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage,
                       verify_gzip_now: bool = True) -> None:
     """Refuse a truncated or damaged NIfTI.
@@ -334,10 +343,7 @@ def _check_nifti_size(path: Path, img: nib.spatialimages.SpatialImage,
     (the caller reads the whole stream and checks its end:
     :func:`petbind.io.verify.check_stream_end`).
     """
-    hdr = img.header
-    nbytes = int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
-    offset = getattr(img.dataobj, "offset", None)
-    expected = int(hdr.get_data_offset() if offset is None else offset) + nbytes
+    expected = nifti_stream_size(img)
     name = path.name.lower()
     if name.endswith(".gz"):
         if not verify_gzip_now:

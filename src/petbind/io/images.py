@@ -84,7 +84,7 @@ def read_volume(path: PathLike, *, dtype: DTypeLike = np.float32) -> Volume:
     FileFormatError
         Missing, truncated or damaged file, or not one volume (names the file).
     """
-    img = open_nifti(path)
+    img = _open_in_memory(Path(path))
     data = np.asarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -93,6 +93,30 @@ def read_volume(path: PathLike, *, dtype: DTypeLike = np.float32) -> Volume:
                               fix="give a single 3-D volume (a map, mask or anatomy)")
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return Volume(data, np.asarray(img.affine, dtype=np.float64), zooms)  # type: ignore[arg-type]
+
+
+def _open_in_memory(path: Path) -> Any:
+    """:func:`open_nifti` of ``path``; a NIfTI ``.nii.gz`` decompressed once, into memory.
+
+    A verified ``.nii.gz`` opened lazily is decompressed twice when it is read whole:
+    :func:`~petbind.io.bids.open_nifti`'s check of every gzip member (ISA-L), then
+    nibabel's read through Python's ``gzip`` module (zlib, in small reads; at 128 scans
+    the report and the voxel statistics read about 650 maps). Here the checking pass
+    keeps the bytes (:func:`~petbind.io.verify.read_gzip_verified`: the same errors)
+    and nibabel reads the image from them: the same header, the same values.
+    """
+    import nibabel as nib
+
+    from petbind.io.bids import nifti_stream_size
+    from petbind.io.verify import read_gzip_verified
+
+    if not path.name.lower().endswith(".nii.gz"):
+        return open_nifti(path)
+    img = open_nifti(path, verify_gzip=False)  # header, type, dimensions checked
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        return open_nifti(path)
+    raw = read_gzip_verified(path, expected_size=nifti_stream_size(img))
+    return type(img).from_bytes(raw)
 
 
 def load(path: PathLike, *, timing: Any = None, verify_gzip: bool = True,

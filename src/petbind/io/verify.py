@@ -33,7 +33,7 @@ from petbind.gz import ERRORS as _GZ_ERRORS
 from petbind.gz import check_stream_end, damaged_stream_error, decompressobj
 
 __all__ = ["check_activity_range", "check_dynamic_shape", "check_image_type",
-           "check_stream_end", "damaged_stream_error", "verify_gzip"]
+           "check_stream_end", "damaged_stream_error", "read_gzip_verified", "verify_gzip"]
 
 PathLike = str | os.PathLike
 
@@ -63,9 +63,25 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
         CRC or length mismatch, truncated stream, data that is not deflate,
         or an uncompressed size other than ``expected_size`` (field ``data``).
     """
-    p = Path(path)
+    return _verified(Path(path), expected_size, None)
+
+
+def read_gzip_verified(path: PathLike, *, expected_size: int | None = None) -> bytes:
+    """The whole uncompressed content of a gzip file, with :func:`verify_gzip`'s checks.
+
+    One decompression for a reader that needs every byte in memory (a 3-D map:
+    :func:`petbind.io.images.read_volume`) instead of a checking pass and a
+    second one to read; the same errors, messages and fields as :func:`verify_gzip`.
+    """
+    parts: list[bytes] = []
+    _verified(Path(path), expected_size, parts)
+    return b"".join(parts)
+
+
+def _verified(p: Path, expected_size: int | None, keep: list[bytes] | None) -> int:
+    """:func:`_inflate_all` of ``p`` (into ``keep``) with the size check; bytes out."""
     try:
-        total = _inflate_all(p)
+        total = _inflate_all(p, keep)
     except (gzip.BadGzipFile, EOFError, zlib.error, OSError, *_GZ_ERRORS) as exc:
         raise damaged_stream_error(p, exc) from None
     if expected_size is not None and total != expected_size:
@@ -75,9 +91,10 @@ def verify_gzip(path: PathLike, *, expected_size: int | None = None) -> int:
     return total
 
 
-def _inflate_all(p: Path) -> int:
+def _inflate_all(p: Path, keep: list[bytes] | None = None) -> int:
     """Inflate every gzip member of ``p`` (the inflater checks each CRC-32 and ISIZE; ISA-L
-    when installed, :func:`petbind.gz.decompressobj`); bytes out."""
+    when installed, :func:`petbind.gz.decompressobj`); bytes out (appended to ``keep``
+    when given)."""
     total = 0
     members = 0
     d = decompressobj()
@@ -92,12 +109,17 @@ def _inflate_all(p: Path) -> int:
                         buf = b""  # zero padding after the last member
                         break
                     d = decompressobj()
-                total += len(d.decompress(buf, _CHUNK))
+                out = d.decompress(buf, _CHUNK)
+                total += len(out)
+                if keep is not None:
+                    keep.append(out)
                 buf = d.unconsumed_tail or d.unused_data
                 if d.eof:
                     members += 1
             while not d.eof and (out := d.decompress(b"", _CHUNK)):
                 total += len(out)
+                if keep is not None:
+                    keep.append(out)
     if not d.eof:
         raise EOFError("the compressed stream ends before its end-of-stream marker "
                        "(truncated)")
