@@ -391,3 +391,74 @@ def test_a_shared_local_scheduler_starts_its_cluster_only_when_used(monkeypatch)
             pass
         assert lazy.started
     assert started == [2]  # one cluster for every stage
+
+
+def test_start_soon_starts_the_cluster_in_the_background_once(monkeypatch):
+    import threading
+
+    import petbind.compute as compute
+
+    started, closed = [], []
+    go = threading.Event()
+
+    @contextlib.contextmanager
+    def slow_cluster(n):
+        go.wait(timeout=10)  # the start takes a while: the caller goes on meanwhile
+        started.append(threading.current_thread().name)
+        yield SimpleNamespace(nthreads=lambda: {"w1": 1}, submit=None, scatter=None)
+        closed.append(n)
+
+    monkeypatch.setattr(compute, "_local_cluster", slow_cluster)
+    with compute.shared_scheduler("local:2") as lazy:
+        lazy.start_soon()
+        lazy.start_soon()  # one start
+        assert not lazy.started  # the caller was not held up
+        go.set()
+        client = lazy.client  # waits for the start under way
+        assert lazy.started and lazy.client is client
+    assert started == ["petbind-cluster-start"] and closed == [2]
+    # a start that fails in the background is retried, and raises, at the first use
+    fails = [RuntimeError("no ports"), None]
+
+    @contextlib.contextmanager
+    def flaky(n):
+        err = fails.pop(0)
+        if err is not None:
+            raise err
+        yield SimpleNamespace(nthreads=lambda: {"w1": 1}, submit=None, scatter=None)
+
+    monkeypatch.setattr(compute, "_local_cluster", flaky)
+    lazy = compute.LazyClient(1)
+    lazy.start_soon()
+    lazy._starter.join()
+    assert not lazy.started
+    assert lazy.client is not None and fails == []
+    lazy.close()
+
+
+def test_petbind_run_starts_the_cluster_early_only_when_its_report_will_use_it(monkeypatch,
+                                                                               tmp_path):
+    import petbind.compute as compute
+    from petbind.commands import run as run_cmd
+
+    soon = []
+    monkeypatch.setattr(compute.LazyClient, "start_soon", lambda self: soon.append(
+        self.n_workers))
+
+    def stop(*a, **k):
+        raise SystemExit(0)
+
+    import petbind.study.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "run_study", stop)
+    cfg = tmp_path / "study.toml"
+    from petbind.study.config import DEFAULT_CONFIG
+
+    cfg.write_text(DEFAULT_CONFIG)
+    for sched, no_report, want in (("local:2", False, [2]), ("local:2", True, []),
+                                   ("local:1", False, []), ("sync", False, [])):
+        soon.clear()
+        with pytest.raises(SystemExit):
+            run_cmd.run(tmp_path, config=cfg, out=tmp_path / "out", scheduler=sched,
+                        print_config=False, no_progress=True, no_report=no_report)
+        assert soon == want, (sched, no_report)

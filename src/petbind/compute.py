@@ -491,6 +491,23 @@ class LazyClient:
         self._stack = contextlib.ExitStack()
         self._client: Any = None
         self._lock = threading.Lock()
+        self._starter: threading.Thread | None = None
+
+    def start_soon(self) -> None:
+        """Start the cluster now, in a background thread, for a caller that will use it
+        (``petbind run`` with a report on several workers: its figures are tasks), so
+        that the workers start while this process imports, discovers and checks.
+
+        A start that fails there is retried, and its error raised, by the first use.
+        """
+        if self._client is None and self._starter is None:
+            self._starter = threading.Thread(target=self._start_quietly, daemon=True,
+                                             name="petbind-cluster-start")
+            self._starter.start()
+
+    def _start_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # raised again by the first use
+            _ = self.client
 
     @property
     def started(self) -> bool:
@@ -519,7 +536,10 @@ class LazyClient:
         return getattr(self.client, name)
 
     def close(self) -> None:
-        """Shut the cluster down if it was started."""
+        """Shut the cluster down if it was started (waiting for a start under way)."""
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
         self._stack.close()
         self._client = None
 

@@ -38,7 +38,6 @@ def run(
 
     parse_scheduler(scheduler)  # a wrong word fails now, not after discovery
     from petbind.study.config import load_config
-    from petbind.study.pipeline import run_study
 
     if config is None and bids_dir is not None:
         raise ConfigError("no study config given", path=bids_dir, field="--config",
@@ -56,10 +55,16 @@ def run(
         said.add(message)
         err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
-    from petbind.compute import shared_scheduler
+    from petbind.compute import LazyClient, shared_scheduler
 
     # one local cluster for the study and its report's figures
     with shared_scheduler(scheduler) as engine:
+        if not no_report and isinstance(engine, LazyClient) and engine.n_workers > 1:
+            # the report's figures are tasks on it, so it is used whatever the scans need:
+            # its workers start while the pipeline is imported and the scans discovered
+            engine.start_soon()
+        from petbind.study.pipeline import run_study
+
         result = run_study(root, cfg, out_dir=out, scheduler=scheduler, engine=engine,
                            progress=not no_progress, console=err_console, log=log)
         _print_results(result, said, console, err_console)
