@@ -246,17 +246,23 @@ class VoxelStatistics:
         self._run: Any = None
         if not jobs:
             return
-        engine = self._stack.enter_context(open_engine(scheduler, default="sync"))
-        self.tasks = [flip_null_tasks(j.prep.d, j.prep.flips, j.prep.mask, j.prep.threshold,
-                                      engine, key=f"petbind-voxel-{k}-flips")
-                      for k, j in enumerate(jobs)]
-        flat = [t for ts in self.tasks for t in ts]
-        if parse_scheduler(scheduler, default="sync").kind in ("local", "client", "address"):
-            self._pool = ThreadPoolExecutor(max_workers=1,
-                                            thread_name_prefix="petbind-voxel-flips")
-            self._future = self._pool.submit(run_flip_tasks, engine, flat)
-        else:
-            self._run = lambda: run_flip_tasks(engine, flat)
+        try:
+            engine = self._stack.enter_context(open_engine(scheduler, default="sync"))
+            self.tasks = [flip_null_tasks(j.prep.d, j.prep.flips, j.prep.mask,
+                                          j.prep.threshold, engine,
+                                          key=f"petbind-voxel-{k}-flips")
+                          for k, j in enumerate(jobs)]
+            flat = [t for ts in self.tasks for t in ts]
+            if parse_scheduler(scheduler, default="sync").kind in ("local", "client",
+                                                                   "address"):
+                self._pool = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="petbind-voxel-flips")
+                self._future = self._pool.submit(run_flip_tasks, engine, flat)
+            else:
+                self._run = lambda: run_flip_tasks(engine, flat)
+        except BaseException:
+            self._stack.close()  # an engine opened here is not left running
+            raise
 
     def finish(self) -> tuple[list[Path], list[str]]:
         """Wait for the flips, then the p-values, maps and cluster tables: ``(written, notes)``."""
