@@ -174,7 +174,14 @@ def parametric_maps(
                         field="reference", fix="check the reference mask / label name")
     paths.append(ref_where)
 
-    curves_t, ref = (_gather(img, bmask, ref_mask) if scan is None
+    # the usable-voxel checks and k2' auto's late sums, frame by frame while the scan is
+    # read (the reading is the longer task: on 2 CPUs the main thread would wait for it);
+    # not on smoothed curves (smoothed after the gather) nor the one-pass derived mask
+    streamed: _StreamedChecks | None = None
+    if scan is None and pet_fwhm == 0:
+        streamed = _StreamedChecks(int(bmask.sum()), timing,
+                                   late=_needs_late_sums(model, k2prime, k2prime_region))
+    curves_t, ref = (_gather(img, bmask, ref_mask, streamed) if scan is None
                      else scan.gather(bmask, ref_mask))
     scan = None
     # the image's SHA-256 (a second pass over the file) runs beside the checks, k2' and
@@ -190,7 +197,8 @@ def parametric_maps(
 
     # -- voxels that cannot be fitted
     n_mask = curves_t.shape[1]
-    finite, signal = _usable_voxels(curves_t, timing.duration)
+    finite, signal = (_usable_voxels(curves_t, timing.duration) if streamed is None
+                      else streamed.usable())
     good = finite & signal
     counts = {"n_mask": int(n_mask), "n_nonfinite": int((~finite).sum()),
               "n_no_signal": int((finite & ~signal).sum())}
@@ -217,7 +225,8 @@ def parametric_maps(
             method = "pooled" if policy.kind == "median" else "auto"
             k2_used, k2_info = estimate_k2prime(
                 curves_t.T, ref, timing, model=policy.model or model, method=method,
-                region=region, usable=good, settings=settings_m)
+                region=region, usable=good, settings=settings_m,
+                late_sums=None if streamed is None else streamed.late_sums)
             k2_info = policy.describe(**k2_info)
         else:
             k2_used = policy.value
@@ -304,6 +313,17 @@ def parametric_maps(
         inputs=_hash_inputs(paths, image_hashes.result()), elapsed_s=elapsed, cpu_s=cpu)
 
 
+def _needs_late_sums(model: str, k2prime: Any, region: Any) -> bool:
+    """Whether the map's k2' is estimated from the top voxels by late ratio (no region)."""
+    from petbind.errors import PetbindError
+
+    try:
+        policy = _map_policy(k2prime)
+    except PetbindError:  # raised where the policy is used, as without streaming
+        return False
+    return model in K2PRIME_MODELS and policy.estimates and region is None
+
+
 def _usable_voxels(curves_t: NDArray[np.float32], duration: NDArray[np.float64]
                    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Per voxel (column of ``curves_t``): finite in every frame; duration-weighted sum > 0.
@@ -326,6 +346,67 @@ def _usable_voxels(curves_t: NDArray[np.float32], duration: NDArray[np.float64]
 
     _by_blocks(n, part)
     return finite, signal
+
+
+#: Voxels per block of :class:`_StreamedChecks` (a float64 block of 256 KiB stays in cache).
+STREAM_BLOCK = 32_768
+
+
+class _StreamedChecks:
+    """:func:`_usable_voxels` and the k2' late sums, accumulated frame by frame.
+
+    Called by :func:`~petbind.parametric.images._gather` with each gathered
+    row as soon as it is complete, while the next frames are still being read
+    (inflated) on the other CPU, so that this per-voxel work is done on the
+    otherwise waiting main thread (issue 18). Per voxel: ``finite`` (finite
+    in every frame), ``total`` (``sum_t d_t C_t`` in float64, added in frame
+    order) and, when ``late``, ``late_sums`` (the same sum over the late
+    frames, :func:`petbind.parametric.k2prime._late_weights`, whose weights
+    are those frames' durations). These are the values of
+    :func:`_usable_voxels` and of the numerator of
+    :func:`petbind.parametric.k2prime._late_ratio` bit for bit (for the
+    latter, at every voxel finite in every frame, the only ones it may
+    select): numpy's ``einsum("t,tv->v", d, curves, dtype=float64)`` also
+    adds the float64 products one frame after another
+    (tests/parametric/test_usable.py).
+    Blocks of :data:`STREAM_BLOCK` voxels keep each float64 product in cache.
+    """
+
+    def __init__(self, n_voxels: int, timing: FrameTiming, *, late: bool) -> None:
+        from petbind.parametric.k2prime import _late_weights
+
+        self.duration = timing.duration
+        self.late_w = _late_weights(timing) if late else None
+        self.finite = np.ones(n_voxels, dtype=bool)
+        self.total = np.zeros(n_voxels)
+        self.late_sums = np.zeros(n_voxels) if late else None
+        self.frames = 0
+
+    def __call__(self, t: int, row: NDArray[np.float32]) -> None:
+        if t != self.frames:
+            raise AssertionError(f"frame {t} after {self.frames} frames: not in order")
+        d_t = float(self.duration[t])
+        late = self.late_sums is not None and self.late_w is not None and self.late_w[t] != 0
+        if late and self.late_w is not None and float(self.late_w[t]) != d_t:
+            raise AssertionError("a late frame's weight is its duration")
+        x = np.empty(min(STREAM_BLOCK, row.size))
+        for a in range(0, row.size, STREAM_BLOCK):
+            b = min(a + STREAM_BLOCK, row.size)
+            r = row[a:b]
+            self.finite[a:b] &= np.isfinite(r)
+            xb = x[:b - a]
+            np.multiply(r, d_t, out=xb, dtype=np.float64)  # float64(C) * d_t, as einsum
+            self.total[a:b] += xb
+            if late:
+                self.late_sums[a:b] += xb  # type: ignore[index]
+        self.frames += 1
+
+    def usable(self) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """``(finite, signal)`` of :func:`_usable_voxels` (every frame must have come)."""
+        if self.frames != len(self.duration):
+            raise AssertionError(f"{self.frames} of {len(self.duration)} frames summed")
+        with np.errstate(invalid="ignore"):
+            return self.finite, self.total > 0
 
 
 def model_spec(name: str) -> Any:

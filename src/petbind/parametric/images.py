@@ -344,13 +344,18 @@ def _copy_slab(out: NDArray[np.float32], f: NDArray[np.float32], mask: NDArray[n
 
 
 def _gather(
-    image: Any, mask: NDArray[np.bool_], ref_mask: NDArray[np.bool_] | None
+    image: Any, mask: NDArray[np.bool_], ref_mask: NDArray[np.bool_] | None,
+    each_frame: Callable[[int, NDArray[np.float32]], None] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float64] | None]:
     """Curves of the mask voxels as a (n_frames, V) float32 array, and the ref mean curve.
 
     Row t is ``frame_t[mask]``. For large masks on 2+ CPUs two slabs of the
     first axis are copied at once (boolean indexing releases the GIL): the
     same values in the same places (C order, the first axis slowest).
+    ``each_frame(t, row t)``, when given, is called as soon as row t is
+    complete, in frame order, while the next frames are still being read
+    (per-voxel sums accumulated frame by frame:
+    :class:`petbind.parametric.core._StreamedChecks`).
     """
     from petbind.compute import usable_cpus
 
@@ -378,6 +383,8 @@ def _gather(
                 ref[t] = _ref_mean(f, ref_mask, ref_index)
             if other is not None:
                 other.result()
+            if each_frame is not None:
+                each_frame(t, curves[t])
     return curves, ref
 
 
