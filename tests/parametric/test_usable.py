@@ -53,12 +53,14 @@ def _timing() -> FrameTiming:
                                       (5, 300), (5, 600)], unit="s")
 
 
-@pytest.mark.parametrize("block", [7, 1000, 10**6])
+@pytest.mark.parametrize(("block", "group"), [(7, 1), (1000, 4), (10**6, 4), (1000, 7)])
 @pytest.mark.parametrize("late", [True, False])
-def test_the_checks_streamed_frame_by_frame_are_the_batch_checks(monkeypatch, block, late):
+def test_the_checks_streamed_frame_by_frame_are_the_batch_checks(monkeypatch, block, group,
+                                                                 late):
     # core._StreamedChecks (fed one gathered row at a time, as _gather does) gives the
     # voxels of _usable_voxels and the numerators of k2prime._late_ratio bit for bit
     monkeypatch.setattr(core, "STREAM_BLOCK", block)
+    monkeypatch.setattr(core, "STREAM_GROUP", group)
     timing = _timing()
     rng = np.random.default_rng(9)
     n = 5003

@@ -55,10 +55,11 @@ def _late_ratio_of_sums(late_sums: NDArray[np.float64], ref: NDArray[np.float64]
                         timing: FrameTiming) -> NDArray[np.float64]:
     """:func:`_late_ratio` from its numerators ``sum_t w_t C_t`` (``w``:
     :func:`_late_weights`), summed frame by frame while the scan is read
-    (:class:`petbind.parametric.core._StreamedChecks`): the same division."""
+    (:class:`petbind.parametric.core._StreamedChecks`): the same division, done
+    in place (``late_sums`` becomes the ratio)."""
     den = float(np.dot(_late_weights(timing), ref))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return late_sums / den
+        return np.divide(late_sums, den, out=late_sums)  # in place: no fresh 8 MB
 
 
 def estimate_k2prime(
@@ -112,7 +113,8 @@ def estimate_k2prime(
         Each curve's late-frame sum ``sum_t w_t C_t`` (``w``: the late frames'
         durations), when the caller accumulated it while reading the scan; the
         ratio is then that sum over ``w . ref``, the same arithmetic as from
-        ``curves`` (bit for bit: the sums are added in frame order).
+        ``curves`` (bit for bit: the sums are added in frame order). Used up:
+        divided in place.
 
     Returns
     -------
@@ -136,9 +138,12 @@ def estimate_k2prime(
             raise DataError(f"top_fraction must lie in (0, 1], got {top_fraction}",
                             field="top_fraction", fix="use e.g. 0.02")
         with np.errstate(invalid="ignore"):
-            ratio = np.where(ok, _late_ratio(c.T, ref, timing) if late_sums is None
-                             else _late_ratio_of_sums(np.asarray(late_sums), ref, timing),
-                             -np.inf)
+            if late_sums is None:
+                ratio = np.where(ok, _late_ratio(c.T, ref, timing), -np.inf)
+            else:  # the caller's sums become the ratio (no fresh 8 MB arrays)
+                ratio = _late_ratio_of_sums(np.asarray(late_sums, dtype=np.float64),
+                                            ref, timing)
+                ratio[~ok] = -np.inf
         n_top = min(max(1, round(top_fraction * int(ok.sum()))), int(ok.sum()))
         sel = np.argpartition(-ratio, n_top - 1)[:n_top] if n_top else np.zeros(0, int)
         rule = (f"top {top_fraction:g} of voxels by late (mid >= half the scan) "
