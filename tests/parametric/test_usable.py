@@ -55,12 +55,17 @@ def _timing() -> FrameTiming:
 
 @pytest.mark.parametrize(("block", "group"), [(7, 1), (1000, 4), (10**6, 4), (1000, 7)])
 @pytest.mark.parametrize("late", [True, False])
+@pytest.mark.parametrize("idle", ["none", "some", "all"])
 def test_the_checks_streamed_frame_by_frame_are_the_batch_checks(monkeypatch, block, group,
-                                                                 late):
-    # core._StreamedChecks (fed one gathered row at a time, as _gather does) gives the
-    # voxels of _usable_voxels and the numerators of k2prime._late_ratio bit for bit
+                                                                 late, idle):
+    # core._StreamedChecks (fed one gathered row at a time, as _gather does, with idle
+    # steps between the rows: none, a few, or until nothing is queued) gives the voxels
+    # of _usable_voxels and the numerators of k2prime._late_ratio bit for bit
     monkeypatch.setattr(core, "STREAM_BLOCK", block)
     monkeypatch.setattr(core, "STREAM_GROUP", group)
+    monkeypatch.setattr(chunks, "COLUMN_BLOCK", 1500)  # the rest, in blocks on 2 CPUs
+    monkeypatch.setattr("petbind.compute.usable_cpus", lambda: 2)
+    steps = np.random.default_rng(1).integers(0, 4, 100)
     timing = _timing()
     rng = np.random.default_rng(9)
     n = 5003
@@ -73,6 +78,14 @@ def test_the_checks_streamed_frame_by_frame_are_the_batch_checks(monkeypatch, bl
     s = core._StreamedChecks(n, timing, late=late)
     for t in range(timing.n_frames):
         s(t, np.ascontiguousarray(curves[t]))
+        if idle == "some":
+            for _ in range(steps[t]):
+                s.idle()
+        elif idle == "all":
+            while s.idle():
+                pass
+    if idle == "all":
+        assert not s.idle()  # nothing left
     finite, signal = s.usable()
     expected_finite = np.all(np.isfinite(curves), axis=0)
     with np.errstate(invalid="ignore"):

@@ -183,7 +183,8 @@ def parametric_maps(
                                    late=_needs_late_sums(model, k2prime, k2prime_region))
     if streamed is not None:
         _import_engine(model)  # while the read-ahead still inflates the scan
-    curves_t, ref = (_gather(img, bmask, ref_mask, streamed) if scan is None
+    curves_t, ref = (_gather(img, bmask, ref_mask, streamed,
+                             None if streamed is None else streamed.idle) if scan is None
                      else scan.gather(bmask, ref_mask))
     scan = None
     # the image's SHA-256 (a second pass over the file) runs beside the checks, k2' and
@@ -374,13 +375,16 @@ STREAM_GROUP = 4
 
 
 class _StreamedChecks:
-    """:func:`_usable_voxels` and the k2' late sums, accumulated frame by frame.
+    """:func:`_usable_voxels` and the k2' late sums, summed while the scan is read.
 
-    Called by :func:`~petbind.parametric.images._gather` with each gathered
-    row as soon as it is complete, while the next frames are still being read
-    (inflated) on the other CPU, so that this per-voxel work is done on the
-    otherwise waiting main thread (issue 18). Per voxel: ``finite`` (finite
-    in every frame), ``total`` (``sum_t d_t C_t`` in float64, added in frame
+    :func:`~petbind.parametric.images._gather` hands over each gathered row
+    as soon as it is complete (``self(t, row)``, queued) and calls
+    :meth:`idle` while it waits for the next frame to be read (inflated, on
+    the other CPU), so this per-voxel work fills the main thread's waits
+    (issue 18) and never holds up the gather; what is left when the last
+    frame arrives is added by :meth:`usable` by blocks of voxels on the usable
+    CPUs, as :func:`_usable_voxels` does. Per voxel: ``finite`` (finite in
+    every frame), ``total`` (``sum_t d_t C_t`` in float64, added in frame
     order) and, when ``late``, ``late_sums`` (the same sum over the late
     frames, :func:`petbind.parametric.k2prime._late_weights`, whose weights
     are those frames' durations). These are the values of
@@ -388,12 +392,12 @@ class _StreamedChecks:
     :func:`petbind.parametric.k2prime._late_ratio` bit for bit (for the
     latter, at every voxel finite in every frame, the only ones it may
     select): numpy's ``einsum("t,tv->v", d, curves, dtype=float64)`` also
-    adds the float64 products one frame after another
-    (tests/parametric/test_usable.py). The rows are added in groups of
-    :data:`STREAM_GROUP` frames (the last group when :meth:`usable` is
-    called), by blocks of :data:`STREAM_BLOCK` voxels whose sums stay in
-    cache across the group; the rows must stay unchanged until then (they
-    are the gathered curves).
+    adds the float64 products one frame after another, and every voxel gets
+    its frames in order here, whatever the steps
+    (tests/parametric/test_usable.py). A step adds a group of up to
+    :data:`STREAM_GROUP` queued rows to one block of :data:`STREAM_BLOCK`
+    voxels, whose sums stay in cache across the group. The rows must stay
+    unchanged until :meth:`usable` (they are the gathered curves).
     """
 
     def __init__(self, n_voxels: int, timing: FrameTiming, *, late: bool) -> None:
@@ -405,34 +409,45 @@ class _StreamedChecks:
         self.total = np.zeros(n_voxels)
         self.late_sums = np.zeros(n_voxels) if late else None
         self.frames = 0
-        self.pending: list[tuple[int, NDArray[np.float32]]] = []
+        self.queue: list[tuple[NDArray[np.float32], float, bool]] = []
+        self.group: list[tuple[NDArray[np.float32], float, bool]] = []
+        self.next_voxel = 0  # the group's first voxel not yet added
 
     def __call__(self, t: int, row: NDArray[np.float32]) -> None:
         if t != self.frames:
             raise AssertionError(f"frame {t} after {self.frames} frames: not in order")
-        self.pending.append((t, row))
+        d_t = float(self.duration[t])
+        late = self.late_w is not None and bool(self.late_w[t] != 0)
+        if late and self.late_w is not None and float(self.late_w[t]) != d_t:
+            raise AssertionError("a late frame's weight is its duration")
+        self.queue.append((row, d_t, late))
         self.frames += 1
-        if len(self.pending) >= STREAM_GROUP:
-            self._add()
 
-    def _add(self) -> None:
-        """Add the pending rows, in frame order, block by block of voxels."""
-        rows = []
-        for t, row in self.pending:
-            d_t = float(self.duration[t])
-            late = self.late_w is not None and self.late_w[t] != 0
-            if late and self.late_w is not None and float(self.late_w[t]) != d_t:
-                raise AssertionError("a late frame's weight is its duration")
-            rows.append((row, d_t, late))
-        self.pending = []
-        n = self.total.size
-        x = np.empty(min(STREAM_BLOCK, n))
-        for a in range(0, n, STREAM_BLOCK):
-            b = min(a + STREAM_BLOCK, n)
-            fin, tot, xb = self.finite[a:b], self.total[a:b], x[:b - a]
-            lat = None if self.late_sums is None else self.late_sums[a:b]
+    def idle(self) -> bool:
+        """Add the current group of rows to one block of voxels; False if nothing is left."""
+        if not self.group:
+            if not self.queue:
+                return False
+            self.group, self.queue = self.queue[:STREAM_GROUP], self.queue[STREAM_GROUP:]
+            self.next_voxel = 0
+        a = self.next_voxel
+        b = min(a + STREAM_BLOCK, self.total.size)
+        self._add(self.group, a, b)
+        self.next_voxel = b
+        if b >= self.total.size:
+            self.group = []
+        return True
+
+    def _add(self, rows: list[tuple[NDArray[np.float32], float, bool]], a: int, b: int
+             ) -> None:
+        """Add ``rows`` (in frame order) to voxels ``a:b``, block by block."""
+        x = np.empty(min(STREAM_BLOCK, b - a))
+        for s in range(a, b, STREAM_BLOCK):
+            e = min(s + STREAM_BLOCK, b)
+            fin, tot, xb = self.finite[s:e], self.total[s:e], x[:e - s]
+            lat = None if self.late_sums is None else self.late_sums[s:e]
             for row, d_t, late in rows:
-                r = row[a:b]
+                r = row[s:e]
                 fin &= np.isfinite(r)
                 np.multiply(r, d_t, out=xb, dtype=np.float64)  # float64(C) * d_t, as einsum
                 tot += xb
@@ -440,123 +455,20 @@ class _StreamedChecks:
                     lat += xb
 
     def usable(self) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-        """``(finite, signal)`` of :func:`_usable_voxels` (every frame must have come)."""
+        """``(finite, signal)`` of :func:`_usable_voxels` (every frame must have come).
+
+        The rest of the current group and the queued rows are added first, by
+        blocks of voxels on the usable CPUs (each voxel's frames in order).
+        """
         if self.frames != len(self.duration):
             raise AssertionError(f"{self.frames} of {len(self.duration)} frames summed")
-        if self.pending:
-            self._add()
-        with np.errstate(invalid="ignore"):
-            return self.finite, self.total > 0
-
-
-def _import_engine(model: str) -> None:
-    """Import the modules the k2' estimate and ``model``'s fit will need (about 0.03 s).
-
-    Called before the gather of a ``.nii.gz`` read ahead: the main thread reaches
-    the gather with part of the scan still to inflate on the other CPU and
-    waits there for it, so the imports leave the path after the last frame.
-    """
-    import importlib
-
-    import petbind.models.k2prime  # noqa: F401 - the estimate's engine
-
-    factory = model_spec(model).factory
-    if isinstance(factory, str):
-        importlib.import_module(factory.partition(":")[0])
-
-
-def _needs_late_sums(model: str, k2prime: Any, region: Any) -> bool:
-    """Whether the map's k2' is estimated from the top voxels by late ratio (no region)."""
-    from petbind.errors import PetbindError
-
-    try:
-        policy = _map_policy(k2prime)
-    except PetbindError:  # raised where the policy is used, as without streaming
-        return False
-    return model in K2PRIME_MODELS and policy.estimates and region is None
-
-
-def _usable_voxels(curves_t: NDArray[np.float32], duration: NDArray[np.float64]
-                   ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    """Per voxel (column of ``curves_t``): finite in every frame; duration-weighted sum > 0.
-
-    ``np.all(np.isfinite(curves_t), axis=0)`` and ``np.einsum("t,tv->v", duration,
-    curves_t, dtype=np.float64) > 0``, computed by blocks of voxels on the usable
-    CPUs (:func:`~petbind.parametric.chunks._by_blocks`): the same per-voxel
-    arithmetic, without a frames x voxels boolean temporary (29 MB for 1 M voxels,
-    0.07-0.09 s of page faults and cache misses in the whole command; issue 18).
-    """
-    n = curves_t.shape[1]
-    finite = np.empty(n, dtype=bool)
-    signal = np.empty(n, dtype=bool)
-
-    def part(a: int, b: int) -> None:
-        block = curves_t[:, a:b]
-        finite[a:b] = np.all(np.isfinite(block), axis=0)
-        with np.errstate(invalid="ignore"):
-            signal[a:b] = np.einsum("t,tv->v", duration, block, dtype=np.float64) > 0
-
-    _by_blocks(n, part)
-    return finite, signal
-
-
-#: Voxels per block of :class:`_StreamedChecks` (a float64 block of 256 KiB stays in cache).
-STREAM_BLOCK = 32_768
-
-
-class _StreamedChecks:
-    """:func:`_usable_voxels` and the k2' late sums, accumulated frame by frame.
-
-    Called by :func:`~petbind.parametric.images._gather` with each gathered
-    row as soon as it is complete, while the next frames are still being read
-    (inflated) on the other CPU, so that this per-voxel work is done on the
-    otherwise waiting main thread (issue 18). Per voxel: ``finite`` (finite
-    in every frame), ``total`` (``sum_t d_t C_t`` in float64, added in frame
-    order) and, when ``late``, ``late_sums`` (the same sum over the late
-    frames, :func:`petbind.parametric.k2prime._late_weights`, whose weights
-    are those frames' durations). These are the values of
-    :func:`_usable_voxels` and of the numerator of
-    :func:`petbind.parametric.k2prime._late_ratio` bit for bit (for the
-    latter, at every voxel finite in every frame, the only ones it may
-    select): numpy's ``einsum("t,tv->v", d, curves, dtype=float64)`` also
-    adds the float64 products one frame after another
-    (tests/parametric/test_usable.py).
-    Blocks of :data:`STREAM_BLOCK` voxels keep each float64 product in cache.
-    """
-
-    def __init__(self, n_voxels: int, timing: FrameTiming, *, late: bool) -> None:
-        from petbind.parametric.k2prime import _late_weights
-
-        self.duration = timing.duration
-        self.late_w = _late_weights(timing) if late else None
-        self.finite = np.ones(n_voxels, dtype=bool)
-        self.total = np.zeros(n_voxels)
-        self.late_sums = np.zeros(n_voxels) if late else None
-        self.frames = 0
-
-    def __call__(self, t: int, row: NDArray[np.float32]) -> None:
-        if t != self.frames:
-            raise AssertionError(f"frame {t} after {self.frames} frames: not in order")
-        d_t = float(self.duration[t])
-        late = self.late_sums is not None and self.late_w is not None and self.late_w[t] != 0
-        if late and self.late_w is not None and float(self.late_w[t]) != d_t:
-            raise AssertionError("a late frame's weight is its duration")
-        x = np.empty(min(STREAM_BLOCK, row.size))
-        for a in range(0, row.size, STREAM_BLOCK):
-            b = min(a + STREAM_BLOCK, row.size)
-            r = row[a:b]
-            self.finite[a:b] &= np.isfinite(r)
-            xb = x[:b - a]
-            np.multiply(r, d_t, out=xb, dtype=np.float64)  # float64(C) * d_t, as einsum
-            self.total[a:b] += xb
-            if late:
-                self.late_sums[a:b] += xb  # type: ignore[index]
-        self.frames += 1
-
-    def usable(self) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-        """``(finite, signal)`` of :func:`_usable_voxels` (every frame must have come)."""
-        if self.frames != len(self.duration):
-            raise AssertionError(f"{self.frames} of {len(self.duration)} frames summed")
+        start = self.next_voxel if self.group else self.total.size
+        for rows, first in ((self.group, start), (self.queue, 0)):
+            if rows and first < self.total.size:
+                _by_blocks(self.total.size - first,
+                           lambda a, b, rows=rows, first=first:
+                           self._add(rows, first + a, first + b))
+        self.group, self.queue = [], []
         with np.errstate(invalid="ignore"):
             return self.finite, self.total > 0
 
