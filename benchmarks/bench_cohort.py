@@ -29,7 +29,11 @@ CPU from ``psutil``), the workers' and the main process's CPU separately
 (``psutil``, sampled every 0.2 s), peak RSS of the main process and of each
 worker, the RSS of a ``dask worker`` before any task, seconds per stage (the
 run's ``group/provenance.json``, and the main process's CPU per stage from its
-``run_cpu_seconds``), output bytes per scan, the load average before and after.
+``run_cpu_seconds``), output bytes per scan, the load average before and after;
+before each repeat, the machine's own ceiling for 1 -> 2 workers
+(:func:`two_process_speedup`: two processes doing scan-like work at once
+against one alone), so that the study's speed-up can be read against what
+the hardware gives.
 Voxel statistics run with ``n_permutations = 1000`` (the default 5000 would
 measure the permutation test, not the pipeline); their flips run on the
 workers (issue 18), so the workers' CPU includes them. ``--stats-memory REV``
@@ -332,6 +336,44 @@ def stop_cluster(procs: list) -> None:
             p.wait()
 
 
+#: One process's share of a scan task's kind of work, for :func:`two_process_speedup`:
+#: inflate one of the cohort's scans (ISA-L), widen it to float64 and apply a (33 x 29)
+#: matrix to its frames (what the scan task's region curves and MRTM2 map do), twice.
+CEILING_CODE = """
+import sys, time
+import numpy as np
+from isal import igzip
+with open(sys.argv[1], "rb") as f:
+    packed = f.read()
+m = np.random.default_rng(0).random((33, 29))
+for _ in range(2):
+    raw = igzip.decompress(packed)
+    frames = np.frombuffer(raw, dtype=np.float32, offset=352)
+    frames = frames[: frames.size // 29 * 29].reshape(29, -1)
+    for s in range(0, frames.shape[1], 65536):
+        (m @ frames[:, s:s + 65536].astype(np.float64)).sum()
+"""
+
+
+def two_process_speedup(scan: Path, env: dict[str, str], tries: int = 2) -> dict:
+    """The machine's own ceiling for 1 -> 2 workers: the wall of two processes that each
+    do :data:`CEILING_CODE` on ``scan`` at the same time, against one alone
+    (``2 * one / two``; 2.0 on two idle, independent cores; below where the two CPUs
+    share a core's units, the memory bandwidth, or other jobs' load)."""
+    def spin(n: int) -> float:
+        t = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", CEILING_CODE, str(scan)], env=env)
+                 for _ in range(n)]
+        for q in procs:
+            q.wait()
+        return time.perf_counter() - t
+
+    one = min(spin(1) for _ in range(tries))
+    two = min(spin(2) for _ in range(tries))
+    return {"ceiling": 2 * one / two, "one_s": one, "two_s": two, "load": os.getloadavg(),
+            "utc": time.strftime("%H:%M", time.gmtime())}
+
+
 def fixed_overhead_mib(env: dict[str, str], report: bool = False) -> float:
     """RSS of a worker-like process with what the scan tasks import, before any scan;
     ``report``: with what the report's figure tasks import too (matplotlib, PIL)."""
@@ -473,7 +515,7 @@ def _read_logs(paths: list[Path]) -> dict:
     """Every record of the logs; a later invocation's runs of the same (scans, scheduler)
     replace an earlier one's (all its repeats)."""
     state: dict = {"meta": None, "runs": {}, "cluster": None, "idle": None, "stats": None,
-                   "gen_s": {}}
+                   "gen_s": {}, "ceilings": {}}
     invocation = 0
     for path in paths:
         for line in path.read_text().splitlines():
@@ -486,6 +528,10 @@ def _read_logs(paths: list[Path]) -> dict:
                 commands = [] if state["meta"] is None else state["meta"]["commands"]
                 state["meta"] = {**(state["meta"] or {}), **r["meta"], "commands": commands}
                 state["meta"]["commands"].append((r["meta"]["utc"], r["meta"]["command"]))
+            elif "ceiling_of" in r:  # the latest invocation's, as for the runs
+                inv, kept = state["ceilings"].get(r["ceiling_of"], (invocation, []))
+                state["ceilings"][r["ceiling_of"]] = (
+                    invocation, (kept if inv == invocation else []) + [r])
             elif "generated" in r:
                 state["gen_s"][r["generated"]] = r["seconds"]
             elif "idle_worker_mib" in r:
@@ -505,6 +551,7 @@ def _read_logs(paths: list[Path]) -> dict:
                 else:
                     state["cluster"] = r
     state["runs"] = {k: v for k, (_inv, v) in state["runs"].items()}
+    state["ceilings"] = {k: v for k, (_inv, v) in state["ceilings"].items()}
     return state
 
 
@@ -556,7 +603,9 @@ def main() -> None:
         t = time.perf_counter()
         bids = make_cohort(args.work / f"bids{n}", n)
         _log(log, {"generated": n, "seconds": time.perf_counter() - t})
+        scan = next(bids.glob("sub-*/ses-*/pet/*_pet.nii.gz"))
         for k in range(args.repeats):
+            _log(log, {"ceiling_of": n, "repeat": k, **two_process_speedup(scan, env)})
             for w in args.workers:
                 out = args.work / f"out{n}_w{w}"
                 subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -593,6 +642,15 @@ def _row(r: dict, where: str) -> str:
             f"{r.get('cpu_main', float('nan')):.1f} | {st['scans']:.1f} | {study:.1f} | "
             f"{r['main_mib']:.0f} | {r['worker_mib']:.0f} | "
             f"{r['bytes_per_scan'] / 1e6:.1f} | {load} |")
+
+
+def _ceiling_cells(ceilings: list[dict], pairs: list[float]) -> str:
+    """``median (min-max) | pairs' median / ceilings' median |`` (blank without ceilings)."""
+    if not ceilings:
+        return " | |"
+    c = [x["ceiling"] for x in ceilings]
+    share = (f"{np.median(pairs) / np.median(c):.0%}" if pairs else "")
+    return f"{np.median(c):.2f} ({min(c):.2f}-{max(c):.2f}) | {share} |"
 
 
 def _write(state: dict) -> None:
@@ -668,10 +726,18 @@ def _write(state: dict) -> None:
                   "Medians over the repeats; *pairs* are each repeat's 1-worker wall over "
                   "its 2-worker wall (run one after the other, so both met the same load).",
                   "",
+                  "*Machine ceiling*: this machine's own speed-up from one to two "
+                  "processes on scan-like work measured before each repeat (two processes "
+                  "each inflating one of the study's scans and applying a matrix to its "
+                  "frames, at the same time, against one alone: 2.00 on two idle, "
+                  "independent cores), and the pairs' median as a share of the ceilings' "
+                  "median: how much of what the hardware gives the whole study gets.",
+                  "",
                   "| scans | repeats | wall 1 worker (s) | wall 2 workers (s) | speed-up "
                   "(wall, medians) | speed-up of the pairs: median (min-max) | scans "
-                  "stage speed-up | worker CPU-s / scan, 1 -> 2 workers |",
-                  "| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
+                  "stage speed-up | worker CPU-s / scan, 1 -> 2 workers | machine ceiling: "
+                  "median (min-max) | pairs / ceiling |",
+                  "| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |"]
 
         def med(rs: list[dict], f: Callable[[dict], float]) -> float:
             return float(np.median([f(r) for r in rs]))
@@ -691,7 +757,8 @@ def _write(state: dict) -> None:
                        if pairs else "") + " | "
                     f"{s1 / s2:.2f} | "
                     f"{med(one, lambda r: r.get('cpu_workers', np.nan)) / n:.2f} -> "
-                    f"{med(two, lambda r: r.get('cpu_workers', np.nan)) / n:.2f} |")
+                    f"{med(two, lambda r: r.get('cpu_workers', np.nan)) / n:.2f} | "
+                    + _ceiling_cells(state["ceilings"].get(n, []), pairs))
         m = model(runs)
         lines += ["", "## Extrapolation", "",
                   f"Measured (wall, under the load above): T(N, W) = f + N s / W + N g with "

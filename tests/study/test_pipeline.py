@@ -228,6 +228,66 @@ def test_dask_cluster_at_an_address_gives_the_same_outputs(noise_free_study, tmp
 
 
 
+def test_on_a_cluster_the_voxel_flips_run_while_the_region_statistics_are_made(
+        noise_free_study, tmp_path, monkeypatch):
+    import threading
+
+    from distributed import LocalCluster
+
+    import petbind.study.pipeline as pipeline
+    from petbind.stats import voxel_null
+
+    flipping = threading.Event()
+    seen: list[bool] = []
+    real_flips, real_region = voxel_null.run_flip_tasks, pipeline._region_statistics
+
+    def flips(*args, **kwargs):
+        flipping.set()
+        return real_flips(*args, **kwargs)
+
+    def region(*args, **kwargs):
+        # the flips were sent before the region statistics (serially they came after)
+        seen.append(flipping.wait(timeout=30))
+        return real_region(*args, **kwargs)
+
+    monkeypatch.setattr(voxel_null, "run_flip_tasks", flips)
+    monkeypatch.setattr(pipeline, "_region_statistics", region)
+    out = tmp_path / "out"
+    shutil.copytree(noise_free_study["out"], out)  # scans current: only the study level runs
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        run_study(noise_free_study["bids"], load_config(noise_free_study["config"]),
+                  out_dir=out, scheduler=cluster.scheduler_address, progress=False)
+    assert seen == [True]
+    skip = ("group/provenance.json",)
+    assert tree_digest(out, skip) == tree_digest(noise_free_study["out"], skip)
+
+
+def test_a_failed_region_stage_stops_waiting_for_the_flips_and_writes_no_voxel_output(
+        noise_free_study, tmp_path, monkeypatch):
+    from distributed import LocalCluster
+
+    import petbind.study.pipeline as pipeline
+    from petbind.errors import DataError
+
+    def region(*args, **kwargs):
+        raise DataError("broken outcome table", field="outcomes", fix="none")
+
+    monkeypatch.setattr(pipeline, "_region_statistics", region)
+    out = tmp_path / "out"
+    shutil.copytree(noise_free_study["out"], out)
+    for f in (out / "group").rglob("*"):
+        if f.is_file() and "voxel" in f.relative_to(out).as_posix():
+            f.unlink()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        with pytest.raises(DataError, match="broken outcome table"):
+            run_study(noise_free_study["bids"], load_config(noise_free_study["config"]),
+                      out_dir=out, scheduler=cluster.scheduler_address, progress=False)
+    assert not [f for f in (out / "group").rglob("*")
+                if f.is_file() and "voxel" in f.relative_to(out).as_posix()]
+
+
 def test_cli_run_prints_the_tables_and_the_output_path(noise_free_study, tmp_path, capsys):
     from petbind.cli import main
 

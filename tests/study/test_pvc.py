@@ -151,6 +151,32 @@ def test_sigkilled_run_with_pvc_resumes_to_identical_outputs(pvc_study, tmp_path
     assert {k: v for k, v in got.items() if k not in temp} == tree_digest(pvc_study["out"], skip)
 
 
+def test_a_moved_study_with_a_pvc_atlas_is_current(pvc_study, tmp_path):
+    """The dataset and its outputs moved elsewhere (``cp -rp``): nothing is refitted; an
+    atlas file with other bytes at the same place still refits every scan."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(pvc_study["bids"], moved)
+    out = moved / "derivatives" / "petbind"
+    assert out.is_dir()
+    skip = ("group/", "dataset_description.json")
+    before = tree_digest(out, skip=skip)
+    run_study(moved, load_config(pvc_study["config"]), progress=False)
+    prov = json.loads((out / "group" / "provenance.json").read_text())
+    assert len(prov["skipped_scans"]) == 4
+    assert tree_digest(out, skip=skip) == before
+    atlas = moved / "derivatives/petbind-sim/template/tpl-petbindphantom_dseg.nii.gz"
+    import nibabel as nib
+
+    img = nib.load(atlas)
+    img.header["descrip"] = b"edited"  # other bytes, the same labels
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header), atlas)
+    run_study(moved, load_config(pvc_study["config"]), progress=False)
+    prov = json.loads((out / "group" / "provenance.json").read_text())
+    assert prov["skipped_scans"] == []
+
+
 def test_pvc_section_is_validated():
     base = parse_config(__import__("tomllib").loads(STUDY_TOML))
     assert base.pvc.method == "none" and not base.pvc.enabled

@@ -116,6 +116,17 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
                      plan: Any = None, scheduler: Any = None) -> tuple[list[Path], list[str]]:
     """Sign-flip voxel statistics of every contrast on the tracers' BP_ND maps.
 
+    ``start_voxel_statistics(...).finish()``: the flips run while this waits.
+    """
+    return start_voxel_statistics(scans, config, out_dir, plan=plan,
+                                  scheduler=scheduler).finish()
+
+
+def start_voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
+                           plan: Any = None, scheduler: Any = None) -> VoxelStatistics:
+    """Prepare the sign-flip voxel statistics and send their flips; :meth:`VoxelStatistics.finish`
+    merges them and writes the outputs.
+
     Without preprocessing the maps are the scans' own (every scan on one PET
     grid) and the analysis mask comes from the first scan's atlas. With a
     preprocessing ``plan`` the maps are the ``STEM_space-template_model-<m>``
@@ -133,9 +144,7 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
     tables are made here from the merged null distributions and do not depend
     on where the flips ran.
     """
-    from petbind.compute import open_engine
-    from petbind.stats.voxel import finish_sign_flip, prepare_sign_flip
-    from petbind.stats.voxel_null import flip_null_tasks, merge_flip_null, run_flip_tasks
+    from petbind.stats.voxel import prepare_sign_flip
 
     vx = config.statistics.voxel
     notes: list[str] = []
@@ -208,19 +217,73 @@ def voxel_statistics(scans: list[Scan], config: StudyConfig, out_dir: Path, *,
             jobs.append(_VoxelJob(tracer, model, c, subj, prep, affine))
             del stack, a, b, effect, diffs
         del mean_maps
-    if not jobs:
-        return [], notes
-    with open_engine(scheduler, default="sync") as engine:
-        tasks = [flip_null_tasks(j.prep.d, j.prep.flips, j.prep.mask, j.prep.threshold,
-                                 engine, key=f"petbind-voxel-{k}-flips")
-                 for k, j in enumerate(jobs)]
-        results = run_flip_tasks(engine, [t for ts in tasks for t in ts])
-    written: list[Path] = []
-    lay = StudyLayout(out_dir)
-    for j, ts in zip(jobs, tasks, strict=True):
-        res = finish_sign_flip(j.prep, merge_flip_null([results.pop(t.key) for t in ts]))
-        written.extend(_write_voxel_outputs(lay, j, res))
-    return written, notes
+    return VoxelStatistics(jobs, notes, out_dir, scheduler)
+
+
+class VoxelStatistics:
+    """The flips of :func:`start_voxel_statistics`' jobs, running; :meth:`finish` ends them.
+
+    On a cluster (``scheduler`` a client of :func:`petbind.compute.shared_scheduler`,
+    a local cluster or a scheduler address) the flip tasks are sent at once and
+    a background thread only waits for them (it runs no statistics and draws no
+    warnings of its own), so that this process can go on, e.g. with the region
+    statistics, while the workers flip. In-process (``sync``, ``threads``, None)
+    the flips run in :meth:`finish`, as before. The results do not depend on it.
+    """
+
+    def __init__(self, jobs: list[_VoxelJob], notes: list[str], out_dir: Path,
+                 scheduler: Any) -> None:
+        import contextlib
+        from concurrent.futures import ThreadPoolExecutor
+
+        from petbind.compute import open_engine, parse_scheduler
+        from petbind.stats.voxel_null import flip_null_tasks, run_flip_tasks
+
+        self.jobs, self.notes, self.out_dir = jobs, notes, out_dir
+        self._stack = contextlib.ExitStack()
+        self._future: Any = None
+        self._pool: Any = None
+        self._run: Any = None
+        if not jobs:
+            return
+        engine = self._stack.enter_context(open_engine(scheduler, default="sync"))
+        self.tasks = [flip_null_tasks(j.prep.d, j.prep.flips, j.prep.mask, j.prep.threshold,
+                                      engine, key=f"petbind-voxel-{k}-flips")
+                      for k, j in enumerate(jobs)]
+        flat = [t for ts in self.tasks for t in ts]
+        if parse_scheduler(scheduler, default="sync").kind in ("local", "client", "address"):
+            self._pool = ThreadPoolExecutor(max_workers=1,
+                                            thread_name_prefix="petbind-voxel-flips")
+            self._future = self._pool.submit(run_flip_tasks, engine, flat)
+        else:
+            self._run = lambda: run_flip_tasks(engine, flat)
+
+    def finish(self) -> tuple[list[Path], list[str]]:
+        """Wait for the flips, then the p-values, maps and cluster tables: ``(written, notes)``."""
+        from petbind.stats.voxel import finish_sign_flip
+        from petbind.stats.voxel_null import merge_flip_null
+
+        if not self.jobs:
+            return [], self.notes
+        with self._stack:
+            if self._future is not None:
+                results = self._future.result()
+                self._pool.shutdown()
+            else:
+                results = self._run()
+        written: list[Path] = []
+        lay = StudyLayout(self.out_dir)
+        for j, ts in zip(self.jobs, self.tasks, strict=True):
+            res = finish_sign_flip(j.prep, merge_flip_null([results.pop(t.key) for t in ts]))
+            written.extend(_write_voxel_outputs(lay, j, res))
+        return written, self.notes
+
+    def cancel(self) -> None:
+        """Stop waiting (a stage before :meth:`finish` failed): the flips' results are
+        dropped once they arrive; nothing is written."""
+        if self._future is not None:  # the thread ends when the engine closes
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._stack.close()
 
 
 def _write_voxel_outputs(lay: StudyLayout, j: _VoxelJob, res: Any) -> list[Path]:

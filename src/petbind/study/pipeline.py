@@ -59,7 +59,12 @@ from petbind.io.atomic import write_json_atomic, write_text_atomic
 from petbind.study.config import StudyConfig
 from petbind.study.console import progress_bar
 from petbind.study.discover import Scan, discover_scans
-from petbind.study.group_stage import outcome_table, truth_table, voxel_statistics
+from petbind.study.group_stage import (
+    outcome_table,
+    start_voxel_statistics,
+    truth_table,
+    voxel_statistics,
+)
 from petbind.study.layout import OUTPUT_NAME, StudyLayout
 from petbind.study.provenance import environment, settings_digest
 from petbind.study.region_fits import estimate_k2prime, model_kwargs
@@ -304,11 +309,19 @@ class _Stages:
         self.cpu: dict[str, float] = {}
         self._t = (time.perf_counter(), time.process_time())
 
-    def done(self, name: str) -> None:
+    def lap(self) -> tuple[float, float]:
+        """Wall and CPU seconds since the last stage ended (or the last lap), not recorded."""
         w, c = time.perf_counter(), time.process_time()
-        self.wall[name] = w - self._t[0]
-        self.cpu[name] = c - self._t[1]
+        lap = (w - self._t[0], c - self._t[1])
         self._t = (w, c)
+        return lap
+
+    def done(self, name: str, extra: tuple[float, float] = (0.0, 0.0)) -> None:
+        """Record the stage ``name``: the seconds since the last stage ended, plus
+        ``extra`` (a :meth:`lap` of the same stage run earlier)."""
+        w, c = self.lap()
+        self.wall[name] = w + extra[0]
+        self.cpu[name] = c + extra[1]
 
 
 @dataclass
@@ -388,7 +401,6 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     local cluster for both stages); None: ``scheduler``. The power stage keeps
     ``scheduler`` (its records name it).
     """
-    from petbind.stats.roi import mixed_model_statistics, roi_statistics
     from petbind.study.outdir import previous_config_digest, remove_stale_outputs
 
     engine = scheduler if engine is None else engine
@@ -422,51 +434,30 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     for r in results:
         notes.extend(r.warnings)
 
-    truth = truth_table(bids, config)
-    outcomes = outcome_table(scans, out, truth)
-    from petbind.stats.design import attach_covariates  # group / covariate columns
-
-    outcomes = attach_covariates(outcomes, bids, group=config.statistics.group,
-                                 covariates=config.statistics.covariates)
-    group = out / "group"
-    lay = StudyLayout(out)
-    write_text_atomic(lay.outcomes, table_text(outcomes))
-    from petbind.study.stats_stage import write_fit_qc  # fit QC, model comparison
-
-    write_fit_qc(scans, out)
-    stats_in = for_stats(outcomes)
-    alpha = config.statistics.alpha
-    roi_parts, mixed_parts = [], []
-    for tracer, tcfg in config.tracers.items():
-        sub = stats_in[stats_in["tracer"] == tracer]
-        if sub.empty:
-            continue
-        regions = sorted(set(sub["region"]))
-        roi_parts.append(roi_statistics(sub, config.contrasts, alpha=alpha, regions=regions,
-                                        truth="bp_nd_true" if truth is not None else None))
-        # the mixed model (about 0.1 s per fit) for the primary model only
-        mixed_parts.append(mixed_model_statistics(
-            sub[sub["model"] == tcfg.primary_model], config.contrasts,
-            baseline=config.statistics.baseline_condition, alpha=alpha, regions=regions))
-    roi = pd.concat(roi_parts, ignore_index=True)
-    mixed = pd.concat(mixed_parts, ignore_index=True)
-    write_text_atomic(lay.roi_stats, table_text(roi))
-    write_text_atomic(lay.mixed_model, table_text(mixed))
-    from petbind.study.stats_stage import write_design_statistics
-
-    write_design_statistics(outcomes, stats_in, config, out, bids)
-    if config.power.enabled:  # [power]: prospective power of this study's design
-        from petbind.study.power_stage import power_stage
-
-        notes.extend(power_stage(config, out, outcomes, scheduler=scheduler, log=say))
+    # the voxel statistics' flips first: on a cluster the workers flip while this
+    # process does the region statistics (stage seconds: the voxel statistics' preparation
+    # and what is left of them after the region statistics)
+    voxel = None
+    if config.statistics.voxel.enabled:
+        voxel = start_voxel_statistics(scans, config, out, plan=plan, scheduler=engine)
+    voxel_wall, voxel_cpu = stages.lap()
+    try:
+        outcomes, roi, mixed, truth = _region_statistics(bids, config, scans, out, say,
+                                                         scheduler, notes)
+    except BaseException:
+        if voxel is not None:
+            voxel.cancel()
+        raise
     stages.done("region_statistics")
 
     vwritten: list[Path] = []
-    if config.statistics.voxel.enabled:
-        vwritten, vnotes = voxel_statistics(scans, config, out, plan=plan, scheduler=engine)
+    if voxel is not None:
+        vwritten, vnotes = voxel.finish()
         notes.extend(vnotes)
-    stages.done("voxel_statistics")
+    stages.done("voxel_statistics", extra=(voxel_wall, voxel_cpu))
 
+    group = out / "group"
+    lay = StudyLayout(out)
     primary = pd.concat([roi[(roi["tracer"] == tr) & (roi["model"] == tc.primary_model)]
                          for tr, tc in config.tracers.items()], ignore_index=True)
     n_invalid = int((~outcomes["valid"]).sum())
@@ -519,4 +510,51 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     return StudyResult(out_dir=out, outcomes=outcomes, roi_stats=roi, mixed=mixed,
                        summary=summary, warnings=notes, seconds=stages.wall,
                        cpu_seconds=stages.cpu)
+
+
+def _region_statistics(bids: Path, config: StudyConfig, scans: list[Scan], out: Path,
+                       say: Callable[[str], None], scheduler: Any, notes: list[str]
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Any]:
+    """The outcome table, fit QC, region and mixed-model statistics, design statistics and
+    power (:func:`run_study`'s region stage): ``(outcomes, roi, mixed, truth)``; the power
+    stage's notes are added to ``notes``."""
+    from petbind.stats.roi import mixed_model_statistics, roi_statistics
+
+    truth = truth_table(bids, config)
+    outcomes = outcome_table(scans, out, truth)
+    from petbind.stats.design import attach_covariates  # group / covariate columns
+
+    outcomes = attach_covariates(outcomes, bids, group=config.statistics.group,
+                                 covariates=config.statistics.covariates)
+    lay = StudyLayout(out)
+    write_text_atomic(lay.outcomes, table_text(outcomes))
+    from petbind.study.stats_stage import write_fit_qc  # fit QC, model comparison
+
+    write_fit_qc(scans, out)
+    stats_in = for_stats(outcomes)
+    alpha = config.statistics.alpha
+    roi_parts, mixed_parts = [], []
+    for tracer, tcfg in config.tracers.items():
+        sub = stats_in[stats_in["tracer"] == tracer]
+        if sub.empty:
+            continue
+        regions = sorted(set(sub["region"]))
+        roi_parts.append(roi_statistics(sub, config.contrasts, alpha=alpha, regions=regions,
+                                        truth="bp_nd_true" if truth is not None else None))
+        # the mixed model (about 0.1 s per fit) for the primary model only
+        mixed_parts.append(mixed_model_statistics(
+            sub[sub["model"] == tcfg.primary_model], config.contrasts,
+            baseline=config.statistics.baseline_condition, alpha=alpha, regions=regions))
+    roi = pd.concat(roi_parts, ignore_index=True)
+    mixed = pd.concat(mixed_parts, ignore_index=True)
+    write_text_atomic(lay.roi_stats, table_text(roi))
+    write_text_atomic(lay.mixed_model, table_text(mixed))
+    from petbind.study.stats_stage import write_design_statistics
+
+    write_design_statistics(outcomes, stats_in, config, out, bids)
+    if config.power.enabled:  # [power]: prospective power of this study's design
+        from petbind.study.power_stage import power_stage
+
+        notes.extend(power_stage(config, out, outcomes, scheduler=scheduler, log=say))
+    return outcomes, roi, mixed, truth
 

@@ -94,6 +94,10 @@ def _scan_check(scan: Scan, tracer: TracerConfig, out_root: Path, *, plan: Any =
 
         inputs.update(scan_inputs(pvc))
         settings["pvc"] = pvc.to_dict()
+        if settings["pvc"].get("atlas"):
+            # the atlas is an input (its bytes' SHA-256 above), not a setting: its
+            # absolute path (resolve_config) would make a moved study refit every scan
+            settings["pvc"]["atlas"] = "inputs.pvc_atlas"
     return inputs, settings
 
 
