@@ -300,39 +300,3 @@ def test_the_reference_mean_read_at_its_places_is_the_boolean_masks(order):
     assert got == expected  # the same values summed in the same order
     assert np.isnan(images._ref_mean(np.full(SHAPE, np.nan, np.float32, order="F"), ref,
                                      images._f_index(ref)))
-
-
-def test_idle_steps_fill_the_waits_for_the_reader(monkeypatch):
-    # _frames_in_order calls idle() while the next frame is not yet read, until it says
-    # there is nothing left; the frames still come in order, unchanged
-    import contextlib
-    import time
-
-    from petbind.parametric import images
-
-    frames = [np.full(SHAPE, t, dtype=np.float32) for t in range(4)]
-
-    @contextlib.contextmanager
-    def slow_reader(image):
-        def read(t):
-            time.sleep(0.05)
-            return frames[t]
-        yield read
-
-    monkeypatch.setattr(images, "_frame_reader", slow_reader)
-
-    class Image:
-        timing = type("T", (), {"n_frames": 4})()
-
-    work = [6]  # idle steps of deferred work
-
-    def idle():
-        if work[0] == 0:
-            return False
-        work[0] -= 1
-        return True
-
-    got = list(images._frames_in_order(Image(), idle))
-    assert [t for t, _ in got] == [0, 1, 2, 3]
-    assert all(np.array_equal(f, frames[t]) for t, f in got)
-    assert work[0] == 0  # every step was done while waiting (0.05 s per frame)

@@ -174,17 +174,7 @@ def parametric_maps(
                         field="reference", fix="check the reference mask / label name")
     paths.append(ref_where)
 
-    # the usable-voxel checks and k2' auto's late sums, frame by frame while the scan is
-    # read (the reading is the longer task: on 2 CPUs the main thread would wait for it);
-    # not on smoothed curves (smoothed after the gather) nor the one-pass derived mask
-    streamed: _StreamedChecks | None = None
-    if scan is None and pet_fwhm == 0:
-        streamed = _StreamedChecks(int(bmask.sum()), timing,
-                                   late=_needs_late_sums(model, k2prime, k2prime_region))
-    if streamed is not None:
-        _import_engine(model)  # while the read-ahead still inflates the scan
-    curves_t, ref = (_gather(img, bmask, ref_mask, streamed,
-                             None if streamed is None else streamed.idle) if scan is None
+    curves_t, ref = (_gather(img, bmask, ref_mask) if scan is None
                      else scan.gather(bmask, ref_mask))
     scan = None
     # the image's SHA-256 (a second pass over the file) runs beside the checks, k2' and
@@ -200,8 +190,7 @@ def parametric_maps(
 
     # -- voxels that cannot be fitted
     n_mask = curves_t.shape[1]
-    finite, signal = (_usable_voxels(curves_t, timing.duration) if streamed is None
-                      else streamed.usable())
+    finite, signal = _usable_voxels(curves_t, timing.duration)
     good = finite & signal
     counts = {"n_mask": int(n_mask), "n_nonfinite": int((~finite).sum()),
               "n_no_signal": int((finite & ~signal).sum())}
@@ -228,8 +217,7 @@ def parametric_maps(
             method = "pooled" if policy.kind == "median" else "auto"
             k2_used, k2_info = estimate_k2prime(
                 curves_t.T, ref, timing, model=policy.model or model, method=method,
-                region=region, usable=good, settings=settings_m,
-                late_sums=None if streamed is None else streamed.late_sums)
+                region=region, usable=good, settings=settings_m)
             k2_info = policy.describe(**k2_info)
         else:
             k2_used = policy.value
@@ -316,33 +304,6 @@ def parametric_maps(
         inputs=_hash_inputs(paths, image_hashes.result()), elapsed_s=elapsed, cpu_s=cpu)
 
 
-def _import_engine(model: str) -> None:
-    """Import the modules the k2' estimate and ``model``'s fit will need (about 0.03 s).
-
-    Called before the gather of a ``.nii.gz`` read ahead: the main thread reaches
-    the gather with part of the scan still to inflate on the other CPU and
-    waits there for it, so the imports leave the path after the last frame.
-    """
-    import importlib
-
-    import petbind.models.k2prime  # noqa: F401 - the estimate's engine
-
-    factory = model_spec(model).factory
-    if isinstance(factory, str):
-        importlib.import_module(factory.partition(":")[0])
-
-
-def _needs_late_sums(model: str, k2prime: Any, region: Any) -> bool:
-    """Whether the map's k2' is estimated from the top voxels by late ratio (no region)."""
-    from petbind.errors import PetbindError
-
-    try:
-        policy = _map_policy(k2prime)
-    except PetbindError:  # raised where the policy is used, as without streaming
-        return False
-    return model in K2PRIME_MODELS and policy.estimates and region is None
-
-
 def _usable_voxels(curves_t: NDArray[np.float32], duration: NDArray[np.float64]
                    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Per voxel (column of ``curves_t``): finite in every frame; duration-weighted sum > 0.
@@ -365,112 +326,6 @@ def _usable_voxels(curves_t: NDArray[np.float32], duration: NDArray[np.float64]
 
     _by_blocks(n, part)
     return finite, signal
-
-
-#: Voxels per block of :class:`_StreamedChecks` (a float64 block of 256 KiB stays in cache).
-STREAM_BLOCK = 32_768
-#: Frames :class:`_StreamedChecks` adds at once: each voxel block's float64 sums are read
-#: and written once per group of frames, not once per frame (memory traffic).
-STREAM_GROUP = 4
-
-
-class _StreamedChecks:
-    """:func:`_usable_voxels` and the k2' late sums, summed while the scan is read.
-
-    :func:`~petbind.parametric.images._gather` hands over each gathered row
-    as soon as it is complete (``self(t, row)``, queued) and calls
-    :meth:`idle` while it waits for the next frame to be read (inflated, on
-    the other CPU), so this per-voxel work fills the main thread's waits
-    (issue 18) and never holds up the gather; what is left when the last
-    frame arrives is added by :meth:`usable` by blocks of voxels on the usable
-    CPUs, as :func:`_usable_voxels` does. Per voxel: ``finite`` (finite in
-    every frame), ``total`` (``sum_t d_t C_t`` in float64, added in frame
-    order) and, when ``late``, ``late_sums`` (the same sum over the late
-    frames, :func:`petbind.parametric.k2prime._late_weights`, whose weights
-    are those frames' durations). These are the values of
-    :func:`_usable_voxels` and of the numerator of
-    :func:`petbind.parametric.k2prime._late_ratio` bit for bit (for the
-    latter, at every voxel finite in every frame, the only ones it may
-    select): numpy's ``einsum("t,tv->v", d, curves, dtype=float64)`` also
-    adds the float64 products one frame after another, and every voxel gets
-    its frames in order here, whatever the steps
-    (tests/parametric/test_usable.py). A step adds a group of up to
-    :data:`STREAM_GROUP` queued rows to one block of :data:`STREAM_BLOCK`
-    voxels, whose sums stay in cache across the group. The rows must stay
-    unchanged until :meth:`usable` (they are the gathered curves).
-    """
-
-    def __init__(self, n_voxels: int, timing: FrameTiming, *, late: bool) -> None:
-        from petbind.parametric.k2prime import _late_weights
-
-        self.duration = timing.duration
-        self.late_w = _late_weights(timing) if late else None
-        self.finite = np.ones(n_voxels, dtype=bool)
-        self.total = np.zeros(n_voxels)
-        self.late_sums = np.zeros(n_voxels) if late else None
-        self.frames = 0
-        self.queue: list[tuple[NDArray[np.float32], float, bool]] = []
-        self.group: list[tuple[NDArray[np.float32], float, bool]] = []
-        self.next_voxel = 0  # the group's first voxel not yet added
-
-    def __call__(self, t: int, row: NDArray[np.float32]) -> None:
-        if t != self.frames:
-            raise AssertionError(f"frame {t} after {self.frames} frames: not in order")
-        d_t = float(self.duration[t])
-        late = self.late_w is not None and bool(self.late_w[t] != 0)
-        if late and self.late_w is not None and float(self.late_w[t]) != d_t:
-            raise AssertionError("a late frame's weight is its duration")
-        self.queue.append((row, d_t, late))
-        self.frames += 1
-
-    def idle(self) -> bool:
-        """Add the current group of rows to one block of voxels; False if nothing is left."""
-        if not self.group:
-            if not self.queue:
-                return False
-            self.group, self.queue = self.queue[:STREAM_GROUP], self.queue[STREAM_GROUP:]
-            self.next_voxel = 0
-        a = self.next_voxel
-        b = min(a + STREAM_BLOCK, self.total.size)
-        self._add(self.group, a, b)
-        self.next_voxel = b
-        if b >= self.total.size:
-            self.group = []
-        return True
-
-    def _add(self, rows: list[tuple[NDArray[np.float32], float, bool]], a: int, b: int
-             ) -> None:
-        """Add ``rows`` (in frame order) to voxels ``a:b``, block by block."""
-        x = np.empty(min(STREAM_BLOCK, b - a))
-        for s in range(a, b, STREAM_BLOCK):
-            e = min(s + STREAM_BLOCK, b)
-            fin, tot, xb = self.finite[s:e], self.total[s:e], x[:e - s]
-            lat = None if self.late_sums is None else self.late_sums[s:e]
-            for row, d_t, late in rows:
-                r = row[s:e]
-                fin &= np.isfinite(r)
-                np.multiply(r, d_t, out=xb, dtype=np.float64)  # float64(C) * d_t, as einsum
-                tot += xb
-                if late and lat is not None:
-                    lat += xb
-
-    def usable(self) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-        """``(finite, signal)`` of :func:`_usable_voxels` (every frame must have come).
-
-        The rest of the current group and the queued rows are added first, by
-        blocks of voxels on the usable CPUs (each voxel's frames in order).
-        """
-        if self.frames != len(self.duration):
-            raise AssertionError(f"{self.frames} of {len(self.duration)} frames summed")
-        start = self.next_voxel if self.group else self.total.size
-        for rows, first in ((self.group, start), (self.queue, 0)):
-            if rows and first < self.total.size:
-                _by_blocks(self.total.size - first,
-                           lambda a, b, rows=rows, first=first:
-                           self._add(rows, first + a, first + b))
-        self.group, self.queue = [], []
-        with np.errstate(invalid="ignore"):
-            return self.finite, self.total > 0
 
 
 def model_spec(name: str) -> Any:

@@ -229,16 +229,12 @@ def _mask_rule(mean: NDArray[np.float64], finite: NDArray[np.bool_],
     return finite & (mean > thr)
 
 
-def _frames_in_order(image: Any, idle: Callable[[], bool] | None = None
-                     ) -> Iterator[tuple[int, NDArray[np.float32]]]:
+def _frames_in_order(image: Any) -> Iterator[tuple[int, NDArray[np.float32]]]:
     """``(t, frame t)`` for every frame, frame t + 1 read in a second thread meanwhile.
 
     The gzip back-ends release the GIL, so on 2 cores reading (decompressing)
     and the caller's work on the previous frame overlap. The file is read once,
-    in order, and checked at its end (:func:`_frame_reader`). ``idle()``, when
-    given, is called while the next frame is not yet read, until it returns
-    False (nothing left to do): small steps of deferred work that fill the
-    waits for the reader.
+    in order, and checked at its end (:func:`_frame_reader`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -247,8 +243,6 @@ def _frames_in_order(image: Any, idle: Callable[[], bool] | None = None
             max_workers=1, thread_name_prefix="petbind-read") as pool:
         nxt = pool.submit(read, 0)
         for t in range(n_t):
-            while idle is not None and not nxt.done() and idle():
-                pass
             f = nxt.result()
             if t + 1 < n_t:
                 nxt = pool.submit(read, t + 1)
@@ -350,19 +344,13 @@ def _copy_slab(out: NDArray[np.float32], f: NDArray[np.float32], mask: NDArray[n
 
 
 def _gather(
-    image: Any, mask: NDArray[np.bool_], ref_mask: NDArray[np.bool_] | None,
-    each_frame: Callable[[int, NDArray[np.float32]], None] | None = None,
-    idle: Callable[[], bool] | None = None,
+    image: Any, mask: NDArray[np.bool_], ref_mask: NDArray[np.bool_] | None
 ) -> tuple[NDArray[np.float32], NDArray[np.float64] | None]:
     """Curves of the mask voxels as a (n_frames, V) float32 array, and the ref mean curve.
 
     Row t is ``frame_t[mask]``. For large masks on 2+ CPUs two slabs of the
     first axis are copied at once (boolean indexing releases the GIL): the
     same values in the same places (C order, the first axis slowest).
-    ``each_frame(t, row t)``, when given, is called as soon as row t is
-    complete, in frame order, and ``idle()`` while the next frame is still
-    being read (:func:`_frames_in_order`): per-voxel sums accumulated while
-    the scan is read (:class:`petbind.parametric.core._StreamedChecks`).
     """
     from petbind.compute import usable_cpus
 
@@ -379,7 +367,7 @@ def _gather(
 
             pool = stack.enter_context(ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="petbind-gather"))
-        for t, f in _frames_in_order(image, idle):
+        for t, f in _frames_in_order(image):
             if pool is not None:
                 other = pool.submit(_copy_slab, curves[t], f, mask, slabs[1])
                 _copy_slab(curves[t], f, mask, slabs[0])
@@ -390,8 +378,6 @@ def _gather(
                 ref[t] = _ref_mean(f, ref_mask, ref_index)
             if other is not None:
                 other.result()
-            if each_frame is not None:
-                each_frame(t, curves[t])
     return curves, ref
 
 

@@ -34,7 +34,8 @@ def _late_ratio(curves_t: NDArray[np.float32], ref: NDArray[np.float64],
     """
     from petbind.parametric.chunks import _by_blocks
 
-    w = _late_weights(timing)
+    late = timing.mid >= 0.5 * timing.end[-1]
+    w = timing.duration * late
     den = float(np.dot(w, ref))
     out = np.empty(curves_t.shape[1], dtype=np.float64)
 
@@ -44,22 +45,6 @@ def _late_ratio(curves_t: NDArray[np.float32], ref: NDArray[np.float64],
 
     _by_blocks(curves_t.shape[1], part)
     return out
-
-
-def _late_weights(timing: FrameTiming) -> NDArray[np.float64]:
-    """The late frames' durations (mid >= half the scan), 0 for the others (minutes)."""
-    return timing.duration * (timing.mid >= 0.5 * timing.end[-1])
-
-
-def _late_ratio_of_sums(late_sums: NDArray[np.float64], ref: NDArray[np.float64],
-                        timing: FrameTiming) -> NDArray[np.float64]:
-    """:func:`_late_ratio` from its numerators ``sum_t w_t C_t`` (``w``:
-    :func:`_late_weights`), summed frame by frame while the scan is read
-    (:class:`petbind.parametric.core._StreamedChecks`): the same division, done
-    in place (``late_sums`` becomes the ratio)."""
-    den = float(np.dot(_late_weights(timing), ref))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.divide(late_sums, den, out=late_sums)  # in place: no fresh 8 MB
 
 
 def estimate_k2prime(
@@ -73,7 +58,6 @@ def estimate_k2prime(
     region: ArrayLike | None = None,
     usable: ArrayLike | None = None,
     settings: Mapping[str, Any] | None = None,
-    late_sums: ArrayLike | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Estimate k2' (1/min) for MRTM2 / SRTM2 / Logan from voxel curves.
 
@@ -109,12 +93,6 @@ def estimate_k2prime(
         curves instead of a filtered copy.
     settings : mapping, optional
         Settings passed to the model used for the estimate (window, weights).
-    late_sums : array_like, shape (V,), optional
-        Each curve's late-frame sum ``sum_t w_t C_t`` (``w``: the late frames'
-        durations), when the caller accumulated it while reading the scan; the
-        ratio is then that sum over ``w . ref``, the same arithmetic as from
-        ``curves`` (bit for bit: the sums are added in frame order). Used up:
-        divided in place.
 
     Returns
     -------
@@ -138,12 +116,7 @@ def estimate_k2prime(
             raise DataError(f"top_fraction must lie in (0, 1], got {top_fraction}",
                             field="top_fraction", fix="use e.g. 0.02")
         with np.errstate(invalid="ignore"):
-            if late_sums is None:
-                ratio = np.where(ok, _late_ratio(c.T, ref, timing), -np.inf)
-            else:  # the caller's sums become the ratio (no fresh 8 MB arrays)
-                ratio = _late_ratio_of_sums(np.asarray(late_sums, dtype=np.float64),
-                                            ref, timing)
-                ratio[~ok] = -np.inf
+            ratio = np.where(ok, _late_ratio(c.T, ref, timing), -np.inf)
         n_top = min(max(1, round(top_fraction * int(ok.sum()))), int(ok.sum()))
         sel = np.argpartition(-ratio, n_top - 1)[:n_top] if n_top else np.zeros(0, int)
         rule = (f"top {top_fraction:g} of voxels by late (mid >= half the scan) "
