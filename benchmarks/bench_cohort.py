@@ -31,9 +31,10 @@ worker, the RSS of a ``dask worker`` before any task, seconds per stage (the
 run's ``group/provenance.json``, and the main process's CPU per stage from its
 ``run_cpu_seconds``), output bytes per scan, the load average before and after;
 before each repeat, the machine's own ceiling for 1 -> 2 workers
-(:func:`two_process_speedup`: two processes doing scan-like work at once
-against one alone), so that the study's speed-up can be read against what
-the hardware gives.
+(:func:`two_process_speedup`: two single-CPU ``petbind parametric`` runs on the
+study's scans at once against one alone; ``--ceiling-only`` measures it
+alone), so that the study's speed-up can be read against what the hardware
+gives.
 Voxel statistics run with ``n_permutations = 1000`` (the default 5000 would
 measure the permutation test, not the pipeline); their flips run on the
 workers (issue 18), so the workers' CPU includes them. ``--stats-memory REV``
@@ -60,6 +61,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -336,38 +338,35 @@ def stop_cluster(procs: list) -> None:
             p.wait()
 
 
-#: One process's share of a scan task's kind of work, for :func:`two_process_speedup`:
-#: inflate one of the cohort's scans (ISA-L), widen it to float64 and apply a (33 x 29)
-#: matrix to its frames (what the scan task's region curves and MRTM2 map do), twice.
-CEILING_CODE = """
-import sys, time
-import numpy as np
-from isal import igzip
-with open(sys.argv[1], "rb") as f:
-    packed = f.read()
-m = np.random.default_rng(0).random((33, 29))
-for _ in range(2):
-    raw = igzip.decompress(packed)
-    frames = np.frombuffer(raw, dtype=np.float32, offset=352)
-    frames = frames[: frames.size // 29 * 29].reshape(29, -1)
-    for s in range(0, frames.shape[1], 65536):
-        (m @ frames[:, s:s + 65536].astype(np.float64)).sum()
-"""
+def two_process_speedup(bids: Path, env: dict[str, str], tries: int = 2) -> dict:
+    """The machine's own ceiling for 1 -> 2 workers on a scan's kind of work.
 
+    The wall of two ``petbind parametric`` processes (MRTM2 map of one of the
+    study's scans, ``--scheduler sync``: one CPU each; reading and inflating the
+    scan, its brain mask, the fit, nine gzipped maps) started at the same time,
+    against one alone: ``2 * one / two``; 2.0 on two idle, independent cores, less
+    where the two CPUs share a core's units or the memory bandwidth, or other jobs
+    run. Pure-Python probes (bench_parametric_cli.py's free cores) miss the memory
+    traffic of inflating and fitting a scan.
+    """
+    scans = sorted(bids.glob("sub-*/ses-*/pet/*_pet.nii.gz"))[:2]
+    atlases = [next((bids / "derivatives" / "cohort-atlas").rglob(
+        s.name.replace("_pet.nii.gz", "_dseg.nii.gz"))) for s in scans]
 
-def two_process_speedup(scan: Path, env: dict[str, str], tries: int = 2) -> dict:
-    """The machine's own ceiling for 1 -> 2 workers: the wall of two processes that each
-    do :data:`CEILING_CODE` on ``scan`` at the same time, against one alone
-    (``2 * one / two``; 2.0 on two idle, independent cores; below where the two CPUs
-    share a core's units, the memory bandwidth, or other jobs' load)."""
     def spin(n: int) -> float:
-        t = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-c", CEILING_CODE, str(scan)], env=env)
-                 for _ in range(n)]
-        for q in procs:
-            q.wait()
-        return time.perf_counter() - t
+        with tempfile.TemporaryDirectory() as tmp:
+            cmds = [[sys.executable, "-m", "petbind", "parametric", str(scans[i]),
+                     "--ref-label", f"{atlases[i]}:cerebellum", "--scheduler", "sync",
+                     "--out", str(Path(tmp) / f"p{i}")] for i in range(n)]
+            t = time.perf_counter()
+            procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE) for c in cmds]
+            for q in procs:
+                if q.wait() != 0:
+                    raise SystemExit(f"petbind parametric failed: {q.stderr.read()[-2000:]}")
+            return time.perf_counter() - t
 
+    spin(1)  # page cache and imports warm
     one = min(spin(1) for _ in range(tries))
     two = min(spin(2) for _ in range(tries))
     return {"ceiling": 2 * one / two, "one_s": one, "two_s": two, "load": os.getloadavg(),
@@ -577,6 +576,9 @@ def main() -> None:
     ap.add_argument("--report-only", type=Path, nargs="+", metavar="LOG",
                     help="only write the results file from the JSON-lines logs "
                          "(WORK/bench_cohort.jsonl) of earlier runs")
+    ap.add_argument("--ceiling-only", action="store_true",
+                    help="only measure the machine's 1 -> 2 process ceiling (--repeats "
+                         "times per size) and rewrite the results")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     sys.path.insert(0, SRC)
@@ -603,9 +605,10 @@ def main() -> None:
         t = time.perf_counter()
         bids = make_cohort(args.work / f"bids{n}", n)
         _log(log, {"generated": n, "seconds": time.perf_counter() - t})
-        scan = next(bids.glob("sub-*/ses-*/pet/*_pet.nii.gz"))
         for k in range(args.repeats):
-            _log(log, {"ceiling_of": n, "repeat": k, **two_process_speedup(scan, env)})
+            _log(log, {"ceiling_of": n, "repeat": k, **two_process_speedup(bids, env)})
+            if args.ceiling_only:
+                continue
             for w in args.workers:
                 out = args.work / f"out{n}_w{w}"
                 subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -614,7 +617,7 @@ def main() -> None:
                 r["repeat"] = k
                 _log(log, r)
                 _write(_read_logs([log]))
-    if args.cluster_size:
+    if args.cluster_size and not args.ceiling_only:
         n = args.cluster_size
         bids = make_cohort(args.work / f"bids{n}", n)
         address, procs = start_cluster(args.work / "cluster", 2, env)
@@ -727,11 +730,11 @@ def _write(state: dict) -> None:
                   "its 2-worker wall (run one after the other, so both met the same load).",
                   "",
                   "*Machine ceiling*: this machine's own speed-up from one to two "
-                  "processes on scan-like work measured before each repeat (two processes "
-                  "each inflating one of the study's scans and applying a matrix to its "
-                  "frames, at the same time, against one alone: 2.00 on two idle, "
-                  "independent cores), and the pairs' median as a share of the ceilings' "
-                  "median: how much of what the hardware gives the whole study gets.",
+                  "processes on a scan's kind of work (two `petbind parametric --scheduler "
+                  "sync` of the study's scans at the same time against one alone: 2.00 on "
+                  "two idle, independent cores; `two_process_speedup`), and the pairs' "
+                  "median as a share of the ceilings' median: how much of what the "
+                  "hardware gives the whole study gets.",
                   "",
                   "| scans | repeats | wall 1 worker (s) | wall 2 workers (s) | speed-up "
                   "(wall, medians) | speed-up of the pairs: median (min-max) | scans "
