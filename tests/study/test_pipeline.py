@@ -236,29 +236,38 @@ def test_on_a_cluster_the_voxel_flips_run_while_the_region_statistics_are_made(
 
     import petbind.study.pipeline as pipeline
     from petbind.stats import voxel_null
+    from petbind.study import group_stage
 
     flipping = threading.Event()
-    seen: list[bool] = []
+    seen: list[tuple[bool, bool]] = []
+    finished: list[bool] = []
     real_flips, real_region = voxel_null.run_flip_tasks, pipeline._region_statistics
+    real_finish = group_stage.VoxelStatistics.finish
 
     def flips(*args, **kwargs):
         flipping.set()
         return real_flips(*args, **kwargs)
 
     def region(*args, **kwargs):
-        # the flips were sent before the region statistics (serially they came after)
-        seen.append(flipping.wait(timeout=30))
+        # the flips were sent before the region statistics (serially they came after),
+        # and their results are taken only after them
+        seen.append((flipping.wait(timeout=30), bool(finished)))
         return real_region(*args, **kwargs)
+
+    def finish(self):
+        finished.append(True)
+        return real_finish(self)
 
     monkeypatch.setattr(voxel_null, "run_flip_tasks", flips)
     monkeypatch.setattr(pipeline, "_region_statistics", region)
+    monkeypatch.setattr(group_stage.VoxelStatistics, "finish", finish)
     out = tmp_path / "out"
     shutil.copytree(noise_free_study["out"], out)  # scans current: only the study level runs
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster:
         run_study(noise_free_study["bids"], load_config(noise_free_study["config"]),
                   out_dir=out, scheduler=cluster.scheduler_address, progress=False)
-    assert seen == [True]
+    assert seen == [(True, False)] and finished == [True]
     skip = ("group/provenance.json",)
     assert tree_digest(out, skip) == tree_digest(noise_free_study["out"], skip)
 
