@@ -462,3 +462,17 @@ def test_petbind_run_starts_the_cluster_early_only_when_its_report_will_use_it(m
             run_cmd.run(tmp_path, config=cfg, out=tmp_path / "out", scheduler=sched,
                         print_config=False, no_progress=True, no_report=no_report)
         assert soon == want, (sched, no_report)
+
+
+def test_a_failed_task_on_a_local_cluster_prints_no_worker_traceback(tmp_path, capfd):
+    from petbind.errors import PetbindError
+    from petbind.io.bids import load_pet
+
+    missing = tmp_path / "sub-01_pet.nii.gz"
+    from petbind.compute import shared_scheduler
+
+    with shared_scheduler("local:1") as lazy, open_engine(lazy) as engine:
+        with pytest.raises(PetbindError, match="sidecar is missing"):
+            engine.run([Task("scan", load_pet, (str(missing),))])
+    err = capfd.readouterr().err  # the worker processes write to this process's stderr
+    assert "Traceback" not in err and "Compute Failed" not in err, err

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 import uuid
@@ -466,8 +467,12 @@ def _local_cluster(n: int) -> Iterator[Any]:
     pre_spawn = {**(dask.config.get(key, default=None) or {}), **WORKER_MALLOC_ENV}
     with warnings.catch_warnings(), dask.config.set({key: pre_spawn, **WORKER_DASK_CONFIG}):
         warnings.simplefilter("ignore")
+        # a task's failure reaches the caller as its own error (Engine.run raises it, a
+        # PetbindError as one line); the workers' own log of it (its traceback, the
+        # cancelled tasks after it) would put a traceback on the user's terminal
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, env=dict(WORKER_ENV))
+                               dashboard_address=None, env=dict(WORKER_ENV),
+                               silence_logs=logging.CRITICAL)
     client = Client(cluster, set_as_default=False)
     try:
         yield client
