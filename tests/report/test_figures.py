@@ -460,3 +460,93 @@ def test_figure_tasks_in_flight_are_at_most_two_per_worker():
     page = deferred.fill(" ".join(keys))
     assert engine.most == 2 * engine.n_workers
     assert page.count("data:image/png;base64,") == 6
+
+
+def _fit_inputs(rng, scale, t, regions=("VP", "NAcc", "cerebellum"), models=("srtm", "mrtm2")):
+    measured = {r: scale * (1 + i) * np.exp(-t / 40) * (1 + 0.05 * rng.standard_normal(t.size))
+                for i, r in enumerate(regions)}
+    fitted = {m: {r: scale * (1 + i) * np.exp(-t / (40 + 3 * j)) for i, r in enumerate(regions)}
+              for j, m in enumerate(models)}
+    return measured, fitted
+
+
+def test_a_refilled_fit_figure_draws_the_pixels_of_a_new_one():
+    """Issue 18: inside ``reusing()`` one fit figure is built and refilled for every scan of
+    the same layout (half of its cost was making axes and ticks); each page image must be
+    the one a new figure gives, whatever the scan's scale, frame times or gaps."""
+    from petbind.report.figures.base import reusing
+
+    rng = np.random.default_rng(3)
+    t = np.linspace(0.5, 90.0, 25)
+    scans = []
+    for k, scale in enumerate([1.0, 30.0, 0.02, 4e4, 1.0, 7.0]):
+        measured, fitted = _fit_inputs(rng, scale, t if k != 4 else t * 1.3)
+        if k == 2:
+            fitted["srtm"]["VP"] = np.full(t.size, np.nan)  # a failed fit: no line
+        if k == 5:
+            measured["NAcc"] = -measured["NAcc"]  # negative values and residuals
+            fitted["mrtm2"]["cerebellum"][:10] = np.nan  # a model that skips early frames
+        scans.append((measured, fitted, f"sub-0{k}, baseline $x$"))
+    new = [figures.figure_to_data_uri(figures.fit_figure(t if k != 4 else t * 1.3, m, f,
+                                                         title=title))
+           for k, (m, f, title) in enumerate(scans)]
+    with reusing():
+        figs = []
+        refilled = []
+        for k, (m, f, title) in enumerate(scans):
+            fig = figures.fit_figure(t if k != 4 else t * 1.3, m, f, title=title)
+            figs.append(fig)
+            refilled.append(figures.figure_to_data_uri(fig))
+    assert refilled == new
+    assert len({id(f) for f in figs}) == 1  # one figure, built once
+    assert len(set(new)) == len(new)
+
+
+def test_fit_figures_built_before_drawing_are_not_the_same_figure():
+    """A refillable figure is taken by one builder call until it is drawn again."""
+    from petbind.report.figures.base import reusing
+
+    rng = np.random.default_rng(4)
+    t = np.linspace(0.5, 90.0, 20)
+    a, b = _fit_inputs(rng, 1.0, t), _fit_inputs(rng, 5.0, t)
+    expected = [figures.figure_to_data_uri(figures.fit_figure(t, *x)) for x in (a, b, a)]
+    with reusing():
+        figures.figure_to_data_uri(figures.fit_figure(t, *b))  # one kept
+        fa = figures.fit_figure(t, *a)  # takes the kept one
+        fb = figures.fit_figure(t, *b)  # none kept now: a new figure
+        assert fa is not fb
+        got = [figures.figure_to_data_uri(fa), figures.figure_to_data_uri(fb)]
+        other = figures.fit_figure(t, *a, title="")  # same layout as before: refilled
+        got.append(figures.figure_to_data_uri(other))
+    assert got == expected
+
+
+def test_a_fit_figure_of_another_layout_is_built_anew():
+    """Other regions, models, fits present or frames: a new figure, not a refill."""
+    from petbind.report.figures.base import reusing
+
+    rng = np.random.default_rng(5)
+    t = np.linspace(0.5, 90.0, 20)
+    with reusing():
+        fig = figures.fit_figure(t, *_fit_inputs(rng, 1.0, t))
+        figures.figure_to_data_uri(fig)
+        others = [figures.fit_figure(t, *_fit_inputs(rng, 1.0, t, regions=("VP", "NAcc"))),
+                  figures.fit_figure(t, *_fit_inputs(rng, 1.0, t, models=("srtm",))),
+                  figures.fit_figure(t[:-1], *_fit_inputs(rng, 1.0, t[:-1])),
+                  figures.fit_figure(t, *_fit_inputs(rng, 1.0, t), title="with a title")]
+        assert all(o is not fig for o in others)
+    m, f = _fit_inputs(rng, 1.0, t)
+    del f["srtm"]["NAcc"]  # srtm not fitted in one region: another layout
+    with reusing():
+        fig = figures.fit_figure(t, *_fit_inputs(rng, 1.0, t))
+        figures.figure_to_data_uri(fig)
+        assert figures.fit_figure(t, m, f) is not fig
+
+
+def test_outside_reusing_a_drawn_fit_figure_is_released():
+    rng = np.random.default_rng(6)
+    t = np.linspace(0.5, 90.0, 20)
+    fig = figures.fit_figure(t, *_fit_inputs(rng, 1.0, t))
+    figures.figure_to_data_uri(fig)
+    assert fig.axes == []
+    assert figures.fit_figure(t, *_fit_inputs(rng, 1.0, t)) is not fig

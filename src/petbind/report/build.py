@@ -80,8 +80,11 @@ def render_report(study: StudyOutputs, engine: Any = None) -> str:
     )
     deferred = DeferredFigures(engine) if engine is not None and engine.n_workers > 1 else None
     figures: Any = deferred if deferred is not None else drawn
+    from petbind.report.figures.base import reusing
+
     try:
-        html = _render(study, env, figures)
+        with reusing():  # in-process: one fit figure built, refilled for every scan
+            html = _render(study, env, figures)
     except BaseException:
         if deferred is not None:
             deferred.close()  # the figures already sent are not waited for by anyone

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gc
 import io
+import threading
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,69 @@ DPI = 96
 #: A PNG of at least this many pixels (a TAC or map grid part: about 2 M; a fit figure:
 #: 0.25 M) has its renderer freed before it is quantised (:func:`figure_to_data_uri`).
 COLLECT_PIXELS = 2**20
+
+#: Figures kept for refilling per thread inside :func:`reusing` (one per layout).
+REUSE_MAX = 2
+
+_REUSE = threading.local()
+
+
+@contextlib.contextmanager
+def reusing() -> Iterator[None]:
+    """Within this block (in this thread), drawn figures are refilled instead of rebuilt.
+
+    A builder that can refill a figure of its own (:func:`petbind.report.figures.fit_figure`,
+    one per scan) marks it with its layout (:func:`mark_reusable`);
+    :func:`figure_to_data_uri` then keeps it after drawing it instead of releasing
+    it, and the builder's next call with the same layout takes it back
+    (:func:`take_reusable`) and only sets its data, limits and titles. Creating the
+    axes and their ticks is about half of a small-multiples figure's cost
+    (matplotlib makes every tick and label anew in a new figure); a refilled figure
+    reuses them, and draws the same pixels as a new one (tested). A figure is taken
+    by one builder call at a time, so two figures built before either is drawn are
+    never the same object. On leaving the block the kept figures are released;
+    outside it nothing is kept. Nested blocks share the outer one's figures.
+    """
+    outer = getattr(_REUSE, "pool", None)
+    if outer is None:
+        _REUSE.pool = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            pool, _REUSE.pool = _REUSE.pool, None
+            for fig in pool.values():
+                _release(fig)
+
+
+def mark_reusable(fig: Figure, layout: Hashable) -> Figure:
+    """Mark ``fig`` as refillable by its builder for figures of ``layout``; return it."""
+    fig._petbind_layout = layout  # type: ignore[attr-defined]
+    return fig
+
+
+def take_reusable(layout: Hashable) -> Figure | None:
+    """A drawn figure of ``layout`` kept in this thread's :func:`reusing` block, or None
+    (the caller owns it until it is drawn again)."""
+    pool = getattr(_REUSE, "pool", None)
+    return None if pool is None else pool.pop(layout, None)
+
+
+def _keep(fig: Figure, pixels: int) -> bool:
+    """Keep a drawn, refillable ``fig`` for its builder's next call (inside :func:`reusing`);
+    False when it is to be released: outside the block, not refillable, or large (its
+    renderer's pixels are freed at once, :data:`COLLECT_PIXELS`)."""
+    pool = getattr(_REUSE, "pool", None)
+    layout = getattr(fig, "_petbind_layout", None)
+    if pool is None or layout is None or pixels >= COLLECT_PIXELS:
+        return False
+    stale = pool.pop(layout, None)
+    if stale is not None and stale is not fig:
+        _release(stale)
+    pool[layout] = fig
+    while len(pool) > REUSE_MAX:
+        _release(pool.pop(next(iter(pool))))
+    return True
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:
@@ -95,6 +161,9 @@ def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
                        colors: int | None = 64) -> str:
     """Render ``fig`` into a base64 ``data:`` URI (PNG or SVG) and release it.
 
+    Inside :func:`reusing`, a small PNG figure its builder marked refillable is kept
+    for the builder's next call instead of being released.
+
     Parameters
     ----------
     fig : Figure
@@ -127,7 +196,8 @@ def figure_to_data_uri(fig: Figure, fmt: str = "png", dpi: int | None = None,
         size = (int(fig.get_figwidth() * d), int(fig.get_figheight() * d))
         sink = _RGBSink(size)
         fig.savefig(sink, format="rgba", dpi=d)
-        _release(fig, collect=size[0] * size[1] >= COLLECT_PIXELS)
+        if not _keep(fig, size[0] * size[1]):
+            _release(fig, collect=size[0] * size[1] >= COLLECT_PIXELS)
         from PIL import Image
 
         out = io.BytesIO()

@@ -9,9 +9,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
-from petbind.report.figures.base import MODEL_COLOURS, grid_shape, new_figure
+from petbind.report.figures.base import (
+    MODEL_COLOURS,
+    grid_shape,
+    mark_reusable,
+    new_figure,
+    take_reusable,
+)
 
 
 def tac_grid_figure(
@@ -104,27 +110,39 @@ def fit_figure(
     """
     t = np.asarray(t_mid_min, dtype=float)
     regions = list(measured)
+    models = list(fitted)
+    # what fixes the figure's artists: a kept figure of the same layout is refilled
+    # (:func:`petbind.report.figures.base.reusing`; one fit figure per scan, all alike)
+    layout = ("fit_figure", tuple(regions), tuple(models),
+              tuple(tuple(fitted[m].get(r) is not None for r in regions) for m in models),
+              t.shape, bool(title), max_cols)
+    fig = take_reusable(layout)
+    if fig is not None:
+        return _refill_fit_figure(fig, t, measured, fitted, title)
     rows, cols = grid_shape(len(regions), max_cols)
     fig = new_figure(1.9 * cols + 0.4, 2.3 * rows + 0.3)
     outer = fig.add_gridspec(rows, cols, left=0.6 / (1.9 * cols + 0.4), right=0.98,
                              bottom=0.35 / (2.3 * rows + 0.3), top=1 - 0.45 / (2.3 * rows + 0.3),
                              wspace=0.35, hspace=0.35)
-    models = list(fitted)
+    panels = []
     for k, region in enumerate(regions):
         inner = outer[k // cols, k % cols].subgridspec(2, 1, height_ratios=[2.2, 1], hspace=0)
         ax = fig.add_subplot(inner[0])
         axr = fig.add_subplot(inner[1], sharex=ax)
         y = np.asarray(measured[region], dtype=float)
-        ax.plot(t, y, "o", color="0.25", ms=2.5, label="data")
+        (dots,) = ax.plot(t, y, "o", color="0.25", ms=2.5, label="data")
         axr.axhline(0.0, color="0.5", lw=0.7)
+        lines = []
         for m, model in enumerate(models):
             f = fitted[model].get(region)
             if f is None:
                 continue
             f = np.asarray(f, dtype=float)
             c = MODEL_COLOURS[m % len(MODEL_COLOURS)]
-            ax.plot(t, f, "-", color=c, lw=1.1, label=model)
-            axr.plot(t, y - f, ".-", color=c, lw=0.6, ms=2)
+            (line,) = ax.plot(t, f, "-", color=c, lw=1.1, label=model)
+            (resid,) = axr.plot(t, y - f, ".-", color=c, lw=0.6, ms=2)
+            lines.append((model, line, resid))
+        panels.append((region, ax, axr, dots, lines))
         ax.set_title(region, fontsize=8, pad=2)
         # few ticks: tick labels are most of the drawing cost of small multiples
         ax.yaxis.set_major_locator(MaxNLocator(3))
@@ -139,6 +157,32 @@ def fit_figure(
             axr.set_xlabel("min", fontsize=7)
         if k == 0:
             ax.legend(fontsize=6, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig._petbind_panels = panels  # type: ignore[attr-defined]
+    return mark_reusable(fig, layout)
+
+
+def _refill_fit_figure(fig: Figure, t: NDArray[np.float64],
+                       measured: Mapping[str, ArrayLike],
+                       fitted: Mapping[str, Mapping[str, ArrayLike]], title: str) -> Figure:
+    """A drawn :func:`fit_figure` of the same layout given another scan's curves: the
+    lines' data, every axes' data limits and view, and the title; the pixels are those
+    of a new figure (``relim`` + ``autoscale_view`` are what adding the lines does)."""
+    panels = fig._petbind_panels  # type: ignore[attr-defined]
+    for region, _, _, dots, lines in panels:
+        y = np.asarray(measured[region], dtype=float)
+        dots.set_data(t, y)
+        for model, line, resid in lines:
+            f = np.asarray(fitted[model][region], dtype=float)
+            line.set_data(t, f)
+            resid.set_data(t, y - f)
+    for _, ax, axr, _, _ in panels:  # every data limit first: x is shared by each pair
+        ax.relim()
+        axr.relim()
+    for _, ax, axr, _, _ in panels:
+        ax.autoscale_view()
+        axr.autoscale_view()
     if title:
         fig.suptitle(title, fontsize=9)
     return fig

@@ -54,6 +54,8 @@ def draw(recipes: list[tuple[Recipe, tuple[Any, ...], dict[str, Any]]]) -> list[
     """Build and embed figures: ``[figure_to_data_uri(builder(*args), *uri_args)]``.
 
     One task of :meth:`DeferredFigures.fill`: plain arguments in, strings out.
+    Inside the task a figure is refilled for the next recipe of the same layout
+    (:func:`petbind.report.figures.base.reusing`: one fit figure built per task).
     Before it returns, the garbage collector runs once: a figure's artists refer
     to each other, so a drawn figure is freed by the collector, not when it is
     dropped, and a worker gives its free heap back when a task ends
@@ -62,9 +64,12 @@ def draw(recipes: list[tuple[Recipe, tuple[Any, ...], dict[str, Any]]]) -> list[
     a worker's RSS 20 MiB higher at its peak and 15-40 MiB higher between
     tasks; the collection costs about 50 ms a task).
     """
+    from petbind.report.figures.base import reusing
+
     try:
-        return [_figures.figure_to_data_uri(getattr(_figures, r.builder)(*r.args, **r.kwargs),
-                                            *uri_args, **uri_kwargs)
+        with reusing():  # the task's fit figures: one built, the others refilled
+            return [_figures.figure_to_data_uri(
+                getattr(_figures, r.builder)(*r.args, **r.kwargs), *uri_args, **uri_kwargs)
                 for r, uri_args, uri_kwargs in recipes]
     finally:
         gc.collect()
