@@ -78,7 +78,13 @@ def render_report(study: StudyOutputs, engine: Any = None) -> str:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True,
     )
-    deferred = DeferredFigures(engine) if engine is not None and engine.n_workers > 1 else None
+    deferred = None
+    if engine is not None and engine.n_workers > 1:
+        # every scan's fit figure has one layout and a task refills its first one for the
+        # others (:func:`petbind.report.figures.base.reusing`): tasks of four figures,
+        # more in a large study (four tasks a worker), so fewer are built
+        batch = max(4, -(-len(study.scans) // (4 * engine.n_workers)))
+        deferred = DeferredFigures(engine, batch=batch)
     figures: Any = deferred if deferred is not None else drawn
     from petbind.report.figures.base import reusing
 
