@@ -709,3 +709,14 @@ def test_report_page_names_the_parts_of_a_split_grid(built_report, monkeypatch, 
     html = build_report(out).read_text(encoding="utf-8")
     n = len(SUBJECTS)
     assert f"(part {n} of {n})" in html and f"(part {n + 1} of" not in html
+
+
+def test_figure_tasks_hold_four_figures_or_a_quarter_of_a_workers_scans():
+    from petbind.report.build import figure_batch
+
+    assert figure_batch(8, 2) == 4
+    assert figure_batch(32, 2) == 4  # 16 scans a worker
+    assert figure_batch(34, 2) == 5
+    assert figure_batch(128, 2) == 16
+    assert figure_batch(1000, 8) == 32
+    assert figure_batch(0, 2) == 4

@@ -80,11 +80,8 @@ def render_report(study: StudyOutputs, engine: Any = None) -> str:
     )
     deferred = None
     if engine is not None and engine.n_workers > 1:
-        # every scan's fit figure has one layout and a task refills its first one for the
-        # others (:func:`petbind.report.figures.base.reusing`): tasks of four figures,
-        # more in a large study (four tasks a worker), so fewer are built
-        batch = max(4, -(-len(study.scans) // (4 * engine.n_workers)))
-        deferred = DeferredFigures(engine, batch=batch)
+        deferred = DeferredFigures(engine, batch=figure_batch(len(study.scans),
+                                                              engine.n_workers))
     figures: Any = deferred if deferred is not None else drawn
     from petbind.report.figures.base import reusing
 
@@ -96,6 +93,18 @@ def render_report(study: StudyOutputs, engine: Any = None) -> str:
             deferred.close()  # the figures already sent are not waited for by anyone
         raise
     return deferred.fill(html) if deferred is not None else html
+
+
+def figure_batch(n_scans: int, n_workers: int) -> int:
+    """Figures per task when a report is drawn on ``n_workers`` workers.
+
+    Every scan's fit figure has one layout, and a task builds its first one and
+    refills it for the others (:func:`petbind.report.figures.base.reusing`): four
+    figures a task, or in a study of more than 16 scans per worker a quarter of a
+    worker's scans (four tasks a worker), so fewer are built (128 scans on two
+    workers: 16 a task, 8 fit figures built instead of 32).
+    """
+    return max(4, -(-n_scans // (4 * max(1, n_workers))))
 
 
 def _render(study: StudyOutputs, env: Any, figures: Any) -> str:
