@@ -550,3 +550,22 @@ def test_outside_reusing_a_drawn_fit_figure_is_released():
     figures.figure_to_data_uri(fig)
     assert fig.axes == []
     assert figures.fit_figure(t, *_fit_inputs(rng, 1.0, t)) is not fig
+
+
+def test_fit_figures_of_several_tracers_interleaved_are_all_refilled():
+    """A report lists scans subject by subject, each with its tracers (one layout each):
+    three layouts in turn are each refilled, not evicted by the others."""
+    from petbind.report.figures.base import reusing
+
+    rng = np.random.default_rng(7)
+    t = np.linspace(0.5, 90.0, 20)
+    regions = [("VP", "NAcc"), ("VP", "NAcc", "putamen"), ("thalamus",)]
+    first: dict[int, object] = {}
+    refilled = []
+    with reusing():
+        for _subject in range(3):
+            for k, regs in enumerate(regions):
+                fig = figures.fit_figure(t, *_fit_inputs(rng, 1.0, t, regions=regs))
+                refilled.append(first.setdefault(k, fig) is fig)
+                figures.figure_to_data_uri(fig)
+    assert all(refilled)

@@ -27,8 +27,10 @@ DPI = 96
 #: 0.25 M) has its renderer freed before it is quantised (:func:`figure_to_data_uri`).
 COLLECT_PIXELS = 2**20
 
-#: Figures kept for refilling per thread inside :func:`reusing` (one per layout).
-REUSE_MAX = 2
+#: Figures kept for refilling per thread inside :func:`reusing` (one per layout): a
+#: report's scans come subject by subject, each with its tracers' fit figures (one layout
+#: a tracer), so up to four tracers refill without evicting each other.
+REUSE_MAX = 4
 
 _REUSE = threading.local()
 
