@@ -71,6 +71,7 @@ def render_report(study: StudyOutputs, engine: Any = None) -> str:
     import jinja2
 
     from petbind.report import figures as drawn
+    from petbind.report.figures.base import reusing
     from petbind.report.figures.deferred import DeferredFigures
 
     env = jinja2.Environment(
@@ -83,8 +84,6 @@ def render_report(study: StudyOutputs, engine: Any = None) -> str:
         deferred = DeferredFigures(engine, batch=figure_batch(len(study.scans),
                                                               engine.n_workers))
     figures: Any = deferred if deferred is not None else drawn
-    from petbind.report.figures.base import reusing
-
     try:
         with reusing():  # in-process: one fit figure built, refilled for every scan
             html = _render(study, env, figures)
