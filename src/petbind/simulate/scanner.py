@@ -49,8 +49,19 @@ def block_mean(volume: NDArray, factor: int) -> NDArray:
         return volume
     nx, ny, nz = (n // factor for n in volume.shape[:3])
     v = volume[: nx * factor, : ny * factor, : nz * factor]
-    v = v.reshape(nx, factor, ny, factor, nz, factor, *volume.shape[3:])
-    return v.mean(axis=(1, 3, 5))
+    if v.dtype.kind != "f":
+        v = v.astype(np.float64)
+    # sums of strided slices, axis by axis: 20-30 times faster than a mean over the
+    # reshaped block axes (numpy reduces those element by element)
+    for axis in range(3):
+        idx = [slice(None)] * 3
+        idx[axis] = slice(0, None, factor)
+        acc = v[tuple(idx)].copy()
+        for i in range(1, factor):
+            idx[axis] = slice(i, None, factor)
+            acc += v[tuple(idx)]
+        v = acc
+    return v * v.dtype.type(1.0 / factor ** 3)
 
 
 def partial_volume_weights(labels: NDArray, n_labels: int, fwhm_mm: float,
@@ -222,7 +233,7 @@ def moved_object_frames(boxes: list[tuple[int, NDArray, NDArray, NDArray[np.floa
     ndarray of float32, shape (x, y, z, n_frames)
         On the PET grid of :func:`pet_grid`.
     """
-    from scipy import ndimage
+    import SimpleITK as sitk
 
     shape = np.array(phantom_shape[:3])
     pet_shape = shape // factor
@@ -232,20 +243,31 @@ def moved_object_frames(boxes: list[tuple[int, NDArray, NDArray, NDArray[np.floa
     out = np.empty((*pet_shape, tac.shape[1]), dtype=np.float32)
     lo_all = np.min([b[1] for b in boxes], axis=0)
     hi_all = np.max([b[2] for b in boxes], axis=0)
-    src = np.zeros(tuple(int(n) for n in hi_all - lo_all), dtype=np.float32)
+    # the labels' boxes with one zero voxel around, so that trilinear interpolation
+    # falls to 0 beyond the object whatever the boxes' edges hold
+    src = np.zeros(tuple(int(n) + 2 for n in hi_all - lo_all), dtype=np.float32)
     top = pet_shape * factor
+    # SimpleITK reads a C-ordered (x, y, z) array as an image of size (z, y, x): the
+    # resampling runs in reversed index order, so no array is transposed
+    grid = sitk.Image([int(n) for n in top[::-1]], sitk.sitkFloat32)
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(grid)
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetDefaultPixelValue(0.0)
+    resampler.SetNumberOfThreads(1)
     for f in range(tac.shape[1]):  # a loop over frames
         src[...] = 0.0
         for lab, lo, hi, sub in boxes:  # a loop over labels
-            o, e = lo - lo_all, hi - lo_all
+            o, e = lo - lo_all + 1, hi - lo_all + 1
             src[o[0]:e[0], o[1]:e[1], o[2]:e[2]] += tac[lab - 1, f] * sub
         # output phantom voxel -> input phantom voxel (inverse pose), then into the box
         vox = a_inv @ np.linalg.inv(np.asarray(poses[f], dtype=float)) @ a
-        offset = vox[:3, 3] - lo_all
-        fine = ndimage.affine_transform(src, vox[:3, :3], offset=offset,
-                                        output_shape=tuple(int(n) for n in top), order=1,
-                                        mode="constant")
-        out[..., f] = block_mean(fine, factor)
+        offset = vox[:3, 3] - lo_all + 1
+        resampler.SetTransform(sitk.AffineTransform(vox[2::-1, 2::-1].ravel().tolist(),
+                                                    offset[::-1].tolist(), (0.0, 0.0, 0.0)))
+        moved = resampler.Execute(sitk.GetImageFromArray(src))
+        # a view: valid while ``moved`` lives, which it does until the next frame
+        out[..., f] = block_mean(sitk.GetArrayViewFromImage(moved), factor)
     return out
 
 
