@@ -99,3 +99,24 @@ def test_unknown_psf_names_the_option_and_the_sidecar(scan, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--fwhm-mm" in err and "_pet.json" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_atlas_off_the_pet_grid_is_named_with_its_field(scan, tmp_path, capsys):
+    """An atlas that neither equals nor refines the PET grid: one line naming the file."""
+    import nibabel as nib
+
+    pet, tpl, _ = scan
+    img = nib.load(tpl)
+    shifted = img.affine.copy()
+    shifted[:3, 3] += 0.5  # half a millimetre off: no longer nested in the 2 mm grid
+    bad = tmp_path / "atlas" / tpl.name
+    bad.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), bad)
+    (bad.parent / tpl.name.replace(".nii.gz", ".tsv")).write_bytes(
+        tpl.with_name(tpl.name.replace(".nii.gz", ".tsv")).read_bytes())
+    with pytest.raises(SystemExit) as e:
+        main(["pvc", str(pet), "--dseg", str(bad), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert str(bad) in err and "'affine'" in err and "fix:" in err

@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
                           config_field="--fwhm-mm")
         labels, names, laff = read_atlas(dseg, dseg_tsv)
         res = correct_image(img.get_data(), img.affine, labels, names, psf, method,
-                            labels_affine=laff, n_iter=iterations)
+                            labels_affine=laff, n_iter=iterations, atlas_path=dseg)
         stem = pet.name
         for ext in (".nii.gz", ".nii"):
             stem = stem.removesuffix(ext)

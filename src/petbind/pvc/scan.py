@@ -8,6 +8,7 @@ number, each region's recovery coefficient), ready for a JSON sidecar.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +92,8 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
                   names: Mapping[int, str], psf: PSF, method: str = "gtm", *,
                   labels_affine: ArrayLike | None = None, n_iter: int = 10,
                   non_grey: Sequence[str] = ("white_matter", "csf"),
-                  oversample: int | None = None) -> PvcResult:
+                  oversample: int | None = None,
+                  atlas_path: str | os.PathLike | None = None) -> PvcResult:
     """Partial-volume-correct a 4D image.
 
     Parameters
@@ -116,6 +118,8 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
     oversample : int, optional
         Split factor of a PET-grid atlas before blurring
         (:func:`petbind.pvc.spread.region_spread`; default automatic).
+    atlas_path : str or PathLike, optional
+        The atlas file, named in errors about the atlas.
 
     Returns
     -------
@@ -128,7 +132,8 @@ def correct_image(data: ArrayLike, affine: ArrayLike, labels: ArrayLike,
     if arr.ndim == 3:
         arr = arr[..., None]
     spread = region_spread(labels, names, psf, pet_shape=arr.shape[:3], pet_affine=affine,
-                           labels_affine=labels_affine, oversample=oversample)
+                           labels_affine=labels_affine, oversample=oversample,
+                           source=atlas_path)
     y = as_voxels(arr, spread).astype(np.float64)
     res = gtm(y.reshape(*spread.shape, -1), spread, symmetric=method == "sgtm") \
         if method != "iy" else None

@@ -33,6 +33,7 @@ split, blur and average along an axis is one convolution on the PET grid,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -163,13 +164,16 @@ class RegionSpread:
 
 
 def atlas_factor(atlas_shape: tuple[int, ...], atlas_affine: ArrayLike,
-                 pet_shape: tuple[int, ...], pet_affine: ArrayLike) -> int:
+                 pet_shape: tuple[int, ...], pet_affine: ArrayLike, *,
+                 source: str | os.PathLike | None = None) -> int:
     """Atlas voxels per PET voxel edge, when the atlas grid refines the PET grid.
 
     The atlas grid must be the PET grid (factor 1) or split each PET voxel
     into ``f^3`` atlas voxels: ``pet_affine = atlas_affine @ S`` with
     ``S = diag(f, f, f, 1)`` and translation ``(f - 1) / 2`` voxels, and cover
     the PET field of view.
+
+    ``source`` (the atlas file) is named in errors.
 
     Raises
     ------
@@ -185,12 +189,12 @@ def atlas_factor(atlas_shape: tuple[int, ...], atlas_affine: ArrayLike,
     expect[:3, 3] = (fi - 1) / 2.0
     if fi < 1 or not np.allclose(rel, expect, atol=1e-3):
         raise DataError("the atlas grid is neither the PET grid nor an aligned refinement of "
-                        "it", field="affine",
+                        "it", path=source, field="affine",
                         fix="resample the atlas onto the PET grid (nearest neighbour) or onto "
                         "a grid whose voxels split each PET voxel into f x f x f")
     if any(n < m * fi for n, m in zip(atlas_shape[:3], pet_shape[:3], strict=True)):
         raise DataError(f"the atlas ({tuple(atlas_shape[:3])}) does not cover the PET field of "
-                        f"view ({tuple(pet_shape[:3])} x {fi})", field="shape",
+                        f"view ({tuple(pet_shape[:3])} x {fi})", path=source, field="shape",
                         fix="use an atlas covering the whole PET field of view")
     return fi
 
@@ -282,7 +286,8 @@ def voxel_kernel(sigma: float, split: int, truncate: float = 4.0) -> NDArray[np.
 def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
                   pet_shape: tuple[int, ...], pet_affine: ArrayLike,
                   labels_affine: ArrayLike | None = None, background: bool = True,
-                  truncate: float = 4.0, oversample: int | None = None) -> RegionSpread:
+                  truncate: float = 4.0, oversample: int | None = None,
+                  source: str | os.PathLike | None = None) -> RegionSpread:
     """Region weights and region-spread functions of an atlas.
 
     Parameters
@@ -311,6 +316,8 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
         the PET grid itself. On a noise-free simulated scan with the 2 mm
         majority atlas, GTM's largest error over NAcc and VP falls from 13 %
         (1) to 4 % (2) and 1.4 % (4).
+    source : str or PathLike, optional
+        The atlas file, named in errors.
 
     Returns
     -------
@@ -325,12 +332,13 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
 
     lab = np.asarray(labels)
     if lab.ndim != 3:
-        raise DataError(f"the atlas must be 3D, got shape {lab.shape}", field="shape",
+        raise DataError(f"the atlas must be 3D, got shape {lab.shape}", path=source,
+                        field="shape",
                         fix="use a 3D label image (dseg)")
     pshape = tuple(int(n) for n in pet_shape[:3])
     pa = np.asarray(pet_affine, dtype=float)
     la = pa if labels_affine is None else np.asarray(labels_affine, dtype=float)
-    f = atlas_factor(lab.shape, la, pshape, pa)
+    f = atlas_factor(lab.shape, la, pshape, pa, source=source)
     if oversample is None:
         oversample = auto_oversample(la) if f == 1 else 1
     o = int(oversample) if f == 1 and oversample > 1 else 1
@@ -349,7 +357,8 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
     fine = np.array(lab.shape)
     keep = sorted(int(k) for k in names if np.any(lab == int(k)))
     if not keep:
-        raise DataError("no atlas label of the region table is in the image", field="index",
+        raise DataError("no atlas label of the region table is in the image", path=source,
+                        field="index",
                         fix="check that the dseg.tsv indices match the atlas image")
     rows_f, cols_f, vals_f = [], [], []
     rows_r, cols_r, vals_r = [], [], []

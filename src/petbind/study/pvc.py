@@ -99,7 +99,8 @@ def correct_scan_outputs(scan: Any, tracer: Any, pvc: Any, img: Any, labels: np.
         lab, nm, laff = labels, names, np.asarray(img.affine)
     data = img.get_data()
     res = correct_image(data, img.affine, lab, nm, psf, pvc.method, labels_affine=laff,
-                        n_iter=pvc.iterations, non_grey=pvc.non_grey)
+                        n_iter=pvc.iterations, non_grey=pvc.non_grey,
+                        atlas_path=pvc.atlas or scan.dseg)
     info = {**res.info, "Atlas": str(pvc.atlas or scan.dseg)}
     stem = f"{scan.stem}_desc-{DESC}"
     written: list[Path] = []
