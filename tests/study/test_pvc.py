@@ -273,3 +273,22 @@ def test_pvc_after_preprocessing_uses_each_scans_preprocessed_atlas(tmp_path):
     assert "preprocess" in info["Atlas"] and info["AtlasVoxelsPerPETVoxelEdge"] == 1
     out = pd.read_csv(res.out_dir / "group" / "desc-pvc_outcomes.tsv", sep="\t")
     assert out["valid"].all() and set(out["region"]) >= {"caudate", "putamen"}
+
+
+def test_an_unknown_psf_stops_the_run_before_any_scan(pvc_study, tmp_path):
+    """No pvc.fwhm_mm and a sidecar without the PSF: the scan stage's error, named with
+    that sidecar, before any scan is processed."""
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(pvc_study["bids"], bids)
+    side = sorted(bids.glob("sub-*/ses-*/pet/*_pet.json"))[-1]
+    meta = json.loads(side.read_text())
+    meta.pop("ReconFilterSize", None)
+    meta.pop("ScannerResolutionFWHM", None)
+    side.write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as e:
+        run_study(bids, load_config(pvc_study["config"]), out_dir=out, progress=False)
+    assert e.value.field == "pvc.fwhm_mm" and e.value.path == str(side)
+    assert not list(out.glob("sub-*")), "no scan's outputs before the check"

@@ -419,9 +419,10 @@ def _run_study(bids_dir: str | os.PathLike, config: StudyConfig, *,
     _description(out, bids)
     write_text_atomic(StudyLayout(out).config, config.to_toml())
     if config.pvc.enabled:
-        from petbind.study.pvc import resolve_config
+        from petbind.study.pvc import check_psf, resolve_config
 
         config = resolve_config(config, bids)
+        check_psf(config.pvc, scans)
     stages.done("discover")
     say(f"{len(scans)} scans of {len({s.subject for s in scans})} subjects")
 

@@ -22,6 +22,7 @@ and the primary models' rows in ``summary.json`` under ``pvc``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,27 @@ def resolve_config(config: Any, bids: Path) -> Any:
         return config
     return dataclasses.replace(config, pvc=dataclasses.replace(
         pvc, atlas=str((Path(bids) / pvc.atlas).resolve())))
+
+
+def check_psf(pvc: Any, scans: Sequence[Any]) -> None:
+    """Raise the PSF error of the scan stage before any scan runs.
+
+    With ``[pvc]`` on and no ``pvc.fwhm_mm``, every scan's PET sidecar must give
+    the PSF (``ScannerResolutionFWHM`` or a Gaussian ``ReconFilterSize``); the
+    first that does not is named, as :func:`petbind.pvc.psf.resolve_psf` names it
+    in the scan stage, but before any scan's work. A scan without a sidecar is
+    left to the scan stage (its own error).
+    """
+    if pvc is None or not pvc.enabled or pvc.fwhm_mm is not None:
+        return
+    from petbind.io.bids import pet_sidecar
+    from petbind.io.tables import read_json
+    from petbind.pvc.psf import resolve_psf
+
+    for scan in scans:  # a loop over scans (sidecars of a few hundred bytes)
+        side = pet_sidecar(scan.pet)
+        if side.is_file():
+            resolve_psf(None, read_json(side), sidecar_path=side, config_field="pvc.fwhm_mm")
 
 
 def scan_inputs(pvc: Any) -> dict[str, Path]:
