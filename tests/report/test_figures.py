@@ -502,6 +502,39 @@ def test_a_refilled_fit_figure_draws_the_pixels_of_a_new_one():
     assert len(set(new)) == len(new)
 
 
+def test_fit_figure_axes_without_a_label_draw_as_if_placed_automatically():
+    """The fit figure skips placing empty axis labels (matplotlib measures every tick
+    label to place them at each draw): the same pixels as with matplotlib's placement,
+    over scales that bring in the axis offset text and a grid of two rows."""
+    rng = np.random.default_rng(8)
+    t = np.linspace(0.5, 90.0, 25)
+    regions = ("VP", "NAcc", "cerebellum", "putamen", "thalamus")
+    for scale, cols in [(1.0, 6), (4e4, 6), (0.02, 3)]:
+        m, f = _fit_inputs(rng, scale, t, regions=regions)
+        fast = figures.fit_figure(t, m, f, title="sub-01", max_cols=cols)
+        skipped = [a for ax in fast.axes for a in (ax.xaxis, ax.yaxis)
+                   if not a.get_label_text()]
+        assert skipped and all(not a._autolabelpos for a in skipped)
+        auto = figures.fit_figure(t, m, f, title="sub-01", max_cols=cols)
+        assert figures.figure_to_data_uri(fast) == figures.figure_to_data_uri(_auto(auto))
+    # the TAC grid of many scans: inner panels share x, one panel left empty
+    panels = [(f"sub-{k:02d}", t, rng.uniform(0.5, 2.0, (3, 1)) * np.exp(-t / 50))
+              for k in range(8)]
+    fast = figures.tac_grid_figure(panels, ["VP", "NAcc", "cerebellum"],
+                                   reference="cerebellum")
+    auto = figures.tac_grid_figure(panels, ["VP", "NAcc", "cerebellum"],
+                                   reference="cerebellum")
+    assert figures.figure_to_data_uri(fast) == figures.figure_to_data_uri(_auto(auto))
+
+
+def _auto(fig):
+    """``fig`` with matplotlib's own placement of every axis label, empty or not."""
+    for ax in fig.axes:
+        for a in (ax.xaxis, ax.yaxis):
+            a._autolabelpos = True
+    return fig
+
+
 def test_fit_figures_built_before_drawing_are_not_the_same_figure():
     """A refillable figure is taken by one builder call until it is drawn again."""
     from petbind.report.figures.base import reusing

@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind.report.figures.base import (
     MODEL_COLOURS,
+    fix_empty_axis_labels,
     grid_shape,
     mark_reusable,
     new_figure,
@@ -75,7 +76,7 @@ def tac_grid_figure(
         ax.set_xlabel("min after injection", fontsize=7)
     fig.legend(handles, [h.get_label() for h in handles], fontsize=6, loc="upper right",
                frameon=False)
-    return fig
+    return fix_empty_axis_labels(fig)
 
 
 def fit_figure(
@@ -157,6 +158,7 @@ def fit_figure(
             axr.set_xlabel("min", fontsize=7)
         if k == 0:
             ax.legend(fontsize=6, frameon=False)
+    fix_empty_axis_labels(fig)
     if title:
         fig.suptitle(title, fontsize=9)
     fig._petbind_panels = panels  # type: ignore[attr-defined]
