@@ -96,3 +96,29 @@ def test_auto_oversample_does_not_shrink_for_large_grids():
     assert auto_oversample(np.diag([1.0, 1.0, 1.2, 1.0])) == 3
     assert auto_oversample(np.diag([0.4, 0.4, 0.4, 1.0])) == 1
     assert auto_oversample(np.diag([4.0, 4.0, 4.0, 1.0])) == 4
+
+
+def test_sparse_label_numbers_absent_and_unlisted_labels():
+    """FreeSurfer-like label numbers (up to 2035), a listed label absent from the image
+    and an image label not listed (it joins the background): against the definition."""
+    lab, names, fine, pet = make_phantom(2)
+    big = {1: 1002, 2: 2035, 3: 17, 4: 18, 5: 11, 6: 50, 7: 4}
+    relabel = np.zeros(lab.max() + 1, dtype=np.int32)
+    for k, v in big.items():
+        relabel[k] = v
+    lab2 = relabel[lab]
+    names2 = {big[k]: r for k, r in names.items() if k != 6}  # 50 not listed
+    names2[999] = "absent"
+    shape = (22, 24, 20)
+    sp = region_spread(lab2, names2, PSF((3.4, 3.4, 3.4)), pet_shape=shape, pet_affine=pet,
+                       labels_affine=fine)
+    assert 999 not in sp.labels and 50 not in sp.labels
+    assert list(sp.labels) == sorted(k for k in names2 if k != 999) + [0]
+    sigma = 3.4 / FWHM_PER_SIGMA / 1.0
+    rsf = _dense(sp.rsf, shape)
+    listed = sorted(k for k in names2 if k != 999)
+    for j, k in enumerate(sp.labels):
+        ind = (~np.isin(lab2, listed) if k == 0 else lab2 == k).astype(float)
+        blur = ndimage.gaussian_filter(ind, sigma, mode="constant", truncate=4.0)
+        want = blur.reshape(shape[0], 2, shape[1], 2, shape[2], 2).mean(axis=(1, 3, 5))
+        np.testing.assert_allclose(rsf[j], want, rtol=0, atol=1e-12)

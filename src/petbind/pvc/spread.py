@@ -236,10 +236,15 @@ def _blur_block_mean(volume: NDArray, sigma: NDArray, f: int, truncate: float) -
         if sigma[axis] > 1e-15:
             out = ndimage.gaussian_filter1d(out, float(sigma[axis]), axis=axis,
                                             mode="constant", truncate=truncate)
-        if f > 1:
-            shp = out.shape
-            out = out.reshape(shp[:axis] + (shp[axis] // f, f) + shp[axis + 1:]).mean(
-                axis=axis + 1)
+        if f > 1:  # sums of strided slices: numpy reduces a middle axis slowly
+            idx: list[slice] = [slice(None)] * 3
+            idx[axis] = slice(0, None, f)
+            acc = out[tuple(idx)].copy()
+            for i in range(1, f):
+                idx[axis] = slice(i, None, f)
+                acc += out[tuple(idx)]
+            acc *= 1.0 / f
+            out = acc
     return out
 
 
@@ -281,6 +286,13 @@ def voxel_kernel(sigma: float, split: int, truncate: float = 4.0) -> NDArray[np.
     line[half * o:(half + 1) * o] = 1.0
     blurred = ndimage.gaussian_filter1d(line, float(sigma), mode="constant", truncate=truncate)
     return blurred.reshape(2 * half + 1, o).mean(axis=1)
+
+
+def _bounding_box(mask: NDArray[np.bool_]) -> tuple[slice, ...]:
+    """The smallest box (slices) holding every true voxel of a non-empty 3-D mask."""
+    nz = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != i)))
+          for i in range(3)]
+    return tuple(slice(int(v[0]), int(v[-1]) + 1) for v in nz)
 
 
 def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
@@ -355,7 +367,19 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
         sigma = psf.sigma_voxels(la)
         reach = np.ceil(truncate * sigma).astype(int) + 1
     fine = np.array(lab.shape)
-    keep = sorted(int(k) for k in names if np.any(lab == int(k)))
+    # each label's bounding box in one pass over the atlas; its indicator is then
+    # made inside that box only (a 1 mm atlas of a human brain is 12 M voxels: one
+    # whole-grid mask per label was 12 MB each and most of the time)
+    wanted = [int(k) for k in names if int(k) > 0]
+    boxes = ndimage.find_objects(lab if lab.min() >= 0 else np.maximum(lab, 0),
+                                 max_label=max(wanted, default=0))
+    tight: dict[int, tuple[slice, ...]] = {}
+    for k in sorted(int(k) for k in names):
+        if 0 < k <= len(boxes) and boxes[k - 1] is not None:
+            tight[k] = boxes[k - 1]
+        elif k <= 0 and np.any(lab == k):  # not a positive label: find it the slow way
+            tight[k] = _bounding_box(lab == k)
+    keep = sorted(tight)
     if not keep:
         raise DataError("no atlas label of the region table is in the image", path=source,
                         field="index",
@@ -363,19 +387,18 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
     rows_f, cols_f, vals_f = [], [], []
     rows_r, cols_r, vals_r = [], [], []
     pet_index = np.arange(int(np.prod(pshape))).reshape(pshape)
-    cols: list[tuple[int, str, NDArray]] = [(k, str(names[k]), lab == k) for k in keep]
+    cols: list[tuple[int, str, tuple[slice, ...], NDArray | None]] = [
+        (k, str(names[k]), tight[k], None) for k in keep]
     if background:
         bg = ~np.isin(lab, keep)
         if bg.any():
-            cols.append((0, BACKGROUND, bg))
+            cols.append((0, BACKGROUND, _bounding_box(bg), bg))
     out_labels, out_regions = [], []
-    for j, (k, region, ind) in enumerate(cols):
-        nz = [np.flatnonzero(ind.any(axis=tuple(a for a in range(3) if a != i)))
-              for i in range(3)]
-        lo = np.maximum([v[0] for v in nz] - reach, 0) // f * f
-        hi = np.minimum(-(-(np.array([v[-1] + 1 for v in nz]) + reach) // f) * f, fine)
+    for j, (k, region, box, whole) in enumerate(cols):
+        lo = np.maximum([b.start for b in box] - reach, 0) // f * f
+        hi = np.minimum(-(-(np.array([b.stop for b in box]) + reach) // f) * f, fine)
         sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        sub = ind[sl].astype(np.float64)
+        sub = (whole[sl] if whole is not None else lab[sl] == k).astype(np.float64)
         if o > 1:
             frac = rsf = sub
             for axis, kernel in enumerate(kernels):
