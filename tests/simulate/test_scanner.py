@@ -78,23 +78,6 @@ def test_block_mean_and_majority_labels_on_a_known_pattern():
     assert block_mean((lab == 1).astype(float), 2)[0, 0, 0] == pytest.approx(7 / 8)
 
 
-@pytest.mark.parametrize("factor", [2, 3])
-def test_block_mean_is_the_mean_of_each_block(factor):
-    """Against the mean of each block taken one by one; a trailing axis is kept and the
-    voxels past the last whole block are dropped."""
-    rng = np.random.default_rng(3)
-    vol = rng.random((7, 8, 10, 2)).astype(np.float32)
-    got = block_mean(vol, factor)
-    n = [s // factor for s in vol.shape[:3]]
-    assert got.shape == (*n, 2) and got.dtype == np.float32
-    for i, j, k in np.ndindex(*n):
-        block = vol[i * factor:(i + 1) * factor, j * factor:(j + 1) * factor,
-                    k * factor:(k + 1) * factor]
-        np.testing.assert_allclose(got[i, j, k], block.mean(axis=(0, 1, 2)), rtol=1e-6)
-    ints = block_mean((vol[..., 0] > 0.5).astype(np.int16), factor)
-    assert ints.dtype == np.float64
-
-
 def test_noise_sd_follows_counting_statistics():
     timing = FrameTiming([0, 60, 600], [60, 120, 600], unit="s")
     lam = math.log(2) / 20.0

@@ -6,6 +6,9 @@
   and the spline table of that kernel.
 - :mod:`petbind.numerics.optimize`: the batched Levenberg-Marquardt solver,
   normal equations and the stacked symmetric inverse.
+- :mod:`petbind.numerics.grid`: block means of voxel grids (the simulator's
+  phantom to PET voxels, partial-volume correction's atlas sub-voxels,
+  registration's coarser grids).
 
 :mod:`petbind.models` and :mod:`petbind.blood` import from here; nothing here
 imports them (tests/test_import_graph.py).

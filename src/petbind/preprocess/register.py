@@ -47,6 +47,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from petbind.errors import DataError, FileFormatError
 from petbind.io.atomic import atomic_path
+from petbind.numerics.grid import block_mean
 
 #: RAS <-> LPS flip (its own inverse).
 FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -605,11 +606,9 @@ def block_average(data: NDArray, affine: ArrayLike, factor: int) -> tuple[NDArra
     a = np.asarray(affine, dtype=float)
     if f <= 1:
         return data, a
-    nx, ny, nz = (n // f for n in data.shape[:3])
-    v = data[: nx * f, : ny * f, : nz * f].reshape(nx, f, ny, f, nz, f)
     scale = np.diag([f, f, f, 1.0])
     scale[:3, 3] = (f - 1) / 2.0
-    return v.mean(axis=(1, 3, 5)), a @ scale
+    return block_mean(data, f), a @ scale
 
 
 def compose(*transforms: sitk.Transform | ArrayLike) -> sitk.CompositeTransform:

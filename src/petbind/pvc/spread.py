@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 
 from petbind.errors import DataError
+from petbind.numerics.grid import block_mean
 from petbind.pvc.psf import PSF
 
 #: Name of the extra label of everything outside the atlas's labels.
@@ -214,15 +215,8 @@ def auto_oversample(affine: ArrayLike, max_factor: int = 4) -> int:
     return int(min(max_factor, max(1, np.ceil(vox.max() / OVERSAMPLE_MM - 1e-9))))
 
 
-def _block_mean(volume: NDArray, f: int) -> NDArray:
-    if f == 1:
-        return volume
-    nx, ny, nz = (n // f for n in volume.shape)
-    return volume.reshape(nx, f, ny, f, nz, f).mean(axis=(1, 3, 5))
-
-
 def _blur_block_mean(volume: NDArray, sigma: NDArray, f: int, truncate: float) -> NDArray:
-    """``_block_mean(gaussian_filter(volume, sigma, mode="constant"), f)``, axis by axis.
+    """``block_mean(gaussian_filter(volume, sigma, mode="constant"), f)``, axis by axis.
 
     Blurring along one axis commutes with averaging blocks along another, so each
     axis is blurred and then averaged before the next is blurred: the second and
@@ -236,15 +230,7 @@ def _blur_block_mean(volume: NDArray, sigma: NDArray, f: int, truncate: float) -
         if sigma[axis] > 1e-15:
             out = ndimage.gaussian_filter1d(out, float(sigma[axis]), axis=axis,
                                             mode="constant", truncate=truncate)
-        if f > 1:  # sums of strided slices: numpy reduces a middle axis slowly
-            idx: list[slice] = [slice(None)] * 3
-            idx[axis] = slice(0, None, f)
-            acc = out[tuple(idx)].copy()
-            for i in range(1, f):
-                idx[axis] = slice(i, None, f)
-                acc += out[tuple(idx)]
-            acc *= 1.0 / f
-            out = acc
+        out = block_mean(out, f, axes=(axis,))
     return out
 
 
@@ -405,7 +391,7 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
                 if kernel.size > 1:
                     rsf = ndimage.correlate1d(rsf, kernel, axis=axis, mode="constant")
         else:
-            frac = _block_mean(sub, f)
+            frac = block_mean(sub, f)
             rsf = _blur_block_mean(sub, sigma, f, truncate)
         idx = pet_index[tuple(slice(int(a) // f, int(b) // f) for a, b in zip(lo, hi,
                                                                               strict=True))]
