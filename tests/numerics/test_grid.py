@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from petbind.numerics.grid import block_mean
+from petbind.numerics.grid import block_mean, block_sum
 
 
 @pytest.mark.parametrize("factor", [2, 3])
@@ -29,3 +29,13 @@ def test_block_mean_along_chosen_axes_and_factor_one():
     got = block_mean(vol, 3, axes=(2,))
     np.testing.assert_allclose(got, vol.reshape(6, 4, 3, 3).mean(axis=3), rtol=1e-12)
     assert block_mean(vol, 1) is vol
+
+
+def test_block_sum_counts_a_mask_per_axis_factors():
+    """Different factors per axis, counted in uint8: each block's count of true voxels."""
+    rng = np.random.default_rng(5)
+    mask = rng.random((6, 9, 8)) > 0.4
+    got = block_sum(mask.view(np.uint8), (2, 3, 4))
+    assert got.shape == (3, 3, 2) and got.dtype == np.uint8
+    want = mask.reshape(3, 2, 3, 3, 2, 4).sum(axis=(1, 3, 5))
+    np.testing.assert_array_equal(got, want)
