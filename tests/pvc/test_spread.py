@@ -99,11 +99,12 @@ def test_auto_oversample_does_not_shrink_for_large_grids():
 
 
 def test_sparse_label_numbers_absent_and_unlisted_labels():
-    """FreeSurfer-like label numbers (up to 2035), a listed label absent from the image
-    and an image label not listed (it joins the background): against the definition."""
+    """FreeSurfer-like label numbers (up to 2035), one beyond 32 bits (searched on its
+    own, not by find_objects), a listed label absent from the image and an image label
+    not listed (it joins the background): against the definition."""
     lab, names, fine, pet = make_phantom(2)
-    big = {1: 1002, 2: 2035, 3: 17, 4: 18, 5: 11, 6: 50, 7: 4}
-    relabel = np.zeros(lab.max() + 1, dtype=np.int32)
+    big = {1: 1002, 2: 2035, 3: 17, 4: 18, 5: 11, 6: 50, 7: 3_000_000_000}  # int64 label
+    relabel = np.zeros(lab.max() + 1, dtype=np.int64)
     for k, v in big.items():
         relabel[k] = v
     lab2 = relabel[lab]

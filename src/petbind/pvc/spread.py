@@ -200,6 +200,9 @@ def atlas_factor(atlas_shape: tuple[int, ...], atlas_affine: ArrayLike,
     return fi
 
 
+#: Labels up to this number get their boxes from one ``find_objects`` pass (a list
+#: entry per number up to the largest); larger ones are searched one by one.
+FIND_OBJECTS_MAX_LABEL = 1 << 20
 #: Largest atlas voxel edge (mm) :func:`auto_oversample` aims for.
 OVERSAMPLE_MM = 0.5
 
@@ -356,14 +359,15 @@ def region_spread(labels: ArrayLike, names: Mapping[int, str], psf: PSF, *,
     # each label's bounding box in one pass over the atlas; its indicator is then
     # made inside that box only (a 1 mm atlas of a human brain is 12 M voxels: one
     # whole-grid mask per label was 12 MB each and most of the time)
-    wanted = [int(k) for k in names if int(k) > 0]
+    wanted = [int(k) for k in names if 0 < int(k) <= FIND_OBJECTS_MAX_LABEL]
     boxes = ndimage.find_objects(lab if lab.min() >= 0 else np.maximum(lab, 0),
                                  max_label=max(wanted, default=0))
     tight: dict[int, tuple[slice, ...]] = {}
     for k in sorted(int(k) for k in names):
-        if 0 < k <= len(boxes) and boxes[k - 1] is not None:
-            tight[k] = boxes[k - 1]
-        elif k <= 0 and np.any(lab == k):  # not a positive label: find it the slow way
+        if 0 < k <= len(boxes):
+            if boxes[k - 1] is not None:
+                tight[k] = boxes[k - 1]
+        elif np.any(lab == k):  # zero, negative or huge: found the slow way
             tight[k] = _bounding_box(lab == k)
     keep = sorted(tight)
     if not keep:
