@@ -194,7 +194,8 @@ def test_two_runs_with_the_same_task_names_on_one_cluster_keep_their_own_results
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, \
+                      dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster, \
             Client(cluster, set_as_default=False) as client, \
             open_engine(client) as engine:
         assert engine.describe().startswith("dask distributed")
@@ -254,7 +255,8 @@ def test_large_task_arguments_do_not_print_distributed_advice():
 
     big = np.ones(12 * 2**20 // 8)  # 12 MiB, over distributed's 10 MB advice threshold
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, \
+                      dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster, \
             Client(cluster, set_as_default=False) as client, \
             open_engine(client) as engine, warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -311,7 +313,8 @@ def test_max_in_flight_submits_the_next_task_as_one_finishes(limit):
              Task("a", _stamp, ("a",)), Task("c", _stamp, ("c",), after=("a",)),
              *[Task(f"free{i}", _stamp, (f"free{i}",)) for i in range(5)]]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, \
+                      dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster, \
             Client(cluster, set_as_default=False) as client, \
             open_engine(client) as engine:
         real = client.submit
@@ -476,3 +479,4 @@ def test_a_failed_task_on_a_local_cluster_prints_no_worker_traceback(tmp_path, c
             engine.run([Task("scan", load_pet, (str(missing),))])
     err = capfd.readouterr().err  # the worker processes write to this process's stderr
     assert "Traceback" not in err and "Compute Failed" not in err, err
+

@@ -230,7 +230,8 @@ def test_dask_threads_distributed_client_and_address_equal_in_process():
     threads = parametric_maps(dyn(data), scheduler="threads", **kw)
     assert threads.settings["scheduler"] == f"threads ({usable_cpus()} workers)"
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
         with distributed.Client(cluster) as client:
             dist = parametric_maps(dyn(data), scheduler=client, **kw)
         by_address = parametric_maps(dyn(data), scheduler=cluster.scheduler_address, **kw)

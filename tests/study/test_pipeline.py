@@ -218,7 +218,8 @@ def test_dask_cluster_at_an_address_gives_the_same_outputs(noise_free_study, tmp
 
     # a thread-based cluster: the HOST:PORT path without spawning worker processes
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
         address = cluster.scheduler_address.removeprefix("tcp://")
         out = tmp_path / "out"
         run_study(noise_free_study["bids"], load_config(noise_free_study["config"]),
@@ -264,7 +265,8 @@ def test_on_a_cluster_the_voxel_flips_run_while_the_region_statistics_are_made(
     out = tmp_path / "out"
     shutil.copytree(noise_free_study["out"], out)  # scans current: only the study level runs
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
         run_study(noise_free_study["bids"], load_config(noise_free_study["config"]),
                   out_dir=out, scheduler=cluster.scheduler_address, progress=False)
     assert seen == [(True, False)] and finished == [True]
@@ -289,7 +291,8 @@ def test_a_failed_region_stage_stops_waiting_for_the_flips_and_writes_no_voxel_o
         if f.is_file() and "voxel" in f.relative_to(out).as_posix():
             f.unlink()
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
         with pytest.raises(DataError, match="broken outcome table"):
             run_study(noise_free_study["bids"], load_config(noise_free_study["config"]),
                       out_dir=out, scheduler=cluster.scheduler_address, progress=False)
