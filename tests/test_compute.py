@@ -479,4 +479,3 @@ def test_a_failed_task_on_a_local_cluster_prints_no_worker_traceback(tmp_path, c
             engine.run([Task("scan", load_pet, (str(missing),))])
     err = capfd.readouterr().err  # the worker processes write to this process's stderr
     assert "Traceback" not in err and "Compute Failed" not in err, err
-
