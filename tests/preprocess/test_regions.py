@@ -46,6 +46,21 @@ def test_fraction_resampling_gives_exact_partial_volumes_on_a_coarse_grid():
     assert none is None and nearest[2, 2, 2] == 1 and nearest[4, 2, 2] == 2
 
 
+def test_label_numbers_far_apart_or_negative_give_the_same_partial_volumes():
+    """A label numbered 2e9 (a look-up table that long would need 16 GB) and a negative
+    one (it would index such a table from its end): the shares of labels 1 and 2."""
+    aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    aff[:3, 3] = 1.0
+    plain = two_box_atlas()
+    _, want = atlas_to_pet(plain, (6, 6, 6), aff, None, method="fraction", supersample=2)
+    odd = np.where(plain.labels == 1, 2_000_000_000, np.where(plain.labels == 2, -5, 0))
+    table = plain.table.assign(index=[2_000_000_000, -5])
+    labels, got = atlas_to_pet(Atlas(odd, np.eye(4), table), (6, 6, 6), aff, None,
+                               method="fraction", supersample=2)
+    np.testing.assert_array_equal(got, want)
+    assert labels[2, 2, 2] == 2_000_000_000 and labels[4, 2, 2] == -5
+
+
 def test_default_sub_samples_sit_at_the_atlas_resolution_off_its_voxel_boundaries():
     def aff(v):
         return np.diag([v, v, v, 1.0])

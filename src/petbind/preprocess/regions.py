@@ -176,9 +176,7 @@ def atlas_to_pet(atlas: Atlas, pet_shape: Sequence[int], pet_affine: ArrayLike,
     fine = resample(atlas.labels, atlas.affine, fine_shape, fine_aff, transform,
                     interpolation="nearest")
     idx = atlas.table["index"].to_numpy()
-    lut = np.full(max(int(idx.max()), int(atlas.labels.max())) + 1, -1, dtype=np.int64)
-    lut[idx] = np.arange(idx.size)
-    code = lut[fine]
+    code = _table_rows(idx, fine)
     n_sub = int(np.prod(s3))
     count = np.uint8 if n_sub <= 255 else np.int32
     # the share of each label's sub-samples in each PET voxel: counts by block sums
@@ -190,6 +188,28 @@ def atlas_to_pet(atlas: Atlas, pet_shape: Sequence[int], pet_affine: ArrayLike,
     background = 1.0 - inside
     labels = np.where(frac.max(axis=0) > background, idx[best], 0).astype(np.int32)
     return labels, frac
+
+
+def _table_rows(index: NDArray, labels: NDArray) -> NDArray[np.int64]:
+    """Row of each voxel's label in the label table (``index``), -1 where not listed.
+
+    A look-up table as long as the largest label number when the labels are
+    non-negative and at most 2^20 (FreeSurfer's stop at 14175); otherwise a
+    search of the sorted table, so that a label numbered in the billions does not
+    ask for a table that long, nor a negative label index it from the end.
+    """
+    idx = np.asarray(index, dtype=np.int64)
+    lab = np.asarray(labels)
+    lo = min(int(idx.min()), int(lab.min()))
+    top = max(int(idx.max()), int(lab.max()))
+    if lo >= 0 and top <= 1 << 20:
+        lut = np.full(top + 1, -1, dtype=np.int64)
+        lut[idx] = np.arange(idx.size)
+        return lut[lab]
+    order = np.argsort(idx, kind="stable")
+    sidx = idx[order]
+    pos = np.maximum(np.searchsorted(sidx, lab, side="right") - 1, 0)  # last row wins
+    return np.where(sidx[pos] == lab, order[pos], -1)
 
 
 def atlas_supersample(pet_affine: ArrayLike, atlas_affine: ArrayLike) -> tuple[int, int, int]:
