@@ -1,14 +1,17 @@
 """Whole-process ``petbind parametric`` speed (issue 18, item 3) and ``petbind --help``.
 
 Run: ``.venv/bin/python benchmarks/bench_parametric_cli.py [--voxels N] [--repeats R]
-[--baseline SRC] [--no-mask] [--input gz|nii|both]``; writes
+[--baseline SRC] [--no-mask] [--input gz|petbind|nii|both|all]``; writes
 ``benchmarks/results/parametric_cli.md`` (``--no-mask``: ``parametric_cli_no_mask.md``),
 keeping the hand-written part of the file below the line :data:`KEEP`. With
 ``--baseline`` (another checkout's ``src``, e.g. ``/work/main/src``) every repeat also runs
 the same command on that code, alternating, so that before and after meet the same load.
 ``--no-mask`` runs the command without ``--mask`` (the brain mask derived from the scan).
-``--input`` (default ``both``): the scan as ``.nii.gz`` (101 MB), as ``.nii`` (117 MB,
-the same image uncompressed), or both, each its own table.
+``--input`` (default ``all``): the scan as ``.nii.gz`` written by nibabel (101 MB, one
+gzip stream, as a scanner or another tool writes it), as ``.nii.gz`` written by petbind
+(99 MB, one gzip member per frame: how petbind writes its own images, e.g. a motion-
+corrected scan; :mod:`petbind.gz`), as ``.nii`` (117 MB, the same image uncompressed);
+``both`` is the first and the last; each its own table.
 
 Data: the independent generator of ``bench_parametric.py`` (analytic one-tissue
 curves with a known BP_ND per voxel, counts-like noise, 29 frames over 90 min),
@@ -34,7 +37,8 @@ with zlib and with ISA-L at level 1. The machine is shared: the load average is
 recorded before every repeat, and the CPU seconds (user + system of the child) are
 the load-independent measure.
 
-Outputs are compared with the baseline's byte for byte: the nine maps exactly; the
+Outputs are compared with the baseline's: the nine maps' NIfTI bytes (inflated: the gzip
+members of a baseline from before petbind wrote one member per frame differ); the
 sidecars after setting ``Settings.scheduler`` aside (``dask threads (N workers)``
 before the in-process thread pool, ``threads (N workers)`` after: a deliberate change,
 docs/compute.md), whose texts are listed.
@@ -111,6 +115,24 @@ def plain_scan(files: dict[str, Path], folder: Path) -> dict[str, Path]:
             while b := src.read(1 << 22):
                 dst.write(b)
         tmp.rename(pet)
+        side = files["pet"].with_name("sub-01_trc-DASB_pet.json")
+        pet.with_name(side.name).write_bytes(side.read_bytes())
+    return out
+
+
+def petbind_scan(files: dict[str, Path], folder: Path) -> dict[str, Path]:
+    """The same scan written by petbind (:func:`petbind.io.bids.save_image`: one gzip
+    member per frame), with its sidecar, in its own folder (rewritten when its members
+    are not petbind's, e.g. by an older petbind)."""
+    from petbind.gz import member_index
+    from petbind.io.bids import save_image
+
+    pet = folder / "sub-01" / "pet" / "sub-01_trc-DASB_pet.nii.gz"
+    out = {"pet": pet, "brain": files["brain"], "ref": files["ref"]}
+    if not pet.exists() or member_index(pet) is None:
+        pet.parent.mkdir(parents=True, exist_ok=True)
+        img = nib.load(files["pet"])
+        save_image(pet, np.asarray(img.dataobj), img.affine)
         side = files["pet"].with_name("sub-01_trc-DASB_pet.json")
         pet.with_name(side.name).write_bytes(side.read_bytes())
     return out
@@ -249,10 +271,11 @@ def sidecar_text(path: Path) -> tuple[str, str]:
 
 
 def compare(mine: Path, base: Path) -> dict[str, object]:
-    """Maps byte for byte; sidecars byte for byte apart from ``Settings.scheduler``."""
+    """Maps' NIfTI bytes (inflated); sidecars byte for byte apart from ``Settings.scheduler``."""
     a = sorted(f.name for f in mine.iterdir())
     b = sorted(f.name for f in base.iterdir())
-    maps = a == b and all((mine / n).read_bytes() == (base / n).read_bytes()
+    maps = a == b and all(gzip.decompress((mine / n).read_bytes())
+                          == gzip.decompress((base / n).read_bytes())
                           for n in a if n.endswith(".nii.gz"))
     sides, scheds = a == b, set()
     for n in (n for n in a if n.endswith(".json")):
@@ -365,8 +388,10 @@ def main() -> None:
                     help="another petbind src folder, run alternately for a before/after")
     ap.add_argument("--no-mask", action="store_true",
                     help="run without --mask (brain mask derived from the scan)")
-    ap.add_argument("--input", choices=("gz", "nii", "both"), default="both",
-                    help="the scan as .nii.gz, as .nii, or both (default)")
+    ap.add_argument("--input", choices=("gz", "petbind", "nii", "both", "all"),
+                    default="all",
+                    help="the scan as .nii.gz (nibabel's), as .nii.gz written by petbind, "
+                    "as .nii, both (gz and nii) or all three (default)")
     args = ap.parse_args()
     results = RESULTS.with_name("parametric_cli_no_mask.md") if args.no_mask else RESULTS
     src = str(HERE.parent / "src")
@@ -377,10 +402,12 @@ def main() -> None:
         **clean, "PYTHONPATH": str(args.baseline.resolve()),
         "PYTHONPYCACHEPREFIX": str(args.work / "pycache" / "baseline")}
     files = make_scan(args.work / f"v{args.voxels}", args.voxels)
-    inputs = {"gz": files} if args.input == "gz" else {}
-    if args.input in ("nii", "both"):
-        if args.input == "both":
-            inputs["gz"] = files
+    inputs = {}
+    if args.input in ("gz", "both", "all"):
+        inputs["gz"] = files
+    if args.input in ("petbind", "all"):
+        inputs["petbind"] = petbind_scan(files, args.work / f"v{args.voxels}_petbind")
+    if args.input in ("nii", "both", "all"):
         inputs["nii"] = plain_scan(files, args.work / f"v{args.voxels}_nii")
     petbind = [sys.executable, "-m", "petbind"]
 
@@ -414,8 +441,8 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; Python "
         f"{platform.python_version()}.",
         "",
-        f"Scan: {args.voxels:,} brain voxels x 29 frames, float32, as `.nii.gz` and/or "
-        "`.nii`; MRTM2, k2' auto, default scheduler, "
+        f"Scan: {args.voxels:,} brain voxels x 29 frames, float32, as `.nii.gz` "
+        "(nibabel's, petbind's) and/or `.nii`; MRTM2, k2' auto, default scheduler, "
         + ("brain mask derived (no `--mask`); " if args.no_mask else "`--mask` given; ") +
         f"outputs: nine `.nii.gz` maps ({map_mb:.1f} MB) with sidecars. Free cores "
         f"(speedup of two CPU-bound processes together over one; 2.0 = two idle cores): "

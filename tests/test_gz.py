@@ -87,3 +87,186 @@ def test_a_large_input_buffer_reads_the_same_bytes_and_fails_the_same_way(tmp_pa
     with pytest.raises((EOFError, zlib.error, gzip.BadGzipFile)) as big:
         read_all(buffer_size=1 << 20)
     assert type(big.value) is type(small.value) and str(big.value) == str(small.value)
+
+
+# --- members petbind writes: one per frame, found from their headers, inflated in parallel
+
+
+@pytest.fixture
+def one_frame_members(monkeypatch):
+    """Frames of the small test images are each a member (as frames of 1 MiB and more are)."""
+    monkeypatch.setattr(gz, "MEMBER_MIN", 1)
+
+
+def _nifti_gz(tmp_path, shape=(6, 5, 4, 7), name="scan.nii.gz"):
+    """A 4-D float32 image written by petbind (save_image) and its array."""
+    from petbind.io.bids import save_image
+
+    data = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    return save_image(tmp_path / name, data, np.eye(4)), data
+
+
+def _members(raw: bytes) -> list[tuple[int, int, bytes]]:
+    """(offset, length, subfield) of each member, walked with the stdlib's inflater (an
+    independent reading of RFC 1952: the member ends where zlib's says it does)."""
+    out, off = [], 0
+    while off < len(raw):
+        assert raw[off:off + 4] == b"\x1f\x8b\x08\x04"  # FEXTRA only
+        xlen = int.from_bytes(raw[off + 10:off + 12], "little")
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        d.decompress(raw[off:])
+        assert d.eof
+        n = len(raw) - off - len(d.unused_data)
+        out.append((off, n, raw[off + 12:off + 12 + xlen]))
+        off += n
+    return out
+
+
+def test_a_4d_image_is_one_member_per_frame_that_every_reader_reads(tmp_path,
+                                                                   one_frame_members):
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    p, data = _nifti_gz(tmp_path)
+    raw = p.read_bytes()
+    members = _members(raw)
+    frame = 6 * 5 * 4 * 4
+    assert len(members) == 1 + 7  # the header, then each frame
+    for off, n, extra in members:
+        size = len(zlib.decompress(raw[off:off + n], 16 + zlib.MAX_WBITS))
+        # subfield "PM", 8 bytes: the member's length and its inflated length
+        assert extra == b"PM" + (8).to_bytes(2, "little") + n.to_bytes(4, "little") \
+            + size.to_bytes(4, "little")
+    assert [len(zlib.decompress(raw[o:o + n], 31)) for o, n, _ in members[1:]] == [frame] * 7
+    assert gz.member_index(p) == [
+        (o, n, len(zlib.decompress(raw[o:o + n], 31))) for o, n, _ in members]
+    plain = gzip.decompress(raw)
+    np.testing.assert_array_equal(
+        np.frombuffer(plain[352:], np.float32).reshape(data.shape, order="F"), data)
+    np.testing.assert_array_equal(np.asarray(nib.load(p).dataobj), data)
+    itk = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))  # zlib's gzread: (t, z, y, x)
+    np.testing.assert_array_equal(itk, data.transpose(3, 2, 1, 0))
+    assert _nifti_gz(tmp_path, name="again.nii.gz")[0].read_bytes() == raw  # reproducible
+
+
+def test_small_frames_are_grouped_and_other_data_is_cut_in_pieces(tmp_path, monkeypatch):
+    monkeypatch.setattr(gz, "MEMBER_MIN", 3 * 6 * 5 * 4 * 4 - 1)  # three frames a member
+    p, _ = _nifti_gz(tmp_path)
+    sizes = [n for _, _, n in gz.member_index(p)]
+    assert sizes == [352, 3 * 480, 3 * 480, 480]
+    monkeypatch.setattr(gz, "MEMBER_MAX", 1000)
+    payload = _payload()
+    raw = _write(payload)
+    assert [n for *_, n in _index_of(tmp_path, raw)] == [
+        min(1000, len(payload) - k) for k in range(0, len(payload), 1000)]
+    assert gzip.decompress(raw) == payload
+    empty = _write(b"")
+    assert gzip.decompress(empty) == b"" and _index_of(tmp_path, empty) == [(0, len(empty), 0)]
+
+
+def _index_of(tmp_path, raw: bytes):
+    p = tmp_path / "x.gz"
+    p.write_bytes(raw)
+    return gz.member_index(p)
+
+
+def test_other_writers_files_are_not_indexed(tmp_path):
+    p, _ = _nifti_gz(tmp_path)
+    raw = p.read_bytes()
+    assert _index_of(tmp_path, gzip.compress(_payload(), mtime=0)) is None  # one stream
+    assert _index_of(tmp_path, raw[:-5]) is None  # truncated: read as one stream
+    assert _index_of(tmp_path, raw + b"garbage") is None
+    assert _index_of(tmp_path, raw + bytes(300)) == gz.member_index(p)  # zero padding
+    assert _index_of(tmp_path, raw + gzip.compress(b"more")) is None
+
+
+@pytest.mark.parametrize("threads,start", [(1, None), (2, None), (3, 1)])
+def test_the_parallel_reader_reads_seeks_and_tells_like_a_stream(tmp_path, threads, start,
+                                                                  monkeypatch,
+                                                                  one_frame_members):
+    monkeypatch.setattr(gz, "READ_AHEAD", 1)  # one member per thread ahead at most
+    p, _ = _nifti_gz(tmp_path, shape=(20, 20, 10, 9))
+    plain = gzip.decompress(p.read_bytes())
+    frame = 20 * 20 * 10 * 4
+    with gz._MemberReader(p, gz.member_index(p), threads, start) as f:
+        assert f.read(348) == plain[:348] and f.tell() == 348
+        f.seek(352)
+        first = f.read(frame)
+        assert first == plain[352:352 + frame]
+        if start is not None:
+            f.widen()
+        buf = bytearray(frame + 100)  # across a member boundary
+        assert f.readinto(buf) == len(buf) and bytes(buf) == plain[352 + frame:][:len(buf)]
+        assert f.read1() == plain[352 + 2 * frame + 100:352 + 3 * frame]  # rest of a member
+        f.seek(1000)  # backward: from the first member again
+        assert f.read(5000) == plain[1000:6000]
+        f.seek(100, 1)
+        assert f.read() == plain[6100:]
+        assert f.read(1) == b"" and f.tell() == len(plain)
+
+
+def test_open_read_uses_the_parallel_reader_and_returns_whole_frames(tmp_path,
+                                                                     one_frame_members):
+    p, _ = _nifti_gz(tmp_path, shape=(20, 20, 10, 4))
+    plain = gzip.decompress(p.read_bytes())
+    with gz.open_read(p) as f:
+        assert isinstance(f, gz._MemberReader)
+        f.read(352)
+        frames = [f.read(16_000) for _ in range(4)]
+        assert all(type(x) is bytes for x in frames) and b"".join(frames) == plain[352:]
+
+
+@pytest.mark.parametrize("where", ["crc", "body"])
+def test_a_damaged_member_fails_after_the_bytes_before_it(tmp_path, where, one_frame_members):
+    p, _ = _nifti_gz(tmp_path, shape=(20, 20, 10, 5))
+    raw = bytearray(p.read_bytes())
+    plain = gzip.decompress(bytes(raw))
+    off, n, _ = gz.member_index(p)[3]  # the third frame
+    if where == "crc":
+        raw[off + n - 8] ^= 0xFF
+    else:
+        raw[off + n // 2] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    with pytest.raises(gzip.BadGzipFile if where == "crc" else (zlib.error, gzip.BadGzipFile)):
+        gzip.decompress(bytes(raw))  # the stdlib agrees the file is damaged
+    good = 352 + 2 * 16_000  # the bytes before the damaged member
+    got = bytearray()
+    with pytest.raises(zlib.error), gz.open_read(p) as f:
+        while b := f.read(7000):
+            got += b
+    assert good - 7000 < len(got) <= good and bytes(got) == plain[:len(got)]
+    with gz.open_read(p) as f:
+        assert f.read(good) == plain[:good]
+        with pytest.raises(zlib.error):
+            f.read(1)
+
+
+def test_the_zlib_fallback_writes_and_reads_the_same_members(tmp_path, monkeypatch,
+                                                            one_frame_members):
+    p, _ = _nifti_gz(tmp_path)
+    monkeypatch.setattr(gz, "_isal_zlib", None)
+    q, _ = _nifti_gz(tmp_path, name="zlib.nii.gz")
+    plain = gzip.decompress(p.read_bytes())
+    assert gzip.decompress(q.read_bytes()) == plain
+    assert [n for *_, n in gz.member_index(q)] == [n for *_, n in gz.member_index(p)]
+    with gz.open_read(q) as f:
+        assert f.read() == plain
+
+
+def test_writing_survives_a_view_of_a_member_kept_alive(tmp_path, monkeypatch,
+                                                         one_frame_members):
+    # a dask worker's profiler keeps frames, and the memoryviews in them, alive: the
+    # writer failed with "Existing exports of data: object cannot be re-sized"
+    kept = []
+    real = gz.member
+
+    def member(data, level=gz.LEVEL):
+        kept.append(data)
+        return real(data, level)
+
+    monkeypatch.setattr(gz, "member", member)
+    p, data = _nifti_gz(tmp_path)
+    assert len(kept) == 1 + data.shape[3]
+    np.testing.assert_array_equal(
+        np.frombuffer(gzip.decompress(p.read_bytes())[352:], np.float32).reshape(
+            data.shape, order="F"), data)

@@ -145,12 +145,22 @@ def test_lazy_proxy_gives_the_same_curves_as_the_array(tmp_path):
     assert img.voxel_volume_ml == pytest.approx(0.008)
 
 
+@pytest.mark.parametrize("writer", ["nibabel", "petbind"])  # one stream; a member a frame
 def test_chunks_of_a_gz_file_equal_voxel_curves_and_leave_no_temporary_file(tmp_path,
-                                                                            monkeypatch):
+                                                                            monkeypatch,
+                                                                            writer):
     import tempfile
 
+    import petbind.gz
+    from petbind.io.bids import save_image
+
     data = _data().astype(np.float32)
-    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "a.nii.gz"))
+    if writer == "nibabel":
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "a.nii.gz"))
+    else:
+        monkeypatch.setattr(petbind.gz, "MEMBER_MIN", 1)
+        save_image(tmp_path / "a.nii.gz", data, np.eye(4))
+        assert len(petbind.gz.member_index(tmp_path / "a.nii.gz")) == 1 + T
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
@@ -213,7 +212,7 @@ class DynamicImage:
         from petbind.gz import open_read
 
         try:
-            fobj = open_read(src)
+            fobj = open_read(src, members=False)  # readinto copies: gz.open_read
         except OSError as exc:
             raise FileFormatError(f"cannot open the image: {exc}", path=self.path,
                                   field="data", fix="check that the file exists and is "
@@ -342,10 +341,11 @@ class DynamicImage:
         with tempfile.TemporaryDirectory(prefix="petbind-") as tmp:
             plain = Path(tmp) / "image.nii"
             try:
-                from petbind.gz import open_read
+                from petbind.gz import ALL_THREADS, open_read
 
-                with open_read(src) as fin, open(plain, "wb") as fout:
-                    shutil.copyfileobj(fin, fout, 1 << 24)
+                with open_read(src, threads=ALL_THREADS) as fin, open(plain, "wb") as fout:
+                    while b := fin.read1(1 << 24):  # a petbind file: one member, no copy
+                        fout.write(b)
             except (OSError, EOFError, zlib.error) as exc:
                 raise FileFormatError(f"cannot decompress the image: {exc}", path=self.path,
                                       field="data", fix="the file may be truncated or "

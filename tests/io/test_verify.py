@@ -105,3 +105,34 @@ def test_dynamic_shape_needs_3d_or_4d_without_empty_axis(shape):
     with pytest.raises(FileFormatError):
         check_dynamic_shape(shape, "x.nii")
     assert check_dynamic_shape((4, 4, 4, 3), "x.nii") == 3
+
+
+@pytest.mark.parametrize("damage", ["none", "crc", "truncated", "garbage"])
+def test_a_file_petbind_wrote_is_verified_member_by_member(tmp_path, monkeypatch, damage):
+    """A scan petbind wrote (one gzip member per frame, inflated on several threads) gets
+    the same checks as a one-stream file: every member's CRC-32 and length, the size the
+    header needs; a damaged one fails naming the file."""
+    import petbind.gz
+    from petbind.io.bids import save_image
+
+    monkeypatch.setattr(petbind.gz, "MEMBER_MIN", 1)
+    data = np.random.default_rng(4).standard_normal((8, 7, 6, N)).astype(np.float32)
+    p = save_image(tmp_path / "sub-01_pet.nii.gz", data, np.eye(4))
+    index = petbind.gz.member_index(p)
+    assert len(index) == 1 + N
+    raw = bytearray(p.read_bytes())
+    size = 352 + data.nbytes
+    if damage == "crc":
+        off, n, _ = index[3]
+        raw[off + n - 6] ^= 0x01  # a CRC-32 byte of the third frame
+    elif damage == "truncated":
+        raw = raw[:-100]
+    elif damage == "garbage":
+        raw += b"not gzip"
+    p.write_bytes(bytes(raw))
+    if damage == "none":
+        assert verify_gzip(p, expected_size=size) == size
+        return
+    with pytest.raises(FileFormatError) as exc:
+        verify_gzip(p, expected_size=size)
+    assert exc.value.field == "data" and str(p) in str(exc.value)

@@ -48,23 +48,14 @@ _PENDING: dict[str, _Prefetch] = {}
 
 
 def _frame_layout(head: bytes) -> tuple[int, int]:
-    """``(data offset, bytes per frame)`` of a 4-D NIfTI-1 image from its header, so that
-    every chunk read ahead is one frame (handed to the reader without a copy); for any
-    other file ``(len(head), CHUNK)``."""
-    import struct
+    """``(data offset, bytes per frame)`` of a 4-D NIfTI-1 image from its header
+    (:func:`petbind.gz.nifti_frames`), so that every chunk read ahead is one frame (handed
+    to the reader without a copy); for any other file ``(len(head), CHUNK)``."""
+    from petbind.gz import nifti_frames
 
-    if len(head) == _NIFTI1_HEADER:
-        for end in "<>":
-            if struct.unpack_from(end + "i", head, 0)[0] != _NIFTI1_HEADER:
-                continue
-            dim = struct.unpack_from(end + "8h", head, 40)
-            bitpix = struct.unpack_from(end + "h", head, 72)[0]
-            offset = struct.unpack_from(end + "f", head, 108)[0]
-            if dim[0] == 4 and min(dim[1:5]) > 0 and bitpix in (8, 16, 32, 64) \
-                    and _NIFTI1_HEADER <= offset < 2**31 and offset == int(offset):
-                frame = dim[1] * dim[2] * dim[3] * bitpix // 8
-                if frame <= MAX_AHEAD // 4:
-                    return int(offset), frame
+    layout = nifti_frames(head)
+    if layout is not None and layout[1] <= MAX_AHEAD // 4:
+        return layout
     return len(head), CHUNK
 
 
@@ -85,6 +76,7 @@ class _Prefetch:
         self.error: BaseException | None = None
         self.stopped = False
         self.cond = threading.Condition()
+        self.reader: Any = None
         self.thread = threading.Thread(target=self._fill, name="petbind-prefetch",
                                        daemon=True)
 
@@ -92,7 +84,7 @@ class _Prefetch:
         if self.path.endswith(".gz"):
             from petbind.gz import open_read
 
-            return open_read(self.path, buffer_size=GZ_BUFFER)
+            return open_read(self.path, buffer_size=GZ_BUFFER, start=1)
         return open(self.path, "rb")  # closed in _fill
 
     def _put(self, b: bytes) -> bool:
@@ -110,6 +102,7 @@ class _Prefetch:
     def _fill(self) -> None:
         try:
             with self._open() as f:
+                self.reader = f
                 head = f.read(_NIFTI1_HEADER)  # the GIL is released while inflating / reading
                 first, step = _frame_layout(head)
                 if not self._put(head):
@@ -130,6 +123,10 @@ class _Prefetch:
         """The next chunk (waiting for it); b"" at the end; the thread's error after the
         bytes before it."""
         with self.cond:
+            if not self.chunks and not self.done:
+                widen = getattr(self.reader, "widen", None)
+                if widen is not None:  # the consumer waits: inflate on every thread
+                    widen()
             while not self.chunks and not self.done:
                 self.cond.wait()
             if self.chunks:
@@ -239,8 +236,7 @@ def start(path: str | os.PathLike) -> bool:
     p = os.path.abspath(os.fspath(path))
     try:
         pre = _Prefetch(p)
-        if pre.path.endswith(".gz"):
-            import petbind.gz  # noqa: F401 - imported here, not inside the thread
+        import petbind.gz  # noqa: F401 - imported here, not inside the thread
     except (OSError, ValueError):
         return False
     with _LOCK:

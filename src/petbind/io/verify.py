@@ -29,8 +29,15 @@ from typing import Any
 import numpy as np
 
 from petbind.errors import FileFormatError
+from petbind.gz import (
+    ALL_THREADS,
+    check_stream_end,
+    damaged_stream_error,
+    decompressobj,
+    member_index,
+    open_read,
+)
 from petbind.gz import ERRORS as _GZ_ERRORS
-from petbind.gz import check_stream_end, damaged_stream_error, decompressobj
 
 __all__ = ["check_activity_range", "check_dynamic_shape", "check_image_type",
            "check_stream_end", "damaged_stream_error", "read_gzip_verified", "verify_gzip"]
@@ -96,6 +103,13 @@ def _inflate_all(p: Path, keep: list[bytes] | None = None) -> int:
     when installed, :func:`petbind.gz.decompressobj`); bytes out (appended to ``keep``
     when given)."""
     total = 0
+    if member_index(p) is not None:  # written by petbind: members inflated in parallel
+        with open_read(p, threads=ALL_THREADS) as g:
+            while out := g.read1():
+                total += len(out)
+                if keep is not None:
+                    keep.append(out)
+        return total
     members = 0
     d = decompressobj()
     with open(p, "rb") as f:
