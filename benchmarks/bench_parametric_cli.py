@@ -67,6 +67,9 @@ RESULTS = HERE / "results" / "parametric_cli.md"
 #: The results file's hand-written part starts at this line and is kept when regenerating.
 KEEP = "<!-- hand-written below this line; bench_parametric_cli.py keeps it -->"
 FORBIDDEN = ("dask", "distributed", "SimpleITK", "dipy", "matplotlib")
+#: Who wrote each ``--input`` kind of scan (the section titles).
+WRITTEN = {"gz": ", written by nibabel: one gzip stream",
+           "petbind": ", written by petbind: a gzip member per frame"}
 
 
 def _bench_parametric():
@@ -324,7 +327,7 @@ def run_input(args: argparse.Namespace, label: str, files: dict[str, Path],
     med = statistics.median(walls)
     size = files["pet"].stat().st_size / 1e6
     lines = [
-        f"## `{files['pet'].name}` ({size:.0f} MB)",
+        f"## `{files['pet'].name}` ({size:.0f} MB{WRITTEN.get(label, '')})",
         "",
         "| repeat | wall (s) | voxels/s (wall) | CPU user+sys (s) | voxels per CPU-s | "
         "peak RSS (MiB) | load average (1/5/15 min) before |"
