@@ -94,8 +94,10 @@ def test_a_large_input_buffer_reads_the_same_bytes_and_fails_the_same_way(tmp_pa
 
 @pytest.fixture
 def one_frame_members(monkeypatch):
-    """Frames of the small test images are each a member (as frames of 1 MiB and more are)."""
+    """Frames of the small test images are each a member (as frames of 1 MiB and more are),
+    read member by member (as files of PARALLEL_MIN bytes and more are)."""
     monkeypatch.setattr(gz, "MEMBER_MIN", 1)
+    monkeypatch.setattr(gz, "PARALLEL_MIN", 0)
 
 
 def _nifti_gz(tmp_path, shape=(6, 5, 4, 7), name="scan.nii.gz"):
@@ -180,21 +182,19 @@ def test_other_writers_files_are_not_indexed(tmp_path):
     assert _index_of(tmp_path, raw + gzip.compress(b"more")) is None
 
 
-@pytest.mark.parametrize("threads,start", [(1, None), (2, None), (3, 1)])
-def test_the_parallel_reader_reads_seeks_and_tells_like_a_stream(tmp_path, threads, start,
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_the_parallel_reader_reads_seeks_and_tells_like_a_stream(tmp_path, threads,
                                                                   monkeypatch,
                                                                   one_frame_members):
     monkeypatch.setattr(gz, "READ_AHEAD", 1)  # one member per thread ahead at most
     p, _ = _nifti_gz(tmp_path, shape=(20, 20, 10, 9))
     plain = gzip.decompress(p.read_bytes())
     frame = 20 * 20 * 10 * 4
-    with gz._MemberReader(p, gz.member_index(p), threads, start) as f:
+    with gz._MemberReader(p, gz.member_index(p), threads) as f:
         assert f.read(348) == plain[:348] and f.tell() == 348
         f.seek(352)
         first = f.read(frame)
         assert first == plain[352:352 + frame]
-        if start is not None:
-            f.widen()
         buf = bytearray(frame + 100)  # across a member boundary
         assert f.readinto(buf) == len(buf) and bytes(buf) == plain[352 + frame:][:len(buf)]
         assert f.read1() == plain[352 + 2 * frame + 100:352 + 3 * frame]  # rest of a member
@@ -203,6 +203,46 @@ def test_the_parallel_reader_reads_seeks_and_tells_like_a_stream(tmp_path, threa
         f.seek(100, 1)
         assert f.read() == plain[6100:]
         assert f.read(1) == b"" and f.tell() == len(plain)
+
+
+def test_members_are_inflated_by_the_workers_and_by_the_reader_when_they_lag(
+        tmp_path, monkeypatch, one_frame_members):
+    import threading
+    import time
+
+    p, _ = _nifti_gz(tmp_path, shape=(20, 20, 10, 12))
+    plain = gzip.decompress(p.read_bytes())
+    who: list[str] = []
+    real = gz._inflate_member
+
+    def inflate(raw, n):
+        name = threading.current_thread().name
+        if name.startswith("petbind-inflate"):
+            time.sleep(0.05)  # a slow worker: the reader catches up and takes members
+        who.append(name)
+        return real(raw, n)
+
+    monkeypatch.setattr(gz, "_inflate_member", inflate)
+    with gz._MemberReader(p, gz.member_index(p), 1) as f:
+        assert f.read() == plain
+    assert threading.current_thread().name in who
+    assert any(n.startswith("petbind-inflate") for n in who)
+    assert len(who) == 1 + 12  # every member inflated once
+
+
+def test_small_files_and_single_members_are_read_as_one_stream(tmp_path, monkeypatch):
+    monkeypatch.setattr(gz, "MEMBER_MIN", 1)
+    p, _ = _nifti_gz(tmp_path, shape=(20, 20, 10, 3))  # 48 kB: under PARALLEL_MIN
+    assert len(gz.member_index(p)) == 4 and gz.parallel_index(p) is None
+    with gz.open_read(p) as f:
+        assert not isinstance(f, gz._MemberReader)
+        assert f.read() == gzip.decompress(p.read_bytes())
+    monkeypatch.setattr(gz, "PARALLEL_MIN", 0)
+    assert gz.parallel_index(p) == gz.member_index(p)
+    from petbind.io.bids import save_image
+
+    m = save_image(tmp_path / "map.nii.gz", np.zeros((20, 20, 10), np.float32), np.eye(4))
+    assert len(gz.member_index(m)) == 1 and gz.parallel_index(m) is None
 
 
 def test_open_read_uses_the_parallel_reader_and_returns_whole_frames(tmp_path,

@@ -159,6 +159,7 @@ def test_chunks_of_a_gz_file_equal_voxel_curves_and_leave_no_temporary_file(tmp_
         nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "a.nii.gz"))
     else:
         monkeypatch.setattr(petbind.gz, "MEMBER_MIN", 1)
+        monkeypatch.setattr(petbind.gz, "PARALLEL_MIN", 0)
         save_image(tmp_path / "a.nii.gz", data, np.eye(4))
         assert len(petbind.gz.member_index(tmp_path / "a.nii.gz")) == 1 + T
     scratch = tmp_path / "scratch"

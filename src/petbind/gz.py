@@ -19,6 +19,10 @@ the reader, each in one call without the GIL: a 1 M-voxel, 29-frame scan
 inflated in 0.20-0.23 s of wall clock on 2 threads against 0.50 s as one
 stream (issue 18). Any other gzip file (a scanner's, nibabel's) is read as one
 stream, as before.
+
+Long module: the member writer, the member reader and the one-stream readers
+share the format (subfield, sizes) and the error conventions; apart, each would
+import the others.
 """
 
 from __future__ import annotations
@@ -48,15 +52,11 @@ BACKEND = "isal" if _igzip is not None else "zlib"
 LEVEL = 1
 
 
-#: Threads inflating the members of an indexed file ahead of a reader that works on the
-#: bytes it gets (one core left to it): on 2 cores one inflater beside the reader read a
-#: 117 MB scan's voxel curves in 0.34-0.37 s of wall clock for 0.51-0.61 CPU-s, two in
-#: 0.41-0.50 s for 0.62-0.77 CPU-s (concurrent page faults), one stream 0.52 s, 0.52 CPU-s.
-THREADS = max(1, min(4, (os.cpu_count() or 1) - 1))
-#: Threads inflating for a reader that only checks the bytes (:func:`petbind.io.verify.
-#: verify_gzip`): every core; 0.16 s of wall clock for the 117 MB scan on 2 cores against
-#: 0.43 s as one stream.
-ALL_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Worker threads inflating the members of an indexed file ahead of its reader, which
+#: inflates too when they are behind: one core each (2 cores: one worker). Two workers
+#: beside a reader gathering voxel curves on 2 cores cost 0.62-0.78 CPU-s for the 117 MB
+#: scan against 0.51-0.61 with one (concurrent page faults).
+THREADS = max(1, min(3, (os.cpu_count() or 1) - 1))
 #: Extra-field subfield identifier (SI1, SI2) of a member petbind writes; its 8 bytes are
 #: the member's length in the file and inflated (little-endian uint32 each).
 SUBFIELD = b"PM"
@@ -68,6 +68,8 @@ MEMBER_MIN = 2**20
 #: Largest member (bytes inflated): pieces of this size where a frame is larger, or the
 #: data is not a 4-D NIfTI-1 image.
 MEMBER_MAX = 64 * 2**20
+#: Indexed files of fewer inflated bytes are inflated in the reader's thread only.
+PARALLEL_MIN = 16 * 2**20
 #: Inflated bytes the reader of an indexed file holds ahead (at least one member per thread).
 READ_AHEAD = 64 * 2**20
 #: Size of a NIfTI-1 header (``sizeof_hdr``).
@@ -277,6 +279,17 @@ def member_index(path: str | os.PathLike) -> list[tuple[int, int, int]] | None:
     return out or None
 
 
+def parallel_index(path: str | os.PathLike) -> list[tuple[int, int, int]] | None:
+    """:func:`member_index` of a file worth reading member by member (at least
+    :data:`PARALLEL_MIN` bytes inflated in two or more data members), else None: a map
+    of one member read through the member reader took 1.45 s for 166 maps in ``petbind
+    run`` against 0.82 s as one stream (thread hand-overs, fresh output buffers)."""
+    index = member_index(path)
+    if index is None or len(index) < 3 or sum(n for *_, n in index) < PARALLEL_MIN:
+        return None
+    return index
+
+
 def _inflate_member(raw: bytes, n: int) -> bytes:
     """The inflated bytes of one member (its CRC-32 and ISIZE checked), ``n`` long.
 
@@ -300,24 +313,21 @@ def _inflate_member(raw: bytes, n: int) -> bytes:
 class _MemberReader(io.RawIOBase):
     """Read-only stream of an indexed gzip file (:func:`member_index`).
 
-    Worker threads take the members in file order and inflate each in one call
-    (no GIL), up to :data:`READ_AHEAD` bytes (and at least one member per
-    thread) ahead of the reader; the reader gets them in order, and a member's
-    error once the bytes before it are read. ``read`` of exactly the rest of a
-    member returns its bytes without a copy. Seeks backward start again from the
-    first member.
+    ``threads`` worker threads take the members in file order and inflate each
+    in one call (no GIL), up to :data:`READ_AHEAD` bytes (and at least one
+    member per thread) ahead of the reader; while it waits for a member, the
+    reader inflates the next one nobody has taken (with ``threads=0``, every
+    member). It gets them in order, and a member's error once the bytes before it
+    are read. ``read`` of
+    exactly the rest of a member returns its bytes without a copy. Seeks
+    backward start again from the first member.
 
-    ``start``: threads inflating until :meth:`widen` (the others wait before
-    taking a member, so no member waits behind a later one): a reader in a
-    background thread beside a main thread that still imports
-    (:mod:`petbind.io.prefetch`) inflates on one thread, and on all once the
-    main thread waits for data. With two inflaters beside the imports from the
-    start, the imports of ``petbind parametric`` took 0.53 s instead of 0.29 s
-    on 2 cores.
+    Handing a member from a worker to the reader costs a GIL hand-over, which a
+    process with other busy threads (a dask client's event loop) makes slow.
     """
 
     def __init__(self, path: str | os.PathLike, index: list[tuple[int, int, int]],
-                 threads: int = THREADS, start: int | None = None) -> None:
+                 threads: int = THREADS) -> None:
         super().__init__()
         self.name = os.fspath(path)
         self._file = open(path, "rb")  # closed by close()
@@ -325,8 +335,7 @@ class _MemberReader(io.RawIOBase):
         self._ends = [0]
         for _, _, n in index:
             self._ends.append(self._ends[-1] + n)
-        self._threads = max(1, threads)
-        self._active = self._threads if start is None else max(1, min(start, self._threads))
+        self._threads = max(0, threads)
         self._cond = threading.Condition()
         self._gen = 0  # a backward seek starts a new generation of workers
         self._taken = 0  # next member a worker takes
@@ -349,16 +358,15 @@ class _MemberReader(io.RawIOBase):
             raise EOFError("the compressed file ends inside a gzip member (truncated)")
         return raw
 
-    def _may_take(self, k: int) -> bool:
+    def _may_take(self) -> bool:
         ahead = self._ends[self._taken] - self._ends[self._given]
-        return k < self._active and (self._taken - self._given < self._threads
-                                     or ahead < READ_AHEAD)
+        return self._taken - self._given < self._threads or ahead < READ_AHEAD
 
-    def _work(self, k: int, gen: int) -> None:
+    def _work(self, gen: int) -> None:
         while True:
             with self._cond:
                 while gen == self._gen and self._taken < len(self._index) \
-                        and not self._may_take(k):
+                        and not self._may_take():
                     self._cond.wait()
                 if gen != self._gen or self._taken >= len(self._index):
                     return
@@ -377,28 +385,42 @@ class _MemberReader(io.RawIOBase):
     def _spawn(self) -> None:
         self._started = True
         for k in range(self._threads):
-            threading.Thread(target=self._work, args=(k, self._gen), daemon=True,
+            threading.Thread(target=self._work, args=(self._gen,), daemon=True,
                              name=f"petbind-inflate-{k}").start()
 
-    def widen(self) -> None:
-        """Inflate on all the reader's threads from now on."""
-        with self._cond:
-            self._active = self._threads
-            self._cond.notify_all()
-
     def _advance(self) -> bool:
-        """The next member's bytes as the current buffer; False at the end."""
+        """The next member's bytes as the current buffer; False at the end. While the
+        member it needs is being inflated by a worker, the reader inflates the next one
+        nobody has taken (it waits only when there is none)."""
         if not self._started:
             self._spawn()
         while True:
             with self._cond:
-                if self._given >= len(self._index):
+                i = self._given
+                if i >= len(self._index):
                     return False
-                while self._given not in self._done:
+                if i in self._done:
+                    out = self._done.pop(i)
+                    self._given += 1
+                    self._cond.notify_all()
+                elif self._taken < len(self._index) and (self._taken == i
+                                                         or self._may_take()):
+                    j = self._taken
+                    self._taken += 1
+                    out = None
+                else:
                     self._cond.wait()
-                out = self._done.pop(self._given)
-                self._given += 1
-                self._cond.notify_all()
+                    continue
+            if out is None:  # inflate member j here, then look again
+                try:
+                    got: bytes | BaseException = _inflate_member(self._raw(j),
+                                                                 self._index[j][2])
+                except BaseException as exc:
+                    got = exc
+                with self._cond:
+                    self._done[j] = got
+                    self._cond.notify_all()
+                continue
             if isinstance(out, BaseException):
                 raise out
             self._cur, self._at = out, 0
@@ -487,14 +509,13 @@ class _MemberReader(io.RawIOBase):
 
 
 def open_read(path: str | os.PathLike, *, buffer_size: int | None = None,
-              threads: int | None = None, start: int | None = None,
-              members: bool = True) -> Any:
+              threads: int | None = None, members: bool = True) -> Any:
     """A gzip reader of ``path`` (seekable forward, as :func:`gzip.open`).
 
     A file petbind wrote (:func:`member_index`) is inflated member by member on
-    ``threads`` threads (default :data:`THREADS`) ahead of the reader
-    (``buffer_size`` does not apply); ``start``: on so many of them until the
-    reader's ``widen()`` (default all). ``members=False`` reads such a file as one
+    ``threads`` threads (default :data:`THREADS`) ahead of the reader, and in the
+    reader's thread (``buffer_size`` does not apply); a small one
+    (:func:`parallel_index`) as one stream. ``members=False`` reads such a file as one
     stream too, in the caller's thread: for a reader that copies every byte into
     its own buffer (nibabel's ``readinto``), where inflating ahead into new
     ``bytes`` cost 0.1 CPU-s more per 117 MB (the copy and the new pages) for
@@ -507,9 +528,9 @@ def open_read(path: str | os.PathLike, *, buffer_size: int | None = None,
     switch interval (5 ms) at every refill, so it reads in large buffers. The
     reader then has ``read`` (full reads up to the end) and ``close`` only.
     """
-    index = member_index(path) if members else None
+    index = parallel_index(path) if members else None
     if index is not None:
-        return _MemberReader(path, index, THREADS if threads is None else threads, start)
+        return _MemberReader(path, index, THREADS if threads is None else threads)
     if _igzip is not None:
         if buffer_size is not None:
             return _IsalBufferedReader(os.fspath(path), buffer_size)

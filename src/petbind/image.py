@@ -341,9 +341,9 @@ class DynamicImage:
         with tempfile.TemporaryDirectory(prefix="petbind-") as tmp:
             plain = Path(tmp) / "image.nii"
             try:
-                from petbind.gz import ALL_THREADS, open_read
+                from petbind.gz import open_read
 
-                with open_read(src, threads=ALL_THREADS) as fin, open(plain, "wb") as fout:
+                with open_read(src) as fin, open(plain, "wb") as fout:
                     while b := fin.read1(1 << 24):  # a petbind file: one member, no copy
                         fout.write(b)
             except (OSError, EOFError, zlib.error) as exc:

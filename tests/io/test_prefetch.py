@@ -119,31 +119,29 @@ def test_a_4d_nifti_is_read_ahead_one_frame_per_chunk_with_the_same_bytes(tmp_pa
             np.frombuffer(f, np.float32).reshape((5, 4, 3), order="F"), data[..., t])
 
 
-def test_a_file_petbind_wrote_is_read_ahead_on_one_inflater_then_on_all(tmp_path, monkeypatch):
+def test_a_file_petbind_wrote_is_read_ahead_one_member_per_frame(tmp_path, monkeypatch):
+    import threading
+
     from petbind import gz
     from petbind.io.bids import save_image
 
     monkeypatch.setattr(gz, "MEMBER_MIN", 1)  # one member per frame
+    monkeypatch.setattr(gz, "PARALLEL_MIN", 0)
     data = np.random.default_rng(2).standard_normal((30, 20, 10, 8)).astype(np.float32)
     p = save_image(tmp_path / "scan.nii.gz", data, np.eye(4))
     raw = gzip.decompress(p.read_bytes())
-    slow = gz._inflate_member
+    names = set()
+    real = gz._inflate_member
 
-    def inflate(raw, n):  # slower than the consumer: it waits for frames
-        time.sleep(0.02)
-        return slow(raw, n)
+    def inflate(raw_member, n):
+        names.add(threading.current_thread().name)
+        return real(raw_member, n)
 
     monkeypatch.setattr(gz, "_inflate_member", inflate)
-    widened = []
-    real = gz._MemberReader.widen
-    monkeypatch.setattr(gz._MemberReader, "widen",
-                        lambda self: (widened.append(self._active), real(self)))
     prefetch.start(p)
-    pre = prefetch._PENDING[str(p)]
     with prefetch.take(p) as s:
         head = s.read(352)
         frames = [s.read(30 * 20 * 10 * 4) for _ in range(8)]
         assert s.read(1) == b""
-    assert isinstance(pre.reader, gz._MemberReader)
     assert head + b"".join(frames) == raw
-    assert widened and widened[0] == 1  # it started on one inflater
+    assert names == {"petbind-prefetch"}  # the read-ahead thread inflates, no other

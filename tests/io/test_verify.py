@@ -116,6 +116,7 @@ def test_a_file_petbind_wrote_is_verified_member_by_member(tmp_path, monkeypatch
     from petbind.io.bids import save_image
 
     monkeypatch.setattr(petbind.gz, "MEMBER_MIN", 1)
+    monkeypatch.setattr(petbind.gz, "PARALLEL_MIN", 0)  # read member by member
     data = np.random.default_rng(4).standard_normal((8, 7, 6, N)).astype(np.float32)
     p = save_image(tmp_path / "sub-01_pet.nii.gz", data, np.eye(4))
     index = petbind.gz.member_index(p)

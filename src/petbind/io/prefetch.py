@@ -76,7 +76,6 @@ class _Prefetch:
         self.error: BaseException | None = None
         self.stopped = False
         self.cond = threading.Condition()
-        self.reader: Any = None
         self.thread = threading.Thread(target=self._fill, name="petbind-prefetch",
                                        daemon=True)
 
@@ -84,7 +83,7 @@ class _Prefetch:
         if self.path.endswith(".gz"):
             from petbind.gz import open_read
 
-            return open_read(self.path, buffer_size=GZ_BUFFER, start=1)
+            return open_read(self.path, buffer_size=GZ_BUFFER, threads=0)  # this thread inflates
         return open(self.path, "rb")  # closed in _fill
 
     def _put(self, b: bytes) -> bool:
@@ -102,7 +101,6 @@ class _Prefetch:
     def _fill(self) -> None:
         try:
             with self._open() as f:
-                self.reader = f
                 head = f.read(_NIFTI1_HEADER)  # the GIL is released while inflating / reading
                 first, step = _frame_layout(head)
                 if not self._put(head):
@@ -123,10 +121,6 @@ class _Prefetch:
         """The next chunk (waiting for it); b"" at the end; the thread's error after the
         bytes before it."""
         with self.cond:
-            if not self.chunks and not self.done:
-                widen = getattr(self.reader, "widen", None)
-                if widen is not None:  # the consumer waits: inflate on every thread
-                    widen()
             while not self.chunks and not self.done:
                 self.cond.wait()
             if self.chunks:

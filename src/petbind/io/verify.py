@@ -29,15 +29,14 @@ from typing import Any
 import numpy as np
 
 from petbind.errors import FileFormatError
+from petbind.gz import ERRORS as _GZ_ERRORS
 from petbind.gz import (
-    ALL_THREADS,
     check_stream_end,
     damaged_stream_error,
     decompressobj,
-    member_index,
     open_read,
+    parallel_index,
 )
-from petbind.gz import ERRORS as _GZ_ERRORS
 
 __all__ = ["check_activity_range", "check_dynamic_shape", "check_image_type",
            "check_stream_end", "damaged_stream_error", "read_gzip_verified", "verify_gzip"]
@@ -103,8 +102,8 @@ def _inflate_all(p: Path, keep: list[bytes] | None = None) -> int:
     when installed, :func:`petbind.gz.decompressobj`); bytes out (appended to ``keep``
     when given)."""
     total = 0
-    if member_index(p) is not None:  # written by petbind: members inflated in parallel
-        with open_read(p, threads=ALL_THREADS) as g:
+    if parallel_index(p) is not None:  # written by petbind: members inflated in parallel
+        with open_read(p) as g:
             while out := g.read1():
                 total += len(out)
                 if keep is not None:
