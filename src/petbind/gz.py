@@ -310,7 +310,94 @@ def _inflate_member(raw: bytes, n: int) -> bytes:
     return out
 
 
-class _MemberReader(io.RawIOBase):
+class ChunkedStream(io.RawIOBase):
+    """A read-only stream over chunks of bytes that a subclass hands out in order
+    (:meth:`_next_chunk`, b"" at the end): ``read`` (a whole chunk without a copy),
+    ``read1``, ``readinto``, ``tell`` and forward ``seek``; a backward seek calls
+    :meth:`_rewind` (refused unless the subclass can start again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cur: bytes = b""
+        self._at = 0
+        self._pos = 0
+
+    def _next_chunk(self) -> bytes:
+        raise NotImplementedError
+
+    def _rewind(self) -> None:
+        raise io.UnsupportedOperation("this stream only seeks forward")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _take(self, n: int) -> memoryview | bytes:
+        """Up to ``n`` bytes (``n < 0``: the rest of the current chunk) at the position."""
+        if self._at >= len(self._cur):
+            self._cur, self._at = self._next_chunk(), 0
+            if not self._cur:
+                return b""
+        left = len(self._cur) - self._at
+        k = left if n < 0 else min(n, left)
+        if self._at == 0 and k == len(self._cur):
+            out: memoryview | bytes = self._cur  # a whole chunk: no copy
+        else:
+            out = memoryview(self._cur)[self._at:self._at + k]
+        self._at += k
+        self._pos += k
+        return out
+
+    def read(self, size: int | None = -1) -> bytes:
+        need = -1 if size is None or size < 0 else size
+        parts = []
+        while need != 0:
+            part = self._take(need)
+            if not len(part):
+                break
+            parts.append(part)
+            if need > 0:
+                need -= len(part)
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (``-1``: the rest of the current chunk, a whole chunk without
+        a copy); b"" at the end."""
+        part = self._take(size)
+        return part if isinstance(part, bytes) else bytes(part)
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        n = 0
+        while n < len(view):
+            part = self._take(len(view) - n)
+            if not len(part):
+                break
+            view[n:n + len(part)] = part
+            n += len(part)
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = {0: offset, 1: self._pos + offset}.get(whence)
+        if target is None or target < 0:
+            raise io.UnsupportedOperation("seek from the end of a stream")
+        if target < self._pos:
+            self._rewind()
+            self._cur, self._at, self._pos = b"", 0, 0
+        while self._pos < target:
+            if not len(self._take(target - self._pos)):
+                break
+        return self._pos
+
+
+class _MemberReader(ChunkedStream):
     """Read-only stream of an indexed gzip file (:func:`member_index`).
 
     ``threads`` worker threads take the members in file order and inflate each
@@ -318,9 +405,7 @@ class _MemberReader(io.RawIOBase):
     member per thread) ahead of the reader; while it waits for a member, the
     reader inflates the next one nobody has taken (with ``threads=0``, every
     member). It gets them in order, and a member's error once the bytes before it
-    are read. ``read`` of
-    exactly the rest of a member returns its bytes without a copy. Seeks
-    backward start again from the first member.
+    are read. Seeks backward start again from the first member.
 
     Handing a member from a worker to the reader costs a GIL hand-over, which a
     process with other busy threads (a dask client's event loop) makes slow.
@@ -342,9 +427,6 @@ class _MemberReader(io.RawIOBase):
         self._given = 0  # next member the reader gets
         self._done: dict[int, bytes | BaseException] = {}
         self._started = False
-        self._cur: bytes = b""
-        self._at = 0
-        self._pos = 0
 
     def _raw(self, i: int) -> bytes:
         offset, total, _ = self._index[i]
@@ -388,17 +470,17 @@ class _MemberReader(io.RawIOBase):
             threading.Thread(target=self._work, args=(self._gen,), daemon=True,
                              name=f"petbind-inflate-{k}").start()
 
-    def _advance(self) -> bool:
-        """The next member's bytes as the current buffer; False at the end. While the
-        member it needs is being inflated by a worker, the reader inflates the next one
-        nobody has taken (it waits only when there is none)."""
+    def _next_chunk(self) -> bytes:
+        """The next member's bytes; b"" at the end. While the member it needs is being
+        inflated by a worker, the reader inflates the next one nobody has taken (it
+        waits only when there is none)."""
         if not self._started:
             self._spawn()
         while True:
             with self._cond:
                 i = self._given
                 if i >= len(self._index):
-                    return False
+                    return b""
                 if i in self._done:
                     out = self._done.pop(i)
                     self._given += 1
@@ -423,76 +505,13 @@ class _MemberReader(io.RawIOBase):
                 continue
             if isinstance(out, BaseException):
                 raise out
-            self._cur, self._at = out, 0
             if out:
-                return True
+                return out
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def _take(self, n: int) -> memoryview | bytes:
-        if self._at >= len(self._cur) and not self._advance():
-            return b""
-        left = len(self._cur) - self._at
-        k = left if n < 0 else min(n, left)
-        if self._at == 0 and k == len(self._cur):
-            out: memoryview | bytes = self._cur  # a whole member: no copy
-        else:
-            out = memoryview(self._cur)[self._at:self._at + k]
-        self._at += k
-        self._pos += k
-        return out
-
-    def read(self, size: int | None = -1) -> bytes:
-        need = -1 if size is None or size < 0 else size
-        parts = []
-        while need != 0:
-            part = self._take(need)
-            if not len(part):
-                break
-            parts.append(part)
-            if need > 0:
-                need -= len(part)
-        if len(parts) == 1 and isinstance(parts[0], bytes):
-            return parts[0]
-        return b"".join(parts)
-
-    def read1(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (``-1``: the rest of the current member, a whole member
-        without a copy); b"" at the end."""
-        part = self._take(size)
-        return part if isinstance(part, bytes) else bytes(part)
-
-    def readinto(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        n = 0
-        while n < len(view):
-            part = self._take(len(view) - n)
-            if not len(part):
-                break
-            view[n:n + len(part)] = part
-            n += len(part)
-        return n
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        target = {0: offset, 1: self._pos + offset}.get(whence)
-        if target is None or target < 0:
-            raise io.UnsupportedOperation("seek from the end of a gzip stream")
-        if target < self._pos:
-            self._stop()
-            self._started = False
-            self._taken = self._given = self._at = self._pos = 0
-            self._cur = b""
-        while self._pos < target:
-            if not len(self._take(target - self._pos)):
-                break
-        return self._pos
+    def _rewind(self) -> None:
+        self._stop()
+        self._started = False
+        self._taken = self._given = 0
 
     def _stop(self) -> None:
         with self._cond:

@@ -30,6 +30,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from petbind.gz import ChunkedStream, nifti_frames, open_read
+
 #: Bytes per read of the background thread where the file is not a 4-D NIfTI-1 image
 #: (whose frames are read one per chunk); large reads: few GIL hand-overs.
 CHUNK = 8 * 2**20
@@ -51,8 +53,6 @@ def _frame_layout(head: bytes) -> tuple[int, int]:
     """``(data offset, bytes per frame)`` of a 4-D NIfTI-1 image from its header
     (:func:`petbind.gz.nifti_frames`), so that every chunk read ahead is one frame (handed
     to the reader without a copy); for any other file ``(len(head), CHUNK)``."""
-    from petbind.gz import nifti_frames
-
     layout = nifti_frames(head)
     if layout is not None and layout[1] <= MAX_AHEAD // 4:
         return layout
@@ -81,8 +81,6 @@ class _Prefetch:
 
     def _open(self) -> Any:
         if self.path.endswith(".gz"):
-            from petbind.gz import open_read
-
             return open_read(self.path, buffer_size=GZ_BUFFER, threads=0)  # this thread inflates
         return open(self.path, "rb")  # closed in _fill
 
@@ -140,83 +138,30 @@ class _Prefetch:
             self.cond.notify_all()
 
 
-class PrefetchedStream(io.RawIOBase):
+class PrefetchedStream(ChunkedStream):
     """A read-only, forward-seekable stream of a :class:`_Prefetch`'s bytes.
 
-    ``read``, ``readinto``, ``seek`` (forward only: the bytes behind are
-    gone), ``tell``; a context manager that stops the thread on exit.
+    ``read`` (one whole chunk, a frame, without a copy), ``readinto``, ``seek``
+    (forward only: the bytes behind are gone), ``tell``
+    (:class:`petbind.gz.ChunkedStream`); a context manager that stops the thread on
+    exit.
     """
 
     def __init__(self, pre: _Prefetch) -> None:
         super().__init__()
         self._pre = pre
-        self._buf = memoryview(b"")
-        self._pos = 0
         self.name = pre.path
 
-    def readable(self) -> bool:
-        return True
+    def _next_chunk(self) -> bytes:
+        return self._pre.next_chunk()
 
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def _take(self, n: int) -> memoryview:
-        """Up to ``n`` bytes (``n < 0``: the rest of the current chunk) at the position."""
-        if not len(self._buf):
-            self._buf = memoryview(self._pre.next_chunk())
-        k = len(self._buf) if n < 0 else min(n, len(self._buf))
-        if k == len(self._buf):  # the whole (rest of the) chunk
-            out = self._buf
-            self._buf = memoryview(b"")
-            self._pos += k
-            return out
-        out = self._buf[:k]
-        self._buf = self._buf[k:]
-        self._pos += k
-        return out
-
-    def read(self, size: int | None = -1) -> bytes:
-        parts = []
-        need = -1 if size is None or size < 0 else size
-        while need != 0:
-            part = self._take(need)
-            if not len(part):
-                break
-            parts.append(part)
-            if need > 0:
-                need -= len(part)
-        if len(parts) == 1 and isinstance(parts[0].obj, bytes) and \
-                len(parts[0]) == len(parts[0].obj):
-            return parts[0].obj  # one whole chunk (a frame): no copy
-        return b"".join(parts)
-
-    def readinto(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        n = 0
-        while n < len(view):
-            part = self._take(len(view) - n)
-            if not len(part):
-                break
-            view[n:n + len(part)] = part
-            n += len(part)
-        return n
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        target = {0: offset, 1: self._pos + offset}.get(whence)
-        if target is None or target < self._pos:
-            raise io.UnsupportedOperation("a prefetched stream only seeks forward")
-        while self._pos < target:
-            if not len(self._take(target - self._pos)):
-                break
-        return self._pos
+    def _rewind(self) -> None:
+        raise io.UnsupportedOperation("a prefetched stream only seeks forward")
 
     def close(self) -> None:
         if not self.closed:
             self._pre.stop()
-            self._buf = memoryview(b"")
+            self._cur = b""
         super().close()
 
 
@@ -230,7 +175,6 @@ def start(path: str | os.PathLike) -> bool:
     p = os.path.abspath(os.fspath(path))
     try:
         pre = _Prefetch(p)
-        import petbind.gz  # noqa: F401 - imported here, not inside the thread
     except (OSError, ValueError):
         return False
     with _LOCK:
