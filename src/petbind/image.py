@@ -344,7 +344,7 @@ class DynamicImage:
                 from petbind.gz import open_read
 
                 with open_read(src) as fin, open(plain, "wb") as fout:
-                    while b := fin.read1(1 << 24):  # a petbind file: one member, no copy
+                    while b := fin.read1(1 << 24):  # a petbind file: a member at a time
                         fout.write(b)
             except (OSError, EOFError, zlib.error) as exc:
                 raise FileFormatError(f"cannot decompress the image: {exc}", path=self.path,
